@@ -110,3 +110,53 @@ impl Header {
         Ok((Header { kid, ctr }, consumed))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn non_minimal_encodings_are_refused() {
+        // CTR 5 written as a 1-byte extended field
+        assert!(Header::decode(&[0x08, 0x05]).is_err());
+        // CTR 255 written in 2 bytes
+        assert!(Header::decode(&[0x09, 0x00, 0xff]).is_err());
+        // KID 7 written as an extended field
+        assert!(Header::decode(&[0x80, 0x07]).is_err());
+        // KID 256 written in 3 bytes
+        assert!(Header::decode(&[0xa0, 0x00, 0x01, 0x00]).is_err());
+        // the minimal ones decode
+        assert_eq!(Header::decode(&[0x08, 0x08]), Ok((Header::new(0, 8), 2)));
+        assert_eq!(
+            Header::decode(&[0x90, 0x01, 0x00]),
+            Ok((Header::new(256, 0), 3))
+        );
+    }
+
+    #[test]
+    fn empty_and_truncated_input() {
+        assert_eq!(
+            Header::decode(&[]),
+            Err(Error::MalformedHeader("empty input"))
+        );
+        assert_eq!(
+            Header::decode(&[0xf0]),
+            Err(Error::MalformedHeader("truncated KID"))
+        );
+        assert_eq!(
+            Header::decode(&[0x0f, 1, 2, 3]),
+            Err(Error::MalformedHeader("truncated CTR"))
+        );
+    }
+
+    #[test]
+    fn every_single_and_double_byte_input_is_handled() {
+        for a in 0..=255u8 {
+            for b in 0..=255u8 {
+                if let Ok((h, n)) = Header::decode(&[a, b]) {
+                    assert_eq!(h.encode(), [a, b][..n].to_vec());
+                }
+            }
+        }
+    }
+}
