@@ -346,7 +346,7 @@ fn kid_layout_and_wrapping_steps() {
         generation: 17,
         step: 18,
     };
-    assert_eq!(id.kid(), 0x1234_12);
+    assert_eq!(id.kid(), 0x0012_3412);
     assert_eq!(KeyId::split_kid(id.kid()), (0x1234, 1, 2));
     // sender 0, generation 0, step 0 fits the config byte: a 1-byte KID field of 0
     assert_eq!(
