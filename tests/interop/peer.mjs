@@ -483,6 +483,38 @@ const OPS = {
     return { valid: pk.verify(unb64(r.message, 'message'), unb64(r.signature, 'signature')) };
   },
 
+  async derive_public(r) {
+    const priv = S.PrivateKey.deserialize(unb64(r.private_key, 'private_key'));
+    return { public_key: b64(priv.getPublicKey().serialize()) };
+  },
+
+  async build_signal_message(r) {
+    // Deterministic SignalMessage via the library's constructor (test hook).
+    const m = S.SignalMessage._new(
+      int(r.version, 'version', { dflt: 4 }),
+      unb64(r.mac_key, 'mac_key'),
+      S.PublicKey.deserialize(unb64(r.sender_ratchet_key, 'sender_ratchet_key')),
+      int(r.counter, 'counter'),
+      int(r.previous_counter, 'previous_counter'),
+      unb64(r.ciphertext, 'ciphertext'),
+      S.PublicKey.deserialize(unb64(r.sender_identity_key, 'sender_identity_key')),
+      S.PublicKey.deserialize(unb64(r.receiver_identity_key, 'receiver_identity_key')),
+      ...(LOADED_VERSION === '0.72.1' ? [] : [r.pq_ratchet == null ? Buffer.alloc(0) : unb64(r.pq_ratchet, 'pq_ratchet')]),
+    );
+    return { body: b64(m.serialize()) };
+  },
+
+  async verify_mac(r) {
+    const m = S.SignalMessage.deserialize(unb64(r.body, 'body'));
+    return {
+      valid: m.verifyMac(
+        S.PublicKey.deserialize(unb64(r.sender_identity_key, 'sender_identity_key')),
+        S.PublicKey.deserialize(unb64(r.receiver_identity_key, 'receiver_identity_key')),
+        unb64(r.mac_key, 'mac_key'),
+      ),
+    };
+  },
+
   async generate_key_pair() {
     const priv = S.PrivateKey.generate();
     return { private_key: b64(priv.serialize()), public_key: b64(priv.getPublicKey().serialize()) };
