@@ -64,7 +64,6 @@ impl PublicKey {
 
     /// libsignal's canonicity check for an incoming base key: `u < p` with the top bit clear,
     /// and the Edwards lift (sign 0) is torsion-free.
-    #[allow(dead_code)]
     pub(crate) fn is_canonical(&self) -> bool {
         let k = &self.0;
         let top_bit = k[31] & 0x80 != 0;

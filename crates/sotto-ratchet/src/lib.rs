@@ -3,25 +3,67 @@
 //! The Signal protocol — XEdDSA identity signatures, PQXDH (X25519 + Kyber1024) session setup
 //! and the Double Ratchet — byte-compatible with libsignal 0.90.0 (sessions without SPQR).
 //!
-//! The crate does no network I/O and reads no clock: randomness (`&mut (impl RngCore +
-//! CryptoRng)`) and time (`SystemTime`) are parameters. The normative description of every
-//! format, label and limit is `protocol-spec/ratchet.md`.
+//! The protocol core does no network I/O and reads no clock: randomness
+//! (`&mut (impl RngCore + CryptoRng)`) and time (`SystemTime`) are parameters. The only I/O
+//! is the optional encrypted file store (`file-store` feature, on by default). The normative
+//! description of every format, label and limit is `protocol-spec/ratchet.md`.
 //!
 //! ```
-//! use sotto_ratchet::IdentityKeyPair;
+//! use std::time::SystemTime;
+//! use sotto_ratchet::*;
+//!
 //! let mut rng = rand::thread_rng();
-//! let me = IdentityKeyPair::generate(&mut rng);
-//! let sig = me.sign(&mut rng, b"challenge");
-//! assert!(me.public().verify_signature(b"challenge", &sig));
-//! assert_eq!(me.public().serialize()[0], 0x05);
+//! let now = SystemTime::now();
+//! // Bob publishes a bundle.
+//! let bob_id = IdentityKeyPair::generate(&mut rng);
+//! let mut bob = InMemoryStore::new(bob_id.clone(), 2);
+//! let spk = SignedPreKeyRecord::generate(1, 0, &bob_id, &mut rng);
+//! let kpk = KyberPreKeyRecord::generate(1, 0, &bob_id, &mut rng);
+//! let opk = PreKeyRecord::generate(7, &mut rng);
+//! let bundle = PreKeyBundle::from_records(2, 1, bob_id.public(), Some(&opk), &spk, &kpk);
+//! bob.save_signed_pre_key(spk)?;
+//! bob.save_kyber_pre_key(kpk, true)?;
+//! bob.save_pre_key(opk)?;
+//!
+//! // Alice starts a session and sends.
+//! let mut alice = InMemoryStore::new(IdentityKeyPair::generate(&mut rng), 1);
+//! let (to_bob, to_alice) = (ProtocolAddress::new("bob", 1), ProtocolAddress::new("alice", 1));
+//! process_prekey_bundle(&to_bob, &mut alice, &bundle, now, &mut rng)?;
+//! let m = encrypt(&to_bob, &mut alice, b"hi", now)?;
+//! assert_eq!(m.message_type(), 3); // PreKeySignalMessage until Bob replies
+//! assert_eq!(decrypt(&to_alice, &mut bob, &m, &mut rng)?, b"hi");
+//! let r = encrypt(&to_alice, &mut bob, b"hello", now)?;
+//! assert_eq!(decrypt(&to_bob, &mut alice, &r, &mut rng)?, b"hello");
+//! # Ok::<(), sotto_ratchet::Error>(())
 //! ```
 
 pub mod consts;
+mod crypto;
 pub mod curve;
 mod error;
+mod fingerprint;
 mod identity;
+pub mod kem;
+mod message;
+mod prekeys;
 pub mod proto;
+pub mod ratchet;
+mod record;
+mod session;
+mod store;
 
 pub use curve::{KeyPair, PrivateKey, PublicKey};
 pub use error::{Error, Result};
+pub use fingerprint::Fingerprint;
 pub use identity::{IdentityKey, IdentityKeyPair};
+pub use kem::{KyberKeyPair, KyberPublicKey, KyberSecretKey};
+pub use message::{CiphertextMessage, PreKeySignalMessage, SignalMessage};
+pub use prekeys::{KyberPreKeyRecord, PreKeyBundle, PreKeyRecord, SignedPreKeyRecord};
+pub use record::SessionRecord;
+pub use session::{
+    decrypt, decrypt_prekey_message, decrypt_signal_message, encrypt, process_prekey_bundle,
+};
+pub use store::{
+    Direction, IdentityChange, IdentityKeyStore, InMemoryStore, KyberPreKeyStore, PreKeyStore,
+    ProtocolAddress, ProtocolStore, SessionStore, SignedPreKeyStore,
+};

@@ -53,6 +53,123 @@ pub mod storage {
         #[prost(bytes = "vec", tag = "2")]
         pub private_key: Vec<u8>,
     }
+
+    /// `SessionStructure.Chain.ChainKey`.
+    #[derive(Clone, PartialEq, prost::Message, Zeroize)]
+    pub struct ChainKey {
+        #[prost(uint32, tag = "1")]
+        pub index: u32,
+        #[prost(bytes = "vec", tag = "2")]
+        pub key: Vec<u8>,
+    }
+
+    /// `SessionStructure.Chain.MessageKey` (we always store the seed form).
+    #[derive(Clone, PartialEq, prost::Message, Zeroize)]
+    pub struct MessageKey {
+        #[prost(uint32, tag = "1")]
+        pub index: u32,
+        #[prost(bytes = "vec", tag = "5")]
+        pub seed: Vec<u8>,
+    }
+
+    /// `SessionStructure.Chain`.
+    #[derive(Clone, PartialEq, prost::Message, Zeroize)]
+    pub struct Chain {
+        #[prost(bytes = "vec", tag = "1")]
+        pub sender_ratchet_key: Vec<u8>,
+        #[prost(bytes = "vec", tag = "2")]
+        pub sender_ratchet_key_private: Vec<u8>,
+        #[prost(message, optional, tag = "3")]
+        pub chain_key: Option<ChainKey>,
+        #[prost(message, repeated, tag = "4")]
+        pub message_keys: Vec<MessageKey>,
+    }
+
+    /// `SessionStructure.PendingPreKey`.
+    #[derive(Clone, PartialEq, prost::Message, Zeroize)]
+    pub struct PendingPreKey {
+        #[prost(uint32, optional, tag = "1")]
+        pub pre_key_id: Option<u32>,
+        #[prost(int32, tag = "3")]
+        pub signed_pre_key_id: i32,
+        #[prost(bytes = "vec", tag = "2")]
+        pub base_key: Vec<u8>,
+        #[prost(uint64, tag = "4")]
+        pub timestamp: u64,
+    }
+
+    /// `SessionStructure.PendingKyberPreKey`.
+    #[derive(Clone, PartialEq, prost::Message, Zeroize)]
+    pub struct PendingKyberPreKey {
+        #[prost(uint32, tag = "1")]
+        pub pre_key_id: u32,
+        #[prost(bytes = "vec", tag = "2")]
+        pub ciphertext: Vec<u8>,
+    }
+
+    /// `signal.proto.storage.SessionStructure` (proto3), same field numbers as libsignal.
+    #[derive(Clone, PartialEq, prost::Message, Zeroize)]
+    pub struct SessionStructure {
+        #[prost(uint32, tag = "1")]
+        pub session_version: u32,
+        #[prost(bytes = "vec", tag = "2")]
+        pub local_identity_public: Vec<u8>,
+        #[prost(bytes = "vec", tag = "3")]
+        pub remote_identity_public: Vec<u8>,
+        #[prost(bytes = "vec", tag = "4")]
+        pub root_key: Vec<u8>,
+        #[prost(uint32, tag = "5")]
+        pub previous_counter: u32,
+        #[prost(message, optional, tag = "6")]
+        pub sender_chain: Option<Chain>,
+        #[prost(message, repeated, tag = "7")]
+        pub receiver_chains: Vec<Chain>,
+        #[prost(message, optional, tag = "9")]
+        pub pending_pre_key: Option<PendingPreKey>,
+        #[prost(message, optional, tag = "14")]
+        pub pending_kyber_pre_key: Option<PendingKyberPreKey>,
+        #[prost(uint32, tag = "10")]
+        pub remote_registration_id: u32,
+        #[prost(uint32, tag = "11")]
+        pub local_registration_id: u32,
+        #[prost(bytes = "vec", tag = "13")]
+        pub alice_base_key: Vec<u8>,
+    }
+
+    /// `signal.proto.storage.RecordStructure`.
+    #[derive(Clone, PartialEq, prost::Message, Zeroize)]
+    pub struct RecordStructure {
+        #[prost(message, optional, tag = "1")]
+        pub current_session: Option<SessionStructure>,
+        #[prost(bytes = "vec", repeated, tag = "2")]
+        pub previous_sessions: Vec<Vec<u8>>,
+    }
+
+    /// `PreKeyRecordStructure`.
+    #[derive(Clone, PartialEq, prost::Message, Zeroize)]
+    pub struct PreKeyRecordStructure {
+        #[prost(uint32, tag = "1")]
+        pub id: u32,
+        #[prost(bytes = "vec", tag = "2")]
+        pub public_key: Vec<u8>,
+        #[prost(bytes = "vec", tag = "3")]
+        pub private_key: Vec<u8>,
+    }
+
+    /// `SignedPreKeyRecordStructure` (libsignal uses it for Kyber prekeys too).
+    #[derive(Clone, PartialEq, prost::Message, Zeroize)]
+    pub struct SignedPreKeyRecordStructure {
+        #[prost(uint32, tag = "1")]
+        pub id: u32,
+        #[prost(bytes = "vec", tag = "2")]
+        pub public_key: Vec<u8>,
+        #[prost(bytes = "vec", tag = "3")]
+        pub private_key: Vec<u8>,
+        #[prost(bytes = "vec", tag = "4")]
+        pub signature: Vec<u8>,
+        #[prost(fixed64, tag = "5")]
+        pub timestamp: u64,
+    }
 }
 
 /// Scannable fingerprint.
