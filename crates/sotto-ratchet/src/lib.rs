@@ -67,3 +67,53 @@ pub use store::{
     Direction, IdentityChange, IdentityKeyStore, InMemoryStore, KyberPreKeyStore, PreKeyStore,
     ProtocolAddress, ProtocolStore, SessionStore, SignedPreKeyStore,
 };
+
+/// Hooks for known-answer tests against published libsignal values. Not a stable API.
+#[doc(hidden)]
+pub mod testing {
+    use crate::curve::PublicKey;
+    use crate::identity::IdentityKey;
+    use crate::ratchet::{derive_initial_keys_with_label, ChainKey};
+
+    /// `(root_key, chain_key)` from a key-agreement secret and HKDF label.
+    pub fn initial_keys(label: &[u8], secret: &[u8]) -> ([u8; 32], [u8; 32]) {
+        let (rk, ck) = derive_initial_keys_with_label(label, secret);
+        (*rk.as_bytes(), *ck.key())
+    }
+
+    /// One symmetric ratchet step: `(seed, cipher_key, mac_key, iv, next_chain_key)`.
+    #[allow(clippy::type_complexity)]
+    pub fn chain_step(chain_key: [u8; 32]) -> ([u8; 32], [u8; 32], [u8; 32], [u8; 16], [u8; 32]) {
+        let ck = ChainKey::new(chain_key, 0);
+        let seed = ck.message_key_seed();
+        let keys = seed.keys();
+        let next = ck.next().map(|n| *n.key()).unwrap_or([0; 32]);
+        (*seed.seed(), keys.cipher_key, keys.mac_key, keys.iv, next)
+    }
+
+    /// Serializes a SignalMessage with an explicit MAC key (as libsignal's `SignalMessage::new`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn signal_message(
+        version: u8,
+        mac_key: &[u8; 32],
+        ratchet_key: PublicKey,
+        counter: u32,
+        previous_counter: u32,
+        ciphertext: Vec<u8>,
+        sender: &IdentityKey,
+        receiver: &IdentityKey,
+    ) -> Vec<u8> {
+        crate::message::SignalMessage::new(
+            version,
+            mac_key,
+            ratchet_key,
+            counter,
+            previous_counter,
+            ciphertext,
+            sender,
+            receiver,
+        )
+        .serialized()
+        .to_vec()
+    }
+}

@@ -199,7 +199,11 @@ pub(crate) struct SessionState {
 
 /// `HKDF(salt = none, ikm = secrets, PQXDH_INFO)` → root key ‖ chain key ‖ (unused SPQR key).
 fn derive_initial_keys(secrets: &[u8]) -> (RootKey, ChainKey) {
-    let okm = hkdf::<96>(None, secrets, PQXDH_INFO);
+    derive_initial_keys_with_label(PQXDH_INFO, secrets)
+}
+
+pub(crate) fn derive_initial_keys_with_label(label: &[u8], secrets: &[u8]) -> (RootKey, ChainKey) {
+    let okm = hkdf::<96>(None, secrets, label);
     let mut rk = [0u8; 32];
     let mut ck = [0u8; 32];
     rk.copy_from_slice(&okm[..32]);

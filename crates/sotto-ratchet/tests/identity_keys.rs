@@ -8,8 +8,8 @@ use sotto_ratchet::{Error, IdentityKey, IdentityKeyPair, PrivateKey, PublicKey};
 
 #[test]
 fn x25519_agreement_matches_libsignal_vector() {
-    let v = vector("libsignal-v0.90.0-curve25519.json");
-    for case in v["x25519_agreement"].as_array().unwrap() {
+    let v = vector("x25519.json");
+    for case in v["cases"].as_array().unwrap() {
         let a = PrivateKey::deserialize(&hex_field(case, "alice_private")).unwrap();
         let b = PrivateKey::deserialize(&hex_field(case, "bob_private")).unwrap();
         assert_eq!(
@@ -27,8 +27,8 @@ fn x25519_agreement_matches_libsignal_vector() {
 
 #[test]
 fn libsignal_signature_with_sign_bit_set_verifies_and_every_bit_flip_fails() {
-    let v = vector("libsignal-v0.90.0-curve25519.json");
-    for case in v["xeddsa_verify"].as_array().unwrap() {
+    let v = vector("xeddsa.json");
+    for case in v["cases"].as_array().unwrap() {
         let private = PrivateKey::deserialize(&hex_field(case, "private")).unwrap();
         let public = PublicKey::from_bytes(hex_field(case, "public").try_into().unwrap());
         assert_eq!(private.public_key(), public);
