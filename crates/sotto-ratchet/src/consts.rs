@@ -48,3 +48,10 @@ pub const SCANNABLE_FINGERPRINT_VERSION: u32 = 1;
 
 /// Largest encrypted store file read back from disk.
 pub const MAX_STORE_FILE_SIZE: usize = 64 * 1024 * 1024;
+
+/// Argon2id memory cost for the file store's passphrase KDF, in KiB (OWASP minimum profile).
+pub const STORE_ARGON2_M_COST_KIB: u32 = 19 * 1024;
+/// Argon2id iterations for the file store's passphrase KDF.
+pub const STORE_ARGON2_T_COST: u32 = 2;
+/// Argon2id parallelism for the file store's passphrase KDF.
+pub const STORE_ARGON2_P_COST: u32 = 1;

@@ -41,6 +41,8 @@ pub mod consts;
 mod crypto;
 pub mod curve;
 mod error;
+#[cfg(feature = "file-store")]
+mod file_store;
 mod fingerprint;
 mod identity;
 pub mod kem;
@@ -54,6 +56,8 @@ mod store;
 
 pub use curve::{KeyPair, PrivateKey, PublicKey};
 pub use error::{Error, Result};
+#[cfg(feature = "file-store")]
+pub use file_store::{FileStore, StoreKeySource};
 pub use fingerprint::Fingerprint;
 pub use identity::{IdentityKey, IdentityKeyPair};
 pub use kem::{KyberKeyPair, KyberPublicKey, KyberSecretKey};

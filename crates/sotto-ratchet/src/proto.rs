@@ -192,3 +192,49 @@ pub mod fingerprint {
         pub remote_fingerprint: Option<LogicalFingerprint>,
     }
 }
+
+/// File-store snapshot (sotto's own format; see `file_store`).
+pub mod snapshot {
+    use zeroize::Zeroize;
+
+    use super::storage::{PreKeyRecordStructure, SignedPreKeyRecordStructure};
+
+    /// A contact's identity or session, keyed by address.
+    #[derive(Clone, PartialEq, prost::Message, Zeroize)]
+    pub struct AddressEntry {
+        #[prost(string, tag = "1")]
+        pub name: String,
+        #[prost(uint32, tag = "2")]
+        pub device_id: u32,
+        #[prost(bytes = "vec", tag = "3")]
+        pub value: Vec<u8>,
+    }
+
+    /// A Kyber prekey with its last-resort flag.
+    #[derive(Clone, PartialEq, prost::Message, Zeroize)]
+    pub struct KyberEntry {
+        #[prost(message, optional, tag = "1")]
+        pub record: Option<SignedPreKeyRecordStructure>,
+        #[prost(bool, tag = "2")]
+        pub last_resort: bool,
+    }
+
+    /// Everything in an `InMemoryStore`.
+    #[derive(Clone, PartialEq, prost::Message, Zeroize)]
+    pub struct StoreSnapshot {
+        #[prost(bytes = "vec", tag = "1")]
+        pub identity_key_pair: Vec<u8>,
+        #[prost(uint32, tag = "2")]
+        pub registration_id: u32,
+        #[prost(message, repeated, tag = "3")]
+        pub identities: Vec<AddressEntry>,
+        #[prost(message, repeated, tag = "4")]
+        pub pre_keys: Vec<PreKeyRecordStructure>,
+        #[prost(message, repeated, tag = "5")]
+        pub signed_pre_keys: Vec<SignedPreKeyRecordStructure>,
+        #[prost(message, repeated, tag = "6")]
+        pub kyber_pre_keys: Vec<KyberEntry>,
+        #[prost(message, repeated, tag = "7")]
+        pub sessions: Vec<AddressEntry>,
+    }
+}
