@@ -269,7 +269,7 @@ fn gcm_open<C: AeadInPlace>(
 }
 
 /// AAD = header ‖ metadata. Small: avoid a heap allocation for the common case.
-fn join_aad(parts: &[&[u8]]) -> smallbuf::SmallBuf {
+fn join_aad<'a>(parts: &[&'a [u8]]) -> smallbuf::SmallBuf<'a> {
     smallbuf::SmallBuf::concat(parts)
 }
 
@@ -309,13 +309,21 @@ mod smallbuf {
 
     const INLINE: usize = MAX_HEADER_SIZE + 64;
 
-    pub(crate) enum SmallBuf {
+    pub(crate) enum SmallBuf<'a> {
+        Borrowed(&'a [u8]),
         Inline([u8; INLINE], usize),
         Heap(Vec<u8>),
     }
 
-    impl SmallBuf {
-        pub(crate) fn concat(parts: &[&[u8]]) -> Self {
+    impl<'a> SmallBuf<'a> {
+        pub(crate) fn concat(parts: &[&'a [u8]]) -> Self {
+            // Common case (no metadata): the header alone, no copy.
+            let mut non_empty = parts.iter().filter(|p| !p.is_empty());
+            match (non_empty.next(), non_empty.next()) {
+                (None, _) => return SmallBuf::Borrowed(&[]),
+                (Some(only), None) => return SmallBuf::Borrowed(only),
+                _ => {}
+            }
             let n: usize = parts.iter().map(|p| p.len()).sum();
             if n <= INLINE {
                 let mut buf = [0u8; INLINE];
@@ -335,10 +343,11 @@ mod smallbuf {
         }
     }
 
-    impl core::ops::Deref for SmallBuf {
+    impl core::ops::Deref for SmallBuf<'_> {
         type Target = [u8];
         fn deref(&self) -> &[u8] {
             match self {
+                SmallBuf::Borrowed(b) => b,
                 SmallBuf::Inline(buf, n) => &buf[..*n],
                 SmallBuf::Heap(v) => v,
             }
