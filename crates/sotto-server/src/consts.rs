@@ -1,0 +1,80 @@
+//! Every limit the signaling server enforces, by name. Each is a default that
+//! [`crate::Limits`] can override per deployment; tests exercise each at the limit and one past it.
+
+use std::time::Duration;
+
+/// Wire-format version carried in every frame's `"v"` field.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Largest WebSocket message (one JSON text frame) the server accepts, in bytes. A larger one is
+/// answered with `frame_too_large` and the connection is closed.
+pub const MAX_FRAME_BYTES: usize = 64 * 1024;
+
+/// The WebSocket layer itself refuses to buffer a message larger than this multiple of the frame
+/// limit. Between the frame limit and this cap the server still reads the frame, so it can answer
+/// `frame_too_large` before closing; past it the socket layer fails first and the server answers
+/// `frame_too_large` and closes too.
+pub const WS_HARD_MAX_FACTOR: usize = 4;
+
+/// Envelopes that may wait for one recipient device. The next one is refused with
+/// `recipient_queue_full` (the sender learns it; nothing is stored).
+pub const MAX_QUEUED_ENVELOPES_PER_DEVICE: usize = 1000;
+
+/// Sustained envelopes per second one connection may send (token-bucket refill rate).
+pub const ENVELOPES_PER_SECOND: u32 = 100;
+
+/// Token-bucket depth: envelopes one connection may send in a burst.
+pub const ENVELOPE_BURST: u32 = 200;
+
+/// Simultaneous WebSocket connections from one IP address.
+pub const MAX_CONNECTIONS_PER_ADDR: usize = 32;
+
+/// Time from TCP accept to a successful `register`/`login`; after it, `auth_timeout` and close.
+pub const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Longest time-to-live a sender may ask for an envelope, in seconds (one day). Longer is refused
+/// with `ttl_too_long`. A call ring should use about 60 s.
+pub const MAX_ENVELOPE_TTL_SECS: u64 = 24 * 60 * 60;
+
+/// One-time prekeys accepted in a single `publish_prekeys`.
+pub const MAX_ONE_TIME_PREKEYS_PER_UPLOAD: usize = 200;
+
+/// One-time prekeys the server keeps per device; an upload past this is refused.
+pub const MAX_ONE_TIME_PREKEYS_STORED: usize = 1000;
+
+/// When a device's one-time prekey stock falls below this, it is sent `prekeys_low`.
+pub const LOW_PREKEY_THRESHOLD: u32 = 10;
+
+/// Frames (responses and pushes) that may wait for one connection's writer. A connection whose
+/// queue is full is not reading: it is closed with `slow_consumer` (queued envelopes stay stored).
+pub const OUTBOUND_QUEUE_FRAMES: usize = 256;
+
+/// Envelopes fetched from the store per delivery round for one connection.
+pub const DELIVERY_BATCH: usize = 64;
+
+/// Malformed frames tolerated on one connection before it is closed.
+pub const MAX_MALFORMED_FRAMES: u32 = 16;
+
+/// Longest username, in bytes (`[a-z0-9._-]`).
+pub const MAX_USERNAME_BYTES: usize = 64;
+
+/// Largest public key accepted in a prekey (a Kyber1024 key with type byte is 1569 bytes).
+pub const MAX_PREKEY_PUBLIC_BYTES: usize = 1600;
+
+/// Largest signature accepted on a prekey (XEdDSA: 64).
+pub const MAX_PREKEY_SIGNATURE_BYTES: usize = 64;
+
+/// How often expired envelopes are purged.
+pub const EXPIRY_SWEEP_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Lifetime of issued TURN credentials, in seconds.
+pub const TURN_CREDENTIAL_TTL_SECS: u64 = 600;
+
+/// How long graceful shutdown waits for connections to finish before aborting them.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Random bytes in an authentication challenge.
+pub const CHALLENGE_NONCE_BYTES: usize = 32;
+
+/// Domain-separation prefix of the signed authentication message.
+pub const AUTH_CONTEXT: &[u8] = b"sotto-signaling-auth-v1";

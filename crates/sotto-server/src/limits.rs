@@ -1,0 +1,136 @@
+//! Rate and connection limits as plain state machines: time is a parameter.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A token bucket: `rate` tokens per second, at most `burst` stored.
+#[derive(Debug, Clone)]
+pub struct TokenBucket {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl TokenBucket {
+    /// A full bucket.
+    pub fn new(rate_per_sec: u32, burst: u32, now: Instant) -> Self {
+        Self {
+            rate: f64::from(rate_per_sec),
+            burst: f64::from(burst.max(1)),
+            tokens: f64::from(burst.max(1)),
+            last: now,
+        }
+    }
+
+    /// Takes one token if available; otherwise returns how long until one is.
+    pub fn try_take(&mut self, now: Instant) -> Result<(), Duration> {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Ok(())
+        } else if self.rate > 0.0 {
+            Err(Duration::from_secs_f64((1.0 - self.tokens) / self.rate))
+        } else {
+            Err(Duration::from_secs(3600))
+        }
+    }
+}
+
+/// Counts live connections per IP address.
+#[derive(Debug, Clone)]
+pub struct ConnectionLimiter {
+    max: usize,
+    counts: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+/// Holds one connection slot; released on drop.
+#[derive(Debug)]
+pub struct ConnectionSlot {
+    ip: IpAddr,
+    counts: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+impl ConnectionLimiter {
+    /// At most `max` connections per address.
+    pub fn new(max: usize) -> Self {
+        Self {
+            max,
+            counts: Arc::default(),
+        }
+    }
+
+    /// A slot for `ip`, or `None` if it already has `max`.
+    pub fn acquire(&self, ip: IpAddr) -> Option<ConnectionSlot> {
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let n = counts.entry(ip).or_insert(0);
+        if *n >= self.max {
+            return None;
+        }
+        *n += 1;
+        Some(ConnectionSlot {
+            ip,
+            counts: self.counts.clone(),
+        })
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = counts.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                counts.remove(&self.ip);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::consts::{ENVELOPES_PER_SECOND, ENVELOPE_BURST, MAX_CONNECTIONS_PER_ADDR};
+
+    #[test]
+    fn bucket_burst_limit_and_limit_plus_one() {
+        let t0 = Instant::now();
+        let mut b = TokenBucket::new(ENVELOPES_PER_SECOND, ENVELOPE_BURST, t0);
+        for _ in 0..ENVELOPE_BURST {
+            assert!(b.try_take(t0).is_ok());
+        }
+        let wait = b.try_take(t0).unwrap_err();
+        assert!(wait <= Duration::from_secs(1) / ENVELOPES_PER_SECOND + Duration::from_micros(1));
+    }
+
+    #[test]
+    fn bucket_sustained_rate_limit_and_limit_plus_one() {
+        let t0 = Instant::now();
+        let mut b = TokenBucket::new(ENVELOPES_PER_SECOND, ENVELOPE_BURST, t0);
+        while b.try_take(t0).is_ok() {}
+        // One second later exactly ENVELOPES_PER_SECOND more are allowed, not one more.
+        let t1 = t0 + Duration::from_secs(1);
+        for _ in 0..ENVELOPES_PER_SECOND {
+            assert!(b.try_take(t1).is_ok());
+        }
+        assert!(b.try_take(t1).is_err());
+    }
+
+    #[test]
+    fn connections_limit_and_limit_plus_one() {
+        let l = ConnectionLimiter::new(MAX_CONNECTIONS_PER_ADDR);
+        let ip: IpAddr = [127, 0, 0, 1].into();
+        let other: IpAddr = [127, 0, 0, 2].into();
+        let slots: Vec<_> = (0..MAX_CONNECTIONS_PER_ADDR)
+            .map(|_| l.acquire(ip).unwrap())
+            .collect();
+        assert!(l.acquire(ip).is_none());
+        assert!(l.acquire(other).is_some(), "other addresses unaffected");
+        drop(slots);
+        assert!(l.acquire(ip).is_some(), "slots are released on drop");
+    }
+}

@@ -1,0 +1,230 @@
+//! In-memory [`Store`] for unit tests and ephemeral servers.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+use super::*;
+
+#[derive(Default)]
+struct Device {
+    identity: Vec<u8>,
+    signed: Option<SignedPreKey>,
+    kem: Option<SignedPreKey>,
+    one_time: BTreeMap<u32, OneTimePreKey>,
+}
+
+#[derive(Default)]
+struct Inner {
+    devices: BTreeMap<DeviceAddr, Device>,
+    queues: HashMap<DeviceAddr, BTreeMap<u64, NewEnvelope>>,
+    next_id: u64,
+}
+
+/// Everything in a mutex; lost when dropped.
+#[derive(Default)]
+pub struct MemoryStore(Mutex<Inner>);
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Store for MemoryStore {
+    fn register(&self, addr: &DeviceAddr, key: &[u8], _now: u64) -> StoreResult<RegisterOutcome> {
+        let mut g = self.lock();
+        if let Some(d) = g.devices.get(addr) {
+            return Ok(if d.identity == key {
+                RegisterOutcome::AlreadyRegistered
+            } else {
+                RegisterOutcome::IdentityMismatch
+            });
+        }
+        if g.devices.keys().any(|a| a.user == addr.user) {
+            return Ok(RegisterOutcome::UsernameTaken);
+        }
+        g.devices.insert(
+            addr.clone(),
+            Device {
+                identity: key.to_vec(),
+                ..Device::default()
+            },
+        );
+        Ok(RegisterOutcome::Created)
+    }
+
+    fn set_device(&self, addr: &DeviceAddr, key: &[u8], _now: u64) -> StoreResult<bool> {
+        let mut g = self.lock();
+        let replaced = match g.devices.get(addr) {
+            Some(d) if d.identity == key => return Ok(false),
+            Some(_) => true,
+            None => false,
+        };
+        g.devices.insert(
+            addr.clone(),
+            Device {
+                identity: key.to_vec(),
+                ..Device::default()
+            },
+        );
+        g.queues.remove(addr);
+        Ok(replaced)
+    }
+
+    fn identity(&self, addr: &DeviceAddr) -> StoreResult<Option<Vec<u8>>> {
+        Ok(self.lock().devices.get(addr).map(|d| d.identity.clone()))
+    }
+
+    fn devices(&self, user: &str) -> StoreResult<Vec<u32>> {
+        Ok(self
+            .lock()
+            .devices
+            .keys()
+            .filter(|a| a.user == user)
+            .map(|a| a.device)
+            .collect())
+    }
+
+    fn publish_prekeys(
+        &self,
+        addr: &DeviceAddr,
+        signed: Option<&SignedPreKey>,
+        kem: Option<&SignedPreKey>,
+        one_time: &[OneTimePreKey],
+        max_one_time: usize,
+    ) -> StoreResult<Option<u32>> {
+        let mut g = self.lock();
+        let Some(d) = g.devices.get_mut(addr) else {
+            return Ok(None);
+        };
+        let new_ids = one_time
+            .iter()
+            .filter(|k| !d.one_time.contains_key(&k.id))
+            .map(|k| k.id)
+            .collect::<std::collections::BTreeSet<_>>()
+            .len();
+        if d.one_time.len() + new_ids > max_one_time {
+            return Ok(None);
+        }
+        if let Some(s) = signed {
+            d.signed = Some(s.clone());
+        }
+        if let Some(k) = kem {
+            d.kem = Some(k.clone());
+        }
+        for k in one_time {
+            d.one_time.insert(k.id, k.clone());
+        }
+        Ok(Some(u32::try_from(d.one_time.len()).unwrap_or(u32::MAX)))
+    }
+
+    fn one_time_count(&self, addr: &DeviceAddr) -> StoreResult<u32> {
+        Ok(self
+            .lock()
+            .devices
+            .get(addr)
+            .map(|d| u32::try_from(d.one_time.len()).unwrap_or(u32::MAX))
+            .unwrap_or(0))
+    }
+
+    fn take_bundle(&self, addr: &DeviceAddr) -> StoreResult<BundleOutcome> {
+        let mut g = self.lock();
+        let Some(d) = g.devices.get_mut(addr) else {
+            return Ok(BundleOutcome::UnknownDevice);
+        };
+        let (Some(signed), Some(kem)) = (d.signed.clone(), d.kem.clone()) else {
+            return Ok(BundleOutcome::NoPrekeys);
+        };
+        let otk = d.one_time.pop_first().map(|(_, k)| k);
+        Ok(BundleOutcome::Bundle(StoredBundle {
+            identity_key: d.identity.clone(),
+            signed_prekey: signed,
+            kem_prekey: kem,
+            one_time_prekey: otk,
+            one_time_remaining: u32::try_from(d.one_time.len()).unwrap_or(u32::MAX),
+        }))
+    }
+
+    fn enqueue(&self, env: &NewEnvelope, max_queued: usize) -> StoreResult<EnqueueOutcome> {
+        let mut g = self.lock();
+        if !g.devices.contains_key(&env.to) {
+            return Ok(EnqueueOutcome::UnknownRecipient);
+        }
+        let now = env.stored_at_ms;
+        let id = g.next_id + 1;
+        let q = g.queues.entry(env.to.clone()).or_default();
+        q.retain(|_, e| e.expires_at_ms > now);
+        if q.len() >= max_queued {
+            return Ok(EnqueueOutcome::QueueFull);
+        }
+        q.insert(id, env.clone());
+        g.next_id = id;
+        Ok(EnqueueOutcome::Stored(id))
+    }
+
+    fn pending(
+        &self,
+        to: &DeviceAddr,
+        after: u64,
+        now_ms: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<StoredEnvelope>> {
+        let g = self.lock();
+        Ok(g.queues
+            .get(to)
+            .map(|q| {
+                q.range(after.saturating_add(1)..)
+                    .filter(|(_, e)| e.expires_at_ms > now_ms)
+                    .take(limit)
+                    .map(|(id, e)| StoredEnvelope {
+                        id: *id,
+                        env: e.clone(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    fn ack(&self, to: &DeviceAddr, id: u64) -> StoreResult<bool> {
+        Ok(self
+            .lock()
+            .queues
+            .get_mut(to)
+            .is_some_and(|q| q.remove(&id).is_some()))
+    }
+
+    fn purge_expired(&self, now_ms: u64) -> StoreResult<u64> {
+        let mut g = self.lock();
+        let mut n = 0u64;
+        for q in g.queues.values_mut() {
+            let before = q.len();
+            q.retain(|_, e| e.expires_at_ms > now_ms);
+            n += (before - q.len()) as u64;
+        }
+        Ok(n)
+    }
+
+    fn queued(&self, to: &DeviceAddr) -> StoreResult<usize> {
+        Ok(self.lock().queues.get(to).map_or(0, |q| q.len()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contract() {
+        super::super::contract::all(&MemoryStore::new());
+    }
+
+    #[test]
+    fn queue_limit() {
+        super::super::contract::queue_limit_and_limit_plus_one(&MemoryStore::new());
+    }
+}

@@ -1,0 +1,342 @@
+//! Persistence behind a small trait: [`MemoryStore`] for unit tests, [`SqliteStore`] for users.
+//!
+//! Every method is synchronous and atomic; the server calls them from blocking tasks. A method
+//! that returns `Ok` has committed (for SQLite: the transaction is in the WAL with the configured
+//! durability) — the server acknowledges a stored envelope only after `enqueue` returns.
+
+mod memory;
+mod sqlite;
+
+pub use memory::MemoryStore;
+pub use sqlite::{Durability, SqliteStore};
+
+use crate::protocol::{OneTimePreKey, SignedPreKey};
+
+/// A device address: account name and device number.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DeviceAddr {
+    /// Account name.
+    pub user: String,
+    /// Device number.
+    pub device: u32,
+}
+
+impl DeviceAddr {
+    /// Builds an address.
+    pub fn new(user: impl Into<String>, device: u32) -> Self {
+        Self {
+            user: user.into(),
+            device,
+        }
+    }
+}
+
+/// Result of [`Store::register`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegisterOutcome {
+    /// A new account with this first device.
+    Created,
+    /// The device exists with exactly this identity key.
+    AlreadyRegistered,
+    /// The account exists but not this device (add it from a signed-in device).
+    UsernameTaken,
+    /// The device exists with a different identity key.
+    IdentityMismatch,
+}
+
+/// Result of [`Store::enqueue`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnqueueOutcome {
+    /// Committed with this id.
+    Stored(u64),
+    /// The recipient already has `max_queued` envelopes waiting.
+    QueueFull,
+    /// No such device.
+    UnknownRecipient,
+}
+
+/// What a fetched bundle is made of (the protocol [`crate::protocol::Bundle`] minus names).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredBundle {
+    /// Identity key bytes.
+    pub identity_key: Vec<u8>,
+    /// Signed prekey.
+    pub signed_prekey: SignedPreKey,
+    /// KEM prekey.
+    pub kem_prekey: SignedPreKey,
+    /// The one-time prekey just removed, if any.
+    pub one_time_prekey: Option<OneTimePreKey>,
+    /// One-time prekeys left after this fetch.
+    pub one_time_remaining: u32,
+}
+
+/// Result of [`Store::take_bundle`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BundleOutcome {
+    /// The bundle; its one-time prekey is gone from the store.
+    Bundle(StoredBundle),
+    /// No such device.
+    UnknownDevice,
+    /// The device has not published a signed and a KEM prekey.
+    NoPrekeys,
+}
+
+/// An envelope to store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEnvelope {
+    /// Recipient.
+    pub to: DeviceAddr,
+    /// Authenticated sender.
+    pub from: DeviceAddr,
+    /// Store time, ms.
+    pub stored_at_ms: u64,
+    /// Expiry, ms.
+    pub expires_at_ms: u64,
+    /// Opaque.
+    pub ciphertext: Vec<u8>,
+}
+
+/// A stored envelope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEnvelope {
+    /// Id, increasing in store order.
+    pub id: u64,
+    /// The envelope.
+    pub env: NewEnvelope,
+}
+
+/// Storage failure (opaque; details go to logs, not to peers).
+#[derive(Debug, thiserror::Error)]
+#[error("storage failure: {0}")]
+pub struct StoreError(pub String);
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        Self(e.to_string())
+    }
+}
+
+/// `Result` for store operations.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The server's persistent state.
+pub trait Store: Send + Sync + 'static {
+    /// Creates an account with its first device, or recognises an existing device.
+    fn register(
+        &self,
+        addr: &DeviceAddr,
+        identity_key: &[u8],
+        now_ms: u64,
+    ) -> StoreResult<RegisterOutcome>;
+
+    /// Adds a device to an existing account, or replaces a device's identity key (dropping its
+    /// prekeys and queued envelopes, which were for the old key). Returns true if it replaced.
+    fn set_device(&self, addr: &DeviceAddr, identity_key: &[u8], now_ms: u64) -> StoreResult<bool>;
+
+    /// The identity key bound to a device.
+    fn identity(&self, addr: &DeviceAddr) -> StoreResult<Option<Vec<u8>>>;
+
+    /// An account's device numbers, ascending (empty if no account).
+    fn devices(&self, user: &str) -> StoreResult<Vec<u32>>;
+
+    /// Stores prekeys; returns the one-time stock afterwards. Fails with `Ok(None)` if the
+    /// one-time stock would exceed `max_one_time`.
+    fn publish_prekeys(
+        &self,
+        addr: &DeviceAddr,
+        signed: Option<&SignedPreKey>,
+        kem: Option<&SignedPreKey>,
+        one_time: &[OneTimePreKey],
+        max_one_time: usize,
+    ) -> StoreResult<Option<u32>>;
+
+    /// One-time prekeys stored for a device.
+    fn one_time_count(&self, addr: &DeviceAddr) -> StoreResult<u32>;
+
+    /// Builds a bundle, atomically removing one one-time prekey (lowest id), so no two callers
+    /// ever receive the same one.
+    fn take_bundle(&self, addr: &DeviceAddr) -> StoreResult<BundleOutcome>;
+
+    /// Stores an envelope unless the recipient is unknown or has `max_queued` unexpired waiting.
+    fn enqueue(&self, env: &NewEnvelope, max_queued: usize) -> StoreResult<EnqueueOutcome>;
+
+    /// Unexpired envelopes for `to` with id > `after`, ascending, at most `limit`.
+    fn pending(
+        &self,
+        to: &DeviceAddr,
+        after: u64,
+        now_ms: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<StoredEnvelope>>;
+
+    /// Deletes an envelope addressed to `to`. True if it existed.
+    fn ack(&self, to: &DeviceAddr, id: u64) -> StoreResult<bool>;
+
+    /// Deletes every envelope expired at `now_ms`; returns how many.
+    fn purge_expired(&self, now_ms: u64) -> StoreResult<u64>;
+
+    /// Number of envelopes stored for `to` (expired or not).
+    fn queued(&self, to: &DeviceAddr) -> StoreResult<usize>;
+
+    /// Called on graceful shutdown (SQLite: checkpoint the WAL).
+    fn flush(&self) -> StoreResult<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod contract {
+    //! The same contract tests run against both implementations.
+    use super::*;
+    use crate::consts::MAX_QUEUED_ENVELOPES_PER_DEVICE;
+    use crate::protocol::B64;
+
+    fn spk(id: u32) -> SignedPreKey {
+        SignedPreKey {
+            id,
+            public: B64(vec![5; 33]),
+            signature: B64(vec![9; 64]),
+        }
+    }
+
+    fn env(to: &DeviceAddr, exp: u64) -> NewEnvelope {
+        NewEnvelope {
+            to: to.clone(),
+            from: DeviceAddr::new("alice", 1),
+            stored_at_ms: 0,
+            expires_at_ms: exp,
+            ciphertext: vec![1, 2, 3],
+        }
+    }
+
+    pub fn all(s: &dyn Store) {
+        let a = DeviceAddr::new("alice", 1);
+        let b = DeviceAddr::new("bob", 1);
+        assert_eq!(
+            s.register(&a, &[1; 33], 0).unwrap(),
+            RegisterOutcome::Created
+        );
+        assert_eq!(
+            s.register(&a, &[1; 33], 0).unwrap(),
+            RegisterOutcome::AlreadyRegistered
+        );
+        assert_eq!(
+            s.register(&a, &[2; 33], 0).unwrap(),
+            RegisterOutcome::IdentityMismatch
+        );
+        assert_eq!(
+            s.register(&DeviceAddr::new("alice", 2), &[2; 33], 0)
+                .unwrap(),
+            RegisterOutcome::UsernameTaken
+        );
+        assert!(!s
+            .set_device(&DeviceAddr::new("alice", 2), &[2; 33], 0)
+            .unwrap());
+        assert_eq!(s.devices("alice").unwrap(), vec![1, 2]);
+        assert_eq!(
+            s.register(&b, &[3; 33], 0).unwrap(),
+            RegisterOutcome::Created
+        );
+
+        // Prekeys: no bundle before signed + KEM prekeys; one-time handed out once each.
+        assert_eq!(s.take_bundle(&b).unwrap(), BundleOutcome::NoPrekeys);
+        assert_eq!(
+            s.take_bundle(&DeviceAddr::new("carol", 1)).unwrap(),
+            BundleOutcome::UnknownDevice
+        );
+        let otks: Vec<_> = (1..=3)
+            .map(|id| OneTimePreKey {
+                id,
+                public: B64(vec![id as u8; 33]),
+            })
+            .collect();
+        assert_eq!(
+            s.publish_prekeys(&b, Some(&spk(1)), Some(&spk(2)), &otks, 3)
+                .unwrap(),
+            Some(3)
+        );
+        // One over the stored limit is refused, nothing changes.
+        let extra = [OneTimePreKey {
+            id: 99,
+            public: B64(vec![0; 33]),
+        }];
+        assert_eq!(s.publish_prekeys(&b, None, None, &extra, 3).unwrap(), None);
+        let mut seen = Vec::new();
+        for left in (0..3).rev() {
+            match s.take_bundle(&b).unwrap() {
+                BundleOutcome::Bundle(bd) => {
+                    assert_eq!(bd.identity_key, vec![3; 33]);
+                    assert_eq!(bd.one_time_remaining, left);
+                    seen.push(bd.one_time_prekey.unwrap().id);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(seen, vec![1, 2, 3]);
+        match s.take_bundle(&b).unwrap() {
+            BundleOutcome::Bundle(bd) => assert!(bd.one_time_prekey.is_none()),
+            other => panic!("{other:?}"),
+        }
+
+        // Envelopes: queue, pending cursor, ack, expiry.
+        let id1 = match s.enqueue(&env(&b, 100), 10).unwrap() {
+            EnqueueOutcome::Stored(id) => id,
+            o => panic!("{o:?}"),
+        };
+        let id2 = match s.enqueue(&env(&b, 200), 10).unwrap() {
+            EnqueueOutcome::Stored(id) => id,
+            o => panic!("{o:?}"),
+        };
+        assert!(id2 > id1);
+        assert_eq!(
+            s.enqueue(&env(&DeviceAddr::new("carol", 1), 100), 10)
+                .unwrap(),
+            EnqueueOutcome::UnknownRecipient
+        );
+        let p = s.pending(&b, 0, 50, 10).unwrap();
+        assert_eq!(p.iter().map(|e| e.id).collect::<Vec<_>>(), vec![id1, id2]);
+        assert_eq!(p[0].env, env(&b, 100));
+        assert_eq!(s.pending(&b, id1, 50, 10).unwrap().len(), 1);
+        assert_eq!(
+            s.pending(&b, 0, 150, 10).unwrap().len(),
+            1,
+            "expired hidden"
+        );
+        assert!(!s.ack(&a, id1).unwrap(), "only the recipient can ack");
+        assert!(s.ack(&b, id1).unwrap());
+        assert!(!s.ack(&b, id1).unwrap());
+        assert_eq!(s.purge_expired(250).unwrap(), 1);
+        assert_eq!(s.queued(&b).unwrap(), 0);
+
+        // Replacing a device's key drops its queue and prekeys.
+        s.enqueue(&env(&b, 1000), 10).unwrap();
+        assert!(s.set_device(&b, &[4; 33], 0).unwrap());
+        assert_eq!(s.queued(&b).unwrap(), 0);
+        assert_eq!(s.take_bundle(&b).unwrap(), BundleOutcome::NoPrekeys);
+        assert_eq!(s.identity(&b).unwrap(), Some(vec![4; 33]));
+    }
+
+    pub fn queue_limit_and_limit_plus_one(s: &dyn Store) {
+        let b = DeviceAddr::new("bob", 1);
+        s.register(&b, &[3; 33], 0).unwrap();
+        for _ in 0..MAX_QUEUED_ENVELOPES_PER_DEVICE {
+            assert!(matches!(
+                s.enqueue(&env(&b, 1000), MAX_QUEUED_ENVELOPES_PER_DEVICE)
+                    .unwrap(),
+                EnqueueOutcome::Stored(_)
+            ));
+        }
+        assert_eq!(
+            s.enqueue(&env(&b, 1000), MAX_QUEUED_ENVELOPES_PER_DEVICE)
+                .unwrap(),
+            EnqueueOutcome::QueueFull
+        );
+        // Expired envelopes do not count against the limit.
+        let mut late = env(&b, 2000);
+        late.stored_at_ms = 1500;
+        assert!(matches!(
+            s.enqueue(&late, MAX_QUEUED_ENVELOPES_PER_DEVICE).unwrap(),
+            EnqueueOutcome::Stored(_)
+        ));
+    }
+}
