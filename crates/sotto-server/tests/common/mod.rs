@@ -1,0 +1,112 @@
+//! Shared helpers: a real server on 127.0.0.1:0, real clients, raw WebSocket access.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use sotto_ratchet::IdentityKeyPair;
+use sotto_server::protocol::{
+    decode_server_frame, encode_client_frame, ClientMessage, ServerMessage, B64,
+};
+use sotto_server::{Client, ClientConfig, Events, MemoryStore, Server, ServerConfig, Store};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub const SERVER_ID: &str = "test.sotto";
+
+pub fn identity() -> IdentityKeyPair {
+    IdentityKeyPair::generate(&mut rand::thread_rng())
+}
+
+pub async fn start(cfg: ServerConfig, store: Arc<dyn Store>) -> Server {
+    Server::bind(cfg, store, "127.0.0.1:0").await.unwrap()
+}
+
+pub async fn start_default() -> Server {
+    start(ServerConfig::new(SERVER_ID), Arc::new(MemoryStore::new())).await
+}
+
+pub fn client_cfg(server: &Server, user: &str, device: u32, id: IdentityKeyPair) -> ClientConfig {
+    let mut c = ClientConfig::new(server.url(), SERVER_ID, user, device, id);
+    c.backoff_min = Duration::from_millis(20);
+    c.backoff_max = Duration::from_millis(200);
+    c.request_timeout = Duration::from_secs(5);
+    c
+}
+
+/// Registers a fresh user with a fresh identity.
+pub async fn register(server: &Server, user: &str) -> (Client, Events, IdentityKeyPair) {
+    let id = identity();
+    let (c, e) = Client::connect(client_cfg(server, user, 1, id.clone()).register())
+        .await
+        .unwrap();
+    (c, e, id)
+}
+
+pub type RawWs = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A raw WebSocket connection, past the challenge (returned).
+pub async fn raw_connect(url: &str) -> (RawWs, Vec<u8>) {
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    match raw_recv(&mut ws).await {
+        Some(ServerMessage::Challenge { nonce, .. }) => (ws, nonce.0),
+        other => panic!("expected challenge, got {other:?}"),
+    }
+}
+
+/// A raw connection authenticated (registering) as `user`/1.
+pub async fn raw_register(url: &str, user: &str, key: &IdentityKeyPair) -> RawWs {
+    let (mut ws, nonce) = raw_connect(url).await;
+    let sig = sotto_server::auth::sign(key, SERVER_ID, &nonce, user, 1);
+    raw_send(
+        &mut ws,
+        0,
+        &ClientMessage::Register {
+            username: user.into(),
+            device_id: 1,
+            identity_key: B64(key.public().serialize().to_vec()),
+            signature: B64(sig.to_vec()),
+        },
+    )
+    .await;
+    match raw_recv(&mut ws).await {
+        Some(ServerMessage::Authenticated { .. }) => ws,
+        other => panic!("expected authenticated, got {other:?}"),
+    }
+}
+
+pub async fn raw_send(ws: &mut RawWs, id: u64, msg: &ClientMessage) {
+    ws.send(Message::text(encode_client_frame(id, msg).unwrap()))
+        .await
+        .unwrap();
+}
+
+/// Next decoded server frame; `None` on close. Times out after 5 s.
+pub async fn raw_recv(ws: &mut RawWs) -> Option<ServerMessage> {
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("no frame within 5 s");
+        match m {
+            Some(Ok(Message::Text(t))) => {
+                return Some(decode_server_frame(t.as_bytes(), usize::MAX).unwrap())
+            }
+            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return None,
+            Some(Ok(_)) => continue,
+        }
+    }
+}
+
+/// Asserts the connection is closed within 5 s (after draining frames).
+pub async fn assert_closed(ws: &mut RawWs) {
+    while raw_recv(ws).await.is_some() {}
+}
+
+pub fn error_code(m: &Option<ServerMessage>) -> Option<sotto_server::ErrorCode> {
+    match m {
+        Some(ServerMessage::Error { code, .. }) => Some(*code),
+        _ => None,
+    }
+}

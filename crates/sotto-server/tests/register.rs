@@ -1,0 +1,172 @@
+//! Registration binds a username to an identity key; login, idempotent re-registration, sibling
+//! devices, identity changes visible to peers, TURN credentials.
+
+mod common;
+use common::*;
+use sotto_server::client::IdentityStatus;
+use sotto_server::protocol::{OneTimePreKey, SignedPreKey, B64};
+use sotto_server::{Client, Error, ErrorCode};
+
+fn spk(id: u32) -> SignedPreKey {
+    SignedPreKey {
+        id,
+        public: B64(vec![5; 33]),
+        signature: B64(vec![7; 64]),
+    }
+}
+
+#[tokio::test]
+async fn register_then_login_and_devices() {
+    let server = start_default().await;
+    let (alice, _ev, id) = register(&server, "alice").await;
+    assert_eq!(alice.list_devices("alice").await.unwrap(), vec![1]);
+    assert_eq!(
+        alice.list_devices("nobody").await.unwrap(),
+        Vec::<u32>::new()
+    );
+    drop(alice);
+
+    // Login with the same key works; register again with the same key is a login too.
+    let (a2, _e) = Client::connect(client_cfg(&server, "alice", 1, id.clone()))
+        .await
+        .unwrap();
+    a2.ping().await.unwrap();
+    let (a3, _e) = Client::connect(client_cfg(&server, "alice", 1, id.clone()).register())
+        .await
+        .unwrap();
+    a3.ping().await.unwrap();
+
+    // Someone else cannot register a second device on alice's account...
+    let err = Client::connect(client_cfg(&server, "alice", 2, identity()).register())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Refused {
+                code: ErrorCode::UsernameTaken
+            }
+        ),
+        "{err:?}"
+    );
+    // ...or take over device 1 with another key.
+    let err = Client::connect(client_cfg(&server, "alice", 1, identity()).register())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Refused {
+                code: ErrorCode::IdentityMismatch
+            }
+        ),
+        "{err:?}"
+    );
+
+    // Alice herself adds device 2 from device 1; device 2 then logs in.
+    let phone = identity();
+    assert!(!a3.add_device(2, &phone.public()).await.unwrap());
+    let (d2, _e) = Client::connect(client_cfg(&server, "alice", 2, phone))
+        .await
+        .unwrap();
+    d2.ping().await.unwrap();
+    assert_eq!(a3.list_devices("alice").await.unwrap(), vec![1, 2]);
+}
+
+#[tokio::test]
+async fn unknown_device_cannot_log_in() {
+    let server = start_default().await;
+    let err = Client::connect(client_cfg(&server, "ghost", 1, identity()))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Refused {
+                code: ErrorCode::AuthFailed
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn changed_identity_is_visible_to_peers() {
+    let server = start_default().await;
+    let (alice, _ea, _) = register(&server, "alice").await;
+    let (bob, _eb, _) = register(&server, "bob").await;
+    alice.add_device(2, &identity().public()).await.unwrap();
+    let (a2_key, a2_key_new) = (identity(), identity());
+    alice.add_device(2, &a2_key.public()).await.unwrap();
+    let (a2, _e) = Client::connect(client_cfg(&server, "alice", 2, a2_key))
+        .await
+        .unwrap();
+    a2.publish_prekeys(Some(spk(1)), Some(spk(2)), vec![])
+        .await
+        .unwrap();
+    let first = bob.fetch_bundle("alice", 2).await.unwrap();
+    assert_eq!(first.identity, IdentityStatus::New);
+    assert_eq!(
+        bob.fetch_bundle("alice", 2).await.unwrap().identity,
+        IdentityStatus::Unchanged
+    );
+
+    // Device 2 is re-keyed (e.g. reinstalled): its old session is kicked, prekeys dropped.
+    assert!(alice.add_device(2, &a2_key_new.public()).await.unwrap());
+    let (a2, _e) = Client::connect(client_cfg(&server, "alice", 2, a2_key_new.clone()))
+        .await
+        .unwrap();
+    assert!(matches!(
+        bob.fetch_bundle("alice", 2).await.unwrap_err(),
+        Error::Refused {
+            code: ErrorCode::NoPrekeys
+        }
+    ));
+    a2.publish_prekeys(
+        Some(spk(3)),
+        Some(spk(4)),
+        vec![OneTimePreKey {
+            id: 1,
+            public: B64(vec![1; 33]),
+        }],
+    )
+    .await
+    .unwrap();
+    let again = bob.fetch_bundle("alice", 2).await.unwrap();
+    assert_eq!(again.identity, IdentityStatus::Changed);
+    assert_eq!(
+        again.bundle.identity_key.0,
+        a2_key_new.public().serialize().to_vec()
+    );
+}
+
+#[tokio::test]
+async fn turn_credentials_follow_coturn_rest_scheme() {
+    let mut cfg = sotto_server::ServerConfig::new(SERVER_ID);
+    let clock = sotto_server::ManualClock::new(1_700_000_000_000);
+    cfg.clock = std::sync::Arc::new(clock);
+    cfg.turn = Some(sotto_server::TurnConfig {
+        secret: b"north".to_vec(),
+        uris: vec!["turn:127.0.0.1:3478?transport=udp".into()],
+        ttl_secs: 600,
+    });
+    let server = start(cfg, std::sync::Arc::new(sotto_server::MemoryStore::new())).await;
+    let (alice, _e, _) = register(&server, "alice").await;
+    let t = alice.turn_credentials().await.unwrap();
+    assert_eq!(t.username, "1700000600:alice.1");
+    assert_eq!(
+        t.password,
+        sotto_server::turn::credentials(b"north", "alice.1", 1_700_000_600).password
+    );
+    assert_eq!(t.ttl_secs, 600);
+    assert_eq!(t.uris.len(), 1);
+
+    let plain = start_default().await;
+    let (bob, _e, _) = register(&plain, "bob").await;
+    assert!(matches!(
+        bob.turn_credentials().await.unwrap_err(),
+        Error::Refused {
+            code: ErrorCode::TurnUnavailable
+        }
+    ));
+}
