@@ -1,7 +1,8 @@
 //! Wire format v1: one JSON object per WebSocket text frame (see `protocol-spec/signaling.md`).
 //!
 //! Every frame carries `"v": 1` and a `"type"`; requests carry a client-chosen `"id"` that the
-//! response echoes. Byte strings are standard base64 with padding. The codec does no I/O.
+//! response echoes. Byte strings are standard base64 with padding. Unknown fields are ignored
+//! (a newer peer may add optional fields within a version). The codec does no I/O.
 
 use base64::Engine as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -43,7 +44,6 @@ impl From<Vec<u8>> for B64 {
 
 /// A signed prekey or KEM prekey as uploaded: id, public key bytes, the identity key's signature.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct SignedPreKey {
     /// Client-chosen id.
     pub id: u32,
@@ -55,7 +55,6 @@ pub struct SignedPreKey {
 
 /// A one-time prekey.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct OneTimePreKey {
     /// Client-chosen id, unique per device.
     pub id: u32,
@@ -65,7 +64,7 @@ pub struct OneTimePreKey {
 
 /// Frames a client sends.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(tag = "type", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum ClientMessage {
     /// Create an account with its first device, proving possession of `identity_key` by signing the

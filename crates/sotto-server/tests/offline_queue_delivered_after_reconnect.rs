@@ -2,6 +2,8 @@
 //! anything delivered but not acknowledged comes back on the next connection; acknowledged
 //! envelopes do not. Online devices get envelopes immediately.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 use std::time::Duration;
 

@@ -1,6 +1,8 @@
 //! An envelope not delivered within its time to live is dropped (clock injected), and TTLs are
 //! bounded by MAX_ENVELOPE_TTL_SECS.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 use std::sync::Arc;
 use std::time::Duration;
