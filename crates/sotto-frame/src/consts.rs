@@ -64,3 +64,10 @@ pub const MIN_BASE_KEY_SIZE: usize = 16;
 
 /// Longest base key accepted from the application, in bytes (Nh of SHA-512).
 pub const MAX_BASE_KEY_SIZE: usize = 64;
+
+/// Longest grace period a ring accepts (longer settings are capped).
+pub const MAX_GRACE_PERIOD: Duration = Duration::from_secs(3600);
+
+/// Largest generation or ratchet step accepted in key material (keeps every sum far from
+/// overflowing; a sender ratcheting 80 times a second would need 3.6 billion years).
+pub const MAX_STEP: u64 = 1 << 53;

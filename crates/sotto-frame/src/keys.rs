@@ -15,9 +15,19 @@ pub const SALT_LABEL: &[u8] = b"SFrame 1.0 Secret salt ";
 /// Label of one ratchet step (RFC 9605 §5.1). Capital F; output is Nh bytes.
 pub const RATCHET_LABEL: &[u8] = b"SFrame 1.0 Ratchet";
 
-/// A base key: the secret a sender distributes. Zeroized on drop; `Debug` prints no bytes.
-#[derive(Clone, PartialEq, Eq)]
+/// A base key: the secret a sender distributes. Zeroized on drop; `Debug` prints no bytes;
+/// equality is constant-time.
+#[derive(Clone)]
 pub struct BaseKey(Zeroizing<Vec<u8>>);
+
+impl PartialEq for BaseKey {
+    fn eq(&self, other: &Self) -> bool {
+        use subtle::ConstantTimeEq;
+        self.0.len() == other.0.len() && bool::from(self.0.ct_eq(&other.0))
+    }
+}
+
+impl Eq for BaseKey {}
 
 impl BaseKey {
     /// Wraps `bytes` ([`MIN_BASE_KEY_SIZE`]..=[`MAX_BASE_KEY_SIZE`] bytes).

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use crate::codec::Codec;
 use crate::consts::{
     DEFAULT_GRACE_PERIOD, KID_GENERATION_BITS, KID_STEP_BITS, MAX_FRAME_SIZE, MAX_GENERATIONS,
-    MAX_HEADER_SIZE, MAX_METADATA_SIZE, MAX_OLD_STEPS, MAX_RATCHET_AHEAD, MAX_SENDERS,
-    REPLAY_WINDOW,
+    MAX_GRACE_PERIOD, MAX_HEADER_SIZE, MAX_METADATA_SIZE, MAX_OLD_STEPS, MAX_RATCHET_AHEAD,
+    MAX_SENDERS, MAX_SENDER_ID, MAX_STEP, REPLAY_WINDOW,
 };
 use crate::error::Error;
 use crate::frame::FrameKey;
@@ -125,6 +125,9 @@ impl Generation {
 struct SenderState {
     /// Kept generations, oldest first; at most [`MAX_GENERATIONS`].
     generations: Vec<Generation>,
+    /// Generations below this were dropped and are never accepted again: re-adding their
+    /// material would reset their replay windows and let captured frames be replayed.
+    floor: u64,
 }
 
 impl SenderState {
@@ -133,6 +136,9 @@ impl SenderState {
     }
 
     fn prune(&mut self, now: Instant) {
+        for g in self.generations.iter().filter(|g| !g.alive(now)) {
+            self.floor = self.floor.max(g.generation.saturating_add(1));
+        }
         self.generations.retain(|g| g.alive(now));
         for g in &mut self.generations {
             g.old_steps.retain(|s| s.alive(now));
@@ -140,8 +146,8 @@ impl SenderState {
     }
 }
 
-/// A frame that decrypted and passed the replay check.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A frame that decrypted and passed the replay check. `Debug` prints its length, not its bytes.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Decrypted {
     /// The key it was sent under (generation and step in full, not modulo).
     pub id: KeyId,
@@ -149,6 +155,16 @@ pub struct Decrypted {
     pub ctr: u64,
     /// The encoded frame as the sender passed it to `encrypt` (clear codec bytes included).
     pub frame: Vec<u8>,
+}
+
+impl core::fmt::Debug for Decrypted {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Decrypted")
+            .field("id", &self.id)
+            .field("ctr", &self.ctr)
+            .field("frame_len", &self.frame.len())
+            .finish()
+    }
 }
 
 /// Tunables of a [`KeyRing`]; the defaults are the named constants.
@@ -241,13 +257,22 @@ impl KeyRing {
             return Err(Error::SuiteMismatch);
         }
         let id = material.id;
+        if id.sender > MAX_SENDER_ID {
+            return Err(Error::InvalidKeyId("sender id too large"));
+        }
+        if id.step > MAX_STEP || id.generation > MAX_STEP {
+            return Err(Error::InvalidKeyId("generation or step out of range"));
+        }
         if !self.senders.contains_key(&id.sender) && self.senders.len() >= MAX_SENDERS {
             return Err(Error::TooManySenders { limit: MAX_SENDERS });
         }
-        let grace = self.config.grace_period;
+        let retire = retire_time(now, self.config.grace_period);
         let suite = self.suite;
         let state = self.senders.entry(id.sender).or_default();
         state.prune(now);
+        if id.generation < state.floor {
+            return Err(Error::StaleGeneration { kid: id.kid() });
+        }
 
         if let Some(g) = state
             .generations
@@ -259,7 +284,7 @@ impl KeyRing {
             }
             let new = StepKey::new(suite, id, material.base_key.clone())?;
             let mut old = core::mem::replace(&mut g.current, new);
-            old.retire_at = Some(now + grace);
+            old.retire_at = Some(retire);
             g.old_steps.push(old);
             if g.old_steps.len() > MAX_OLD_STEPS {
                 g.old_steps.remove(0);
@@ -278,7 +303,13 @@ impl KeyRing {
             }
             if latest.abs_diff(id.generation) >= GEN_SPACE / 2 {
                 // Too far apart for the 4-bit generation field to tell them apart.
-                return Err(Error::StaleGeneration { kid: id.kid() });
+                if id.generation < latest {
+                    return Err(Error::StaleGeneration { kid: id.kid() });
+                }
+                // We missed many rotations: the (authenticated) new material replaces
+                // everything we kept for this sender.
+                state.floor = state.floor.max(latest.saturating_add(1));
+                state.generations.clear();
             }
         }
         let newest = latest.is_none_or(|l| id.generation > l);
@@ -286,17 +317,18 @@ impl KeyRing {
             generation: id.generation,
             current: StepKey::new(suite, id, material.base_key.clone())?,
             old_steps: Vec::new(),
-            retire_at: if newest { None } else { Some(now + grace) },
+            retire_at: if newest { None } else { Some(retire) },
         };
         if newest {
             for g in &mut state.generations {
-                g.retire_at.get_or_insert(now + grace);
+                g.retire_at.get_or_insert(retire);
             }
         }
         state.generations.push(generation);
         state.generations.sort_by_key(|g| g.generation);
         while state.generations.len() > MAX_GENERATIONS {
-            state.generations.remove(0);
+            let dropped = state.generations.remove(0);
+            state.floor = state.floor.max(dropped.generation.saturating_add(1));
         }
         Ok(KeyUpdate::Added)
     }
@@ -351,7 +383,7 @@ impl KeyRing {
         }
         let kid = header.kid;
         let (sender, gen_low, step_low) = KeyId::split_kid(kid);
-        let grace = self.config.grace_period;
+        let retire = retire_time(now, self.config.grace_period);
         let suite = self.suite;
         let state = self
             .senders
@@ -402,6 +434,9 @@ impl KeyRing {
         {
             let pt = open_checked(old, header, header_bytes, &aad, body)?;
             old.replay.accept(header.ctr);
+            // The sender still uses this step: keep it while it does (a frame that claimed a
+            // later step must not cut off the sender's genuine frames).
+            old.retire_at = Some(retire);
             return Ok(done(
                 sender,
                 generation,
@@ -426,13 +461,17 @@ impl KeyRing {
         let id = KeyId {
             sender,
             generation,
-            step: gen.current.step + ahead,
+            step: gen
+                .current
+                .step
+                .checked_add(ahead)
+                .ok_or(Error::RatchetTooFar { kid })?,
         };
         let mut candidate = StepKey::new(suite, id, base)?;
         let pt = open_checked(&candidate, header, header_bytes, &aad, body)?;
         candidate.replay.accept(header.ctr);
         let mut old = core::mem::replace(&mut gen.current, candidate);
-        old.retire_at = Some(now + grace);
+        old.retire_at = Some(retire);
         gen.old_steps.push(old);
         if gen.old_steps.len() > MAX_OLD_STEPS {
             gen.old_steps.remove(0);
@@ -446,6 +485,11 @@ impl KeyRing {
             pt,
         ))
     }
+}
+
+/// `now + grace`, saturating far in the future instead of overflowing.
+fn retire_time(now: Instant, grace: Duration) -> Instant {
+    now.checked_add(grace.min(MAX_GRACE_PERIOD)).unwrap_or(now)
 }
 
 fn open_checked(

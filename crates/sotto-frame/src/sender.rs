@@ -51,7 +51,7 @@ impl KeyId {
 
 /// What a sender distributes so others can decrypt it: the suite, its [`KeyId`] and the base key
 /// at that ratchet step. Serialized by [`KeyMaterial::to_bytes`] for transport inside a Signal
-/// session (never in clear). `Debug` prints no key bytes.
+/// session (never in clear). `Debug` prints no key bytes; equality is constant-time in the key.
 #[derive(Clone, PartialEq, Eq)]
 pub struct KeyMaterial {
     /// Cipher suite the key is for.
@@ -181,12 +181,23 @@ impl SenderKey {
         Self::from_parts(suite, id, BaseKey::new(base_key)?)
     }
 
-    /// Resumes sending from distributed (or persisted) key material.
+    /// Resumes sending with persisted key material, continuing at counter `next_ctr`.
+    ///
+    /// The caller MUST pass a counter above every counter already used under this material
+    /// (persist it before sending): reusing a counter reuses a nonce. When in doubt, call
+    /// [`SenderKey::ratchet`] right after resuming, which moves to a fresh key.
     ///
     /// # Errors
     /// As [`SenderKey::new`].
-    pub fn from_material(material: &KeyMaterial) -> Result<Self, Error> {
-        Self::from_parts(material.suite, material.id, material.base_key.clone())
+    pub fn resume(material: &KeyMaterial, next_ctr: u64) -> Result<Self, Error> {
+        let mut key = Self::from_parts(material.suite, material.id, material.base_key.clone())?;
+        key.next_ctr = next_ctr;
+        Ok(key)
+    }
+
+    /// The counter the next frame will use (persist it to [`SenderKey::resume`] safely).
+    pub fn next_counter(&self) -> u64 {
+        self.next_ctr
     }
 
     fn from_parts(suite: CipherSuite, id: KeyId, base_key: BaseKey) -> Result<Self, Error> {

@@ -74,6 +74,13 @@ fn clear_codec_bytes_are_authenticated() {
             "byte {i}"
         );
     }
+    // byte 0 is authenticated too (a bit that does not change the clear length)
+    let mut bad = wire.clone();
+    bad[0] ^= 0x80;
+    assert_eq!(
+        bob.decrypt(Codec::Vp8, b"", &bad, t),
+        Err(Error::AuthenticationFailed)
+    );
     // flipping the key-frame bit changes how many bytes are clear: still refused
     let mut bad = wire.clone();
     bad[0] ^= 0x01;
@@ -92,6 +99,12 @@ fn opus_keeps_the_toc_byte() {
             .collect();
         let wire = alice.encrypt(Codec::Opus, b"", &pkt).unwrap();
         assert_eq!(wire[0], 0x78);
+        let mut bad = wire.clone();
+        bad[0] ^= 0x08; // another TOC configuration
+        assert_eq!(
+            bob.decrypt(Codec::Opus, b"", &bad, t),
+            Err(Error::AuthenticationFailed)
+        );
         assert_eq!(bob.decrypt(Codec::Opus, b"", &wire, t).unwrap().frame, pkt);
     }
     assert_eq!(

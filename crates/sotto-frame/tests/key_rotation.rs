@@ -194,8 +194,14 @@ fn receiver_follows_sender_ratchet_within_window() {
     assert!(ring
         .decrypt(Codec::Full, b"", &late, t0 + DEFAULT_GRACE_PERIOD / 2)
         .is_ok());
+    // a frame at the old step keeps it alive for another grace period, then it is gone
     assert!(matches!(
-        ring.decrypt(Codec::Full, b"", &late2, t0 + DEFAULT_GRACE_PERIOD),
+        ring.decrypt(
+            Codec::Full,
+            b"",
+            &late2,
+            t0 + DEFAULT_GRACE_PERIOD / 2 + DEFAULT_GRACE_PERIOD
+        ),
         Err(Error::StaleGeneration { .. })
     ));
 }
@@ -370,4 +376,137 @@ fn kid_layout_and_wrapping_steps() {
         let got = bob.decrypt(Codec::Full, b"", &w, t0).unwrap();
         assert_eq!(got.id.step, step);
     }
+}
+
+#[test]
+fn dropped_generation_cannot_be_readded_to_replay_its_frames() {
+    let t0 = Instant::now();
+    let mut alice = SenderKey::new(SUITE, 10, &[0x10; 16]).unwrap();
+    let gen0 = alice.material();
+    let mut bob = KeyRing::new(SUITE);
+    bob.add_key(&gen0, t0).unwrap();
+    let captured: Vec<_> = (0..3)
+        .map(|i| alice.encrypt(Codec::Full, b"", &frame(i)).unwrap())
+        .collect();
+    for w in &captured {
+        bob.decrypt(Codec::Full, b"", w, t0).unwrap();
+    }
+    alice.rotate(&[0x11; 16]).unwrap();
+    bob.add_key(&alice.material(), t0).unwrap();
+    let late = t0 + DEFAULT_GRACE_PERIOD + Duration::from_secs(1);
+    bob.expire(late);
+    // the old material arrives again (duplicate delivery, reconnect): refused
+    assert!(matches!(
+        bob.add_key(&gen0, late),
+        Err(Error::StaleGeneration { .. })
+    ));
+    for w in &captured {
+        assert!(
+            bob.decrypt(Codec::Full, b"", w, late).is_err(),
+            "captured frame replayed"
+        );
+    }
+}
+
+#[test]
+fn receiver_catches_up_after_missing_many_rotations() {
+    let t0 = Instant::now();
+    let mut alice = SenderKey::new(SUITE, 11, &[0x20; 16]).unwrap();
+    let mut bob = KeyRing::new(SUITE);
+    bob.add_key(&alice.material(), t0).unwrap();
+    for g in 1..=9u8 {
+        alice.rotate(&[0x20 + g; 16]).unwrap();
+    }
+    assert_eq!(
+        bob.add_key(&alice.material(), t0).unwrap(),
+        KeyUpdate::Added
+    );
+    let w = alice
+        .encrypt(Codec::Full, b"", b"nine rotations later")
+        .unwrap();
+    assert_eq!(
+        bob.decrypt(Codec::Full, b"", &w, t0).unwrap().id.generation,
+        9
+    );
+}
+
+#[test]
+fn sender_still_using_an_old_step_is_not_cut_off() {
+    // An insider (anyone holding the base key) forges a frame a few steps ahead; the ring
+    // moves on, but the sender's genuine frames at the old step keep decrypting past the
+    // grace period because they keep the old step alive.
+    let t0 = Instant::now();
+    let mut alice = SenderKey::new(SUITE, 12, &[0x30; 16]).unwrap();
+    let mut bob = KeyRing::new(SUITE);
+    bob.add_key(&alice.material(), t0).unwrap();
+    let mut insider = SenderKey::resume(&alice.material(), 1000).unwrap();
+    insider.ratchet().unwrap();
+    insider.ratchet().unwrap();
+    let forged = insider.encrypt(Codec::Full, b"", b"forged").unwrap();
+    assert!(bob.decrypt(Codec::Full, b"", &forged, t0).is_ok());
+    let mut t = t0;
+    for i in 0..20 {
+        t += Duration::from_secs(1);
+        let w = alice.encrypt(Codec::Full, b"", &frame(i)).unwrap();
+        assert!(
+            bob.decrypt(Codec::Full, b"", &w, t).is_ok(),
+            "frame {i} at +{}s",
+            i + 1
+        );
+    }
+}
+
+#[test]
+fn extreme_values_do_not_panic() {
+    let t0 = Instant::now();
+    let mut ring = KeyRing::with_config(
+        SUITE,
+        sotto_frame::RingConfig {
+            grace_period: Duration::MAX,
+        },
+    );
+    let mut alice = SenderKey::new(SUITE, 13, &[0x40; 16]).unwrap();
+    ring.add_key(&alice.material(), t0).unwrap();
+    alice.ratchet().unwrap();
+    let w = alice.encrypt(Codec::Full, b"", b"x").unwrap();
+    assert!(ring.decrypt(Codec::Full, b"", &w, t0).is_ok());
+    // material with absurd step / generation / sender values is refused, not trusted
+    let mut m = alice.material();
+    m.id.step = u64::MAX;
+    assert!(matches!(ring.add_key(&m, t0), Err(Error::InvalidKeyId(_))));
+    let mut m = alice.material();
+    m.id.generation = u64::MAX;
+    assert!(matches!(ring.add_key(&m, t0), Err(Error::InvalidKeyId(_))));
+    let mut m = alice.material();
+    m.id.sender = sotto_frame::consts::MAX_SENDER_ID + 1;
+    assert!(matches!(ring.add_key(&m, t0), Err(Error::InvalidKeyId(_))));
+}
+
+#[test]
+fn replay_window_survives_a_jump_beyond_its_size() {
+    let t0 = Instant::now();
+    let mut alice = SenderKey::new(SUITE, 14, &[0x50; 16]).unwrap();
+    let mut bob = KeyRing::new(SUITE);
+    bob.add_key(&alice.material(), t0).unwrap();
+    let first = alice.encrypt(Codec::Full, b"", b"0").unwrap();
+    bob.decrypt(Codec::Full, b"", &first, t0).unwrap();
+    let frames: Vec<_> = (1..=300)
+        .map(|i| alice.encrypt(Codec::Full, b"", &frame(i)).unwrap())
+        .collect();
+    let last = frames.last().unwrap();
+    bob.decrypt(Codec::Full, b"", last, t0).unwrap();
+    assert!(matches!(
+        bob.decrypt(Codec::Full, b"", &first, t0),
+        Err(Error::CounterOutOfWindow { .. })
+    ));
+    assert!(matches!(
+        bob.decrypt(Codec::Full, b"", last, t0),
+        Err(Error::Replay { .. })
+    ));
+    // inside the new window and never seen: accepted once
+    assert!(bob.decrypt(Codec::Full, b"", &frames[250], t0).is_ok());
+    assert!(matches!(
+        bob.decrypt(Codec::Full, b"", &frames[250], t0),
+        Err(Error::Replay { .. })
+    ));
 }
