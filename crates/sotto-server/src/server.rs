@@ -660,13 +660,17 @@ async fn session(shared: Arc<Shared>, sink: WsSink, mut stream: WsStream, addr: 
         std::time::Instant::now(),
     );
     let mut malformed = 0u32;
+    let mut writer_done = false;
     let mut shutdown = shared.shutdown.clone();
     let end = loop {
         let msg = tokio::select! {
             m = stream.next() => m,
             _ = shutdown.changed() => break End::Error(None, ErrorCode::ShuttingDown, "server shutting down"),
             _ = kick.notified() => break End::Error(None, ErrorCode::Replaced, "another connection authenticated as this device"),
-            _ = &mut writer => break End::Closed,
+            _ = &mut writer, if !writer_done => {
+                writer_done = true;
+                break End::Closed;
+            }
         };
         let bytes = match msg {
             None | Some(Ok(Message::Close(_))) => break End::Closed,
@@ -747,9 +751,11 @@ async fn session(shared: Arc<Shared>, sink: WsSink, mut stream: WsStream, addr: 
         }
     }
     drop(out);
-    if tokio::time::timeout(Duration::from_secs(2), &mut writer)
-        .await
-        .is_err()
+    // A JoinHandle must not be polled again once it has completed.
+    if !writer_done
+        && tokio::time::timeout(Duration::from_secs(2), &mut writer)
+            .await
+            .is_err()
     {
         writer.abort();
     }

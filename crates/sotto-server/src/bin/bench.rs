@@ -50,7 +50,7 @@ struct Args {
     /// Ciphertext bytes per envelope.
     #[arg(long, default_value_t = 256)]
     size: usize,
-    /// `sotto` durability: full or normal.
+    /// `sotto` storage: full, normal (SQLite synchronous=FULL/NORMAL) or memory.
     #[arg(long, default_value = "normal")]
     durability: String,
     /// Which servers: sotto, node, or both.
@@ -93,7 +93,8 @@ fn spawn_sotto(dir: &std::path::Path, durability: &str) -> Result<Proc, BoxErr> 
     std::fs::write(
         &cfg,
         format!(
-            "server_id = \"bench\"\ndurability = \"{durability}\"\n[limits]\nenvelopes_per_second = 1000000\nenvelope_burst = 1000000\nmax_connections_per_addr = 100000\nmax_queued_per_device = 100000\n"
+            "server_id = \"bench\"\ndurability = \"{}\"\n[limits]\nenvelopes_per_second = 1000000\nenvelope_burst = 1000000\nmax_connections_per_addr = 100000\nmax_queued_per_device = 100000\n",
+            if durability == "memory" { "normal" } else { durability }
         ),
     )?;
     let exe = std::env::current_exe()?
@@ -104,7 +105,11 @@ fn spawn_sotto(dir: &std::path::Path, durability: &str) -> Result<Proc, BoxErr> 
         .args(["--listen", "127.0.0.1:0", "--config"])
         .arg(&cfg)
         .arg("--db")
-        .arg(dir.join("bench.db"))
+        .arg(if durability == "memory" {
+            PathBuf::from(":memory:")
+        } else {
+            dir.join("bench.db")
+        })
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .spawn()?;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use clap::Parser;
 use sotto_server::config::FileConfig;
-use sotto_server::{Server, ServerConfig, SqliteStore};
+use sotto_server::{MemoryStore, Server, ServerConfig, SqliteStore, Store};
 
 /// sotto signaling server.
 #[derive(Parser, Debug)]
@@ -17,7 +17,7 @@ struct Args {
     /// Address to listen on (default 127.0.0.1:8443).
     #[arg(long, env = "SOTTO_LISTEN")]
     listen: Option<String>,
-    /// SQLite database file (default ./sotto-signaling.db).
+    /// SQLite database file (default ./sotto-signaling.db; `:memory:` for a throwaway RAM store).
     #[arg(long, env = "SOTTO_DB")]
     db: Option<PathBuf>,
     /// Server identity bound into authentication signatures (default: the listen address).
@@ -75,15 +75,24 @@ fn run(args: Args) -> sotto_server::Result<()> {
     let mut cfg = ServerConfig::new(server_id);
     cfg.limits = file.limits();
     cfg.turn = file.turn(args.turn_secret.clone());
-    let store = SqliteStore::open(&db, file.durability()?)
-        .map_err(|e| sotto_server::Error::Storage(e.to_string()))?;
+    // `--db :memory:` keeps everything in RAM (nothing survives a restart): for benchmarks and
+    // throwaway test servers only.
+    let store: Arc<dyn Store> = if db.as_os_str() == ":memory:" {
+        tracing::warn!("in-memory store: nothing survives a restart");
+        Arc::new(MemoryStore::new())
+    } else {
+        Arc::new(
+            SqliteStore::open(&db, file.durability()?)
+                .map_err(|e| sotto_server::Error::Storage(e.to_string()))?,
+        )
+    };
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(&listen).await?;
-        let mut server = Server::spawn(cfg, Arc::new(store), listener)?;
+        let mut server = Server::spawn(cfg, store, listener)?;
         if let Some(m) = metrics_listen {
             let l = tokio::net::TcpListener::bind(&m).await?;
             println!("metrics on http://{}/metrics", l.local_addr()?);

@@ -81,6 +81,7 @@ impl SqliteStore {
         )?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.set_prepared_statement_cache_capacity(32);
         conn.execute_batch(SCHEMA)?;
         Ok(Self {
             conn: Mutex::new(conn),
@@ -303,26 +304,28 @@ impl Store for SqliteStore {
     fn enqueue(&self, env: &NewEnvelope, max_queued: usize) -> StoreResult<EnqueueOutcome> {
         let mut c = self.lock();
         let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let known: bool = tx.query_row(
-            "SELECT EXISTS(SELECT 1 FROM devices WHERE user=?1 AND device=?2)",
-            params![env.to.user, env.to.device],
-            |r| r.get(0),
-        )?;
+        let known: bool = tx
+            .prepare_cached("SELECT EXISTS(SELECT 1 FROM devices WHERE user=?1 AND device=?2)")?
+            .query_row(params![env.to.user, env.to.device], |r| r.get(0))?;
         if !known {
             return Ok(EnqueueOutcome::UnknownRecipient);
         }
-        let queued: i64 = tx.query_row(
-            "SELECT COUNT(*) FROM envelopes WHERE to_user=?1 AND to_device=?2 AND expires_ms>?3",
-            params![env.to.user, env.to.device, to_i64(env.stored_at_ms)],
-            |r| r.get(0),
-        )?;
+        let queued: i64 = tx
+            .prepare_cached(
+                "SELECT COUNT(*) FROM envelopes WHERE to_user=?1 AND to_device=?2 AND expires_ms>?3",
+            )?
+            .query_row(
+                params![env.to.user, env.to.device, to_i64(env.stored_at_ms)],
+                |r| r.get(0),
+            )?;
         if usize::try_from(queued).unwrap_or(usize::MAX) >= max_queued {
             return Ok(EnqueueOutcome::QueueFull);
         }
-        tx.execute(
+        tx.prepare_cached(
             "INSERT INTO envelopes(to_user, to_device, from_user, from_device, stored_ms, expires_ms, ciphertext)
              VALUES(?1,?2,?3,?4,?5,?6,?7)",
-            params![
+        )?
+        .execute(params![
                 env.to.user,
                 env.to.device,
                 env.from.user,
@@ -377,10 +380,10 @@ impl Store for SqliteStore {
     }
 
     fn ack(&self, to: &DeviceAddr, id: u64) -> StoreResult<bool> {
-        let n = self.lock().execute(
-            "DELETE FROM envelopes WHERE id=?1 AND to_user=?2 AND to_device=?3",
-            params![to_i64(id), to.user, to.device],
-        )?;
+        let c = self.lock();
+        let n = c
+            .prepare_cached("DELETE FROM envelopes WHERE id=?1 AND to_user=?2 AND to_device=?3")?
+            .execute(params![to_i64(id), to.user, to.device])?;
         Ok(n > 0)
     }
 
