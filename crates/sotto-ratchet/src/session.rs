@@ -158,7 +158,21 @@ pub fn decrypt_prekey_message<S: ProtocolStore>(
     let mut record = store.load_session(address)?.unwrap_or_default();
     let used = process_prekey(message, &mut record, store)?;
     let plaintext = record.decrypt(message.message(), true, rng)?;
-    let _ = store.save_identity(address, message.identity_key())?;
+    // The MAC authenticates the identity bound into the session state, not the message's outer
+    // identity_key field: when an existing session was reused, the two must agree, and only the
+    // session's identity is ever saved.
+    let remote = record
+        .remote_identity()
+        .ok_or_else(|| Error::NoSession(address.to_string()))?;
+    if remote != *message.identity_key() {
+        return Err(Error::InvalidMessage(
+            "identity key does not match the session it names",
+        ));
+    }
+    // Session first (libsignal's order): a crash before the prekeys are consumed leaves a
+    // usable session, never a consumed prekey without the session built from it.
+    store.store_session(address, &record)?;
+    let _ = store.save_identity(address, &remote)?;
     if let Some(used) = used {
         if let Some(id) = used.kyber_pre_key_id {
             store.mark_kyber_pre_key_used(id)?;
@@ -167,7 +181,6 @@ pub fn decrypt_prekey_message<S: ProtocolStore>(
             store.remove_pre_key(id)?;
         }
     }
-    store.store_session(address, &record)?;
     Ok(plaintext)
 }
 

@@ -416,3 +416,32 @@ fn secret_debug_output_is_redacted() {
     let bytes = rec.serialize();
     assert!(!dbg.contains(&hex::encode(&bytes[10..26])));
 }
+
+/// A repeated PreKeySignalMessage reuses the session it created; its outer identity_key field
+/// is not covered by the MAC, so a swapped identity must be refused and never saved. (With
+/// InMemoryStore the trust check also refuses it; the session check closes the hole for stores
+/// that trust new keys on receipt.)
+#[test]
+fn swapped_identity_in_repeated_prekey_message_is_refused() {
+    use prost::Message as _;
+    let (mut alice, mut bob, mut r) = pair(4242);
+    let bob_addr = bob.address.clone();
+    let alice_addr = alice.address.clone();
+    let m1 = alice.encrypt(&bob_addr, b"first");
+    assert_eq!(bob.decrypt(&alice_addr, &m1, &mut r).unwrap(), b"first");
+    // Alice has no reply yet: her next message is again a PreKeySignalMessage.
+    let m2 = alice.encrypt(&bob_addr, b"second");
+    assert_eq!(m2.message_type(), 3);
+    let bytes = m2.serialized();
+    let mut pb = sotto_ratchet::proto::wire::PreKeySignalMessage::decode(&bytes[1..]).unwrap();
+    let mallory = IdentityKeyPair::generate(&mut r);
+    pb.identity_key = Some(mallory.public().serialize().to_vec());
+    let mut forged = vec![bytes[0]];
+    forged.extend(pb.encode_to_vec());
+    let forged = CiphertextMessage::deserialize(3, &forged).unwrap();
+    assert!(decrypt(&alice_addr, &mut bob.store, &forged, &mut r).is_err());
+    // Bob still pins Alice's real identity, and the genuine message still decrypts.
+    let pinned = bob.store.get_identity(&alice_addr).unwrap();
+    assert_eq!(pinned, Some(alice.identity.public()));
+    assert_eq!(bob.decrypt(&alice_addr, &m2, &mut r).unwrap(), b"second");
+}
