@@ -99,21 +99,27 @@ impl FrameKey {
             .seal_in_place(&nonce, &aad_parts(&header[..hlen], metadata), out, body)
     }
 
-    /// Opens `header_bytes ‖ body` where `body = ciphertext ‖ tag`, returning the plaintext.
+    /// Opens `header_bytes ‖ body` where `body = ciphertext ‖ tag`, returning `prefix ‖
+    /// plaintext` (the prefix, e.g. clear codec bytes, is copied once into the output buffer).
     /// The tag is checked before any plaintext is produced.
     pub(crate) fn open(
         &self,
         ctr: u64,
         header_bytes: &[u8],
         metadata: &[&[u8]],
+        prefix: &[u8],
         body: &[u8],
     ) -> Result<Vec<u8>, Error> {
-        let mut buf = body.to_vec();
+        let mut buf = Vec::with_capacity(prefix.len() + body.len());
+        buf.extend_from_slice(prefix);
+        buf.extend_from_slice(body);
         let nonce = self.nonce(ctr);
-        match self
-            .aead
-            .open_in_place(&nonce, &aad_parts(header_bytes, metadata), &mut buf, 0)
-        {
+        match self.aead.open_in_place(
+            &nonce,
+            &aad_parts(header_bytes, metadata),
+            &mut buf,
+            prefix.len(),
+        ) {
             Ok(()) => Ok(buf),
             Err(e) => {
                 zeroize::Zeroize::zeroize(&mut buf);
@@ -135,7 +141,7 @@ impl FrameKey {
             return Err(Error::UnknownKey { kid: header.kid });
         }
         let (hb, body) = sframe.split_at(consumed);
-        let pt = self.open(header.ctr, hb, &[metadata], body)?;
+        let pt = self.open(header.ctr, hb, &[metadata], &[], body)?;
         Ok((header, pt))
     }
 }

@@ -418,14 +418,7 @@ impl KeyRing {
         if current_low == step_low {
             let pt = open_checked(&gen.current, header, header_bytes, &aad, body)?;
             gen.current.replay.accept(header.ctr);
-            return Ok(done(
-                sender,
-                generation,
-                gen.current.step,
-                header.ctr,
-                clear_bytes,
-                pt,
-            ));
+            return Ok(done(sender, generation, gen.current.step, header.ctr, pt));
         }
         if let Some(old) = gen
             .old_steps
@@ -437,14 +430,7 @@ impl KeyRing {
             // The sender still uses this step: keep it while it does (a frame that claimed a
             // later step must not cut off the sender's genuine frames).
             old.retire_at = Some(retire);
-            return Ok(done(
-                sender,
-                generation,
-                old.step,
-                header.ctr,
-                clear_bytes,
-                pt,
-            ));
+            return Ok(done(sender, generation, old.step, header.ctr, pt));
         }
         let ahead = (step_low + STEP_SPACE - current_low) % STEP_SPACE;
         if ahead >= STEP_SPACE / 2 {
@@ -476,14 +462,7 @@ impl KeyRing {
         if gen.old_steps.len() > MAX_OLD_STEPS {
             gen.old_steps.remove(0);
         }
-        Ok(done(
-            sender,
-            generation,
-            id.step,
-            header.ctr,
-            clear_bytes,
-            pt,
-        ))
+        Ok(done(sender, generation, id.step, header.ctr, pt))
     }
 }
 
@@ -514,18 +493,10 @@ fn open_checked(
             })
         }
     }
-    key.key.open(header.ctr, header_bytes, aad, body)
+    key.key.open(header.ctr, header_bytes, aad, aad[0], body)
 }
 
-fn done(sender: u64, generation: u64, step: u64, ctr: u64, clear: &[u8], pt: Vec<u8>) -> Decrypted {
-    let frame = if clear.is_empty() {
-        pt
-    } else {
-        let mut f = Vec::with_capacity(clear.len() + pt.len());
-        f.extend_from_slice(clear);
-        f.extend_from_slice(&pt);
-        f
-    };
+fn done(sender: u64, generation: u64, step: u64, ctr: u64, frame: Vec<u8>) -> Decrypted {
     Decrypted {
         id: KeyId {
             sender,
