@@ -1,0 +1,1 @@
+//! sotto-relay: the untrusted SFU (issue 6). Placeholder.
