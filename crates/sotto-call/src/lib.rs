@@ -9,3 +9,6 @@ pub mod media;
 pub mod messages;
 pub mod sealed;
 pub mod state;
+
+pub mod engine;
+pub mod group;

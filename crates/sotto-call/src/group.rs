@@ -1,0 +1,1 @@
+//! Placeholder: the group key schedule (issue 6).
