@@ -1,4 +1,66 @@
-//! The `sotto` command (issue 7). Skeleton.
-fn main() {
-    println!("sotto: not yet implemented");
+//! `sotto`: the one command of the sotto stack.
+//!
+//! Subcommands: `frame inspect|decrypt` (SFrame debugging). `server`, `relay`, `register`, `call`,
+//! `answer` and `demo` arrive as the crates under them land.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod frame_cmd;
+
+/// sotto: end-to-end-encrypted calls through servers nobody has to trust.
+#[derive(Parser, Debug)]
+#[command(name = "sotto", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// SFrame tools: decode headers from a payload, decrypt with a given key.
+    #[command(subcommand)]
+    Frame(frame_cmd::FrameCmd),
+}
+
+/// Everything that ends the command with a non-zero exit.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The command line or an input was wrong.
+    #[error("{0}")]
+    Usage(String),
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    /// Frames did not parse or decrypt.
+    #[error("{0}")]
+    Frame(String),
+}
+
+impl CliError {
+    pub fn io(path: &Path, source: std::io::Error) -> Self {
+        CliError::Io {
+            path: path.display().to_string(),
+            source,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let res = match cli.cmd {
+        Cmd::Frame(f) => frame_cmd::run(f),
+    };
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sotto: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
