@@ -1,0 +1,425 @@
+//! The interactive call screen (ratatui) and its non-interactive twin (a script on stdin).
+//!
+//! Both drive the same [`Command`]s into the call, and both read the same [`Screen`] model that
+//! the call updates; so tests that script a call exercise the same paths as a person at the keys.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use crossterm::event::{self, Event, KeyCode, KeyEventKind};
+use ratatui::layout::{Constraint, Direction, Layout};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Borders, Paragraph, Wrap};
+use tokio::sync::{mpsc, watch};
+
+/// Lines of the event log the screen keeps.
+pub const MAX_LOG_LINES: usize = 200;
+/// Longest script line accepted.
+pub const MAX_SCRIPT_LINE: usize = 256;
+
+/// What a person (or a script) asks the call to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Answer the ringing incoming call.
+    Answer,
+    /// Reject the ringing incoming call.
+    Reject,
+    /// Toggle audio mute.
+    MuteAudio,
+    /// Toggle video mute.
+    MuteVideo,
+    /// Switch the video source (the "camera").
+    SwitchSource,
+    /// Hang up.
+    Hangup,
+    /// Leave the program (hangs up first if in a call).
+    Quit,
+}
+
+impl Command {
+    /// The key that issues this command on the call screen.
+    pub fn from_key(c: char) -> Option<Command> {
+        Some(match c.to_ascii_lowercase() {
+            'a' => Command::Answer,
+            'r' => Command::Reject,
+            'm' => Command::MuteAudio,
+            'v' => Command::MuteVideo,
+            's' => Command::SwitchSource,
+            'h' => Command::Hangup,
+            'q' => Command::Quit,
+            _ => return None,
+        })
+    }
+}
+
+/// One step of a non-interactive script.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScriptStep {
+    /// Issue a command.
+    Do(Command),
+    /// Sleep.
+    Wait(Duration),
+    /// Wait until the call state's name starts with this word (e.g. `connected`, `ended`).
+    WaitState(String),
+}
+
+/// Parses one script line: `answer`, `reject`, `mute-audio`, `mute-video`, `switch`, `hangup`,
+/// `quit`, `wait MS`, `wait-state NAME`; blank lines and `#` comments are skipped (`Ok(None)`).
+///
+/// # Errors
+/// A message naming the bad line.
+pub fn parse_script_line(line: &str) -> Result<Option<ScriptStep>, String> {
+    if line.len() > MAX_SCRIPT_LINE {
+        return Err(format!(
+            "script line of {} bytes exceeds MAX_SCRIPT_LINE ({MAX_SCRIPT_LINE})",
+            line.len()
+        ));
+    }
+    let line = line.trim();
+    if line.is_empty() || line.starts_with('#') {
+        return Ok(None);
+    }
+    let mut words = line.split_whitespace();
+    let verb = words.next().unwrap_or_default();
+    let arg = words.next();
+    if words.next().is_some() {
+        return Err(format!("script: too many words in {line:?}"));
+    }
+    let step = match (verb, arg) {
+        ("answer", None) => ScriptStep::Do(Command::Answer),
+        ("reject", None) => ScriptStep::Do(Command::Reject),
+        ("mute-audio", None) => ScriptStep::Do(Command::MuteAudio),
+        ("mute-video", None) => ScriptStep::Do(Command::MuteVideo),
+        ("switch", None) => ScriptStep::Do(Command::SwitchSource),
+        ("hangup", None) => ScriptStep::Do(Command::Hangup),
+        ("quit", None) => ScriptStep::Do(Command::Quit),
+        ("wait", Some(ms)) => ScriptStep::Wait(Duration::from_millis(
+            ms.parse()
+                .map_err(|_| format!("script: `wait` wants milliseconds, got {ms:?}"))?,
+        )),
+        ("wait-state", Some(s)) => ScriptStep::WaitState(s.to_string()),
+        (
+            "answer" | "reject" | "mute-audio" | "mute-video" | "switch" | "hangup" | "quit",
+            Some(_),
+        ) => {
+            return Err(format!(
+                "script: {verb:?} takes no argument (too many words in {line:?})"
+            ))
+        }
+        _ => return Err(format!("script: unknown step {line:?}")),
+    };
+    Ok(Some(step))
+}
+
+/// Everything the call screen shows. The call owns a `watch::Sender<Screen>` and updates it.
+#[derive(Debug, Clone, Default)]
+pub struct Screen {
+    /// Our username.
+    pub me: String,
+    /// The other party, once there is one.
+    pub peer: Option<String>,
+    /// Call state, first word machine-readable: `idle`, `ringing`, `incoming`, `connecting`,
+    /// `connected`, `ended ...`.
+    pub state: String,
+    /// The peer's safety number (12 groups of 5 digits), to compare out of band.
+    pub safety_number: Option<String>,
+    /// Set when the peer's identity key differs from the one seen before.
+    pub identity_warning: Option<String>,
+    /// Our mute flags and the peer's as it announced them.
+    pub audio_muted: bool,
+    pub video_muted: bool,
+    pub peer_audio_muted: bool,
+    pub peer_video_muted: bool,
+    /// Name of the current video source.
+    pub source: String,
+    /// Live statistics, in display order.
+    pub stats: Vec<(String, String)>,
+    /// Recent events, oldest first.
+    pub log: VecDeque<String>,
+}
+
+impl Screen {
+    /// Appends to the event log, dropping the oldest line past [`MAX_LOG_LINES`].
+    pub fn push_log(&mut self, line: impl Into<String>) {
+        self.log.push_back(line.into());
+        while self.log.len() > MAX_LOG_LINES {
+            self.log.pop_front();
+        }
+    }
+
+    /// The state's first word.
+    pub fn state_word(&self) -> &str {
+        self.state.split_whitespace().next().unwrap_or("")
+    }
+}
+
+/// Draws the whole screen.
+pub fn draw(f: &mut ratatui::Frame<'_>, s: &Screen) {
+    let rows = Layout::default()
+        .direction(Direction::Vertical)
+        .constraints([
+            Constraint::Length(6),
+            Constraint::Length(4),
+            Constraint::Min(6),
+            Constraint::Length(3),
+        ])
+        .split(f.area());
+    let bold = Style::default().add_modifier(Modifier::BOLD);
+    let state_color = match s.state_word() {
+        "connected" => Color::Green,
+        "ringing" | "incoming" | "connecting" => Color::Yellow,
+        "ended" => Color::Red,
+        _ => Color::Reset,
+    };
+    let mut head = vec![
+        Line::from(vec![
+            Span::styled(format!("sotto  {}", s.me), bold),
+            Span::raw("  ->  "),
+            Span::styled(s.peer.clone().unwrap_or_else(|| "-".into()), bold),
+        ]),
+        Line::from(vec![
+            Span::raw("state: "),
+            Span::styled(
+                s.state.clone(),
+                Style::default()
+                    .fg(state_color)
+                    .add_modifier(Modifier::BOLD),
+            ),
+        ]),
+        Line::from(format!(
+            "me: audio {} video {} source {}   peer: audio {} video {}",
+            onoff(!s.audio_muted),
+            onoff(!s.video_muted),
+            s.source,
+            onoff(!s.peer_audio_muted),
+            onoff(!s.peer_video_muted),
+        )),
+    ];
+    if s.state_word() == "incoming" {
+        head.push(Line::from(Span::styled(
+            "incoming call: [a]nswer or [r]eject",
+            Style::default()
+                .fg(Color::Yellow)
+                .add_modifier(Modifier::BOLD),
+        )));
+    }
+    f.render_widget(
+        Paragraph::new(head).block(Block::default().borders(Borders::ALL).title("call")),
+        rows[0],
+    );
+    let mut id = vec![Line::from(format!(
+        "safety number: {}",
+        s.safety_number
+            .clone()
+            .unwrap_or_else(|| "(no session yet)".into())
+    ))];
+    if let Some(w) = &s.identity_warning {
+        id.push(Line::from(Span::styled(
+            format!("WARNING: {w}"),
+            Style::default().fg(Color::Red).add_modifier(Modifier::BOLD),
+        )));
+    }
+    f.render_widget(
+        Paragraph::new(id)
+            .wrap(Wrap { trim: true })
+            .block(Block::default().borders(Borders::ALL).title("identity")),
+        rows[1],
+    );
+    let cols = Layout::default()
+        .direction(Direction::Horizontal)
+        .constraints([Constraint::Percentage(45), Constraint::Percentage(55)])
+        .split(rows[2]);
+    let stats: Vec<Line<'_>> = s
+        .stats
+        .iter()
+        .map(|(k, v)| Line::from(format!("{k:<18} {v}")))
+        .collect();
+    f.render_widget(
+        Paragraph::new(stats).block(Block::default().borders(Borders::ALL).title("stats")),
+        cols[0],
+    );
+    let height = cols[1].height.saturating_sub(2) as usize;
+    let log: Vec<Line<'_>> = s
+        .log
+        .iter()
+        .skip(s.log.len().saturating_sub(height))
+        .map(|l| Line::from(l.as_str()))
+        .collect();
+    f.render_widget(
+        Paragraph::new(log).block(Block::default().borders(Borders::ALL).title("events")),
+        cols[1],
+    );
+    f.render_widget(
+        Paragraph::new(
+            "[a]nswer [r]eject [m]ute audio mute [v]ideo [s]witch source [h]ang up [q]uit",
+        )
+        .block(Block::default().borders(Borders::ALL)),
+        rows[3],
+    );
+}
+
+fn onoff(on: bool) -> &'static str {
+    if on {
+        "on"
+    } else {
+        "MUTED"
+    }
+}
+
+/// Runs the terminal UI until `Quit` is pressed or `screen` closes: redraws on every change,
+/// turns keys into commands.
+///
+/// # Errors
+/// Terminal I/O errors.
+pub async fn run_tui(
+    mut screen: watch::Receiver<Screen>,
+    commands: mpsc::Sender<Command>,
+) -> std::io::Result<()> {
+    let mut terminal = ratatui::try_init()?;
+    let (key_tx, mut key_rx) = mpsc::channel::<char>(16);
+    // crossterm's event reading blocks: give it its own thread.
+    std::thread::spawn(move || loop {
+        match event::poll(Duration::from_millis(100)) {
+            Ok(true) => match event::read() {
+                Ok(Event::Key(k)) if k.kind == KeyEventKind::Press => {
+                    if let KeyCode::Char(c) = k.code {
+                        if key_tx.blocking_send(c).is_err() {
+                            return;
+                        }
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => return,
+            },
+            Ok(false) => {
+                if key_tx.is_closed() {
+                    return;
+                }
+            }
+            Err(_) => return,
+        }
+    });
+    let res = async {
+        loop {
+            let snapshot = screen.borrow_and_update().clone();
+            terminal.draw(|f| draw(f, &snapshot))?;
+            tokio::select! {
+                changed = screen.changed() => {
+                    if changed.is_err() {
+                        return Ok(());
+                    }
+                }
+                key = key_rx.recv() => {
+                    let Some(c) = key else { return Ok(()) };
+                    if let Some(cmd) = Command::from_key(c) {
+                        let quit = cmd == Command::Quit;
+                        let _ = commands.send(cmd).await;
+                        if quit {
+                            return Ok(());
+                        }
+                    }
+                }
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+        }
+    }
+    .await;
+    ratatui::restore();
+    let _ = terminal.show_cursor();
+    res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ratatui::backend::TestBackend;
+    use ratatui::Terminal;
+
+    #[test]
+    fn script_lines_parse_and_bad_ones_are_named() {
+        assert_eq!(
+            parse_script_line("answer").unwrap(),
+            Some(ScriptStep::Do(Command::Answer))
+        );
+        assert_eq!(parse_script_line("  # hi").unwrap(), None);
+        assert_eq!(
+            parse_script_line("wait 250").unwrap(),
+            Some(ScriptStep::Wait(Duration::from_millis(250)))
+        );
+        assert_eq!(
+            parse_script_line("wait-state connected").unwrap(),
+            Some(ScriptStep::WaitState("connected".into()))
+        );
+        assert!(parse_script_line("wait soon")
+            .unwrap_err()
+            .contains("milliseconds"));
+        assert!(parse_script_line("dance")
+            .unwrap_err()
+            .contains("unknown step"));
+        assert!(parse_script_line("answer now")
+            .unwrap_err()
+            .contains("too many"));
+        let long = "a".repeat(MAX_SCRIPT_LINE + 1);
+        assert!(parse_script_line(&long)
+            .unwrap_err()
+            .contains("MAX_SCRIPT_LINE"));
+        assert!(parse_script_line(&"#".repeat(MAX_SCRIPT_LINE))
+            .unwrap()
+            .is_none());
+    }
+
+    #[test]
+    fn keys_map_to_commands() {
+        assert_eq!(Command::from_key('A'), Some(Command::Answer));
+        assert_eq!(Command::from_key('v'), Some(Command::MuteVideo));
+        assert_eq!(Command::from_key('x'), None);
+    }
+
+    #[test]
+    fn the_screen_shows_prompt_warning_and_stats() {
+        let mut s = Screen {
+            me: "alice".into(),
+            peer: Some("bob".into()),
+            state: "incoming from bob".into(),
+            safety_number: Some("12345 67890".into()),
+            identity_warning: Some("bob's identity key changed".into()),
+            source: "pattern".into(),
+            ..Screen::default()
+        };
+        s.stats.push(("frames decrypted".into(), "42".into()));
+        let mut t = Terminal::new(TestBackend::new(100, 24)).unwrap();
+        t.draw(|f| draw(f, &s)).unwrap();
+        let text: String = t
+            .backend()
+            .buffer()
+            .content()
+            .iter()
+            .map(|c| c.symbol())
+            .collect();
+        assert!(text.contains("[a]nswer or [r]eject"), "{text}");
+        assert!(text.contains("WARNING: bob's identity key changed"));
+        assert!(text.contains("frames decrypted   42"));
+        assert!(text.contains("12345 67890"));
+        s.state = "connected".into();
+        t.draw(|f| draw(f, &s)).unwrap();
+        let text: String = t
+            .backend()
+            .buffer()
+            .content()
+            .iter()
+            .map(|c| c.symbol())
+            .collect();
+        assert!(!text.contains("[a]nswer or [r]eject"));
+    }
+
+    #[test]
+    fn the_log_is_bounded() {
+        let mut s = Screen::default();
+        for i in 0..(MAX_LOG_LINES + 5) {
+            s.push_log(format!("e{i}"));
+        }
+        assert_eq!(s.log.len(), MAX_LOG_LINES);
+        assert_eq!(s.log.front().map(String::as_str), Some("e5"));
+    }
+}
