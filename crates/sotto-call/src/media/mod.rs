@@ -1,1 +1,923 @@
-//! Placeholder: filled in by the media work (issue 5).
+//! Media: a webrtc-rs 0.21 peer connection whose every audio and video frame is SFrame-encrypted
+//! *before* webrtc-rs packetizes it, and decrypted after reassembly on the far side.
+//!
+//! ```text
+//!  source (IVF/Ogg) → encoded frame → sotto-frame encrypt (codec-aware) → write_sample → RTP/SRTP
+//!  RTP → SampleBuilder (VP8/Opus depacketizer) → sotto-frame decrypt → sink (IVF/Ogg) + stats
+//! ```
+//!
+//! DTLS-SRTP still protects each hop; SFrame protects the frame end to end, so a TURN server or
+//! media relay that terminates or forwards the transport sees ciphertext only. One [`SenderKey`]
+//! per peer covers both of its streams (one counter, so no nonce is ever reused); VP8 keeps its
+//! 10/3 leading bytes and Opus its TOC byte in clear for the packetizer, authenticated as AAD.
+//!
+//! Setup is non-trickle: [`MediaPeer::create_offer`] / [`MediaPeer::accept_offer`] return the
+//! SDP once ICE gathering completed (fast on loopback and with a nearby TURN server), so one
+//! offer and one answer message carry everything. The SDP (with the DTLS fingerprint) must travel
+//! authenticated, which the call engine does inside the ratchet.
+
+pub mod consts;
+pub mod sink;
+pub mod source;
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rtc::interceptor::Registry;
+use rtc::media::io::sample_builder::SampleBuilder;
+use rtc::media::Sample;
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8};
+use rtc::peer_connection::configuration::{RTCConfigurationBuilder, RTCIceTransportPolicy};
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::peer_connection::transport::RTCIceServer;
+use rtc::rtp::codec::opus::OpusPacket;
+use rtc::rtp::codec::vp8::Vp8Packet;
+use rtc::rtp::packetizer::Depacketizer;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+};
+use sotto_frame::{CipherSuite, Codec, KeyMaterial, KeyRing, SenderKey};
+use tokio::sync::{mpsc, Notify};
+use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
+use webrtc::media_stream::track_local::TrackLocal;
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+use webrtc::media_stream::Track;
+use webrtc::peer_connection::{
+    MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
+    RTCIceGatheringState, RTCPeerConnectionState, RTCStatsReportEntry, StatsSelector,
+};
+use webrtc::rtp_transceiver::RtpSender;
+use zeroize::Zeroizing;
+
+use consts::*;
+pub use sink::{IvfSink, OggSink};
+pub use source::{IvfSource, OggOpusSource};
+
+/// What can go wrong in the media layer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MediaError {
+    /// webrtc-rs refused an operation (bad SDP, ICE failure, closed connection...).
+    #[error("webrtc: {0}")]
+    Webrtc(String),
+    /// A source file is not usable.
+    #[error("bad media source: {0}")]
+    BadSource(String),
+    /// A sink could not be written.
+    #[error("media sink: {0}")]
+    Sink(String),
+    /// SFrame refused a key or a frame.
+    #[error("sframe: {0}")]
+    Frame(#[from] sotto_frame::Error),
+    /// ICE gathering did not complete within [`GATHER_TIMEOUT`].
+    #[error("ICE gathering did not complete within {0:?}")]
+    GatherTimeout(Duration),
+    /// Relay-only ICE was asked for but no relay candidate was gathered.
+    #[error("relay-only ICE gathered no relay candidate (check the TURN server and credentials)")]
+    NoRelayCandidate,
+    /// An SDP over [`MAX_SDP_LEN`].
+    #[error("SDP of {len} bytes exceeds MAX_SDP_LEN ({limit})")]
+    SdpTooLarge { len: usize, limit: usize },
+}
+
+fn wr(e: impl std::fmt::Display) -> MediaError {
+    MediaError::Webrtc(e.to_string())
+}
+
+/// A STUN or TURN server for ICE.
+#[derive(Clone, Default)]
+pub struct IceServer {
+    /// `stun:host:port` or `turn:host:port?transport=udp`.
+    pub urls: Vec<String>,
+    /// TURN username (coturn REST form: `expiry:user`).
+    pub username: String,
+    /// TURN password.
+    pub credential: String,
+}
+
+impl std::fmt::Debug for IceServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IceServer")
+            .field("urls", &self.urls)
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Audio or video.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MediaKind {
+    /// Opus.
+    Audio,
+    /// VP8.
+    Video,
+}
+
+impl MediaKind {
+    fn codec(self) -> Codec {
+        match self {
+            MediaKind::Audio => Codec::Opus,
+            MediaKind::Video => Codec::Vp8,
+        }
+    }
+    fn idx(self) -> usize {
+        match self {
+            MediaKind::Audio => 0,
+            MediaKind::Video => 1,
+        }
+    }
+}
+
+/// A frame seen at the boundary of the encryption layer (for tests and the demo report).
+#[derive(Clone)]
+pub struct TapFrame {
+    /// True: plaintext handed to encryption; false: plaintext that came out of decryption.
+    pub sent: bool,
+    /// Which stream.
+    pub kind: MediaKind,
+    /// The encoded frame in clear.
+    pub frame: Vec<u8>,
+    /// Its SFrame ciphertext as it went on (or came off) the wire.
+    pub wire: Vec<u8>,
+}
+
+impl std::fmt::Debug for TapFrame {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TapFrame")
+            .field("sent", &self.sent)
+            .field("kind", &self.kind)
+            .field("len", &self.frame.len())
+            .finish()
+    }
+}
+
+/// Configuration of one [`MediaPeer`].
+pub struct MediaConfig {
+    /// STUN/TURN servers.
+    pub ice_servers: Vec<IceServer>,
+    /// Use relay candidates only (all media through TURN).
+    pub relay_only: bool,
+    /// Local address to bind ICE sockets on.
+    pub bind: IpAddr,
+    /// SFrame cipher suite.
+    pub suite: CipherSuite,
+    /// Our SFrame sender id (KID high bits), distinct per participant in a call.
+    pub sender_id: u64,
+    /// Video source (None: send no video).
+    pub video: Option<IvfSource>,
+    /// Audio source (None: send no audio).
+    pub audio: Option<OggOpusSource>,
+    /// Where to write what we receive and decrypt (`<prefix>.ivf`, `<prefix>.ogg`).
+    pub record_prefix: Option<PathBuf>,
+    /// Frames at the encryption boundary, for tests.
+    pub tap: Option<mpsc::UnboundedSender<TapFrame>>,
+}
+
+impl MediaConfig {
+    /// Loopback defaults: no ICE servers, bundled camera 1 and tone, AES-128-GCM.
+    pub fn loopback(sender_id: u64) -> Result<Self, MediaError> {
+        Ok(MediaConfig {
+            ice_servers: Vec::new(),
+            relay_only: false,
+            bind: IpAddr::from([127, 0, 0, 1]),
+            suite: CipherSuite::Aes128GcmSha256_128,
+            sender_id,
+            video: Some(IvfSource::camera1()?),
+            audio: Some(OggOpusSource::tone()?),
+            record_prefix: None,
+            tap: None,
+        })
+    }
+}
+
+/// Something that happened on the media path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MediaEvent {
+    /// The peer connection changed state (`connecting`, `connected`, `failed`, ...).
+    State(String),
+    /// The first frame of this kind decrypted.
+    FirstFrameDecrypted(MediaKind),
+    /// A frame failed to decrypt (first failure of a run; the count is in [`MediaStats`]).
+    DecryptFailing(MediaKind, String),
+    /// Frames decrypt again after failures.
+    DecryptRecovered(MediaKind),
+}
+
+/// Per-stream counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StreamStats {
+    /// Frames encrypted and handed to the packetizer.
+    pub frames_sent: u64,
+    /// SFrame bytes sent.
+    pub bytes_sent: u64,
+    /// RTP packets received.
+    pub packets_received: u64,
+    /// Frames reassembled from RTP.
+    pub frames_received: u64,
+    /// Frames that decrypted.
+    pub frames_decrypted: u64,
+    /// Frames that did not.
+    pub frames_failed: u64,
+    /// SFrame bytes received.
+    pub bytes_received: u64,
+}
+
+/// What a user wants to see about the media path.
+#[derive(Debug, Clone, Default)]
+pub struct MediaStats {
+    /// Peer connection state.
+    pub state: String,
+    /// Type of the selected candidate pair: `host`, `srflx`, `prflx` or `relay` (local side).
+    pub pair_type: Option<String>,
+    /// Remote side of the selected pair.
+    pub remote_pair_type: Option<String>,
+    /// Round-trip time of the selected pair.
+    pub rtt: Option<Duration>,
+    /// Send bitrate over the whole call so far, bits/s.
+    pub send_bitrate: u64,
+    /// Receive bitrate over the whole call so far, bits/s.
+    pub recv_bitrate: u64,
+    /// Audio counters.
+    pub audio: StreamStats,
+    /// Video counters.
+    pub video: StreamStats,
+    /// Our current SFrame key generation.
+    pub local_generation: u64,
+    /// The peer's newest key generation we hold.
+    pub remote_generation: Option<u64>,
+}
+
+#[derive(Default)]
+struct Counters {
+    frames_sent: AtomicU64,
+    bytes_sent: AtomicU64,
+    packets_received: AtomicU64,
+    frames_received: AtomicU64,
+    frames_decrypted: AtomicU64,
+    frames_failed: AtomicU64,
+    bytes_received: AtomicU64,
+    failing: AtomicBool,
+}
+
+impl Counters {
+    fn snapshot(&self) -> StreamStats {
+        StreamStats {
+            frames_sent: self.frames_sent.load(Ordering::Relaxed),
+            bytes_sent: self.bytes_sent.load(Ordering::Relaxed),
+            packets_received: self.packets_received.load(Ordering::Relaxed),
+            frames_received: self.frames_received.load(Ordering::Relaxed),
+            frames_decrypted: self.frames_decrypted.load(Ordering::Relaxed),
+            frames_failed: self.frames_failed.load(Ordering::Relaxed),
+            bytes_received: self.bytes_received.load(Ordering::Relaxed),
+        }
+    }
+}
+
+struct Sinks {
+    ivf: Option<IvfSink>,
+    ogg: Option<OggSink>,
+}
+
+struct Shared {
+    sender_key: Mutex<SenderKey>,
+    pending_key: Mutex<Option<SenderKey>>,
+    ring: Mutex<KeyRing>,
+    remote_generation: Mutex<Option<u64>>,
+    video_src: Mutex<Option<IvfSource>>,
+    audio_src: Mutex<Option<OggOpusSource>>,
+    muted: [AtomicBool; 2],
+    counters: [Counters; 2],
+    sinks: Mutex<Sinks>,
+    events: mpsc::UnboundedSender<MediaEvent>,
+    tap: Option<mpsc::UnboundedSender<TapFrame>>,
+    state: Mutex<String>,
+    gathered: Notify,
+    gathering_done: AtomicBool,
+    connected: Notify,
+    closed: AtomicBool,
+    started: Instant,
+    /// Drops every Nth outgoing RTP packet... no: drop probability for tests, in 1/1000.
+    loss_per_mille: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding one of these locks cannot leave half-updated crypto state (every
+    // update is a single assignment), so a poisoned lock is still safe to use.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Shared {
+    fn emit(&self, e: MediaEvent) {
+        let _ = self.events.send(e);
+    }
+
+    /// Decrypts one reassembled frame and hands it to the sinks. Never panics on bad input.
+    fn on_frame(&self, kind: MediaKind, wire: &[u8], rtp_ts: u32) {
+        let c = &self.counters[kind.idx()];
+        c.frames_received.fetch_add(1, Ordering::Relaxed);
+        c.bytes_received
+            .fetch_add(wire.len() as u64, Ordering::Relaxed);
+        let now = Instant::now();
+        let res = lock(&self.ring).decrypt(kind.codec(), b"", wire, now);
+        match res {
+            Ok(d) => {
+                let n = c.frames_decrypted.fetch_add(1, Ordering::Relaxed);
+                if n == 0 {
+                    self.emit(MediaEvent::FirstFrameDecrypted(kind));
+                }
+                if c.failing.swap(false, Ordering::Relaxed) {
+                    self.emit(MediaEvent::DecryptRecovered(kind));
+                }
+                {
+                    let mut g = lock(&self.remote_generation);
+                    if g.is_none_or(|x| x < d.id.generation) {
+                        *g = Some(d.id.generation);
+                    }
+                }
+                let mut sinks = lock(&self.sinks);
+                let r = match kind {
+                    MediaKind::Video => sinks
+                        .ivf
+                        .as_mut()
+                        .map(|s| s.write_frame(&d.frame).map(|_| ())),
+                    MediaKind::Audio => {
+                        sinks.ogg.as_mut().map(|s| s.write_packet(&d.frame, rtp_ts))
+                    }
+                };
+                if let Some(Err(e)) = r {
+                    tracing::warn!("sink: {e}");
+                }
+                drop(sinks);
+                if let Some(tap) = &self.tap {
+                    let _ = tap.send(TapFrame {
+                        sent: false,
+                        kind,
+                        frame: d.frame,
+                        wire: wire.to_vec(),
+                    });
+                }
+            }
+            Err(e) => {
+                c.frames_failed.fetch_add(1, Ordering::Relaxed);
+                if !c.failing.swap(true, Ordering::Relaxed) {
+                    self.emit(MediaEvent::DecryptFailing(kind, e.to_string()));
+                }
+            }
+        }
+    }
+}
+
+struct Handler {
+    shared: Arc<Shared>,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Handler {
+    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
+        if state == RTCIceGatheringState::Complete {
+            self.shared.gathering_done.store(true, Ordering::SeqCst);
+            self.shared.gathered.notify_waiters();
+        }
+    }
+
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        let s = state.to_string();
+        *lock(&self.shared.state) = s.clone();
+        if state == RTCPeerConnectionState::Connected {
+            self.shared.connected.notify_waiters();
+        }
+        self.shared.emit(MediaEvent::State(s));
+    }
+
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        let shared = self.shared.clone();
+        tokio::spawn(async move {
+            match track.kind().await {
+                RtpCodecKind::Video => {
+                    receive_loop(
+                        shared,
+                        track,
+                        MediaKind::Video,
+                        SampleBuilder::new(MAX_LATE_PACKETS, Vp8Packet::default(), 90_000),
+                    )
+                    .await
+                }
+                RtpCodecKind::Audio => {
+                    receive_loop(
+                        shared,
+                        track,
+                        MediaKind::Audio,
+                        SampleBuilder::new(MAX_LATE_PACKETS, OpusPacket, 48_000),
+                    )
+                    .await
+                }
+                _ => {}
+            }
+        });
+    }
+}
+
+async fn receive_loop<D: Depacketizer>(
+    shared: Arc<Shared>,
+    track: Arc<dyn TrackRemote>,
+    kind: MediaKind,
+    mut builder: SampleBuilder<D>,
+) {
+    while let Some(evt) = track.poll().await {
+        if shared.closed.load(Ordering::Relaxed) {
+            break;
+        }
+        if let TrackRemoteEvent::OnRtpPacket(packet) = evt {
+            shared.counters[kind.idx()]
+                .packets_received
+                .fetch_add(1, Ordering::Relaxed);
+            let now = Instant::now();
+            builder.push(now, packet);
+            while let Some(sample) = builder.pop(now) {
+                shared.on_frame(kind, &sample.data, sample.packet_timestamp);
+            }
+        }
+    }
+}
+
+/// One call leg: a webrtc-rs peer connection with an Opus and a VP8 track, SFrame on both.
+pub struct MediaPeer {
+    pc: Box<dyn PeerConnection>,
+    shared: Arc<Shared>,
+    video_track: Arc<TrackLocalStaticSample>,
+    audio_track: Arc<TrackLocalStaticSample>,
+    video_sender: Arc<dyn RtpSender>,
+    audio_sender: Arc<dyn RtpSender>,
+    relay_only: bool,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+/// Receiver of [`MediaEvent`]s.
+pub type MediaEvents = mpsc::UnboundedReceiver<MediaEvent>;
+
+fn track(
+    kind: RtpCodecKind,
+    mime: &str,
+    clock: u32,
+    channels: u16,
+) -> Result<TrackLocalStaticSample, MediaError> {
+    let name = if kind == RtpCodecKind::Video {
+        "video"
+    } else {
+        "audio"
+    };
+    TrackLocalStaticSample::new(
+        Instant::now(),
+        MediaStreamTrack::new(
+            "sotto".to_owned(),
+            format!("sotto-{name}"),
+            format!("sotto-{name}"),
+            kind,
+            vec![RTCRtpEncodingParameters {
+                rtp_coding_parameters: RTCRtpCodingParameters {
+                    ssrc: Some(rand::random::<u32>()),
+                    ..Default::default()
+                },
+                codec: RTCRtpCodec {
+                    mime_type: mime.to_owned(),
+                    clock_rate: clock,
+                    channels,
+                    sdp_fmtp_line: String::new(),
+                    rtcp_feedback: vec![],
+                },
+                ..Default::default()
+            }],
+        ),
+    )
+    .map_err(wr)
+}
+
+impl MediaPeer {
+    /// Builds the peer connection (nothing is sent until the call connects).
+    pub async fn new(cfg: MediaConfig) -> Result<(MediaPeer, MediaEvents), MediaError> {
+        let mut base = Zeroizing::new(vec![0u8; cfg.suite.nh()]);
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut base);
+        let sender_key = SenderKey::new(cfg.suite, cfg.sender_id, &base)?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let sinks = Sinks {
+            ivf: match &cfg.record_prefix {
+                Some(p) => Some(IvfSink::create(&p.with_extension("ivf"), 15)?),
+                None => None,
+            },
+            ogg: match &cfg.record_prefix {
+                Some(p) => Some(OggSink::create(&p.with_extension("ogg"))?),
+                None => None,
+            },
+        };
+        let shared = Arc::new(Shared {
+            sender_key: Mutex::new(sender_key),
+            pending_key: Mutex::new(None),
+            ring: Mutex::new(KeyRing::new(cfg.suite)),
+            remote_generation: Mutex::new(None),
+            video_src: Mutex::new(cfg.video),
+            audio_src: Mutex::new(cfg.audio),
+            muted: [AtomicBool::new(false), AtomicBool::new(false)],
+            counters: [Counters::default(), Counters::default()],
+            sinks: Mutex::new(sinks),
+            events: tx,
+            tap: cfg.tap,
+            state: Mutex::new("new".into()),
+            gathered: Notify::new(),
+            gathering_done: AtomicBool::new(false),
+            connected: Notify::new(),
+            closed: AtomicBool::new(false),
+            started: Instant::now(),
+            loss_per_mille: AtomicU64::new(0),
+        });
+
+        let mut media = MediaEngine::default();
+        media.register_default_codecs().map_err(wr)?;
+        let registry = register_default_interceptors(Registry::new(), &mut media).map_err(wr)?;
+        let servers = cfg
+            .ice_servers
+            .iter()
+            .map(|s| RTCIceServer {
+                urls: s.urls.clone(),
+                username: s.username.clone(),
+                credential: s.credential.clone(),
+            })
+            .collect();
+        let config = RTCConfigurationBuilder::new()
+            .with_ice_servers(servers)
+            .with_ice_transport_policy(if cfg.relay_only {
+                RTCIceTransportPolicy::Relay
+            } else {
+                RTCIceTransportPolicy::All
+            })
+            .build();
+        let pc = PeerConnectionBuilder::new()
+            .with_configuration(config)
+            .with_media_engine(media)
+            .with_interceptor_registry(registry)
+            .with_handler(Arc::new(Handler {
+                shared: shared.clone(),
+            }))
+            .with_udp_addrs(vec![format!("{}:0", cfg.bind)])
+            .build()
+            .await
+            .map_err(wr)?;
+        let video_track = Arc::new(track(RtpCodecKind::Video, MIME_TYPE_VP8, 90_000, 0)?);
+        let audio_track = Arc::new(track(RtpCodecKind::Audio, MIME_TYPE_OPUS, 48_000, 2)?);
+        let video_sender = pc
+            .add_track(video_track.clone() as Arc<dyn TrackLocal>)
+            .await
+            .map_err(wr)?;
+        let audio_sender = pc
+            .add_track(audio_track.clone() as Arc<dyn TrackLocal>)
+            .await
+            .map_err(wr)?;
+        Ok((
+            MediaPeer {
+                pc: Box::new(pc),
+                shared,
+                video_track,
+                audio_track,
+                video_sender,
+                audio_sender,
+                relay_only: cfg.relay_only,
+                tasks: Mutex::new(Vec::new()),
+            },
+            rx,
+        ))
+    }
+
+    async fn gathered_sdp(&self) -> Result<String, MediaError> {
+        let wait = async {
+            loop {
+                let notified = self.shared.gathered.notified();
+                if self.shared.gathering_done.load(Ordering::SeqCst) {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        tokio::time::timeout(GATHER_TIMEOUT, wait)
+            .await
+            .map_err(|_| MediaError::GatherTimeout(GATHER_TIMEOUT))?;
+        let sdp = self
+            .pc
+            .local_description()
+            .await
+            .ok_or_else(|| MediaError::Webrtc("no local description".into()))?
+            .sdp;
+        if self.relay_only && !sdp.contains(" typ relay") {
+            return Err(MediaError::NoRelayCandidate);
+        }
+        Ok(sdp)
+    }
+
+    fn check_sdp(sdp: &str) -> Result<(), MediaError> {
+        if sdp.len() > MAX_SDP_LEN {
+            return Err(MediaError::SdpTooLarge {
+                len: sdp.len(),
+                limit: MAX_SDP_LEN,
+            });
+        }
+        Ok(())
+    }
+
+    /// Creates the offer and returns its SDP once ICE gathering completed.
+    pub async fn create_offer(&self) -> Result<String, MediaError> {
+        let offer = self.pc.create_offer(None).await.map_err(wr)?;
+        self.pc.set_local_description(offer).await.map_err(wr)?;
+        self.gathered_sdp().await
+    }
+
+    /// Applies the remote offer; returns the answer SDP once ICE gathering completed.
+    pub async fn accept_offer(&self, sdp: &str) -> Result<String, MediaError> {
+        Self::check_sdp(sdp)?;
+        let offer = RTCSessionDescription::offer(sdp.to_owned()).map_err(wr)?;
+        self.pc.set_remote_description(offer).await.map_err(wr)?;
+        let answer = self.pc.create_answer(None).await.map_err(wr)?;
+        self.pc.set_local_description(answer).await.map_err(wr)?;
+        self.gathered_sdp().await
+    }
+
+    /// Applies the remote answer.
+    pub async fn accept_answer(&self, sdp: &str) -> Result<(), MediaError> {
+        Self::check_sdp(sdp)?;
+        let answer = RTCSessionDescription::answer(sdp.to_owned()).map_err(wr)?;
+        self.pc.set_remote_description(answer).await.map_err(wr)
+    }
+
+    /// Waits until the connection is up, or `limit` passes.
+    pub async fn wait_connected(&self, limit: Duration) -> bool {
+        let wait = async {
+            loop {
+                let notified = self.shared.connected.notified();
+                if lock(&self.shared.state).as_str() == "connected" {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        tokio::time::timeout(limit, wait).await.is_ok()
+    }
+
+    /// Our current sender key, to be sent to the peer inside the ratchet. Never log it.
+    pub fn local_key_material(&self) -> KeyMaterial {
+        lock(&self.shared.sender_key).material()
+    }
+
+    /// Installs (or updates) the peer's key. Frames that failed for want of it are not replayed,
+    /// but every later frame decrypts.
+    pub fn install_remote_key(&self, material: &KeyMaterial) -> Result<(), MediaError> {
+        lock(&self.shared.ring).add_key(material, Instant::now())?;
+        Ok(())
+    }
+
+    /// Draws the next key generation without using it yet; send the result to the peer, then
+    /// call [`MediaPeer::activate_rotation`] once the peer has it (overlap: no frame is lost).
+    pub fn prepare_rotation(&self) -> Result<KeyMaterial, MediaError> {
+        let mut next = SenderKey::resume(&lock(&self.shared.sender_key).material(), 0)?;
+        let mut base = Zeroizing::new(vec![0u8; next.suite().nh()]);
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut base);
+        next.rotate(&base)?;
+        let m = next.material();
+        *lock(&self.shared.pending_key) = Some(next);
+        Ok(m)
+    }
+
+    /// Switches sending to the prepared key; returns its generation (None if none prepared).
+    pub fn activate_rotation(&self) -> Option<u64> {
+        let next = lock(&self.shared.pending_key).take()?;
+        let g = next.id().generation;
+        *lock(&self.shared.sender_key) = next;
+        Some(g)
+    }
+
+    /// Frames the current key may still encrypt before its counter limit.
+    pub fn frames_left(&self) -> u64 {
+        lock(&self.shared.sender_key).frames_left()
+    }
+
+    /// Replaces the video source mid-call (no renegotiation; frames stay encrypted).
+    pub fn switch_video_source(&self, src: IvfSource) {
+        *lock(&self.shared.video_src) = Some(src);
+    }
+
+    /// Name of the current video source.
+    pub fn video_source_name(&self) -> Option<String> {
+        lock(&self.shared.video_src)
+            .as_ref()
+            .map(|s| s.name().to_string())
+    }
+
+    /// Stops (or resumes) sending audio frames.
+    pub fn set_audio_muted(&self, muted: bool) {
+        self.shared.muted[0].store(muted, Ordering::Relaxed);
+    }
+
+    /// Stops (or resumes) sending video frames.
+    pub fn set_video_muted(&self, muted: bool) {
+        self.shared.muted[1].store(muted, Ordering::Relaxed);
+    }
+
+    /// Test knob: drop this share (per mille) of outgoing frames' packets... applied per frame
+    /// sent, after encryption, as lost packets would be. 0 disables.
+    pub fn set_outgoing_loss_per_mille(&self, p: u64) {
+        self.shared
+            .loss_per_mille
+            .store(p.min(1000), Ordering::Relaxed);
+    }
+
+    /// Starts streaming the sources (call once the connection is up).
+    pub async fn start_sending(&self) -> Result<(), MediaError> {
+        let vpt = payload_type(&self.video_sender).await?;
+        let apt = payload_type(&self.audio_sender).await?;
+        let vssrc = *self
+            .video_track
+            .ssrcs()
+            .await
+            .first()
+            .ok_or_else(|| MediaError::Webrtc("video track has no SSRC".into()))?;
+        let assrc = *self
+            .audio_track
+            .ssrcs()
+            .await
+            .first()
+            .ok_or_else(|| MediaError::Webrtc("audio track has no SSRC".into()))?;
+        let v = tokio::spawn(send_loop(
+            self.shared.clone(),
+            self.video_track.clone(),
+            vssrc,
+            vpt,
+            MediaKind::Video,
+        ));
+        let a = tokio::spawn(send_loop(
+            self.shared.clone(),
+            self.audio_track.clone(),
+            assrc,
+            apt,
+            MediaKind::Audio,
+        ));
+        lock(&self.tasks).extend([v, a]);
+        Ok(())
+    }
+
+    /// What the call looks like now.
+    pub async fn stats(&self) -> MediaStats {
+        let report = self.pc.get_stats(Instant::now(), StatsSelector::None).await;
+        let mut pair_type = None;
+        let mut remote_pair_type = None;
+        let mut rtt = None;
+        let selected = report
+            .transport()
+            .map(|t| t.selected_candidate_pair_id.clone());
+        let pair = report.iter().find_map(|e| match e {
+            RTCStatsReportEntry::IceCandidatePair(p)
+                if selected.as_deref() == Some(p.stats.id.as_str())
+                    || (selected.as_deref().unwrap_or("").is_empty() && p.nominated) =>
+            {
+                Some(p)
+            }
+            _ => None,
+        });
+        if let Some(p) = pair {
+            if p.current_round_trip_time > 0.0 {
+                rtt = Some(Duration::from_secs_f64(p.current_round_trip_time));
+            }
+            for e in report.iter() {
+                match e {
+                    // stats ids are "RTCLocalIceCandidate_<candidate id>"
+                    RTCStatsReportEntry::LocalCandidate(c)
+                        if c.stats.id.ends_with(p.local_candidate_id.as_str()) =>
+                    {
+                        pair_type = Some(c.candidate_type.to_string());
+                    }
+                    RTCStatsReportEntry::RemoteCandidate(c)
+                        if c.stats.id.ends_with(p.remote_candidate_id.as_str()) =>
+                    {
+                        remote_pair_type = Some(c.candidate_type.to_string());
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let audio = self.shared.counters[0].snapshot();
+        let video = self.shared.counters[1].snapshot();
+        let secs = self.shared.started.elapsed().as_secs_f64().max(0.001);
+        MediaStats {
+            state: lock(&self.shared.state).clone(),
+            pair_type,
+            remote_pair_type,
+            rtt,
+            send_bitrate: ((audio.bytes_sent + video.bytes_sent) as f64 * 8.0 / secs) as u64,
+            recv_bitrate: ((audio.bytes_received + video.bytes_received) as f64 * 8.0 / secs)
+                as u64,
+            audio,
+            video,
+            local_generation: lock(&self.shared.sender_key).id().generation,
+            remote_generation: *lock(&self.shared.remote_generation),
+        }
+    }
+
+    /// Stops sending, closes the connection and finishes the sink files.
+    pub async fn close(&self) -> Result<(), MediaError> {
+        self.shared.closed.store(true, Ordering::SeqCst);
+        let tasks: Vec<_> = lock(&self.tasks).drain(..).collect();
+        for t in tasks {
+            t.abort();
+        }
+        let res = self.pc.close().await.map_err(wr);
+        let mut sinks = lock(&self.shared.sinks);
+        if let Some(s) = sinks.ivf.as_mut() {
+            s.finish()?;
+        }
+        if let Some(s) = sinks.ogg.as_mut() {
+            s.finish()?;
+        }
+        res
+    }
+}
+
+async fn payload_type(sender: &Arc<dyn RtpSender>) -> Result<u8, MediaError> {
+    sender
+        .get_parameters()
+        .await
+        .map_err(wr)?
+        .rtp_parameters
+        .codecs
+        .first()
+        .map(|c| c.payload_type)
+        .ok_or_else(|| MediaError::Webrtc("sender has no negotiated codec".into()))
+}
+
+async fn send_loop(
+    shared: Arc<Shared>,
+    track: Arc<TrackLocalStaticSample>,
+    ssrc: u32,
+    pt: u8,
+    kind: MediaKind,
+) {
+    let interval = match kind {
+        MediaKind::Video => lock(&shared.video_src)
+            .as_ref()
+            .map(IvfSource::frame_interval)
+            .unwrap_or(Duration::from_millis(66)),
+        MediaKind::Audio => AUDIO_FRAME_INTERVAL,
+    };
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        if shared.closed.load(Ordering::Relaxed) {
+            return;
+        }
+        let frame = match kind {
+            MediaKind::Video => lock(&shared.video_src).as_mut().map(IvfSource::next_frame),
+            MediaKind::Audio => lock(&shared.audio_src)
+                .as_mut()
+                .map(OggOpusSource::next_packet),
+        };
+        let Some(frame) = frame else { continue };
+        if shared.muted[kind.idx()].load(Ordering::Relaxed) {
+            continue;
+        }
+        let wire = {
+            let mut key = lock(&shared.sender_key);
+            match key.encrypt(kind.codec(), b"", &frame) {
+                Ok(w) => w,
+                Err(e) => {
+                    tracing::warn!("sframe encrypt: {e}");
+                    continue;
+                }
+            }
+        };
+        let c = &shared.counters[kind.idx()];
+        c.frames_sent.fetch_add(1, Ordering::Relaxed);
+        c.bytes_sent.fetch_add(wire.len() as u64, Ordering::Relaxed);
+        if let Some(tap) = &shared.tap {
+            let _ = tap.send(TapFrame {
+                sent: true,
+                kind,
+                frame: frame.clone(),
+                wire: wire.clone(),
+            });
+        }
+        let loss = shared.loss_per_mille.load(Ordering::Relaxed);
+        if loss > 0 && rand::random::<u64>() % 1000 < loss {
+            continue;
+        }
+        let sample = Sample {
+            data: Bytes::from(wire),
+            duration: interval,
+            ..Sample::new(Instant::now())
+        };
+        if let Err(e) = track.sample_writer(ssrc, pt).write_sample(&sample).await {
+            tracing::debug!("write_sample: {e}");
+        }
+    }
+}

@@ -1,0 +1,267 @@
+//! Media sources: VP8 frames from IVF files and Opus packets from Ogg files, looping, plus the
+//! bundled test media (so a machine without a camera or ffmpeg can stream real encoded media).
+
+use std::time::Duration;
+
+use super::MediaError;
+
+/// Largest frame a source hands out (an IVF frame header can claim up to 4 GiB).
+pub const MAX_SOURCE_FRAME: usize = 1 << 20;
+
+/// Bundled "camera 1": 320x240 VP8 test pattern, 15 fps, 4 s (`media/make-media.sh`).
+pub const CAMERA1_IVF: &[u8] = include_bytes!("../../media/camera1.ivf");
+/// Bundled "camera 2": colour bars with a moving box, for the source switch.
+pub const CAMERA2_IVF: &[u8] = include_bytes!("../../media/camera2.ivf");
+/// Bundled "microphone": 440 Hz tone, 48 kHz stereo Opus, 20 ms packets.
+pub const TONE_OGG: &[u8] = include_bytes!("../../media/tone.ogg");
+
+/// A VP8 video source read from an IVF file held in memory. Loops at the end.
+#[derive(Clone)]
+pub struct IvfSource {
+    name: String,
+    frames: Vec<Vec<u8>>,
+    frame_interval: Duration,
+    next: usize,
+    /// Loops completed.
+    pub loops: u64,
+}
+
+impl std::fmt::Debug for IvfSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IvfSource")
+            .field("name", &self.name)
+            .field("frames", &self.frames.len())
+            .finish()
+    }
+}
+
+impl IvfSource {
+    /// Parses an IVF file (32-byte header "DKIF", then 12-byte frame headers).
+    ///
+    /// # Errors
+    /// [`MediaError::BadSource`] for anything that is not a VP8 IVF file with at least one frame.
+    pub fn parse(name: &str, data: &[u8]) -> Result<Self, MediaError> {
+        let bad = |why: &str| MediaError::BadSource(format!("{name}: {why}"));
+        if data.len() < 32 || &data[0..4] != b"DKIF" {
+            return Err(bad("not an IVF file"));
+        }
+        if &data[8..12] != b"VP80" {
+            return Err(bad("not VP8"));
+        }
+        let header_len = u16::from_le_bytes([data[6], data[7]]) as usize;
+        let den = u32::from_le_bytes([data[16], data[17], data[18], data[19]]);
+        let num = u32::from_le_bytes([data[20], data[21], data[22], data[23]]);
+        if den == 0 || num == 0 || header_len < 32 || header_len > data.len() {
+            return Err(bad("bad IVF header"));
+        }
+        let frame_interval = Duration::from_micros(
+            (1_000_000u64 * u64::from(num) / u64::from(den)).clamp(1_000, 1_000_000),
+        );
+        let mut frames = Vec::new();
+        let mut at = header_len;
+        while at + 12 <= data.len() {
+            let len =
+                u32::from_le_bytes([data[at], data[at + 1], data[at + 2], data[at + 3]]) as usize;
+            at += 12;
+            if len == 0 || len > MAX_SOURCE_FRAME || at + len > data.len() {
+                return Err(bad("truncated or oversized frame"));
+            }
+            frames.push(data[at..at + len].to_vec());
+            at += len;
+        }
+        if frames.is_empty() {
+            return Err(bad("no frames"));
+        }
+        Ok(IvfSource {
+            name: name.to_string(),
+            frames,
+            frame_interval,
+            next: 0,
+            loops: 0,
+        })
+    }
+
+    /// Bundled camera 1.
+    pub fn camera1() -> Result<Self, MediaError> {
+        Self::parse("camera1", CAMERA1_IVF)
+    }
+
+    /// Bundled camera 2.
+    pub fn camera2() -> Result<Self, MediaError> {
+        Self::parse("camera2", CAMERA2_IVF)
+    }
+
+    /// Reads an IVF file from disk.
+    pub fn open(path: &std::path::Path) -> Result<Self, MediaError> {
+        let data = std::fs::read(path)
+            .map_err(|e| MediaError::BadSource(format!("{}: {e}", path.display())))?;
+        Self::parse(&path.display().to_string(), &data)
+    }
+
+    /// The source's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Time between frames.
+    pub fn frame_interval(&self) -> Duration {
+        self.frame_interval
+    }
+
+    /// Frames in one loop.
+    pub fn len(&self) -> usize {
+        self.frames.len()
+    }
+
+    /// Never true: parse refuses empty files.
+    pub fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+
+    /// The next encoded frame; wraps to the first (a key frame) at the end.
+    pub fn next_frame(&mut self) -> Vec<u8> {
+        if self.next >= self.frames.len() {
+            self.next = 0;
+            self.loops += 1;
+        }
+        let f = self.frames[self.next].clone();
+        self.next += 1;
+        f
+    }
+}
+
+/// An Opus audio source read from an Ogg file held in memory: one packet per 20 ms.
+#[derive(Clone)]
+pub struct OggOpusSource {
+    name: String,
+    packets: Vec<Vec<u8>>,
+    next: usize,
+}
+
+impl std::fmt::Debug for OggOpusSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OggOpusSource")
+            .field("name", &self.name)
+            .field("packets", &self.packets.len())
+            .finish()
+    }
+}
+
+impl OggOpusSource {
+    /// Parses Ogg pages (RFC 3533) and reassembles packets from their lacing values; skips the
+    /// OpusHead and OpusTags header packets (RFC 7845).
+    ///
+    /// # Errors
+    /// [`MediaError::BadSource`] for anything that is not an Ogg Opus stream with audio packets.
+    pub fn parse(name: &str, data: &[u8]) -> Result<Self, MediaError> {
+        let bad = |why: &str| MediaError::BadSource(format!("{name}: {why}"));
+        let mut packets = Vec::new();
+        let mut partial: Vec<u8> = Vec::new();
+        let mut at = 0usize;
+        while at < data.len() {
+            if data.len() < at + 27 || &data[at..at + 4] != b"OggS" {
+                return Err(bad("bad Ogg page"));
+            }
+            let nseg = data[at + 26] as usize;
+            let lacing_start = at + 27;
+            if data.len() < lacing_start + nseg {
+                return Err(bad("truncated Ogg page"));
+            }
+            let lacing = &data[lacing_start..lacing_start + nseg];
+            let mut body = lacing_start + nseg;
+            for &l in lacing {
+                let l = l as usize;
+                if data.len() < body + l {
+                    return Err(bad("truncated Ogg segment"));
+                }
+                partial.extend_from_slice(&data[body..body + l]);
+                body += l;
+                if partial.len() > MAX_SOURCE_FRAME {
+                    return Err(bad("oversized packet"));
+                }
+                if l < 255 {
+                    packets.push(std::mem::take(&mut partial));
+                }
+            }
+            at = body;
+        }
+        let audio: Vec<Vec<u8>> = packets
+            .into_iter()
+            .filter(|p| !p.starts_with(b"OpusHead") && !p.starts_with(b"OpusTags") && !p.is_empty())
+            .collect();
+        if audio.is_empty() {
+            return Err(bad("no Opus packets"));
+        }
+        Ok(OggOpusSource {
+            name: name.to_string(),
+            packets: audio,
+            next: 0,
+        })
+    }
+
+    /// Bundled tone.
+    pub fn tone() -> Result<Self, MediaError> {
+        Self::parse("tone", TONE_OGG)
+    }
+
+    /// Reads an Ogg Opus file from disk.
+    pub fn open(path: &std::path::Path) -> Result<Self, MediaError> {
+        let data = std::fs::read(path)
+            .map_err(|e| MediaError::BadSource(format!("{}: {e}", path.display())))?;
+        Self::parse(&path.display().to_string(), &data)
+    }
+
+    /// Packets in one loop.
+    pub fn len(&self) -> usize {
+        self.packets.len()
+    }
+
+    /// Never true: parse refuses streams without audio.
+    pub fn is_empty(&self) -> bool {
+        self.packets.is_empty()
+    }
+
+    /// The source's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The next packet, looping.
+    pub fn next_packet(&mut self) -> Vec<u8> {
+        if self.next >= self.packets.len() {
+            self.next = 0;
+        }
+        let p = self.packets[self.next].clone();
+        self.next += 1;
+        p
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bundled_media_parses() {
+        let c = IvfSource::camera1().unwrap();
+        assert_eq!(c.len(), 60);
+        assert_eq!(c.frame_interval(), Duration::from_micros(66_666));
+        let mut c2 = IvfSource::camera2().unwrap();
+        // the first frame of each clip is a VP8 key frame (frame tag bit 0 clear)
+        assert_eq!(c2.next_frame()[0] & 1, 0);
+        let t = OggOpusSource::tone().unwrap();
+        assert!((195..=205).contains(&t.len()), "{}", t.len());
+    }
+
+    #[test]
+    fn garbage_sources_are_refused_not_panicking() {
+        for bad in [&b""[..], b"DKIF", &[0u8; 64][..], b"OggS"] {
+            assert!(IvfSource::parse("x", bad).is_err());
+            assert!(OggOpusSource::parse("x", bad).is_err());
+        }
+        let mut trunc = CAMERA1_IVF.to_vec();
+        trunc.truncate(1000);
+        assert!(IvfSource::parse("x", &trunc).is_err());
+    }
+}

@@ -1,0 +1,224 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! Two real webrtc-rs peers on loopback, SFrame on every frame.
+
+use std::collections::HashMap;
+use std::process::Command;
+use std::time::Duration;
+
+use sotto_call::media::{IvfSource, MediaConfig, MediaKind, MediaPeer, TapFrame};
+use tokio::sync::mpsc;
+
+struct Leg {
+    peer: MediaPeer,
+    tap: mpsc::UnboundedReceiver<TapFrame>,
+}
+
+async fn leg(id: u64, record: Option<std::path::PathBuf>) -> Leg {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let mut cfg = MediaConfig::loopback(id).unwrap();
+    cfg.tap = Some(tx);
+    cfg.record_prefix = record;
+    let (peer, _events) = MediaPeer::new(cfg).await.unwrap();
+    Leg { peer, tap: rx }
+}
+
+async fn connect(a: &Leg, b: &Leg, exchange_keys: bool) {
+    let offer = a.peer.create_offer().await.unwrap();
+    let answer = b.peer.accept_offer(&offer).await.unwrap();
+    a.peer.accept_answer(&answer).await.unwrap();
+    if exchange_keys {
+        a.peer
+            .install_remote_key(&b.peer.local_key_material())
+            .unwrap();
+        b.peer
+            .install_remote_key(&a.peer.local_key_material())
+            .unwrap();
+    }
+    assert!(
+        a.peer.wait_connected(Duration::from_secs(20)).await,
+        "a never connected"
+    );
+    assert!(
+        b.peer.wait_connected(Duration::from_secs(20)).await,
+        "b never connected"
+    );
+    a.peer.start_sending().await.unwrap();
+    b.peer.start_sending().await.unwrap();
+}
+
+fn drain(rx: &mut mpsc::UnboundedReceiver<TapFrame>) -> Vec<TapFrame> {
+    let mut v = Vec::new();
+    while let Ok(f) = rx.try_recv() {
+        v.push(f);
+    }
+    v
+}
+
+/// Every frame `rx` decrypted must equal, in order, a frame `tx` encrypted, with none skipped
+/// in between (except frames that were still in flight at the end).
+fn assert_byte_identical(tx: &[TapFrame], rx: &[TapFrame], kind: MediaKind) -> usize {
+    let sent: Vec<&TapFrame> = tx.iter().filter(|f| f.sent && f.kind == kind).collect();
+    let got: Vec<&TapFrame> = rx.iter().filter(|f| !f.sent && f.kind == kind).collect();
+    assert!(!got.is_empty(), "no {kind:?} frames decrypted");
+    // ciphertext identifies the frame uniquely (counter in the header)
+    let index: HashMap<&[u8], usize> = sent
+        .iter()
+        .enumerate()
+        .map(|(i, f)| (f.wire.as_slice(), i))
+        .collect();
+    let first = index[got[0].wire.as_slice()];
+    for (k, g) in got.iter().enumerate() {
+        let i = *index
+            .get(g.wire.as_slice())
+            .expect("received a frame that was never sent");
+        assert_eq!(i, first + k, "{kind:?} frame {k} out of order or missing");
+        assert_eq!(
+            g.frame, sent[i].frame,
+            "{kind:?} frame {k} differs from what was encoded"
+        );
+        assert_ne!(g.wire, g.frame, "the wire form must not be the plaintext");
+    }
+    got.len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_frame_decrypts_byte_identical_and_sinks_play() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = leg(1, Some(dir.path().join("a-received"))).await;
+    let mut b = leg(2, Some(dir.path().join("b-received"))).await;
+    connect(&a, &b, true).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let sa = a.peer.stats().await;
+    let sb = b.peer.stats().await;
+    a.peer.close().await.unwrap();
+    b.peer.close().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let ta = drain(&mut a.tap);
+    let tb = drain(&mut b.tap);
+    let v = assert_byte_identical(&ta, &tb, MediaKind::Video);
+    let au = assert_byte_identical(&ta, &tb, MediaKind::Audio);
+    assert!(v >= 20, "only {v} video frames in 3 s");
+    assert!(au >= 80, "only {au} audio frames in 3 s");
+    assert_byte_identical(&tb, &ta, MediaKind::Video);
+    assert_eq!(sa.video.frames_failed + sa.audio.frames_failed, 0, "{sa:?}");
+    assert_eq!(sb.video.frames_failed + sb.audio.frames_failed, 0, "{sb:?}");
+    assert_eq!(sa.pair_type.as_deref(), Some("host"), "{sa:?}");
+    assert_eq!(sb.state, "connected");
+
+    // What was written is what ffprobe (an implementation we did not write) reads.
+    let ivf = dir.path().join("b-received.ivf");
+    let ogg = dir.path().join("b-received.ogg");
+    let probe = |path: &std::path::Path| -> (String, u64) {
+        let out = Command::new("ffprobe")
+            .args([
+                "-v",
+                "error",
+                "-count_packets",
+                "-show_entries",
+                "stream=codec_name,nb_read_packets",
+                "-of",
+                "csv=p=0",
+            ])
+            .arg(path)
+            .output()
+            .expect("ffprobe is required (apt-get install ffmpeg)");
+        assert!(
+            out.status.success(),
+            "ffprobe rejected {}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let s = String::from_utf8(out.stdout).unwrap();
+        let mut parts = s.trim().split(',');
+        (
+            parts.next().unwrap().to_string(),
+            parts.next().unwrap().parse().unwrap(),
+        )
+    };
+    let (codec, n) = probe(&ivf);
+    assert_eq!(codec, "vp8");
+    assert!(
+        n + 20 >= sb.video.frames_decrypted && n > 0,
+        "ivf has {n} frames of {}",
+        sb.video.frames_decrypted
+    );
+    let (codec, n) = probe(&ogg);
+    assert_eq!(codec, "opus");
+    assert_eq!(n as usize, au, "ogg packets vs frames decrypted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_key_fails_then_recovers_and_rotation_loses_nothing() {
+    let mut a = leg(1, None).await;
+    let mut b = leg(2, None).await;
+    connect(&a, &b, false).await;
+    // b has no key for a yet: frames arrive but cannot decrypt, and nothing crashes.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let s = b.peer.stats().await;
+    assert!(
+        s.video.frames_received > 0 && s.video.frames_decrypted == 0,
+        "{s:?}"
+    );
+    assert!(s.video.frames_failed > 0);
+    b.peer
+        .install_remote_key(&a.peer.local_key_material())
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let s = b.peer.stats().await;
+    assert!(
+        s.video.frames_decrypted > 0 && s.audio.frames_decrypted > 0,
+        "no recovery: {s:?}"
+    );
+    let failed_before = s.video.frames_failed + s.audio.frames_failed;
+
+    // rotation with overlap: give b the next key, then switch; mute and switch source too
+    let next = a.peer.prepare_rotation().unwrap();
+    b.peer.install_remote_key(&next).unwrap();
+    assert_eq!(a.peer.activate_rotation(), Some(1));
+    a.peer.switch_video_source(IvfSource::camera2().unwrap());
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    a.peer.set_audio_muted(true);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let muted_at = b.peer.stats().await.audio.frames_decrypted;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let s = b.peer.stats().await;
+    assert!(
+        s.audio.frames_decrypted <= muted_at + 3,
+        "audio kept flowing while muted"
+    );
+    a.peer.set_audio_muted(false);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let s = b.peer.stats().await;
+    assert!(
+        s.audio.frames_decrypted > muted_at + 10,
+        "audio did not resume"
+    );
+    assert_eq!(s.remote_generation, Some(1));
+    assert_eq!(
+        s.video.frames_failed + s.audio.frames_failed,
+        failed_before,
+        "frames lost to the rotation"
+    );
+    a.peer.close().await.unwrap();
+    b.peer.close().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let ta = drain(&mut a.tap);
+    let tb = drain(&mut b.tap);
+    // after the switch, camera2 frames arrived, still as ciphertext on the wire
+    let cam2 = IvfSource::camera2().unwrap();
+    let mut c2 = cam2.clone();
+    let cam2_frames: Vec<Vec<u8>> = (0..cam2.len()).map(|_| c2.next_frame()).collect();
+    let got_cam2 = tb
+        .iter()
+        .filter(|f| !f.sent && f.kind == MediaKind::Video && cam2_frames.contains(&f.frame))
+        .count();
+    assert!(got_cam2 > 5, "camera 2 frames received: {got_cam2}");
+    for f in ta.iter().filter(|f| f.sent) {
+        assert!(
+            !f.wire
+                .windows(16)
+                .any(|w| f.frame[f.frame.len().min(10)..].windows(16).any(|p| p == w))
+                || f.frame.len() < 26
+        );
+    }
+}
