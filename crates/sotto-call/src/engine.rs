@@ -1,1 +1,779 @@
-//! Placeholder: the call engine tying signaling, sealed setup and media together (issue 5).
+//! The call engine: one task per device that ties the signaling connection, the sealed call
+//! messages, the call state machine and the SFrame media together.
+//!
+//! Drive it with [`Command`]s; watch it through [`Status`] (a `watch` channel) and [`Notice`]s.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sotto_frame::KeyMaterial;
+use tokio::sync::{mpsc, watch};
+
+use crate::media::{IvfSource, MediaConfig, MediaEvent, MediaEvents, MediaPeer, MediaStats};
+use crate::messages::{Body, CallId, CallMessage};
+use crate::sealed::{Device, SealedError};
+use crate::state::{glare_we_win, CallMachine, EndReason, Input, Output, Role, State};
+
+/// How long a new sender key overlaps the old one before we switch (the peer installs it first).
+pub const KEY_ACTIVATION_DELAY: Duration = Duration::from_millis(500);
+/// How often stats are refreshed while media runs.
+pub const STATS_INTERVAL: Duration = Duration::from_millis(500);
+
+/// What the user (or a script) asks for.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Command {
+    /// Call `user` (device 1).
+    Dial(String),
+    /// Answer the ringing call.
+    Answer,
+    /// Reject the ringing call.
+    Reject,
+    /// Hang up.
+    Hangup,
+    /// Mute or unmute audio.
+    MuteAudio(bool),
+    /// Mute or unmute video.
+    MuteVideo(bool),
+    /// Replace the video source.
+    SwitchSource(IvfSource),
+    /// Rotate our media key now (normally done when the counter runs low).
+    RotateKey,
+}
+
+/// A snapshot of the device's call, for screens and reports.
+#[derive(Debug, Clone, Default)]
+pub struct Status {
+    /// Our account.
+    pub me: String,
+    /// The other party of the current (or last) call.
+    pub peer: Option<String>,
+    /// `idle`, `ringing`, `incoming`, `connecting`, `connected` or `ended`.
+    pub state: String,
+    /// Why the call ended.
+    pub end_reason: Option<String>,
+    /// Safety number with the peer.
+    pub safety_number: Option<String>,
+    /// Our mute flags.
+    pub audio_muted: bool,
+    /// Our mute flags.
+    pub video_muted: bool,
+    /// The peer's announced mute flags.
+    pub peer_audio_muted: bool,
+    /// The peer's announced mute flags.
+    pub peer_video_muted: bool,
+    /// Current video source.
+    pub source: Option<String>,
+    /// Media statistics (kept after the call ends).
+    pub media: Option<MediaStats>,
+    /// Dial (or offer arrival) to first decrypted video frame.
+    pub setup_time: Option<Duration>,
+    /// Number of calls that ended.
+    pub calls_ended: u32,
+}
+
+/// Things worth telling the user as they happen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Notice {
+    /// Someone calls.
+    Incoming(String),
+    /// The state changed.
+    State(String),
+    /// A message that failed to open or made no sense (dropped and acknowledged).
+    Dropped(String),
+    /// Our media key rotated to this generation.
+    KeyRotated(u64),
+    /// The peer rotated; we installed its generation.
+    PeerKey(u64),
+    /// Something the user asked for failed.
+    Error(String),
+}
+
+/// Builds the media configuration for each call (sources, ICE servers, recording paths).
+pub type MediaFactory = Box<dyn Fn(u64) -> Result<MediaConfig, crate::media::MediaError> + Send>;
+
+/// Handle to a running engine.
+pub struct Engine {
+    commands: mpsc::Sender<Command>,
+    status: watch::Receiver<Status>,
+    notices: mpsc::UnboundedReceiver<Notice>,
+}
+
+impl Engine {
+    /// Starts the engine task for `device`.
+    pub fn spawn(
+        device: Device,
+        events: sotto_server::Events,
+        media: MediaFactory,
+        machine: fn(Role) -> CallMachine,
+    ) -> Engine {
+        let (ctx, crx) = mpsc::channel(32);
+        let (stx, srx) = watch::channel(Status {
+            me: device.username().to_string(),
+            state: "idle".into(),
+            ..Status::default()
+        });
+        let (ntx, nrx) = mpsc::unbounded_channel();
+        let task = Task {
+            device: Arc::new(device),
+            events,
+            commands: crx,
+            status: stx,
+            notices: ntx,
+            media_factory: media,
+            machine,
+            call: None,
+        };
+        tokio::spawn(task.run());
+        Engine {
+            commands: ctx,
+            status: srx,
+            notices: nrx,
+        }
+    }
+
+    /// Sends a command.
+    pub async fn command(&self, c: Command) {
+        let _ = self.commands.send(c).await;
+    }
+
+    /// A command sender for other tasks.
+    pub fn commands(&self) -> mpsc::Sender<Command> {
+        self.commands.clone()
+    }
+
+    /// The status channel.
+    pub fn status(&self) -> watch::Receiver<Status> {
+        self.status.clone()
+    }
+
+    /// The next notice.
+    pub async fn notice(&mut self) -> Option<Notice> {
+        self.notices.recv().await
+    }
+
+    /// Waits until the state word is `word` (or `limit` passes); returns the status then.
+    pub async fn wait_state(&self, word: &str, limit: Duration) -> Option<Status> {
+        let mut rx = self.status.clone();
+        let fut = async {
+            loop {
+                {
+                    let s = rx.borrow_and_update();
+                    if s.state == word {
+                        return s.clone();
+                    }
+                }
+                if rx.changed().await.is_err() {
+                    return rx.borrow().clone();
+                }
+            }
+        };
+        tokio::time::timeout(limit, fut).await.ok()
+    }
+}
+
+struct Call {
+    id: CallId,
+    peer: String,
+    device: u32,
+    machine: CallMachine,
+    media: Option<Arc<MediaPeer>>,
+    media_events: Option<MediaEvents>,
+    remote_offer: Option<(String, String)>,
+    send_seq: u32,
+    recv_seq: Option<u32>,
+    started: Instant,
+    rotation_due: Option<Instant>,
+    sending: bool,
+}
+
+struct Task {
+    device: Arc<Device>,
+    events: sotto_server::Events,
+    commands: mpsc::Receiver<Command>,
+    status: watch::Sender<Status>,
+    notices: mpsc::UnboundedSender<Notice>,
+    media_factory: MediaFactory,
+    machine: fn(Role) -> CallMachine,
+    call: Option<Call>,
+}
+
+fn sender_id_for(name: &str) -> u64 {
+    // distinct per participant: a hash of the name, 16 bits
+    let mut h: u64 = 1469598103934665603;
+    for b in name.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(1099511628211);
+    }
+    (h & 0xffff) | 1
+}
+
+impl Task {
+    fn notice(&self, n: Notice) {
+        let _ = self.notices.send(n);
+    }
+
+    fn publish(&self) {
+        let Some(call) = &self.call else { return };
+        let word = call.machine.state().word().to_string();
+        let reason = match call.machine.state() {
+            State::Ended(r) => Some(r.to_string()),
+            _ => None,
+        };
+        let safety = self.device.safety_number(&call.peer, call.device);
+        let changed = self.status.borrow().state != word;
+        self.status.send_modify(|s| {
+            s.peer = Some(call.peer.clone());
+            s.state = word.clone();
+            s.end_reason = reason;
+            if safety.is_some() {
+                s.safety_number = safety;
+            }
+        });
+        if changed {
+            self.notice(Notice::State(word));
+        }
+    }
+
+    async fn run(mut self) {
+        let mut stats_tick = tokio::time::interval(STATS_INTERVAL);
+        loop {
+            let deadline = self.call.as_ref().and_then(|c| {
+                [c.machine.poll_timeout(), c.rotation_due]
+                    .into_iter()
+                    .flatten()
+                    .min()
+            });
+            let sleep = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let media_event = async {
+                match self.call.as_mut().and_then(|c| c.media_events.as_mut()) {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                env = self.events.next_envelope() => {
+                    let Some(env) = env else { return };
+                    self.on_envelope(env).await;
+                }
+                cmd = self.commands.recv() => {
+                    let Some(cmd) = cmd else { return };
+                    self.on_command(cmd).await;
+                }
+                ev = media_event => {
+                    match ev {
+                        Some(ev) => self.on_media(ev).await,
+                        None => { if let Some(c) = self.call.as_mut() { c.media_events = None; } }
+                    }
+                }
+                _ = sleep => self.on_timer().await,
+                _ = stats_tick.tick() => self.refresh_stats().await,
+            }
+            self.publish();
+        }
+    }
+
+    async fn refresh_stats(&mut self) {
+        let Some(call) = &self.call else { return };
+        let Some(media) = &call.media else { return };
+        let st = media.stats().await;
+        let setup = if st.video.frames_decrypted > 0 {
+            Some(())
+        } else {
+            None
+        };
+        let started = call.started;
+        let source = media.video_source_name();
+        self.status.send_modify(|s| {
+            if setup.is_some() && s.setup_time.is_none() {
+                s.setup_time = Some(started.elapsed());
+            }
+            s.source = source;
+            s.media = Some(st);
+        });
+    }
+
+    async fn send(&mut self, body: Body) {
+        let Some(call) = self.call.as_mut() else {
+            return;
+        };
+        let msg = CallMessage::new(call.id, call.send_seq, body);
+        call.send_seq += 1;
+        let (peer, device) = (call.peer.clone(), call.device);
+        if let Err(e) = self.device.send(&peer, device, &msg).await {
+            self.notice(Notice::Error(format!(
+                "sending {} failed: {e}",
+                msg.body.kind()
+            )));
+            if let Some(call) = self.call.as_mut() {
+                let outs = call
+                    .machine
+                    .handle(Input::SetupFailed(e.to_string()), Instant::now())
+                    .unwrap_or_default();
+                Box::pin(self.apply(outs)).await;
+            }
+        }
+    }
+
+    async fn new_media(&mut self) -> Result<(), String> {
+        let me = self.device.username().to_string();
+        let cfg = (self.media_factory)(sender_id_for(&me)).map_err(|e| e.to_string())?;
+        let (peer, events) = MediaPeer::new(cfg).await.map_err(|e| e.to_string())?;
+        if let Some(call) = self.call.as_mut() {
+            call.media = Some(Arc::new(peer));
+            call.media_events = Some(events);
+        }
+        Ok(())
+    }
+
+    fn key_hex(m: &KeyMaterial) -> String {
+        hex::encode(&*m.to_bytes())
+    }
+
+    fn install_key(&self, hexkey: &str) -> Result<u64, String> {
+        let bytes = zeroize::Zeroizing::new(hex::decode(hexkey).map_err(|e| e.to_string())?);
+        let m = KeyMaterial::from_bytes(&bytes).map_err(|e| e.to_string())?;
+        let media = self
+            .call
+            .as_ref()
+            .and_then(|c| c.media.clone())
+            .ok_or("no media")?;
+        media.install_remote_key(&m).map_err(|e| e.to_string())?;
+        Ok(m.id.generation)
+    }
+
+    async fn fail(&mut self, why: String) {
+        let now = Instant::now();
+        let outs = match self.call.as_mut() {
+            Some(c) => c
+                .machine
+                .handle(Input::SetupFailed(why.clone()), now)
+                .unwrap_or_default(),
+            None => vec![],
+        };
+        self.notice(Notice::Error(why));
+        Box::pin(self.apply(outs)).await;
+    }
+
+    /// Carries out what the state machine asked for.
+    async fn apply(&mut self, outs: Vec<Output>) {
+        for out in outs {
+            match out {
+                Output::SendOffer => {
+                    if let Err(e) = self.new_media().await {
+                        return self.fail(format!("media setup: {e}")).await;
+                    }
+                    let Some(media) = self.call.as_ref().and_then(|c| c.media.clone()) else {
+                        return;
+                    };
+                    match media.create_offer().await {
+                        Ok(sdp) => {
+                            let media_key = Self::key_hex(&media.local_key_material());
+                            self.send(Body::Offer {
+                                sdp,
+                                video: true,
+                                media_key,
+                            })
+                            .await;
+                        }
+                        Err(e) => return self.fail(format!("offer: {e}")).await,
+                    }
+                }
+                Output::Ring => {
+                    let peer = self
+                        .call
+                        .as_ref()
+                        .map(|c| c.peer.clone())
+                        .unwrap_or_default();
+                    self.notice(Notice::Incoming(peer));
+                }
+                Output::SendRinging => self.send(Body::Ringing).await,
+                Output::SendAnswer => {
+                    if let Err(e) = self.new_media().await {
+                        return self.fail(format!("media setup: {e}")).await;
+                    }
+                    let Some(call) = self.call.as_mut() else {
+                        return;
+                    };
+                    let Some((sdp, key)) = call.remote_offer.take() else {
+                        return;
+                    };
+                    let Some(media) = call.media.clone() else {
+                        return;
+                    };
+                    if let Err(e) = self.install_key(&key) {
+                        return self.fail(format!("peer media key: {e}")).await;
+                    }
+                    match media.accept_offer(&sdp).await {
+                        Ok(answer) => {
+                            let media_key = Self::key_hex(&media.local_key_material());
+                            self.send(Body::Answer {
+                                sdp: answer,
+                                media_key,
+                            })
+                            .await;
+                        }
+                        Err(e) => return self.fail(format!("answer: {e}")).await,
+                    }
+                }
+                Output::ApplyAnswer => {}
+                Output::SendReject => self.send(Body::Reject).await,
+                Output::SendHangup => {
+                    self.send(Body::Hangup {
+                        reason: "hangup".into(),
+                    })
+                    .await
+                }
+                Output::StopMedia => {
+                    self.refresh_stats().await;
+                    if let Some(m) = self.call.as_mut().and_then(|c| c.media.take()) {
+                        let _ = m.close().await;
+                    }
+                    if let Some(c) = self.call.as_mut() {
+                        c.media_events = None;
+                    }
+                    self.status.send_modify(|s| s.calls_ended += 1);
+                }
+            }
+        }
+    }
+
+    fn busy(&self) -> bool {
+        self.call.as_ref().is_some_and(|c| !c.machine.is_ended())
+    }
+
+    async fn on_command(&mut self, cmd: Command) {
+        let now = Instant::now();
+        match cmd {
+            Command::Dial(peer) => {
+                if self.busy() {
+                    return self.notice(Notice::Error("already in a call".into()));
+                }
+                let mut machine = (self.machine)(Role::Caller);
+                let outs = machine.handle(Input::Dial, now).unwrap_or_default();
+                self.call = Some(Call {
+                    id: CallId::random(),
+                    peer,
+                    device: 1,
+                    machine,
+                    media: None,
+                    media_events: None,
+                    remote_offer: None,
+                    send_seq: 0,
+                    recv_seq: None,
+                    started: now,
+                    rotation_due: None,
+                    sending: false,
+                });
+                self.status.send_modify(|s| {
+                    s.setup_time = None;
+                    s.media = None;
+                    s.audio_muted = false;
+                    s.video_muted = false;
+                    s.peer_audio_muted = false;
+                    s.peer_video_muted = false;
+                });
+                self.publish();
+                self.apply(outs).await;
+            }
+            Command::Answer | Command::Reject | Command::Hangup => {
+                let input = match cmd {
+                    Command::Answer => Input::Accept,
+                    Command::Reject => Input::Reject,
+                    _ => Input::Hangup,
+                };
+                let res = match self.call.as_mut() {
+                    Some(c) => c.machine.handle(input, now),
+                    None => return self.notice(Notice::Error("no call".into())),
+                };
+                match res {
+                    Ok(outs) => self.apply(outs).await,
+                    Err(e) => self.notice(Notice::Error(e.to_string())),
+                }
+            }
+            Command::MuteAudio(m) | Command::MuteVideo(m) => {
+                let audio = matches!(cmd, Command::MuteAudio(_));
+                if let Some(media) = self.call.as_ref().and_then(|c| c.media.clone()) {
+                    if audio {
+                        media.set_audio_muted(m);
+                    } else {
+                        media.set_video_muted(m);
+                    }
+                }
+                self.status.send_modify(|s| {
+                    if audio {
+                        s.audio_muted = m;
+                    } else {
+                        s.video_muted = m;
+                    }
+                });
+                let (a, v) = {
+                    let s = self.status.borrow();
+                    (s.audio_muted, s.video_muted)
+                };
+                if self.busy() {
+                    self.send(Body::Mute { audio: a, video: v }).await;
+                }
+            }
+            Command::SwitchSource(src) => match self.call.as_ref().and_then(|c| c.media.clone()) {
+                Some(media) => media.switch_video_source(src),
+                None => self.notice(Notice::Error("no media to switch".into())),
+            },
+            Command::RotateKey => self.rotate().await,
+        }
+    }
+
+    async fn rotate(&mut self) {
+        let Some(media) = self.call.as_ref().and_then(|c| c.media.clone()) else {
+            return self.notice(Notice::Error("no media".into()));
+        };
+        match media.prepare_rotation() {
+            Ok(m) => {
+                self.send(Body::MediaKey {
+                    media_key: Self::key_hex(&m),
+                })
+                .await;
+                if let Some(c) = self.call.as_mut() {
+                    c.rotation_due = Some(Instant::now() + KEY_ACTIVATION_DELAY);
+                }
+            }
+            Err(e) => self.notice(Notice::Error(format!("rotation: {e}"))),
+        }
+    }
+
+    async fn on_timer(&mut self) {
+        let now = Instant::now();
+        let Some(call) = self.call.as_mut() else {
+            return;
+        };
+        if call.rotation_due.is_some_and(|d| now >= d) {
+            call.rotation_due = None;
+            if let Some(g) = call.media.as_ref().and_then(|m| m.activate_rotation()) {
+                self.notice(Notice::KeyRotated(g));
+            }
+            return;
+        }
+        let outs = call.machine.handle_timeout(now);
+        self.apply(outs).await;
+    }
+
+    async fn on_media(&mut self, ev: MediaEvent) {
+        let now = Instant::now();
+        match ev {
+            MediaEvent::State(s) if s == "connected" => {
+                let Some(call) = self.call.as_mut() else {
+                    return;
+                };
+                if !call.sending {
+                    if let Some(m) = call.media.clone() {
+                        call.sending = true;
+                        let (a, v) = {
+                            let s = self.status.borrow();
+                            (s.audio_muted, s.video_muted)
+                        };
+                        m.set_audio_muted(a);
+                        m.set_video_muted(v);
+                        if let Err(e) = m.start_sending().await {
+                            self.notice(Notice::Error(format!("start sending: {e}")));
+                        }
+                    }
+                }
+                let Some(call) = self.call.as_mut() else {
+                    return;
+                };
+                if let Ok(outs) = call.machine.handle(Input::MediaConnected, now) {
+                    self.apply(outs).await;
+                }
+            }
+            MediaEvent::State(s) if s == "failed" => {
+                if let Some(call) = self.call.as_mut() {
+                    if let Ok(outs) = call.machine.handle(Input::MediaFailed, now) {
+                        self.apply(outs).await;
+                    }
+                }
+            }
+            MediaEvent::FirstFrameDecrypted(crate::media::MediaKind::Video) => {
+                if let Some(call) = &self.call {
+                    let t = call.started.elapsed();
+                    self.status.send_modify(|s| s.setup_time = Some(t));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    async fn on_envelope(&mut self, env: sotto_server::Envelope) {
+        let opened = self.device.open(&env);
+        // Acknowledge in every case: a bad envelope must not block the queue.
+        let _ = self.device.ack(&env).await;
+        let inc = match opened {
+            Ok(i) => i,
+            Err(e) => {
+                return self.notice(Notice::Dropped(format!(
+                    "envelope from {}: {e}",
+                    env.from_user
+                )))
+            }
+        };
+        let Ok(call_id) = inc.message.call_id() else {
+            return;
+        };
+        let now = Instant::now();
+        let same_call = self.call.as_ref().is_some_and(|c| {
+            c.id == call_id && c.peer == inc.from_user && c.device == inc.from_device
+        });
+
+        if let Body::Offer { sdp, media_key, .. } = &inc.message.body {
+            if same_call {
+                return self.notice(Notice::Dropped("duplicate offer".into()));
+            }
+            // glare: we are calling the same peer who is calling us
+            let glare = self.call.as_ref().is_some_and(|c| {
+                c.peer == inc.from_user
+                    && c.machine.role() == Role::Caller
+                    && c.machine.state() == &State::Outgoing
+            });
+            if glare {
+                let ours = self.call.as_ref().map(|c| c.id.0).unwrap_or_default();
+                if glare_we_win(&ours, &call_id.0) {
+                    return self.notice(Notice::Dropped("glare: our call wins".into()));
+                }
+                if let Some(c) = self.call.as_mut() {
+                    let outs = c.machine.handle(Input::GlareLost, now).unwrap_or_default();
+                    self.apply(outs).await;
+                }
+            } else if self.busy() {
+                // a second call while in a call: busy, bound to *that* call id
+                let msg = CallMessage::new(call_id, 0, Body::Busy);
+                if let Err(e) = self
+                    .device
+                    .send(&inc.from_user, inc.from_device, &msg)
+                    .await
+                {
+                    self.notice(Notice::Error(format!("busy reply: {e}")));
+                }
+                return self.notice(Notice::Dropped(format!(
+                    "busy: call from {}",
+                    inc.from_user
+                )));
+            }
+            let mut machine = (self.machine)(Role::Callee);
+            let outs = machine
+                .handle(Input::OfferReceived, now)
+                .unwrap_or_default();
+            self.call = Some(Call {
+                id: call_id,
+                peer: inc.from_user.clone(),
+                device: inc.from_device,
+                machine,
+                media: None,
+                media_events: None,
+                remote_offer: Some((sdp.clone(), media_key.clone())),
+                send_seq: 0,
+                recv_seq: Some(inc.message.seq),
+                started: now,
+                rotation_due: None,
+                sending: false,
+            });
+            self.status.send_modify(|s| {
+                s.setup_time = None;
+                s.media = None;
+                s.peer_audio_muted = false;
+                s.peer_video_muted = false;
+            });
+            self.publish();
+            self.apply(outs).await;
+            if glare {
+                // we wanted this call anyway
+                if let Some(c) = self.call.as_mut() {
+                    let outs = c.machine.handle(Input::Accept, now).unwrap_or_default();
+                    self.apply(outs).await;
+                }
+            }
+            return;
+        }
+        if !same_call {
+            return self.notice(Notice::Dropped(format!(
+                "{} for another call",
+                inc.message.body.kind()
+            )));
+        }
+        let Some(call) = self.call.as_mut() else {
+            return;
+        };
+        if call.recv_seq.is_some_and(|s| inc.message.seq <= s) {
+            return self.notice(Notice::Dropped("replayed or stale call message".into()));
+        }
+        call.recv_seq = Some(inc.message.seq);
+        let input = match &inc.message.body {
+            Body::Ringing => Input::RingingReceived,
+            Body::Answer { sdp, media_key } => {
+                let (sdp, key) = (sdp.clone(), media_key.clone());
+                let Some(media) = call.media.clone() else {
+                    return;
+                };
+                if let Err(e) = self.install_key(&key) {
+                    return self.fail(format!("peer media key: {e}")).await;
+                }
+                if let Err(e) = media.accept_answer(&sdp).await {
+                    return self.fail(format!("answer: {e}")).await;
+                }
+                Input::AnswerReceived
+            }
+            Body::Reject => Input::RejectReceived,
+            Body::Busy => Input::BusyReceived,
+            Body::Hangup { .. } => Input::HangupReceived,
+            Body::Mute { audio, video } => {
+                let (a, v) = (*audio, *video);
+                self.status.send_modify(|s| {
+                    s.peer_audio_muted = a;
+                    s.peer_video_muted = v;
+                });
+                return;
+            }
+            Body::MediaKey { media_key } => {
+                let key = media_key.clone();
+                match self.install_key(&key) {
+                    Ok(g) => self.notice(Notice::PeerKey(g)),
+                    Err(e) => self.notice(Notice::Dropped(format!("peer key: {e}"))),
+                }
+                return;
+            }
+            Body::Offer { .. } => return,
+        };
+        let Some(call) = self.call.as_mut() else {
+            return;
+        };
+        match call.machine.handle(input, now) {
+            Ok(outs) => self.apply(outs).await,
+            Err(e) => self.notice(Notice::Dropped(e.to_string())),
+        }
+    }
+}
+
+/// Default machine factory (standard timeouts).
+pub fn default_machine(role: Role) -> CallMachine {
+    CallMachine::new(role)
+}
+
+impl From<SealedError> for Notice {
+    fn from(e: SealedError) -> Self {
+        Notice::Error(e.to_string())
+    }
+}
+
+/// Why the last call ended, parsed back from a status (for tests and reports).
+pub fn ended_with(s: &Status) -> Option<&str> {
+    s.end_reason.as_deref()
+}
+
+#[allow(dead_code)]
+fn _assert_send() {
+    fn is_send<T: Send>() {}
+    is_send::<EndReason>();
+}

@@ -1,0 +1,190 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! Whole calls between two devices through the real signaling server (SQLite on disk), with
+//! sealed setup and SFrame media over real webrtc-rs peers on loopback.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sotto_call::engine::{default_machine, Command, Engine, MediaFactory, Notice};
+use sotto_call::media::{IvfSource, MediaConfig};
+use sotto_call::sealed::Device;
+use sotto_call::state::{CallMachine, Role};
+use sotto_server::{Server, ServerConfig, SqliteStore};
+
+const SERVER_ID: &str = "test.sotto";
+const T: Duration = Duration::from_secs(30);
+
+async fn server(dir: &std::path::Path) -> Server {
+    let store = SqliteStore::open(&dir.join("signal.db"), Default::default()).unwrap();
+    Server::bind(ServerConfig::new(SERVER_ID), Arc::new(store), "127.0.0.1:0")
+        .await
+        .unwrap()
+}
+
+fn media(dir: std::path::PathBuf, who: &'static str) -> MediaFactory {
+    Box::new(move |id| {
+        let mut c = MediaConfig::loopback(id)?;
+        c.record_prefix = Some(dir.join(format!("{who}-received")));
+        Ok(c)
+    })
+}
+
+async fn engine(
+    srv: &Server,
+    dir: &std::path::Path,
+    who: &'static str,
+    machine: fn(Role) -> CallMachine,
+) -> Engine {
+    let (dev, events) = Device::register(&srv.url(), SERVER_ID, who).await.unwrap();
+    Engine::spawn(dev, events, media(dir.to_path_buf(), who), machine)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_connects_mutes_switches_rotates_and_hangs_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = server(dir.path()).await;
+    let alice = engine(&srv, dir.path(), "alice", default_machine).await;
+    let mut bob = engine(&srv, dir.path(), "bob", default_machine).await;
+
+    alice.command(Command::Dial("bob".into())).await;
+    // bob rings as soon as the offer is decrypted
+    loop {
+        match tokio::time::timeout(T, bob.notice())
+            .await
+            .unwrap()
+            .unwrap()
+        {
+            Notice::Incoming(from) => {
+                assert_eq!(from, "alice");
+                break;
+            }
+            _ => continue,
+        }
+    }
+    assert_eq!(bob.status().borrow().state, "incoming");
+    assert!(alice.wait_state("ringing", T).await.is_some());
+    bob.command(Command::Answer).await;
+    let a = alice
+        .wait_state("connected", T)
+        .await
+        .expect("alice connected");
+    let b = bob.wait_state("connected", T).await.expect("bob connected");
+    // both see the same safety number
+    assert!(a.safety_number.is_some());
+    assert_eq!(a.safety_number, b.safety_number);
+
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    alice.command(Command::MuteAudio(true)).await;
+    alice
+        .command(Command::SwitchSource(IvfSource::camera2().unwrap()))
+        .await;
+    alice.command(Command::RotateKey).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let b = bob.status().borrow().clone();
+    assert!(b.peer_audio_muted, "bob was not told alice muted");
+    let bm = b.media.clone().unwrap();
+    assert_eq!(
+        bm.remote_generation,
+        Some(1),
+        "alice's rotation did not reach bob: {bm:?}"
+    );
+    assert_eq!(alice.status().borrow().source.as_deref(), Some("camera2"));
+
+    bob.command(Command::Hangup).await;
+    let a = alice.wait_state("ended", T).await.unwrap();
+    let b = bob.wait_state("ended", T).await.unwrap();
+    assert_eq!(a.end_reason.as_deref(), Some("peer hung up"));
+    assert_eq!(b.end_reason.as_deref(), Some("hung up"));
+    let (am, bm) = (a.media.unwrap(), b.media.unwrap());
+    assert!(
+        bm.video.frames_decrypted > 20 && am.video.frames_decrypted > 20,
+        "{am:?} {bm:?}"
+    );
+    assert_eq!(bm.video.frames_failed + bm.audio.frames_failed, 0, "{bm:?}");
+    assert_eq!(am.video.frames_failed + am.audio.frames_failed, 0, "{am:?}");
+    assert!(a.setup_time.is_some());
+}
+
+/// Waits until `e` has ended one more call than `before`; returns the end reason.
+async fn next_end(e: &Engine, before: u32) -> String {
+    let mut rx = e.status();
+    tokio::time::timeout(T, async {
+        loop {
+            {
+                let s = rx.borrow_and_update();
+                if s.calls_ended > before && s.state == "ended" {
+                    return s.end_reason.clone().unwrap_or_default();
+                }
+            }
+            rx.changed().await.unwrap();
+        }
+    })
+    .await
+    .expect("call did not end")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reject_busy_and_ring_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = server(dir.path()).await;
+    fn short(role: Role) -> CallMachine {
+        CallMachine::with_timeouts(role, Duration::from_secs(3), Duration::from_secs(10))
+    }
+    let alice = engine(&srv, dir.path(), "alice", short).await;
+    let bob = engine(&srv, dir.path(), "bob", short).await;
+    let carol = engine(&srv, dir.path(), "carol", short).await;
+
+    // reject
+    alice.command(Command::Dial("bob".into())).await;
+    bob.wait_state("incoming", T).await.unwrap();
+    bob.command(Command::Reject).await;
+    let a = alice.wait_state("ended", T).await.unwrap();
+    assert_eq!(a.end_reason.as_deref(), Some("rejected by peer"));
+
+    // ring timeout: nobody answers
+    let (na, nb) = (
+        alice.status().borrow().calls_ended,
+        bob.status().borrow().calls_ended,
+    );
+    alice.command(Command::Dial("bob".into())).await;
+    assert_eq!(next_end(&alice, na).await, "no answer (ring timeout)");
+    let b = next_end(&bob, nb).await;
+    assert!(
+        b == "no answer (ring timeout)" || b == "peer hung up",
+        "{b}"
+    );
+
+    // busy: bob is in a call with alice; carol calls bob
+    let nb = bob.status().borrow().calls_ended;
+    alice.command(Command::Dial("bob".into())).await;
+    bob.wait_state("incoming", T).await.unwrap();
+    bob.command(Command::Answer).await;
+    alice.wait_state("connected", T).await.unwrap();
+    carol.command(Command::Dial("bob".into())).await;
+    assert_eq!(next_end(&carol, 0).await, "peer busy");
+    assert_eq!(bob.status().borrow().state, "connected");
+    alice.command(Command::Hangup).await;
+    assert_eq!(next_end(&bob, nb).await, "peer hung up");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn glare_ends_in_one_connected_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = server(dir.path()).await;
+    let alice = engine(&srv, dir.path(), "alice", default_machine).await;
+    let bob = engine(&srv, dir.path(), "bob", default_machine).await;
+    alice.command(Command::Dial("bob".into())).await;
+    bob.command(Command::Dial("alice".into())).await;
+    let a = alice
+        .wait_state("connected", T)
+        .await
+        .expect("alice connected after glare");
+    let b = bob
+        .wait_state("connected", T)
+        .await
+        .expect("bob connected after glare");
+    assert_eq!(a.peer.as_deref(), Some("bob"));
+    assert_eq!(b.peer.as_deref(), Some("alice"));
+    alice.command(Command::Hangup).await;
+    bob.wait_state("ended", T).await.unwrap();
+}
