@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod demo;
 mod frame_cmd;
 #[allow(dead_code)] // wired to the call engine as it lands
 mod screen;
@@ -22,6 +23,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
+    /// Run a complete encrypted call on loopback (embedded server, bundled media) and report.
+    Demo(demo::DemoArgs),
     /// SFrame tools: decode headers from a payload, decrypt with a given key.
     #[command(subcommand)]
     Frame(frame_cmd::FrameCmd),
@@ -39,6 +42,9 @@ pub enum CliError {
         path: String,
         source: std::io::Error,
     },
+    /// The demo failed a step or a check.
+    #[error("demo: {0}")]
+    Demo(String),
     /// Frames did not parse or decrypt.
     #[error("{0}")]
     Frame(String),
@@ -57,6 +63,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let res = match cli.cmd {
         Cmd::Frame(f) => frame_cmd::run(f),
+        Cmd::Demo(d) => demo::run(d),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,
