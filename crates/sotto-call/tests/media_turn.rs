@@ -62,6 +62,7 @@ fn start_coturn(dir: &std::path::Path, port: u16, secret: &str) -> Kill {
         .stderr(Stdio::null())
         .spawn()
         .expect("coturn's turnserver is required (apt-get install coturn)");
+    let child = Kill(child);
     // wait until it answers on its port (a STUN binding request gets a response)
     let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     sock.set_read_timeout(Some(Duration::from_millis(200)))
@@ -72,7 +73,7 @@ fn start_coturn(dir: &std::path::Path, port: u16, secret: &str) -> Kill {
         let _ = sock.send_to(&req, ("127.0.0.1", port));
         let mut buf = [0u8; 512];
         if sock.recv_from(&mut buf).is_ok() {
-            return Kill(child);
+            return child;
         }
     }
     panic!("turnserver did not come up on port {port}");
