@@ -222,3 +222,49 @@ async fn missing_key_fails_then_recovers_and_rotation_loses_nothing() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_percent_packet_loss_causes_no_decryption_failure() {
+    let mut a = leg(1, None).await;
+    let mut b = leg(2, None).await;
+    b.peer.set_incoming_loss_per_mille(100);
+    connect(&a, &b, true).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let s = b.peer.stats().await;
+    a.peer.close().await.unwrap();
+    b.peer.close().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let ta = drain(&mut a.tap);
+    let tb = drain(&mut b.tap);
+    let sent_video = ta
+        .iter()
+        .filter(|f| f.sent && f.kind == MediaKind::Video)
+        .count() as u64;
+    let sent_audio = ta
+        .iter()
+        .filter(|f| f.sent && f.kind == MediaKind::Audio)
+        .count() as u64;
+    // loss happened: fewer frames arrived whole than were sent
+    assert!(
+        s.audio.frames_decrypted + 10 < sent_audio,
+        "no audio loss? {s:?} sent {sent_audio}"
+    );
+    assert!(
+        s.video.frames_received < sent_video,
+        "no video loss? {s:?} sent {sent_video}"
+    );
+    assert!(
+        s.video.frames_decrypted > 10 && s.audio.frames_decrypted > 50,
+        "{s:?}"
+    );
+    // every frame that arrived whole decrypted, and is what was sent
+    assert_eq!(s.video.frames_failed + s.audio.frames_failed, 0, "{s:?}");
+    let sent: HashMap<&[u8], &TapFrame> = ta
+        .iter()
+        .filter(|f| f.sent)
+        .map(|f| (f.wire.as_slice(), f))
+        .collect();
+    for g in tb.iter().filter(|f| !f.sent) {
+        assert_eq!(sent[g.wire.as_slice()].frame, g.frame);
+    }
+}

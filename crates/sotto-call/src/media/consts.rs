@@ -7,6 +7,9 @@ pub const MAX_SDP_LEN: usize = 32 * 1024;
 /// How long ICE gathering may take before setup fails.
 pub const GATHER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Packets the sample builder waits for a late packet before giving up on a frame.
-pub const MAX_LATE_PACKETS: u16 = 256;
+pub const MAX_LATE_PACKETS: u16 = 64;
+/// Media time the sample builder waits for a missing packet before giving up on its frame
+/// (bounds head-of-line blocking after a loss).
+pub const MAX_LATE_TIME: Duration = Duration::from_millis(200);
 /// One Opus packet per 20 ms.
 pub const AUDIO_FRAME_INTERVAL: Duration = Duration::from_millis(20);

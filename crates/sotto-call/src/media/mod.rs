@@ -303,8 +303,10 @@ struct Shared {
     connected: Notify,
     closed: AtomicBool,
     started: Instant,
-    /// Drops every Nth outgoing RTP packet... no: drop probability for tests, in 1/1000.
+    /// Test knob: share of outgoing frames dropped after encryption, per mille.
     loss_per_mille: AtomicU64,
+    /// Test knob: share of incoming RTP packets dropped before reassembly, per mille.
+    rx_loss_per_mille: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -405,7 +407,8 @@ impl PeerConnectionEventHandler for Handler {
                         shared,
                         track,
                         MediaKind::Video,
-                        SampleBuilder::new(MAX_LATE_PACKETS, Vp8Packet::default(), 90_000),
+                        SampleBuilder::new(MAX_LATE_PACKETS, Vp8Packet::default(), 90_000)
+                            .with_max_time_delay(MAX_LATE_TIME),
                     )
                     .await
                 }
@@ -414,7 +417,8 @@ impl PeerConnectionEventHandler for Handler {
                         shared,
                         track,
                         MediaKind::Audio,
-                        SampleBuilder::new(MAX_LATE_PACKETS, OpusPacket, 48_000),
+                        SampleBuilder::new(MAX_LATE_PACKETS, OpusPacket, 48_000)
+                            .with_max_time_delay(MAX_LATE_TIME),
                     )
                     .await
                 }
@@ -435,6 +439,10 @@ async fn receive_loop<D: Depacketizer>(
             break;
         }
         if let TrackRemoteEvent::OnRtpPacket(packet) = evt {
+            let loss = shared.rx_loss_per_mille.load(Ordering::Relaxed);
+            if loss > 0 && rand::random::<u64>() % 1000 < loss {
+                continue;
+            }
             shared.counters[kind.idx()]
                 .packets_received
                 .fetch_add(1, Ordering::Relaxed);
@@ -535,6 +543,7 @@ impl MediaPeer {
             closed: AtomicBool::new(false),
             started: Instant::now(),
             loss_per_mille: AtomicU64::new(0),
+            rx_loss_per_mille: AtomicU64::new(0),
         });
 
         let mut media = MediaEngine::default();
@@ -725,11 +734,18 @@ impl MediaPeer {
         self.shared.muted[1].store(muted, Ordering::Relaxed);
     }
 
-    /// Test knob: drop this share (per mille) of outgoing frames' packets... applied per frame
-    /// sent, after encryption, as lost packets would be. 0 disables.
+    /// Test knob: drop this share (per mille) of outgoing frames after encryption. 0 disables.
     pub fn set_outgoing_loss_per_mille(&self, p: u64) {
         self.shared
             .loss_per_mille
+            .store(p.min(1000), Ordering::Relaxed);
+    }
+
+    /// Test knob: drop this share (per mille) of incoming RTP packets before frame reassembly,
+    /// as a lossy network would (after the NACK interceptor, so nothing is retransmitted).
+    pub fn set_incoming_loss_per_mille(&self, p: u64) {
+        self.shared
+            .rx_loss_per_mille
             .store(p.min(1000), Ordering::Relaxed);
     }
 
