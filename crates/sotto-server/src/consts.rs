@@ -49,6 +49,14 @@ pub const LOW_PREKEY_THRESHOLD: u32 = 10;
 /// queue is full is not reading: it is closed with `slow_consumer` (queued envelopes stay stored).
 pub const OUTBOUND_QUEUE_FRAMES: usize = 256;
 
+/// Most envelope writes (`send`s and `ack`s) applied in one store transaction (group commit). A
+/// batch is whatever queued up while the previous commit ran, up to this many.
+pub const MAX_WRITE_BATCH: usize = 512;
+
+/// Initial WebSocket read buffer per connection, in bytes. It grows to fit a larger frame (up to
+/// the frame limit); a small start keeps idle connections cheap.
+pub const WS_READ_BUFFER_BYTES: usize = 512;
+
 /// Envelopes fetched from the store per delivery round for one connection.
 pub const DELIVERY_BATCH: usize = 64;
 

@@ -32,6 +32,7 @@ pub mod protocol;
 mod server;
 pub mod store;
 pub mod turn;
+mod worker;
 
 pub use client::{Client, ClientConfig, Event, Events};
 pub use clock::{Clock, ManualClock, SystemClock};

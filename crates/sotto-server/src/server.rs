@@ -1,14 +1,16 @@
 //! The signaling server: accept, authenticate, route.
 //!
 //! One task per connection reads and answers requests; a second task per authenticated connection
-//! owns the socket's write half and pulls the device's queued envelopes from the [`Store`] when
-//! woken. Senders never wait on a recipient: storing an envelope and waking the recipient's writer
-//! ([`Notify`], which coalesces) are both non-blocking, so a slow reader only slows itself.
+//! owns the socket's write half. Every store call runs on one store thread (`worker.rs`), which
+//! group-commits envelope writes and, after each commit, hands stored envelopes straight to online
+//! recipients' writers; a writer that fell behind is woken instead and reads its backlog from the
+//! [`Store`]. Senders never wait on a recipient: handing over and waking ([`Notify`], which
+//! coalesces) are both non-blocking, so a slow reader only slows itself.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::stream::{SplitSink, SplitStream};
@@ -16,6 +18,8 @@ use futures_util::{SinkExt, StreamExt};
 use rand::RngCore;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, Notify};
+
+use crate::worker::{OnlineMap, Out, OutRx, OutTx, StoreWorker};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -35,6 +39,7 @@ use crate::protocol::{
 };
 use crate::store::{
     BundleOutcome, DeviceAddr, EnqueueOutcome, NewEnvelope, RegisterOutcome, Store, StoreResult,
+    WriteOp, WriteOutcome,
 };
 use crate::turn::{self, TurnConfig};
 
@@ -124,17 +129,10 @@ impl ServerConfig {
     }
 }
 
-struct Online {
-    conn_id: u64,
-    wake: Arc<Notify>,
-    kick: Arc<Notify>,
-    out: mpsc::Sender<Message>,
-}
-
 struct Shared {
     cfg: ServerConfig,
-    store: Arc<dyn Store>,
-    online: Mutex<HashMap<DeviceAddr, Online>>,
+    worker: StoreWorker,
+    online: OnlineMap,
     limiter: ConnectionLimiter,
     metrics: Metrics,
     next_conn: AtomicU64,
@@ -142,36 +140,39 @@ struct Shared {
 }
 
 impl Shared {
-    fn online(&self) -> std::sync::MutexGuard<'_, HashMap<DeviceAddr, Online>> {
-        self.online.lock().unwrap_or_else(|p| p.into_inner())
+    fn online(&self) -> std::sync::MutexGuard<'_, HashMap<DeviceAddr, crate::worker::Online>> {
+        self.online.lock()
     }
 
     async fn store<T: Send + 'static>(
         &self,
         f: impl FnOnce(&dyn Store) -> StoreResult<T> + Send + 'static,
     ) -> std::result::Result<T, ErrorCode> {
-        let s = self.store.clone();
-        match tokio::task::spawn_blocking(move || f(&*s)).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => {
-                tracing::error!(error = %e, "store failure");
-                Err(ErrorCode::Internal)
-            }
-            Err(_) => Err(ErrorCode::Internal),
-        }
+        store_answer(self.worker.call(f).await)
     }
 
-    fn wake(&self, addr: &DeviceAddr) {
-        if let Some(o) = self.online().get(addr) {
-            o.wake.notify_one();
-        }
+    async fn write(&self, op: WriteOp) -> std::result::Result<WriteOutcome, ErrorCode> {
+        store_answer(self.worker.write(op).await)
     }
 
     fn push(&self, addr: &DeviceAddr, msg: &ServerMessage) {
         if let (Some(o), Ok(text)) = (self.online().get(addr), encode_server_frame(msg)) {
             // Best effort: a push to a connection that is not reading is dropped.
-            let _ = o.out.try_send(Message::text(text));
+            let _ = o.out.try_send(Box::new(Out::Frame(Message::text(text))));
         }
+    }
+}
+
+fn store_answer<T>(
+    r: std::result::Result<StoreResult<T>, crate::worker::Gone>,
+) -> std::result::Result<T, ErrorCode> {
+    match r {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "store failure");
+            Err(ErrorCode::Internal)
+        }
+        Err(_) => Err(ErrorCode::Internal),
     }
 }
 
@@ -189,11 +190,13 @@ impl Server {
     pub fn spawn(cfg: ServerConfig, store: Arc<dyn Store>, listener: TcpListener) -> Result<Self> {
         let local_addr = listener.local_addr()?;
         let (shutdown_tx, shutdown) = watch::channel(false);
+        let online = OnlineMap::default();
+        let worker = StoreWorker::start(store, online.clone())?;
         let shared = Arc::new(Shared {
             limiter: ConnectionLimiter::new(cfg.limits.max_connections_per_addr),
             cfg,
-            store,
-            online: Mutex::default(),
+            worker,
+            online,
             metrics: Metrics::default(),
             next_conn: AtomicU64::new(1),
             shutdown,
@@ -246,8 +249,7 @@ impl Server {
         for t in self.aux {
             t.abort();
         }
-        let store = self.shared.store.clone();
-        let _ = tokio::task::spawn_blocking(move || store.flush()).await;
+        let _ = self.shared.store(|s| s.flush()).await;
         tracing::info!("signaling server stopped");
     }
 
@@ -286,7 +288,7 @@ fn ws_config(limits: &Limits) -> WebSocketConfig {
         .max_frame_bytes
         .saturating_mul(consts::WS_HARD_MAX_FACTOR);
     WebSocketConfig::default()
-        .read_buffer_size(4096)
+        .read_buffer_size(consts::WS_READ_BUFFER_BYTES)
         .write_buffer_size(0)
         .max_message_size(Some(hard))
         .max_frame_size(Some(hard))
@@ -629,16 +631,19 @@ enum End {
 async fn session(shared: Arc<Shared>, sink: WsSink, mut stream: WsStream, addr: DeviceAddr) {
     let limits = shared.cfg.limits.clone();
     let conn_id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
-    let (out, out_rx) = mpsc::channel::<Message>(limits.outbound_queue_frames.max(1));
+    let (out, out_rx) = mpsc::channel::<Box<Out>>(limits.outbound_queue_frames.max(1));
     let wake = Arc::new(Notify::new());
     let kick = Arc::new(Notify::new());
+    // Lagging until the writer's first backlog read has caught up (see worker.rs).
+    let lagging = Arc::new(AtomicBool::new(true));
     let previous = shared.online().insert(
         addr.clone(),
-        Online {
+        crate::worker::Online {
             conn_id,
             wake: wake.clone(),
             kick: kick.clone(),
             out: out.clone(),
+            lagging: lagging.clone(),
         },
     );
     if let Some(p) = previous {
@@ -651,6 +656,7 @@ async fn session(shared: Arc<Shared>, sink: WsSink, mut stream: WsStream, addr: 
         sink,
         out_rx,
         wake,
+        lagging,
         addr.clone(),
     ));
 
@@ -742,12 +748,14 @@ async fn session(shared: Arc<Shared>, sink: WsSink, mut stream: WsStream, addr: 
     Metrics::dec(&shared.metrics.authenticated_active);
     match end {
         End::Closed => {
-            let _ = out.try_send(Message::Close(None));
+            let _ = out.try_send(Box::new(Out::Frame(Message::Close(None))));
         }
         End::Error(id, code, why) => {
             shared.metrics.error(code);
-            let _ = out.try_send(frame(&ServerMessage::error(id, code, why)));
-            let _ = out.try_send(close_frame(code));
+            let _ = out.try_send(Box::new(Out::Frame(frame(&ServerMessage::error(
+                id, code, why,
+            )))));
+            let _ = out.try_send(Box::new(Out::Frame(close_frame(code))));
         }
     }
     drop(out);
@@ -761,22 +769,33 @@ async fn session(shared: Arc<Shared>, sink: WsSink, mut stream: WsStream, addr: 
     }
 }
 
-fn reply(
-    shared: &Shared,
-    out: &mpsc::Sender<Message>,
-    msg: ServerMessage,
-) -> std::result::Result<(), ()> {
+fn reply(shared: &Shared, out: &OutTx, msg: ServerMessage) -> std::result::Result<(), ()> {
     if let ServerMessage::Error { code, .. } = &msg {
         shared.metrics.error(*code);
     }
-    out.try_send(frame(&msg)).map_err(|_| ())
+    out.try_send(Box::new(Out::Frame(frame(&msg))))
+        .map_err(|_| ())
 }
 
+fn envelope_frame(e: crate::store::StoredEnvelope) -> Message {
+    frame(&ServerMessage::Envelope(Envelope {
+        envelope_id: e.id,
+        from_user: e.env.from.user,
+        from_device: e.env.from.device,
+        stored_at_ms: e.env.stored_at_ms,
+        expires_at_ms: e.env.expires_at_ms,
+        ciphertext: B64(e.env.ciphertext),
+    }))
+}
+
+/// Owns the socket's write half. `cursor` is the highest envelope id written; an envelope the
+/// store thread pushed that a backlog read already wrote (id <= cursor) is skipped.
 async fn writer_loop(
     shared: Arc<Shared>,
     mut sink: WsSink,
-    mut rx: mpsc::Receiver<Message>,
+    mut rx: OutRx,
     wake: Arc<Notify>,
+    lagging: Arc<AtomicBool>,
     addr: DeviceAddr,
 ) {
     let mut cursor = 0u64;
@@ -784,34 +803,57 @@ async fn writer_loop(
     loop {
         tokio::select! {
             biased;
-            m = rx.recv() => match m {
-                Some(m) => {
-                    let close = matches!(m, Message::Close(_));
-                    if sink.send(m).await.is_err() || close {
-                        break;
+            m = rx.recv() => {
+                let Some(mut item) = m else { break };
+                // Write everything already queued, then flush once.
+                loop {
+                    let msg = match *item {
+                        Out::Frame(m) => m,
+                        Out::Envelope(e) => {
+                            if e.id <= cursor {
+                                match rx.try_recv() {
+                                    Ok(next) => { item = next; continue; }
+                                    Err(_) => break,
+                                }
+                            }
+                            cursor = e.id;
+                            Metrics::inc(&shared.metrics.envelopes_delivered_total);
+                            envelope_frame(e)
+                        }
+                    };
+                    let close = matches!(msg, Message::Close(_));
+                    if sink.feed(msg).await.is_err() || close {
+                        let _ = sink.close().await;
+                        return;
+                    }
+                    match rx.try_recv() {
+                        Ok(next) => item = next,
+                        Err(_) => break,
                     }
                 }
-                None => break,
-            },
+                if sink.flush().await.is_err() {
+                    break;
+                }
+            }
             _ = wake.notified() => {
                 let a = addr.clone();
                 let now = shared.cfg.clock.now_ms();
                 let after = cursor;
-                let Ok(envs) = shared.store(move |s| s.pending(&a, after, now, batch)).await else {
+                let flag = lagging.clone();
+                let Ok(envs) = shared.store(move |s| {
+                    let envs = s.pending(&a, after, now, batch)?;
+                    if envs.len() < batch {
+                        // Seen every envelope committed so far: later ones are pushed.
+                        flag.store(false, Ordering::Release);
+                    }
+                    Ok(envs)
+                }).await else {
                     break;
                 };
                 let full = envs.len() == batch;
                 for e in envs {
-                    cursor = e.id;
-                    let msg = ServerMessage::Envelope(Envelope {
-                        envelope_id: e.id,
-                        from_user: e.env.from.user,
-                        from_device: e.env.from.device,
-                        stored_at_ms: e.env.stored_at_ms,
-                        expires_at_ms: e.env.expires_at_ms,
-                        ciphertext: B64(e.env.ciphertext),
-                    });
-                    if sink.feed(frame(&msg)).await.is_err() {
+                    cursor = cursor.max(e.id);
+                    if sink.feed(envelope_frame(e)).await.is_err() {
                         return;
                     }
                     Metrics::inc(&shared.metrics.envelopes_delivered_total);
@@ -870,27 +912,32 @@ async fn handle_request(
                 expires_at_ms: now.saturating_add(ttl_secs.saturating_mul(1000)),
                 ciphertext: ciphertext.0,
             };
-            let to = env.to.clone();
-            let max = limits.max_queued_per_device;
-            match shared.store(move |s| s.enqueue(&env, max)).await {
-                Ok(EnqueueOutcome::Stored(envelope_id)) => {
+            let max_queued = limits.max_queued_per_device;
+            // Answered only after the group commit that contains it (the store thread has then
+            // also handed it to the recipient if online).
+            match shared.write(WriteOp::Enqueue { env, max_queued }).await {
+                Ok(WriteOutcome::Enqueued(EnqueueOutcome::Stored(envelope_id))) => {
                     Metrics::inc(&shared.metrics.envelopes_stored_total);
-                    shared.wake(&to);
                     (ServerMessage::Stored { id, envelope_id }, None)
                 }
-                Ok(EnqueueOutcome::QueueFull) => {
+                Ok(WriteOutcome::Enqueued(EnqueueOutcome::QueueFull)) => {
                     err(ErrorCode::RecipientQueueFull, "recipient queue full")
                 }
-                Ok(EnqueueOutcome::UnknownRecipient) => {
+                Ok(WriteOutcome::Enqueued(EnqueueOutcome::UnknownRecipient)) => {
                     err(ErrorCode::UnknownRecipient, "unknown recipient")
                 }
+                Ok(WriteOutcome::Acked(_)) => err(ErrorCode::Internal, "storage failure"),
                 Err(code) => err(code, "storage failure"),
             }
         }
         ClientMessage::Ack { envelope_id } => {
-            let a = me.clone();
-            match shared.store(move |s| s.ack(&a, envelope_id)).await {
-                Ok(deleted) => {
+            let op = WriteOp::Ack {
+                to: me.clone(),
+                id: envelope_id,
+            };
+            match shared.write(op).await {
+                Ok(WriteOutcome::Enqueued(_)) => err(ErrorCode::Internal, "storage failure"),
+                Ok(WriteOutcome::Acked(deleted)) => {
                     if deleted {
                         Metrics::inc(&shared.metrics.envelopes_acked_total);
                     }

@@ -151,7 +151,11 @@ async fn recv(ws: &mut Ws) -> Result<ServerMessage, BoxErr> {
 }
 
 async fn connect(url: &str, user: &str) -> Result<Ws, BoxErr> {
-    let (mut ws, _) = tokio_tungstenite::connect_async(url).await?;
+    // tungstenite's default 128 KiB read buffer is zeroed on every read; that would spend the
+    // generator's CPU (shared with the server under test) on memset.
+    let cfg =
+        tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default().read_buffer_size(4096);
+    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(cfg), true).await?;
     let ServerMessage::Challenge { nonce, server } = recv(&mut ws).await? else {
         return Err("no challenge".into());
     };

@@ -45,7 +45,9 @@ impl Store for MemoryStore {
                 RegisterOutcome::IdentityMismatch
             });
         }
-        if g.devices.keys().any(|a| a.user == addr.user) {
+        let first = DeviceAddr::new(addr.user.clone(), 0);
+        let last = DeviceAddr::new(addr.user.clone(), u32::MAX);
+        if g.devices.range(first..=last).next().is_some() {
             return Ok(RegisterOutcome::UsernameTaken);
         }
         g.devices.insert(
@@ -226,5 +228,10 @@ mod tests {
     #[test]
     fn queue_limit() {
         super::super::contract::queue_limit_and_limit_plus_one(&MemoryStore::new());
+    }
+
+    #[test]
+    fn write_batch() {
+        super::super::contract::write_batch_in_order(&MemoryStore::new());
     }
 }

@@ -105,6 +105,34 @@ pub struct StoredEnvelope {
     pub env: NewEnvelope,
 }
 
+/// One write in a [`Store::write_batch`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteOp {
+    /// [`Store::enqueue`].
+    Enqueue {
+        /// The envelope.
+        env: NewEnvelope,
+        /// Queue limit for its recipient.
+        max_queued: usize,
+    },
+    /// [`Store::ack`].
+    Ack {
+        /// The acknowledging recipient.
+        to: DeviceAddr,
+        /// Envelope id.
+        id: u64,
+    },
+}
+
+/// Result of one [`WriteOp`], in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteOutcome {
+    /// Result of an enqueue.
+    Enqueued(EnqueueOutcome),
+    /// Result of an ack: true if the envelope existed and is now deleted.
+    Acked(bool),
+}
+
 /// Storage failure (opaque; details go to logs, not to peers).
 #[derive(Debug, thiserror::Error)]
 #[error("storage failure: {0}")]
@@ -177,6 +205,20 @@ pub trait Store: Send + Sync + 'static {
 
     /// Number of envelopes stored for `to` (expired or not).
     fn queued(&self, to: &DeviceAddr) -> StoreResult<usize>;
+
+    /// Applies `ops` in order as one atomic unit (SQLite: one transaction, so one commit and one
+    /// fsync for the whole batch — group commit). `Ok` means every outcome is committed; `Err`
+    /// means none is. The default applies them one by one.
+    fn write_batch(&self, ops: &[WriteOp]) -> StoreResult<Vec<WriteOutcome>> {
+        ops.iter()
+            .map(|op| match op {
+                WriteOp::Enqueue { env, max_queued } => {
+                    self.enqueue(env, *max_queued).map(WriteOutcome::Enqueued)
+                }
+                WriteOp::Ack { to, id } => self.ack(to, *id).map(WriteOutcome::Acked),
+            })
+            .collect()
+    }
 
     /// Called on graceful shutdown (SQLite: checkpoint the WAL).
     fn flush(&self) -> StoreResult<()> {
@@ -314,6 +356,68 @@ pub(crate) mod contract {
         assert_eq!(s.queued(&b).unwrap(), 0);
         assert_eq!(s.take_bundle(&b).unwrap(), BundleOutcome::NoPrekeys);
         assert_eq!(s.identity(&b).unwrap(), Some(vec![4; 33]));
+    }
+
+    pub fn write_batch_in_order(s: &dyn Store) {
+        let b = DeviceAddr::new("bob", 1);
+        s.register(&b, &[3; 33], 0).unwrap();
+        let ops = vec![
+            WriteOp::Enqueue {
+                env: env(&b, 1000),
+                max_queued: 2,
+            },
+            WriteOp::Enqueue {
+                env: env(&DeviceAddr::new("carol", 1), 1000),
+                max_queued: 2,
+            },
+            WriteOp::Enqueue {
+                env: env(&b, 1000),
+                max_queued: 2,
+            },
+            WriteOp::Enqueue {
+                env: env(&b, 1000),
+                max_queued: 2,
+            },
+        ];
+        let out = s.write_batch(&ops).unwrap();
+        let ids: Vec<u64> = out
+            .iter()
+            .filter_map(|o| match o {
+                WriteOutcome::Enqueued(EnqueueOutcome::Stored(id)) => Some(*id),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(ids.len(), 2);
+        assert!(ids[1] > ids[0]);
+        assert_eq!(
+            out[1],
+            WriteOutcome::Enqueued(EnqueueOutcome::UnknownRecipient)
+        );
+        assert_eq!(out[3], WriteOutcome::Enqueued(EnqueueOutcome::QueueFull));
+        // Acks in the same batch as a later enqueue: the freed slot is usable immediately.
+        let out = s
+            .write_batch(&[
+                WriteOp::Ack {
+                    to: b.clone(),
+                    id: ids[0],
+                },
+                WriteOp::Ack {
+                    to: b.clone(),
+                    id: ids[0],
+                },
+                WriteOp::Enqueue {
+                    env: env(&b, 1000),
+                    max_queued: 2,
+                },
+            ])
+            .unwrap();
+        assert_eq!(out[0], WriteOutcome::Acked(true));
+        assert_eq!(out[1], WriteOutcome::Acked(false));
+        assert!(matches!(
+            out[2],
+            WriteOutcome::Enqueued(EnqueueOutcome::Stored(_))
+        ));
+        assert_eq!(s.queued(&b).unwrap(), 2);
     }
 
     pub fn queue_limit_and_limit_plus_one(s: &dyn Store) {

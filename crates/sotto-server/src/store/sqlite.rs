@@ -127,6 +127,51 @@ fn count_one_time(c: &Connection, addr: &DeviceAddr) -> rusqlite::Result<u32> {
     )
 }
 
+fn enqueue_in(
+    tx: &Connection,
+    env: &NewEnvelope,
+    max_queued: usize,
+) -> rusqlite::Result<EnqueueOutcome> {
+    let known: bool = tx
+        .prepare_cached("SELECT EXISTS(SELECT 1 FROM devices WHERE user=?1 AND device=?2)")?
+        .query_row(params![env.to.user, env.to.device], |r| r.get(0))?;
+    if !known {
+        return Ok(EnqueueOutcome::UnknownRecipient);
+    }
+    let queued: i64 = tx
+        .prepare_cached(
+            "SELECT COUNT(*) FROM envelopes WHERE to_user=?1 AND to_device=?2 AND expires_ms>?3",
+        )?
+        .query_row(
+            params![env.to.user, env.to.device, to_i64(env.stored_at_ms)],
+            |r| r.get(0),
+        )?;
+    if usize::try_from(queued).unwrap_or(usize::MAX) >= max_queued {
+        return Ok(EnqueueOutcome::QueueFull);
+    }
+    tx.prepare_cached(
+        "INSERT INTO envelopes(to_user, to_device, from_user, from_device, stored_ms, expires_ms, ciphertext)
+         VALUES(?1,?2,?3,?4,?5,?6,?7)",
+    )?
+    .execute(params![
+        env.to.user,
+        env.to.device,
+        env.from.user,
+        env.from.device,
+        to_i64(env.stored_at_ms),
+        to_i64(env.expires_at_ms),
+        env.ciphertext
+    ])?;
+    Ok(EnqueueOutcome::Stored(to_u64(tx.last_insert_rowid())))
+}
+
+fn ack_in(c: &Connection, to: &DeviceAddr, id: u64) -> rusqlite::Result<bool> {
+    let n = c
+        .prepare_cached("DELETE FROM envelopes WHERE id=?1 AND to_user=?2 AND to_device=?3")?
+        .execute(params![to_i64(id), to.user, to.device])?;
+    Ok(n > 0)
+}
+
 impl Store for SqliteStore {
     fn register(&self, addr: &DeviceAddr, key: &[u8], now: u64) -> StoreResult<RegisterOutcome> {
         let mut c = self.lock();
@@ -304,40 +349,25 @@ impl Store for SqliteStore {
     fn enqueue(&self, env: &NewEnvelope, max_queued: usize) -> StoreResult<EnqueueOutcome> {
         let mut c = self.lock();
         let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let known: bool = tx
-            .prepare_cached("SELECT EXISTS(SELECT 1 FROM devices WHERE user=?1 AND device=?2)")?
-            .query_row(params![env.to.user, env.to.device], |r| r.get(0))?;
-        if !known {
-            return Ok(EnqueueOutcome::UnknownRecipient);
-        }
-        let queued: i64 = tx
-            .prepare_cached(
-                "SELECT COUNT(*) FROM envelopes WHERE to_user=?1 AND to_device=?2 AND expires_ms>?3",
-            )?
-            .query_row(
-                params![env.to.user, env.to.device, to_i64(env.stored_at_ms)],
-                |r| r.get(0),
-            )?;
-        if usize::try_from(queued).unwrap_or(usize::MAX) >= max_queued {
-            return Ok(EnqueueOutcome::QueueFull);
-        }
-        tx.prepare_cached(
-            "INSERT INTO envelopes(to_user, to_device, from_user, from_device, stored_ms, expires_ms, ciphertext)
-             VALUES(?1,?2,?3,?4,?5,?6,?7)",
-        )?
-        .execute(params![
-                env.to.user,
-                env.to.device,
-                env.from.user,
-                env.from.device,
-                to_i64(env.stored_at_ms),
-                to_i64(env.expires_at_ms),
-                env.ciphertext
-            ],
-        )?;
-        let id = to_u64(tx.last_insert_rowid());
+        let out = enqueue_in(&tx, env, max_queued)?;
         tx.commit()?;
-        Ok(EnqueueOutcome::Stored(id))
+        Ok(out)
+    }
+
+    fn write_batch(&self, ops: &[WriteOp]) -> StoreResult<Vec<WriteOutcome>> {
+        let mut c = self.lock();
+        let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut out = Vec::with_capacity(ops.len());
+        for op in ops {
+            out.push(match op {
+                WriteOp::Enqueue { env, max_queued } => {
+                    WriteOutcome::Enqueued(enqueue_in(&tx, env, *max_queued)?)
+                }
+                WriteOp::Ack { to, id } => WriteOutcome::Acked(ack_in(&tx, to, *id)?),
+            });
+        }
+        tx.commit()?;
+        Ok(out)
     }
 
     fn pending(
@@ -380,11 +410,7 @@ impl Store for SqliteStore {
     }
 
     fn ack(&self, to: &DeviceAddr, id: u64) -> StoreResult<bool> {
-        let c = self.lock();
-        let n = c
-            .prepare_cached("DELETE FROM envelopes WHERE id=?1 AND to_user=?2 AND to_device=?3")?
-            .execute(params![to_i64(id), to.user, to.device])?;
-        Ok(n > 0)
+        Ok(ack_in(&self.lock(), to, id)?)
     }
 
     fn purge_expired(&self, now_ms: u64) -> StoreResult<u64> {
@@ -418,6 +444,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = SqliteStore::open(&dir.path().join("s.db"), Durability::Full).unwrap();
         super::super::contract::all(&s);
+    }
+
+    #[test]
+    fn write_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("s.db"), Durability::Full).unwrap();
+        super::super::contract::write_batch_in_order(&s);
     }
 
     #[test]
