@@ -1,1 +1,584 @@
-//! sotto-relay: the untrusted SFU (issue 6). Placeholder.
+//! # sotto-relay: the untrusted selective forwarding unit
+//!
+//! Each participant holds one webrtc-rs peer connection to the relay. The relay forwards every
+//! sender's RTP (whose payloads are SFrame ciphertext) to every other member of the room and
+//! never holds a media key. Rooms are joined over a small JSON-over-WebSocket control channel;
+//! the relay is the SDP offerer, with fixed receive slots so joins and leaves need no
+//! renegotiation (`protocol-spec/relay.md`).
+//!
+//! With `capture_dir` set, every forwarded payload is written as the relay saw it
+//! ([`capture`]), so anyone can check what an untrusted relay learns.
+
+pub mod capture;
+pub mod client;
+pub mod consts;
+pub mod protocol;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use futures_util::{SinkExt, StreamExt};
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8};
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+};
+use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, Notify};
+use tokio_tungstenite::tungstenite::Message;
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::media_stream::track_local::TrackLocal;
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+use webrtc::peer_connection::{
+    MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
+    RTCIceGatheringState,
+};
+
+use capture::{CaptureWriter, Kind, Record};
+use consts::*;
+use protocol::{decode_client, ClientMsg, ServerMsg};
+
+/// How to run a relay.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// Control channel (WebSocket) address.
+    pub listen: SocketAddr,
+    /// Address for the media (ICE) sockets.
+    pub bind_ip: IpAddr,
+    /// Write every forwarded payload here.
+    pub capture_dir: Option<PathBuf>,
+}
+
+impl RelayConfig {
+    /// Loopback, any port, no capture.
+    pub fn loopback() -> Self {
+        RelayConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            bind_ip: IpAddr::from([127, 0, 0, 1]),
+            capture_dir: None,
+        }
+    }
+}
+
+/// Counters.
+#[derive(Debug, Default)]
+pub struct RelayStats {
+    /// RTP packets received from participants.
+    pub packets_in: AtomicU64,
+    /// RTP packets forwarded (one per receiving member).
+    pub packets_out: AtomicU64,
+    /// Payload bytes received.
+    pub bytes_in: AtomicU64,
+}
+
+struct Slot {
+    audio: Arc<TrackLocalStaticRTP>,
+    video: Arc<TrackLocalStaticRTP>,
+    audio_ssrc: u32,
+    video_ssrc: u32,
+    /// Which member's media this slot carries.
+    holder: Option<String>,
+}
+
+struct Member {
+    slots: Vec<Slot>,
+    control: mpsc::UnboundedSender<ServerMsg>,
+    pc: Arc<dyn PeerConnection>,
+}
+
+#[derive(Default)]
+struct Room {
+    members: HashMap<String, Member>,
+}
+
+struct Shared {
+    rooms: Mutex<HashMap<String, Room>>,
+    capture: Option<CaptureWriter>,
+    stats: RelayStats,
+    bind_ip: IpAddr,
+    closed: AtomicBool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A running relay.
+pub struct Relay {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    stop: Arc<Notify>,
+}
+
+impl Relay {
+    /// The control channel URL (`ws://addr`).
+    pub fn url(&self) -> String {
+        format!("ws://{}", self.addr)
+    }
+
+    /// Bound control address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> (u64, u64, u64) {
+        let s = &self.shared.stats;
+        (
+            s.packets_in.load(Ordering::Relaxed),
+            s.packets_out.load(Ordering::Relaxed),
+            s.bytes_in.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Members of `room` now.
+    pub fn members(&self, room: &str) -> Vec<String> {
+        let mut v: Vec<String> = lock(&self.shared.rooms)
+            .get(room)
+            .map(|r| r.members.keys().cloned().collect())
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    /// Stops accepting, closes every peer connection and flushes the capture.
+    pub async fn shutdown(self) {
+        self.shared.closed.store(true, Ordering::SeqCst);
+        self.stop.notify_waiters();
+        let pcs: Vec<Arc<dyn PeerConnection>> = lock(&self.shared.rooms)
+            .values()
+            .flat_map(|r| r.members.values().map(|m| m.pc.clone()))
+            .collect();
+        for pc in pcs {
+            let _ = pc.close().await;
+        }
+        if let Some(c) = &self.shared.capture {
+            c.flush();
+        }
+    }
+
+    /// Flushes the capture file.
+    pub fn flush_capture(&self) {
+        if let Some(c) = &self.shared.capture {
+            c.flush();
+        }
+    }
+}
+
+/// Errors starting the relay.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    /// Socket or file.
+    #[error("relay: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Starts a relay.
+pub async fn serve(cfg: RelayConfig) -> Result<Relay, RelayError> {
+    let listener = TcpListener::bind(cfg.listen).await?;
+    let addr = listener.local_addr()?;
+    let capture = match &cfg.capture_dir {
+        Some(d) => Some(CaptureWriter::create(d)?),
+        None => None,
+    };
+    let shared = Arc::new(Shared {
+        rooms: Mutex::new(HashMap::new()),
+        capture,
+        stats: RelayStats::default(),
+        bind_ip: cfg.bind_ip,
+        closed: AtomicBool::new(false),
+    });
+    let stop = Arc::new(Notify::new());
+    let (s2, stop2) = (shared.clone(), stop.clone());
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                acc = listener.accept() => {
+                    let Ok((tcp, _)) = acc else { continue };
+                    let s = s2.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = session(s, tcp).await {
+                            tracing::debug!("relay session: {e}");
+                        }
+                    });
+                }
+                _ = stop2.notified() => return,
+            }
+        }
+    });
+    Ok(Relay { addr, shared, stop })
+}
+
+fn err(code: &str, message: impl Into<String>) -> ServerMsg {
+    ServerMsg::Error {
+        code: code.into(),
+        message: message.into(),
+    }
+}
+
+fn codec(kind: RtpCodecKind) -> RTCRtpCodec {
+    match kind {
+        RtpCodecKind::Video => RTCRtpCodec {
+            mime_type: MIME_TYPE_VP8.to_owned(),
+            clock_rate: 90_000,
+            channels: 0,
+            sdp_fmtp_line: String::new(),
+            rtcp_feedback: vec![],
+        },
+        _ => RTCRtpCodec {
+            mime_type: MIME_TYPE_OPUS.to_owned(),
+            clock_rate: 48_000,
+            channels: 2,
+            sdp_fmtp_line: String::new(),
+            rtcp_feedback: vec![],
+        },
+    }
+}
+
+fn slot_track(kind: RtpCodecKind, i: usize) -> (Arc<TrackLocalStaticRTP>, u32) {
+    let ssrc = rand::random::<u32>();
+    let name = if kind == RtpCodecKind::Video {
+        "video"
+    } else {
+        "audio"
+    };
+    let t = TrackLocalStaticRTP::new(MediaStreamTrack::new(
+        format!("slot{i}"),
+        format!("slot{i}-{name}"),
+        format!("slot{i}-{name}"),
+        kind,
+        vec![RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters {
+                ssrc: Some(ssrc),
+                ..Default::default()
+            },
+            codec: codec(kind),
+            ..Default::default()
+        }],
+    ));
+    (Arc::new(t), ssrc)
+}
+
+struct Handler {
+    shared: Arc<Shared>,
+    room: String,
+    me: String,
+    gathered: Arc<Notify>,
+    gathering_done: Arc<AtomicBool>,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Handler {
+    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
+        if state == RTCIceGatheringState::Complete {
+            self.gathering_done.store(true, Ordering::SeqCst);
+            self.gathered.notify_waiters();
+        }
+    }
+
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        let shared = self.shared.clone();
+        let (room, me) = (self.room.clone(), self.me.clone());
+        tokio::spawn(async move {
+            let kind = match track.kind().await {
+                RtpCodecKind::Video => Kind::Video,
+                _ => Kind::Audio,
+            };
+            while let Some(evt) = track.poll().await {
+                let TrackRemoteEvent::OnRtpPacket(packet) = evt else {
+                    continue;
+                };
+                if shared.closed.load(Ordering::Relaxed) {
+                    return;
+                }
+                forward(&shared, &room, &me, kind, packet).await;
+            }
+        });
+    }
+}
+
+/// Sends one participant's packet to every other member's slot for it.
+async fn forward(shared: &Shared, room: &str, from: &str, kind: Kind, packet: rtc::rtp::Packet) {
+    shared.stats.packets_in.fetch_add(1, Ordering::Relaxed);
+    shared
+        .stats
+        .bytes_in
+        .fetch_add(packet.payload.len() as u64, Ordering::Relaxed);
+    if let Some(c) = &shared.capture {
+        c.write(&Record {
+            kind,
+            sender: from.to_string(),
+            seq: packet.header.sequence_number,
+            timestamp: packet.header.timestamp,
+            marker: packet.header.marker,
+            payload: packet.payload.to_vec(),
+        });
+    }
+    let targets: Vec<(Arc<TrackLocalStaticRTP>, u32)> = {
+        let rooms = lock(&shared.rooms);
+        let Some(r) = rooms.get(room) else { return };
+        r.members
+            .iter()
+            .filter(|(name, _)| name.as_str() != from)
+            .filter_map(|(_, m)| m.slots.iter().find(|s| s.holder.as_deref() == Some(from)))
+            .map(|s| match kind {
+                Kind::Audio => (s.audio.clone(), s.audio_ssrc),
+                Kind::Video => (s.video.clone(), s.video_ssrc),
+            })
+            .collect()
+    };
+    for (track, ssrc) in targets {
+        let mut p = packet.clone();
+        p.header.ssrc = ssrc;
+        // header extensions were negotiated per connection; drop them rather than mis-map ids
+        p.header.extension = false;
+        p.header.extensions.clear();
+        if track.write_rtp(p).await.is_ok() {
+            shared.stats.packets_out.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<TcpStream>;
+
+async fn send(ws: &mut Ws, m: &ServerMsg) -> Result<(), String> {
+    let text = serde_json::to_string(m).map_err(|e| e.to_string())?;
+    ws.send(Message::text(text))
+        .await
+        .map_err(|e| e.to_string())
+}
+
+async fn recv(ws: &mut Ws) -> Result<ClientMsg, String> {
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(t))) => return decode_client(&t).map_err(|e| e.to_string()),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            Some(Ok(_)) => return Err("binary frames are not part of the protocol".into()),
+            Some(Err(e)) => return Err(e.to_string()),
+            None => return Err("closed".into()),
+        }
+    }
+}
+
+async fn session(shared: Arc<Shared>, tcp: TcpStream) -> Result<(), String> {
+    let cfg = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .max_message_size(Some(MAX_CONTROL_MESSAGE))
+        .max_frame_size(Some(MAX_CONTROL_MESSAGE));
+    let mut ws = tokio_tungstenite::accept_async_with_config(tcp, Some(cfg))
+        .await
+        .map_err(|e| e.to_string())?;
+    let first = tokio::time::timeout(JOIN_TIMEOUT, recv(&mut ws)).await;
+    let (room, me) = match first {
+        Ok(Ok(ClientMsg::Join { room, participant })) => (room, participant),
+        Ok(Ok(_)) => {
+            let _ = send(&mut ws, &err("bad_message", "expected join")).await;
+            return Err("no join".into());
+        }
+        Ok(Err(e)) => {
+            let _ = send(&mut ws, &err("bad_message", e.clone())).await;
+            return Err(e);
+        }
+        Err(_) => {
+            let _ = send(&mut ws, &err("timeout", "no join within JOIN_TIMEOUT")).await;
+            return Err("timeout".into());
+        }
+    };
+    let refusal = {
+        let rooms = lock(&shared.rooms);
+        match rooms.get(&room) {
+            Some(r) if r.members.contains_key(&me) => {
+                Some(err("name_taken", "participant name in use"))
+            }
+            Some(r) if r.members.len() >= MAX_ROOM_SIZE => {
+                Some(err("room_full", format!("MAX_ROOM_SIZE ({MAX_ROOM_SIZE})")))
+            }
+            None if rooms.len() >= MAX_ROOMS => {
+                Some(err("too_many_rooms", format!("MAX_ROOMS ({MAX_ROOMS})")))
+            }
+            _ => None,
+        }
+    };
+    if let Some(r) = refusal {
+        let _ = send(&mut ws, &r).await;
+        return Err("refused".into());
+    }
+
+    // the relay's peer connection for this participant
+    let gathered = Arc::new(Notify::new());
+    let gathering_done = Arc::new(AtomicBool::new(false));
+    let mut media = MediaEngine::default();
+    media.register_default_codecs().map_err(|e| e.to_string())?;
+    let pc = PeerConnectionBuilder::new()
+        .with_media_engine(media)
+        .with_handler(Arc::new(Handler {
+            shared: shared.clone(),
+            room: room.clone(),
+            me: me.clone(),
+            gathered: gathered.clone(),
+            gathering_done: gathering_done.clone(),
+        }))
+        .with_udp_addrs(vec![format!("{}:0", shared.bind_ip)])
+        .build()
+        .await
+        .map_err(|e| e.to_string())?;
+    let pc: Arc<dyn PeerConnection> = Arc::new(pc);
+    for kind in [RtpCodecKind::Audio, RtpCodecKind::Video] {
+        pc.add_transceiver_from_kind(
+            kind,
+            Some(RTCRtpTransceiverInit {
+                direction: RTCRtpTransceiverDirection::Recvonly,
+                streams: vec![],
+                send_encodings: vec![],
+            }),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    }
+    let mut slots = Vec::new();
+    for i in 0..MAX_ROOM_SIZE - 1 {
+        let (audio, audio_ssrc) = slot_track(RtpCodecKind::Audio, i);
+        let (video, video_ssrc) = slot_track(RtpCodecKind::Video, i);
+        pc.add_track(audio.clone() as Arc<dyn TrackLocal>)
+            .await
+            .map_err(|e| e.to_string())?;
+        pc.add_track(video.clone() as Arc<dyn TrackLocal>)
+            .await
+            .map_err(|e| e.to_string())?;
+        slots.push(Slot {
+            audio,
+            video,
+            audio_ssrc,
+            video_ssrc,
+            holder: None,
+        });
+    }
+    let offer = pc.create_offer(None).await.map_err(|e| e.to_string())?;
+    pc.set_local_description(offer)
+        .await
+        .map_err(|e| e.to_string())?;
+    let wait = async {
+        loop {
+            let n = gathered.notified();
+            if gathering_done.load(Ordering::SeqCst) {
+                return;
+            }
+            n.await;
+        }
+    };
+    if tokio::time::timeout(GATHER_TIMEOUT, wait).await.is_err() {
+        let _ = send(&mut ws, &err("webrtc", "ICE gathering timed out")).await;
+        let _ = pc.close().await;
+        return Err("gather".into());
+    }
+    let sdp = pc
+        .local_description()
+        .await
+        .map(|d| d.sdp)
+        .unwrap_or_default();
+    send(&mut ws, &ServerMsg::Offer { sdp }).await?;
+    let answer = match tokio::time::timeout(JOIN_TIMEOUT, recv(&mut ws)).await {
+        Ok(Ok(ClientMsg::Answer { sdp })) => sdp,
+        _ => {
+            let _ = send(&mut ws, &err("bad_message", "expected answer")).await;
+            let _ = pc.close().await;
+            return Err("no answer".into());
+        }
+    };
+    let desc =
+        rtc::peer_connection::sdp::RTCSessionDescription::answer(answer).map_err(|e| e.to_string());
+    let applied = match desc {
+        Ok(d) => pc
+            .set_remote_description(d)
+            .await
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = applied {
+        let _ = send(&mut ws, &err("webrtc", e.clone())).await;
+        let _ = pc.close().await;
+        return Err(e);
+    }
+
+    // admit: slots both ways with every member already there
+    let (ctl_tx, mut ctl_rx) = mpsc::unbounded_channel::<ServerMsg>();
+    let others = {
+        let mut rooms = lock(&shared.rooms);
+        if !rooms.contains_key(&room) && rooms.len() >= MAX_ROOMS {
+            return Err("rooms".into());
+        }
+        let r = rooms.entry(room.clone()).or_default();
+        if r.members.len() >= MAX_ROOM_SIZE || r.members.contains_key(&me) {
+            return Err("raced".into());
+        }
+        let others: Vec<String> = r.members.keys().cloned().collect();
+        for (i, o) in others.iter().enumerate() {
+            if let Some(s) = slots.get_mut(i) {
+                s.holder = Some(o.clone());
+            }
+        }
+        for (_, m) in r.members.iter_mut() {
+            if let Some(s) = m.slots.iter_mut().find(|s| s.holder.is_none()) {
+                s.holder = Some(me.clone());
+            }
+            let _ = m.control.send(ServerMsg::MemberJoined {
+                participant: me.clone(),
+            });
+        }
+        r.members.insert(
+            me.clone(),
+            Member {
+                slots,
+                control: ctl_tx,
+                pc: pc.clone(),
+            },
+        );
+        others
+    };
+    tracing::info!(room = %room, participant = %me, "joined");
+    let joined_at = Instant::now();
+    let _ = send(&mut ws, &ServerMsg::Joined { members: others }).await;
+    loop {
+        tokio::select! {
+            m = ctl_rx.recv() => {
+                let Some(m) = m else { break };
+                if send(&mut ws, &m).await.is_err() { break; }
+            }
+            c = recv(&mut ws) => {
+                match c {
+                    Ok(ClientMsg::Leave) | Err(_) => break,
+                    Ok(_) => { let _ = send(&mut ws, &err("bad_message", "unexpected message")).await; }
+                }
+            }
+        }
+    }
+    // leave: free the slots others held for us, tell them
+    {
+        let mut rooms = lock(&shared.rooms);
+        if let Some(r) = rooms.get_mut(&room) {
+            r.members.remove(&me);
+            for m in r.members.values_mut() {
+                for s in m
+                    .slots
+                    .iter_mut()
+                    .filter(|s| s.holder.as_deref() == Some(&me))
+                {
+                    s.holder = None;
+                }
+                let _ = m.control.send(ServerMsg::MemberLeft {
+                    participant: me.clone(),
+                });
+            }
+            if r.members.is_empty() {
+                rooms.remove(&room);
+            }
+        }
+    }
+    tracing::info!(room = %room, participant = %me, secs = joined_at.elapsed().as_secs(), "left");
+    let _ = pc.close().await;
+    Ok(())
+}

@@ -1,0 +1,239 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! Participants with SFrame media through the real sotto-relay SFU on loopback, capture on.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use sotto_call::media::{MediaConfig, MediaKind, MediaPeer, TapFrame};
+use sotto_frame::{Codec, Header};
+use sotto_relay::capture::{self, Kind};
+use sotto_relay::client::{join, RoomHandle};
+use sotto_relay::{serve, RelayConfig};
+use tokio::sync::mpsc;
+
+struct P {
+    name: String,
+    peer: std::sync::Arc<MediaPeer>,
+    tap: mpsc::UnboundedReceiver<TapFrame>,
+    _room: RoomHandle,
+}
+
+async fn participant(url: &str, room: &str, name: &str, id: u64) -> P {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let mut c = MediaConfig::loopback(id).unwrap();
+    c.tap = Some(tx);
+    let (peer, _ev) = MediaPeer::new(c).await.unwrap();
+    let peer = std::sync::Arc::new(peer);
+    let p2 = peer.clone();
+    let handle = join(url, room, name, |offer| async move {
+        p2.accept_offer(&offer).await
+    })
+    .await
+    .unwrap();
+    assert!(
+        peer.wait_connected(Duration::from_secs(20)).await,
+        "{name} not connected to the relay"
+    );
+    P {
+        name: name.into(),
+        peer,
+        tap: rx,
+        _room: handle,
+    }
+}
+
+fn drain(rx: &mut mpsc::UnboundedReceiver<TapFrame>) -> Vec<TapFrame> {
+    let mut v = Vec::new();
+    while let Ok(f) = rx.try_recv() {
+        v.push(f);
+    }
+    v
+}
+
+async fn room_of(n: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = RelayConfig::loopback();
+    cfg.capture_dir = Some(dir.path().to_path_buf());
+    let relay = serve(cfg).await.unwrap();
+    let names = ["alice", "bob", "carol", "dave", "erin"];
+    let mut ps = Vec::new();
+    for (i, name) in names.iter().take(n).enumerate() {
+        ps.push(participant(&relay.url(), "r1", name, i as u64 + 1).await);
+    }
+    assert_eq!(relay.members("r1").len(), n);
+    // keys: everyone gets everyone's key (the call engine sends them through the ratchet)
+    for a in &ps {
+        for b in &ps {
+            if a.name != b.name {
+                b.peer
+                    .install_remote_key(&a.peer.local_key_material())
+                    .unwrap();
+            }
+        }
+    }
+    for p in &ps {
+        p.peer.start_sending().await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut stats = Vec::new();
+    for p in &ps {
+        stats.push(p.peer.stats().await);
+        p.peer.close().await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    relay.flush_capture();
+
+    let taps: Vec<Vec<TapFrame>> = ps.iter_mut().map(|p| drain(&mut p.tap)).collect();
+    // who sent which wire frame
+    let mut sent: HashMap<Vec<u8>, (usize, &TapFrame)> = HashMap::new();
+    for (i, t) in taps.iter().enumerate() {
+        for f in t.iter().filter(|f| f.sent) {
+            sent.insert(f.wire.clone(), (i, f));
+        }
+    }
+    for (i, t) in taps.iter().enumerate() {
+        assert_eq!(
+            stats[i].video.frames_failed + stats[i].audio.frames_failed,
+            0,
+            "{}: {:?}",
+            ps[i].name,
+            stats[i]
+        );
+        let mut from: HashMap<(usize, MediaKind), usize> = HashMap::new();
+        for g in t.iter().filter(|f| !f.sent) {
+            let (s, f) = sent.get(&g.wire).expect("decrypted a frame nobody sent");
+            assert_ne!(*s, i);
+            assert_eq!(f.frame, g.frame, "not byte-identical");
+            *from.entry((*s, g.kind)).or_default() += 1;
+        }
+        for j in (0..n).filter(|&j| j != i) {
+            assert!(
+                from.get(&(j, MediaKind::Video)).copied().unwrap_or(0) > 10,
+                "{} got little video from {}: {from:?}",
+                ps[i].name,
+                ps[j].name
+            );
+            assert!(
+                from.get(&(j, MediaKind::Audio)).copied().unwrap_or(0) > 50,
+                "{} got little audio from {}",
+                ps[i].name,
+                ps[j].name
+            );
+        }
+    }
+
+    // the capture: what an untrusted relay saw
+    let records = capture::parse(&std::fs::read(dir.path().join("capture.bin")).unwrap()).unwrap();
+    let frames = capture::frames(&records);
+    assert!(frames.len() > 100);
+    let mut plaintext_windows = HashSet::new();
+    for t in &taps {
+        for f in t.iter().filter(|f| f.sent) {
+            let clear = if f.kind == MediaKind::Video {
+                if f.frame[0] & 1 == 0 {
+                    10
+                } else {
+                    3
+                }
+            } else {
+                1
+            };
+            for w in f.frame[clear.min(f.frame.len())..].windows(16) {
+                plaintext_windows.insert(w.to_vec());
+            }
+        }
+    }
+    let leaks = records
+        .iter()
+        .filter(|r| r.payload.windows(16).any(|w| plaintext_windows.contains(w)))
+        .count();
+    assert_eq!(leaks, 0, "{leaks} forwarded payloads contained plaintext");
+    let mut matched = 0;
+    for f in &frames {
+        let codec = if f.kind == Kind::Video {
+            Codec::Vp8
+        } else {
+            Codec::Opus
+        };
+        let clear = codec.clear_len(&f.frame).unwrap();
+        Header::decode(&f.frame[clear..]).expect("captured frame is not an RFC 9605 frame");
+        // and it is exactly the SFrame ciphertext a participant sent (the check can fail)
+        if sent.contains_key(&f.frame) {
+            matched += 1;
+        }
+    }
+    assert!(
+        matched * 10 >= frames.len() * 9,
+        "only {matched} of {} captured frames match sent ciphertext",
+        frames.len()
+    );
+    relay.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_party_room_through_the_relay() {
+    room_of(3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_party_room_through_the_relay() {
+    room_of(5).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joins_and_leaves_are_announced_and_a_leaver_is_no_longer_forwarded() {
+    let relay = serve(RelayConfig::loopback()).await.unwrap();
+    let mut a = participant(&relay.url(), "r2", "alice", 1).await;
+    let b = participant(&relay.url(), "r2", "bob", 2).await;
+    assert_eq!(b._room.members, vec!["alice".to_string()]);
+    assert_eq!(
+        next(&mut a._room.events).await,
+        sotto_relay::protocol::ServerMsg::MemberJoined {
+            participant: "bob".into()
+        }
+    );
+    a.peer
+        .install_remote_key(&b.peer.local_key_material())
+        .unwrap();
+    b.peer.start_sending().await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(a.peer.stats().await.video.frames_decrypted > 5);
+    drop(b); // leaves the room (and stops its peer connection tasks with it)
+    assert_eq!(
+        next(&mut a._room.events).await,
+        sotto_relay::protocol::ServerMsg::MemberLeft {
+            participant: "bob".into()
+        }
+    );
+    assert_eq!(relay.members("r2"), vec!["alice".to_string()]);
+    let before = a.peer.stats().await.video.frames_received;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let after = a.peer.stats().await.video.frames_received;
+    assert!(
+        after <= before + 1,
+        "frames still forwarded after leave: {before} -> {after}"
+    );
+    // a malformed control message gets a typed error, not a crash
+    let (mut ws, _) = tokio_tungstenite::connect_async(relay.url()).await.unwrap();
+    use futures_util::{SinkExt, StreamExt};
+    ws.send(tokio_tungstenite::tungstenite::Message::text(
+        "{\"type\":\"join\",\"room\":\"../x\",\"participant\":\"p\"}",
+    ))
+    .await
+    .unwrap();
+    let reply = ws.next().await.unwrap().unwrap().into_text().unwrap();
+    assert!(
+        reply.contains("\"bad_message\"") && reply.contains("invalid name"),
+        "{reply}"
+    );
+    relay.shutdown().await;
+}
+
+async fn next(
+    rx: &mut mpsc::UnboundedReceiver<sotto_relay::protocol::ServerMsg>,
+) -> sotto_relay::protocol::ServerMsg {
+    tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .unwrap()
+        .unwrap()
+}
