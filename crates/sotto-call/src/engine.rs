@@ -108,6 +108,18 @@ impl Engine {
         media: MediaFactory,
         machine: fn(Role) -> CallMachine,
     ) -> Engine {
+        Self::spawn_with_relay(device, events, media, machine, None)
+    }
+
+    /// As [`Engine::spawn`]; calls this device places send their media through the sotto-relay
+    /// at `relay` (control URL) instead of peer to peer.
+    pub fn spawn_with_relay(
+        device: Device,
+        events: sotto_server::Events,
+        media: MediaFactory,
+        machine: fn(Role) -> CallMachine,
+        relay: Option<String>,
+    ) -> Engine {
         let (ctx, crx) = mpsc::channel(32);
         let (stx, srx) = watch::channel(Status {
             me: device.username().to_string(),
@@ -123,6 +135,7 @@ impl Engine {
             notices: ntx,
             media_factory: media,
             machine,
+            relay,
             call: None,
         };
         tokio::spawn(task.run());
@@ -180,7 +193,10 @@ struct Call {
     machine: CallMachine,
     media: Option<Arc<MediaPeer>>,
     media_events: Option<MediaEvents>,
-    remote_offer: Option<(String, String)>,
+    remote_offer: Option<(String, String, Option<String>)>,
+    /// Set when media goes through a relay room (dropping it leaves the room).
+    room: Option<sotto_relay::client::RoomHandle>,
+    media_up: bool,
     send_seq: u32,
     recv_seq: Option<u32>,
     started: Instant,
@@ -196,6 +212,7 @@ struct Task {
     notices: mpsc::UnboundedSender<Notice>,
     media_factory: MediaFactory,
     machine: fn(Role) -> CallMachine,
+    relay: Option<String>,
     call: Option<Call>,
 }
 
@@ -371,17 +388,31 @@ impl Task {
                     let Some(media) = self.call.as_ref().and_then(|c| c.media.clone()) else {
                         return;
                     };
-                    match media.create_offer().await {
-                        Ok(sdp) => {
-                            let media_key = Self::key_hex(&media.local_key_material());
-                            self.send(Body::Offer {
-                                sdp,
-                                video: true,
-                                media_key,
-                            })
-                            .await;
+                    let media_key = Self::key_hex(&media.local_key_material());
+                    if let Some(url) = self.relay.clone() {
+                        if let Err(e) = self.join_room(&url).await {
+                            return self.fail(format!("relay: {e}")).await;
                         }
-                        Err(e) => return self.fail(format!("offer: {e}")).await,
+                        self.send(Body::Offer {
+                            sdp: String::new(),
+                            video: true,
+                            media_key,
+                            relay: Some(url),
+                        })
+                        .await;
+                    } else {
+                        match media.create_offer().await {
+                            Ok(sdp) => {
+                                self.send(Body::Offer {
+                                    sdp,
+                                    video: true,
+                                    media_key,
+                                    relay: None,
+                                })
+                                .await;
+                            }
+                            Err(e) => return self.fail(format!("offer: {e}")).await,
+                        }
                     }
                 }
                 Output::Ring => {
@@ -400,7 +431,7 @@ impl Task {
                     let Some(call) = self.call.as_mut() else {
                         return;
                     };
-                    let Some((sdp, key)) = call.remote_offer.take() else {
+                    let Some((sdp, key, relay)) = call.remote_offer.take() else {
                         return;
                     };
                     let Some(media) = call.media.clone() else {
@@ -408,6 +439,18 @@ impl Task {
                     };
                     if let Err(e) = self.install_key(&key) {
                         return self.fail(format!("peer media key: {e}")).await;
+                    }
+                    if let Some(url) = relay {
+                        if let Err(e) = self.join_room(&url).await {
+                            return self.fail(format!("relay: {e}")).await;
+                        }
+                        let media_key = Self::key_hex(&media.local_key_material());
+                        self.send(Body::Answer {
+                            sdp: String::new(),
+                            media_key,
+                        })
+                        .await;
+                        continue;
                     }
                     match media.accept_offer(&sdp).await {
                         Ok(answer) => {
@@ -436,6 +479,7 @@ impl Task {
                     }
                     if let Some(c) = self.call.as_mut() {
                         c.media_events = None;
+                        c.room = None;
                     }
                     self.status.send_modify(|s| s.calls_ended += 1);
                 }
@@ -464,6 +508,8 @@ impl Task {
                     media: None,
                     media_events: None,
                     remote_offer: None,
+                    room: None,
+                    media_up: false,
                     send_seq: 0,
                     recv_seq: None,
                     started: now,
@@ -566,29 +612,10 @@ impl Task {
         let now = Instant::now();
         match ev {
             MediaEvent::State(s) if s == "connected" => {
-                let Some(call) = self.call.as_mut() else {
-                    return;
-                };
-                if !call.sending {
-                    if let Some(m) = call.media.clone() {
-                        call.sending = true;
-                        let (a, v) = {
-                            let s = self.status.borrow();
-                            (s.audio_muted, s.video_muted)
-                        };
-                        m.set_audio_muted(a);
-                        m.set_video_muted(v);
-                        if let Err(e) = m.start_sending().await {
-                            self.notice(Notice::Error(format!("start sending: {e}")));
-                        }
-                    }
+                if let Some(call) = self.call.as_mut() {
+                    call.media_up = true;
                 }
-                let Some(call) = self.call.as_mut() else {
-                    return;
-                };
-                if let Ok(outs) = call.machine.handle(Input::MediaConnected, now) {
-                    self.apply(outs).await;
-                }
+                self.media_progress(now).await;
             }
             MediaEvent::State(s) if s == "failed" => {
                 if let Some(call) = self.call.as_mut() {
@@ -604,6 +631,58 @@ impl Task {
                 }
             }
             _ => {}
+        }
+    }
+
+    /// Joins the relay room named by the call id, answering the relay's offer with our media.
+    async fn join_room(&mut self, url: &str) -> Result<(), String> {
+        let me = self.device.username().to_string();
+        let Some(call) = self.call.as_mut() else {
+            return Err("no call".into());
+        };
+        let Some(media) = call.media.clone() else {
+            return Err("no media".into());
+        };
+        let room = call.id.to_string();
+        let handle = sotto_relay::client::join(url, &room, &me, |offer| async move {
+            media.accept_offer(&offer).await
+        })
+        .await?;
+        if let Some(call) = self.call.as_mut() {
+            call.room = Some(handle);
+        }
+        Ok(())
+    }
+
+    /// Media is up and the call answered: tell the machine, then start sending.
+    async fn media_progress(&mut self, now: Instant) {
+        let Some(call) = self.call.as_mut() else {
+            return;
+        };
+        if !call.media_up {
+            return;
+        }
+        if call.machine.state() == &State::Connecting {
+            if let Ok(outs) = call.machine.handle(Input::MediaConnected, now) {
+                self.apply(outs).await;
+            }
+        }
+        let Some(call) = self.call.as_mut() else {
+            return;
+        };
+        if call.machine.state() == &State::Connected && !call.sending {
+            if let Some(m) = call.media.clone() {
+                call.sending = true;
+                let (a, v) = {
+                    let s = self.status.borrow();
+                    (s.audio_muted, s.video_muted)
+                };
+                m.set_audio_muted(a);
+                m.set_video_muted(v);
+                if let Err(e) = m.start_sending().await {
+                    self.notice(Notice::Error(format!("start sending: {e}")));
+                }
+            }
         }
     }
 
@@ -628,7 +707,13 @@ impl Task {
             c.id == call_id && c.peer == inc.from_user && c.device == inc.from_device
         });
 
-        if let Body::Offer { sdp, media_key, .. } = &inc.message.body {
+        if let Body::Offer {
+            sdp,
+            media_key,
+            relay,
+            ..
+        } = &inc.message.body
+        {
             if same_call {
                 return self.notice(Notice::Dropped("duplicate offer".into()));
             }
@@ -673,7 +758,9 @@ impl Task {
                 machine,
                 media: None,
                 media_events: None,
-                remote_offer: Some((sdp.clone(), media_key.clone())),
+                remote_offer: Some((sdp.clone(), media_key.clone(), relay.clone())),
+                room: None,
+                media_up: false,
                 send_seq: 0,
                 recv_seq: Some(inc.message.seq),
                 started: now,
@@ -717,11 +804,14 @@ impl Task {
                 let Some(media) = call.media.clone() else {
                     return;
                 };
+                let via_relay = call.room.is_some();
                 if let Err(e) = self.install_key(&key) {
                     return self.fail(format!("peer media key: {e}")).await;
                 }
-                if let Err(e) = media.accept_answer(&sdp).await {
-                    return self.fail(format!("answer: {e}")).await;
+                if !via_relay {
+                    if let Err(e) = media.accept_answer(&sdp).await {
+                        return self.fail(format!("answer: {e}")).await;
+                    }
                 }
                 Input::AnswerReceived
             }

@@ -45,6 +45,10 @@ pub enum Body {
         video: bool,
         /// Our media key.
         media_key: String,
+        /// Media goes through this sotto-relay (control URL; the room is the call id) instead
+        /// of peer to peer; `sdp` is then empty.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        relay: Option<String>,
     },
     /// The callee's device rings.
     Ringing,
@@ -297,6 +301,7 @@ mod tests {
                 sdp: "v=0 secret".into(),
                 video: true,
                 media_key: "beef".into(),
+                relay: None,
             },
         );
         let d = format!("{m:?}");

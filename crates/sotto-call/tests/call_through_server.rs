@@ -188,3 +188,68 @@ async fn glare_ends_in_one_connected_call() {
     alice.command(Command::Hangup).await;
     bob.wait_state("ended", T).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_through_the_relay_connects_and_the_relay_sees_only_ciphertext() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = server(dir.path()).await;
+    let mut rc = sotto_relay::RelayConfig::loopback();
+    rc.capture_dir = Some(dir.path().join("capture"));
+    let relay = sotto_relay::serve(rc).await.unwrap();
+    let mk = |who: &'static str| {
+        let d = dir.path().to_path_buf();
+        let url = relay.url();
+        let srv_url = srv.url();
+        async move {
+            let (dev, events) = Device::register(&srv_url, SERVER_ID, who).await.unwrap();
+            Engine::spawn_with_relay(dev, events, media(d, who), default_machine, Some(url))
+        }
+    };
+    let alice = mk("alice").await;
+    let bob = mk("bob").await;
+    alice.command(Command::Dial("bob".into())).await;
+    bob.wait_state("incoming", T).await.unwrap();
+    bob.command(Command::Answer).await;
+    alice
+        .wait_state("connected", T)
+        .await
+        .expect("alice connected via relay");
+    bob.wait_state("connected", T)
+        .await
+        .expect("bob connected via relay");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (pin, pout, _) = relay.stats();
+    assert!(pin > 100 && pout > 100, "relay forwarded {pout} of {pin}");
+    alice.command(Command::Hangup).await;
+    let a = alice.wait_state("ended", T).await.unwrap();
+    let b = bob.wait_state("ended", T).await.unwrap();
+    let (am, bm) = (a.media.unwrap(), b.media.unwrap());
+    assert!(
+        bm.video.frames_decrypted > 10 && am.audio.frames_decrypted > 30,
+        "{am:?} {bm:?}"
+    );
+    assert_eq!(
+        am.video.frames_failed
+            + bm.video.frames_failed
+            + am.audio.frames_failed
+            + bm.audio.frames_failed,
+        0
+    );
+    relay.flush_capture();
+    let recs = sotto_relay::capture::parse(
+        &std::fs::read(dir.path().join("capture/capture.bin")).unwrap(),
+    )
+    .unwrap();
+    let frames = sotto_relay::capture::frames(&recs);
+    assert!(frames.len() > 50);
+    for f in &frames {
+        let codec = if f.kind == sotto_relay::capture::Kind::Video {
+            sotto_frame::Codec::Vp8
+        } else {
+            sotto_frame::Codec::Opus
+        };
+        let clear = codec.clear_len(&f.frame).unwrap();
+        sotto_frame::Header::decode(&f.frame[clear..]).unwrap();
+    }
+    relay.shutdown().await;
+}
