@@ -17,6 +17,7 @@
 //! authenticated, which the call engine does inside the ratchet.
 
 pub mod consts;
+mod loss;
 pub mod sink;
 pub mod source;
 
@@ -252,6 +253,10 @@ pub struct MediaStats {
     pub local_generation: u64,
     /// The peer's newest key generation we hold.
     pub remote_generation: Option<u64>,
+    /// Outgoing RTP packets dropped by the test loss knob.
+    pub rtp_dropped_by_loss_knob: u64,
+    /// Outgoing RTP packets that passed the loss knob (all of them when it is off).
+    pub rtp_sent: u64,
 }
 
 #[derive(Default)]
@@ -303,8 +308,8 @@ struct Shared {
     connected: Notify,
     closed: AtomicBool,
     started: Instant,
-    /// Test knob: share of outgoing frames dropped after encryption, per mille.
-    loss_per_mille: AtomicU64,
+    /// Outgoing RTP loss for tests (see [`MediaPeer::set_outgoing_loss_per_mille`]).
+    loss: Arc<loss::LossKnob>,
     /// Test knob: share of incoming RTP packets dropped before reassembly, per mille.
     rx_loss_per_mille: AtomicU64,
 }
@@ -542,13 +547,18 @@ impl MediaPeer {
             connected: Notify::new(),
             closed: AtomicBool::new(false),
             started: Instant::now(),
-            loss_per_mille: AtomicU64::new(0),
+            loss: Arc::new(loss::LossKnob::default()),
             rx_loss_per_mille: AtomicU64::new(0),
         });
 
         let mut media = MediaEngine::default();
         media.register_default_codecs().map_err(wr)?;
-        let registry = register_default_interceptors(Registry::new(), &mut media).map_err(wr)?;
+        let registry = register_default_interceptors(Registry::new(), &mut media)
+            .map_err(wr)?
+            .with(
+                loss::LossInterceptor::slot(),
+                loss::LossInterceptor::new(shared.loss.clone()),
+            );
         let servers = cfg
             .ice_servers
             .iter()
@@ -734,10 +744,13 @@ impl MediaPeer {
         self.shared.muted[1].store(muted, Ordering::Relaxed);
     }
 
-    /// Test knob: drop this share (per mille) of outgoing frames after encryption. 0 disables.
+    /// Test knob: drop this share (per mille, capped at 1000) of outgoing RTP packets right
+    /// before the wire, as a lossy path would (RTCP is spared; NACK retransmissions may be
+    /// dropped again). 0, the default, disables it.
     pub fn set_outgoing_loss_per_mille(&self, p: u64) {
         self.shared
-            .loss_per_mille
+            .loss
+            .per_mille
             .store(p.min(1000), Ordering::Relaxed);
     }
 
@@ -837,6 +850,8 @@ impl MediaPeer {
             video,
             local_generation: lock(&self.shared.sender_key).id().generation,
             remote_generation: *lock(&self.shared.remote_generation),
+            rtp_dropped_by_loss_knob: self.shared.loss.dropped.load(Ordering::Relaxed),
+            rtp_sent: self.shared.loss.passed.load(Ordering::Relaxed),
         }
     }
 
@@ -922,10 +937,6 @@ async fn send_loop(
                 frame: frame.clone(),
                 wire: wire.clone(),
             });
-        }
-        let loss = shared.loss_per_mille.load(Ordering::Relaxed);
-        if loss > 0 && rand::random::<u64>() % 1000 < loss {
-            continue;
         }
         let sample = Sample {
             data: Bytes::from(wire),
