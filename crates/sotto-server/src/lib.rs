@@ -21,6 +21,7 @@
 //! ```
 
 pub mod auth;
+pub mod cli;
 pub mod client;
 pub mod clock;
 pub mod config;

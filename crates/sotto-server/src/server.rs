@@ -434,7 +434,11 @@ async fn handle_connection(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr
     let limits = &shared.cfg.limits;
     let hs = tokio::time::timeout(
         limits.auth_timeout,
-        tokio_tungstenite::accept_async_with_config(tcp, Some(ws_config(limits))),
+        // Boxed sub-futures keep the resting size of every connection's task small.
+        Box::pin(tokio_tungstenite::accept_async_with_config(
+            tcp,
+            Some(ws_config(limits)),
+        )),
     )
     .await;
     let Ok(Ok(ws)) = hs else {
@@ -445,28 +449,41 @@ async fn handle_connection(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr
     let _guard = ConnGuard(&shared.metrics);
     let (mut sink, mut stream) = ws.split();
     if slot.is_none() {
-        send_error_and_close(
+        Box::pin(send_error_and_close(
             &mut sink,
             &shared.metrics,
             None,
             ErrorCode::TooManyConnections,
             "too many connections from this address",
-        )
+        ))
         .await;
         return;
     }
     let deadline = Instant::now() + limits.auth_timeout;
-    let authed = tokio::select! {
-        r = authenticate(&shared, &mut sink, &mut stream) => r,
-        _ = tokio::time::sleep_until(deadline) => Err((None, ErrorCode::AuthTimeout, "authentication timed out")),
-    };
+    let authed = Box::pin(tokio::time::timeout_at(
+        deadline,
+        authenticate(&shared, &mut sink, &mut stream),
+    ))
+    .await
+    .unwrap_or(Err((
+        None,
+        ErrorCode::AuthTimeout,
+        "authentication timed out",
+    )));
     match authed {
         Ok(addr) => session(shared.clone(), sink, stream, addr).await,
         Err((id, code, why)) => {
             if code == ErrorCode::AuthFailed {
                 Metrics::inc(&shared.metrics.auth_failures_total);
             }
-            send_error_and_close(&mut sink, &shared.metrics, id, code, why).await;
+            Box::pin(send_error_and_close(
+                &mut sink,
+                &shared.metrics,
+                id,
+                code,
+                why,
+            ))
+            .await;
         }
     }
     drop(slot);
@@ -629,7 +646,7 @@ enum End {
 
 /// The authenticated state.
 async fn session(shared: Arc<Shared>, sink: WsSink, mut stream: WsStream, addr: DeviceAddr) {
-    let limits = shared.cfg.limits.clone();
+    let limits = &shared.cfg.limits;
     let conn_id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
     let (out, out_rx) = mpsc::channel::<Box<Out>>(limits.outbound_queue_frames.max(1));
     let wake = Arc::new(Notify::new());
@@ -729,13 +746,14 @@ async fn session(shared: Arc<Shared>, sink: WsSink, mut stream: WsStream, addr: 
                 continue;
             }
         };
-        let (response, slow_down) = handle_request(&shared, &addr, &mut bucket, f.id, f.msg).await;
+        let (response, slow_down) =
+            Box::pin(handle_request(&shared, &addr, &mut bucket, f.id, f.msg)).await;
         if reply(&shared, &out, response).is_err() {
             break End::Error(None, ErrorCode::SlowConsumer, "not reading");
         }
         if let Some(d) = slow_down {
             // The offender is slowed: its frames are not read until a token is due.
-            tokio::time::sleep(d.min(Duration::from_secs(1))).await;
+            Box::pin(tokio::time::sleep(d.min(Duration::from_secs(1)))).await;
         }
     };
 
@@ -761,7 +779,7 @@ async fn session(shared: Arc<Shared>, sink: WsSink, mut stream: WsStream, addr: 
     drop(out);
     // A JoinHandle must not be polled again once it has completed.
     if !writer_done
-        && tokio::time::timeout(Duration::from_secs(2), &mut writer)
+        && Box::pin(tokio::time::timeout(Duration::from_secs(2), &mut writer))
             .await
             .is_err()
     {
@@ -840,14 +858,14 @@ async fn writer_loop(
                 let now = shared.cfg.clock.now_ms();
                 let after = cursor;
                 let flag = lagging.clone();
-                let Ok(envs) = shared.store(move |s| {
+                let Ok(envs) = Box::pin(shared.store(move |s| {
                     let envs = s.pending(&a, after, now, batch)?;
                     if envs.len() < batch {
                         // Seen every envelope committed so far: later ones are pushed.
                         flag.store(false, Ordering::Release);
                     }
                     Ok(envs)
-                }).await else {
+                })).await else {
                     break;
                 };
                 let full = envs.len() == batch;
@@ -1091,5 +1109,63 @@ async fn handle_request(
                 None,
             )
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every idle connection holds these two task futures; the large sub-futures (handshake,
+    /// authentication, request handling) are boxed so they do not inflate the resting size.
+    #[tokio::test]
+    async fn connection_tasks_stay_small() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let online = OnlineMap::default();
+        let shared = Arc::new(Shared {
+            limiter: ConnectionLimiter::new(1),
+            cfg: ServerConfig::new("x"),
+            worker: StoreWorker::start(Arc::new(crate::store::MemoryStore::new()), online.clone())
+                .unwrap(),
+            online,
+            metrics: Metrics::default(),
+            next_conn: AtomicU64::new(1),
+            shutdown: watch::channel(false).1,
+        });
+        let c = TcpStream::connect(addr).await.unwrap();
+        let f = handle_connection(shared.clone(), c, addr);
+        let conn = std::mem::size_of_val(&f);
+        eprintln!("handle_connection future: {conn} B");
+        assert!(conn <= 2048, "connection future grew to {conn} B");
+        drop(f);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let acc = tokio::spawn(async move {
+            let (t, _) = listener.accept().await.unwrap();
+            tokio_tungstenite::accept_async(t).await.unwrap()
+        });
+        let (_cl, _) = tokio_tungstenite::client_async(
+            format!("ws://{addr}/"),
+            TcpStream::connect(addr).await.unwrap(),
+        )
+        .await
+        .unwrap();
+        let ws = acc.await.unwrap();
+        let (sink, stream) = ws.split();
+        let (_tx, rx) = mpsc::channel(1);
+        let w = writer_loop(
+            shared.clone(),
+            sink,
+            rx,
+            Arc::new(Notify::new()),
+            Arc::new(AtomicBool::new(false)),
+            DeviceAddr::new("a", 1),
+        );
+        let writer = std::mem::size_of_val(&w);
+        eprintln!("writer future: {writer} B");
+        assert!(writer <= 1024, "writer future grew to {writer} B");
+        drop(w);
+        let _ = stream;
     }
 }

@@ -15,8 +15,9 @@
 //! job clears the flag when it returns less than a full batch, i.e. when it has seen every
 //! envelope committed so far. Because commits and pending reads are serialized on this thread
 //! and ids increase in commit order, every envelope is either in a pending answer or pushed after
-//! it, never both, never neither. A push that does not fit the connection's outbound queue sets
-//! the flag again (the envelope stays stored and is read back by the next pending job).
+//! it, never both, never neither. A push that would take more than half of the connection's
+//! outbound queue sets the flag again (the envelope stays stored and is read back by the next
+//! pending job).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -178,8 +179,10 @@ fn deliver(online: &OnlineMap, ops: impl Iterator<Item = WriteOp>, outcomes: &[W
             o.wake.notify_one();
             continue;
         }
+        // Pushes may fill only half the outbound queue: the rest stays free for responses, so a
+        // recipient that reads slowly is switched to backlog reads rather than closed.
         let item = Box::new(Out::Envelope(StoredEnvelope { id: *id, env }));
-        if o.out.try_send(item).is_err() {
+        if o.out.capacity() <= o.out.max_capacity() / 2 || o.out.try_send(item).is_err() {
             o.lagging.store(true, Ordering::Release);
             o.wake.notify_one();
         }

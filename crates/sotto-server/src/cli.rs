@@ -1,0 +1,263 @@
+//! The server's command line, as a library: [`ServerArgs`] (a [`clap::Args`] group) and [`run`].
+//! The `sotto-server` binary is a thin wrapper; the `sotto` CLI flattens the same flags into
+//! `sotto server`.
+//!
+//! Precedence: command-line flag, then `SOTTO_*` environment variable, then the TOML file
+//! (`--config`, see [`crate::config`]), then the defaults in [`crate::consts`].
+//!
+//! | flag | environment | file key |
+//! | --- | --- | --- |
+//! | `--config` | `SOTTO_CONFIG` | |
+//! | `--listen` | `SOTTO_LISTEN` | `listen` |
+//! | `--db` | `SOTTO_DB` | `db` |
+//! | `--durability` | `SOTTO_DURABILITY` | `durability` |
+//! | `--server-id` | `SOTTO_SERVER_ID` | `server_id` |
+//! | `--metrics-listen` | `SOTTO_METRICS_LISTEN` | `metrics_listen` |
+//! | `--turn-secret` | `SOTTO_TURN_SECRET` | `turn.secret` |
+//! | `--max-frame-bytes` | `SOTTO_MAX_FRAME_BYTES` | `limits.max_frame_bytes` |
+//! | `--max-queued-per-device` | `SOTTO_MAX_QUEUED_PER_DEVICE` | `limits.max_queued_per_device` |
+//! | `--envelopes-per-second` | `SOTTO_ENVELOPES_PER_SECOND` | `limits.envelopes_per_second` |
+//! | `--envelope-burst` | `SOTTO_ENVELOPE_BURST` | `limits.envelope_burst` |
+//! | `--max-connections-per-addr` | `SOTTO_MAX_CONNECTIONS_PER_ADDR` | `limits.max_connections_per_addr` |
+//! | `--auth-timeout-secs` | `SOTTO_AUTH_TIMEOUT_SECS` | `limits.auth_timeout_secs` |
+//! | `--max-envelope-ttl-secs` | `SOTTO_MAX_ENVELOPE_TTL_SECS` | `limits.max_envelope_ttl_secs` |
+//!
+//! [`run`] prints `listening on ADDR` (and, with a metrics address, `metrics on
+//! http://ADDR/metrics` before it) on stdout, so scripts can listen on port 0 and learn the port.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::FileConfig;
+use crate::error::{Error, Result};
+use crate::server::{Server, ServerConfig};
+use crate::store::{Durability, MemoryStore, SqliteStore, Store};
+
+/// Flags of `sotto-server` (and `sotto server`).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct ServerArgs {
+    /// TOML configuration file.
+    #[arg(long, env = "SOTTO_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on (default 127.0.0.1:8443).
+    #[arg(long, env = "SOTTO_LISTEN")]
+    pub listen: Option<String>,
+    /// SQLite database file (default ./sotto-signaling.db; `:memory:` for a throwaway RAM store).
+    #[arg(long, env = "SOTTO_DB")]
+    pub db: Option<PathBuf>,
+    /// SQLite durability: `full` (fsync per commit, survives power loss; default) or `normal`.
+    #[arg(long, env = "SOTTO_DURABILITY")]
+    pub durability: Option<String>,
+    /// Server identity bound into authentication signatures (default: the listen address).
+    #[arg(long, env = "SOTTO_SERVER_ID")]
+    pub server_id: Option<String>,
+    /// Prometheus metrics address (GET /metrics).
+    #[arg(long, env = "SOTTO_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
+    /// coturn static-auth-secret (prefer the environment to the command line).
+    #[arg(long, env = "SOTTO_TURN_SECRET", hide_env_values = true)]
+    pub turn_secret: Option<String>,
+    /// Largest accepted frame, bytes.
+    #[arg(long, env = "SOTTO_MAX_FRAME_BYTES")]
+    pub max_frame_bytes: Option<usize>,
+    /// Envelopes that may wait for one device.
+    #[arg(long, env = "SOTTO_MAX_QUEUED_PER_DEVICE")]
+    pub max_queued_per_device: Option<usize>,
+    /// Sustained envelopes per second per connection.
+    #[arg(long, env = "SOTTO_ENVELOPES_PER_SECOND")]
+    pub envelopes_per_second: Option<u32>,
+    /// Envelope burst per connection.
+    #[arg(long, env = "SOTTO_ENVELOPE_BURST")]
+    pub envelope_burst: Option<u32>,
+    /// Simultaneous connections per IP address.
+    #[arg(long, env = "SOTTO_MAX_CONNECTIONS_PER_ADDR")]
+    pub max_connections_per_addr: Option<usize>,
+    /// Seconds from accept to successful authentication.
+    #[arg(long, env = "SOTTO_AUTH_TIMEOUT_SECS")]
+    pub auth_timeout_secs: Option<u64>,
+    /// Longest envelope time-to-live a sender may ask for, seconds.
+    #[arg(long, env = "SOTTO_MAX_ENVELOPE_TTL_SECS")]
+    pub max_envelope_ttl_secs: Option<u64>,
+}
+
+/// Everything [`ServerArgs`] and the file resolve to.
+#[derive(Debug)]
+pub struct Resolved {
+    /// Listen address.
+    pub listen: String,
+    /// Database path (`:memory:` for RAM).
+    pub db: PathBuf,
+    /// SQLite durability.
+    pub durability: Durability,
+    /// Metrics address.
+    pub metrics_listen: Option<String>,
+    /// Server configuration.
+    pub config: ServerConfig,
+}
+
+impl ServerArgs {
+    /// Reads the config file if any and applies the precedence rules.
+    pub fn resolve(&self) -> Result<Resolved> {
+        let file = match &self.config {
+            Some(p) => FileConfig::parse(
+                &std::fs::read_to_string(p).map_err(|e| Error::Config(e.to_string()))?,
+            )?,
+            None => FileConfig::default(),
+        };
+        let listen = self
+            .listen
+            .clone()
+            .or(file.listen.clone())
+            .unwrap_or_else(|| "127.0.0.1:8443".into());
+        let db = self
+            .db
+            .clone()
+            .or(file.db.clone().map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from("sotto-signaling.db"));
+        let server_id = self
+            .server_id
+            .clone()
+            .or(file.server_id.clone())
+            .unwrap_or_else(|| listen.clone());
+        let durability = match self.durability.as_deref() {
+            Some(d) => FileConfig {
+                durability: Some(d.to_owned()),
+                ..FileConfig::default()
+            }
+            .durability()?,
+            None => file.durability()?,
+        };
+        let mut config = ServerConfig::new(server_id);
+        let l = &mut config.limits;
+        *l = file.limits();
+        if let Some(v) = self.max_frame_bytes {
+            l.max_frame_bytes = v;
+        }
+        if let Some(v) = self.max_queued_per_device {
+            l.max_queued_per_device = v;
+        }
+        if let Some(v) = self.envelopes_per_second {
+            l.envelopes_per_second = v;
+        }
+        if let Some(v) = self.envelope_burst {
+            l.envelope_burst = v;
+        }
+        if let Some(v) = self.max_connections_per_addr {
+            l.max_connections_per_addr = v;
+        }
+        if let Some(v) = self.auth_timeout_secs {
+            l.auth_timeout = Duration::from_secs(v);
+        }
+        if let Some(v) = self.max_envelope_ttl_secs {
+            l.max_envelope_ttl_secs = v;
+        }
+        config.turn = file.turn(self.turn_secret.clone());
+        Ok(Resolved {
+            listen,
+            db,
+            durability,
+            metrics_listen: self.metrics_listen.clone().or(file.metrics_listen.clone()),
+            config,
+        })
+    }
+}
+
+/// Opens the store `db` names: SQLite, or RAM for `:memory:`.
+pub fn open_store(db: &std::path::Path, durability: Durability) -> Result<Arc<dyn Store>> {
+    // `:memory:` keeps everything in RAM (nothing survives a restart): for benchmarks and
+    // throwaway test servers only.
+    if db.as_os_str() == ":memory:" {
+        tracing::warn!("in-memory store: nothing survives a restart");
+        return Ok(Arc::new(MemoryStore::new()));
+    }
+    Ok(Arc::new(
+        SqliteStore::open(db, durability).map_err(|e| Error::Storage(e.to_string()))?,
+    ))
+}
+
+/// Runs the server on the current tokio runtime until SIGTERM or ctrl-c, then shuts down
+/// gracefully.
+pub async fn serve(args: ServerArgs) -> Result<()> {
+    let r = args.resolve()?;
+    let store = open_store(&r.db, r.durability)?;
+    let listener = tokio::net::TcpListener::bind(&r.listen).await?;
+    let mut server = Server::spawn(r.config, store, listener)?;
+    if let Some(m) = r.metrics_listen {
+        let l = tokio::net::TcpListener::bind(&m).await?;
+        println!("metrics on http://{}/metrics", l.local_addr()?);
+        server.serve_metrics(l);
+    }
+    // Tests and scripts read this line to learn the port when listening on :0.
+    println!("listening on {}", server.local_addr());
+    shutdown_signal().await;
+    server.shutdown().await;
+    Ok(())
+}
+
+/// [`serve`] on a new multi-threaded runtime (for `main` functions that have none).
+pub fn run(args: ServerArgs) -> Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(serve(args))
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        server: ServerArgs,
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("s.toml");
+        std::fs::write(
+            &cfg,
+            "durability = \"normal\"\n[limits]\nmax_queued_per_device = 5\nenvelope_burst = 7\n",
+        )
+        .unwrap();
+        let cli = Cli::try_parse_from([
+            "x",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--max-queued-per-device",
+            "3",
+            "--auth-timeout-secs",
+            "4",
+        ])
+        .unwrap();
+        let r = cli.server.resolve().unwrap();
+        assert_eq!(r.durability, Durability::Normal);
+        assert_eq!(r.config.limits.max_queued_per_device, 3);
+        assert_eq!(r.config.limits.envelope_burst, 7);
+        assert_eq!(r.config.limits.auth_timeout, Duration::from_secs(4));
+        assert_eq!(
+            r.config.limits.max_frame_bytes,
+            crate::consts::MAX_FRAME_BYTES
+        );
+        let bad = Cli::try_parse_from(["x", "--durability", "fast"]).unwrap();
+        assert!(bad.server.resolve().is_err());
+    }
+}
