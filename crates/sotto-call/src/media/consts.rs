@@ -13,3 +13,7 @@ pub const MAX_LATE_PACKETS: u16 = 64;
 pub const MAX_LATE_TIME: Duration = Duration::from_millis(200);
 /// One Opus packet per 20 ms.
 pub const AUDIO_FRAME_INTERVAL: Duration = Duration::from_millis(20);
+/// Longest remote ICE candidate (JSON) accepted.
+pub const MAX_CANDIDATE_LEN: usize = 1024;
+/// Remote candidates kept while the remote description has not arrived yet.
+pub const MAX_EARLY_CANDIDATES: usize = 64;

@@ -51,7 +51,8 @@ use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::media_stream::Track;
 use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
-    RTCIceGatheringState, RTCPeerConnectionState, RTCStatsReportEntry, StatsSelector,
+    RTCIceCandidateInit, RTCIceGatheringState, RTCPeerConnectionIceEvent, RTCPeerConnectionState,
+    RTCStatsReportEntry, StatsSelector,
 };
 use webrtc::rtp_transceiver::RtpSender;
 use zeroize::Zeroizing;
@@ -82,6 +83,9 @@ pub enum MediaError {
     /// Relay-only ICE was asked for but no relay candidate was gathered.
     #[error("relay-only ICE gathered no relay candidate (check the TURN server and credentials)")]
     NoRelayCandidate,
+    /// A remote ICE candidate that is malformed, too long, or one too many.
+    #[error("bad ICE candidate: {0}")]
+    BadCandidate(String),
     /// An SDP over [`MAX_SDP_LEN`].
     #[error("SDP of {len} bytes exceeds MAX_SDP_LEN ({limit})")]
     SdpTooLarge { len: usize, limit: usize },
@@ -209,6 +213,13 @@ pub enum MediaEvent {
     DecryptFailing(MediaKind, String),
     /// Frames decrypt again after failures.
     DecryptRecovered(MediaKind),
+    /// Trickle ICE: a local candidate, as the W3C `RTCIceCandidateInit` JSON
+    /// (`{"candidate":"candidate:…","sdpMid":"0","sdpMLineIndex":0,…}`), to be sent to the peer
+    /// and given to its [`MediaPeer::add_remote_candidate`]. Emitted in both setup modes; the
+    /// non-trickle SDP already contains every candidate.
+    LocalCandidate(String),
+    /// Trickle ICE: local gathering finished (no more [`MediaEvent::LocalCandidate`]).
+    GatheringComplete,
 }
 
 /// Per-stream counters.
@@ -391,6 +402,19 @@ impl PeerConnectionEventHandler for Handler {
         if state == RTCIceGatheringState::Complete {
             self.shared.gathering_done.store(true, Ordering::SeqCst);
             self.shared.gathered.notify_waiters();
+            self.shared.emit(MediaEvent::GatheringComplete);
+        }
+    }
+
+    async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
+        match event
+            .candidate
+            .to_json()
+            .map_err(wr)
+            .and_then(|c| serde_json::to_string(&c).map_err(wr))
+        {
+            Ok(json) => self.shared.emit(MediaEvent::LocalCandidate(json)),
+            Err(e) => tracing::debug!("local candidate not serializable: {e}"),
         }
     }
 
@@ -470,6 +494,8 @@ pub struct MediaPeer {
     audio_sender: Arc<dyn RtpSender>,
     relay_only: bool,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Remote candidates that arrived before the remote description (applied with it).
+    early_candidates: tokio::sync::Mutex<Option<Vec<RTCIceCandidateInit>>>,
 }
 
 /// Receiver of [`MediaEvent`]s.
@@ -607,6 +633,7 @@ impl MediaPeer {
                 audio_sender,
                 relay_only: cfg.relay_only,
                 tasks: Mutex::new(Vec::new()),
+                early_candidates: tokio::sync::Mutex::new(Some(Vec::new())),
             },
             rx,
         ))
@@ -656,19 +683,88 @@ impl MediaPeer {
 
     /// Applies the remote offer; returns the answer SDP once ICE gathering completed.
     pub async fn accept_offer(&self, sdp: &str) -> Result<String, MediaError> {
+        self.accept_offer_trickle(sdp).await?;
+        self.gathered_sdp().await
+    }
+
+    /// Trickle ICE: creates the offer and returns its SDP at once, before gathering; local
+    /// candidates then come out as [`MediaEvent::LocalCandidate`]. With `relay_only`, a missing
+    /// relay candidate shows as a failed connection rather than [`MediaError::NoRelayCandidate`].
+    pub async fn create_offer_trickle(&self) -> Result<String, MediaError> {
+        let offer = self.pc.create_offer(None).await.map_err(wr)?;
+        self.pc.set_local_description(offer).await.map_err(wr)?;
+        self.current_local_sdp().await
+    }
+
+    /// Trickle ICE: applies the remote offer and returns the answer SDP at once.
+    pub async fn accept_offer_trickle(&self, sdp: &str) -> Result<String, MediaError> {
         Self::check_sdp(sdp)?;
         let offer = RTCSessionDescription::offer(sdp.to_owned()).map_err(wr)?;
         self.pc.set_remote_description(offer).await.map_err(wr)?;
+        self.apply_early_candidates().await?;
         let answer = self.pc.create_answer(None).await.map_err(wr)?;
         self.pc.set_local_description(answer).await.map_err(wr)?;
-        self.gathered_sdp().await
+        self.current_local_sdp().await
+    }
+
+    async fn current_local_sdp(&self) -> Result<String, MediaError> {
+        Ok(self
+            .pc
+            .local_description()
+            .await
+            .ok_or_else(|| MediaError::Webrtc("no local description".into()))?
+            .sdp)
+    }
+
+    async fn apply_early_candidates(&self) -> Result<(), MediaError> {
+        let early = self
+            .early_candidates
+            .lock()
+            .await
+            .take()
+            .unwrap_or_default();
+        for c in early {
+            self.pc.add_ice_candidate(c).await.map_err(wr)?;
+        }
+        Ok(())
+    }
+
+    /// Trickle ICE: adds one remote candidate (the JSON of the peer's
+    /// [`MediaEvent::LocalCandidate`]). Candidates that arrive before the remote description are
+    /// kept (at most [`MAX_EARLY_CANDIDATES`]) and applied with it. Garbage is refused, never
+    /// panics.
+    pub async fn add_remote_candidate(&self, json: &str) -> Result<(), MediaError> {
+        if json.len() > MAX_CANDIDATE_LEN {
+            return Err(MediaError::BadCandidate(format!(
+                "{} bytes exceeds MAX_CANDIDATE_LEN ({MAX_CANDIDATE_LEN})",
+                json.len()
+            )));
+        }
+        let init: RTCIceCandidateInit =
+            serde_json::from_str(json).map_err(|e| MediaError::BadCandidate(e.to_string()))?;
+        let mut early = self.early_candidates.lock().await;
+        if let Some(list) = early.as_mut() {
+            if list.len() >= MAX_EARLY_CANDIDATES {
+                return Err(MediaError::BadCandidate(format!(
+                    "more than MAX_EARLY_CANDIDATES ({MAX_EARLY_CANDIDATES}) before the remote description"
+                )));
+            }
+            list.push(init);
+            return Ok(());
+        }
+        drop(early);
+        self.pc
+            .add_ice_candidate(init)
+            .await
+            .map_err(|e| MediaError::BadCandidate(e.to_string()))
     }
 
     /// Applies the remote answer.
     pub async fn accept_answer(&self, sdp: &str) -> Result<(), MediaError> {
         Self::check_sdp(sdp)?;
         let answer = RTCSessionDescription::answer(sdp.to_owned()).map_err(wr)?;
-        self.pc.set_remote_description(answer).await.map_err(wr)
+        self.pc.set_remote_description(answer).await.map_err(wr)?;
+        self.apply_early_candidates().await
     }
 
     /// Waits until the connection is up, or `limit` passes.
