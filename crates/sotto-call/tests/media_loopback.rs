@@ -268,3 +268,43 @@ async fn ten_percent_packet_loss_causes_no_decryption_failure() {
         assert_eq!(sent[g.wire.as_slice()].frame, g.frame);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_rotation_mid_call_loses_no_frame_and_an_unannounced_key_fails() {
+    let mut a = leg(1, None).await;
+    let mut b = leg(2, None).await;
+    connect(&a, &b, true).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    for generation in 1..=2 {
+        // overlap scheme: the peer gets the next key first, then the sender switches to it
+        let next = a.peer.prepare_rotation().unwrap();
+        b.peer.install_remote_key(&next).unwrap();
+        assert_eq!(a.peer.activate_rotation(), Some(generation));
+        assert_eq!(a.peer.activate_rotation(), None, "nothing left to activate");
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        let s = b.peer.stats().await;
+        assert_eq!(s.remote_generation, Some(generation), "{s:?}");
+        assert_eq!(s.video.frames_failed + s.audio.frames_failed, 0, "{s:?}");
+    }
+    assert_eq!(a.peer.stats().await.local_generation, 2);
+    let before = b.peer.stats().await;
+    // every frame across both rotations arrived, in order, byte-identical
+    let ta = drain(&mut a.tap);
+    let tb = drain(&mut b.tap);
+    let v = assert_byte_identical(&ta, &tb, MediaKind::Video);
+    let au = assert_byte_identical(&ta, &tb, MediaKind::Audio);
+    assert!(v > 30 && au > 100, "video {v}, audio {au}");
+
+    // the check can fail: a rotation the peer never heard of makes every later frame fail
+    let _unannounced = a.peer.prepare_rotation().unwrap();
+    a.peer.activate_rotation().unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let s = b.peer.stats().await;
+    assert!(
+        s.video.frames_failed > 0 && s.audio.frames_failed > 0,
+        "frames under an unknown key decrypted? {s:?}"
+    );
+    assert!(s.audio.frames_decrypted <= before.audio.frames_decrypted + 5);
+    a.peer.close().await.unwrap();
+    b.peer.close().await.unwrap();
+}
