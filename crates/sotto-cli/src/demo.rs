@@ -26,6 +26,9 @@ pub struct DemoArgs {
     /// Seconds of media before and after each step.
     #[arg(long, default_value_t = 2)]
     step_secs: u64,
+    /// Send media peer to peer instead of through the untrusted relay.
+    #[arg(long)]
+    p2p: bool,
 }
 
 struct Log {
@@ -100,7 +103,7 @@ async fn demo(args: DemoArgs) -> Result<(), CliError> {
     std::fs::create_dir_all(&out).map_err(|e| CliError::io(&out, e))?;
     let step = Duration::from_secs(args.step_secs.max(1));
 
-    println!("sotto demo: an end-to-end-encrypted call on loopback\n");
+    println!("sotto demo: an end-to-end-encrypted call on loopback, through an untrusted relay\n");
     let db = work.path().join("signaling.db");
     let store = SqliteStore::open(&db, Default::default()).map_err(|e| fail(e.to_string()))?;
     let server = Server::bind(ServerConfig::new(SERVER_ID), Arc::new(store), "127.0.0.1:0")
@@ -111,6 +114,22 @@ async fn demo(args: DemoArgs) -> Result<(), CliError> {
         server.url(),
         db.display()
     ));
+
+    let capture_dir = work.path().join("relay-capture");
+    let relay = if args.p2p {
+        None
+    } else {
+        let mut rc = sotto_relay::RelayConfig::loopback();
+        rc.capture_dir = Some(capture_dir.clone());
+        let r = sotto_relay::serve(rc)
+            .await
+            .map_err(|e| fail(format!("relay: {e}")))?;
+        log.say(format!(
+            "untrusted media relay (SFU) on {}, capture on: it forwards RTP whose payloads are SFrame ciphertext, and holds no key",
+            r.url()
+        ));
+        Some(r)
+    };
 
     let (tap_tx, mut tap_rx) = mpsc::unbounded_channel();
     let mut engines = Vec::new();
@@ -123,11 +142,12 @@ async fn demo(args: DemoArgs) -> Result<(), CliError> {
             &hex::encode(dev.identity_key().serialize())[..16],
             sotto_call::sealed::ONE_TIME_PREKEYS
         ));
-        engines.push(Engine::spawn(
+        engines.push(Engine::spawn_with_relay(
             dev,
             events,
             media(out.clone(), who, tap_tx.clone()),
             default_machine,
+            relay.as_ref().map(sotto_relay::Relay::url),
         ));
     }
     drop(tap_tx);
@@ -196,9 +216,19 @@ async fn demo(args: DemoArgs) -> Result<(), CliError> {
     while let Ok(f) = tap_rx.try_recv() {
         frames.push(f);
     }
-    report(&a, &b, &frames, &out)?;
+    let relay_used = relay.is_some();
+    let captured = match relay {
+        Some(r) => {
+            r.flush_capture();
+            let (pin, pout, _) = r.stats();
+            r.shutdown().await;
+            Some((pin, pout, capture_dir.join("capture.bin")))
+        }
+        None => None,
+    };
+    report(&a, &b, &frames, &out, captured)?;
     server.shutdown().await;
-    if !work.path().starts_with(&out) {
+    if !work.path().starts_with(&out) || relay_used {
         // keep the media directory when it lives inside the work directory
         let kept = work.keep();
         let _ = std::fs::remove_file(kept.join("signaling.db"));
@@ -211,6 +241,7 @@ fn report(
     b: &Status,
     frames: &[(String, TapFrame)],
     out: &std::path::Path,
+    captured: Option<(u64, u64, PathBuf)>,
 ) -> Result<(), CliError> {
     println!("\nreport");
     let setup = a
@@ -298,6 +329,56 @@ fn report(
         leaks
     );
     ok &= mismatched == 0 && leaks == 0 && compared > 0;
+    if let Some((pin, pout, path)) = captured {
+        let data = std::fs::read(&path).map_err(|e| CliError::io(&path, e))?;
+        let records = sotto_relay::capture::parse(&data).map_err(|e| fail(e.to_string()))?;
+        let windows: std::collections::HashSet<&[u8]> = frames
+            .iter()
+            .filter(|(_, f)| f.sent)
+            .flat_map(|(_, f)| {
+                let clear = match f.kind {
+                    MediaKind::Video => {
+                        if f.frame.first().is_some_and(|b| b & 1 == 0) {
+                            10
+                        } else {
+                            3
+                        }
+                    }
+                    MediaKind::Audio => 1,
+                };
+                f.frame[clear.min(f.frame.len())..].windows(16)
+            })
+            .collect();
+        let dirty = records
+            .iter()
+            .filter(|r| r.payload.windows(16).any(|w| windows.contains(w)))
+            .count();
+        let cframes = sotto_relay::capture::frames(&records);
+        let sframes = cframes
+            .iter()
+            .filter(|f| {
+                let codec = match f.kind {
+                    sotto_relay::capture::Kind::Video => sotto_frame::Codec::Vp8,
+                    sotto_relay::capture::Kind::Audio => sotto_frame::Codec::Opus,
+                };
+                codec
+                    .clear_len(&f.frame)
+                    .is_ok_and(|c| sotto_frame::Header::decode(&f.frame[c..]).is_ok())
+            })
+            .count();
+        println!(
+            "  the relay received {pin} RTP packets and forwarded {pout}; its capture ({}) holds {} payloads: {}",
+            path.display(),
+            records.len(),
+            if dirty == 0 { "none contained plaintext".to_string() } else { format!("{dirty} CONTAINED PLAINTEXT") }
+        );
+        println!(
+            "  {sframes} of {} frames reassembled from the capture parse as RFC 9605 SFrame frames (inspect them: sotto frame inspect --capture {})",
+            cframes.len(),
+            path.display()
+        );
+        ok &= dirty == 0 && !records.is_empty() && sframes == cframes.len();
+    }
     println!(
         "  end: alice \"{}\", bob \"{}\"",
         a.end_reason.clone().unwrap_or_default(),

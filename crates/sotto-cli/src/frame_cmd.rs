@@ -9,6 +9,17 @@ use sotto_frame::{CipherSuite, Codec, FrameKey, Header, KeyId, KeyMaterial, KeyR
 
 use crate::CliError;
 
+/// `println!` that ends the command quietly when stdout is closed (e.g. piped into `head`)
+/// instead of panicking.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if writeln!(std::io::stdout().lock(), $($arg)*).is_err() {
+            return Ok(());
+        }
+    }};
+}
+
 /// Largest input file `frame` reads (a capture of a whole demo call is far below this).
 pub const MAX_INPUT_FILE: u64 = 256 * 1024 * 1024;
 
@@ -23,11 +34,15 @@ pub enum FrameCmd {
 #[derive(Args, Debug)]
 pub struct Input {
     /// The payload as a hex string (whitespace ignored).
-    #[arg(conflicts_with = "file")]
+    #[arg(conflicts_with_all = ["file", "capture"])]
     hex: Option<String>,
     /// A file holding one raw payload.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "capture")]
     file: Option<PathBuf>,
+    /// A relay capture (`sotto relay --capture DIR` writes DIR/capture.bin): every frame in it,
+    /// reassembled from the forwarded RTP payloads, with its codec layout.
+    #[arg(long)]
+    capture: Option<PathBuf>,
     /// Frame layout: `full` (whole frame encrypted), `vp8` or `opus` (codec-aware: leading
     /// bytes in clear, authenticated). Default `full`.
     #[arg(long, value_enum)]
@@ -157,7 +172,32 @@ fn payloads(input: &Input) -> Result<Vec<Payload>, CliError> {
             bytes: read_limited(p)?,
         }]);
     }
-    Err(CliError::Usage("give a hex payload or --file PATH".into()))
+    if let Some(p) = &input.capture {
+        let data = read_limited(p)?;
+        let records = sotto_relay::capture::parse(&data)
+            .map_err(|e| CliError::Usage(format!("{}: {e}", p.display())))?;
+        return Ok(sotto_relay::capture::frames(&records)
+            .into_iter()
+            .enumerate()
+            .map(|(i, f)| {
+                let (kind, c) = match f.kind {
+                    sotto_relay::capture::Kind::Video => ("video", Codec::Vp8),
+                    sotto_relay::capture::Kind::Audio => ("audio", Codec::Opus),
+                };
+                Payload {
+                    label: format!(
+                        "frame {i} ({kind} from {}, rtp ts {})",
+                        f.sender, f.timestamp
+                    ),
+                    codec: codec.unwrap_or(c),
+                    bytes: f.frame,
+                }
+            })
+            .collect());
+    }
+    Err(CliError::Usage(
+        "give a hex payload, --file PATH or --capture PATH".into(),
+    ))
 }
 
 /// What `inspect` prints about one payload.
@@ -200,10 +240,10 @@ fn inspect(input: &Input) -> Result<(), CliError> {
     let all = payloads(input)?;
     for p in &all {
         match describe(p, suite) {
-            Ok(s) => println!("{s}"),
+            Ok(s) => say!("{s}"),
             Err(e) => {
                 bad += 1;
-                println!(
+                say!(
                     "{}: {} bytes: not an SFrame payload: {e}",
                     p.label,
                     p.bytes.len()
@@ -255,7 +295,7 @@ fn decrypt(a: &DecryptArgs) -> Result<(), CliError> {
                 if a.out.is_some() {
                     out.extend_from_slice(&frame);
                 } else {
-                    println!(
+                    say!(
                         "{}: kid {kid:#x} ctr {ctr}: {} bytes: {}",
                         p.label,
                         frame.len(),
@@ -271,7 +311,7 @@ fn decrypt(a: &DecryptArgs) -> Result<(), CliError> {
     }
     if let Some(path) = &a.out {
         std::fs::write(path, &out).map_err(|e| CliError::io(path, e))?;
-        println!(
+        say!(
             "wrote {} bytes from {} frames to {}",
             out.len(),
             all.len() - failed,

@@ -1,7 +1,7 @@
 //! `sotto`: the one command of the sotto stack.
 //!
-//! Subcommands: `frame inspect|decrypt` (SFrame debugging). `server`, `relay`, `register`, `call`,
-//! `answer` and `demo` arrive as the crates under them land.
+//! Subcommands: `demo` (a whole encrypted call on loopback), `server` (signaling), `relay` (the
+//! untrusted SFU), `frame inspect|decrypt` (SFrame debugging).
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 
 mod demo;
 mod frame_cmd;
+mod relay_cmd;
 #[allow(dead_code)] // wired to the call engine as it lands
 mod screen;
 
@@ -23,6 +24,10 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
+    /// Run the signaling server (accounts, prekeys, sealed envelopes; SQLite).
+    Server(sotto_server::cli::ServerArgs),
+    /// Run the untrusted media relay (SFU): forwards SFrame ciphertext, holds no key.
+    Relay(relay_cmd::RelayArgs),
     /// Run a complete encrypted call on loopback (embedded server, bundled media) and report.
     Demo(demo::DemoArgs),
     /// SFrame tools: decode headers from a payload, decrypt with a given key.
@@ -60,10 +65,19 @@ impl CliError {
 }
 
 fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let cli = Cli::parse();
     let res = match cli.cmd {
         Cmd::Frame(f) => frame_cmd::run(f),
         Cmd::Demo(d) => demo::run(d),
+        Cmd::Server(a) => sotto_server::cli::run(a).map_err(|e| CliError::Usage(e.to_string())),
+        Cmd::Relay(a) => relay_cmd::run(a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

@@ -27,6 +27,7 @@ fn sotto_demo_runs_and_reports_a_clean_encrypted_call() {
         "0 mismatched",
         "0 carried a 16-byte window",
         "end: alice \"peer hung up\", bob \"hung up\"",
+        "none contained plaintext",
         "demo OK",
     ] {
         assert!(text.contains(needle), "report lacks {needle:?}:\n{text}");
@@ -45,6 +46,35 @@ fn sotto_demo_runs_and_reports_a_clean_encrypted_call() {
         assert_eq!(cols[5], "1", "own key generation after rotation: {line}");
         assert_eq!(cols[6], "1", "peer key generation after rotation: {line}");
     }
+    // every frame reassembled from the relay's capture parses as SFrame: `sotto frame inspect`
+    let line = text
+        .lines()
+        .find(|l| l.contains("sotto frame inspect --capture"))
+        .unwrap();
+    let (shown, total) = {
+        let w: Vec<&str> = line.split_whitespace().collect();
+        (
+            w[0].parse::<usize>().unwrap(),
+            w[2].parse::<usize>().unwrap(),
+        )
+    };
+    assert!(total > 100 && shown == total, "{line}");
+    let capture = line.rsplit(' ').next().unwrap().trim_end_matches(')');
+    let inspect = Command::new(env!("CARGO_BIN_EXE_sotto"))
+        .args(["frame", "inspect", "--capture", capture])
+        .output()
+        .unwrap();
+    assert!(
+        inspect.status.success(),
+        "{}",
+        String::from_utf8_lossy(&inspect.stderr)
+    );
+    let itext = String::from_utf8_lossy(&inspect.stdout);
+    assert_eq!(
+        itext.lines().filter(|l| l.starts_with("frame ")).count(),
+        total
+    );
+    assert!(itext.contains("suite AES_128_GCM_SHA256_128") && itext.contains("kid 0x"));
     // the received files decode with ffmpeg (an implementation we did not write)
     for f in [
         "bob-received.ivf",

@@ -1,0 +1,74 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! `sotto server` and `sotto relay` start, say where they listen, accept real connections and
+//! stop on SIGINT.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+#[allow(clippy::zombie_processes)] // the caller waits in `stop`; a failed test is torn down anyway
+fn start(args: &[&str], prefix: &str) -> (std::process::Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sotto"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(out.read_line(&mut line).unwrap() > 0, "no '{prefix}' line");
+        if let Some(rest) = line.trim().strip_prefix(prefix) {
+            return (child, rest.trim().to_string());
+        }
+    }
+}
+
+fn stop(mut c: std::process::Child) {
+    Command::new("kill")
+        .arg("-INT")
+        .arg(c.id().to_string())
+        .status()
+        .unwrap();
+    let st = c.wait().unwrap();
+    assert!(st.success(), "{st:?}");
+}
+
+#[test]
+fn server_and_relay_subcommands_serve_real_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("s.db");
+    let (server, addr) = start(
+        &[
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--db",
+            db.to_str().unwrap(),
+        ],
+        "listening on",
+    );
+    let (relay, url) = start(&["relay", "--listen", "127.0.0.1:0"], "relay control on");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        // the relay refuses a bad join with its typed error
+        let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str())
+            .await
+            .unwrap();
+        use futures_util::{SinkExt, StreamExt};
+        ws.send(tokio_tungstenite::tungstenite::Message::text("{}"))
+            .await
+            .unwrap();
+        let r = ws.next().await.unwrap().unwrap().into_text().unwrap();
+        assert!(r.contains("bad_message"), "{r}");
+        // the server speaks the signaling protocol: a fresh connection gets a challenge
+        let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}"))
+            .await
+            .unwrap();
+        let r = ws.next().await.unwrap().unwrap().into_text().unwrap();
+        assert!(r.contains("challenge"), "{r}");
+    });
+    stop(relay);
+    stop(server);
+    assert!(db.exists(), "the server's SQLite file");
+}
