@@ -31,6 +31,11 @@ pub fn run(a: RelayArgs) -> Result<(), CliError> {
         })
         .await
         .map_err(|e| CliError::Usage(e.to_string()))?;
+        // register for SIGINT/SIGTERM before announcing readiness
+        let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+            .map_err(|e| CliError::Usage(e.to_string()))?;
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(|e| CliError::Usage(e.to_string()))?;
         // scripts read this line to learn the port when listening on :0
         println!("relay control on {}", relay.url());
         if let Some(c) = &a.capture {
@@ -39,7 +44,10 @@ pub fn run(a: RelayArgs) -> Result<(), CliError> {
                 c.join("capture.bin").display()
             );
         }
-        let _ = tokio::signal::ctrl_c().await;
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
         relay.shutdown().await;
         Ok(())
     })
