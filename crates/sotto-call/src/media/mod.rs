@@ -11,10 +11,25 @@
 //! per peer covers both of its streams (one counter, so no nonce is ever reused); VP8 keeps its
 //! 10/3 leading bytes and Opus its TOC byte in clear for the packetizer, authenticated as AAD.
 //!
-//! Setup is non-trickle: [`MediaPeer::create_offer`] / [`MediaPeer::accept_offer`] return the
-//! SDP once ICE gathering completed (fast on loopback and with a nearby TURN server), so one
-//! offer and one answer message carry everything. The SDP (with the DTLS fingerprint) must travel
+//! Two setup modes. Non-trickle: [`MediaPeer::create_offer`] / [`MediaPeer::accept_offer`]
+//! return the SDP once ICE gathering completed (fast on loopback and with a nearby TURN server),
+//! so one offer and one answer message carry everything. Trickle:
+//! [`MediaPeer::create_offer_trickle`] / [`MediaPeer::accept_offer_trickle`] return at once, local
+//! candidates come out as [`MediaEvent::LocalCandidate`] (W3C `RTCIceCandidateInit` JSON) and the
+//! peer's go into [`MediaPeer::add_remote_candidate`] (kept if they arrive before the remote
+//! description). Either way the SDP (with the DTLS fingerprint) and the candidates must travel
 //! authenticated, which the call engine does inside the ratchet.
+//!
+//! Keys: [`MediaPeer::local_key_material`] is sent to the peer (through the ratchet, by the
+//! caller) and installed there with [`MediaPeer::install_remote_key`]. Rotation with overlap:
+//! [`MediaPeer::prepare_rotation`] draws the next generation and returns its material without
+//! using it; once the peer has installed it, [`MediaPeer::activate_rotation`] switches sending to
+//! it. The receiver keeps older generations for a grace period (sotto-frame's `KeyRing`), so
+//! frames in flight under the old key still decrypt and no frame is lost.
+//!
+//! Reassembly waits at most [`consts::MAX_LATE_TIME`] for a missing packet (NACK retransmits
+//! video); a frame that never arrives whole is skipped, never handed to decryption in pieces, and
+//! a frame that fails to decrypt is counted in [`MediaStats`] and dropped.
 
 pub mod consts;
 mod loss;
