@@ -57,6 +57,10 @@ pub const MAX_WRITE_BATCH: usize = 512;
 /// the frame limit); a small start keeps idle connections cheap.
 pub const WS_READ_BUFFER_BYTES: usize = 512;
 
+/// How long a connection with a full outbound queue may take to make room for the answer to its
+/// next `send`/`ack` (its requests are not read meanwhile) before it is closed as `slow_consumer`.
+pub const OUTBOUND_WAIT: Duration = Duration::from_secs(2);
+
 /// Envelopes fetched from the store per delivery round for one connection.
 pub const DELIVERY_BATCH: usize = 64;
 

@@ -134,7 +134,7 @@ struct Shared {
     worker: StoreWorker,
     online: OnlineMap,
     limiter: ConnectionLimiter,
-    metrics: Metrics,
+    metrics: Arc<Metrics>,
     next_conn: AtomicU64,
     shutdown: watch::Receiver<bool>,
 }
@@ -149,10 +149,6 @@ impl Shared {
         f: impl FnOnce(&dyn Store) -> StoreResult<T> + Send + 'static,
     ) -> std::result::Result<T, ErrorCode> {
         store_answer(self.worker.call(f).await)
-    }
-
-    async fn write(&self, op: WriteOp) -> std::result::Result<WriteOutcome, ErrorCode> {
-        store_answer(self.worker.write(op).await)
     }
 
     fn push(&self, addr: &DeviceAddr, msg: &ServerMessage) {
@@ -191,13 +187,14 @@ impl Server {
         let local_addr = listener.local_addr()?;
         let (shutdown_tx, shutdown) = watch::channel(false);
         let online = OnlineMap::default();
-        let worker = StoreWorker::start(store, online.clone())?;
+        let metrics = Arc::new(Metrics::default());
+        let worker = StoreWorker::start(store, online.clone(), metrics.clone())?;
         let shared = Arc::new(Shared {
             limiter: ConnectionLimiter::new(cfg.limits.max_connections_per_addr),
             cfg,
             worker,
             online,
-            metrics: Metrics::default(),
+            metrics,
             next_conn: AtomicU64::new(1),
             shutdown,
         });
@@ -746,8 +743,38 @@ async fn session(shared: Arc<Shared>, sink: WsSink, mut stream: WsStream, addr: 
                 continue;
             }
         };
-        let (response, slow_down) =
-            Box::pin(handle_request(&shared, &addr, &mut bucket, f.id, f.msg)).await;
+        let (response, slow_down) = match f.msg {
+            m @ (ClientMessage::Send { .. } | ClientMessage::Ack { .. }) => {
+                match prepare_write(&shared, &addr, &mut bucket, f.id, m) {
+                    Ok(op) => {
+                        // Pipelined: the store thread answers into the slot reserved here, after
+                        // the group commit; this loop goes on reading. A full outbound queue
+                        // means the peer is not reading.
+                        let slot = match out.clone().try_reserve_owned() {
+                            Ok(slot) => slot,
+                            // Full: stop reading until answers drain, but not forever.
+                            Err(_) => match Box::pin(tokio::time::timeout(
+                                consts::OUTBOUND_WAIT,
+                                out.clone().reserve_owned(),
+                            ))
+                            .await
+                            {
+                                Ok(Ok(slot)) => slot,
+                                _ => {
+                                    break End::Error(None, ErrorCode::SlowConsumer, "not reading")
+                                }
+                            },
+                        };
+                        if shared.worker.submit(op, f.id, slot).is_err() {
+                            break End::Error(None, ErrorCode::Internal, "storage failure");
+                        }
+                        continue;
+                    }
+                    Err(answer) => *answer,
+                }
+            }
+            m => Box::pin(handle_request(&shared, &addr, f.id, m)).await,
+        };
         if reply(&shared, &out, response).is_err() {
             break End::Error(None, ErrorCode::SlowConsumer, "not reading");
         }
@@ -888,12 +915,94 @@ async fn writer_loop(
     let _ = sink.close().await;
 }
 
+/// Validates a `send` or an `ack` into a store write, or answers it at once.
+fn prepare_write(
+    shared: &Shared,
+    me: &DeviceAddr,
+    bucket: &mut TokenBucket,
+    id: u64,
+    msg: ClientMessage,
+) -> std::result::Result<WriteOp, Box<(ServerMessage, Option<Duration>)>> {
+    let limits = &shared.cfg.limits;
+    let err = |code, why: &str| Box::new((ServerMessage::error(Some(id), code, why), None));
+    match msg {
+        ClientMessage::Send {
+            to_user,
+            to_device,
+            ttl_secs,
+            ciphertext,
+        } => {
+            if let Err(wait) = bucket.try_take(std::time::Instant::now()) {
+                return Err(Box::new((
+                    ServerMessage::error(Some(id), ErrorCode::RateLimited, "envelope rate limit"),
+                    Some(wait),
+                )));
+            }
+            if ttl_secs == 0 || ttl_secs > limits.max_envelope_ttl_secs {
+                return Err(err(ErrorCode::TtlTooLong, "ttl out of range"));
+            }
+            if !valid_username(&to_user) {
+                return Err(err(ErrorCode::UnknownRecipient, "unknown recipient"));
+            }
+            let now = shared.cfg.clock.now_ms();
+            Ok(WriteOp::Enqueue {
+                env: NewEnvelope {
+                    to: DeviceAddr::new(to_user, to_device),
+                    from: me.clone(),
+                    stored_at_ms: now,
+                    expires_at_ms: now.saturating_add(ttl_secs.saturating_mul(1000)),
+                    ciphertext: ciphertext.0,
+                },
+                max_queued: limits.max_queued_per_device,
+            })
+        }
+        ClientMessage::Ack { envelope_id } => Ok(WriteOp::Ack {
+            to: me.clone(),
+            id: envelope_id,
+        }),
+        _ => Err(err(ErrorCode::Internal, "internal routing error")),
+    }
+}
+
+/// The response to request `id` once its write is committed (or failed); runs on the store
+/// thread after the group commit.
+pub(crate) fn write_answer(metrics: &Metrics, id: u64, r: &StoreResult<WriteOutcome>) -> Message {
+    let msg = match r {
+        Ok(WriteOutcome::Enqueued(EnqueueOutcome::Stored(envelope_id))) => {
+            Metrics::inc(&metrics.envelopes_stored_total);
+            ServerMessage::Stored {
+                id,
+                envelope_id: *envelope_id,
+            }
+        }
+        Ok(WriteOutcome::Enqueued(EnqueueOutcome::QueueFull)) => ServerMessage::error(
+            Some(id),
+            ErrorCode::RecipientQueueFull,
+            "recipient queue full",
+        ),
+        Ok(WriteOutcome::Enqueued(EnqueueOutcome::UnknownRecipient)) => {
+            ServerMessage::error(Some(id), ErrorCode::UnknownRecipient, "unknown recipient")
+        }
+        Ok(WriteOutcome::Acked(deleted)) => {
+            if *deleted {
+                Metrics::inc(&metrics.envelopes_acked_total);
+            }
+            ServerMessage::Acked { id }
+        }
+        Err(_) => ServerMessage::error(Some(id), ErrorCode::Internal, "storage failure"),
+    };
+    if let ServerMessage::Error { code, .. } = &msg {
+        metrics.error(*code);
+    }
+    frame(&msg)
+}
+
 /// Handles one authenticated request; returns the response and, when rate limited, how long to
 /// stop reading from this connection.
 async fn handle_request(
     shared: &Shared,
     me: &DeviceAddr,
-    bucket: &mut TokenBucket,
+
     id: u64,
     msg: ClientMessage,
 ) -> (ServerMessage, Option<Duration>) {
@@ -904,65 +1013,9 @@ async fn handle_request(
         ClientMessage::Register { .. } | ClientMessage::Login { .. } => {
             err(ErrorCode::InvalidField, "already authenticated")
         }
-        ClientMessage::Send {
-            to_user,
-            to_device,
-            ttl_secs,
-            ciphertext,
-        } => {
-            if let Err(wait) = bucket.try_take(std::time::Instant::now()) {
-                return (
-                    ServerMessage::error(Some(id), ErrorCode::RateLimited, "envelope rate limit"),
-                    Some(wait),
-                );
-            }
-            if ttl_secs == 0 || ttl_secs > limits.max_envelope_ttl_secs {
-                return err(ErrorCode::TtlTooLong, "ttl out of range");
-            }
-            if !valid_username(&to_user) {
-                return err(ErrorCode::UnknownRecipient, "unknown recipient");
-            }
-            let now = shared.cfg.clock.now_ms();
-            let env = NewEnvelope {
-                to: DeviceAddr::new(to_user, to_device),
-                from: me.clone(),
-                stored_at_ms: now,
-                expires_at_ms: now.saturating_add(ttl_secs.saturating_mul(1000)),
-                ciphertext: ciphertext.0,
-            };
-            let max_queued = limits.max_queued_per_device;
-            // Answered only after the group commit that contains it (the store thread has then
-            // also handed it to the recipient if online).
-            match shared.write(WriteOp::Enqueue { env, max_queued }).await {
-                Ok(WriteOutcome::Enqueued(EnqueueOutcome::Stored(envelope_id))) => {
-                    Metrics::inc(&shared.metrics.envelopes_stored_total);
-                    (ServerMessage::Stored { id, envelope_id }, None)
-                }
-                Ok(WriteOutcome::Enqueued(EnqueueOutcome::QueueFull)) => {
-                    err(ErrorCode::RecipientQueueFull, "recipient queue full")
-                }
-                Ok(WriteOutcome::Enqueued(EnqueueOutcome::UnknownRecipient)) => {
-                    err(ErrorCode::UnknownRecipient, "unknown recipient")
-                }
-                Ok(WriteOutcome::Acked(_)) => err(ErrorCode::Internal, "storage failure"),
-                Err(code) => err(code, "storage failure"),
-            }
-        }
-        ClientMessage::Ack { envelope_id } => {
-            let op = WriteOp::Ack {
-                to: me.clone(),
-                id: envelope_id,
-            };
-            match shared.write(op).await {
-                Ok(WriteOutcome::Enqueued(_)) => err(ErrorCode::Internal, "storage failure"),
-                Ok(WriteOutcome::Acked(deleted)) => {
-                    if deleted {
-                        Metrics::inc(&shared.metrics.envelopes_acked_total);
-                    }
-                    (ServerMessage::Acked { id }, None)
-                }
-                Err(code) => err(code, "storage failure"),
-            }
+        ClientMessage::Send { .. } | ClientMessage::Ack { .. } => {
+            // Routed by `prepare_write` before this function is called.
+            err(ErrorCode::Internal, "internal routing error")
         }
         ClientMessage::FetchBundle {
             username,
@@ -1126,10 +1179,14 @@ mod tests {
         let shared = Arc::new(Shared {
             limiter: ConnectionLimiter::new(1),
             cfg: ServerConfig::new("x"),
-            worker: StoreWorker::start(Arc::new(crate::store::MemoryStore::new()), online.clone())
-                .unwrap(),
+            worker: StoreWorker::start(
+                Arc::new(crate::store::MemoryStore::new()),
+                online.clone(),
+                Arc::default(),
+            )
+            .unwrap(),
             online,
-            metrics: Metrics::default(),
+            metrics: Arc::default(),
             next_conn: AtomicU64::new(1),
             shutdown: watch::channel(false).1,
         });

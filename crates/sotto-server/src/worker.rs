@@ -1,12 +1,16 @@
 //! The store thread: one OS thread owns every [`Store`] call, in arrival order.
 //!
-//! Connections hand it jobs over a channel and await a oneshot answer, so no tokio worker ever
-//! blocks on SQLite and there is no `spawn_blocking` hop per call. Envelope writes (`send` and
-//! `ack`) that queue up while the thread is busy are applied together by one
-//! [`Store::write_batch`] — one transaction, one commit, one fsync (group commit). Only after that
-//! commit does the thread answer the senders (`stored`) and hand each stored envelope to its
-//! recipient's connection if that connection is online and caught up, so a live recipient gets
-//! its envelope without a store read.
+//! Connections hand it jobs over a channel, so no tokio worker ever blocks on SQLite and there is
+//! no `spawn_blocking` hop per call. Reads and rare writes (register, prekeys, backlog reads) are
+//! answered over a oneshot. Envelope writes (`send` and `ack`) are pipelined: the connection
+//! reserves a slot in its own outbound queue, submits the write and goes on reading; writes that
+//! queue up while the thread is busy are applied together by one [`Store::write_batch`] — one
+//! transaction, one commit, one fsync (group commit). Only after that commit does the thread put
+//! each answer (`stored`, `acked`, or the error) into its reserved slot and hand each stored
+//! envelope to its recipient's connection if that connection is online and caught up, so a live
+//! recipient gets its envelope without a store read. "stored" therefore always means durable
+//! (to the configured [`crate::Durability`]), and an envelope is deleted only by its recipient's
+//! `ack` (or by expiry).
 //!
 //! ## Catching up without gaps or duplicates
 //! Each online connection has a `lagging` flag, set when it authenticates. While it is set the
@@ -27,6 +31,8 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::consts;
+use crate::metrics::Metrics;
+use crate::server::write_answer;
 use crate::store::{
     DeviceAddr, EnqueueOutcome, Store, StoreError, StoreResult, StoredEnvelope, WriteOp,
     WriteOutcome,
@@ -66,9 +72,15 @@ impl OnlineMap {
 
 type Call = Box<dyn FnOnce(&dyn Store) + Send>;
 
+/// Where a write's answer goes: a slot reserved in the requesting connection's outbound queue.
+struct Answer {
+    id: u64,
+    slot: mpsc::OwnedPermit<Box<Out>>,
+}
+
 enum Job {
     Call(Call),
-    Write(WriteOp, oneshot::Sender<StoreResult<WriteOutcome>>),
+    Write(WriteOp, Answer),
 }
 
 /// The store thread disappeared (only after a panic inside a store implementation).
@@ -81,11 +93,15 @@ pub(crate) struct StoreWorker {
 }
 
 impl StoreWorker {
-    pub fn start(store: Arc<dyn Store>, online: OnlineMap) -> std::io::Result<Self> {
+    pub fn start(
+        store: Arc<dyn Store>,
+        online: OnlineMap,
+        metrics: Arc<Metrics>,
+    ) -> std::io::Result<Self> {
         let (tx, rx) = std_mpsc::channel();
         std::thread::Builder::new()
             .name("sotto-store".into())
-            .spawn(move || run(&*store, &online, &rx))?;
+            .spawn(move || run(&*store, &online, &metrics, &rx))?;
         Ok(Self { tx })
     }
 
@@ -102,15 +118,21 @@ impl StoreWorker {
         rx.await.map_err(|_| Gone)
     }
 
-    /// Applies `op` in the next group commit.
-    pub async fn write(&self, op: WriteOp) -> Result<StoreResult<WriteOutcome>, Gone> {
-        let (tx, rx) = oneshot::channel();
-        self.tx.send(Job::Write(op, tx)).map_err(|_| Gone)?;
-        rx.await.map_err(|_| Gone)
+    /// Applies `op` in the next group commit, then writes the answer to request `id` into
+    /// `slot`.
+    pub fn submit(
+        &self,
+        op: WriteOp,
+        id: u64,
+        slot: mpsc::OwnedPermit<Box<Out>>,
+    ) -> Result<(), Gone> {
+        self.tx
+            .send(Job::Write(op, Answer { id, slot }))
+            .map_err(|_| Gone)
     }
 }
 
-fn run(store: &dyn Store, online: &OnlineMap, rx: &std_mpsc::Receiver<Job>) {
+fn run(store: &dyn Store, online: &OnlineMap, metrics: &Metrics, rx: &std_mpsc::Receiver<Job>) {
     let mut next: Option<Job> = None;
     let mut ops = Vec::new();
     let mut replies = Vec::new();
@@ -147,15 +169,17 @@ fn run(store: &dyn Store, online: &OnlineMap, rx: &std_mpsc::Receiver<Job>) {
         match store.write_batch(&ops) {
             Ok(outcomes) => {
                 deliver(online, ops.drain(..), &outcomes);
-                for (reply, o) in replies.drain(..).zip(outcomes) {
-                    let _ = reply.send(Ok(o));
+                for (a, o) in replies.drain(..).zip(outcomes) {
+                    let msg = write_answer(metrics, a.id, &Ok(o));
+                    a.slot.send(Box::new(Out::Frame(msg)));
                 }
             }
             Err(e) => {
                 tracing::error!(error = %e, batch = ops.len(), "group commit failed");
                 ops.clear();
-                for reply in replies.drain(..) {
-                    let _ = reply.send(Err(StoreError(e.0.clone())));
+                for a in replies.drain(..) {
+                    let msg = write_answer(metrics, a.id, &Err(StoreError(e.0.clone())));
+                    a.slot.send(Box::new(Out::Frame(msg)));
                 }
             }
         }
