@@ -10,8 +10,8 @@ use clap::{Parser, Subcommand};
 
 mod demo;
 mod frame_cmd;
+mod phone;
 mod relay_cmd;
-#[allow(dead_code)] // wired to the call engine as it lands
 mod screen;
 
 /// sotto: end-to-end-encrypted calls through servers nobody has to trust.
@@ -24,6 +24,18 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
+    /// Call USER: register this device on the server, dial, show the call screen (or run --script).
+    Call {
+        /// Who to call.
+        peer: String,
+        #[command(flatten)]
+        args: phone::PhoneArgs,
+    },
+    /// Wait for a call: register this device on the server, ring on an incoming call.
+    Answer {
+        #[command(flatten)]
+        args: phone::PhoneArgs,
+    },
     /// Run the signaling server (accounts, prekeys, sealed envelopes; SQLite).
     Server(sotto_server::cli::ServerArgs),
     /// Run the untrusted media relay (SFU): forwards SFrame ciphertext, holds no key.
@@ -78,6 +90,8 @@ fn main() -> ExitCode {
         Cmd::Demo(d) => demo::run(d),
         Cmd::Server(a) => sotto_server::cli::run(a).map_err(|e| CliError::Usage(e.to_string())),
         Cmd::Relay(a) => relay_cmd::run(a),
+        Cmd::Call { peer, args } => phone::run(Some(peer), args),
+        Cmd::Answer { args } => phone::run(None, args),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,364 @@
+//! `sotto call USER` and `sotto answer`: a real device on a real signaling server, with the
+//! call screen (default) or a script (`--script FILE`, `-` for stdin) driving the same commands.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use sotto_call::engine::{
+    default_machine, Command as EngineCmd, Engine, MediaFactory, Notice, Status,
+};
+use sotto_call::media::{IvfSource, MediaConfig, OggOpusSource};
+use sotto_call::sealed::Device;
+use tokio::io::AsyncBufReadExt;
+use tokio::sync::{mpsc, watch};
+
+use crate::screen::{self, Command, Screen, ScriptStep};
+use crate::CliError;
+
+/// How long a `wait-state` script step waits.
+pub const SCRIPT_WAIT_LIMIT: Duration = Duration::from_secs(60);
+
+#[derive(clap::Args, Debug)]
+pub struct PhoneArgs {
+    /// Signaling server URL.
+    #[arg(long, env = "SOTTO_SERVER", default_value = "ws://127.0.0.1:8443")]
+    server: String,
+    /// The server's identity bound into authentication (default: host:port of --server).
+    #[arg(long, env = "SOTTO_SERVER_ID")]
+    server_id: Option<String>,
+    /// Our account name (registered with a fresh device identity on start).
+    #[arg(long, env = "SOTTO_USER")]
+    user: String,
+    /// Send media through this sotto-relay (control URL) instead of peer to peer.
+    #[arg(long, env = "SOTTO_RELAY")]
+    relay: Option<String>,
+    /// STUN/TURN server URL for ICE (e.g. turn:host:3478?transport=udp); TURN credentials come
+    /// from the signaling server.
+    #[arg(long, env = "SOTTO_ICE")]
+    ice: Option<String>,
+    /// Use relay (TURN) candidates only.
+    #[arg(long)]
+    relay_only: bool,
+    /// Non-interactive: read steps from FILE (`-` for stdin) instead of showing the call screen.
+    #[arg(long)]
+    script: Option<String>,
+    /// Where to write what we receive (`<user>-received.ivf/.ogg`).
+    #[arg(long, default_value = ".")]
+    record: PathBuf,
+    /// VP8 IVF file to send (default: bundled test pattern).
+    #[arg(long)]
+    video: Option<PathBuf>,
+    /// Ogg Opus file to send (default: bundled tone).
+    #[arg(long)]
+    audio: Option<PathBuf>,
+}
+
+fn fail(s: impl Into<String>) -> CliError {
+    CliError::Usage(s.into())
+}
+
+pub fn run(peer: Option<String>, a: PhoneArgs) -> Result<(), CliError> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| fail(e.to_string()))?;
+    rt.block_on(phone(peer, a))
+}
+
+async fn phone(peer: Option<String>, a: PhoneArgs) -> Result<(), CliError> {
+    let server_id = match &a.server_id {
+        Some(s) => s.clone(),
+        None => a
+            .server
+            .trim_start_matches("ws://")
+            .trim_start_matches("wss://")
+            .trim_end_matches('/')
+            .to_string(),
+    };
+    let (dev, events) = Device::register(&a.server, &server_id, &a.user)
+        .await
+        .map_err(|e| fail(format!("register {}: {e}", a.user)))?;
+    let mut ice = Vec::new();
+    if let Some(url) = &a.ice {
+        let (username, credential) = match dev.client().turn_credentials().await {
+            Ok(g) => (g.username, g.password),
+            Err(_) => (String::new(), String::new()),
+        };
+        ice.push(sotto_call::media::IceServer {
+            urls: vec![url.clone()],
+            username,
+            credential,
+        });
+    }
+    let video = match &a.video {
+        Some(p) => IvfSource::open(p).map_err(|e| fail(e.to_string()))?,
+        None => IvfSource::camera1().map_err(|e| fail(e.to_string()))?,
+    };
+    let audio = match &a.audio {
+        Some(p) => OggOpusSource::open(p).map_err(|e| fail(e.to_string()))?,
+        None => OggOpusSource::tone().map_err(|e| fail(e.to_string()))?,
+    };
+    let record = a.record.join(format!("{}-received", a.user));
+    let relay_only = a.relay_only;
+    let factory: MediaFactory = Box::new(move |id| {
+        let mut c = MediaConfig::loopback(id)?;
+        c.video = Some(video.clone());
+        c.audio = Some(audio.clone());
+        c.ice_servers = ice.clone();
+        c.relay_only = relay_only;
+        c.record_prefix = Some(record.clone());
+        if !ice.is_empty() || relay_only {
+            c.bind = std::net::IpAddr::from([0, 0, 0, 0]);
+        }
+        Ok(c)
+    });
+    let mut engine =
+        Engine::spawn_with_relay(dev, events, factory, default_machine, a.relay.clone());
+    if let Some(p) = &peer {
+        engine.command(EngineCmd::Dial(p.clone())).await;
+    }
+    // status → screen model
+    let (screen_tx, screen_rx) = watch::channel(Screen {
+        me: a.user.clone(),
+        state: "idle".into(),
+        source: "camera1".into(),
+        ..Screen::default()
+    });
+    let mut status = engine.status();
+    let interactive = a.script.is_none();
+    let (cmd_tx, mut cmd_rx) = mpsc::channel::<Command>(16);
+    let mut notices = Vec::new();
+    let screen_task = {
+        let screen_tx = screen_tx.clone();
+        tokio::spawn(async move {
+            loop {
+                let s = status.borrow_and_update().clone();
+                screen_tx.send_modify(|sc| apply_status(sc, &s));
+                if status.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+    };
+    let ui = if interactive {
+        Some(tokio::spawn(screen::run_tui(
+            screen_rx.clone(),
+            cmd_tx.clone(),
+        )))
+    } else {
+        let path = a.script.clone().unwrap_or_default();
+        let tx = cmd_tx.clone();
+        let st = engine.status();
+        Some(tokio::spawn(async move {
+            run_script(&path, tx, st).await;
+            Ok(())
+        }))
+    };
+    drop(cmd_tx);
+    let mut audio_muted = false;
+    let mut video_muted = false;
+    let mut camera2 = false;
+    let mut last_state = String::new();
+    loop {
+        tokio::select! {
+            c = cmd_rx.recv() => {
+                let Some(c) = c else { break };
+                match c {
+                    Command::Answer => engine.command(EngineCmd::Answer).await,
+                    Command::Reject => engine.command(EngineCmd::Reject).await,
+                    Command::Hangup => engine.command(EngineCmd::Hangup).await,
+                    Command::MuteAudio => { audio_muted = !audio_muted; engine.command(EngineCmd::MuteAudio(audio_muted)).await }
+                    Command::MuteVideo => { video_muted = !video_muted; engine.command(EngineCmd::MuteVideo(video_muted)).await }
+                    Command::SwitchSource => {
+                        camera2 = !camera2;
+                        let src = if camera2 { IvfSource::camera2() } else { IvfSource::camera1() };
+                        if let Ok(src) = src { engine.command(EngineCmd::SwitchSource(src)).await; }
+                    }
+                    Command::Quit => {
+                        if !matches!(engine.status().borrow().state.as_str(), "idle" | "ended") {
+                            engine.command(EngineCmd::Hangup).await;
+                            tokio::time::sleep(Duration::from_millis(300)).await;
+                        }
+                        break;
+                    }
+                }
+            }
+            n = engine.notice() => {
+                let Some(n) = n else { break };
+                let line = match &n {
+                    Notice::Incoming(from) => format!("incoming call from {from}"),
+                    Notice::State(s) => format!("state: {s}"),
+                    Notice::Dropped(w) => format!("dropped: {w}"),
+                    Notice::KeyRotated(g) => format!("our media key is now generation {g}"),
+                    Notice::PeerKey(g) => format!("peer media key generation {g} installed"),
+                    Notice::Error(e) => format!("error: {e}"),
+                    other => format!("{other:?}"),
+                };
+                if !interactive {
+                    println!("{line}");
+                }
+                notices.push(line.clone());
+                screen_tx.send_modify(|s| s.push_log(line));
+                if let Notice::State(s) = n { last_state = s; }
+            }
+        }
+    }
+    if let Some(ui) = ui {
+        ui.abort();
+    }
+    screen_task.abort();
+    let s = engine.status().borrow().clone();
+    if !interactive {
+        print_summary(&s);
+    }
+    let _ = last_state;
+    Ok(())
+}
+
+fn apply_status(sc: &mut Screen, s: &Status) {
+    sc.peer = s.peer.clone();
+    sc.state = match (&s.end_reason, s.state.as_str()) {
+        (Some(r), "ended") => format!("ended: {r}"),
+        (_, st) => st.to_string(),
+    };
+    sc.safety_number = s.safety_number.clone();
+    sc.audio_muted = s.audio_muted;
+    sc.video_muted = s.video_muted;
+    sc.peer_audio_muted = s.peer_audio_muted;
+    sc.peer_video_muted = s.peer_video_muted;
+    if let Some(src) = &s.source {
+        sc.source = src.clone();
+    }
+    sc.stats.clear();
+    if let Some(m) = &s.media {
+        let rows = [
+            ("connection", m.state.clone()),
+            ("candidate pair", m.pair_type.clone().unwrap_or("-".into())),
+            (
+                "bitrate out/in",
+                format!(
+                    "{} / {} kbit/s",
+                    m.send_bitrate / 1000,
+                    m.recv_bitrate / 1000
+                ),
+            ),
+            (
+                "rtt",
+                m.rtt
+                    .map(|r| format!("{:.1} ms", r.as_secs_f64() * 1000.0))
+                    .unwrap_or("-".into()),
+            ),
+            (
+                "frames sent",
+                (m.audio.frames_sent + m.video.frames_sent).to_string(),
+            ),
+            (
+                "frames decrypted",
+                (m.audio.frames_decrypted + m.video.frames_decrypted).to_string(),
+            ),
+            (
+                "frames failed",
+                (m.audio.frames_failed + m.video.frames_failed).to_string(),
+            ),
+            (
+                "key generation",
+                format!(
+                    "own {} / peer {}",
+                    m.local_generation,
+                    m.remote_generation
+                        .map(|g| g.to_string())
+                        .unwrap_or("-".into())
+                ),
+            ),
+        ];
+        sc.stats = rows.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+    }
+    if let Some(t) = s.setup_time {
+        sc.stats
+            .push(("setup time".into(), format!("{} ms", t.as_millis())));
+    }
+}
+
+fn print_summary(s: &Status) {
+    println!(
+        "summary: state {} ({})",
+        s.state,
+        s.end_reason.clone().unwrap_or_default()
+    );
+    if let Some(n) = &s.safety_number {
+        println!("safety number: {n}");
+    }
+    if let Some(m) = &s.media {
+        println!(
+            "frames sent {} decrypted {} failed {}; key generation own {} peer {}; pair {}",
+            m.audio.frames_sent + m.video.frames_sent,
+            m.audio.frames_decrypted + m.video.frames_decrypted,
+            m.audio.frames_failed + m.video.frames_failed,
+            m.local_generation,
+            m.remote_generation
+                .map(|g| g.to_string())
+                .unwrap_or("-".into()),
+            m.pair_type.clone().unwrap_or("-".into())
+        );
+    }
+}
+
+async fn run_script(path: &str, tx: mpsc::Sender<Command>, status: watch::Receiver<Status>) {
+    let lines: Vec<String> = if path == "-" {
+        let mut v = Vec::new();
+        let mut r = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+        while let Ok(Some(l)) = r.next_line().await {
+            v.push(l);
+        }
+        v
+    } else {
+        match tokio::fs::read_to_string(path).await {
+            Ok(s) => s.lines().map(str::to_string).collect(),
+            Err(e) => {
+                eprintln!("sotto: script {path}: {e}");
+                let _ = tx.send(Command::Quit).await;
+                return;
+            }
+        }
+    };
+    for (n, line) in lines.iter().enumerate() {
+        match screen::parse_script_line(line) {
+            Ok(None) => {}
+            Ok(Some(ScriptStep::Do(c))) => {
+                let quit = c == Command::Quit;
+                let _ = tx.send(c).await;
+                if quit {
+                    return;
+                }
+            }
+            Ok(Some(ScriptStep::Wait(d))) => tokio::time::sleep(d).await,
+            Ok(Some(ScriptStep::WaitState(w))) => {
+                let mut rx = status.clone();
+                let ok = tokio::time::timeout(SCRIPT_WAIT_LIMIT, async {
+                    loop {
+                        if rx.borrow_and_update().state == w {
+                            return;
+                        }
+                        if rx.changed().await.is_err() {
+                            return;
+                        }
+                    }
+                })
+                .await
+                .is_ok();
+                if !ok {
+                    eprintln!(
+                        "sotto: script line {}: state {w} not reached within {SCRIPT_WAIT_LIMIT:?}",
+                        n + 1
+                    );
+                    break;
+                }
+            }
+            Err(e) => {
+                eprintln!("sotto: script line {}: {e}", n + 1);
+                break;
+            }
+        }
+    }
+    let _ = tx.send(Command::Quit).await;
+}
