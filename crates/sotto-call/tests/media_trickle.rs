@@ -70,6 +70,8 @@ async fn trickled_candidates_alone_connect_the_call_and_frames_decrypt() {
     assert!(s.audio.frames_decrypted > 20, "{s:?}");
     assert_eq!(s.video.frames_failed + s.audio.frames_failed, 0);
     assert_eq!(s.pair_type.as_deref(), Some("host"));
+    // trickled remote candidates are the ones webrtc-rs reports in its stats
+    assert_eq!(s.remote_pair_type.as_deref(), Some("host"), "{s:?}");
     a.close().await.unwrap();
     b.close().await.unwrap();
 }

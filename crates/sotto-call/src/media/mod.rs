@@ -263,7 +263,9 @@ pub struct MediaStats {
     pub state: String,
     /// Type of the selected candidate pair: `host`, `srflx`, `prflx` or `relay` (local side).
     pub pair_type: Option<String>,
-    /// Remote side of the selected pair.
+    /// Remote side of the selected pair. webrtc-rs 0.21 only reports remote candidates that
+    /// were trickled in ([`MediaPeer::add_remote_candidate`]); with non-trickle setup this is
+    /// `None`.
     pub remote_pair_type: Option<String>,
     /// Round-trip time of the selected pair.
     pub rtt: Option<Duration>,
