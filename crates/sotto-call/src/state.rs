@@ -11,10 +11,7 @@
 
 use std::time::{Duration, Instant};
 
-/// How long the caller lets the callee ring.
-pub const RING_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long media may take to connect after the answer.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+pub use crate::consts::{CONNECT_TIMEOUT, RING_TIMEOUT};
 
 /// Which side of the call we are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -304,6 +301,51 @@ pub fn glare_we_win(our_call_id: &[u8; 16], their_call_id: &[u8; 16]) -> bool {
     our_call_id > their_call_id
 }
 
+/// What to do with a new authenticated offer (for a call id we do not have yet).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OfferVerdict {
+    /// No live call: start a callee machine and ring.
+    Ring,
+    /// In another live call: answer `Busy` bound to the offer's call id; the current call is
+    /// untouched.
+    Busy,
+    /// Glare and our call id is larger: ignore the offer, the peer abandons its call and accepts
+    /// ours.
+    GlareKeepOurs,
+    /// Glare and the peer's call id is larger: feed [`Input::GlareLost`] to our machine (no
+    /// hangup is sent) and accept the peer's call at once.
+    GlareTakeTheirs,
+}
+
+/// Decides what a new offer means given the call we are in (`current`, our call's id, and
+/// whether the offer comes from the same peer device we are dialling).
+///
+/// Glare is: we are the caller, still `Outgoing`, and the offer comes from the peer we dial.
+/// Equal ids (which random 128-bit ids make practically impossible) resolve as
+/// [`OfferVerdict::GlareKeepOurs`] on both sides, so both calls then end by ring timeout rather
+/// than connecting twice.
+pub fn offer_verdict(
+    current: Option<(&CallMachine, &[u8; 16])>,
+    from_same_peer: bool,
+    their_call_id: &[u8; 16],
+) -> OfferVerdict {
+    let Some((m, ours)) = current else {
+        return OfferVerdict::Ring;
+    };
+    if m.is_ended() || m.state() == &State::Idle {
+        return OfferVerdict::Ring;
+    }
+    if from_same_peer && m.role() == Role::Caller && m.state() == &State::Outgoing {
+        if glare_we_win(ours, their_call_id) || ours == their_call_id {
+            OfferVerdict::GlareKeepOurs
+        } else {
+            OfferVerdict::GlareTakeTheirs
+        }
+    } else {
+        OfferVerdict::Busy
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -448,5 +490,299 @@ mod tests {
         m.handle(Input::Dial, t0()).unwrap();
         m.handle(Input::GlareLost, t0()).unwrap();
         assert_eq!(m.state(), &State::Ended(EndReason::Superseded));
+    }
+
+    fn all_inputs() -> Vec<Input> {
+        vec![
+            Input::Dial,
+            Input::OfferReceived,
+            Input::RingingReceived,
+            Input::Accept,
+            Input::Reject,
+            Input::Hangup,
+            Input::AnswerReceived,
+            Input::RejectReceived,
+            Input::BusyReceived,
+            Input::HangupReceived,
+            Input::MediaConnected,
+            Input::MediaFailed,
+            Input::SetupFailed("x".into()),
+            Input::GlareLost,
+        ]
+    }
+
+    const RING: Duration = Duration::from_secs(30);
+    const CONNECT: Duration = Duration::from_secs(20);
+
+    /// A machine driven into `word` by legal inputs at `now`.
+    fn machine_in(role: Role, word: &str, now: Instant) -> Option<CallMachine> {
+        let mut m = CallMachine::with_timeouts(role, RING, CONNECT);
+        let path: &[Input] = match (role, word) {
+            (_, "idle") => &[],
+            (Role::Caller, "ringing") => &[Input::Dial],
+            (Role::Callee, "incoming") => &[Input::OfferReceived],
+            (Role::Caller, "connecting") => &[Input::Dial, Input::AnswerReceived],
+            (Role::Callee, "connecting") => &[Input::OfferReceived, Input::Accept],
+            (Role::Caller, "connected") => {
+                &[Input::Dial, Input::AnswerReceived, Input::MediaConnected]
+            }
+            (Role::Callee, "connected") => {
+                &[Input::OfferReceived, Input::Accept, Input::MediaConnected]
+            }
+            (Role::Caller, "ended") => &[Input::Dial, Input::Hangup],
+            (Role::Callee, "ended") => &[Input::OfferReceived, Input::Reject],
+            _ => return None,
+        };
+        for i in path {
+            m.handle(i.clone(), now).unwrap();
+        }
+        assert_eq!(m.state().word(), word);
+        Some(m)
+    }
+
+    /// The normative table of legal transitions (protocol-spec/call.md §5): (role, state,
+    /// input) → (next state, outputs). Everything else is an `IllegalTransition`.
+    fn legal(role: Role, state: &str, input: &Input) -> Option<(State, Vec<Output>)> {
+        use Output::*;
+        let end = |r: EndReason, send_hangup: bool| {
+            let mut o = vec![];
+            if send_hangup {
+                o.push(SendHangup);
+            }
+            o.push(StopMedia);
+            Some((State::Ended(r), o))
+        };
+        let live = matches!(state, "ringing" | "incoming" | "connecting" | "connected");
+        match (role, state, input) {
+            (Role::Caller, "idle", Input::Dial) => Some((State::Outgoing, vec![SendOffer])),
+            (Role::Callee, "idle", Input::OfferReceived) => {
+                Some((State::Incoming, vec![Ring, SendRinging]))
+            }
+            (Role::Caller, "ringing", Input::RingingReceived) => Some((State::Outgoing, vec![])),
+            (Role::Caller, "ringing", Input::AnswerReceived) => {
+                Some((State::Connecting, vec![ApplyAnswer]))
+            }
+            (Role::Caller, "ringing", Input::RejectReceived) => end(EndReason::Rejected, false),
+            (Role::Caller, "ringing", Input::BusyReceived) => end(EndReason::Busy, false),
+            (Role::Caller, "ringing", Input::GlareLost) => end(EndReason::Superseded, false),
+            (Role::Callee, "incoming", Input::Accept) => {
+                Some((State::Connecting, vec![SendAnswer]))
+            }
+            (Role::Callee, "incoming", Input::Reject) => Some((
+                State::Ended(EndReason::RejectedLocally),
+                vec![SendReject, StopMedia],
+            )),
+            (_, "connecting", Input::MediaConnected) => Some((State::Connected, vec![])),
+            (_, _, Input::Hangup) if live => end(EndReason::LocalHangup, true),
+            (_, _, Input::HangupReceived) if live => end(EndReason::RemoteHangup, false),
+            (_, "connecting" | "connected", Input::MediaFailed) => {
+                end(EndReason::MediaFailed, true)
+            }
+            (_, "ringing" | "incoming" | "connecting", Input::SetupFailed(w)) => {
+                end(EndReason::Failed(w.clone()), true)
+            }
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn every_state_times_every_input_matches_the_table() {
+        let now = t0();
+        let later = now + Duration::from_secs(1);
+        let mut legal_seen = 0;
+        let mut illegal_seen = 0;
+        for role in [Role::Caller, Role::Callee] {
+            for word in [
+                "idle",
+                "ringing",
+                "incoming",
+                "connecting",
+                "connected",
+                "ended",
+            ] {
+                for input in all_inputs() {
+                    let Some(mut m) = machine_in(role, word, now) else {
+                        continue;
+                    };
+                    let before = (m.state().clone(), m.poll_timeout());
+                    match (legal(role, word, &input), m.handle(input.clone(), later)) {
+                        (Some((next, outs)), Ok(got)) => {
+                            legal_seen += 1;
+                            assert_eq!(got, outs, "{role:?} {word} {input:?}");
+                            assert_eq!(m.state(), &next, "{role:?} {word} {input:?}");
+                            let deadline = match next {
+                                State::Outgoing | State::Incoming if word == "idle" => {
+                                    Some(later + RING)
+                                }
+                                State::Outgoing | State::Incoming => before.1,
+                                State::Connecting => Some(later + CONNECT),
+                                _ => None,
+                            };
+                            assert_eq!(m.poll_timeout(), deadline, "{role:?} {word} {input:?}");
+                        }
+                        (None, Err(e)) => {
+                            illegal_seen += 1;
+                            assert_eq!(e.input, input);
+                            assert_eq!(e.state, word);
+                            assert_eq!((m.state().clone(), m.poll_timeout()), before);
+                        }
+                        (want, got) => {
+                            panic!("{role:?} {word} {input:?}: want {want:?}, got {got:?}")
+                        }
+                    }
+                }
+            }
+        }
+        // 2 roles x 5 reachable states x 14 inputs
+        assert_eq!(legal_seen + illegal_seen, 2 * 5 * 14);
+        assert_eq!(legal_seen, 31);
+    }
+
+    #[test]
+    fn timeouts_fire_exactly_at_the_deadline_in_each_state() {
+        let now = t0();
+        for (role, word, reason) in [
+            (Role::Caller, "ringing", Some(EndReason::RingTimeout)),
+            (Role::Callee, "incoming", Some(EndReason::RingTimeout)),
+            (Role::Caller, "connecting", Some(EndReason::ConnectTimeout)),
+            (Role::Callee, "connecting", Some(EndReason::ConnectTimeout)),
+            (Role::Caller, "idle", None),
+            (Role::Caller, "connected", None),
+            (Role::Callee, "ended", None),
+        ] {
+            let mut m = machine_in(role, word, now).unwrap();
+            let Some(reason) = reason else {
+                assert_eq!(m.poll_timeout(), None, "{word}");
+                assert!(m.handle_timeout(now + Duration::from_secs(3600)).is_empty());
+                assert_eq!(m.state().word(), word);
+                continue;
+            };
+            let d = m.poll_timeout().unwrap();
+            assert!(m.handle_timeout(d - Duration::from_nanos(1)).is_empty());
+            assert_eq!(m.state().word(), word);
+            assert_eq!(
+                m.handle_timeout(d),
+                vec![Output::SendHangup, Output::StopMedia]
+            );
+            assert_eq!(m.state(), &State::Ended(reason));
+            assert_eq!(m.poll_timeout(), None);
+            // a late timeout call changes nothing
+            assert!(m.handle_timeout(d + RING).is_empty());
+        }
+    }
+
+    #[test]
+    fn ringing_ack_does_not_extend_the_ring_timeout() {
+        let now = t0();
+        let mut m = CallMachine::with_timeouts(Role::Caller, RING, CONNECT);
+        m.handle(Input::Dial, now).unwrap();
+        m.handle(Input::RingingReceived, now + Duration::from_secs(29))
+            .unwrap();
+        assert_eq!(m.poll_timeout(), Some(now + RING));
+    }
+
+    #[test]
+    fn hangup_from_each_side_in_each_live_state() {
+        let now = t0();
+        for role in [Role::Caller, Role::Callee] {
+            for word in ["ringing", "incoming", "connecting", "connected"] {
+                let Some(mut local) = machine_in(role, word, now) else {
+                    continue;
+                };
+                let mut remote = local.clone();
+                assert!(local
+                    .handle(Input::Hangup, now)
+                    .unwrap()
+                    .contains(&Output::SendHangup));
+                assert_eq!(local.state(), &State::Ended(EndReason::LocalHangup));
+                assert!(!remote
+                    .handle(Input::HangupReceived, now)
+                    .unwrap()
+                    .contains(&Output::SendHangup));
+                assert_eq!(remote.state(), &State::Ended(EndReason::RemoteHangup));
+            }
+        }
+    }
+
+    #[test]
+    fn offer_verdicts_busy_and_glare() {
+        let now = t0();
+        let (small, big) = ([1u8; 16], [2u8; 16]);
+        assert_eq!(offer_verdict(None, false, &small), OfferVerdict::Ring);
+        for word in ["idle", "ended"] {
+            let m = machine_in(Role::Caller, word, now).unwrap();
+            assert_eq!(
+                offer_verdict(Some((&m, &small)), true, &big),
+                OfferVerdict::Ring
+            );
+        }
+        // both sides dial each other: exactly one keeps its call
+        let alice = machine_in(Role::Caller, "ringing", now).unwrap();
+        let bob = alice.clone();
+        let a = offer_verdict(Some((&alice, &small)), true, &big);
+        let b = offer_verdict(Some((&bob, &big)), true, &small);
+        assert_eq!(a, OfferVerdict::GlareTakeTheirs);
+        assert_eq!(b, OfferVerdict::GlareKeepOurs);
+        // a third party calling while we dial, or anyone while we are in a call: busy
+        assert_eq!(
+            offer_verdict(Some((&alice, &small)), false, &big),
+            OfferVerdict::Busy
+        );
+        for (role, word) in [
+            (Role::Caller, "connecting"),
+            (Role::Caller, "connected"),
+            (Role::Callee, "incoming"),
+            (Role::Callee, "connecting"),
+            (Role::Callee, "connected"),
+        ] {
+            let m = machine_in(role, word, now).unwrap();
+            for same in [false, true] {
+                assert_eq!(
+                    offer_verdict(Some((&m, &small)), same, &big),
+                    OfferVerdict::Busy,
+                    "{role:?} {word}"
+                );
+            }
+        }
+        let m = machine_in(Role::Caller, "ringing", now).unwrap();
+        assert_eq!(
+            offer_verdict(Some((&m, &small)), true, &small),
+            OfferVerdict::GlareKeepOurs
+        );
+    }
+
+    /// Glare played out on two machines with a fake clock: the loser's call ends `Superseded`
+    /// without a hangup on the wire, the loser accepts the winner's call, both connect.
+    #[test]
+    fn glare_played_out_ends_in_one_call() {
+        let now = t0();
+        let (a_id, b_id) = ([3u8; 16], [9u8; 16]);
+        let mut a_out = CallMachine::new(Role::Caller);
+        let mut b_out = CallMachine::new(Role::Caller);
+        a_out.handle(Input::Dial, now).unwrap();
+        b_out.handle(Input::Dial, now).unwrap();
+        // each receives the other's offer
+        let av = offer_verdict(Some((&a_out, &a_id)), true, &b_id);
+        let bv = offer_verdict(Some((&b_out, &b_id)), true, &a_id);
+        assert_eq!(
+            (av, bv),
+            (OfferVerdict::GlareTakeTheirs, OfferVerdict::GlareKeepOurs)
+        );
+        assert_eq!(
+            a_out.handle(Input::GlareLost, now).unwrap(),
+            vec![Output::StopMedia]
+        );
+        let mut a_in = CallMachine::new(Role::Callee);
+        a_in.handle(Input::OfferReceived, now).unwrap();
+        assert_eq!(
+            a_in.handle(Input::Accept, now).unwrap(),
+            vec![Output::SendAnswer]
+        );
+        b_out.handle(Input::AnswerReceived, now).unwrap();
+        a_in.handle(Input::MediaConnected, now).unwrap();
+        b_out.handle(Input::MediaConnected, now).unwrap();
+        assert_eq!(a_in.state(), &State::Connected);
+        assert_eq!(b_out.state(), &State::Connected);
+        assert_eq!(a_out.state(), &State::Ended(EndReason::Superseded));
     }
 }

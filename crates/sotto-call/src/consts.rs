@@ -1,0 +1,33 @@
+//! Every limit and timeout of the call core, by name (`protocol-spec/call.md` §7). The modules
+//! that use them re-export them where they were first defined.
+
+use std::time::Duration;
+
+/// Version of the call message encoding (`"v"`).
+pub const CALL_MESSAGE_VERSION: u8 = 1;
+/// Largest encoded call message (the plaintext inside the ratchet message), in bytes. Chosen so
+/// that the sealed envelope — type byte, PreKeySignalMessage with its Kyber ciphertext, base64,
+/// JSON `send` frame — always fits the signaling server's 64 KiB `MAX_FRAME_BYTES` (tested
+/// through the real server at this limit).
+pub const MAX_CALL_MESSAGE: usize = 44 * 1024;
+/// Largest SDP in an offer or answer, in bytes.
+pub const MAX_SDP: usize = 32 * 1024;
+/// Longest hangup reason text, in bytes.
+pub const MAX_REASON: usize = 200;
+/// Longest hex media key (`KeyMaterial` wire encoding, hex), in characters.
+pub const MAX_MEDIA_KEY_HEX: usize = 256;
+/// Most out-of-order call messages one [`crate::messages::Reorder`] holds; a message this many or
+/// more sequence numbers ahead of the next expected one is refused.
+pub const MAX_REORDER: u32 = 32;
+
+/// How long the caller lets the callee ring (and the callee rings).
+pub const RING_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long media may take to connect after the answer.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// One-time prekeys published at registration.
+pub const ONE_TIME_PREKEYS: u32 = 20;
+/// Time to live of call envelopes on the server: a ring is worthless after a minute.
+pub const CALL_ENVELOPE_TTL_SECS: u64 = 60;
+/// Safety numbers use libsignal's displayable fingerprint, version 2.
+pub const SAFETY_NUMBER_VERSION: u32 = 2;
