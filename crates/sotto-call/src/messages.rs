@@ -5,14 +5,9 @@
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroize;
 
-/// Version of the call message encoding.
-pub const CALL_MESSAGE_VERSION: u8 = 1;
-/// Largest encoded call message.
-pub const MAX_CALL_MESSAGE: usize = 48 * 1024;
-/// Largest SDP in an offer or answer.
-pub const MAX_SDP: usize = 32 * 1024;
-/// Longest hangup reason text.
-pub const MAX_REASON: usize = 200;
+pub use crate::consts::{
+    CALL_MESSAGE_VERSION, MAX_CALL_MESSAGE, MAX_MEDIA_KEY_HEX, MAX_REASON, MAX_REORDER, MAX_SDP,
+};
 
 /// A call id: 16 random bytes, hex on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -162,10 +157,15 @@ impl CallMessage {
     /// The call id.
     ///
     /// # Errors
-    /// [`MessageError::Field`] if it is not 32 hex digits (decode checks this already).
+    /// [`MessageError::Field`] if it is not 32 lowercase hex digits (decode checks this
+    /// already).
     pub fn call_id(&self) -> Result<CallId, MessageError> {
         let bytes = hex::decode(&self.call).map_err(|_| MessageError::Field("call"))?;
         let arr: [u8; 16] = bytes.try_into().map_err(|_| MessageError::Field("call"))?;
+        // canonical (lowercase) only: one call id, one spelling
+        if hex::encode(arr) != self.call {
+            return Err(MessageError::Field("call"));
+        }
         Ok(CallId(arr))
     }
 
@@ -175,7 +175,8 @@ impl CallMessage {
     }
 
     /// Strict decoder: size limit first, then shape, version and field limits. Never panics.
-    /// Unknown fields are ignored (room for later additions within version 1).
+    /// An unknown `type` or an unknown field inside the body is `Malformed` (version 1 has no
+    /// optional extensions; additions need a new version).
     ///
     /// # Errors
     /// [`MessageError`].
@@ -183,8 +184,27 @@ impl CallMessage {
         if bytes.len() > MAX_CALL_MESSAGE {
             return Err(MessageError::TooLarge(bytes.len()));
         }
-        let m: CallMessage =
-            serde_json::from_slice(bytes).map_err(|e| MessageError::Malformed(e.to_string()))?;
+        let malformed = |e: serde_json::Error| MessageError::Malformed(e.to_string());
+        let value: serde_json::Value = serde_json::from_slice(bytes).map_err(malformed)?;
+        let obj = value
+            .as_object()
+            .ok_or_else(|| MessageError::Malformed("not a JSON object".into()))?;
+        // serde's `flatten` ignores unknown fields; version 1 refuses them
+        let allowed: &[&str] = match obj.get("type").and_then(|t| t.as_str()) {
+            Some("offer") => &["sdp", "video", "media_key"],
+            Some("answer") => &["sdp", "media_key"],
+            Some("hangup") => &["reason"],
+            Some("mute") => &["audio", "video"],
+            Some("media_key") => &["media_key"],
+            _ => &[],
+        };
+        if let Some(k) = obj.keys().find(|k| {
+            !["v", "call", "seq", "type"].contains(&k.as_str()) && !allowed.contains(&k.as_str())
+        }) {
+            let _ = k;
+            return Err(MessageError::Malformed("unknown field".into()));
+        }
+        let m: CallMessage = serde_json::from_value(value).map_err(malformed)?;
         if m.v != CALL_MESSAGE_VERSION {
             return Err(MessageError::Version(m.v));
         }
@@ -194,12 +214,12 @@ impl CallMessage {
                 if sdp.len() > MAX_SDP {
                     return Err(MessageError::Field("sdp"));
                 }
-                if media_key.len() > 256 || hex::decode(media_key).is_err() {
+                if media_key.len() > MAX_MEDIA_KEY_HEX || hex::decode(media_key).is_err() {
                     return Err(MessageError::Field("media_key"));
                 }
             }
             Body::MediaKey { media_key }
-                if media_key.len() > 256 || hex::decode(media_key).is_err() =>
+                if media_key.len() > MAX_MEDIA_KEY_HEX || hex::decode(media_key).is_err() =>
             {
                 return Err(MessageError::Field("media_key"));
             }
@@ -209,6 +229,109 @@ impl CallMessage {
             _ => {}
         }
         Ok(m)
+    }
+}
+
+/// Why [`Reorder::push`] refused a message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReorderError {
+    /// Already released (or skipped past): a replay or a late duplicate.
+    #[error("call message seq {seq} is stale (next expected {next})")]
+    Stale {
+        /// The message's sequence number.
+        seq: u32,
+        /// The next sequence number expected.
+        next: u32,
+    },
+    /// The same sequence number is already held.
+    #[error("call message seq {seq} is already held")]
+    Duplicate {
+        /// The message's sequence number.
+        seq: u32,
+    },
+    /// [`MAX_REORDER`] or more ahead of the next expected message.
+    #[error("call message seq {seq} is too far ahead (next expected {next}, window MAX_REORDER)")]
+    TooFarAhead {
+        /// The message's sequence number.
+        seq: u32,
+        /// The next sequence number expected.
+        next: u32,
+    },
+    /// The message belongs to another call than the one this buffer orders.
+    #[error("call message for another call")]
+    WrongCall,
+}
+
+/// Puts one direction of one call's messages back in sequence order.
+///
+/// The ratchet already opens reordered envelopes; this restores the order the sender meant
+/// (an answer before the offer it answers is held, not acted on). Messages are released as soon
+/// as they are contiguous from the next expected sequence number (0 at first). At most
+/// [`MAX_REORDER`]` - 1` messages are held; a gap that never fills (a dropped envelope) stalls
+/// the buffer, and the call's state machine ends the call by its timeouts.
+#[derive(Debug, Default)]
+pub struct Reorder {
+    call: Option<String>,
+    next: u32,
+    held: std::collections::BTreeMap<u32, CallMessage>,
+}
+
+impl Reorder {
+    /// An empty buffer expecting sequence number 0 of whichever call arrives first.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// An empty buffer for `call`, expecting `next` (e.g. 1 after the offer was handled).
+    pub fn starting_at(call: CallId, next: u32) -> Self {
+        Reorder {
+            call: Some(call.to_string()),
+            next,
+            held: Default::default(),
+        }
+    }
+
+    /// The next sequence number to be released.
+    pub fn next_seq(&self) -> u32 {
+        self.next
+    }
+
+    /// How many messages wait for a gap to fill.
+    pub fn held(&self) -> usize {
+        self.held.len()
+    }
+
+    /// Takes `m`; returns the messages now in order (possibly none, possibly several).
+    ///
+    /// # Errors
+    /// [`ReorderError`]; the buffer is then unchanged.
+    pub fn push(&mut self, m: CallMessage) -> Result<Vec<CallMessage>, ReorderError> {
+        match &self.call {
+            Some(c) if *c != m.call => return Err(ReorderError::WrongCall),
+            _ => {}
+        }
+        let next = self.next;
+        if m.seq < next {
+            return Err(ReorderError::Stale { seq: m.seq, next });
+        }
+        if m.seq - next >= MAX_REORDER {
+            return Err(ReorderError::TooFarAhead { seq: m.seq, next });
+        }
+        if self.held.contains_key(&m.seq) {
+            return Err(ReorderError::Duplicate { seq: m.seq });
+        }
+        if self.call.is_none() {
+            self.call = Some(m.call.clone());
+        }
+        self.held.insert(m.seq, m);
+        let mut out = Vec::new();
+        while let Some(m) = self.held.remove(&self.next) {
+            out.push(m);
+            // a u32 sequence never wraps within one call (limits above keep calls far shorter)
+            self.next = self.next.saturating_add(1);
+        }
+        Ok(out)
     }
 }
 
@@ -256,6 +379,26 @@ mod tests {
                 "field",
             ),
             ("", "malformed"),
+            (
+                r#"{"v":1,"call":"abababababababababababababababab","seq":0,"type":"ringing","x":1}"#,
+                "malformed",
+            ),
+            (
+                r#"{"v":1,"call":"abababababababababababababababab","seq":-1,"type":"ringing"}"#,
+                "malformed",
+            ),
+            (
+                r#"{"v":1,"call":"abababababababababababababababab","type":"ringing"}"#,
+                "malformed",
+            ),
+            (
+                r#"{"v":1,"call":"ABABABABABABABABABABABABABABABABAB","seq":0,"type":"ringing"}"#,
+                "field",
+            ),
+            (
+                r#"{"v":1,"call":"ABABABABABABABABABABABABABABABAB","seq":0,"type":"ringing"}"#,
+                "field",
+            ),
             ("[]", "malformed"),
         ];
         for (input, what) in cases {
@@ -306,5 +449,178 @@ mod tests {
         );
         let d = format!("{m:?}");
         assert!(!d.contains("secret") && !d.contains("beef"), "{d}");
+    }
+
+    fn ringing(seq: u32) -> CallMessage {
+        CallMessage::new(CallId([7; 16]), seq, Body::Ringing)
+    }
+
+    #[test]
+    fn limits_at_and_over() {
+        let at = |body| CallMessage::decode(&CallMessage::new(CallId([1; 16]), 0, body).encode());
+        assert!(at(Body::Answer {
+            sdp: "a".repeat(MAX_SDP),
+            media_key: String::new()
+        })
+        .is_ok());
+        assert_eq!(
+            at(Body::Offer {
+                sdp: "a".repeat(MAX_SDP + 1),
+                video: false,
+                media_key: String::new()
+            })
+            .unwrap_err(),
+            MessageError::Field("sdp")
+        );
+        assert!(at(Body::Hangup {
+            reason: "r".repeat(MAX_REASON)
+        })
+        .is_ok());
+        assert_eq!(
+            at(Body::Hangup {
+                reason: "r".repeat(MAX_REASON + 1)
+            })
+            .unwrap_err(),
+            MessageError::Field("reason")
+        );
+        assert!(at(Body::MediaKey {
+            media_key: "ab".repeat(MAX_MEDIA_KEY_HEX / 2)
+        })
+        .is_ok());
+        assert_eq!(
+            at(Body::MediaKey {
+                media_key: "ab".repeat(MAX_MEDIA_KEY_HEX / 2 + 1)
+            })
+            .unwrap_err(),
+            MessageError::Field("media_key")
+        );
+        // a message of exactly MAX_CALL_MESSAGE bytes is parsed; one more byte is not
+        let mut exact = CallMessage::new(
+            CallId([1; 16]),
+            0,
+            Body::Hangup {
+                reason: String::new(),
+            },
+        )
+        .encode()
+        .to_vec();
+        let pad = MAX_CALL_MESSAGE - exact.len();
+        exact.splice(0..0, std::iter::repeat_n(b' ', pad));
+        assert_eq!(exact.len(), MAX_CALL_MESSAGE);
+        assert!(CallMessage::decode(&exact).is_ok());
+        exact.insert(0, b' ');
+        assert_eq!(
+            CallMessage::decode(&exact).unwrap_err(),
+            MessageError::TooLarge(MAX_CALL_MESSAGE + 1)
+        );
+    }
+
+    #[test]
+    fn every_kind_round_trips() {
+        let id = CallId::random();
+        let bodies = vec![
+            Body::Offer {
+                sdp: "v=0".into(),
+                video: true,
+                media_key: "0102".into(),
+            },
+            Body::Ringing,
+            Body::Answer {
+                sdp: "v=0".into(),
+                media_key: "03".into(),
+            },
+            Body::Reject,
+            Body::Busy,
+            Body::Hangup {
+                reason: "bye".into(),
+            },
+            Body::Mute {
+                audio: false,
+                video: true,
+            },
+            Body::MediaKey {
+                media_key: "ff".into(),
+            },
+        ];
+        for (i, b) in bodies.into_iter().enumerate() {
+            let m = CallMessage::new(id, i as u32, b);
+            assert_eq!(CallMessage::decode(&m.encode()).unwrap(), m);
+        }
+    }
+
+    #[test]
+    fn garbage_and_mutations_never_panic() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        let valid = CallMessage::new(
+            CallId([9; 16]),
+            1,
+            Body::Offer {
+                sdp: "v=0\r\na=fingerprint:sha-256 AA".into(),
+                video: true,
+                media_key: "00".repeat(40),
+            },
+        )
+        .encode()
+        .to_vec();
+        for _ in 0..20_000 {
+            let mut b = valid.clone();
+            for _ in 0..rng.gen_range(1..6) {
+                let i = rng.gen_range(0..b.len());
+                match rng.gen_range(0..3) {
+                    0 => b[i] = rng.gen(),
+                    1 => {
+                        b.remove(i);
+                    }
+                    _ => b.truncate(i),
+                }
+                if b.is_empty() {
+                    break;
+                }
+            }
+            let _ = CallMessage::decode(&b);
+            let len = rng.gen_range(0..64);
+            let junk: Vec<u8> = (0..len).map(|_| rng.gen()).collect();
+            let _ = CallMessage::decode(&junk);
+        }
+    }
+
+    #[test]
+    fn reorder_releases_in_sequence_and_refuses_by_name() {
+        let mut r = Reorder::new();
+        assert!(r.push(ringing(2)).unwrap().is_empty());
+        assert!(r.push(ringing(1)).unwrap().is_empty());
+        assert_eq!(r.held(), 2);
+        assert_eq!(
+            r.push(ringing(2)).unwrap_err(),
+            ReorderError::Duplicate { seq: 2 }
+        );
+        let out: Vec<u32> = r.push(ringing(0)).unwrap().iter().map(|m| m.seq).collect();
+        assert_eq!(out, vec![0, 1, 2]);
+        assert_eq!(r.next_seq(), 3);
+        assert_eq!(
+            r.push(ringing(1)).unwrap_err(),
+            ReorderError::Stale { seq: 1, next: 3 }
+        );
+        // window: next + MAX_REORDER - 1 is held, next + MAX_REORDER is refused
+        assert!(r.push(ringing(3 + MAX_REORDER - 1)).unwrap().is_empty());
+        assert_eq!(
+            r.push(ringing(3 + MAX_REORDER)).unwrap_err(),
+            ReorderError::TooFarAhead {
+                seq: 3 + MAX_REORDER,
+                next: 3
+            }
+        );
+        assert_eq!(
+            r.push(CallMessage::new(CallId([8; 16]), 3, Body::Ringing))
+                .unwrap_err(),
+            ReorderError::WrongCall
+        );
+        let mut s = Reorder::starting_at(CallId([7; 16]), 1);
+        assert_eq!(s.push(ringing(1)).unwrap().len(), 1);
+        assert_eq!(
+            s.push(ringing(0)).unwrap_err(),
+            ReorderError::Stale { seq: 0, next: 2 }
+        );
     }
 }
