@@ -17,14 +17,9 @@ use sotto_server::client::{FetchedBundle, IdentityStatus};
 use sotto_server::protocol::{OneTimePreKey, SignedPreKey, B64};
 use sotto_server::{Client, ClientConfig, Envelope, Events};
 
-use crate::messages::{CallMessage, MessageError};
+use crate::messages::{CallMessage, MessageError, MAX_CALL_MESSAGE};
 
-/// One-time prekeys published at registration.
-pub const ONE_TIME_PREKEYS: u32 = 20;
-/// Time to live of call envelopes on the server: a ring is worthless after a minute.
-pub const CALL_ENVELOPE_TTL_SECS: u64 = 60;
-/// Iterations... safety numbers use libsignal's scannable version 2.
-pub const SAFETY_NUMBER_VERSION: u32 = 2;
+pub use crate::consts::{CALL_ENVELOPE_TTL_SECS, ONE_TIME_PREKEYS, SAFETY_NUMBER_VERSION};
 
 /// What can go wrong sealing or opening a call message.
 #[derive(Debug, thiserror::Error)]
@@ -192,14 +187,23 @@ impl Device {
     /// one-time prekey), verifies the prekey signatures and runs PQXDH.
     ///
     /// # Errors
+    /// [`SealedError::BadBundle`] when the answer is another device's bundle or malformed;
     /// [`SealedError::IdentityChanged`] when the server's key for the peer differs from the
-    /// pinned one; ratchet errors for bad signatures.
+    /// pinned one; ratchet errors for bad signatures (or an identity differing from the one
+    /// stored with an earlier session: `UntrustedIdentity`).
     pub async fn ensure_session(&self, peer: &str, device: u32) -> Result<(), SealedError> {
         let addr = ProtocolAddress::new(peer, device);
         if lock(&self.store).load_session(&addr)?.is_some() {
             return Ok(());
         }
         let fetched = self.client.fetch_bundle(peer, device).await?;
+        // the client pins identities under the name the bundle states: a bundle for another
+        // account or device is a substitution, refused before anything else
+        if fetched.bundle.username != peer || fetched.bundle.device_id != device {
+            return Err(SealedError::BadBundle(format!(
+                "asked for {peer}.{device}, got another device's bundle"
+            )));
+        }
         if fetched.identity == IdentityStatus::Changed {
             return Err(SealedError::IdentityChanged(peer.to_string()));
         }
@@ -218,21 +222,22 @@ impl Device {
     /// Seals `msg` for `peer`'s device and hands it to the server (returns once stored).
     ///
     /// # Errors
-    /// Session setup, ratchet or signaling errors.
+    /// [`SealedError::Message`] (`TooLarge`) if the encoded message exceeds
+    /// [`MAX_CALL_MESSAGE`] (nothing is sealed or sent); session setup, ratchet or signaling
+    /// errors.
     pub async fn send(
         &self,
         peer: &str,
         device: u32,
         msg: &CallMessage,
     ) -> Result<(), SealedError> {
+        let plain = msg.encode();
+        if plain.len() > MAX_CALL_MESSAGE {
+            return Err(MessageError::TooLarge(plain.len()).into());
+        }
         self.ensure_session(peer, device).await?;
         let addr = ProtocolAddress::new(peer, device);
-        let sealed = encrypt(
-            &addr,
-            &mut *lock(&self.store),
-            &msg.encode(),
-            SystemTime::now(),
-        )?;
+        let sealed = encrypt(&addr, &mut *lock(&self.store), &plain, SystemTime::now())?;
         let mut wire = Vec::with_capacity(1 + sealed.serialized().len());
         wire.push(sealed.message_type());
         wire.extend_from_slice(sealed.serialized());
