@@ -14,6 +14,8 @@ pub const MAX_CALL_MESSAGE: usize = 44 * 1024;
 pub const MAX_SDP: usize = 32 * 1024;
 /// Longest hangup reason text, in bytes.
 pub const MAX_REASON: usize = 200;
+/// Longest relay control URL in an offer, in bytes.
+pub const MAX_RELAY_URL: usize = 512;
 /// Longest hex media key (`KeyMaterial` wire encoding, hex), in characters.
 pub const MAX_MEDIA_KEY_HEX: usize = 256;
 /// Most out-of-order call messages one [`crate::messages::Reorder`] holds; a message this many or

@@ -6,7 +6,8 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroize;
 
 pub use crate::consts::{
-    CALL_MESSAGE_VERSION, MAX_CALL_MESSAGE, MAX_MEDIA_KEY_HEX, MAX_REASON, MAX_REORDER, MAX_SDP,
+    CALL_MESSAGE_VERSION, MAX_CALL_MESSAGE, MAX_MEDIA_KEY_HEX, MAX_REASON, MAX_RELAY_URL,
+    MAX_REORDER, MAX_SDP,
 };
 
 /// A call id: 16 random bytes, hex on the wire.
@@ -191,7 +192,7 @@ impl CallMessage {
             .ok_or_else(|| MessageError::Malformed("not a JSON object".into()))?;
         // serde's `flatten` ignores unknown fields; version 1 refuses them
         let allowed: &[&str] = match obj.get("type").and_then(|t| t.as_str()) {
-            Some("offer") => &["sdp", "video", "media_key"],
+            Some("offer") => &["sdp", "video", "media_key", "relay"],
             Some("answer") => &["sdp", "media_key"],
             Some("hangup") => &["reason"],
             Some("mute") => &["audio", "video"],
@@ -210,6 +211,11 @@ impl CallMessage {
         }
         m.call_id()?;
         match &m.body {
+            Body::Offer {
+                relay: Some(url), ..
+            } if url.len() > MAX_RELAY_URL => {
+                return Err(MessageError::Field("relay"));
+            }
             Body::Offer { sdp, media_key, .. } | Body::Answer { sdp, media_key } => {
                 if sdp.len() > MAX_SDP {
                     return Err(MessageError::Field("sdp"));
@@ -467,10 +473,22 @@ mod tests {
             at(Body::Offer {
                 sdp: "a".repeat(MAX_SDP + 1),
                 video: false,
-                media_key: String::new()
+                media_key: String::new(),
+                relay: None,
             })
             .unwrap_err(),
             MessageError::Field("sdp")
+        );
+        let offer_via = |relay: String| Body::Offer {
+            sdp: String::new(),
+            video: false,
+            media_key: String::new(),
+            relay: Some(relay),
+        };
+        assert!(at(offer_via("r".repeat(MAX_RELAY_URL))).is_ok());
+        assert_eq!(
+            at(offer_via("r".repeat(MAX_RELAY_URL + 1))).unwrap_err(),
+            MessageError::Field("relay")
         );
         assert!(at(Body::Hangup {
             reason: "r".repeat(MAX_REASON)
@@ -523,6 +541,7 @@ mod tests {
                 sdp: "v=0".into(),
                 video: true,
                 media_key: "0102".into(),
+                relay: None,
             },
             Body::Ringing,
             Body::Answer {
@@ -559,6 +578,7 @@ mod tests {
                 sdp: "v=0\r\na=fingerprint:sha-256 AA".into(),
                 video: true,
                 media_key: "00".repeat(40),
+                relay: None,
             },
         )
         .encode()

@@ -159,6 +159,7 @@ fn offer(call: CallId, seq: u32, fp: &str) -> CallMessage {
             sdp: format!("v=0\r\n{fp}\r\n"),
             video: true,
             media_key: "00".repeat(40),
+            relay: None,
         },
     )
 }
@@ -678,6 +679,7 @@ fn offer_of_encoded_len(call: CallId, len: usize) -> CallMessage {
             sdp: String::new(),
             video: true,
             media_key: "00".repeat(40),
+            relay: None,
         },
     )
     .encode()
@@ -692,6 +694,7 @@ fn offer_of_encoded_len(call: CallId, len: usize) -> CallMessage {
             sdp,
             video: true,
             media_key: "00".repeat(40),
+            relay: None,
         },
     );
     assert_eq!(m.encode().len(), len);
