@@ -31,5 +31,7 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 pub const ONE_TIME_PREKEYS: u32 = 20;
 /// Time to live of call envelopes on the server: a ring is worthless after a minute.
 pub const CALL_ENVELOPE_TTL_SECS: u64 = 60;
+/// Envelope ids `sealed::Device::next` remembers to skip at-least-once redeliveries.
+pub const MAX_SEEN_ENVELOPES: usize = 1024;
 /// Safety numbers use libsignal's displayable fingerprint, version 2.
 pub const SAFETY_NUMBER_VERSION: u32 = 2;

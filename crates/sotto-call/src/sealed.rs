@@ -19,7 +19,9 @@ use sotto_server::{Client, ClientConfig, Envelope, Events};
 
 use crate::messages::{CallMessage, MessageError, MAX_CALL_MESSAGE};
 
-pub use crate::consts::{CALL_ENVELOPE_TTL_SECS, ONE_TIME_PREKEYS, SAFETY_NUMBER_VERSION};
+pub use crate::consts::{
+    CALL_ENVELOPE_TTL_SECS, MAX_SEEN_ENVELOPES, ONE_TIME_PREKEYS, SAFETY_NUMBER_VERSION,
+};
 
 /// What can go wrong sealing or opening a call message.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +69,31 @@ pub struct Device {
     identity: IdentityKeyPair,
     store: Mutex<InMemoryStore>,
     client: Client,
+    /// Envelope ids [`Device::next`] already took (the last [`MAX_SEEN_ENVELOPES`]).
+    seen: Mutex<SeenIds>,
+}
+
+/// The last [`MAX_SEEN_ENVELOPES`] envelope ids taken, oldest first out.
+#[derive(Debug, Default)]
+struct SeenIds {
+    order: std::collections::VecDeque<u64>,
+    set: std::collections::HashSet<u64>,
+}
+
+impl SeenIds {
+    /// Records `id`; false if it was already there.
+    fn insert(&mut self, id: u64) -> bool {
+        if !self.set.insert(id) {
+            return false;
+        }
+        self.order.push_back(id);
+        if self.order.len() > MAX_SEEN_ENVELOPES {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+        true
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -127,6 +154,7 @@ impl Device {
                 identity,
                 store: Mutex::new(store),
                 client,
+                seen: Mutex::new(SeenIds::default()),
             },
             events,
         ))
@@ -277,6 +305,36 @@ impl Device {
         })
     }
 
+    /// The next call message from `events`: receives the next envelope, opens it, acknowledges
+    /// it, and returns the result. Other events (reconnects, prekey stock) are skipped. An
+    /// envelope whose id is among the last [`MAX_SEEN_ENVELOPES`] taken is an at-least-once
+    /// redelivery (e.g. after a reconnect): it is acknowledged and skipped without touching the
+    /// ratchet. A replay under a *new* id reaches the ratchet and is
+    /// `Ratchet(DuplicateMessage)`. The envelope is acknowledged before the message is returned,
+    /// so a crash while acting on it loses that one call message (calls recover by timeouts).
+    /// `None` once the client is closed.
+    ///
+    /// # Errors
+    /// Each item is `Err` for an envelope that does not open ([`Device::open`]) — the stream
+    /// moves on — or `Signaling` if the acknowledgement fails.
+    pub async fn next(&self, events: &mut Events) -> Option<Result<Incoming, SealedError>> {
+        loop {
+            let env = events.next_envelope().await?;
+            let fresh = lock(&self.seen).insert(env.envelope_id);
+            if !fresh {
+                if let Err(e) = self.ack(&env).await {
+                    return Some(Err(e));
+                }
+                continue;
+            }
+            let opened = self.open(&env);
+            if let Err(e) = self.ack(&env).await {
+                return Some(Err(e));
+            }
+            return Some(opened);
+        }
+    }
+
     /// Acknowledges (deletes) a processed envelope.
     pub async fn ack(&self, env: &Envelope) -> Result<(), SealedError> {
         Ok(self.client.ack(env.envelope_id).await?)
@@ -303,5 +361,27 @@ impl Device {
                 .collect::<Vec<_>>()
                 .join(" "),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seen_ids_remember_the_last_max_seen_envelopes() {
+        let mut s = SeenIds::default();
+        for id in 0..MAX_SEEN_ENVELOPES as u64 {
+            assert!(s.insert(id));
+        }
+        // all MAX_SEEN_ENVELOPES still remembered
+        assert!(!s.insert(0));
+        assert!(!s.insert(MAX_SEEN_ENVELOPES as u64 - 1));
+        // one more pushes out the oldest (id 0)
+        assert!(s.insert(MAX_SEEN_ENVELOPES as u64));
+        assert!(s.insert(0));
+        assert!(!s.insert(2));
+        assert_eq!(s.order.len(), MAX_SEEN_ENVELOPES);
+        assert_eq!(s.set.len(), MAX_SEEN_ENVELOPES);
     }
 }

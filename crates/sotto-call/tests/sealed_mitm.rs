@@ -731,3 +731,80 @@ async fn largest_call_message_fits_one_signaling_frame() {
     );
     assert_eq!(bob.open(&env).unwrap().message, at);
 }
+
+async fn take(dev: &Device, ev: &mut Events) -> Result<sotto_call::sealed::Incoming, SealedError> {
+    tokio::time::timeout(T, dev.next(ev))
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+/// `Device::next` over a path that delivers every envelope three times: once, again under the
+/// same id (at-least-once redelivery: skipped without an error) and again under a fresh id (a
+/// replay: refused as a duplicate). Garbage in between is an error item and the stream goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn next_skips_redeliveries_refuses_replays_and_moves_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = server(dir.path()).await;
+    let proxy = Proxy::start(srv.url()).await;
+    let (alice, _aev) = device(&srv.url(), "alice").await;
+    let (bob, mut bev) = device(&proxy.url, "bob").await;
+    proxy.set(|dir, v| {
+        if dir == Dir::Down && is_envelope(&v) {
+            let again = v.clone();
+            let mut replay = v.clone();
+            replay["envelope_id"] = Value::from(v["envelope_id"].as_u64().unwrap() + 1_000_000);
+            vec![v, again, replay]
+        } else {
+            vec![v]
+        }
+    });
+    let call = CallId::random();
+    alice
+        .send("bob", 1, &offer(call, 0, ALICE_FP))
+        .await
+        .unwrap();
+    assert_eq!(
+        take(&bob, &mut bev).await.unwrap().message,
+        offer(call, 0, ALICE_FP)
+    );
+    // the same-id copy is skipped silently; the fresh-id copy is the next item, refused
+    let replay = take(&bob, &mut bev).await;
+    assert!(
+        matches!(
+            replay,
+            Err(SealedError::Ratchet(sotto_ratchet::Error::DuplicateMessage))
+        ),
+        "{replay:?}"
+    );
+    // a ratchet message: once, its redelivery skipped, its replay refused
+    alice.send("bob", 1, &mute(call, 1)).await.unwrap();
+    assert_eq!(take(&bob, &mut bev).await.unwrap().message, mute(call, 1));
+    assert!(matches!(
+        take(&bob, &mut bev).await,
+        Err(SealedError::Ratchet(sotto_ratchet::Error::DuplicateMessage))
+    ));
+    // garbage (every even envelope id) is an error item; the genuine ones around it come through
+    proxy.set(|dir, mut v| {
+        if dir == Dir::Down && is_envelope(&v) && v["envelope_id"].as_u64().unwrap() % 2 == 0 {
+            v["ciphertext"] = to_b64(&[3, 1, 2, 3]);
+        }
+        vec![v]
+    });
+    let mut got = Vec::new();
+    let mut errors = 0;
+    for seq in 2..8 {
+        alice.send("bob", 1, &mute(call, seq)).await.unwrap();
+    }
+    while got.len() + errors < 6 {
+        match take(&bob, &mut bev).await {
+            Ok(inc) => got.push(inc.message.seq),
+            Err(SealedError::Ratchet(_)) => errors += 1,
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    assert_eq!(errors, 3, "every even envelope id was garbage");
+    assert_eq!(got.len(), 3);
+    assert!(got.windows(2).all(|w| w[0] < w[1]), "{got:?}");
+    recv_none(&mut bev, Duration::from_millis(300)).await;
+}
