@@ -1,8 +1,9 @@
 //! Persistence behind a small trait: [`MemoryStore`] for unit tests, [`SqliteStore`] for users.
 //!
-//! Every method is synchronous and atomic; the server calls them from its one store thread. A method
-//! that returns `Ok` has committed (for SQLite: the transaction is in the WAL with the configured
-//! durability) — the server acknowledges a stored envelope only after `enqueue` returns.
+//! Every method is synchronous and atomic; the server calls them from its one store thread. A
+//! method that returns `Ok` has committed (for SQLite: the transaction is in the WAL with the
+//! configured durability) — the server acknowledges a stored envelope only after the `enqueue` or
+//! `write_batch` that stored it has returned.
 
 mod memory;
 mod sqlite;
