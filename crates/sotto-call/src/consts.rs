@@ -16,6 +16,10 @@ pub const MAX_SDP: usize = 32 * 1024;
 pub const MAX_REASON: usize = 200;
 /// Longest relay control URL in an offer, in bytes.
 pub const MAX_RELAY_URL: usize = 512;
+/// Most other members an offer may list (a sotto-relay room holds 5).
+pub const MAX_GROUP_MEMBERS: usize = 4;
+/// Longest member name in `members` / `add`, in bytes.
+pub const MAX_MEMBER_NAME: usize = 64;
 /// Longest hex media key (`KeyMaterial` wire encoding, hex), in characters.
 pub const MAX_MEDIA_KEY_HEX: usize = 256;
 /// Most out-of-order call messages one [`crate::messages::Reorder`] holds; a message this many or

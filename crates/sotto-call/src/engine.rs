@@ -39,6 +39,8 @@ pub enum Command {
     SwitchSource(IvfSource),
     /// Rotate our media key now (normally done when the counter runs low).
     RotateKey,
+    /// Group call: invite `user` into our call (needs a call through a relay).
+    Invite(String),
 }
 
 /// A snapshot of the device's call, for screens and reports.
@@ -86,6 +88,8 @@ pub enum Notice {
     KeyRotated(u64),
     /// The peer rotated; we installed its generation.
     PeerKey(u64),
+    /// Group membership changed.
+    Member(String),
     /// Something the user asked for failed.
     Error(String),
 }
@@ -198,7 +202,12 @@ struct Call {
     room: Option<sotto_relay::client::RoomHandle>,
     media_up: bool,
     send_seq: u32,
-    recv_seq: Option<u32>,
+    /// Highest sequence number seen per sender (group calls have several senders).
+    recv_seq: std::collections::HashMap<String, u32>,
+    /// Everyone else in the call (1:1: the peer; group: every member), device 1 each.
+    members: Vec<String>,
+    /// Media keys that arrived before our media existed (a member's key while we still ring).
+    pending_keys: Vec<String>,
     started: Instant,
     rotation_due: Option<Instant>,
     sending: bool,
@@ -337,13 +346,157 @@ impl Task {
         }
     }
 
+    /// Sends a call message to one member of a group call.
+    async fn send_to(&mut self, user: &str, body: Body) {
+        let Some(call) = self.call.as_mut() else {
+            return;
+        };
+        let msg = CallMessage::new(call.id, call.send_seq, body);
+        call.send_seq += 1;
+        if let Err(e) = self.device.send(user, 1, &msg).await {
+            self.notice(Notice::Error(format!(
+                "sending {} to {user} failed: {e}",
+                msg.body.kind()
+            )));
+        }
+    }
+
+    /// Invites `user` into our relay call: every member ratchets its key (the newcomer cannot
+    /// read earlier frames) and hands the ratcheted key to the newcomer only.
+    async fn invite(&mut self, user: String) {
+        let Some(call) = self.call.as_ref() else {
+            return self.notice(Notice::Error("no call".into()));
+        };
+        if call.machine.state() != &State::Connected || call.room.is_none() {
+            return self.notice(Notice::Error(
+                "invite needs a connected call through a relay".into(),
+            ));
+        }
+        if call.members.contains(&user) || call.members.len() >= crate::consts::MAX_GROUP_MEMBERS {
+            return self.notice(Notice::Error(format!("cannot add {user}")));
+        }
+        let (Some(media), Some(relay)) = (call.media.clone(), self.relay.clone()) else {
+            return;
+        };
+        let members = call.members.clone();
+        let key = match media.ratchet_send_key() {
+            Ok(k) => Self::key_hex(&k),
+            Err(e) => return self.notice(Notice::Error(format!("ratchet: {e}"))),
+        };
+        for m in &members {
+            self.send_to(m, Body::Add { user: user.clone() }).await;
+        }
+        self.send_to(
+            &user,
+            Body::Offer {
+                sdp: String::new(),
+                video: true,
+                media_key: key,
+                relay: Some(relay),
+                members,
+            },
+        )
+        .await;
+        if let Some(c) = self.call.as_mut() {
+            c.members.push(user.clone());
+        }
+        self.notice(Notice::Member(format!("{user} invited")));
+    }
+
+    /// A member added `user`: ratchet our key and give the new step to `user` only.
+    async fn member_added(&mut self, user: &str) {
+        let me = self.device.username().to_string();
+        let Some(call) = self.call.as_ref() else {
+            return;
+        };
+        if user == me || call.members.iter().any(|m| m == user) {
+            return;
+        }
+        if call.members.len() >= crate::consts::MAX_GROUP_MEMBERS {
+            return self.notice(Notice::Dropped(format!("add {user}: group full")));
+        }
+        let Some(media) = call.media.clone() else {
+            return;
+        };
+        match media.ratchet_send_key() {
+            Ok(k) => {
+                if let Some(c) = self.call.as_mut() {
+                    c.members.push(user.to_string());
+                }
+                self.send_to(
+                    user,
+                    Body::MediaKey {
+                        media_key: Self::key_hex(&k),
+                    },
+                )
+                .await;
+                self.notice(Notice::Member(format!("{user} joined; our key ratcheted")));
+            }
+            Err(e) => self.notice(Notice::Error(format!("ratchet: {e}"))),
+        }
+    }
+
+    /// `who` left a group call: draw a fresh key, give it only to those who remain, switch to
+    /// it after [`KEY_ACTIVATION_DELAY`].
+    async fn member_left(&mut self, who: &str) {
+        let Some(call) = self.call.as_mut() else {
+            return;
+        };
+        call.members.retain(|m| m != who);
+        if call.peer == who {
+            if let Some(m) = call.members.first() {
+                call.peer = m.clone();
+            }
+        }
+        let remaining = call.members.clone();
+        let Some(media) = call.media.clone() else {
+            return;
+        };
+        self.notice(Notice::Member(format!("{who} left; rotating our key")));
+        if remaining.is_empty() {
+            let outs = self
+                .call
+                .as_mut()
+                .and_then(|c| c.machine.handle(Input::HangupReceived, Instant::now()).ok())
+                .unwrap_or_default();
+            return self.apply(outs).await;
+        }
+        match media.prepare_rotation() {
+            Ok(m) => {
+                let hexkey = Self::key_hex(&m);
+                for r in &remaining {
+                    self.send_to(
+                        r,
+                        Body::MediaKey {
+                            media_key: hexkey.clone(),
+                        },
+                    )
+                    .await;
+                }
+                if let Some(c) = self.call.as_mut() {
+                    c.rotation_due = Some(Instant::now() + KEY_ACTIVATION_DELAY);
+                }
+            }
+            Err(e) => self.notice(Notice::Error(format!("rotation: {e}"))),
+        }
+    }
+
     async fn new_media(&mut self) -> Result<(), String> {
         let me = self.device.username().to_string();
         let cfg = (self.media_factory)(sender_id_for(&me)).map_err(|e| e.to_string())?;
         let (peer, events) = MediaPeer::new(cfg).await.map_err(|e| e.to_string())?;
-        if let Some(call) = self.call.as_mut() {
-            call.media = Some(Arc::new(peer));
-            call.media_events = Some(events);
+        let pending = match self.call.as_mut() {
+            Some(call) => {
+                call.media = Some(Arc::new(peer));
+                call.media_events = Some(events);
+                std::mem::take(&mut call.pending_keys)
+            }
+            None => Vec::new(),
+        };
+        for k in pending {
+            if let Err(e) = self.install_key(&k) {
+                self.notice(Notice::Dropped(format!("early member key: {e}")));
+            }
         }
         Ok(())
     }
@@ -398,6 +551,7 @@ impl Task {
                             video: true,
                             media_key,
                             relay: Some(url),
+                            members: Vec::new(),
                         })
                         .await;
                     } else {
@@ -408,6 +562,7 @@ impl Task {
                                     video: true,
                                     media_key,
                                     relay: None,
+                                    members: Vec::new(),
                                 })
                                 .await;
                             }
@@ -447,9 +602,29 @@ impl Task {
                         let media_key = Self::key_hex(&media.local_key_material());
                         self.send(Body::Answer {
                             sdp: String::new(),
-                            media_key,
+                            media_key: media_key.clone(),
                         })
                         .await;
+                        let others: Vec<String> = self
+                            .call
+                            .as_ref()
+                            .map(|c| {
+                                c.members
+                                    .iter()
+                                    .filter(|m| **m != c.peer)
+                                    .cloned()
+                                    .collect()
+                            })
+                            .unwrap_or_default();
+                        for m in others {
+                            self.send_to(
+                                &m,
+                                Body::MediaKey {
+                                    media_key: media_key.clone(),
+                                },
+                            )
+                            .await;
+                        }
                         continue;
                     }
                     match media.accept_offer(&sdp).await {
@@ -467,10 +642,30 @@ impl Task {
                 Output::ApplyAnswer => {}
                 Output::SendReject => self.send(Body::Reject).await,
                 Output::SendHangup => {
+                    let others: Vec<String> = self
+                        .call
+                        .as_ref()
+                        .map(|c| {
+                            c.members
+                                .iter()
+                                .filter(|m| **m != c.peer)
+                                .cloned()
+                                .collect()
+                        })
+                        .unwrap_or_default();
                     self.send(Body::Hangup {
                         reason: "hangup".into(),
                     })
-                    .await
+                    .await;
+                    for m in others {
+                        self.send_to(
+                            &m,
+                            Body::Hangup {
+                                reason: "hangup".into(),
+                            },
+                        )
+                        .await;
+                    }
                 }
                 Output::StopMedia => {
                     self.refresh_stats().await;
@@ -495,6 +690,7 @@ impl Task {
         let now = Instant::now();
         match cmd {
             Command::Dial(peer) => {
+                let peer_name = peer.clone();
                 if self.busy() {
                     return self.notice(Notice::Error("already in a call".into()));
                 }
@@ -511,7 +707,9 @@ impl Task {
                     room: None,
                     media_up: false,
                     send_seq: 0,
-                    recv_seq: None,
+                    recv_seq: Default::default(),
+                    members: vec![peer_name.clone()],
+                    pending_keys: Vec::new(),
                     started: now,
                     rotation_due: None,
                     sending: false,
@@ -571,6 +769,7 @@ impl Task {
                 None => self.notice(Notice::Error("no media to switch".into())),
             },
             Command::RotateKey => self.rotate().await,
+            Command::Invite(user) => self.invite(user).await,
         }
     }
 
@@ -580,10 +779,20 @@ impl Task {
         };
         match media.prepare_rotation() {
             Ok(m) => {
-                self.send(Body::MediaKey {
-                    media_key: Self::key_hex(&m),
-                })
-                .await;
+                let members: Vec<String> = self
+                    .call
+                    .as_ref()
+                    .map(|c| c.members.clone())
+                    .unwrap_or_default();
+                for u in members {
+                    self.send_to(
+                        &u,
+                        Body::MediaKey {
+                            media_key: Self::key_hex(&m),
+                        },
+                    )
+                    .await;
+                }
                 if let Some(c) = self.call.as_mut() {
                     c.rotation_due = Some(Instant::now() + KEY_ACTIVATION_DELAY);
                 }
@@ -704,16 +913,20 @@ impl Task {
         };
         let now = Instant::now();
         let same_call = self.call.as_ref().is_some_and(|c| {
-            c.id == call_id && c.peer == inc.from_user && c.device == inc.from_device
+            c.id == call_id
+                && ((c.peer == inc.from_user && c.device == inc.from_device)
+                    || c.members.contains(&inc.from_user))
         });
 
         if let Body::Offer {
             sdp,
             media_key,
             relay,
+            members: offer_members,
             ..
         } = &inc.message.body
         {
+            let me = self.device.username().to_string();
             if same_call {
                 return self.notice(Notice::Dropped("duplicate offer".into()));
             }
@@ -762,7 +975,13 @@ impl Task {
                 room: None,
                 media_up: false,
                 send_seq: 0,
-                recv_seq: Some(inc.message.seq),
+                recv_seq: [(inc.from_user.clone(), inc.message.seq)]
+                    .into_iter()
+                    .collect(),
+                members: std::iter::once(inc.from_user.clone())
+                    .chain(offer_members.iter().filter(|m| **m != me).cloned())
+                    .collect(),
+                pending_keys: Vec::new(),
                 started: now,
                 rotation_due: None,
                 sending: false,
@@ -793,10 +1012,46 @@ impl Task {
         let Some(call) = self.call.as_mut() else {
             return;
         };
-        if call.recv_seq.is_some_and(|s| inc.message.seq <= s) {
+        if call
+            .recv_seq
+            .get(&inc.from_user)
+            .is_some_and(|s| inc.message.seq <= *s)
+        {
             return self.notice(Notice::Dropped("replayed or stale call message".into()));
         }
-        call.recv_seq = Some(inc.message.seq);
+        call.recv_seq.insert(inc.from_user.clone(), inc.message.seq);
+        // group: messages from members other than our call peer, and membership changes
+        let from_peer = call.peer == inc.from_user;
+        let group = call.members.len() > 1;
+        match &inc.message.body {
+            Body::Add { user } => {
+                let user = user.clone();
+                return self.member_added(&user).await;
+            }
+            Body::Hangup { .. } if group => {
+                let who = inc.from_user.clone();
+                return self.member_left(&who).await;
+            }
+            Body::Answer { media_key, .. } | Body::MediaKey { media_key } if !from_peer => {
+                let key = media_key.clone();
+                if call.media.is_none() {
+                    if call.pending_keys.len() < crate::consts::MAX_GROUP_MEMBERS * 2 {
+                        call.pending_keys.push(key);
+                    }
+                    return;
+                }
+                match self.install_key(&key) {
+                    Ok(g) => self.notice(Notice::PeerKey(g)),
+                    Err(e) => self.notice(Notice::Dropped(format!("member key: {e}"))),
+                }
+                return;
+            }
+            _ if !from_peer => return,
+            _ => {}
+        }
+        let Some(call) = self.call.as_mut() else {
+            return;
+        };
         let input = match &inc.message.body {
             Body::Ringing => Input::RingingReceived,
             Body::Answer { sdp, media_key } => {
@@ -834,7 +1089,7 @@ impl Task {
                 }
                 return;
             }
-            Body::Offer { .. } => return,
+            Body::Offer { .. } | Body::Add { .. } => return,
         };
         let Some(call) = self.call.as_mut() else {
             return;

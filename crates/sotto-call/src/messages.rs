@@ -6,8 +6,8 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroize;
 
 pub use crate::consts::{
-    CALL_MESSAGE_VERSION, MAX_CALL_MESSAGE, MAX_MEDIA_KEY_HEX, MAX_REASON, MAX_RELAY_URL,
-    MAX_REORDER, MAX_SDP,
+    CALL_MESSAGE_VERSION, MAX_CALL_MESSAGE, MAX_GROUP_MEMBERS, MAX_MEDIA_KEY_HEX, MAX_MEMBER_NAME,
+    MAX_REASON, MAX_RELAY_URL, MAX_REORDER, MAX_SDP,
 };
 
 /// A call id: 16 random bytes, hex on the wire.
@@ -45,6 +45,16 @@ pub enum Body {
         /// of peer to peer; `sdp` is then empty.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         relay: Option<String>,
+        /// Group call: the other members already in the call (besides the sender), each of
+        /// whom will send the invitee its media key. Empty for a 1:1 call.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        members: Vec<String>,
+    },
+    /// Group call: the sender (a member) invited `user`; every member ratchets its media key
+    /// and sends the ratcheted key to `user` only.
+    Add {
+        /// The invitee.
+        user: String,
     },
     /// The callee's device rings.
     Ringing,
@@ -102,6 +112,7 @@ impl Body {
         match self {
             Body::Offer { .. } => "offer",
             Body::Ringing => "ringing",
+            Body::Add { .. } => "add",
             Body::Answer { .. } => "answer",
             Body::Reject => "reject",
             Body::Busy => "busy",
@@ -192,7 +203,8 @@ impl CallMessage {
             .ok_or_else(|| MessageError::Malformed("not a JSON object".into()))?;
         // serde's `flatten` ignores unknown fields; version 1 refuses them
         let allowed: &[&str] = match obj.get("type").and_then(|t| t.as_str()) {
-            Some("offer") => &["sdp", "video", "media_key", "relay"],
+            Some("offer") => &["sdp", "video", "media_key", "relay", "members"],
+            Some("add") => &["user"],
             Some("answer") => &["sdp", "media_key"],
             Some("hangup") => &["reason"],
             Some("mute") => &["audio", "video"],
@@ -215,6 +227,17 @@ impl CallMessage {
                 relay: Some(url), ..
             } if url.len() > MAX_RELAY_URL => {
                 return Err(MessageError::Field("relay"));
+            }
+            Body::Offer { members, .. }
+                if members.len() > MAX_GROUP_MEMBERS
+                    || members
+                        .iter()
+                        .any(|m| m.is_empty() || m.len() > MAX_MEMBER_NAME) =>
+            {
+                return Err(MessageError::Field("members"));
+            }
+            Body::Add { user } if user.is_empty() || user.len() > MAX_MEMBER_NAME => {
+                return Err(MessageError::Field("user"));
             }
             Body::Offer { sdp, media_key, .. } | Body::Answer { sdp, media_key } => {
                 if sdp.len() > MAX_SDP {
@@ -451,6 +474,7 @@ mod tests {
                 video: true,
                 media_key: "beef".into(),
                 relay: None,
+                members: Vec::new(),
             },
         );
         let d = format!("{m:?}");
@@ -475,6 +499,7 @@ mod tests {
                 video: false,
                 media_key: String::new(),
                 relay: None,
+                members: Vec::new(),
             })
             .unwrap_err(),
             MessageError::Field("sdp")
@@ -484,6 +509,7 @@ mod tests {
             video: false,
             media_key: String::new(),
             relay: Some(relay),
+            members: Vec::new(),
         };
         assert!(at(offer_via("r".repeat(MAX_RELAY_URL))).is_ok());
         assert_eq!(
@@ -542,6 +568,7 @@ mod tests {
                 video: true,
                 media_key: "0102".into(),
                 relay: None,
+                members: Vec::new(),
             },
             Body::Ringing,
             Body::Answer {
@@ -579,6 +606,7 @@ mod tests {
                 video: true,
                 media_key: "00".repeat(40),
                 relay: None,
+                members: Vec::new(),
             },
         )
         .encode()

@@ -253,3 +253,77 @@ async fn call_through_the_relay_connects_and_the_relay_sees_only_ciphertext() {
     }
     relay.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_third_member_joins_and_leaves_keys_ratchet_then_rotate() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = server(dir.path()).await;
+    let relay = sotto_relay::serve(sotto_relay::RelayConfig::loopback())
+        .await
+        .unwrap();
+    let mut engines = Vec::new();
+    for who in ["alice", "bob", "carol"] {
+        let (dev, events) = Device::register(&srv.url(), SERVER_ID, who).await.unwrap();
+        engines.push(Engine::spawn_with_relay(
+            dev,
+            events,
+            media(dir.path().to_path_buf(), who),
+            default_machine,
+            Some(relay.url()),
+        ));
+    }
+    let carol = engines.pop().unwrap();
+    let bob = engines.pop().unwrap();
+    let alice = engines.pop().unwrap();
+    alice.command(Command::Dial("bob".into())).await;
+    bob.wait_state("incoming", T).await.unwrap();
+    bob.command(Command::Answer).await;
+    alice.wait_state("connected", T).await.unwrap();
+    bob.wait_state("connected", T).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    alice.command(Command::Invite("carol".into())).await;
+    carol.wait_state("incoming", T).await.expect("carol rings");
+    carol.command(Command::Answer).await;
+    carol
+        .wait_state("connected", T)
+        .await
+        .expect("carol connected");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let c = carol.status().borrow().media.clone().unwrap();
+    // carol decrypts both alice and bob (two senders): more than one stream's worth of frames
+    assert!(c.video.frames_decrypted > 30, "{c:?}");
+    assert_eq!(c.video.frames_failed + c.audio.frames_failed, 0, "{c:?}");
+    let b_before = bob.status().borrow().media.clone().unwrap();
+    assert_eq!(
+        b_before.video.frames_failed + b_before.audio.frames_failed,
+        0,
+        "{b_before:?}"
+    );
+
+    carol.command(Command::Hangup).await;
+    carol.wait_state("ended", T).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let a = alice.status().borrow().clone();
+    let b = bob.status().borrow().clone();
+    assert_eq!(
+        a.state, "connected",
+        "alice stays in the call after carol leaves"
+    );
+    assert_eq!(b.state, "connected");
+    let (am, bm) = (a.media.unwrap(), b.media.unwrap());
+    assert_eq!(
+        am.local_generation, 1,
+        "alice rotated after carol left: {am:?}"
+    );
+    assert_eq!(
+        bm.local_generation, 1,
+        "bob rotated after carol left: {bm:?}"
+    );
+    assert_eq!(am.remote_generation, Some(1));
+    assert_eq!(am.video.frames_failed + am.audio.frames_failed, 0, "{am:?}");
+    assert_eq!(bm.video.frames_failed + bm.audio.frames_failed, 0, "{bm:?}");
+    alice.command(Command::Hangup).await;
+    bob.wait_state("ended", T).await.unwrap();
+    relay.shutdown().await;
+}

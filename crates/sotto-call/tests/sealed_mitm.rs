@@ -160,6 +160,7 @@ fn offer(call: CallId, seq: u32, fp: &str) -> CallMessage {
             video: true,
             media_key: "00".repeat(40),
             relay: None,
+            members: Vec::new(),
         },
     )
 }
@@ -680,6 +681,7 @@ fn offer_of_encoded_len(call: CallId, len: usize) -> CallMessage {
             video: true,
             media_key: "00".repeat(40),
             relay: None,
+            members: Vec::new(),
         },
     )
     .encode()
@@ -695,6 +697,7 @@ fn offer_of_encoded_len(call: CallId, len: usize) -> CallMessage {
             video: true,
             media_key: "00".repeat(40),
             relay: None,
+            members: Vec::new(),
         },
     );
     assert_eq!(m.encode().len(), len);

@@ -17,3 +17,5 @@ pub const AUDIO_FRAME_INTERVAL: Duration = Duration::from_millis(20);
 pub const MAX_CANDIDATE_LEN: usize = 1024;
 /// Remote candidates kept while the remote description has not arrived yet.
 pub const MAX_EARLY_CANDIDATES: usize = 64;
+/// Remote senders beyond the first that get their own sink files (group calls).
+pub const MAX_EXTRA_SINKS: usize = 8;

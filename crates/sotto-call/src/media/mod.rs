@@ -316,6 +316,79 @@ impl Counters {
 struct Sinks {
     ivf: Option<IvfSink>,
     ogg: Option<OggSink>,
+    /// Where files go; the first remote sender gets `<prefix>.ivf/.ogg`, any further sender
+    /// (group calls) `<prefix>-from-<sender id>.ivf/.ogg`, so no file mixes two streams.
+    prefix: Option<PathBuf>,
+    first_sender: Option<u64>,
+    extra: std::collections::HashMap<u64, (IvfSink, OggSink)>,
+}
+
+impl Sinks {
+    fn write(
+        &mut self,
+        sender: u64,
+        kind: MediaKind,
+        frame: &[u8],
+        rtp_ts: u32,
+    ) -> Result<(), MediaError> {
+        let first = *self.first_sender.get_or_insert(sender);
+        let (ivf, ogg) = if sender == first {
+            (self.ivf.as_mut(), self.ogg.as_mut())
+        } else {
+            let Some(prefix) = self.prefix.clone() else {
+                return Ok(());
+            };
+            if !self.extra.contains_key(&sender) {
+                if self.extra.len() >= consts::MAX_EXTRA_SINKS {
+                    return Ok(());
+                }
+                let base = format!(
+                    "{}-from-{sender}",
+                    prefix
+                        .file_name()
+                        .map(|f| f.to_string_lossy().into_owned())
+                        .unwrap_or_default()
+                );
+                let p = prefix.with_file_name(base);
+                let pair = (
+                    IvfSink::create(&p.with_extension("ivf"), 15)?,
+                    OggSink::create(&p.with_extension("ogg"))?,
+                );
+                self.extra.insert(sender, pair);
+            }
+            match self.extra.get_mut(&sender) {
+                Some((i, o)) => (Some(i), Some(o)),
+                None => (None, None),
+            }
+        };
+        match kind {
+            MediaKind::Video => {
+                if let Some(s) = ivf {
+                    s.write_frame(frame)?;
+                }
+            }
+            MediaKind::Audio => {
+                if let Some(s) = ogg {
+                    s.write_packet(frame, rtp_ts)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<(), MediaError> {
+        if let Some(s) = self.ivf.as_mut() {
+            s.finish()?;
+        }
+        if let Some(s) = self.ogg.as_mut() {
+            s.finish()?;
+        }
+        for (i, o) in self.extra.values_mut() {
+            i.finish()?;
+            o.finish()?;
+        }
+        Ok(())
+    }
 }
 
 struct Shared {
@@ -376,20 +449,9 @@ impl Shared {
                         *g = Some(d.id.generation);
                     }
                 }
-                let mut sinks = lock(&self.sinks);
-                let r = match kind {
-                    MediaKind::Video => sinks
-                        .ivf
-                        .as_mut()
-                        .map(|s| s.write_frame(&d.frame).map(|_| ())),
-                    MediaKind::Audio => {
-                        sinks.ogg.as_mut().map(|s| s.write_packet(&d.frame, rtp_ts))
-                    }
-                };
-                if let Some(Err(e)) = r {
+                if let Err(e) = lock(&self.sinks).write(d.id.sender, kind, &d.frame, rtp_ts) {
                     tracing::warn!("sink: {e}");
                 }
-                drop(sinks);
                 if let Some(tap) = &self.tap {
                     let _ = tap.send(TapFrame {
                         sent: false,
@@ -571,6 +633,9 @@ impl MediaPeer {
                 Some(p) => Some(OggSink::create(&p.with_extension("ogg"))?),
                 None => None,
             },
+            prefix: cfg.record_prefix.clone(),
+            first_sender: None,
+            extra: std::collections::HashMap::new(),
         };
         let shared = Arc::new(Shared {
             sender_key: Mutex::new(sender_key),
@@ -822,6 +887,15 @@ impl MediaPeer {
         Ok(m)
     }
 
+    /// Someone joined: ratchets our sender key one step (RFC 9605 §5.1) and returns the new
+    /// material, to be given to the newcomer only. Members who already hold an earlier step
+    /// follow by themselves; the newcomer cannot derive earlier steps.
+    pub fn ratchet_send_key(&self) -> Result<KeyMaterial, MediaError> {
+        let mut k = lock(&self.shared.sender_key);
+        k.ratchet()?;
+        Ok(k.material())
+    }
+
     /// Switches sending to the prepared key; returns its generation (None if none prepared).
     pub fn activate_rotation(&self) -> Option<u64> {
         let next = lock(&self.shared.pending_key).take()?;
@@ -976,13 +1050,7 @@ impl MediaPeer {
             t.abort();
         }
         let res = self.pc.close().await.map_err(wr);
-        let mut sinks = lock(&self.shared.sinks);
-        if let Some(s) = sinks.ivf.as_mut() {
-            s.finish()?;
-        }
-        if let Some(s) = sinks.ogg.as_mut() {
-            s.finish()?;
-        }
+        lock(&self.shared.sinks).finish()?;
         res
     }
 }
