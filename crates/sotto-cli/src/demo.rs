@@ -133,7 +133,7 @@ async fn demo(args: DemoArgs) -> Result<(), CliError> {
 
     let (tap_tx, mut tap_rx) = mpsc::unbounded_channel();
     let mut engines = Vec::new();
-    for who in ["alice", "bob"] {
+    for who in ["alice", "bob", "carol"] {
         let (dev, events) = Device::register(&server.url(), SERVER_ID, who)
             .await
             .map_err(|e| fail(format!("register {who}: {e}")))?;
@@ -151,6 +151,7 @@ async fn demo(args: DemoArgs) -> Result<(), CliError> {
         ));
     }
     drop(tap_tx);
+    let mut carol = engines.pop().ok_or_else(|| fail("no carol"))?;
     let mut bob = engines.pop().ok_or_else(|| fail("no bob"))?;
     let alice = engines.pop().ok_or_else(|| fail("no alice"))?;
 
@@ -192,12 +193,32 @@ async fn demo(args: DemoArgs) -> Result<(), CliError> {
         ))
         .await;
     tokio::time::sleep(step).await;
-    log.say(
-        "alice rotates her media key (new generation sent through the ratchet, used 500 ms later)",
-    );
-    alice.command(Command::RotateKey).await;
-    bob.command(Command::RotateKey).await;
-    tokio::time::sleep(step).await;
+    let c = if relay.is_some() {
+        log.say("alice invites carol: alice and bob ratchet their keys (RFC 9605 §5.1) and give the new step to carol only");
+        alice.command(Command::Invite("carol".into())).await;
+        wait_notice(&mut carol, |n| matches!(n, Notice::Incoming(_))).await?;
+        carol.command(Command::Answer).await;
+        carol
+            .wait_state("connected", Duration::from_secs(20))
+            .await
+            .ok_or_else(|| fail("carol never connected"))?;
+        log.say("carol is in the call: three participants through the relay");
+        tokio::time::sleep(step).await;
+        log.say("carol leaves: alice and bob draw fresh keys, give them only to each other, switch 500 ms later");
+        carol.command(Command::Hangup).await;
+        let c = carol
+            .wait_state("ended", Duration::from_secs(10))
+            .await
+            .ok_or_else(|| fail("carol did not end"))?;
+        tokio::time::sleep(step).await;
+        Some(c)
+    } else {
+        log.say("alice and bob rotate their media keys (next generation through the ratchet, used 500 ms later)");
+        alice.command(Command::RotateKey).await;
+        bob.command(Command::RotateKey).await;
+        tokio::time::sleep(step).await;
+        None
+    };
     log.say("bob hangs up");
     bob.command(Command::Hangup).await;
     let a = alice
@@ -211,6 +232,7 @@ async fn demo(args: DemoArgs) -> Result<(), CliError> {
     tokio::time::sleep(Duration::from_millis(300)).await;
     drop(alice);
     drop(bob);
+    drop(carol);
 
     let mut frames: Vec<(String, TapFrame)> = Vec::new();
     while let Ok(f) = tap_rx.try_recv() {
@@ -226,7 +248,7 @@ async fn demo(args: DemoArgs) -> Result<(), CliError> {
         }
         None => None,
     };
-    report(&a, &b, &frames, &out, captured)?;
+    report(&a, &b, c.as_ref(), &frames, &out, captured)?;
     server.shutdown().await;
     if !work.path().starts_with(&out) || relay_used {
         // keep the media directory when it lives inside the work directory
@@ -239,6 +261,7 @@ async fn demo(args: DemoArgs) -> Result<(), CliError> {
 fn report(
     a: &Status,
     b: &Status,
+    c: Option<&Status>,
     frames: &[(String, TapFrame)],
     out: &std::path::Path,
     captured: Option<(u64, u64, PathBuf)>,
@@ -262,7 +285,11 @@ fn report(
         "", "sent", "received", "decrypted", "failed", "key gen own", "peer", "ICE pair"
     );
     let mut ok = true;
-    for (who, s) in [("alice", a), ("bob", b)] {
+    let mut rows = vec![("alice", a), ("bob", b)];
+    if let Some(c) = c {
+        rows.push(("carol", c));
+    }
+    for (who, s) in rows {
         let m = s.media.clone().unwrap_or_default();
         let sent = m.audio.frames_sent + m.video.frames_sent;
         let rec = m.audio.frames_received + m.video.frames_received;
@@ -298,6 +325,33 @@ fn report(
             Some(s) if s.frame == f.frame => {}
             _ => mismatched += 1,
         }
+    }
+    if c.is_some() {
+        let generation = |f: &TapFrame| -> Option<u64> {
+            let codec = match f.kind {
+                MediaKind::Video => sotto_frame::Codec::Vp8,
+                MediaKind::Audio => sotto_frame::Codec::Opus,
+            };
+            let clear = codec.clear_len(&f.wire).ok()?;
+            let (h, _) = sotto_frame::Header::decode(&f.wire[clear..]).ok()?;
+            Some(sotto_frame::KeyId::split_kid(h.kid).1)
+        };
+        let after_leave = frames
+            .iter()
+            .filter(|(w, f)| f.sent && w != "carol" && generation(f) == Some(1))
+            .count();
+        let carol_got = frames
+            .iter()
+            .filter(|(w, f)| !f.sent && w == "carol")
+            .count();
+        let carol_after = frames
+            .iter()
+            .filter(|(w, f)| !f.sent && w == "carol" && generation(f) == Some(1))
+            .count();
+        println!(
+            "  carol decrypted {carol_got} frames while in the call; after she left, alice and bob sent {after_leave} frames under a key generation never sent to her (carol decrypted {carol_after})"
+        );
+        ok &= carol_got > 0 && after_leave > 0 && carol_after == 0;
     }
     let mut leaks = 0usize;
     for (_, f) in frames.iter().filter(|(_, f)| f.sent) {
@@ -385,13 +439,12 @@ fn report(
         b.end_reason.clone().unwrap_or_default()
     );
     println!("\nreceived media (decrypted), playable with ffplay:");
-    for f in [
-        "bob-received.ivf",
-        "bob-received.ogg",
-        "alice-received.ivf",
-        "alice-received.ogg",
-    ] {
-        println!("  ffplay {}", out.join(f).display());
+    let mut files: Vec<PathBuf> = std::fs::read_dir(out)
+        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    files.sort();
+    for f in files {
+        println!("  ffplay {}", f.display());
     }
     if ok {
         println!("\ndemo OK");

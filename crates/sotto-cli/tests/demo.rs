@@ -28,6 +28,8 @@ fn sotto_demo_runs_and_reports_a_clean_encrypted_call() {
         "0 carried a 16-byte window",
         "end: alice \"peer hung up\", bob \"hung up\"",
         "none contained plaintext",
+        "carol is in the call: three participants through the relay",
+        "under a key generation never sent to her (carol decrypted 0)",
         "demo OK",
     ] {
         assert!(text.contains(needle), "report lacks {needle:?}:\n{text}");
