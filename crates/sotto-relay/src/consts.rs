@@ -16,3 +16,7 @@ pub const JOIN_TIMEOUT: Duration = Duration::from_secs(15);
 pub const GATHER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest captured payload record.
 pub const MAX_CAPTURE_PAYLOAD: usize = 64 * 1024;
+/// At most one keyframe request (PLI) per sender per this interval, however many receivers ask.
+pub const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(250);
+/// How often a slot's feedback task retries while its track is not bound yet.
+pub const FEEDBACK_POLL_RETRY: Duration = Duration::from_millis(50);

@@ -12,6 +12,7 @@
 pub mod capture;
 pub mod client;
 pub mod consts;
+pub mod feedback;
 pub mod protocol;
 
 use std::collections::HashMap;
@@ -22,8 +23,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use futures_util::{SinkExt, StreamExt};
+use rtc::interceptor::{Registry, Slot as InterceptorSlot};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8};
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
@@ -32,7 +35,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Notify};
 use tokio_tungstenite::tungstenite::Message;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
-use webrtc::media_stream::track_local::TrackLocal;
+use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
@@ -74,6 +77,10 @@ pub struct RelayStats {
     pub packets_out: AtomicU64,
     /// Payload bytes received.
     pub bytes_in: AtomicU64,
+    /// Keyframe requests (PLI/FIR) received from receivers.
+    pub keyframe_requests_in: AtomicU64,
+    /// Keyframe requests (PLI) sent on to the original sender.
+    pub keyframe_requests_out: AtomicU64,
 }
 
 struct Slot {
@@ -89,6 +96,16 @@ struct Member {
     slots: Vec<Slot>,
     control: mpsc::UnboundedSender<ServerMsg>,
     pc: Arc<dyn PeerConnection>,
+    inbound: Arc<Inbound>,
+    /// Tasks reading receivers' RTCP on this member's slot tracks.
+    feedback: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// What the relay receives from one participant (for keyframe requests towards it).
+#[derive(Default)]
+struct Inbound {
+    video: Mutex<Option<Arc<dyn TrackRemote>>>,
+    last_keyframe_request: Mutex<Option<Instant>>,
 }
 
 #[derive(Default)]
@@ -136,6 +153,15 @@ impl Relay {
         )
     }
 
+    /// Keyframe requests received from receivers and forwarded to senders: `(in, out)`.
+    pub fn keyframe_requests(&self) -> (u64, u64) {
+        let s = &self.shared.stats;
+        (
+            s.keyframe_requests_in.load(Ordering::Relaxed),
+            s.keyframe_requests_out.load(Ordering::Relaxed),
+        )
+    }
+
     /// Members of `room` now.
     pub fn members(&self, room: &str) -> Vec<String> {
         let mut v: Vec<String> = lock(&self.shared.rooms)
@@ -152,7 +178,11 @@ impl Relay {
         self.stop.notify_waiters();
         let pcs: Vec<Arc<dyn PeerConnection>> = lock(&self.shared.rooms)
             .values()
-            .flat_map(|r| r.members.values().map(|m| m.pc.clone()))
+            .flat_map(|r| r.members.values())
+            .map(|m| {
+                m.feedback.iter().for_each(|t| t.abort());
+                m.pc.clone()
+            })
             .collect();
         for pc in pcs {
             let _ = pc.close().await;
@@ -270,6 +300,7 @@ struct Handler {
     me: String,
     gathered: Arc<Notify>,
     gathering_done: Arc<AtomicBool>,
+    inbound: Arc<Inbound>,
 }
 
 #[async_trait::async_trait]
@@ -284,11 +315,15 @@ impl PeerConnectionEventHandler for Handler {
     async fn on_track(&self, track: Arc<dyn TrackRemote>) {
         let shared = self.shared.clone();
         let (room, me) = (self.room.clone(), self.me.clone());
+        let inbound = self.inbound.clone();
         tokio::spawn(async move {
             let kind = match track.kind().await {
                 RtpCodecKind::Video => Kind::Video,
                 _ => Kind::Audio,
             };
+            if kind == Kind::Video {
+                *lock(&inbound.video) = Some(track.clone());
+            }
             while let Some(evt) = track.poll().await {
                 let TrackRemoteEvent::OnRtpPacket(packet) = evt else {
                     continue;
@@ -341,6 +376,80 @@ async fn forward(shared: &Shared, room: &str, from: &str, kind: Kind, packet: rt
         if track.write_rtp(p).await.is_ok() {
             shared.stats.packets_out.fetch_add(1, Ordering::Relaxed);
         }
+    }
+}
+
+/// Reads receivers' RTCP on one slot's video track and asks the slot's sender for keyframes.
+async fn slot_feedback(
+    shared: Arc<Shared>,
+    room: String,
+    receiver: String,
+    slot: usize,
+    track: Arc<TrackLocalStaticRTP>,
+) {
+    loop {
+        match track.poll().await {
+            Some(TrackLocalEvent::OnRtcpPacket(packets)) => {
+                if packets
+                    .iter()
+                    .any(|p| feedback::is_keyframe_request(p.as_ref()))
+                {
+                    shared
+                        .stats
+                        .keyframe_requests_in
+                        .fetch_add(1, Ordering::Relaxed);
+                    request_keyframe(&shared, &room, &receiver, slot).await;
+                }
+            }
+            Some(_) => {}
+            // not bound yet (or no longer): the task is aborted when the member leaves
+            None => tokio::time::sleep(FEEDBACK_POLL_RETRY).await,
+        }
+    }
+}
+
+/// Sends a PLI to whoever `receiver`'s slot `slot` carries, at most once per
+/// `KEYFRAME_REQUEST_INTERVAL` per sender.
+async fn request_keyframe(shared: &Shared, room: &str, receiver: &str, slot: usize) {
+    let inbound = {
+        let rooms = lock(&shared.rooms);
+        let Some(r) = rooms.get(room) else { return };
+        let Some(holder) = r
+            .members
+            .get(receiver)
+            .and_then(|m| m.slots.get(slot))
+            .and_then(|s| s.holder.clone())
+        else {
+            return;
+        };
+        let Some(sender) = r.members.get(&holder) else {
+            return;
+        };
+        sender.inbound.clone()
+    };
+    {
+        let mut last = lock(&inbound.last_keyframe_request);
+        let now = Instant::now();
+        if last.is_some_and(|t| now.duration_since(t) < KEYFRAME_REQUEST_INTERVAL) {
+            return;
+        }
+        *last = Some(now);
+    }
+    let Some(track) = lock(&inbound.video).clone() else {
+        return;
+    };
+    let Some(media_ssrc) = track.ssrcs().await.first().copied() else {
+        return;
+    };
+    let pli = PictureLossIndication {
+        sender_ssrc: 0,
+        media_ssrc,
+    };
+    if track.write_rtcp(vec![Box::new(pli)]).await.is_ok() {
+        shared
+            .stats
+            .keyframe_requests_out
+            .fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -413,14 +522,22 @@ async fn session(shared: Arc<Shared>, tcp: TcpStream) -> Result<(), String> {
     let gathering_done = Arc::new(AtomicBool::new(false));
     let mut media = MediaEngine::default();
     media.register_default_codecs().map_err(|e| e.to_string())?;
+    // inbound RTCP reaches the application only if an interceptor vouches for it
+    let registry = Registry::new().with(
+        InterceptorSlot::from(14_000),
+        feedback::KeyframeRequests::default(),
+    );
+    let inbound = Arc::new(Inbound::default());
     let pc = PeerConnectionBuilder::new()
         .with_media_engine(media)
+        .with_interceptor_registry(registry)
         .with_handler(Arc::new(Handler {
             shared: shared.clone(),
             room: room.clone(),
             me: me.clone(),
             gathered: gathered.clone(),
             gathering_done: gathering_done.clone(),
+            inbound: inbound.clone(),
         }))
         .with_udp_addrs(vec![format!("{}:0", shared.bind_ip)])
         .build()
@@ -529,12 +646,27 @@ async fn session(shared: Arc<Shared>, tcp: TcpStream) -> Result<(), String> {
                 participant: me.clone(),
             });
         }
+        let feedback = slots
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                tokio::spawn(slot_feedback(
+                    shared.clone(),
+                    room.clone(),
+                    me.clone(),
+                    i,
+                    s.video.clone(),
+                ))
+            })
+            .collect();
         r.members.insert(
             me.clone(),
             Member {
                 slots,
                 control: ctl_tx,
                 pc: pc.clone(),
+                inbound,
+                feedback,
             },
         );
         others
@@ -560,7 +692,9 @@ async fn session(shared: Arc<Shared>, tcp: TcpStream) -> Result<(), String> {
     {
         let mut rooms = lock(&shared.rooms);
         if let Some(r) = rooms.get_mut(&room) {
-            r.members.remove(&me);
+            if let Some(gone) = r.members.remove(&me) {
+                gone.feedback.iter().for_each(|t| t.abort());
+            }
             for m in r.members.values_mut() {
                 for s in m
                     .slots
