@@ -19,3 +19,6 @@ pub const MAX_CANDIDATE_LEN: usize = 1024;
 pub const MAX_EARLY_CANDIDATES: usize = 64;
 /// Remote senders beyond the first that get their own sink files (group calls).
 pub const MAX_EXTRA_SINKS: usize = 8;
+/// Frames left under the current sender key at which [`super::MediaEvent::RotationNeeded`] fires
+/// (about 17 minutes of audio and video at 65 frames/s before the key's counter runs out).
+pub const ROTATION_MARGIN: u64 = 1 << 16;

@@ -235,6 +235,13 @@ pub enum MediaEvent {
     LocalCandidate(String),
     /// Trickle ICE: local gathering finished (no more [`MediaEvent::LocalCandidate`]).
     GatheringComplete,
+    /// The sender key is close to its counter limit (at most [`ROTATION_MARGIN`] frames left,
+    /// fired once per key): run [`MediaPeer::prepare_rotation`], send the material to the peer,
+    /// then [`MediaPeer::activate_rotation`]. At the limit itself frames are no longer sent.
+    RotationNeeded {
+        /// Frames the current key may still encrypt.
+        frames_left: u64,
+    },
 }
 
 /// Per-stream counters.
@@ -394,6 +401,10 @@ impl Sinks {
 struct Shared {
     sender_key: Mutex<SenderKey>,
     pending_key: Mutex<Option<SenderKey>>,
+    /// Frames each sender key may encrypt (see [`MediaPeer::set_counter_limit`]).
+    counter_limit: AtomicU64,
+    /// [`MediaEvent::RotationNeeded`] already fired for the current key.
+    rotation_requested: AtomicBool,
     ring: Mutex<KeyRing>,
     remote_generation: Mutex<Option<u64>>,
     video_src: Mutex<Option<IvfSource>>,
@@ -640,6 +651,8 @@ impl MediaPeer {
         let shared = Arc::new(Shared {
             sender_key: Mutex::new(sender_key),
             pending_key: Mutex::new(None),
+            counter_limit: AtomicU64::new(sotto_frame::consts::MAX_FRAMES_PER_KEY),
+            rotation_requested: AtomicBool::new(false),
             ring: Mutex::new(KeyRing::new(cfg.suite)),
             remote_generation: Mutex::new(None),
             video_src: Mutex::new(cfg.video),
@@ -877,13 +890,22 @@ impl MediaPeer {
 
     /// Draws the next key generation without using it yet; send the result to the peer, then
     /// call [`MediaPeer::activate_rotation`] once the peer has it (overlap: no frame is lost).
+    ///
+    /// Idempotent until activation: while a prepared key is pending, this returns that same
+    /// material again (a second, different key of the same generation would be ignored by the
+    /// peer's key ring as already known, and every frame after activation would fail).
     pub fn prepare_rotation(&self) -> Result<KeyMaterial, MediaError> {
+        let mut pending = lock(&self.shared.pending_key);
+        if let Some(p) = pending.as_ref() {
+            return Ok(p.material());
+        }
         let mut next = SenderKey::resume(&lock(&self.shared.sender_key).material(), 0)?;
         let mut base = Zeroizing::new(vec![0u8; next.suite().nh()]);
         rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut base);
         next.rotate(&base)?;
+        next.set_counter_limit(self.shared.counter_limit.load(Ordering::Relaxed));
         let m = next.material();
-        *lock(&self.shared.pending_key) = Some(next);
+        *pending = Some(next);
         Ok(m)
     }
 
@@ -893,6 +915,10 @@ impl MediaPeer {
     pub fn ratchet_send_key(&self) -> Result<KeyMaterial, MediaError> {
         let mut k = lock(&self.shared.sender_key);
         k.ratchet()?;
+        // the counter restarted under the new step: a later limit needs a new request
+        self.shared
+            .rotation_requested
+            .store(false, Ordering::Relaxed);
         Ok(k.material())
     }
 
@@ -901,7 +927,23 @@ impl MediaPeer {
         let next = lock(&self.shared.pending_key).take()?;
         let g = next.id().generation;
         *lock(&self.shared.sender_key) = next;
+        self.shared
+            .rotation_requested
+            .store(false, Ordering::Relaxed);
         Some(g)
+    }
+
+    /// Lowers the number of frames each sender key may encrypt (the current one and every
+    /// later generation; never above `sotto_frame::consts::MAX_FRAMES_PER_KEY`), e.g. to force
+    /// periodic rotation. [`MediaEvent::RotationNeeded`] fires [`ROTATION_MARGIN`] frames
+    /// before the limit (at once if the limit is lower than that).
+    pub fn set_counter_limit(&self, limit: u64) {
+        let limit = limit.min(sotto_frame::consts::MAX_FRAMES_PER_KEY);
+        self.shared.counter_limit.store(limit, Ordering::Relaxed);
+        lock(&self.shared.sender_key).set_counter_limit(limit);
+        if let Some(p) = lock(&self.shared.pending_key).as_mut() {
+            p.set_counter_limit(limit);
+        }
     }
 
     /// Frames the current key may still encrypt before its counter limit.
@@ -1098,14 +1140,21 @@ async fn send_loop(
         if shared.muted[kind.idx()].load(Ordering::Relaxed) {
             continue;
         }
-        let wire = {
+        let (wire, frames_left) = {
             let mut key = lock(&shared.sender_key);
-            match key.encrypt(kind.codec(), b"", &frame) {
-                Ok(w) => w,
-                Err(e) => {
-                    tracing::warn!("sframe encrypt: {e}");
-                    continue;
-                }
+            let res = key.encrypt(kind.codec(), b"", &frame);
+            (res, key.frames_left())
+        };
+        if frames_left <= ROTATION_MARGIN
+            && !shared.rotation_requested.swap(true, Ordering::Relaxed)
+        {
+            shared.emit(MediaEvent::RotationNeeded { frames_left });
+        }
+        let wire = match wire {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::warn!("sframe encrypt: {e}");
+                continue;
             }
         };
         let c = &shared.counters[kind.idx()];
@@ -1126,6 +1175,63 @@ async fn send_loop(
         };
         if let Err(e) = track.sample_writer(ssrc, pt).write_sample(&sample).await {
             tracing::debug!("write_sample: {e}");
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    /// `sdp` padded with unknown attribute lines to exactly `len` bytes.
+    fn pad_to(sdp: &str, len: usize) -> String {
+        let mut s = sdp.to_owned();
+        assert!(s.ends_with("\r\n") && s.len() + 20 < len);
+        while len - s.len() > 1_010 {
+            s.push_str(&format!("a=x-pad:{}\r\n", "p".repeat(1_000)));
+        }
+        let n = len - s.len() - "a=x-pad:\r\n".len();
+        s.push_str(&format!("a=x-pad:{}\r\n", "p".repeat(n)));
+        assert_eq!(s.len(), len);
+        s
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sdp_limit_is_inclusive() {
+        let (a, _ea) = MediaPeer::new(MediaConfig::loopback(1).unwrap())
+            .await
+            .unwrap();
+        let offer = a.create_offer().await.unwrap();
+
+        // exactly MAX_SDP_LEN: a real offer, padded, is accepted and answered
+        let (b, _eb) = MediaPeer::new(MediaConfig::loopback(2).unwrap())
+            .await
+            .unwrap();
+        let answer = b
+            .accept_offer(&pad_to(&offer, MAX_SDP_LEN))
+            .await
+            .expect("an offer of exactly MAX_SDP_LEN bytes must be accepted");
+        a.accept_answer(&pad_to(&answer, MAX_SDP_LEN))
+            .await
+            .unwrap();
+
+        // one byte more is refused before webrtc-rs sees it
+        let (c, _ec) = MediaPeer::new(MediaConfig::loopback(3).unwrap())
+            .await
+            .unwrap();
+        let err = c.accept_offer(&pad_to(&offer, MAX_SDP_LEN + 1)).await;
+        assert!(
+            matches!(err, Err(MediaError::SdpTooLarge { len, limit }) if len == MAX_SDP_LEN + 1 && limit == MAX_SDP_LEN),
+            "{err:?}"
+        );
+        let err = c.accept_answer(&pad_to(&answer, MAX_SDP_LEN + 1)).await;
+        assert!(
+            matches!(err, Err(MediaError::SdpTooLarge { .. })),
+            "{err:?}"
+        );
+        for p in [a, b, c] {
+            p.close().await.unwrap();
         }
     }
 }

@@ -1,0 +1,120 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! Sender-key rotation on two real webrtc-rs peers on loopback: a repeated `prepare_rotation`
+//! before activation, and rotation forced by the SFrame counter limit.
+
+use std::time::Duration;
+
+use sotto_call::media::{MediaConfig, MediaEvent, MediaEvents, MediaPeer};
+
+async fn pair() -> (MediaPeer, MediaEvents, MediaPeer, MediaEvents) {
+    let (a, ea) = MediaPeer::new(MediaConfig::loopback(1).unwrap())
+        .await
+        .unwrap();
+    let (b, eb) = MediaPeer::new(MediaConfig::loopback(2).unwrap())
+        .await
+        .unwrap();
+    let offer = a.create_offer().await.unwrap();
+    let answer = b.accept_offer(&offer).await.unwrap();
+    a.accept_answer(&answer).await.unwrap();
+    a.install_remote_key(&b.local_key_material()).unwrap();
+    b.install_remote_key(&a.local_key_material()).unwrap();
+    assert!(
+        a.wait_connected(Duration::from_secs(20)).await,
+        "a never connected"
+    );
+    assert!(
+        b.wait_connected(Duration::from_secs(20)).await,
+        "b never connected"
+    );
+    (a, ea, b, eb)
+}
+
+async fn next_rotation_needed(events: &mut MediaEvents, limit: Duration) -> u64 {
+    let wait = async {
+        loop {
+            match events.recv().await {
+                Some(MediaEvent::RotationNeeded { frames_left }) => return frames_left,
+                Some(_) => {}
+                None => panic!("event channel closed"),
+            }
+        }
+    };
+    tokio::time::timeout(limit, wait)
+        .await
+        .expect("no RotationNeeded event")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preparing_twice_before_activation_still_loses_nothing() {
+    let (a, _ea, b, _eb) = pair().await;
+    a.start_sending().await.unwrap();
+    b.start_sending().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let before = b.stats().await;
+    assert!(before.video.frames_decrypted > 0, "{before:?}");
+
+    // e.g. the user pressed "rotate" twice within the activation delay: the peer receives
+    // both messages, in order, and the second activation must use a key the peer holds.
+    let m1 = a.prepare_rotation().unwrap();
+    let m2 = a.prepare_rotation().unwrap();
+    assert!(m1 == m2, "a pending rotation must be reused, not replaced");
+    b.install_remote_key(&m1).unwrap();
+    b.install_remote_key(&m2).unwrap();
+    assert_eq!(a.activate_rotation(), Some(1));
+    assert_eq!(a.activate_rotation(), None, "nothing left to activate");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let after = b.stats().await;
+    assert_eq!(after.remote_generation, Some(1), "{after:?}");
+    assert_eq!(
+        after.video.frames_failed + after.audio.frames_failed,
+        0,
+        "frames lost to the rotation: {after:?}"
+    );
+    assert!(
+        after.video.frames_decrypted >= before.video.frames_decrypted + 10,
+        "video stalled after rotation: {before:?} -> {after:?}"
+    );
+    a.close().await.unwrap();
+    b.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counter_limit_asks_for_rotation_and_rotation_resumes_media() {
+    // Audio and video share one key: ~65 frames/s, so 150 frames last ~2.3 s.
+    const LIMIT: u64 = 150;
+    let (a, mut ea, b, _eb) = pair().await;
+    a.set_counter_limit(LIMIT);
+    a.start_sending().await.unwrap();
+    b.start_sending().await.unwrap();
+    let left = next_rotation_needed(&mut ea, Duration::from_secs(10)).await;
+    assert!(left < LIMIT, "fired with {left} frames left");
+
+    // Ignore the request: at the limit the sender stops instead of reusing a nonce.
+    tokio::time::sleep(Duration::from_millis(4000)).await;
+    let s = b.stats().await;
+    let got = s.video.frames_decrypted + s.audio.frames_decrypted;
+    assert!(
+        got <= LIMIT && got + 40 >= LIMIT,
+        "{got} frames decrypted under a key limited to {LIMIT}: {s:?}"
+    );
+    assert_eq!(a.frames_left(), 0);
+    let sa = a.stats().await;
+    assert_eq!(sa.video.frames_sent + sa.audio.frames_sent, LIMIT, "{sa:?}");
+
+    // Now rotate: media resumes under generation 1, which carries the same limit.
+    let next = a.prepare_rotation().unwrap();
+    b.install_remote_key(&next).unwrap();
+    assert_eq!(a.activate_rotation(), Some(1));
+    let left = next_rotation_needed(&mut ea, Duration::from_secs(10)).await;
+    assert!(left < LIMIT, "second key not limited: {left} left");
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let s = b.stats().await;
+    assert_eq!(s.remote_generation, Some(1), "{s:?}");
+    assert!(
+        s.video.frames_decrypted + s.audio.frames_decrypted > got + 20,
+        "media did not resume after rotation: {s:?}"
+    );
+    assert_eq!(s.video.frames_failed + s.audio.frames_failed, 0, "{s:?}");
+    a.close().await.unwrap();
+    b.close().await.unwrap();
+}
