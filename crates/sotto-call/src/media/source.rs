@@ -264,4 +264,47 @@ mod tests {
         trunc.truncate(1000);
         assert!(IvfSource::parse("x", &trunc).is_err());
     }
+
+    fn ivf_with_frame(len: usize) -> Vec<u8> {
+        let mut d = CAMERA1_IVF[..32].to_vec();
+        d.extend_from_slice(&(len as u32).to_le_bytes());
+        d.extend_from_slice(&0u64.to_le_bytes());
+        d.extend_from_slice(&vec![0x5a; len]);
+        d
+    }
+
+    /// One Ogg stream: OpusHead, then `packet` laced across as many pages as it needs.
+    fn ogg_with_packet(len: usize) -> Vec<u8> {
+        fn page(out: &mut Vec<u8>, lacing: &[u8], body: &[u8]) {
+            out.extend_from_slice(b"OggS");
+            out.extend_from_slice(&[0; 22]);
+            out.push(lacing.len() as u8);
+            out.extend_from_slice(lacing);
+            out.extend_from_slice(body);
+        }
+        let mut out = Vec::new();
+        page(&mut out, &[19], b"OpusHead\x01\x02\0\0\x80\xbb\0\0\0\0\0");
+        let packet = vec![0xa5u8; len];
+        let mut lacing = vec![255u8; len / 255];
+        lacing.push((len % 255) as u8);
+        let mut at = 0;
+        for chunk in lacing.chunks(255) {
+            let n: usize = chunk.iter().map(|&l| l as usize).sum();
+            page(&mut out, chunk, &packet[at..at + n]);
+            at += n;
+        }
+        out
+    }
+
+    #[test]
+    fn source_frame_limit_is_inclusive() {
+        let ivf = IvfSource::parse("x", &ivf_with_frame(MAX_SOURCE_FRAME)).unwrap();
+        assert_eq!(ivf.clone().next_frame().len(), MAX_SOURCE_FRAME);
+        assert!(IvfSource::parse("x", &ivf_with_frame(MAX_SOURCE_FRAME + 1)).is_err());
+
+        let ogg = OggOpusSource::parse("x", &ogg_with_packet(MAX_SOURCE_FRAME)).unwrap();
+        assert_eq!(ogg.len(), 1);
+        assert_eq!(ogg.clone().next_packet().len(), MAX_SOURCE_FRAME);
+        assert!(OggOpusSource::parse("x", &ogg_with_packet(MAX_SOURCE_FRAME + 1)).is_err());
+    }
 }
