@@ -383,9 +383,8 @@ impl Task {
             Ok(k) => Self::key_hex(&k),
             Err(e) => return self.notice(Notice::Error(format!("ratchet: {e}"))),
         };
-        for m in &members {
-            self.send_to(m, Body::Add { user: user.clone() }).await;
-        }
+        // The offer first: the server delivers to the invitee in the order envelopes were
+        // stored, so the members' keys (sent after they see `add`) arrive after the offer.
         self.send_to(
             &user,
             Body::Offer {
@@ -397,6 +396,9 @@ impl Task {
             },
         )
         .await;
+        for m in &members {
+            self.send_to(m, Body::Add { user: user.clone() }).await;
+        }
         if let Some(c) = self.call.as_mut() {
             c.members.push(user.clone());
         }
@@ -818,6 +820,7 @@ impl Task {
     }
 
     async fn on_media(&mut self, ev: MediaEvent) {
+        tracing::debug!(me = %self.device.username(), ?ev, state = ?self.call.as_ref().map(|c| c.machine.state().clone()), "media event");
         let now = Instant::now();
         match ev {
             MediaEvent::State(s) if s == "connected" => {
