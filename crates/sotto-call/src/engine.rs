@@ -392,7 +392,7 @@ impl Task {
                 video: true,
                 media_key: key,
                 relay: Some(relay),
-                members,
+                members: members.clone(),
             },
         )
         .await;
