@@ -326,8 +326,8 @@ impl GroupKeys {
             .filter(|(_, o)| o.as_str() == who)
             .map(|(s, _)| *s)
             .collect();
+        // their frames still in flight decrypt (and are attributed to them) until forgotten
         for s in theirs {
-            self.owners.remove(&s);
             self.forget.push((now + LEAVER_KEY_RETENTION, s));
         }
         if self.pending.len() >= MAX_PENDING_ROTATIONS {
@@ -403,9 +403,8 @@ impl GroupKeys {
         let (gone, keep): (Vec<_>, Vec<_>) = self.forget.drain(..).partition(|(t, _)| *t <= now);
         self.forget = keep;
         for (_, sender) in gone {
-            if !self.owners.contains_key(&sender) {
-                self.ring.remove_sender(sender);
-            }
+            self.owners.remove(&sender);
+            self.ring.remove_sender(sender);
         }
         self.ring.expire(now);
         Ok(())
@@ -633,12 +632,31 @@ mod tests {
         }
         r.mail.retain(|(_, to, _)| to != "carol");
         r.deliver_all();
+        // carol's last frame, still in flight, reads as hers during the retention
+        let carol_sender = carol.current_keys()[0].sender;
+        let last = carol.encrypt(carol_sender, Codec::Full, b"bye").unwrap();
+        let now = r.now;
+        let (from, _) =
+            r.p.get_mut("bob")
+                .unwrap()
+                .decrypt(Codec::Full, &last, now)
+                .unwrap();
+        assert_eq!(from, "carol");
+        let last2 = carol.encrypt(carol_sender, Codec::Full, b"bye 2").unwrap();
         // before the switch, frames still use the old key: bob reads them, carol too (expected)
         let early = r.send("alice", 1);
         assert!(carol.decrypt(Codec::Full, &early, r.now).is_ok());
         r.advance(ROTATION_DELAY);
         assert_eq!(r.p["alice"].current_keys()[0].generation, 1);
         r.all_decrypt_all(2);
+        r.advance(LEAVER_KEY_RETENTION);
+        let now = r.now;
+        assert!(r
+            .p
+            .get_mut("bob")
+            .unwrap()
+            .decrypt(Codec::Full, &last2, now)
+            .is_err());
         for s in ["alice", "bob"] {
             let wire = r.send(s, 3);
             assert!(carol.decrypt(Codec::Full, &wire, r.now).is_err());
