@@ -221,18 +221,21 @@ async fn participant(url: &str, room: &str, name: &str, tag: u8) -> Participant 
     }
 }
 
-async fn track_of(p: &mut Participant, tag: u8) -> Arc<dyn TrackRemote> {
+/// The remote tracks carrying each of `tags`, in that order.
+async fn tracks_of(p: &mut Participant, tags: &[u8]) -> Vec<Arc<dyn TrackRemote>> {
     let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    let mut found: Vec<Option<Arc<dyn TrackRemote>>> = vec![None; tags.len()];
+    while found.iter().any(Option::is_none) {
         let left = deadline.saturating_duration_since(Instant::now());
         let h = tokio::time::timeout(left, p.heard.recv())
             .await
-            .expect("no media from the expected sender")
+            .unwrap_or_else(|_| panic!("no media from every sender of {tags:x?}"))
             .unwrap();
-        if h.tag == tag {
-            return h.track;
+        if let Some(i) = tags.iter().position(|t| *t == h.tag) {
+            found[i] = Some(h.track);
         }
     }
+    found.into_iter().flatten().collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -243,8 +246,8 @@ async fn a_keyframe_request_reaches_the_right_sender_only_and_is_rate_limited() 
     let mut carol = participant(&relay.url(), "kf", "carol", 0xCC).await;
 
     // carol asks for a keyframe of alice's video, on the slot that carries alice
-    let from_alice = track_of(&mut carol, 0xAA).await;
-    let _from_bob = track_of(&mut carol, 0xBB).await;
+    let heard = tracks_of(&mut carol, &[0xAA, 0xBB]).await;
+    let from_alice = heard[0].clone();
     let slot_ssrc = from_alice.ssrcs().await[0];
     assert_ne!(slot_ssrc, alice.ssrc, "the relay rewrites SSRCs per slot");
     let deadline = Instant::now() + Duration::from_secs(20);
