@@ -11,8 +11,12 @@ use sotto_call::sealed::Device;
 use sotto_call::state::{CallMachine, Role};
 use sotto_server::{Server, ServerConfig, SqliteStore};
 
+/// The tests in this file each run several real webrtc-rs peers; on a 2-core machine they run
+/// one at a time so that timing-sensitive steps (ICE, DTLS) are not starved by each other.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 const SERVER_ID: &str = "test.sotto";
-const T: Duration = Duration::from_secs(30);
+const T: Duration = Duration::from_secs(45);
 
 async fn server(dir: &std::path::Path) -> Server {
     let store = SqliteStore::open(&dir.join("signal.db"), Default::default()).unwrap();
@@ -41,6 +45,7 @@ async fn engine(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn call_connects_mutes_switches_rotates_and_hangs_up() {
+    let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let srv = server(dir.path()).await;
     let alice = engine(&srv, dir.path(), "alice", default_machine).await;
@@ -125,6 +130,7 @@ async fn next_end(e: &Engine, before: u32) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reject_busy_and_ring_timeout() {
+    let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let srv = server(dir.path()).await;
     fn short(role: Role) -> CallMachine {
@@ -169,6 +175,7 @@ async fn reject_busy_and_ring_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn glare_ends_in_one_connected_call() {
+    let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let srv = server(dir.path()).await;
     let alice = engine(&srv, dir.path(), "alice", default_machine).await;
@@ -191,6 +198,7 @@ async fn glare_ends_in_one_connected_call() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn call_through_the_relay_connects_and_the_relay_sees_only_ciphertext() {
+    let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let srv = server(dir.path()).await;
     let mut rc = sotto_relay::RelayConfig::loopback();
@@ -256,6 +264,7 @@ async fn call_through_the_relay_connects_and_the_relay_sees_only_ciphertext() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_third_member_joins_and_leaves_keys_ratchet_then_rotate() {
+    let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let srv = server(dir.path()).await;
     let relay = sotto_relay::serve(sotto_relay::RelayConfig::loopback())

@@ -11,6 +11,10 @@ use sotto_relay::client::{join, RoomHandle};
 use sotto_relay::{serve, RelayConfig};
 use tokio::sync::mpsc;
 
+/// The tests in this file each run several real webrtc-rs peers; on a 2-core machine they run
+/// one at a time so that timing-sensitive steps (ICE, DTLS) are not starved by each other.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 struct P {
     name: String,
     peer: std::sync::Arc<MediaPeer>,
@@ -172,16 +176,19 @@ async fn room_of(n: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_party_room_through_the_relay() {
+    let _serial = SERIAL.lock().await;
     room_of(3).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_party_room_through_the_relay() {
+    let _serial = SERIAL.lock().await;
     room_of(5).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn joins_and_leaves_are_announced_and_a_leaver_is_no_longer_forwarded() {
+    let _serial = SERIAL.lock().await;
     let relay = serve(RelayConfig::loopback()).await.unwrap();
     let mut a = participant(&relay.url(), "r2", "alice", 1).await;
     let b = participant(&relay.url(), "r2", "bob", 2).await;
