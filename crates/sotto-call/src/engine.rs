@@ -829,6 +829,7 @@ impl Task {
                 }
                 self.media_progress(now).await;
             }
+            MediaEvent::RotationNeeded { .. } => self.rotate().await,
             MediaEvent::State(s) if s == "failed" => {
                 if let Some(call) = self.call.as_mut() {
                     if let Ok(outs) = call.machine.handle(Input::MediaFailed, now) {

@@ -672,3 +672,60 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod group_message_tests {
+    use super::*;
+
+    #[test]
+    fn members_and_add_limits() {
+        let id = CallId([0xab; 16]);
+        let offer = |members: Vec<String>| {
+            CallMessage::new(
+                id,
+                0,
+                Body::Offer {
+                    sdp: String::new(),
+                    video: true,
+                    media_key: String::new(),
+                    relay: Some("ws://r".into()),
+                    members,
+                },
+            )
+        };
+        let name = |n: usize| "m".repeat(n);
+        let ok = offer((0..MAX_GROUP_MEMBERS).map(|i| format!("m{i}")).collect());
+        assert_eq!(CallMessage::decode(&ok.encode()).unwrap(), ok);
+        let too_many = offer((0..=MAX_GROUP_MEMBERS).map(|i| format!("m{i}")).collect());
+        assert_eq!(
+            CallMessage::decode(&too_many.encode()).unwrap_err(),
+            MessageError::Field("members")
+        );
+        assert!(CallMessage::decode(&offer(vec![name(MAX_MEMBER_NAME)]).encode()).is_ok());
+        assert_eq!(
+            CallMessage::decode(&offer(vec![name(MAX_MEMBER_NAME + 1)]).encode()).unwrap_err(),
+            MessageError::Field("members")
+        );
+        let add = |u: String| CallMessage::new(id, 1, Body::Add { user: u });
+        let a = add(name(MAX_MEMBER_NAME));
+        let bytes = a.encode();
+        assert!(std::str::from_utf8(&bytes)
+            .unwrap()
+            .contains(r#""type":"add","user":"#));
+        assert_eq!(CallMessage::decode(&bytes).unwrap(), a);
+        assert_eq!(
+            CallMessage::decode(&add(name(MAX_MEMBER_NAME + 1)).encode()).unwrap_err(),
+            MessageError::Field("user")
+        );
+        assert_eq!(
+            CallMessage::decode(&add(String::new()).encode()).unwrap_err(),
+            MessageError::Field("user")
+        );
+        // a 1:1 offer carries no members field at all
+        let one = offer(vec![]);
+        assert!(!std::str::from_utf8(&one.encode())
+            .unwrap()
+            .contains("members"));
+    }
+}
