@@ -213,6 +213,36 @@ struct Call {
     sending: bool,
 }
 
+impl Call {
+    fn new(
+        id: CallId,
+        peer: String,
+        device: u32,
+        machine: CallMachine,
+        members: Vec<String>,
+        now: Instant,
+    ) -> Self {
+        Call {
+            id,
+            peer,
+            device,
+            machine,
+            media: None,
+            media_events: None,
+            remote_offer: None,
+            room: None,
+            media_up: false,
+            send_seq: 0,
+            recv_seq: Default::default(),
+            members,
+            pending_keys: Vec::new(),
+            started: now,
+            rotation_due: None,
+            sending: false,
+        }
+    }
+}
+
 struct Task {
     device: Arc<Device>,
     events: sotto_server::Events,
@@ -698,24 +728,14 @@ impl Task {
                 }
                 let mut machine = (self.machine)(Role::Caller);
                 let outs = machine.handle(Input::Dial, now).unwrap_or_default();
-                self.call = Some(Call {
-                    id: CallId::random(),
+                self.call = Some(Call::new(
+                    CallId::random(),
                     peer,
-                    device: 1,
+                    1,
                     machine,
-                    media: None,
-                    media_events: None,
-                    remote_offer: None,
-                    room: None,
-                    media_up: false,
-                    send_seq: 0,
-                    recv_seq: Default::default(),
-                    members: vec![peer_name.clone()],
-                    pending_keys: Vec::new(),
-                    started: now,
-                    rotation_due: None,
-                    sending: false,
-                });
+                    vec![peer_name.clone()],
+                    now,
+                ));
                 self.status.send_modify(|s| {
                     s.setup_time = None;
                     s.media = None;
@@ -969,26 +989,20 @@ impl Task {
                 .handle(Input::OfferReceived, now)
                 .unwrap_or_default();
             self.call = Some(Call {
-                id: call_id,
-                peer: inc.from_user.clone(),
-                device: inc.from_device,
-                machine,
-                media: None,
-                media_events: None,
                 remote_offer: Some((sdp.clone(), media_key.clone(), relay.clone())),
-                room: None,
-                media_up: false,
-                send_seq: 0,
                 recv_seq: [(inc.from_user.clone(), inc.message.seq)]
                     .into_iter()
                     .collect(),
-                members: std::iter::once(inc.from_user.clone())
-                    .chain(offer_members.iter().filter(|m| **m != me).cloned())
-                    .collect(),
-                pending_keys: Vec::new(),
-                started: now,
-                rotation_due: None,
-                sending: false,
+                ..Call::new(
+                    call_id,
+                    inc.from_user.clone(),
+                    inc.from_device,
+                    machine,
+                    std::iter::once(inc.from_user.clone())
+                        .chain(offer_members.iter().filter(|m| **m != me).cloned())
+                        .collect(),
+                    now,
+                )
             });
             self.status.send_modify(|s| {
                 s.setup_time = None;
