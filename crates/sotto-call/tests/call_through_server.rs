@@ -336,3 +336,42 @@ async fn a_third_member_joins_and_leaves_keys_ratchet_then_rotate() {
     bob.wait_state("ended", T).await.unwrap();
     relay.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forced_relay_without_a_usable_turn_server_fails_with_a_typed_reason() {
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let srv = server(dir.path()).await;
+    // nothing listens on this TURN address: relay-only ICE can gather no relay candidate
+    let dead_turn = {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.local_addr().unwrap().port()
+    };
+    let factory: MediaFactory = Box::new(move |id| {
+        let mut c = MediaConfig::loopback(id)?;
+        c.relay_only = true;
+        c.ice_servers = vec![sotto_call::media::IceServer {
+            urls: vec![format!("turn:127.0.0.1:{dead_turn}?transport=udp")],
+            username: "1:alice".into(),
+            credential: "x".into(),
+        }];
+        Ok(c)
+    });
+    let (dev, events) = Device::register(&srv.url(), SERVER_ID, "alice")
+        .await
+        .unwrap();
+    let alice = Engine::spawn(dev, events, factory, default_machine);
+    let bob = engine(&srv, dir.path(), "bob", default_machine).await;
+    alice.command(Command::Dial("bob".into())).await;
+    let a = alice
+        .wait_state("ended", T)
+        .await
+        .expect("the caller must not hang silently");
+    let why = a.end_reason.unwrap_or_default();
+    assert!(
+        why.contains("relay-only ICE gathered no relay candidate"),
+        "{why}"
+    );
+    // nothing rang at bob for a call that could never connect, and bob is free
+    assert_eq!(bob.status().borrow().state, "idle");
+}

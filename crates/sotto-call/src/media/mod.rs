@@ -744,9 +744,15 @@ impl MediaPeer {
                 notified.await;
             }
         };
-        tokio::time::timeout(GATHER_TIMEOUT, wait)
-            .await
-            .map_err(|_| MediaError::GatherTimeout(GATHER_TIMEOUT))?;
+        if tokio::time::timeout(GATHER_TIMEOUT, wait).await.is_err() {
+            // Relay-only gathering that never finishes is a TURN server that does not answer:
+            // say so, rather than a generic timeout.
+            let partial = self.pc.local_description().await.map(|d| d.sdp);
+            if self.relay_only && !partial.is_some_and(|s| s.contains(" typ relay")) {
+                return Err(MediaError::NoRelayCandidate);
+            }
+            return Err(MediaError::GatherTimeout(GATHER_TIMEOUT));
+        }
         let sdp = self
             .pc
             .local_description()
