@@ -16,6 +16,10 @@ pub const MAX_SDP: usize = 32 * 1024;
 pub const MAX_REASON: usize = 200;
 /// Longest relay control URL in an offer, in bytes.
 pub const MAX_RELAY_URL: usize = 512;
+/// Longest trickled ICE candidate (JSON) in a `candidate` message, in bytes.
+pub const MAX_CANDIDATE: usize = 1024;
+/// Most trickled candidates held for a call whose media does not exist yet (we still ring).
+pub const MAX_HELD_CANDIDATES: usize = 64;
 /// Most other members an offer may list (a sotto-relay room holds 5).
 pub const MAX_GROUP_MEMBERS: usize = 4;
 /// Longest member name in `members` / `add`, in bytes.

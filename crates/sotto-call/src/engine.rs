@@ -208,6 +208,10 @@ struct Call {
     members: Vec<String>,
     /// Media keys that arrived before our media existed (a member's key while we still ring).
     pending_keys: Vec<String>,
+    /// Peer candidates that arrived before our media existed.
+    pending_candidates: Vec<String>,
+    /// A relay (TURN) candidate of ours was gathered.
+    relay_candidate: bool,
     started: Instant,
     rotation_due: Option<Instant>,
     sending: bool,
@@ -236,6 +240,8 @@ impl Call {
             recv_seq: Default::default(),
             members,
             pending_keys: Vec::new(),
+            pending_candidates: Vec::new(),
+            relay_candidate: false,
             started: now,
             rotation_due: None,
             sending: false,
@@ -587,7 +593,7 @@ impl Task {
                         })
                         .await;
                     } else {
-                        match media.create_offer().await {
+                        match media.create_offer_trickle().await {
                             Ok(sdp) => {
                                 self.send(Body::Offer {
                                     sdp,
@@ -659,7 +665,18 @@ impl Task {
                         }
                         continue;
                     }
-                    match media.accept_offer(&sdp).await {
+                    let answered = media.accept_offer_trickle(&sdp).await;
+                    let held: Vec<String> = self
+                        .call
+                        .as_mut()
+                        .map(|c| std::mem::take(&mut c.pending_candidates))
+                        .unwrap_or_default();
+                    for c in held {
+                        if let Err(e) = media.add_remote_candidate(&c).await {
+                            self.notice(Notice::Dropped(format!("peer candidate: {e}")));
+                        }
+                    }
+                    match answered {
                         Ok(answer) => {
                             let media_key = Self::key_hex(&media.local_key_material());
                             self.send(Body::Answer {
@@ -850,6 +867,29 @@ impl Task {
                 self.media_progress(now).await;
             }
             MediaEvent::RotationNeeded { .. } => self.rotate().await,
+            MediaEvent::LocalCandidate(json) => {
+                let Some(call) = self.call.as_mut() else {
+                    return;
+                };
+                if call.room.is_some() || call.machine.is_ended() {
+                    return;
+                }
+                if json.contains("typ relay") {
+                    call.relay_candidate = true;
+                }
+                self.send(Body::Candidate { candidate: json }).await;
+            }
+            MediaEvent::GatheringComplete => {
+                let relay_only = self.call.as_ref().is_some_and(|c| {
+                    c.room.is_none()
+                        && !c.relay_candidate
+                        && c.media.as_ref().is_some_and(|m| m.relay_only())
+                });
+                if relay_only {
+                    self.fail(crate::media::MediaError::NoRelayCandidate.to_string())
+                        .await;
+                }
+            }
             MediaEvent::State(s) if s == "failed" => {
                 if let Some(call) = self.call.as_mut() {
                     if let Ok(outs) = call.machine.handle(Input::MediaFailed, now) {
@@ -1087,6 +1127,22 @@ impl Task {
                     }
                 }
                 Input::AnswerReceived
+            }
+            Body::Candidate { candidate } => {
+                let c = candidate.clone();
+                match call.media.clone() {
+                    Some(m) if call.remote_offer.is_none() => {
+                        if let Err(e) = m.add_remote_candidate(&c).await {
+                            self.notice(Notice::Dropped(format!("peer candidate: {e}")));
+                        }
+                    }
+                    _ => {
+                        if call.pending_candidates.len() < crate::consts::MAX_HELD_CANDIDATES {
+                            call.pending_candidates.push(c);
+                        }
+                    }
+                }
+                return;
             }
             Body::Reject => Input::RejectReceived,
             Body::Busy => Input::BusyReceived,

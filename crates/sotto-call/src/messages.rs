@@ -6,8 +6,8 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroize;
 
 pub use crate::consts::{
-    CALL_MESSAGE_VERSION, MAX_CALL_MESSAGE, MAX_GROUP_MEMBERS, MAX_MEDIA_KEY_HEX, MAX_MEMBER_NAME,
-    MAX_REASON, MAX_RELAY_URL, MAX_REORDER, MAX_SDP,
+    CALL_MESSAGE_VERSION, MAX_CALL_MESSAGE, MAX_CANDIDATE, MAX_GROUP_MEMBERS, MAX_MEDIA_KEY_HEX,
+    MAX_MEMBER_NAME, MAX_REASON, MAX_RELAY_URL, MAX_REORDER, MAX_SDP,
 };
 
 /// A call id: 16 random bytes, hex on the wire.
@@ -49,6 +49,12 @@ pub enum Body {
         /// whom will send the invitee its media key. Empty for a 1:1 call.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         members: Vec<String>,
+    },
+    /// A trickled ICE candidate of the sender (W3C `RTCIceCandidateInit` JSON), sent after the
+    /// offer or answer so that ringing never waits for ICE gathering.
+    Candidate {
+        /// The candidate, JSON.
+        candidate: String,
     },
     /// Group call: the sender (a member) invited `user`; every member ratchets its media key
     /// and sends the ratcheted key to `user` only.
@@ -113,6 +119,7 @@ impl Body {
             Body::Offer { .. } => "offer",
             Body::Ringing => "ringing",
             Body::Add { .. } => "add",
+            Body::Candidate { .. } => "candidate",
             Body::Answer { .. } => "answer",
             Body::Reject => "reject",
             Body::Busy => "busy",
@@ -205,6 +212,7 @@ impl CallMessage {
         let allowed: &[&str] = match obj.get("type").and_then(|t| t.as_str()) {
             Some("offer") => &["sdp", "video", "media_key", "relay", "members"],
             Some("add") => &["user"],
+            Some("candidate") => &["candidate"],
             Some("answer") => &["sdp", "media_key"],
             Some("hangup") => &["reason"],
             Some("mute") => &["audio", "video"],
@@ -235,6 +243,9 @@ impl CallMessage {
                         .any(|m| m.is_empty() || m.len() > MAX_MEMBER_NAME) =>
             {
                 return Err(MessageError::Field("members"));
+            }
+            Body::Candidate { candidate } if candidate.len() > MAX_CANDIDATE => {
+                return Err(MessageError::Field("candidate"));
             }
             Body::Add { user } if user.is_empty() || user.len() > MAX_MEMBER_NAME => {
                 return Err(MessageError::Field("user"));
@@ -727,5 +738,28 @@ mod group_message_tests {
         assert!(!std::str::from_utf8(&one.encode())
             .unwrap()
             .contains("members"));
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod candidate_message_tests {
+    use super::*;
+
+    #[test]
+    fn candidate_limit_and_exact_form() {
+        let id = CallId([0xab; 16]);
+        let m = |c: String| CallMessage::new(id, 2, Body::Candidate { candidate: c });
+        let at = m("c".repeat(MAX_CANDIDATE));
+        assert_eq!(CallMessage::decode(&at.encode()).unwrap(), at);
+        assert_eq!(
+            CallMessage::decode(&m("c".repeat(MAX_CANDIDATE + 1)).encode()).unwrap_err(),
+            MessageError::Field("candidate")
+        );
+        let small = m("{}".into());
+        assert_eq!(
+            std::str::from_utf8(&small.encode()).unwrap(),
+            r#"{"v":1,"call":"abababababababababababababababab","seq":2,"type":"candidate","candidate":"{}"}"#
+        );
     }
 }

@@ -952,6 +952,11 @@ impl MediaPeer {
         }
     }
 
+    /// Whether this peer was built relay-only (TURN candidates only).
+    pub fn relay_only(&self) -> bool {
+        self.relay_only
+    }
+
     /// Frames the current key may still encrypt before its counter limit.
     pub fn frames_left(&self) -> u64 {
         lock(&self.shared.sender_key).frames_left()
