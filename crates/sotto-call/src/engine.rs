@@ -11,8 +11,8 @@ use tokio::sync::{mpsc, watch};
 
 use crate::media::{IvfSource, MediaConfig, MediaEvent, MediaEvents, MediaPeer, MediaStats};
 use crate::messages::{Body, CallId, CallMessage};
-use crate::sealed::{Device, SealedError};
-use crate::state::{glare_we_win, CallMachine, EndReason, Input, Output, Role, State};
+use crate::sealed::Device;
+use crate::state::{glare_we_win, CallMachine, Input, Output, Role, State};
 
 /// How long a new sender key overlaps the old one before we switch (the peer installs it first).
 pub const KEY_ACTIVATION_DELAY: Duration = Duration::from_millis(500);
@@ -1178,21 +1178,4 @@ impl Task {
 /// Default machine factory (standard timeouts).
 pub fn default_machine(role: Role) -> CallMachine {
     CallMachine::new(role)
-}
-
-impl From<SealedError> for Notice {
-    fn from(e: SealedError) -> Self {
-        Notice::Error(e.to_string())
-    }
-}
-
-/// Why the last call ended, parsed back from a status (for tests and reports).
-pub fn ended_with(s: &Status) -> Option<&str> {
-    s.end_reason.as_deref()
-}
-
-#[allow(dead_code)]
-fn _assert_send() {
-    fn is_send<T: Send>() {}
-    is_send::<EndReason>();
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sotto_call::engine::{default_machine, Command, Engine, MediaFactory, Notice, Status};
-use sotto_call::media::{IvfSource, MediaConfig, MediaKind, TapFrame};
+use sotto_call::media::{IvfSource, MediaConfig, TapFrame};
 use sotto_call::sealed::Device;
 use sotto_server::{Server, ServerConfig, SqliteStore};
 use tokio::sync::mpsc;
@@ -59,6 +59,12 @@ fn media(
         c.tap = Some(tx);
         Ok(c)
     })
+}
+
+/// The part of a plaintext frame that SFrame encrypts (after the codec's clear bytes).
+fn encrypted_part(f: &TapFrame) -> &[u8] {
+    let clear = f.kind.codec().clear_len(&f.frame).unwrap_or(f.frame.len());
+    &f.frame[clear..]
 }
 
 fn fail(what: impl Into<String>) -> CliError {
@@ -328,11 +334,7 @@ fn report(
     }
     if c.is_some() {
         let generation = |f: &TapFrame| -> Option<u64> {
-            let codec = match f.kind {
-                MediaKind::Video => sotto_frame::Codec::Vp8,
-                MediaKind::Audio => sotto_frame::Codec::Opus,
-            };
-            let clear = codec.clear_len(&f.wire).ok()?;
+            let clear = f.kind.codec().clear_len(&f.wire).ok()?;
             let (h, _) = sotto_frame::Header::decode(&f.wire[clear..]).ok()?;
             Some(sotto_frame::KeyId::split_kid(h.kid).1)
         };
@@ -355,17 +357,7 @@ fn report(
     }
     let mut leaks = 0usize;
     for (_, f) in frames.iter().filter(|(_, f)| f.sent) {
-        let clear = match f.kind {
-            MediaKind::Video => {
-                if f.frame.first().is_some_and(|b| b & 1 == 0) {
-                    10
-                } else {
-                    3
-                }
-            }
-            MediaKind::Audio => 1,
-        };
-        let secret = &f.frame[clear.min(f.frame.len())..];
+        let secret = encrypted_part(f);
         if secret.len() >= 16 {
             let windows: std::collections::HashSet<&[u8]> = secret.windows(16).collect();
             if f.wire.windows(16).any(|w| windows.contains(w)) {
@@ -389,19 +381,7 @@ fn report(
         let windows: std::collections::HashSet<&[u8]> = frames
             .iter()
             .filter(|(_, f)| f.sent)
-            .flat_map(|(_, f)| {
-                let clear = match f.kind {
-                    MediaKind::Video => {
-                        if f.frame.first().is_some_and(|b| b & 1 == 0) {
-                            10
-                        } else {
-                            3
-                        }
-                    }
-                    MediaKind::Audio => 1,
-                };
-                f.frame[clear.min(f.frame.len())..].windows(16)
-            })
+            .flat_map(|(_, f)| encrypted_part(f).windows(16))
             .collect();
         let dirty = records
             .iter()

@@ -127,7 +127,6 @@ async fn phone(peer: Option<String>, a: PhoneArgs) -> Result<(), CliError> {
     let mut status = engine.status();
     let interactive = a.script.is_none();
     let (cmd_tx, mut cmd_rx) = mpsc::channel::<Command>(16);
-    let mut notices = Vec::new();
     let screen_task = {
         let screen_tx = screen_tx.clone();
         tokio::spawn(async move {
@@ -158,7 +157,6 @@ async fn phone(peer: Option<String>, a: PhoneArgs) -> Result<(), CliError> {
     let mut audio_muted = false;
     let mut video_muted = false;
     let mut camera2 = false;
-    let mut last_state = String::new();
     loop {
         tokio::select! {
             c = cmd_rx.recv() => {
@@ -197,9 +195,7 @@ async fn phone(peer: Option<String>, a: PhoneArgs) -> Result<(), CliError> {
                 if !interactive {
                     println!("{line}");
                 }
-                notices.push(line.clone());
                 screen_tx.send_modify(|s| s.push_log(line));
-                if let Notice::State(s) = n { last_state = s; }
             }
         }
     }
@@ -211,7 +207,6 @@ async fn phone(peer: Option<String>, a: PhoneArgs) -> Result<(), CliError> {
     if !interactive {
         print_summary(&s);
     }
-    let _ = last_state;
     Ok(())
 }
 

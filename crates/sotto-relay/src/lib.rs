@@ -623,14 +623,19 @@ async fn session(shared: Arc<Shared>, tcp: TcpStream) -> Result<(), String> {
 
     // admit: slots both ways with every member already there
     let (ctl_tx, mut ctl_rx) = mpsc::unbounded_channel::<ServerMsg>();
-    let others = {
+    // The room may have filled (or the name been taken) while we negotiated: checked again
+    // under the lock, and a refusal still closes our peer connection.
+    let admitted = 'admit: {
         let mut rooms = lock(&shared.rooms);
         if !rooms.contains_key(&room) && rooms.len() >= MAX_ROOMS {
-            return Err("rooms".into());
+            break 'admit Err(err("too_many_rooms", format!("MAX_ROOMS ({MAX_ROOMS})")));
         }
         let r = rooms.entry(room.clone()).or_default();
-        if r.members.len() >= MAX_ROOM_SIZE || r.members.contains_key(&me) {
-            return Err("raced".into());
+        if r.members.contains_key(&me) {
+            break 'admit Err(err("name_taken", "participant name in use"));
+        }
+        if r.members.len() >= MAX_ROOM_SIZE {
+            break 'admit Err(err("room_full", format!("MAX_ROOM_SIZE ({MAX_ROOM_SIZE})")));
         }
         let others: Vec<String> = r.members.keys().cloned().collect();
         for (i, o) in others.iter().enumerate() {
@@ -669,7 +674,15 @@ async fn session(shared: Arc<Shared>, tcp: TcpStream) -> Result<(), String> {
                 feedback,
             },
         );
-        others
+        Ok(others)
+    };
+    let others = match admitted {
+        Ok(o) => o,
+        Err(refusal) => {
+            let _ = send(&mut ws, &refusal).await;
+            let _ = pc.close().await;
+            return Err("refused after negotiation".into());
+        }
     };
     tracing::info!(room = %room, participant = %me, "joined");
     let joined_at = Instant::now();

@@ -140,7 +140,8 @@ pub enum MediaKind {
 }
 
 impl MediaKind {
-    fn codec(self) -> Codec {
+    /// The SFrame layout this stream uses (codec-aware: VP8 or Opus clear bytes).
+    pub fn codec(self) -> Codec {
         match self {
             MediaKind::Audio => Codec::Opus,
             MediaKind::Video => Codec::Vp8,
