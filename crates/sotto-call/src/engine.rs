@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::media::{IvfSource, MediaConfig, MediaEvent, MediaEvents, MediaPeer, MediaStats};
 use crate::messages::{Body, CallId, CallMessage};
-use crate::sealed::Device;
+use crate::sealed::{Device, SealedError};
 use crate::state::{glare_we_win, CallMachine, Input, Output, Role, State};
 
 /// How long a new sender key overlaps the old one before we switch (the peer installs it first).
@@ -92,6 +92,10 @@ pub enum Notice {
     Member(String),
     /// Something the user asked for failed.
     Error(String),
+    /// This account's identity key is no longer the one we pinned (a reinstall, or someone
+    /// substituting keys): nothing is sent to or accepted from the new key until the user
+    /// compares the new safety number and trusts it ([`Device::trust_identity`]).
+    IdentityChanged(String),
 }
 
 /// Builds the media configuration for each call (sources, ICE servers, recording paths).
@@ -319,9 +323,17 @@ impl Task {
                 }
             };
             tokio::select! {
-                env = self.events.next_envelope() => {
-                    let Some(env) = env else { return };
-                    self.on_envelope(env).await;
+                ev = self.events.next() => {
+                    match ev {
+                        None => return,
+                        Some(sotto_server::Event::Envelope(env)) => self.on_envelope(env).await,
+                        Some(sotto_server::Event::PrekeysLow { .. }) => {
+                            if let Err(e) = self.device.replenish_prekeys().await {
+                                self.notice(Notice::Error(format!("publishing prekeys: {e}")));
+                            }
+                        }
+                        Some(_) => {}
+                    }
                 }
                 cmd = self.commands.recv() => {
                     let Some(cmd) = cmd else { return };
@@ -368,6 +380,9 @@ impl Task {
         call.send_seq += 1;
         let (peer, device) = (call.peer.clone(), call.device);
         if let Err(e) = self.device.send(&peer, device, &msg).await {
+            if let SealedError::IdentityChanged(who) = &e {
+                self.notice(Notice::IdentityChanged(who.clone()));
+            }
             self.notice(Notice::Error(format!(
                 "sending {} failed: {e}",
                 msg.body.kind()
@@ -390,6 +405,9 @@ impl Task {
         let msg = CallMessage::new(call.id, call.send_seq, body);
         call.send_seq += 1;
         if let Err(e) = self.device.send(user, 1, &msg).await {
+            if let SealedError::IdentityChanged(who) = &e {
+                self.notice(Notice::IdentityChanged(who.clone()));
+            }
             self.notice(Notice::Error(format!(
                 "sending {} to {user} failed: {e}",
                 msg.body.kind()
@@ -966,10 +984,18 @@ impl Task {
         let inc = match opened {
             Ok(i) => i,
             Err(e) => {
+                // a first message under an identity other than the pinned one: someone (or the
+                // server) speaks for this account with a new key
+                if matches!(
+                    e,
+                    SealedError::Ratchet(sotto_ratchet::Error::UntrustedIdentity(_))
+                ) {
+                    self.notice(Notice::IdentityChanged(env.from_user.clone()));
+                }
                 return self.notice(Notice::Dropped(format!(
                     "envelope from {}: {e}",
                     env.from_user
-                )))
+                )));
             }
         };
         let Ok(call_id) = inc.message.call_id() else {

@@ -4,18 +4,20 @@
 //!
 //! Envelope ciphertext = `type (1 byte: 2 = SignalMessage, 3 = PreKeySignalMessage) ‖ message`.
 
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::SystemTime;
 
 use sotto_ratchet::{
-    decrypt, encrypt, process_prekey_bundle, CiphertextMessage, Fingerprint, IdentityKey,
-    IdentityKeyPair, IdentityKeyStore, InMemoryStore, KyberPreKeyRecord, KyberPreKeyStore,
-    PreKeyBundle, PreKeyRecord, PreKeySignalMessage, PreKeyStore, ProtocolAddress, PublicKey,
-    SessionStore, SignalMessage, SignedPreKeyRecord, SignedPreKeyStore,
+    decrypt, encrypt, process_prekey_bundle, CiphertextMessage, Direction, FileStore, Fingerprint,
+    IdentityChange, IdentityKey, IdentityKeyPair, IdentityKeyStore, InMemoryStore,
+    KyberPreKeyRecord, KyberPreKeyStore, PreKeyBundle, PreKeyRecord, PreKeySignalMessage,
+    PreKeyStore, ProtocolAddress, PublicKey, SessionRecord, SessionStore, SignalMessage,
+    SignedPreKeyRecord, SignedPreKeyStore, StoreKeySource,
 };
 use sotto_server::client::{FetchedBundle, IdentityStatus};
 use sotto_server::protocol::{OneTimePreKey, SignedPreKey, B64};
-use sotto_server::{Client, ClientConfig, Envelope, Events};
+use sotto_server::{Client, ClientConfig, Envelope, Event, Events};
 
 use crate::messages::{CallMessage, MessageError, MAX_CALL_MESSAGE};
 
@@ -47,6 +49,67 @@ pub enum SealedError {
     /// verifies the new safety number.
     #[error("{0}'s identity key changed: verify the safety number before calling")]
     IdentityChanged(String),
+    /// A persistent device's files are missing, malformed or not writable.
+    #[error("device: {0}")]
+    Device(String),
+}
+
+/// Creates `dir` (and parents), readable by its owner only.
+fn create_private_dir(dir: &Path) -> Result<(), SealedError> {
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        b.mode(0o700);
+    }
+    b.create(dir)
+        .map_err(|e| SealedError::Device(format!("{}: {e}", dir.display())))
+}
+
+/// Reads and checks `dir/device.json`.
+///
+/// # Errors
+/// [`SealedError::Device`] naming the file and the problem.
+pub fn read_profile(dir: &Path) -> Result<DeviceProfile, SealedError> {
+    let path = dir.join(PROFILE_FILE);
+    let bad = |why: String| SealedError::Device(format!("{}: {why}", path.display()));
+    let meta = std::fs::metadata(&path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            bad("no device here (run `sotto register` first)".into())
+        } else {
+            bad(e.to_string())
+        }
+    })?;
+    if meta.len() > MAX_PROFILE_BYTES {
+        return Err(bad(format!(
+            "{} bytes exceeds MAX_PROFILE_BYTES ({MAX_PROFILE_BYTES})",
+            meta.len()
+        )));
+    }
+    let text = std::fs::read(&path).map_err(|e| bad(e.to_string()))?;
+    let p: DeviceProfile = serde_json::from_slice(&text).map_err(|e| bad(e.to_string()))?;
+    if p.version != PROFILE_VERSION {
+        return Err(bad(format!(
+            "version {} (this build reads {PROFILE_VERSION})",
+            p.version
+        )));
+    }
+    Ok(p)
+}
+
+/// Writes `dir/device.json` atomically (temporary file, fsync, rename).
+fn write_profile(dir: &Path, p: &DeviceProfile) -> Result<(), SealedError> {
+    use std::io::Write;
+    let path = dir.join(PROFILE_FILE);
+    let tmp = dir.join(format!("{PROFILE_FILE}.tmp"));
+    let bad = |e: std::io::Error| SealedError::Device(format!("{}: {e}", path.display()));
+    let mut body = serde_json::to_vec_pretty(p).map_err(|e| SealedError::Device(e.to_string()))?;
+    body.push(b'\n');
+    let mut f = std::fs::File::create(&tmp).map_err(bad)?;
+    f.write_all(&body).map_err(bad)?;
+    f.sync_all().map_err(bad)?;
+    std::fs::rename(&tmp, &path).map_err(bad)
 }
 
 /// A decrypted call message and who sent it.
@@ -62,15 +125,151 @@ pub struct Incoming {
     pub message: CallMessage,
 }
 
+/// Where a device keeps its ratchet state: in memory (gone with the process: demos, tests) or
+/// in an encrypted [`FileStore`] that every change is written through before it is used.
+enum DeviceStore {
+    Memory(InMemoryStore),
+    File(FileStore<rand::rngs::OsRng>),
+}
+
+/// Forwards each store method to whichever store the device has.
+macro_rules! delegate {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self {
+            DeviceStore::Memory($s) => $e,
+            DeviceStore::File($s) => $e,
+        }
+    };
+}
+
+impl IdentityKeyStore for DeviceStore {
+    fn identity_key_pair(&self) -> sotto_ratchet::Result<IdentityKeyPair> {
+        delegate!(self, s => s.identity_key_pair())
+    }
+    fn local_registration_id(&self) -> sotto_ratchet::Result<u32> {
+        delegate!(self, s => s.local_registration_id())
+    }
+    fn is_trusted_identity(
+        &self,
+        address: &ProtocolAddress,
+        identity: &IdentityKey,
+        direction: Direction,
+    ) -> sotto_ratchet::Result<bool> {
+        delegate!(self, s => s.is_trusted_identity(address, identity, direction))
+    }
+    fn save_identity(
+        &mut self,
+        address: &ProtocolAddress,
+        identity: &IdentityKey,
+    ) -> sotto_ratchet::Result<IdentityChange> {
+        delegate!(self, s => s.save_identity(address, identity))
+    }
+    fn get_identity(
+        &self,
+        address: &ProtocolAddress,
+    ) -> sotto_ratchet::Result<Option<IdentityKey>> {
+        delegate!(self, s => s.get_identity(address))
+    }
+}
+
+impl PreKeyStore for DeviceStore {
+    fn get_pre_key(&self, id: u32) -> sotto_ratchet::Result<Option<PreKeyRecord>> {
+        delegate!(self, s => s.get_pre_key(id))
+    }
+    fn save_pre_key(&mut self, record: PreKeyRecord) -> sotto_ratchet::Result<()> {
+        delegate!(self, s => s.save_pre_key(record))
+    }
+    fn remove_pre_key(&mut self, id: u32) -> sotto_ratchet::Result<()> {
+        delegate!(self, s => s.remove_pre_key(id))
+    }
+}
+
+impl SignedPreKeyStore for DeviceStore {
+    fn get_signed_pre_key(&self, id: u32) -> sotto_ratchet::Result<Option<SignedPreKeyRecord>> {
+        delegate!(self, s => s.get_signed_pre_key(id))
+    }
+    fn save_signed_pre_key(&mut self, record: SignedPreKeyRecord) -> sotto_ratchet::Result<()> {
+        delegate!(self, s => s.save_signed_pre_key(record))
+    }
+}
+
+impl KyberPreKeyStore for DeviceStore {
+    fn get_kyber_pre_key(&self, id: u32) -> sotto_ratchet::Result<Option<KyberPreKeyRecord>> {
+        delegate!(self, s => s.get_kyber_pre_key(id))
+    }
+    fn save_kyber_pre_key(
+        &mut self,
+        record: KyberPreKeyRecord,
+        last_resort: bool,
+    ) -> sotto_ratchet::Result<()> {
+        delegate!(self, s => s.save_kyber_pre_key(record, last_resort))
+    }
+    fn mark_kyber_pre_key_used(&mut self, id: u32) -> sotto_ratchet::Result<()> {
+        delegate!(self, s => s.mark_kyber_pre_key_used(id))
+    }
+}
+
+impl SessionStore for DeviceStore {
+    fn load_session(
+        &self,
+        address: &ProtocolAddress,
+    ) -> sotto_ratchet::Result<Option<SessionRecord>> {
+        delegate!(self, s => s.load_session(address))
+    }
+    fn store_session(
+        &mut self,
+        address: &ProtocolAddress,
+        record: &SessionRecord,
+    ) -> sotto_ratchet::Result<()> {
+        delegate!(self, s => s.store_session(address, record))
+    }
+}
+
+/// A persistent device's account facts, kept next to its store as `device.json` (public data
+/// only: the identity and every secret live in the encrypted store file).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceProfile {
+    /// Format version ([`PROFILE_VERSION`]).
+    pub version: u32,
+    /// Signaling server URL the device registered with.
+    pub server: String,
+    /// The server identity bound into authentication.
+    pub server_id: String,
+    /// Account name.
+    pub username: String,
+    /// Device number.
+    pub device_id: u32,
+    /// The next one-time prekey id to publish (ids are never reused).
+    pub next_prekey_id: u32,
+}
+
+/// Version of `device.json`.
+pub const PROFILE_VERSION: u32 = 1;
+/// Largest `device.json` read.
+pub const MAX_PROFILE_BYTES: u64 = 4096;
+/// File names inside a device directory.
+pub const PROFILE_FILE: &str = "device.json";
+/// The encrypted ratchet store inside a device directory.
+pub const STORE_FILE: &str = "store.bin";
+
+/// A persistent device's files.
+struct Persisted {
+    dir: PathBuf,
+    profile: DeviceProfile,
+}
+
 /// A registered device: its identity, its ratchet store and its signaling connection.
 pub struct Device {
     username: String,
     device_id: u32,
     identity: IdentityKeyPair,
-    store: Mutex<InMemoryStore>,
+    store: Mutex<DeviceStore>,
     client: Client,
     /// Envelope ids [`Device::next`] already took (the last [`MAX_SEEN_ENVELOPES`]).
     seen: Mutex<SeenIds>,
+    /// Set for a device kept on disk.
+    persisted: Option<Mutex<Persisted>>,
 }
 
 /// The last [`MAX_SEEN_ENVELOPES`] envelope ids taken, oldest first out.
@@ -103,6 +302,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Device {
     /// Creates an identity, registers `username` (device 1) on the server at `url` and publishes
     /// a signed prekey, a last-resort Kyber prekey and [`ONE_TIME_PREKEYS`] one-time prekeys.
+    /// The ratchet state lives in memory: the device is gone with the process (demos, tests).
     ///
     /// # Errors
     /// [`SealedError::Signaling`] if the server refuses (e.g. the name is taken).
@@ -111,20 +311,169 @@ impl Device {
         server_id: &str,
         username: &str,
     ) -> Result<(Device, Events), SealedError> {
-        let mut rng = rand::rngs::OsRng;
-        let identity = IdentityKeyPair::generate(&mut rng);
+        Self::register_with_identity(
+            url,
+            server_id,
+            username,
+            IdentityKeyPair::generate(&mut rand::rngs::OsRng),
+        )
+        .await
+    }
+
+    /// [`Device::register`] with a given identity: creates the account, or signs in again if the
+    /// server already binds `identity` to `username`'s device 1 (in memory, fresh prekeys).
+    ///
+    /// # Errors
+    /// [`SealedError::Signaling`] if the server refuses (the name is bound to another key).
+    pub async fn register_with_identity(
+        url: &str,
+        server_id: &str,
+        username: &str,
+        identity: IdentityKeyPair,
+    ) -> Result<(Device, Events), SealedError> {
+        let registration_id = rand::random::<u32>() & 0x3fff;
+        let store = DeviceStore::Memory(InMemoryStore::new(identity.clone(), registration_id));
+        Self::register_with(url, server_id, username, identity, store, None).await
+    }
+
+    /// Like [`Device::register`], but the device is kept in `dir`: the ratchet state in an
+    /// encrypted [`FileStore`] (`store.bin`, key from `key`) that every change is written through,
+    /// and the public account facts in `device.json`. [`Device::load`] brings it back in a
+    /// later process with its identity, prekeys, sessions and pinned peer identities.
+    ///
+    /// # Errors
+    /// [`SealedError::Device`] if `dir` already holds a device or cannot be written;
+    /// [`SealedError::Signaling`] if the server refuses (then the store file is removed again,
+    /// since no account was created for its identity).
+    pub async fn register_persistent(
+        url: &str,
+        server_id: &str,
+        username: &str,
+        dir: &Path,
+        key: StoreKeySource<'_>,
+    ) -> Result<(Device, Events), SealedError> {
+        let store_path = dir.join(STORE_FILE);
+        let profile_path = dir.join(PROFILE_FILE);
+        if store_path.exists() || profile_path.exists() {
+            return Err(SealedError::Device(format!(
+                "{} already holds a device (delete it to register again)",
+                dir.display()
+            )));
+        }
+        create_private_dir(dir)?;
+        let identity = IdentityKeyPair::generate(&mut rand::rngs::OsRng);
+        let registration_id = rand::random::<u32>() & 0x3fff;
+        let file = FileStore::create(
+            &store_path,
+            key,
+            identity.clone(),
+            registration_id,
+            rand::rngs::OsRng,
+        )
+        .map_err(|e| SealedError::Device(format!("{}: {e}", store_path.display())))?;
+        let profile = DeviceProfile {
+            version: PROFILE_VERSION,
+            server: url.to_string(),
+            server_id: server_id.to_string(),
+            username: username.to_string(),
+            device_id: 1,
+            next_prekey_id: 1,
+        };
+        let persisted = Persisted {
+            dir: dir.to_path_buf(),
+            profile,
+        };
+        let res = Self::register_with(
+            url,
+            server_id,
+            username,
+            identity,
+            DeviceStore::File(file),
+            Some(persisted),
+        )
+        .await;
+        if let Err(SealedError::Signaling(_)) = &res {
+            // the account was not created for this identity: leave nothing behind
+            let _ = std::fs::remove_file(&store_path);
+            let _ = std::fs::remove_file(&profile_path);
+        }
+        res
+    }
+
+    /// Opens the device kept in `dir` by [`Device::register_persistent`] and signs in to its
+    /// server (`server` overrides the URL and server identity recorded at registration).
+    ///
+    /// # Errors
+    /// [`SealedError::Device`] for a missing, oversized or malformed `device.json`, or a store
+    /// file that does not open (wrong key, modified file: nothing is changed on disk);
+    /// [`SealedError::Signaling`] if the server refuses the login.
+    pub async fn load(
+        dir: &Path,
+        key: StoreKeySource<'_>,
+        server: Option<(&str, &str)>,
+    ) -> Result<(Device, Events), SealedError> {
+        let profile = read_profile(dir)?;
+        let store_path = dir.join(STORE_FILE);
+        let file = FileStore::open(&store_path, key, rand::rngs::OsRng)
+            .map_err(|e| SealedError::Device(format!("{}: {e}", store_path.display())))?;
+        let identity = file.identity_key_pair()?;
+        let (url, server_id) = match server {
+            Some((u, i)) => (u.to_string(), i.to_string()),
+            None => (profile.server.clone(), profile.server_id.clone()),
+        };
+        let cfg = ClientConfig::new(
+            url,
+            server_id,
+            profile.username.clone(),
+            profile.device_id,
+            identity.clone(),
+        );
+        let (client, events) = Client::connect(cfg).await?;
+        Ok((
+            Device {
+                username: profile.username.clone(),
+                device_id: profile.device_id,
+                identity,
+                store: Mutex::new(DeviceStore::File(file)),
+                client,
+                seen: Mutex::new(SeenIds::default()),
+                persisted: Some(Mutex::new(Persisted {
+                    dir: dir.to_path_buf(),
+                    profile,
+                })),
+            },
+            events,
+        ))
+    }
+
+    async fn register_with(
+        url: &str,
+        server_id: &str,
+        username: &str,
+        identity: IdentityKeyPair,
+        store: DeviceStore,
+        persisted: Option<Persisted>,
+    ) -> Result<(Device, Events), SealedError> {
         let device_id = 1;
         let cfg =
             ClientConfig::new(url, server_id, username, device_id, identity.clone()).register();
         let (client, events) = Client::connect(cfg).await?;
-        let registration_id = rand::random::<u32>() & 0x3fff;
-        let mut store = InMemoryStore::new(identity.clone(), registration_id);
+        let dev = Device {
+            username: username.to_string(),
+            device_id,
+            identity,
+            store: Mutex::new(store),
+            client,
+            seen: Mutex::new(SeenIds::default()),
+            persisted: persisted.map(Mutex::new),
+        };
+        let mut rng = rand::rngs::OsRng;
         let now_ms = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
-        let signed = SignedPreKeyRecord::generate(1, now_ms, &identity, &mut rng);
-        let kyber = KyberPreKeyRecord::generate(1, now_ms, &identity, &mut rng);
+        let signed = SignedPreKeyRecord::generate(1, now_ms, &dev.identity, &mut rng);
+        let kyber = KyberPreKeyRecord::generate(1, now_ms, &dev.identity, &mut rng);
         let spk = SignedPreKey {
             id: signed.id,
             public: B64(signed.key_pair.public_key.serialize().to_vec()),
@@ -135,29 +484,64 @@ impl Device {
             public: B64(kyber.key_pair.public_key.serialize()),
             signature: B64(kyber.signature.to_vec()),
         };
-        let mut otpks = Vec::new();
-        for id in 1..=ONE_TIME_PREKEYS {
-            let pk = PreKeyRecord::generate(id, &mut rng);
-            otpks.push(OneTimePreKey {
-                id,
-                public: B64(pk.key_pair.public_key.serialize().to_vec()),
-            });
-            store.save_pre_key(pk)?;
+        {
+            let mut store = lock(&dev.store);
+            store.save_signed_pre_key(signed)?;
+            store.save_kyber_pre_key(kyber, true)?;
         }
-        store.save_signed_pre_key(signed)?;
-        store.save_kyber_pre_key(kyber, true)?;
-        client.publish_prekeys(Some(spk), Some(kpk), otpks).await?;
-        Ok((
-            Device {
-                username: username.to_string(),
-                device_id,
-                identity,
-                store: Mutex::new(store),
-                client,
-                seen: Mutex::new(SeenIds::default()),
-            },
-            events,
-        ))
+        dev.publish_one_time_prekeys(Some(spk), Some(kpk)).await?;
+        Ok((dev, events))
+    }
+
+    /// Answers the server's "prekeys low": publishes [`ONE_TIME_PREKEYS`] more one-time
+    /// prekeys under ids never used before.
+    ///
+    /// # Errors
+    /// Store or signaling errors.
+    pub async fn replenish_prekeys(&self) -> Result<(), SealedError> {
+        self.publish_one_time_prekeys(None, None).await
+    }
+
+    /// Generates [`ONE_TIME_PREKEYS`] one-time prekeys under fresh ids, stores them (and, for a
+    /// persistent device, the next id) before anything is published, then publishes them with
+    /// the optional signed and Kyber prekeys.
+    async fn publish_one_time_prekeys(
+        &self,
+        spk: Option<SignedPreKey>,
+        kpk: Option<SignedPreKey>,
+    ) -> Result<(), SealedError> {
+        let first = match &self.persisted {
+            Some(p) => lock(p).profile.next_prekey_id,
+            None => {
+                // an in-memory device numbers after what its store holds
+                let store = lock(&self.store);
+                let mut id = 1;
+                while store.get_pre_key(id)?.is_some() {
+                    id += ONE_TIME_PREKEYS;
+                }
+                id
+            }
+        };
+        let mut rng = rand::rngs::OsRng;
+        let mut otpks = Vec::new();
+        {
+            let mut store = lock(&self.store);
+            for id in first..first.saturating_add(ONE_TIME_PREKEYS) {
+                let pk = PreKeyRecord::generate(id, &mut rng);
+                otpks.push(OneTimePreKey {
+                    id,
+                    public: B64(pk.key_pair.public_key.serialize().to_vec()),
+                });
+                store.save_pre_key(pk)?;
+            }
+        }
+        if let Some(p) = &self.persisted {
+            let mut p = lock(p);
+            p.profile.next_prekey_id = first.saturating_add(ONE_TIME_PREKEYS);
+            write_profile(&p.dir, &p.profile)?;
+        }
+        self.client.publish_prekeys(spk, kpk, otpks).await?;
+        Ok(())
     }
 
     /// Our account name.
@@ -236,6 +620,12 @@ impl Device {
             return Err(SealedError::IdentityChanged(peer.to_string()));
         }
         let bundle = Self::bundle_from(&fetched)?;
+        // the pin that survives restarts: the identity stored with an earlier session
+        if let Some(pinned) = lock(&self.store).get_identity(&addr)? {
+            if pinned != bundle.identity_key {
+                return Err(SealedError::IdentityChanged(peer.to_string()));
+            }
+        }
         let mut rng = rand::rngs::OsRng;
         process_prekey_bundle(
             &addr,
@@ -306,7 +696,8 @@ impl Device {
     }
 
     /// The next call message from `events`: receives the next envelope, opens it, acknowledges
-    /// it, and returns the result. Other events (reconnects, prekey stock) are skipped. An
+    /// it, and returns the result. A low one-time prekey stock is answered with fresh prekeys;
+    /// other events (reconnects) are skipped. An
     /// envelope whose id is among the last [`MAX_SEEN_ENVELOPES`] taken is an at-least-once
     /// redelivery (e.g. after a reconnect): it is acknowledged and skipped without touching the
     /// ratchet. A replay under a *new* id reaches the ratchet and is
@@ -319,7 +710,17 @@ impl Device {
     /// moves on — or `Signaling` if the acknowledgement fails.
     pub async fn next(&self, events: &mut Events) -> Option<Result<Incoming, SealedError>> {
         loop {
-            let env = events.next_envelope().await?;
+            let env = match events.next().await? {
+                Event::Envelope(env) => env,
+                Event::PrekeysLow { remaining } => {
+                    tracing::debug!(remaining, "one-time prekeys low: publishing more");
+                    if let Err(e) = self.replenish_prekeys().await {
+                        tracing::warn!("publishing one-time prekeys failed: {e}");
+                    }
+                    continue;
+                }
+                _ => continue,
+            };
             let fresh = lock(&self.seen).insert(env.envelope_id);
             if !fresh {
                 if let Err(e) = self.ack(&env).await {
@@ -345,22 +746,96 @@ impl Device {
         let theirs = lock(&self.store)
             .get_identity(&ProtocolAddress::new(peer, device))
             .ok()??;
+        Some(self.safety_number_with(peer, &theirs))
+    }
+
+    /// The safety number the server's *current* key for `peer`'s device would give (fetches a
+    /// bundle), to compare out of band before [`Device::trust_identity`].
+    ///
+    /// # Errors
+    /// Signaling errors, or a bundle for another device.
+    pub async fn offered_safety_number(
+        &self,
+        peer: &str,
+        device: u32,
+    ) -> Result<(String, IdentityKey), SealedError> {
+        let fetched = self.client.fetch_bundle(peer, device).await?;
+        if fetched.bundle.username != peer || fetched.bundle.device_id != device {
+            return Err(SealedError::BadBundle(format!(
+                "asked for {peer}.{device}, got another device's bundle"
+            )));
+        }
+        let bundle = Self::bundle_from(&fetched)?;
+        Ok((
+            self.safety_number_with(peer, &bundle.identity_key),
+            bundle.identity_key,
+        ))
+    }
+
+    /// Accepts `identity` as `peer`'s device key after the user compared the safety number:
+    /// stores it (replacing the pin) and, if it differs from the pinned one, starts a new session
+    /// from a fresh bundle, so the next call goes to the new key. Only a bundle carrying exactly
+    /// `identity` is used.
+    ///
+    /// # Errors
+    /// [`SealedError::IdentityChanged`] if the server's key changed again meanwhile; signaling
+    /// or ratchet errors (nothing is stored then).
+    pub async fn trust_identity(
+        &self,
+        peer: &str,
+        device: u32,
+        identity: &IdentityKey,
+    ) -> Result<(), SealedError> {
+        let addr = ProtocolAddress::new(peer, device);
+        let pinned = lock(&self.store).get_identity(&addr)?;
+        if pinned.as_ref() == Some(identity) {
+            return Ok(());
+        }
+        let fetched = self.client.fetch_bundle(peer, device).await?;
+        if fetched.bundle.username != peer || fetched.bundle.device_id != device {
+            return Err(SealedError::BadBundle(format!(
+                "asked for {peer}.{device}, got another device's bundle"
+            )));
+        }
+        let bundle = Self::bundle_from(&fetched)?;
+        if &bundle.identity_key != identity {
+            return Err(SealedError::IdentityChanged(peer.to_string()));
+        }
+        // the signatures must verify under the new key before anything is stored
+        bundle.verify_signatures()?;
+        let mut store = lock(&self.store);
+        let previous = store.get_identity(&addr)?;
+        let _replaced = store.save_identity(&addr, identity)?;
+        let res = process_prekey_bundle(
+            &addr,
+            &mut *store,
+            &bundle,
+            SystemTime::now(),
+            &mut rand::rngs::OsRng,
+        );
+        if let Err(e) = res {
+            if let Some(prev) = previous {
+                let _restored = store.save_identity(&addr, &prev)?;
+            }
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    fn safety_number_with(&self, peer: &str, theirs: &IdentityKey) -> String {
         let fp = Fingerprint::new(
             SAFETY_NUMBER_VERSION,
             self.username.as_bytes(),
             &self.identity.public(),
             peer.as_bytes(),
-            &theirs,
+            theirs,
         );
-        let digits = fp.displayable;
-        Some(
-            digits
-                .as_bytes()
-                .chunks(5)
-                .map(|c| String::from_utf8_lossy(c).into_owned())
-                .collect::<Vec<_>>()
-                .join(" "),
-        )
+        fp.displayable
+            .as_bytes()
+            .chunks(5)
+            .map(|c| String::from_utf8_lossy(c).into_owned())
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 }
 

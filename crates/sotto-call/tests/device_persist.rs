@@ -1,0 +1,242 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! Persistent devices through the real signaling server (SQLite on disk, real WebSocket):
+//! a device registered into a directory comes back in a later "process" (everything dropped and
+//! loaded from disk) with its identity, prekeys, sessions and pinned peer identities; a wrong
+//! store key changes nothing; a peer whose identity key changed is refused until the user
+//! trusts the new key, and that decision survives a restart too.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sotto_call::messages::{Body, CallId, CallMessage};
+use sotto_call::sealed::{Device, SealedError, PROFILE_FILE, STORE_FILE};
+use sotto_ratchet::{IdentityKeyPair, StoreKeySource};
+use sotto_server::{Events, Server, ServerConfig, SqliteStore};
+
+const SERVER_ID: &str = "test.sotto";
+const T: Duration = Duration::from_secs(20);
+
+async fn server(dir: &Path) -> Server {
+    let store = SqliteStore::open(&dir.join("signal.db"), Default::default()).unwrap();
+    Server::bind(ServerConfig::new(SERVER_ID), Arc::new(store), "127.0.0.1:0")
+        .await
+        .unwrap()
+}
+
+fn key_file(dir: &Path, name: &str) -> std::path::PathBuf {
+    let p = dir.join(format!("{name}.key"));
+    std::fs::write(&p, rand::random::<[u8; 32]>()).unwrap();
+    p
+}
+
+fn msg(body: Body) -> CallMessage {
+    CallMessage::new(CallId::random(), 0, body)
+}
+
+/// The next call message, or the error opening it.
+async fn recv(dev: &Device, ev: &mut Events) -> Result<CallMessage, SealedError> {
+    tokio::time::timeout(T, dev.next(ev))
+        .await
+        .expect("a message in time")
+        .expect("client open")
+        .map(|i| i.message)
+}
+
+#[tokio::test]
+async fn a_registered_device_comes_back_with_its_sessions_and_pins() {
+    let tmp = tempfile::tempdir().unwrap();
+    let srv = server(tmp.path()).await;
+    let url = srv.url();
+    let (adir, bdir) = (tmp.path().join("alice"), tmp.path().join("bob"));
+    let (akey, bkey) = (key_file(tmp.path(), "a"), key_file(tmp.path(), "b"));
+
+    let (alice, mut aev) = Device::register_persistent(
+        &url,
+        SERVER_ID,
+        "alice",
+        &adir,
+        StoreKeySource::KeyFile(&akey),
+    )
+    .await
+    .unwrap();
+    let (bob, mut bev) = Device::register_persistent(
+        &url,
+        SERVER_ID,
+        "bob",
+        &bdir,
+        StoreKeySource::KeyFile(&bkey),
+    )
+    .await
+    .unwrap();
+    alice.send("bob", 1, &msg(Body::Ringing)).await.unwrap();
+    assert_eq!(recv(&bob, &mut bev).await.unwrap().body, Body::Ringing);
+    bob.send("alice", 1, &msg(Body::Busy)).await.unwrap();
+    assert_eq!(recv(&alice, &mut aev).await.unwrap().body, Body::Busy);
+    let sn = alice.safety_number("bob", 1).unwrap();
+    assert_eq!(Some(&sn), bob.safety_number("alice", 1).as_ref());
+    let (a_id, b_id) = (alice.identity_key(), bob.identity_key());
+    drop((alice, aev, bob, bev));
+
+    // a second registration into the same directory is refused and changes nothing
+    let before = std::fs::read(adir.join(STORE_FILE)).unwrap();
+    let e = Device::register_persistent(
+        &url,
+        SERVER_ID,
+        "alice",
+        &adir,
+        StoreKeySource::KeyFile(&akey),
+    )
+    .await
+    .err()
+    .expect("refused");
+    assert!(
+        matches!(e, SealedError::Device(ref m) if m.contains("already holds")),
+        "{e}"
+    );
+    // a wrong key does not open the store, and leaves it as it was
+    let wrong = key_file(tmp.path(), "wrong");
+    let e = Device::load(&adir, StoreKeySource::KeyFile(&wrong), None)
+        .await
+        .err()
+        .expect("wrong key refused");
+    assert!(matches!(e, SealedError::Device(_)), "{e}");
+    assert_eq!(std::fs::read(adir.join(STORE_FILE)).unwrap(), before);
+    // a malformed profile is a clear error, not a panic
+    let good_profile = std::fs::read(adir.join(PROFILE_FILE)).unwrap();
+    std::fs::write(adir.join(PROFILE_FILE), b"{\"version\":1,").unwrap();
+    let e = Device::load(&adir, StoreKeySource::KeyFile(&akey), None)
+        .await
+        .err()
+        .expect("bad profile refused");
+    assert!(e.to_string().contains(PROFILE_FILE), "{e}");
+    std::fs::write(adir.join(PROFILE_FILE), good_profile).unwrap();
+
+    // "restart": both come back from disk, sign in (not register) and continue the SAME
+    // sessions: a store that had lost them could not open these messages (no prekey message
+    // is sent once a session answered)
+    let (alice, mut aev) = Device::load(&adir, StoreKeySource::KeyFile(&akey), None)
+        .await
+        .unwrap();
+    let (bob, mut bev) = Device::load(&bdir, StoreKeySource::KeyFile(&bkey), None)
+        .await
+        .unwrap();
+    assert_eq!(alice.identity_key(), a_id);
+    assert_eq!(bob.identity_key(), b_id);
+    assert_eq!(alice.safety_number("bob", 1), Some(sn.clone()));
+    for i in 0..3u8 {
+        let body = Body::Mute {
+            audio: i % 2 == 0,
+            video: i == 1,
+        };
+        alice.send("bob", 1, &msg(body.clone())).await.unwrap();
+        assert_eq!(recv(&bob, &mut bev).await.unwrap().body, body);
+        bob.send(
+            "alice",
+            1,
+            &msg(Body::Hangup {
+                reason: "bye".into(),
+            }),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            recv(&alice, &mut aev).await.unwrap().body,
+            Body::Hangup {
+                reason: "bye".into()
+            }
+        );
+    }
+    srv.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_changed_identity_is_refused_until_trusted_and_the_trust_persists() {
+    let tmp = tempfile::tempdir().unwrap();
+    let srv = server(tmp.path()).await;
+    let url = srv.url();
+    let adir = tmp.path().join("alice");
+    let akey = key_file(tmp.path(), "a");
+    let (alice, mut aev) = Device::register_persistent(
+        &url,
+        SERVER_ID,
+        "alice",
+        &adir,
+        StoreKeySource::KeyFile(&akey),
+    )
+    .await
+    .unwrap();
+    let (bob, bev) = Device::register(&url, SERVER_ID, "bob").await.unwrap();
+    bob.send("alice", 1, &msg(Body::Ringing)).await.unwrap();
+    assert_eq!(recv(&alice, &mut aev).await.unwrap().body, Body::Ringing);
+    let old_sn = alice.safety_number("bob", 1).unwrap();
+    drop((alice, aev));
+
+    // bob's device 1 is re-bound to a new key (a reinstall, or the server substituting keys):
+    // through the protocol, bob's second device re-keys device 1; then the new key signs in
+    let second = IdentityKeyPair::generate(&mut rand::rngs::OsRng);
+    assert!(!bob.client().add_device(2, &second.public()).await.unwrap());
+    let (bob2, _ev2) = sotto_server::Client::connect(sotto_server::ClientConfig::new(
+        &url, SERVER_ID, "bob", 2, second,
+    ))
+    .await
+    .unwrap();
+    let new_kp = IdentityKeyPair::generate(&mut rand::rngs::OsRng);
+    assert!(
+        bob2.add_device(1, &new_kp.public()).await.unwrap(),
+        "device 1 re-keyed"
+    );
+    drop((bob, bev, bob2));
+    let (newbob, mut nbev) = Device::register_with_identity(&url, SERVER_ID, "bob", new_kp)
+        .await
+        .unwrap();
+
+    // alice, restarted, still pins the old key: the new key's first message is refused
+    let (alice, mut aev) = Device::load(&adir, StoreKeySource::KeyFile(&akey), None)
+        .await
+        .unwrap();
+    newbob.send("alice", 1, &msg(Body::Ringing)).await.unwrap();
+    let e = recv(&alice, &mut aev).await.expect_err("refused");
+    assert!(
+        matches!(
+            e,
+            SealedError::Ratchet(sotto_ratchet::Error::UntrustedIdentity(_))
+        ),
+        "{e}"
+    );
+    assert_eq!(alice.safety_number("bob", 1), Some(old_sn.clone()));
+
+    // the user compares the offered safety number and trusts it
+    let (offered, key) = alice.offered_safety_number("bob", 1).await.unwrap();
+    assert_ne!(offered, old_sn);
+    alice.trust_identity("bob", 1, &key).await.unwrap();
+    assert_eq!(alice.safety_number("bob", 1), Some(offered.clone()));
+    // alice's next message goes to the new key (a fresh session from its bundle)
+    alice.send("bob", 1, &msg(Body::Busy)).await.unwrap();
+    assert_eq!(recv(&newbob, &mut nbev).await.unwrap().body, Body::Busy);
+    assert_eq!(newbob.safety_number("alice", 1), Some(offered.clone()));
+    drop((alice, aev));
+
+    // the decision survives a restart, and the conversation goes on both ways
+    let (alice, mut aev) = Device::load(&adir, StoreKeySource::KeyFile(&akey), None)
+        .await
+        .unwrap();
+    assert_eq!(alice.safety_number("bob", 1), Some(offered));
+    newbob
+        .send(
+            "alice",
+            1,
+            &msg(Body::Hangup {
+                reason: "bye".into(),
+            }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        recv(&alice, &mut aev).await.unwrap().body,
+        Body::Hangup {
+            reason: "bye".into()
+        }
+    );
+    srv.shutdown().await;
+}
