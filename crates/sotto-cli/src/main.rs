@@ -1,6 +1,8 @@
 //! `sotto`: the one command of the sotto stack.
 //!
-//! Subcommands: `demo` (a whole encrypted call on loopback), `server` (signaling), `relay` (the
+//! Subcommands: `demo` (a whole encrypted call on loopback), `register` (a device kept on disk),
+//! `call`/`answer` (the call screen or a script), `trust` (accept a changed peer key after
+//! comparing safety numbers), `config` (settings in effect), `server` (signaling), `relay` (the
 //! untrusted SFU), `frame inspect|decrypt` (SFrame debugging).
 
 use std::path::Path;
@@ -8,11 +10,13 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod account;
 mod demo;
 mod frame_cmd;
 mod phone;
 mod relay_cmd;
 mod screen;
+mod settings;
 
 /// sotto: end-to-end-encrypted calls through servers nobody has to trust.
 #[derive(Parser, Debug)]
@@ -24,18 +28,24 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
-    /// Call USER: register this device on the server, dial, show the call screen (or run --script).
+    /// Create this device: an identity kept (encrypted) on disk, registered on the server.
+    Register(account::RegisterArgs),
+    /// Call USER with this device: dial, show the call screen (or run --script).
     Call {
         /// Who to call.
         peer: String,
         #[command(flatten)]
         args: phone::PhoneArgs,
     },
-    /// Wait for a call: register this device on the server, ring on an incoming call.
+    /// Wait for a call with this device: ring on an incoming call.
     Answer {
         #[command(flatten)]
         args: phone::PhoneArgs,
     },
+    /// Accept PEER's changed identity key once you compared the new safety number.
+    Trust(account::TrustArgs),
+    /// Show the client settings in effect and where each comes from (flag, environment, file).
+    Config(account::ConfigArgs),
     /// Run the signaling server (accounts, prekeys, sealed envelopes; SQLite).
     Server(sotto_server::cli::ServerArgs),
     /// Run the untrusted media relay (SFU): forwards SFrame ciphertext, holds no key.
@@ -91,6 +101,9 @@ fn main() -> ExitCode {
         Cmd::Server(a) => sotto_server::cli::run(a).map_err(|e| CliError::Usage(e.to_string())),
         Cmd::Relay(a) => relay_cmd::run(a),
         Cmd::Call { peer, args } => phone::run(Some(peer), args),
+        Cmd::Register(a) => account::register(a),
+        Cmd::Trust(a) => account::trust(a),
+        Cmd::Config(a) => account::config(a),
         Cmd::Answer { args } => phone::run(None, args),
     };
     match res {

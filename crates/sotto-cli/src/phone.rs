@@ -13,6 +13,7 @@ use tokio::io::AsyncBufReadExt;
 use tokio::sync::{mpsc, watch};
 
 use crate::screen::{self, Command, Screen, ScriptStep};
+use crate::settings::{ClientArgs, Settings};
 use crate::CliError;
 
 /// How long a `wait-state` script step waits.
@@ -20,31 +21,15 @@ pub const SCRIPT_WAIT_LIMIT: Duration = Duration::from_secs(60);
 
 #[derive(clap::Args, Debug)]
 pub struct PhoneArgs {
-    /// Signaling server URL.
-    #[arg(long, env = "SOTTO_SERVER", default_value = "ws://127.0.0.1:8443")]
-    server: String,
-    /// The server's identity bound into authentication (default: host:port of --server).
-    #[arg(long, env = "SOTTO_SERVER_ID")]
-    server_id: Option<String>,
-    /// Our account name (registered with a fresh device identity on start).
-    #[arg(long, env = "SOTTO_USER")]
-    user: String,
-    /// Send media through this sotto-relay (control URL) instead of peer to peer.
-    #[arg(long, env = "SOTTO_RELAY")]
-    relay: Option<String>,
-    /// STUN/TURN server URL for ICE (e.g. turn:host:3478?transport=udp); TURN credentials come
-    /// from the signaling server.
-    #[arg(long, env = "SOTTO_ICE")]
-    ice: Option<String>,
-    /// Use relay (TURN) candidates only.
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Use a throwaway identity registered for this run only (nothing kept on disk; the name
+    /// must be free on the server) instead of the device `sotto register` created.
     #[arg(long)]
-    relay_only: bool,
+    ephemeral: bool,
     /// Non-interactive: read steps from FILE (`-` for stdin) instead of showing the call screen.
     #[arg(long)]
     script: Option<String>,
-    /// Where to write what we receive (`<user>-received.ivf/.ogg`).
-    #[arg(long, default_value = ".")]
-    record: PathBuf,
     /// VP8 IVF file to send (default: bundled test pattern).
     #[arg(long)]
     video: Option<PathBuf>,
@@ -58,28 +43,25 @@ fn fail(s: impl Into<String>) -> CliError {
 }
 
 pub fn run(peer: Option<String>, a: PhoneArgs) -> Result<(), CliError> {
+    let settings = a.client.resolve()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| fail(e.to_string()))?;
-    rt.block_on(phone(peer, a))
+    rt.block_on(phone(peer, a, settings))
 }
 
-async fn phone(peer: Option<String>, a: PhoneArgs) -> Result<(), CliError> {
-    let server_id = match &a.server_id {
-        Some(s) => s.clone(),
-        None => a
-            .server
-            .trim_start_matches("ws://")
-            .trim_start_matches("wss://")
-            .trim_end_matches('/')
-            .to_string(),
+async fn phone(peer: Option<String>, a: PhoneArgs, st: Settings) -> Result<(), CliError> {
+    let user = st.user()?.to_string();
+    let (dev, events) = if a.ephemeral {
+        Device::register(&st.server, &st.server_id, &user)
+            .await
+            .map_err(|e| fail(format!("register {user}: {e}")))?
+    } else {
+        crate::account::load_device(&st).await?
     };
-    let (dev, events) = Device::register(&a.server, &server_id, &a.user)
-        .await
-        .map_err(|e| fail(format!("register {}: {e}", a.user)))?;
     let mut ice = Vec::new();
-    if let Some(url) = &a.ice {
+    if let Some(url) = &st.ice {
         let (username, credential) = match dev.client().turn_credentials().await {
             Ok(g) => (g.username, g.password),
             Err(_) => (String::new(), String::new()),
@@ -98,8 +80,8 @@ async fn phone(peer: Option<String>, a: PhoneArgs) -> Result<(), CliError> {
         Some(p) => OggOpusSource::open(p).map_err(|e| fail(e.to_string()))?,
         None => OggOpusSource::tone().map_err(|e| fail(e.to_string()))?,
     };
-    let record = a.record.join(format!("{}-received", a.user));
-    let relay_only = a.relay_only;
+    let record = st.record.join(format!("{user}-received"));
+    let relay_only = st.relay_only;
     let factory: MediaFactory = Box::new(move |id| {
         let mut c = MediaConfig::loopback(id)?;
         c.video = Some(video.clone());
@@ -113,13 +95,13 @@ async fn phone(peer: Option<String>, a: PhoneArgs) -> Result<(), CliError> {
         Ok(c)
     });
     let mut engine =
-        Engine::spawn_with_relay(dev, events, factory, default_machine, a.relay.clone());
+        Engine::spawn_with_relay(dev, events, factory, default_machine, st.relay.clone());
     if let Some(p) = &peer {
         engine.command(EngineCmd::Dial(p.clone())).await;
     }
     // status → screen model
     let (screen_tx, screen_rx) = watch::channel(Screen {
-        me: a.user.clone(),
+        me: user.clone(),
         state: "idle".into(),
         source: "camera1".into(),
         ..Screen::default()
@@ -183,8 +165,20 @@ async fn phone(peer: Option<String>, a: PhoneArgs) -> Result<(), CliError> {
             }
             n = engine.notice() => {
                 let Some(n) = n else { break };
+                if let Notice::IdentityChanged(who) = &n {
+                    let w = format!(
+                        "{who}'s identity key changed: nothing goes to or comes from the new key. \
+                         Compare the new safety number (`sotto trust {who}`) with {who} in person, \
+                         then `sotto trust {who} --safety-number \"...\"`"
+                    );
+                    screen_tx.send_modify(|s| s.identity_warning = Some(w.clone()));
+                    if !interactive {
+                        println!("warning: {w}");
+                    }
+                }
                 let line = match &n {
                     Notice::Incoming(from) => format!("incoming call from {from}"),
+                    Notice::IdentityChanged(who) => format!("{who}'s identity key changed"),
                     Notice::State(s) => format!("state: {s}"),
                     Notice::Dropped(w) => format!("dropped: {w}"),
                     Notice::KeyRotated(g) => format!("our media key is now generation {g}"),

@@ -61,6 +61,16 @@ fn call_screen_keys_drive_the_call() {
         .unwrap()
         .to_string();
     let url = format!("ws://{addr}");
+    let home = dir.path().join("home");
+    for user in ["alice", "bob"] {
+        let out = Command::new(sotto)
+            .args(["register", "--server", &url, "--server-id", "screen.test"])
+            .args(["--user", user, "--home"])
+            .arg(&home)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "register {user}: {out:?}");
+    }
     let script = dir.path().join("bob.txt");
     std::fs::write(
         &script,
@@ -79,6 +89,8 @@ fn call_screen_keys_drive_the_call() {
             "--script",
         ])
         .arg(&script)
+        .arg("--home")
+        .arg(&home)
         .arg("--record")
         .arg(dir.path())
         .stdout(Stdio::piped())
@@ -88,8 +100,9 @@ fn call_screen_keys_drive_the_call() {
     std::thread::sleep(Duration::from_millis(500));
     let session = format!("sotto-test-{}", std::process::id());
     let cmd = format!(
-        "{sotto} call bob --server {url} --server-id screen.test --user alice --record {}",
-        dir.path().display()
+        "{sotto} call bob --server {url} --server-id screen.test --user alice --record {} --home {}",
+        dir.path().display(),
+        home.display()
     );
     tmux(&[
         "new-session",

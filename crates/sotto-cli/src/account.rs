@@ -1,0 +1,216 @@
+//! `sotto register`, `sotto trust` and `sotto config`: the device kept on disk.
+//!
+//! A device lives in `HOME/USER/` (see [`crate::settings`]): `store.bin` (the ratchet state:
+//! identity, prekeys, sessions, pinned peer identities; ChaCha20-Poly1305 under the store key),
+//! `device.json` (server, account name, device number: public facts) and, unless
+//! `SOTTO_PASSPHRASE` is set at registration, `store.key` (32 random bytes, owner-only).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use sotto_call::sealed::Device;
+use sotto_ratchet::StoreKeySource;
+use sotto_server::Events;
+use zeroize::Zeroizing;
+
+use crate::settings::{ClientArgs, Settings};
+use crate::CliError;
+
+/// The environment variable holding the store passphrase (never a flag: flags leak into `ps`).
+pub const PASSPHRASE_ENV: &str = "SOTTO_PASSPHRASE";
+/// The key file inside a device directory (used when no passphrase is set).
+pub const KEY_FILE: &str = "store.key";
+
+#[derive(clap::Args, Debug)]
+pub struct RegisterArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct TrustArgs {
+    /// The account whose new identity key to accept.
+    pub peer: String,
+    /// The safety number you compared with PEER out of band (digits; spaces optional). Without
+    /// it, the command shows the number to compare and changes nothing.
+    #[arg(long)]
+    pub safety_number: Option<String>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ConfigArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+fn fail(s: impl Into<String>) -> CliError {
+    CliError::Usage(s.into())
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| fail(e.to_string()))
+}
+
+/// The passphrase from the environment, if set.
+fn passphrase() -> Option<Zeroizing<Vec<u8>>> {
+    std::env::var_os(PASSPHRASE_ENV).map(|p| Zeroizing::new(p.into_encoded_bytes()))
+}
+
+/// Writes 32 random bytes to `path`, owner-only, refusing to overwrite.
+fn create_key_file(path: &Path) -> Result<(), CliError> {
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.mode(0o600);
+    }
+    let mut f = o.open(path).map_err(|e| CliError::io(path, e))?;
+    let key = Zeroizing::new(rand::random::<[u8; 32]>());
+    f.write_all(key.as_ref())
+        .and_then(|()| f.sync_all())
+        .map_err(|e| CliError::io(path, e))
+}
+
+/// Opens the device `sotto register` created for the configured user and signs in.
+///
+/// # Errors
+/// No device (with the command that creates one), a store that does not open (wrong passphrase
+/// or key file, modified file), or the server refusing the login.
+pub async fn load_device(st: &Settings) -> Result<(Device, Events), CliError> {
+    let dir = st.device_dir()?;
+    let server = Some((st.server.as_str(), st.server_id.as_str()));
+    let res = match passphrase() {
+        Some(p) => Device::load(&dir, StoreKeySource::Passphrase(&p), server).await,
+        None => {
+            let key = dir.join(KEY_FILE);
+            if !key.exists() && dir.join(sotto_call::sealed::PROFILE_FILE).exists() {
+                return Err(fail(format!(
+                    "{}: no key file; this device was registered with a passphrase: set {PASSPHRASE_ENV}",
+                    dir.display()
+                )));
+            }
+            Device::load(&dir, StoreKeySource::KeyFile(&key), server).await
+        }
+    };
+    res.map_err(|e| fail(format!("{}: {e}", st.user().unwrap_or_default())))
+}
+
+pub fn register(a: RegisterArgs) -> Result<(), CliError> {
+    let st = a.client.resolve()?;
+    let user = st.user()?.to_string();
+    let dir = st.device_dir()?;
+    runtime()?.block_on(async {
+        let pass = passphrase();
+        let key_path: PathBuf = dir.join(KEY_FILE);
+        let key = match &pass {
+            Some(p) => StoreKeySource::Passphrase(p),
+            None => {
+                if dir.join(sotto_call::sealed::PROFILE_FILE).exists() {
+                    return Err(fail(format!(
+                        "{} already holds a device for {user} (delete the directory to register again)",
+                        dir.display()
+                    )));
+                }
+                let mut b = std::fs::DirBuilder::new();
+                b.recursive(true);
+                #[cfg(unix)]
+                {
+                    use std::os::unix::fs::DirBuilderExt;
+                    b.mode(0o700);
+                }
+                b.create(&dir).map_err(|e| CliError::io(&dir, e))?;
+                if !key_path.exists() {
+                    create_key_file(&key_path)?;
+                }
+                StoreKeySource::KeyFile(&key_path)
+            }
+        };
+        let res = Device::register_persistent(&st.server, &st.server_id, &user, &dir, key).await;
+        let (dev, _events) = match res {
+            Ok(d) => d,
+            Err(e) => {
+                if pass.is_none() && !dir.join(sotto_call::sealed::STORE_FILE).exists() {
+                    let _ = std::fs::remove_file(&key_path);
+                }
+                return Err(fail(format!("register {user}: {e}")));
+            }
+        };
+        println!(
+            "registered {user} (device {}) on {} (server id {})",
+            dev.device_id(),
+            st.server,
+            st.server_id
+        );
+        println!("identity key: {}", hex::encode(dev.identity_key().serialize()));
+        println!(
+            "device kept in {} ({})",
+            dir.display(),
+            if pass.is_some() {
+                format!("store encrypted under {PASSPHRASE_ENV}")
+            } else {
+                format!("store key in {KEY_FILE}")
+            }
+        );
+        Ok(())
+    })
+}
+
+/// Digits only, so "12345 67890 ..." and "1234567890..." compare equal.
+fn digits(s: &str) -> String {
+    s.chars().filter(char::is_ascii_digit).collect()
+}
+
+pub fn trust(a: TrustArgs) -> Result<(), CliError> {
+    let st = a.client.resolve()?;
+    runtime()?.block_on(async {
+        let (dev, _events) = load_device(&st).await?;
+        let current = dev.safety_number(&a.peer, 1);
+        let (offered, key) = dev
+            .offered_safety_number(&a.peer, 1)
+            .await
+            .map_err(|e| fail(format!("{}: {e}", a.peer)))?;
+        if current.as_deref() == Some(offered.as_str()) {
+            println!("{}'s identity key is the one already trusted", a.peer);
+            println!("safety number: {offered}");
+            return Ok(());
+        }
+        let Some(given) = &a.safety_number else {
+            match &current {
+                Some(c) => println!("trusted until now: {c}"),
+                None => println!("no identity trusted for {} yet", a.peer),
+            }
+            println!("the server now offers:  {offered}");
+            println!(
+                "compare it with {} in person or over a channel you trust, then run:\n  sotto trust {} --safety-number \"{offered}\"",
+                a.peer, a.peer
+            );
+            return Err(fail("nothing changed: no --safety-number given"));
+        };
+        if digits(given) != digits(&offered) {
+            return Err(fail(format!(
+                "the safety number you gave does not match the key the server offers for {}: nothing changed",
+                a.peer
+            )));
+        }
+        dev.trust_identity(&a.peer, 1, &key)
+            .await
+            .map_err(|e| fail(format!("{}: {e}", a.peer)))?;
+        println!("trusted {}'s new identity key; safety number {offered}", a.peer);
+        Ok(())
+    })
+}
+
+pub fn config(a: ConfigArgs) -> Result<(), CliError> {
+    let st = a.client.resolve()?;
+    st.print();
+    if st.user.is_some() {
+        println!("device directory: {}", st.device_dir()?.display());
+    }
+    Ok(())
+}

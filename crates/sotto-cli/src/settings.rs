@@ -1,0 +1,276 @@
+//! Client-side settings shared by `register`, `call`, `answer`, `trust` and `config`.
+//!
+//! Precedence, highest first: command-line flag, `SOTTO_*` environment variable, the TOML file,
+//! the default. The file is `--config FILE` (or `SOTTO_CLIENT_CONFIG`); without either,
+//! `$XDG_CONFIG_HOME/sotto/client.toml` (`~/.config/sotto/client.toml`) is read if it exists.
+//!
+//! | flag | environment | file key | default |
+//! | --- | --- | --- | --- |
+//! | `--config` | `SOTTO_CLIENT_CONFIG` | | `~/.config/sotto/client.toml` if present |
+//! | `--server` | `SOTTO_SERVER` | `server` | `ws://127.0.0.1:8443` |
+//! | `--server-id` | `SOTTO_SERVER_ID` | `server_id` | host:port of the server URL |
+//! | `--user` | `SOTTO_USER` | `user` | (required) |
+//! | `--home` | `SOTTO_HOME` | `home` | `$XDG_DATA_HOME/sotto` (`~/.local/share/sotto`) |
+//! | `--relay` | `SOTTO_RELAY` | `relay` | none: peer to peer |
+//! | `--ice` | `SOTTO_ICE` | `ice` | none: host candidates only |
+//! | `--relay-only` | `SOTTO_RELAY_ONLY` | `relay_only` | false |
+//! | `--record` | `SOTTO_RECORD` | `record` | `.` |
+//!
+//! The store passphrase is never read from a file or a flag: `SOTTO_PASSPHRASE` (Argon2id), or
+//! else the 32-byte key file `store.key` created next to the store at registration.
+
+use std::path::{Path, PathBuf};
+
+use crate::CliError;
+
+/// Largest client config file read.
+pub const MAX_CONFIG_BYTES: u64 = 64 * 1024;
+/// Default signaling server.
+pub const DEFAULT_SERVER: &str = "ws://127.0.0.1:8443";
+
+/// Flags every client command takes.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct ClientArgs {
+    /// TOML file with defaults for these flags.
+    #[arg(long, env = "SOTTO_CLIENT_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Signaling server URL [default: ws://127.0.0.1:8443].
+    #[arg(long, env = "SOTTO_SERVER")]
+    pub server: Option<String>,
+    /// The server's identity bound into authentication [default: host:port of --server].
+    #[arg(long, env = "SOTTO_SERVER_ID")]
+    pub server_id: Option<String>,
+    /// Our account name.
+    #[arg(long, env = "SOTTO_USER")]
+    pub user: Option<String>,
+    /// Where devices are kept (one directory per account) [default: ~/.local/share/sotto].
+    #[arg(long, env = "SOTTO_HOME")]
+    pub home: Option<PathBuf>,
+    /// Send media through this sotto-relay (control URL) instead of peer to peer.
+    #[arg(long, env = "SOTTO_RELAY")]
+    pub relay: Option<String>,
+    /// STUN/TURN server URL for ICE (e.g. turn:host:3478?transport=udp); TURN credentials come
+    /// from the signaling server.
+    #[arg(long, env = "SOTTO_ICE")]
+    pub ice: Option<String>,
+    /// Use relay (TURN) candidates only.
+    #[arg(long, env = "SOTTO_RELAY_ONLY", num_args = 0..=1, default_missing_value = "true")]
+    pub relay_only: Option<bool>,
+    /// Where to write what we receive (`<user>-received-*.ivf/.ogg`) [default: .].
+    #[arg(long, env = "SOTTO_RECORD")]
+    pub record: Option<PathBuf>,
+}
+
+/// The client config file (every key optional; unknown keys are refused).
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSettings {
+    server: Option<String>,
+    server_id: Option<String>,
+    user: Option<String>,
+    home: Option<PathBuf>,
+    relay: Option<String>,
+    ice: Option<String>,
+    relay_only: Option<bool>,
+    record: Option<PathBuf>,
+}
+
+/// Where a resolved value came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Flag,
+    Env,
+    File,
+    Default,
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Source::Flag => "flag",
+            Source::Env => "environment",
+            Source::File => "file",
+            Source::Default => "default",
+        })
+    }
+}
+
+/// Settings after the precedence rules.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub server: String,
+    pub server_id: String,
+    pub user: Option<String>,
+    pub home: PathBuf,
+    pub relay: Option<String>,
+    pub ice: Option<String>,
+    pub relay_only: bool,
+    pub record: PathBuf,
+    /// The config file read, if any.
+    pub config_file: Option<PathBuf>,
+    /// `(key, value, source)` for `sotto config`, in table order.
+    pub shown: Vec<(&'static str, String, Source)>,
+}
+
+/// Picks flag/env (clap already put the flag over the environment) over file over default, and
+/// says which it was: a clap value equal to the set environment variable is the environment's.
+fn pick<T: Clone + ToString>(cli: &Option<T>, env: &str, file: &Option<T>) -> Option<(T, Source)> {
+    if let Some(v) = cli {
+        let from_env = std::env::var(env).is_ok_and(|e| e == v.to_string());
+        return Some((v.clone(), if from_env { Source::Env } else { Source::Flag }));
+    }
+    file.clone().map(|v| (v, Source::File))
+}
+
+fn default_config_file() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))?;
+    Some(base.join("sotto").join("client.toml"))
+}
+
+fn default_home() -> PathBuf {
+    std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join("sotto")
+}
+
+fn read_file(path: &Path) -> Result<FileSettings, CliError> {
+    let meta = std::fs::metadata(path).map_err(|e| CliError::io(path, e))?;
+    if meta.len() > MAX_CONFIG_BYTES {
+        return Err(CliError::Usage(format!(
+            "{}: {} bytes exceeds MAX_CONFIG_BYTES ({MAX_CONFIG_BYTES})",
+            path.display(),
+            meta.len()
+        )));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| CliError::io(path, e))?;
+    toml::from_str(&text).map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))
+}
+
+/// Server identity from a URL: its host:port.
+pub fn server_id_of(url: &str) -> String {
+    url.trim_start_matches("ws://")
+        .trim_start_matches("wss://")
+        .trim_end_matches('/')
+        .to_string()
+}
+
+impl ClientArgs {
+    /// Reads the config file (if any) and applies the precedence rules.
+    ///
+    /// # Errors
+    /// An unreadable, oversized or malformed file (named), or an unknown key in it.
+    pub fn resolve(&self) -> Result<Settings, CliError> {
+        let (file, config_file) = match &self.config {
+            Some(p) => (read_file(p)?, Some(p.clone())),
+            None => match default_config_file().filter(|p| p.exists()) {
+                Some(p) => (read_file(&p)?, Some(p)),
+                None => (FileSettings::default(), None),
+            },
+        };
+        let mut shown = Vec::new();
+        let mut show = |k: &'static str, v: String, s: Source| shown.push((k, v, s));
+
+        let (server, s) = pick(&self.server, "SOTTO_SERVER", &file.server)
+            .unwrap_or((DEFAULT_SERVER.to_string(), Source::Default));
+        show("server", server.clone(), s);
+        let (server_id, s) = pick(&self.server_id, "SOTTO_SERVER_ID", &file.server_id)
+            .unwrap_or((server_id_of(&server), Source::Default));
+        show("server_id", server_id.clone(), s);
+        let user = pick(&self.user, "SOTTO_USER", &file.user);
+        match &user {
+            Some((u, s)) => show("user", u.clone(), *s),
+            None => show("user", "(none)".into(), Source::Default),
+        }
+        let home_pick = pick(
+            &self.home.as_ref().map(|p| p.display().to_string()),
+            "SOTTO_HOME",
+            &file.home.as_ref().map(|p| p.display().to_string()),
+        );
+        let (home, s) = match home_pick {
+            Some((h, s)) => (PathBuf::from(h), s),
+            None => (default_home(), Source::Default),
+        };
+        show("home", home.display().to_string(), s);
+        let relay = pick(&self.relay, "SOTTO_RELAY", &file.relay);
+        show(
+            "relay",
+            relay
+                .as_ref()
+                .map_or("(none: peer to peer)".into(), |r| r.0.clone()),
+            relay.as_ref().map_or(Source::Default, |r| r.1),
+        );
+        let ice = pick(&self.ice, "SOTTO_ICE", &file.ice);
+        show(
+            "ice",
+            ice.as_ref().map_or("(none)".into(), |r| r.0.clone()),
+            ice.as_ref().map_or(Source::Default, |r| r.1),
+        );
+        let (relay_only, s) = pick(&self.relay_only, "SOTTO_RELAY_ONLY", &file.relay_only)
+            .unwrap_or((false, Source::Default));
+        show("relay_only", relay_only.to_string(), s);
+        let record_pick = pick(
+            &self.record.as_ref().map(|p| p.display().to_string()),
+            "SOTTO_RECORD",
+            &file.record.as_ref().map(|p| p.display().to_string()),
+        );
+        let (record, s) = match record_pick {
+            Some((r, s)) => (PathBuf::from(r), s),
+            None => (PathBuf::from("."), Source::Default),
+        };
+        show("record", record.display().to_string(), s);
+        Ok(Settings {
+            server,
+            server_id,
+            user: user.map(|u| u.0),
+            home,
+            relay: relay.map(|r| r.0),
+            ice: ice.map(|r| r.0),
+            relay_only,
+            record,
+            config_file,
+            shown,
+        })
+    }
+}
+
+impl Settings {
+    /// The account name, or a usage error saying how to give one.
+    pub fn user(&self) -> Result<&str, CliError> {
+        self.user.as_deref().ok_or_else(|| {
+            CliError::Usage(
+                "no user: pass --user NAME (or SOTTO_USER, or `user` in the config file)".into(),
+            )
+        })
+    }
+
+    /// The directory of `user`'s device.
+    pub fn device_dir(&self) -> Result<PathBuf, CliError> {
+        let u = self.user()?;
+        if u.is_empty()
+            || !u
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+            || u.starts_with('.')
+        {
+            return Err(CliError::Usage(format!(
+                "user {u:?}: names are [a-z0-9._-], not starting with a dot"
+            )));
+        }
+        Ok(self.home.join(u))
+    }
+
+    /// Prints the resolved settings and where each came from.
+    pub fn print(&self) {
+        match &self.config_file {
+            Some(p) => println!("config file: {}", p.display()),
+            None => println!("config file: (none)"),
+        }
+        for (k, v, s) in &self.shown {
+            println!("{k} = {v}  ({s})");
+        }
+    }
+}
