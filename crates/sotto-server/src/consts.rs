@@ -45,7 +45,7 @@ pub const MAX_ONE_TIME_PREKEYS_STORED: usize = 1000;
 /// When a device's one-time prekey stock falls below this, it is sent `prekeys_low`.
 pub const LOW_PREKEY_THRESHOLD: u32 = 10;
 
-/// Frames (responses and pushes) that may wait for one connection's writer. A connection whose
+/// Frames (responses and pushes) that may wait to be written to one connection. A connection whose
 /// queue is full is not reading: it is closed with `slow_consumer` (queued envelopes stay stored).
 pub const OUTBOUND_QUEUE_FRAMES: usize = 256;
 
@@ -56,6 +56,17 @@ pub const MAX_WRITE_BATCH: usize = 512;
 /// Initial WebSocket read buffer per connection, in bytes. It grows to fit a larger frame (up to
 /// the frame limit); a small start keeps idle connections cheap.
 pub const WS_READ_BUFFER_BYTES: usize = 512;
+
+/// Queue places an idle connection keeps allocated after a burst (the outbound queue shrinks back to
+/// this when it drains).
+pub const OUTBOUND_RETAINED_SLOTS: usize = 16;
+
+/// Encoded frames a connection collects before writing them to its socket in one system call
+/// (everything queued is written and flushed once the queue is empty, whatever its size).
+pub const WS_WRITE_BATCH_BYTES: usize = 4 * 1024;
+
+/// Frames a connection reads back to back before it flushes its answers.
+pub const READS_PER_FLUSH: u32 = 32;
 
 /// How long a connection with a full outbound queue may take to make room for the answer to its
 /// next `send`/`ack` (its requests are not read meanwhile) before it is closed as `slow_consumer`.

@@ -1,30 +1,35 @@
 //! The signaling server: accept, authenticate, route.
 //!
-//! One task per connection reads and answers requests; a second task per authenticated connection
-//! owns the socket's write half. Every store call runs on one store thread (`worker.rs`), which
-//! group-commits envelope writes and, after each commit, hands stored envelopes straight to online
-//! recipients' writers; a writer that fell behind is woken instead and reads its backlog from the
-//! [`Store`]. Senders never wait on a recipient: handing over and waking ([`Notify`], which
-//! coalesces) are both non-blocking, so a slow reader only slows itself.
+//! One task per connection: it reads and answers requests and writes its connection's bounded
+//! outbound queue to the socket, several frames per system call, from one poll (a blocked write
+//! never stops reading, and the other way round). Every store call runs on one store thread
+//! (`worker.rs`), which group-commits envelope writes and, after each commit, hands stored
+//! envelopes straight to online recipients' queues; a connection that fell behind is woken instead
+//! and reads its backlog from the [`Store`]. Senders never wait on a recipient: handing over and
+//! waking (flags plus one waker, which coalesce) are both non-blocking, so a slow reader only
+//! slows itself.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use rand::RngCore;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::sync::{oneshot, watch};
 
-use crate::worker::{OnlineMap, Out, OutRx, OutTx, StoreWorker};
+use crate::worker::{Conn, Ended, OnlineMap, Out, StoreWorker};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
 use crate::auth;
@@ -39,7 +44,7 @@ use crate::protocol::{
 };
 use crate::store::{
     BundleOutcome, DeviceAddr, EnqueueOutcome, NewEnvelope, RegisterOutcome, Store, StoreResult,
-    WriteOp, WriteOutcome,
+    StoredEnvelope, WriteOp, WriteOutcome,
 };
 use crate::turn::{self, TurnConfig};
 
@@ -140,7 +145,7 @@ struct Shared {
 }
 
 impl Shared {
-    fn online(&self) -> std::sync::MutexGuard<'_, HashMap<DeviceAddr, crate::worker::Online>> {
+    fn online(&self) -> std::sync::MutexGuard<'_, HashMap<DeviceAddr, Arc<Conn>>> {
         self.online.lock()
     }
 
@@ -152,9 +157,9 @@ impl Shared {
     }
 
     fn push(&self, addr: &DeviceAddr, msg: &ServerMessage) {
-        if let (Some(o), Ok(text)) = (self.online().get(addr), encode_server_frame(msg)) {
+        if let (Some(c), Ok(text)) = (self.online().get(addr), encode_server_frame(msg)) {
             // Best effort: a push to a connection that is not reading is dropped.
-            let _ = o.out.try_send(Box::new(Out::Frame(Message::text(text))));
+            let _ = c.try_push(Out::Text(text));
         }
     }
 }
@@ -242,6 +247,9 @@ impl Server {
     /// Every envelope acknowledged as stored is already committed.
     pub async fn shutdown(self) {
         let _ = self.shutdown_tx.send(true);
+        for c in self.shared.online().values() {
+            c.end(Ended::ShuttingDown);
+        }
         let _ = self.task.await;
         for t in self.aux {
             t.abort();
@@ -286,7 +294,7 @@ fn ws_config(limits: &Limits) -> WebSocketConfig {
         .saturating_mul(consts::WS_HARD_MAX_FACTOR);
     WebSocketConfig::default()
         .read_buffer_size(consts::WS_READ_BUFFER_BYTES)
-        .write_buffer_size(0)
+        .write_buffer_size(consts::WS_WRITE_BATCH_BYTES)
         .max_message_size(Some(hard))
         .max_frame_size(Some(hard))
 }
@@ -378,17 +386,20 @@ async fn metrics_loop(shared: Arc<Shared>, listener: TcpListener) {
 }
 
 type Ws = WebSocketStream<TcpStream>;
-type WsSink = SplitSink<Ws, Message>;
-type WsStream = SplitStream<Ws>;
 
-fn frame(msg: &ServerMessage) -> Message {
-    match encode_server_frame(msg) {
-        Ok(t) => Message::text(t),
-        Err(_) => Message::text(r#"{"v":1,"type":"error","code":"internal","message":""}"#),
-    }
+fn frame_text(msg: &ServerMessage) -> String {
+    encode_server_frame(msg)
+        .unwrap_or_else(|_| r#"{"v":1,"type":"error","code":"internal","message":""}"#.to_owned())
 }
 
-fn close_frame(code: ErrorCode) -> Message {
+fn frame(msg: &ServerMessage) -> Message {
+    Message::text(frame_text(msg))
+}
+
+fn close_frame(code: Option<ErrorCode>) -> Message {
+    let Some(code) = code else {
+        return Message::Close(None);
+    };
     let cc = match code {
         ErrorCode::FrameTooLarge => CloseCode::Size,
         ErrorCode::ShuttingDown => CloseCode::Away,
@@ -405,7 +416,7 @@ fn close_frame(code: ErrorCode) -> Message {
 }
 
 async fn send_error_and_close(
-    sink: &mut WsSink,
+    ws: &mut Ws,
     metrics: &Metrics,
     id: Option<u64>,
     code: ErrorCode,
@@ -413,8 +424,8 @@ async fn send_error_and_close(
 ) {
     metrics.error(code);
     let _ = tokio::time::timeout(Duration::from_secs(2), async {
-        let _ = sink.send(frame(&ServerMessage::error(id, code, why))).await;
-        let _ = sink.send(close_frame(code)).await;
+        let _ = ws.send(frame(&ServerMessage::error(id, code, why))).await;
+        let _ = ws.send(close_frame(Some(code))).await;
     })
     .await;
 }
@@ -428,72 +439,71 @@ impl Drop for ConnGuard<'_> {
 
 async fn handle_connection(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
     let slot = shared.limiter.acquire(peer.ip());
+    // The handshake and authentication run boxed, so the socket lives in one place at a time and
+    // the resting task stays small.
+    let Some(guard) = Box::pin(open(&shared, tcp, slot.is_some())).await else {
+        return;
+    };
+    if let (_, Some(session)) = guard {
+        session.run(&shared).await;
+    }
+    drop(slot);
+}
+
+/// WebSocket handshake and authentication. `None` if the handshake failed; otherwise the counted
+/// connection and, if it authenticated, its session (if not, it has been answered and closed).
+async fn open<'a>(
+    shared: &'a Shared,
+    tcp: TcpStream,
+    within_limit: bool,
+) -> Option<(ConnGuard<'a>, Option<Box<Session>>)> {
     let limits = &shared.cfg.limits;
     let hs = tokio::time::timeout(
         limits.auth_timeout,
-        // Boxed sub-futures keep the resting size of every connection's task small.
-        Box::pin(tokio_tungstenite::accept_async_with_config(
-            tcp,
-            Some(ws_config(limits)),
-        )),
+        tokio_tungstenite::accept_async_with_config(tcp, Some(ws_config(limits))),
     )
     .await;
-    let Ok(Ok(ws)) = hs else {
-        return;
+    let Ok(Ok(mut ws)) = hs else {
+        return None;
     };
     Metrics::inc(&shared.metrics.connections_total);
     Metrics::inc(&shared.metrics.connections_active);
-    let _guard = ConnGuard(&shared.metrics);
-    let (mut sink, mut stream) = ws.split();
-    if slot.is_none() {
-        Box::pin(send_error_and_close(
-            &mut sink,
+    let guard = ConnGuard(&shared.metrics);
+    if !within_limit {
+        send_error_and_close(
+            &mut ws,
             &shared.metrics,
             None,
             ErrorCode::TooManyConnections,
             "too many connections from this address",
-        ))
+        )
         .await;
-        return;
+        return Some((guard, None));
     }
     let deadline = Instant::now() + limits.auth_timeout;
-    let authed = Box::pin(tokio::time::timeout_at(
-        deadline,
-        authenticate(&shared, &mut sink, &mut stream),
-    ))
-    .await
-    .unwrap_or(Err((
-        None,
-        ErrorCode::AuthTimeout,
-        "authentication timed out",
-    )));
+    let authed = tokio::time::timeout_at(deadline, authenticate(shared, &mut ws))
+        .await
+        .unwrap_or(Err((
+            None,
+            ErrorCode::AuthTimeout,
+            "authentication timed out",
+        )));
     match authed {
-        Ok(addr) => session(shared.clone(), sink, stream, addr).await,
+        Ok(addr) => Some((guard, Some(Session::start(shared, ws, addr)))),
         Err((id, code, why)) => {
             if code == ErrorCode::AuthFailed {
                 Metrics::inc(&shared.metrics.auth_failures_total);
             }
-            Box::pin(send_error_and_close(
-                &mut sink,
-                &shared.metrics,
-                id,
-                code,
-                why,
-            ))
-            .await;
+            send_error_and_close(&mut ws, &shared.metrics, id, code, why).await;
+            Some((guard, None))
         }
     }
-    drop(slot);
 }
 
 type AuthErr = (Option<u64>, ErrorCode, &'static str);
 
 /// The unauthenticated state: challenge sent, waiting for `register` or `login`.
-async fn authenticate(
-    shared: &Shared,
-    sink: &mut WsSink,
-    stream: &mut WsStream,
-) -> std::result::Result<DeviceAddr, AuthErr> {
+async fn authenticate(shared: &Shared, ws: &mut Ws) -> std::result::Result<DeviceAddr, AuthErr> {
     let limits = &shared.cfg.limits;
     let mut nonce = [0u8; consts::CHALLENGE_NONCE_BYTES];
     rand::rngs::OsRng.fill_bytes(&mut nonce);
@@ -501,14 +511,14 @@ async fn authenticate(
         server: shared.cfg.server_id.clone(),
         nonce: B64(nonce.to_vec()),
     };
-    sink.send(frame(&challenge))
+    ws.send(frame(&challenge))
         .await
         .map_err(|_| (None, ErrorCode::Internal, "send failed"))?;
     let mut malformed = 0u32;
     let mut shutdown = shared.shutdown.clone();
     loop {
         let msg = tokio::select! {
-            m = stream.next() => m,
+            m = ws.next() => m,
             _ = shutdown.changed() => return Err((None, ErrorCode::ShuttingDown, "server shutting down")),
         };
         let bytes = match msg {
@@ -532,7 +542,7 @@ async fn authenticate(
                     return Err((e.id, e.code, "too many malformed frames"));
                 }
                 shared.metrics.error(e.code);
-                let _ = sink
+                let _ = ws
                     .send(frame(&ServerMessage::error(
                         e.id,
                         e.code,
@@ -556,12 +566,12 @@ async fn authenticate(
                 signature,
             } => (username, device_id, None, signature, false),
             ClientMessage::Ping => {
-                let _ = sink.send(frame(&ServerMessage::Pong { id })).await;
+                let _ = ws.send(frame(&ServerMessage::Pong { id })).await;
                 continue;
             }
             _ => {
                 shared.metrics.error(ErrorCode::NotAuthenticated);
-                let _ = sink
+                let _ = ws
                     .send(frame(&ServerMessage::error(
                         Some(id),
                         ErrorCode::NotAuthenticated,
@@ -624,7 +634,7 @@ async fn authenticate(
             .store(move |s| s.one_time_count(&a))
             .await
             .map_err(|code| (Some(id), code, "storage failure"))?;
-        sink.send(frame(&ServerMessage::Authenticated {
+        ws.send(frame(&ServerMessage::Authenticated {
             id,
             created,
             one_time_prekeys,
@@ -641,188 +651,478 @@ enum End {
     Error(Option<u64>, ErrorCode, &'static str),
 }
 
-/// The authenticated state.
-async fn session(shared: Arc<Shared>, sink: WsSink, mut stream: WsStream, addr: DeviceAddr) {
-    let limits = &shared.cfg.limits;
-    let conn_id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
-    let (out, out_rx) = mpsc::channel::<Box<Out>>(limits.outbound_queue_frames.max(1));
-    let wake = Arc::new(Notify::new());
-    let kick = Arc::new(Notify::new());
-    // Lagging until the writer's first backlog read has caught up (see worker.rs).
-    let lagging = Arc::new(AtomicBool::new(true));
-    let previous = shared.online().insert(
-        addr.clone(),
-        crate::worker::Online {
-            conn_id,
-            wake: wake.clone(),
-            kick: kick.clone(),
-            out: out.clone(),
-            lagging: lagging.clone(),
-        },
-    );
-    if let Some(p) = previous {
-        p.kick.notify_one();
-    }
-    Metrics::inc(&shared.metrics.authenticated_active);
-    wake.notify_one(); // deliver the backlog
-    let mut writer = tokio::spawn(writer_loop(
-        shared.clone(),
-        sink,
-        out_rx,
-        wake,
-        lagging,
-        addr.clone(),
-    ));
+/// What an authenticated connection's task handles next.
+enum Event {
+    /// A frame (or the end of the stream) from the peer.
+    Incoming(Option<std::result::Result<Message, WsError>>),
+    /// The connection must end.
+    End(End),
+}
 
-    let mut bucket = TokenBucket::new(
-        limits.envelopes_per_second,
-        limits.envelope_burst,
-        std::time::Instant::now(),
-    );
-    let mut malformed = 0u32;
-    let mut writer_done = false;
-    let mut shutdown = shared.shutdown.clone();
-    let end = loop {
-        let msg = tokio::select! {
-            m = stream.next() => m,
-            _ = shutdown.changed() => break End::Error(None, ErrorCode::ShuttingDown, "server shutting down"),
-            _ = kick.notified() => break End::Error(None, ErrorCode::Replaced, "another connection authenticated as this device"),
-            _ = &mut writer, if !writer_done => {
-                writer_done = true;
-                break End::Closed;
+/// A `send`/`ack` waiting for room in its connection's outbound queue (its requests are not read
+/// meanwhile), and how long it may wait.
+struct Stalled {
+    op: WriteOp,
+    id: u64,
+    until: Pin<Box<tokio::time::Sleep>>,
+}
+
+/// The authenticated state, driven by the connection's one task: it reads requests, writes
+/// answers and pushes from the connection's outbound queue (several frames per system call), and
+/// reads the backlog when the store thread asks it to — all from one poll, so a blocked socket
+/// write never stops reading and vice versa.
+struct Session {
+    ws: Ws,
+    conn: Arc<Conn>,
+    addr: DeviceAddr,
+    /// Highest envelope id written; a handed-over envelope that a backlog read already wrote
+    /// (id <= cursor) is skipped.
+    cursor: u64,
+    /// Frames handed to the socket layer and not yet flushed.
+    dirty: bool,
+    /// The close frame has been handed to the socket layer.
+    closing: bool,
+    /// Frames read since the last flush.
+    reads: u32,
+    /// A backlog read in flight on the store thread.
+    backlog_rx: Option<oneshot::Receiver<StoreResult<Vec<StoredEnvelope>>>>,
+    /// Backlog envelopes read and not yet written.
+    backlog: Option<std::vec::IntoIter<StoredEnvelope>>,
+    /// The backlog read was a full batch: read again once it is written.
+    more_backlog: bool,
+    /// Reading is paused until this fires (rate limit).
+    paused: Option<Pin<Box<tokio::time::Sleep>>>,
+    stalled: Option<Box<Stalled>>,
+    /// The server was shutting down when this session started.
+    shutting_down: bool,
+    /// Envelope rate limit.
+    bucket: TokenBucket,
+    /// Malformed frames so far.
+    malformed: u32,
+}
+
+/// Frames written per poll before the task lets others run.
+const WRITES_PER_POLL: usize = 256;
+
+impl Session {
+    /// Moves queued frames into the socket layer while it accepts them. `Err` when the socket
+    /// failed; stops after the close frame.
+    fn poll_write(&mut self, shared: &Shared, cx: &mut Context<'_>) -> std::result::Result<(), ()> {
+        for _ in 0..WRITES_PER_POLL {
+            if self.closing {
+                return Ok(());
+            }
+            match Pin::new(&mut self.ws).poll_ready(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(_)) => return Err(()),
+                Poll::Pending => return Ok(()),
+            }
+            let msg = if let Some(it) = &mut self.backlog {
+                let Some(e) = it.next() else {
+                    self.backlog = None;
+                    if std::mem::take(&mut self.more_backlog) {
+                        self.conn.request_backlog();
+                    }
+                    continue;
+                };
+                if e.id <= self.cursor {
+                    continue;
+                }
+                self.cursor = e.id;
+                Metrics::inc(&shared.metrics.envelopes_delivered_total);
+                envelope_frame(e)
+            } else if self.backlog_rx.is_some() {
+                // Nothing from the queue while a backlog read is in flight: an envelope handed
+                // over after that read must not be written before the read's envelopes.
+                return Ok(());
+            } else {
+                match self.conn.pop() {
+                    None => return Ok(()),
+                    Some(Out::Text(t)) => Message::text(t),
+                    Some(Out::Envelope(e)) => {
+                        if e.id <= self.cursor {
+                            continue;
+                        }
+                        self.cursor = e.id;
+                        Metrics::inc(&shared.metrics.envelopes_delivered_total);
+                        envelope_frame(*e)
+                    }
+                    Some(Out::Close(code)) => {
+                        self.closing = true;
+                        close_frame(code)
+                    }
+                }
+            };
+            if Pin::new(&mut self.ws).start_send(msg).is_err() {
+                return Err(());
+            }
+            self.dirty = true;
+        }
+        // More to write: come back after the others have run.
+        cx.waker().wake_by_ref();
+        Ok(())
+    }
+
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> std::result::Result<(), ()> {
+        if self.dirty {
+            match Pin::new(&mut self.ws).poll_flush(cx) {
+                Poll::Ready(Ok(())) => self.dirty = false,
+                Poll::Ready(Err(_)) => return Err(()),
+                Poll::Pending => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Drives writes, backlog reads and a stalled write; returns the next frame read or why the
+    /// connection ends.
+    fn poll_event(&mut self, shared: &Shared, cx: &mut Context<'_>) -> Poll<Event> {
+        let closed = Poll::Ready(Event::End(End::Closed));
+        // Register first, then look at the flags and the queue: no wake-up is lost.
+        self.conn.register(cx.waker());
+        match self.conn.ended() {
+            Some(Ended::Replaced) => {
+                return Poll::Ready(Event::End(End::Error(
+                    None,
+                    ErrorCode::Replaced,
+                    "another connection authenticated as this device",
+                )))
+            }
+            Some(Ended::ShuttingDown) => {
+                return Poll::Ready(Event::End(End::Error(
+                    None,
+                    ErrorCode::ShuttingDown,
+                    "server shutting down",
+                )))
+            }
+            None => {}
+        }
+        if self.backlog_rx.is_none() && self.backlog.is_none() && self.conn.take_backlog_request() {
+            match self.start_backlog_read(shared) {
+                Ok(rx) => self.backlog_rx = Some(rx),
+                Err(e) => return Poll::Ready(Event::End(e)),
+            }
+        }
+        if let Some(rx) = &mut self.backlog_rx {
+            match Pin::new(rx).poll(cx) {
+                Poll::Ready(Ok(Ok(envs))) => {
+                    self.backlog_rx = None;
+                    self.more_backlog = envs.len() == consts::DELIVERY_BATCH;
+                    self.backlog = Some(envs.into_iter());
+                }
+                Poll::Ready(_) => {
+                    return Poll::Ready(Event::End(End::Error(
+                        None,
+                        ErrorCode::Internal,
+                        "storage failure",
+                    )))
+                }
+                Poll::Pending => {}
+            }
+        }
+        if self.poll_write(shared, cx).is_err() {
+            return closed;
+        }
+        let mut read = true;
+        if let Some(st) = &mut self.stalled {
+            read = false;
+            if let Some(slot) = self.conn.try_reserve() {
+                if let Some(st) = self.stalled.take() {
+                    if shared.worker.submit(st.op, st.id, slot).is_err() {
+                        return Poll::Ready(Event::End(End::Error(
+                            None,
+                            ErrorCode::Internal,
+                            "storage failure",
+                        )));
+                    }
+                }
+                read = true;
+            } else if st.until.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Event::End(End::Error(
+                    None,
+                    ErrorCode::SlowConsumer,
+                    "not reading",
+                )));
+            }
+        }
+        if let Some(p) = &mut self.paused {
+            if p.as_mut().poll(cx).is_ready() {
+                self.paused = None;
+            } else {
+                read = false;
+            }
+        }
+        if read {
+            if self.reads < consts::READS_PER_FLUSH {
+                if let Poll::Ready(m) = Pin::new(&mut self.ws).poll_next(cx) {
+                    self.reads += 1;
+                    return Poll::Ready(Event::Incoming(m));
+                }
+            } else {
+                // Flush the answers collected so far, then go on reading.
+                cx.waker().wake_by_ref();
+            }
+        }
+        self.reads = 0;
+        if self.poll_flush(cx).is_err() {
+            return closed;
+        }
+        Poll::Pending
+    }
+
+    fn start_backlog_read(
+        &self,
+        shared: &Shared,
+    ) -> std::result::Result<oneshot::Receiver<StoreResult<Vec<StoredEnvelope>>>, End> {
+        let a = self.addr.clone();
+        let now = shared.cfg.clock.now_ms();
+        let after = self.cursor;
+        let conn = self.conn.clone();
+        let batch = consts::DELIVERY_BATCH;
+        shared
+            .worker
+            .queue(move |s| {
+                let envs = s.pending(&a, after, now, batch)?;
+                if envs.len() < batch {
+                    // Seen every envelope committed so far: later ones are handed over.
+                    conn.lagging.store(false, Ordering::Release);
+                }
+                Ok(envs)
+            })
+            .map_err(|_| End::Error(None, ErrorCode::Internal, "storage failure"))
+    }
+
+    /// Queues the last frames and writes them (at most 2 s), then closes the socket.
+    async fn finish(mut self: Box<Self>, shared: &Shared, end: End) {
+        // Unwritten backlog stays stored for the next connection.
+        self.backlog_rx = None;
+        self.backlog = None;
+        match end {
+            End::Closed => self.conn.push_final(Out::Close(None)),
+            End::Error(id, code, why) => {
+                shared.metrics.error(code);
+                self.conn
+                    .push_final(Out::Text(frame_text(&ServerMessage::error(id, code, why))));
+                self.conn.push_final(Out::Close(Some(code)));
+            }
+        }
+        let drain = std::future::poll_fn(|cx| {
+            self.conn.register(cx.waker());
+            if self.poll_write(shared, cx).is_err() {
+                return Poll::Ready(());
+            }
+            if self.closing {
+                // Flushes the close frame.
+                return Pin::new(&mut self.ws).poll_close(cx).map(|_| ());
+            }
+            match self.poll_flush(cx) {
+                Err(()) => Poll::Ready(()),
+                Ok(()) => Poll::Pending,
+            }
+        });
+        let _ = Box::pin(tokio::time::timeout(Duration::from_secs(2), drain)).await;
+    }
+}
+
+impl Session {
+    /// Enters the authenticated state: the connection goes online (replacing an earlier one of the
+    /// same device).
+    fn start(shared: &Shared, ws: Ws, addr: DeviceAddr) -> Box<Self> {
+        let limits = &shared.cfg.limits;
+        let conn_id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
+        // Lagging, with a backlog read requested, until the first backlog read has caught up (see
+        // worker.rs).
+        let conn = Arc::new(Conn::new(conn_id, limits.outbound_queue_frames));
+        let shutting_down = {
+            let mut online = shared.online();
+            // Checked under the map's lock, which `Server::shutdown` takes after setting the flag: a
+            // session either sees the flag here or is told by the shutdown.
+            if *shared.shutdown.borrow() {
+                true
+            } else {
+                if let Some(p) = online.insert(addr.clone(), conn.clone()) {
+                    p.end(Ended::Replaced);
+                }
+                false
             }
         };
+        Metrics::inc(&shared.metrics.authenticated_active);
+        Box::new(Session {
+            ws,
+            conn,
+            addr,
+            cursor: 0,
+            dirty: false,
+            closing: false,
+            reads: 0,
+            backlog_rx: None,
+            backlog: None,
+            more_backlog: false,
+            paused: None,
+            stalled: None,
+            shutting_down,
+            bucket: TokenBucket::new(
+                limits.envelopes_per_second,
+                limits.envelope_burst,
+                std::time::Instant::now(),
+            ),
+            malformed: 0,
+        })
+    }
+
+    /// Serves the authenticated connection until it ends.
+    async fn run(mut self: Box<Self>, shared: &Shared) {
+        let end = loop {
+            if self.shutting_down {
+                break End::Error(None, ErrorCode::ShuttingDown, "server shutting down");
+            }
+            let s = &mut *self;
+            let msg = match std::future::poll_fn(|cx| s.poll_event(shared, cx)).await {
+                Event::End(e) => break e,
+                Event::Incoming(m) => m,
+            };
+            let (id, m) = match self.on_frame(shared, msg) {
+                Step::Next => continue,
+                Step::End(e) => break e,
+                Step::Request(id, m) => (id, m),
+            };
+            let (response, slow_down) = Box::pin(handle_request(shared, &self.addr, id, m)).await;
+            if reply(shared, &self.conn, response).is_err() {
+                break End::Error(None, ErrorCode::SlowConsumer, "not reading");
+            }
+            if let Some(d) = slow_down {
+                self.pause(d);
+            }
+        };
+        {
+            let mut online = shared.online();
+            if online
+                .get(&self.addr)
+                .is_some_and(|o| o.conn_id == self.conn.conn_id)
+            {
+                online.remove(&self.addr);
+            }
+        }
+        Metrics::dec(&shared.metrics.authenticated_active);
+        Box::pin(self.finish(shared, end)).await;
+    }
+
+    /// The offender is slowed: its frames are not read until a token is due.
+    fn pause(&mut self, d: Duration) {
+        self.paused = Some(Box::pin(tokio::time::sleep(d.min(Duration::from_secs(1)))));
+    }
+
+    /// Handles a frame read from the peer, unless it is a request that needs an answer from
+    /// [`handle_request`].
+    fn on_frame(
+        &mut self,
+        shared: &Shared,
+        msg: Option<std::result::Result<Message, WsError>>,
+    ) -> Step {
+        let limits = &shared.cfg.limits;
         let bytes = match msg {
-            None | Some(Ok(Message::Close(_))) => break End::Closed,
-            Some(Err(tokio_tungstenite::tungstenite::Error::Capacity(_))) => {
-                break End::Error(
+            None | Some(Ok(Message::Close(_))) => return Step::End(End::Closed),
+            Some(Err(WsError::Capacity(_))) => {
+                return Step::End(End::Error(
                     None,
                     ErrorCode::FrameTooLarge,
                     "frame exceeds the size limit",
-                )
+                ))
             }
-            Some(Err(_)) => break End::Closed,
+            Some(Err(_)) => return Step::End(End::Closed),
             Some(Ok(Message::Text(t))) => t,
             Some(Ok(Message::Binary(_))) => {
-                malformed += 1;
-                if malformed >= limits.max_malformed_frames {
-                    break End::Error(None, ErrorCode::Malformed, "too many malformed frames");
-                }
-                if reply(
-                    &shared,
-                    &out,
-                    ServerMessage::error(None, ErrorCode::Malformed, "binary frames are not used"),
+                return self.malformed(
+                    shared,
+                    None,
+                    ErrorCode::Malformed,
+                    "binary frames are not used",
                 )
-                .is_err()
-                {
-                    break End::Error(None, ErrorCode::SlowConsumer, "not reading");
-                }
-                continue;
             }
-            Some(Ok(_)) => continue,
+            Some(Ok(_)) => return Step::Next,
         };
         let f = match decode_client_frame(bytes.as_bytes(), limits.max_frame_bytes) {
             Ok(f) => f,
             Err(e) if e.code == ErrorCode::FrameTooLarge => {
-                break End::Error(e.id, e.code, "frame exceeds the size limit")
+                return Step::End(End::Error(e.id, e.code, "frame exceeds the size limit"))
             }
-            Err(e) => {
-                malformed += 1;
-                if malformed >= limits.max_malformed_frames {
-                    break End::Error(e.id, e.code, "too many malformed frames");
+            Err(e) => return self.malformed(shared, e.id, e.code, "malformed frame"),
+        };
+        drop(bytes);
+        let m @ (ClientMessage::Send { .. } | ClientMessage::Ack { .. }) = f.msg else {
+            return Step::Request(f.id, f.msg);
+        };
+        let op = match prepare_write(shared, &self.addr, &mut self.bucket, f.id, m) {
+            Ok(op) => op,
+            Err(answer) => {
+                let (response, slow_down) = *answer;
+                if reply(shared, &self.conn, response).is_err() {
+                    return Step::End(End::Error(None, ErrorCode::SlowConsumer, "not reading"));
                 }
-                if reply(
-                    &shared,
-                    &out,
-                    ServerMessage::error(e.id, e.code, "malformed frame"),
-                )
-                .is_err()
-                {
-                    break End::Error(None, ErrorCode::SlowConsumer, "not reading");
+                if let Some(d) = slow_down {
+                    self.pause(d);
                 }
-                continue;
+                return Step::Next;
             }
         };
-        let (response, slow_down) = match f.msg {
-            m @ (ClientMessage::Send { .. } | ClientMessage::Ack { .. }) => {
-                match prepare_write(&shared, &addr, &mut bucket, f.id, m) {
-                    Ok(op) => {
-                        // Pipelined: the store thread answers into the slot reserved here, after
-                        // the group commit; this loop goes on reading. A full outbound queue
-                        // means the peer is not reading.
-                        let slot = match out.clone().try_reserve_owned() {
-                            Ok(slot) => slot,
-                            // Full: stop reading until answers drain, but not forever.
-                            Err(_) => match Box::pin(tokio::time::timeout(
-                                consts::OUTBOUND_WAIT,
-                                out.clone().reserve_owned(),
-                            ))
-                            .await
-                            {
-                                Ok(Ok(slot)) => slot,
-                                _ => {
-                                    break End::Error(None, ErrorCode::SlowConsumer, "not reading")
-                                }
-                            },
-                        };
-                        if shared.worker.submit(op, f.id, slot).is_err() {
-                            break End::Error(None, ErrorCode::Internal, "storage failure");
-                        }
-                        continue;
-                    }
-                    Err(answer) => *answer,
+        // Pipelined: the store thread answers into the slot reserved here, after the group
+        // commit; this task goes on reading. A full outbound queue means the peer is not reading:
+        // its requests are not read until the queue has room, but not for longer than
+        // OUTBOUND_WAIT.
+        match self.conn.try_reserve() {
+            Some(slot) => {
+                if shared.worker.submit(op, f.id, slot).is_err() {
+                    return Step::End(End::Error(None, ErrorCode::Internal, "storage failure"));
                 }
             }
-            m => Box::pin(handle_request(&shared, &addr, f.id, m)).await,
-        };
-        if reply(&shared, &out, response).is_err() {
-            break End::Error(None, ErrorCode::SlowConsumer, "not reading");
+            None => {
+                self.stalled = Some(Box::new(Stalled {
+                    op,
+                    id: f.id,
+                    until: Box::pin(tokio::time::sleep(consts::OUTBOUND_WAIT)),
+                }));
+            }
         }
-        if let Some(d) = slow_down {
-            // The offender is slowed: its frames are not read until a token is due.
-            Box::pin(tokio::time::sleep(d.min(Duration::from_secs(1)))).await;
-        }
-    };
+        Step::Next
+    }
 
-    {
-        let mut online = shared.online();
-        if online.get(&addr).is_some_and(|o| o.conn_id == conn_id) {
-            online.remove(&addr);
+    /// Answers a malformed frame, or ends the connection after too many.
+    fn malformed(
+        &mut self,
+        shared: &Shared,
+        id: Option<u64>,
+        code: ErrorCode,
+        why: &'static str,
+    ) -> Step {
+        self.malformed += 1;
+        if self.malformed >= shared.cfg.limits.max_malformed_frames {
+            return Step::End(End::Error(id, code, "too many malformed frames"));
         }
-    }
-    Metrics::dec(&shared.metrics.authenticated_active);
-    match end {
-        End::Closed => {
-            let _ = out.try_send(Box::new(Out::Frame(Message::Close(None))));
+        if reply(shared, &self.conn, ServerMessage::error(id, code, why)).is_err() {
+            return Step::End(End::Error(None, ErrorCode::SlowConsumer, "not reading"));
         }
-        End::Error(id, code, why) => {
-            shared.metrics.error(code);
-            let _ = out.try_send(Box::new(Out::Frame(frame(&ServerMessage::error(
-                id, code, why,
-            )))));
-            let _ = out.try_send(Box::new(Out::Frame(close_frame(code))));
-        }
-    }
-    drop(out);
-    // A JoinHandle must not be polled again once it has completed.
-    if !writer_done
-        && Box::pin(tokio::time::timeout(Duration::from_secs(2), &mut writer))
-            .await
-            .is_err()
-    {
-        writer.abort();
+        Step::Next
     }
 }
 
-fn reply(shared: &Shared, out: &OutTx, msg: ServerMessage) -> std::result::Result<(), ()> {
+/// What the connection's task does after a frame.
+enum Step {
+    /// Read on.
+    Next,
+    /// A request for [`handle_request`].
+    Request(u64, ClientMessage),
+    /// End the connection.
+    End(End),
+}
+
+fn reply(shared: &Shared, conn: &Conn, msg: ServerMessage) -> std::result::Result<(), ()> {
     if let ServerMessage::Error { code, .. } = &msg {
         shared.metrics.error(*code);
     }
-    out.try_send(Box::new(Out::Frame(frame(&msg))))
-        .map_err(|_| ())
+    conn.try_push(Out::Text(frame_text(&msg))).map_err(|_| ())
 }
 
-fn envelope_frame(e: crate::store::StoredEnvelope) -> Message {
+fn envelope_frame(e: StoredEnvelope) -> Message {
     frame(&ServerMessage::Envelope(Envelope {
         envelope_id: e.id,
         from_user: e.env.from.user,
@@ -831,88 +1131,6 @@ fn envelope_frame(e: crate::store::StoredEnvelope) -> Message {
         expires_at_ms: e.env.expires_at_ms,
         ciphertext: B64(e.env.ciphertext),
     }))
-}
-
-/// Owns the socket's write half. `cursor` is the highest envelope id written; an envelope the
-/// store thread pushed that a backlog read already wrote (id <= cursor) is skipped.
-async fn writer_loop(
-    shared: Arc<Shared>,
-    mut sink: WsSink,
-    mut rx: OutRx,
-    wake: Arc<Notify>,
-    lagging: Arc<AtomicBool>,
-    addr: DeviceAddr,
-) {
-    let mut cursor = 0u64;
-    let batch = consts::DELIVERY_BATCH;
-    loop {
-        tokio::select! {
-            biased;
-            m = rx.recv() => {
-                let Some(mut item) = m else { break };
-                // Write everything already queued, then flush once.
-                loop {
-                    let msg = match *item {
-                        Out::Frame(m) => m,
-                        Out::Envelope(e) => {
-                            if e.id <= cursor {
-                                match rx.try_recv() {
-                                    Ok(next) => { item = next; continue; }
-                                    Err(_) => break,
-                                }
-                            }
-                            cursor = e.id;
-                            Metrics::inc(&shared.metrics.envelopes_delivered_total);
-                            envelope_frame(e)
-                        }
-                    };
-                    let close = matches!(msg, Message::Close(_));
-                    if sink.feed(msg).await.is_err() || close {
-                        let _ = sink.close().await;
-                        return;
-                    }
-                    match rx.try_recv() {
-                        Ok(next) => item = next,
-                        Err(_) => break,
-                    }
-                }
-                if sink.flush().await.is_err() {
-                    break;
-                }
-            }
-            _ = wake.notified() => {
-                let a = addr.clone();
-                let now = shared.cfg.clock.now_ms();
-                let after = cursor;
-                let flag = lagging.clone();
-                let Ok(envs) = Box::pin(shared.store(move |s| {
-                    let envs = s.pending(&a, after, now, batch)?;
-                    if envs.len() < batch {
-                        // Seen every envelope committed so far: later ones are pushed.
-                        flag.store(false, Ordering::Release);
-                    }
-                    Ok(envs)
-                })).await else {
-                    break;
-                };
-                let full = envs.len() == batch;
-                for e in envs {
-                    cursor = cursor.max(e.id);
-                    if sink.feed(envelope_frame(e)).await.is_err() {
-                        return;
-                    }
-                    Metrics::inc(&shared.metrics.envelopes_delivered_total);
-                }
-                if sink.flush().await.is_err() {
-                    break;
-                }
-                if full {
-                    wake.notify_one();
-                }
-            }
-        }
-    }
-    let _ = sink.close().await;
 }
 
 /// Validates a `send` or an `ack` into a store write, or answers it at once.
@@ -966,7 +1184,7 @@ fn prepare_write(
 
 /// The response to request `id` once its write is committed (or failed); runs on the store
 /// thread after the group commit.
-pub(crate) fn write_answer(metrics: &Metrics, id: u64, r: &StoreResult<WriteOutcome>) -> Message {
+pub(crate) fn write_answer(metrics: &Metrics, id: u64, r: &StoreResult<WriteOutcome>) -> String {
     let msg = match r {
         Ok(WriteOutcome::Enqueued(EnqueueOutcome::Stored(envelope_id))) => {
             Metrics::inc(&metrics.envelopes_stored_total);
@@ -994,7 +1212,7 @@ pub(crate) fn write_answer(metrics: &Metrics, id: u64, r: &StoreResult<WriteOutc
     if let ServerMessage::Error { code, .. } = &msg {
         metrics.error(*code);
     }
-    frame(&msg)
+    frame_text(&msg)
 }
 
 /// Handles one authenticated request; returns the response and, when rate limited, how long to
@@ -1136,8 +1354,8 @@ async fn handle_request(
             {
                 Ok(replaced) => {
                     if replaced {
-                        if let Some(o) = shared.online().get(&a) {
-                            o.kick.notify_one();
+                        if let Some(c) = shared.online().get(&a) {
+                            c.end(Ended::Replaced);
                         }
                     }
                     (ServerMessage::DeviceAdded { id, replaced }, None)
@@ -1169,10 +1387,11 @@ async fn handle_request(
 mod tests {
     use super::*;
 
-    /// Every idle connection holds these two task futures; the large sub-futures (handshake,
-    /// authentication, request handling) are boxed so they do not inflate the resting size.
+    /// Every idle connection holds one task future; the large sub-futures (handshake,
+    /// authentication, request handling, closing) are boxed so they do not inflate its resting
+    /// size.
     #[tokio::test]
-    async fn connection_tasks_stay_small() {
+    async fn connection_task_stays_small() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let online = OnlineMap::default();
@@ -1192,37 +1411,10 @@ mod tests {
         });
         let c = TcpStream::connect(addr).await.unwrap();
         let f = handle_connection(shared.clone(), c, addr);
-        let conn = std::mem::size_of_val(&f);
-        eprintln!("handle_connection future: {conn} B");
-        assert!(conn <= 2048, "connection future grew to {conn} B");
-        drop(f);
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let acc = tokio::spawn(async move {
-            let (t, _) = listener.accept().await.unwrap();
-            tokio_tungstenite::accept_async(t).await.unwrap()
-        });
-        let (_cl, _) = tokio_tungstenite::client_async(
-            format!("ws://{addr}/"),
-            TcpStream::connect(addr).await.unwrap(),
-        )
-        .await
-        .unwrap();
-        let ws = acc.await.unwrap();
-        let (sink, stream) = ws.split();
-        let (_tx, rx) = mpsc::channel(1);
-        let w = writer_loop(
-            shared.clone(),
-            sink,
-            rx,
-            Arc::new(Notify::new()),
-            Arc::new(AtomicBool::new(false)),
-            DeviceAddr::new("a", 1),
-        );
-        let writer = std::mem::size_of_val(&w);
-        eprintln!("writer future: {writer} B");
-        assert!(writer <= 1024, "writer future grew to {writer} B");
-        drop(w);
-        let _ = stream;
+        let task = std::mem::size_of_val(&f);
+        let session = std::mem::size_of::<Session>();
+        eprintln!("handle_connection future: {task} B, session: {session} B");
+        assert!(task <= 512, "connection future grew to {task} B");
+        assert!(session <= 512, "session grew to {session} B");
     }
 }

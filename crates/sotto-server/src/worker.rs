@@ -15,22 +15,25 @@
 //! ## Catching up without gaps or duplicates
 //! Each online connection has a `lagging` flag, set when it authenticates. While it is set the
 //! store thread does not push envelopes to that connection; it only wakes the connection's
-//! writer, which reads its backlog with [`Store::pending`] *through this thread*. The pending
+//! task, which reads its backlog with [`Store::pending`] *through this thread*. The pending
 //! job clears the flag when it returns less than a full batch, i.e. when it has seen every
 //! envelope committed so far. Because commits and pending reads are serialized on this thread
 //! and ids increase in commit order, every envelope is either in a pending answer or pushed after
 //! it, never both, never neither. A push that would take more than half of the connection's
 //! outbound queue sets the flag again (the envelope stays stored and is read back by the next
-//! pending job).
+//! pending job). While a backlog read is in flight the connection writes nothing from its queue,
+//! so an envelope handed over after that read can never be written before the read's envelopes;
+//! an envelope it has already written (id at most its cursor) is skipped on either path.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{mpsc as std_mpsc, Arc, Mutex, MutexGuard};
 
-use tokio::sync::{mpsc, oneshot, Notify};
-use tokio_tungstenite::tungstenite::Message;
+use futures_util::task::AtomicWaker;
+use tokio::sync::oneshot;
 
 use crate::consts;
+use crate::error::ErrorCode;
 use crate::metrics::Metrics;
 use crate::server::write_answer;
 use crate::store::{
@@ -38,34 +41,186 @@ use crate::store::{
     WriteOutcome,
 };
 
-/// What a connection's writer sends, in order.
+/// What a connection writes, in order.
 pub(crate) enum Out {
-    /// A ready frame (response, push, close).
-    Frame(Message),
-    /// An envelope handed over by the store thread after its commit.
-    Envelope(StoredEnvelope),
+    /// An encoded server frame (response or push).
+    Text(String),
+    /// An envelope handed over by the store thread after its commit (encoded when written).
+    Envelope(Box<StoredEnvelope>),
+    /// Close the connection, with this error code as the reason (`None`: normal close).
+    Close(Option<ErrorCode>),
 }
 
-/// The outbound queue carries boxes so each connection's first channel block stays small.
-pub(crate) type OutTx = mpsc::Sender<Box<Out>>;
-/// Receiving end of [`OutTx`].
-pub(crate) type OutRx = mpsc::Receiver<Box<Out>>;
+/// Why a connection was told to end from outside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ended {
+    /// Another connection authenticated as the same device.
+    Replaced,
+    /// The server is shutting down.
+    ShuttingDown,
+}
 
-/// An authenticated connection, as the router sees it.
-pub(crate) struct Online {
+struct Queue {
+    items: VecDeque<Out>,
+    /// Slots promised to writes still waiting for their commit.
+    reserved: usize,
+}
+
+/// One authenticated connection as the router and the store thread see it: its bounded outbound
+/// queue, and the flags that wake its task. One allocation per connection; the connection's task
+/// is the only consumer.
+pub(crate) struct Conn {
     pub conn_id: u64,
-    pub wake: Arc<Notify>,
-    pub kick: Arc<Notify>,
-    pub out: OutTx,
-    pub lagging: Arc<AtomicBool>,
+    cap: usize,
+    queue: Mutex<Queue>,
+    waker: AtomicWaker,
+    /// Set while the connection must read its backlog from the store (see the module docs).
+    pub lagging: AtomicBool,
+    /// A backlog read is requested.
+    backlog: AtomicBool,
+    /// 0, or an [`Ended`] reason + 1.
+    ended: AtomicU8,
+}
+
+/// A place reserved in a connection's outbound queue; dropping it unused gives it back.
+pub(crate) struct Slot(Option<Arc<Conn>>);
+
+impl Slot {
+    /// Puts `item` into the reserved place and wakes the connection.
+    pub fn send(mut self, item: Out) {
+        if let Some(c) = self.0.take() {
+            {
+                let mut q = c.lock();
+                q.reserved -= 1;
+                q.items.push_back(item);
+            }
+            c.waker.wake();
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.take() {
+            c.lock().reserved -= 1;
+            c.waker.wake();
+        }
+    }
+}
+
+impl Conn {
+    /// A connection whose queue holds at most `cap` items (answers, pushes and reserved slots).
+    /// It starts lagging, with a backlog read requested.
+    pub fn new(conn_id: u64, cap: usize) -> Self {
+        Self {
+            conn_id,
+            cap: cap.max(1),
+            queue: Mutex::new(Queue {
+                items: VecDeque::new(),
+                reserved: 0,
+            }),
+            waker: AtomicWaker::new(),
+            lagging: AtomicBool::new(true),
+            backlog: AtomicBool::new(true),
+            ended: AtomicU8::new(0),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn push_below(&self, item: Out, limit: usize) -> Result<(), Out> {
+        {
+            let mut q = self.lock();
+            if q.items.len() + q.reserved >= limit {
+                return Err(item);
+            }
+            q.items.push_back(item);
+        }
+        self.waker.wake();
+        Ok(())
+    }
+
+    /// Queues `item` unless the queue is full.
+    pub fn try_push(&self, item: Out) -> Result<(), Out> {
+        self.push_below(item, self.cap)
+    }
+
+    /// Queues `item` if the queue stays at most half full (pushes leave room for answers).
+    pub fn try_push_half(&self, item: Out) -> Result<(), Out> {
+        self.push_below(item, self.cap / 2)
+    }
+
+    /// Queues `item` whatever the fill (the last frames of a closing connection).
+    pub fn push_final(&self, item: Out) {
+        self.lock().items.push_back(item);
+        self.waker.wake();
+    }
+
+    /// Reserves a place for an answer, unless the queue is full.
+    pub fn try_reserve(self: &Arc<Self>) -> Option<Slot> {
+        let mut q = self.lock();
+        if q.items.len() + q.reserved >= self.cap {
+            return None;
+        }
+        q.reserved += 1;
+        Some(Slot(Some(self.clone())))
+    }
+
+    /// The next queued item.
+    pub fn pop(&self) -> Option<Out> {
+        let mut q = self.lock();
+        let item = q.items.pop_front();
+        if q.items.is_empty() && q.items.capacity() > consts::OUTBOUND_RETAINED_SLOTS {
+            // A burst is over: an idle connection keeps only a small queue.
+            q.items.shrink_to(consts::OUTBOUND_RETAINED_SLOTS);
+        }
+        item
+    }
+
+    /// Asks the connection to read its backlog from the store.
+    pub fn request_backlog(&self) {
+        self.backlog.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    /// Takes a pending backlog request.
+    pub fn take_backlog_request(&self) -> bool {
+        self.backlog.swap(false, Ordering::AcqRel)
+    }
+
+    /// Tells the connection to end.
+    pub fn end(&self, why: Ended) {
+        let v = match why {
+            Ended::Replaced => 1,
+            Ended::ShuttingDown => 2,
+        };
+        self.ended.store(v, Ordering::Release);
+        self.waker.wake();
+    }
+
+    /// Whether (and why) the connection was told to end.
+    pub fn ended(&self) -> Option<Ended> {
+        match self.ended.load(Ordering::Acquire) {
+            1 => Some(Ended::Replaced),
+            2 => Some(Ended::ShuttingDown),
+            _ => None,
+        }
+    }
+
+    /// Registers the connection task's waker; check the queue and flags after this.
+    pub fn register(&self, w: &std::task::Waker) {
+        self.waker.register(w);
+    }
 }
 
 /// Online devices, shared by connections and the store thread.
 #[derive(Default, Clone)]
-pub(crate) struct OnlineMap(Arc<Mutex<HashMap<DeviceAddr, Online>>>);
+pub(crate) struct OnlineMap(Arc<Mutex<HashMap<DeviceAddr, Arc<Conn>>>>);
 
 impl OnlineMap {
-    pub fn lock(&self) -> MutexGuard<'_, HashMap<DeviceAddr, Online>> {
+    pub fn lock(&self) -> MutexGuard<'_, HashMap<DeviceAddr, Arc<Conn>>> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -75,7 +230,7 @@ type Call = Box<dyn FnOnce(&dyn Store) + Send>;
 /// Where a write's answer goes: a slot reserved in the requesting connection's outbound queue.
 struct Answer {
     id: u64,
-    slot: mpsc::OwnedPermit<Box<Out>>,
+    slot: Slot,
 }
 
 enum Job {
@@ -110,22 +265,25 @@ impl StoreWorker {
         &self,
         f: impl FnOnce(&dyn Store) -> StoreResult<T> + Send + 'static,
     ) -> Result<StoreResult<T>, Gone> {
+        self.queue(f)?.await.map_err(|_| Gone)
+    }
+
+    /// Queues `f` for the store thread; its result arrives on the returned receiver.
+    pub fn queue<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&dyn Store) -> StoreResult<T> + Send + 'static,
+    ) -> Result<oneshot::Receiver<StoreResult<T>>, Gone> {
         let (tx, rx) = oneshot::channel();
         let job: Call = Box::new(move |s| {
             let _ = tx.send(f(s));
         });
         self.tx.send(Job::Call(job)).map_err(|_| Gone)?;
-        rx.await.map_err(|_| Gone)
+        Ok(rx)
     }
 
     /// Applies `op` in the next group commit, then writes the answer to request `id` into
     /// `slot`.
-    pub fn submit(
-        &self,
-        op: WriteOp,
-        id: u64,
-        slot: mpsc::OwnedPermit<Box<Out>>,
-    ) -> Result<(), Gone> {
+    pub fn submit(&self, op: WriteOp, id: u64, slot: Slot) -> Result<(), Gone> {
         self.tx
             .send(Job::Write(op, Answer { id, slot }))
             .map_err(|_| Gone)
@@ -171,7 +329,7 @@ fn run(store: &dyn Store, online: &OnlineMap, metrics: &Metrics, rx: &std_mpsc::
                 deliver(online, ops.drain(..), &outcomes);
                 for (a, o) in replies.drain(..).zip(outcomes) {
                     let msg = write_answer(metrics, a.id, &Ok(o));
-                    a.slot.send(Box::new(Out::Frame(msg)));
+                    a.slot.send(Out::Text(msg));
                 }
             }
             Err(e) => {
@@ -179,7 +337,7 @@ fn run(store: &dyn Store, online: &OnlineMap, metrics: &Metrics, rx: &std_mpsc::
                 ops.clear();
                 for a in replies.drain(..) {
                     let msg = write_answer(metrics, a.id, &Err(StoreError(e.0.clone())));
-                    a.slot.send(Box::new(Out::Frame(msg)));
+                    a.slot.send(Out::Text(msg));
                 }
             }
         }
@@ -196,19 +354,19 @@ fn deliver(online: &OnlineMap, ops: impl Iterator<Item = WriteOp>, outcomes: &[W
             continue;
         };
         let map = map.get_or_insert_with(|| online.lock());
-        let Some(o) = map.get(&env.to) else {
+        let Some(c) = map.get(&env.to) else {
             continue;
         };
-        if o.lagging.load(Ordering::Acquire) {
-            o.wake.notify_one();
+        if c.lagging.load(Ordering::Acquire) {
+            c.request_backlog();
             continue;
         }
         // Pushes may fill only half the outbound queue: the rest stays free for responses, so a
         // recipient that reads slowly is switched to backlog reads rather than closed.
-        let item = Box::new(Out::Envelope(StoredEnvelope { id: *id, env }));
-        if o.out.capacity() <= o.out.max_capacity() / 2 || o.out.try_send(item).is_err() {
-            o.lagging.store(true, Ordering::Release);
-            o.wake.notify_one();
+        let item = Out::Envelope(Box::new(StoredEnvelope { id: *id, env }));
+        if c.try_push_half(item).is_err() {
+            c.lagging.store(true, Ordering::Release);
+            c.request_backlog();
         }
     }
 }
