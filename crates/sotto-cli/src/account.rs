@@ -84,7 +84,20 @@ fn create_key_file(path: &Path) -> Result<(), CliError> {
 /// or key file, modified file), or the server refusing the login.
 pub async fn load_device(st: &Settings) -> Result<(Device, Events), CliError> {
     let dir = st.device_dir()?;
-    let server = Some((st.server.as_str(), st.server_id.as_str()));
+    // the server the device registered with, unless one was given
+    let profile = sotto_call::sealed::read_profile(&dir)
+        .map_err(|e| fail(format!("{}: {e}", st.user().unwrap_or_default())))?;
+    let url = if st.server_given {
+        st.server.clone()
+    } else {
+        profile.server.clone()
+    };
+    let id = match (st.server_id_given, st.server_given) {
+        (true, _) => st.server_id.clone(),
+        (false, true) => crate::settings::server_id_of(&url),
+        (false, false) => profile.server_id.clone(),
+    };
+    let server = Some((url.as_str(), id.as_str()));
     let res = match passphrase() {
         Some(p) => Device::load(&dir, StoreKeySource::Passphrase(&p), server).await,
         None => {

@@ -7,8 +7,8 @@
 //! | flag | environment | file key | default |
 //! | --- | --- | --- | --- |
 //! | `--config` | `SOTTO_CLIENT_CONFIG` | | `~/.config/sotto/client.toml` if present |
-//! | `--server` | `SOTTO_SERVER` | `server` | `ws://127.0.0.1:8443` |
-//! | `--server-id` | `SOTTO_SERVER_ID` | `server_id` | host:port of the server URL |
+//! | `--server` | `SOTTO_SERVER` | `server` | the registered device's server, else `ws://127.0.0.1:8443` |
+//! | `--server-id` | `SOTTO_SERVER_ID` | `server_id` | the registered device's, else host:port of the server URL |
 //! | `--user` | `SOTTO_USER` | `user` | (required) |
 //! | `--home` | `SOTTO_HOME` | `home` | `$XDG_DATA_HOME/sotto` (`~/.local/share/sotto`) |
 //! | `--relay` | `SOTTO_RELAY` | `relay` | none: peer to peer |
@@ -106,6 +106,10 @@ pub struct Settings {
     pub ice: Option<String>,
     pub relay_only: bool,
     pub record: PathBuf,
+    /// Whether `server` / `server_id` were given (flag, environment or file) rather than
+    /// defaulted: a registered device otherwise uses the server it registered with.
+    pub server_given: bool,
+    pub server_id_given: bool,
     /// The config file read, if any.
     pub config_file: Option<PathBuf>,
     /// `(key, value, source)` for `sotto config`, in table order.
@@ -176,9 +180,11 @@ impl ClientArgs {
 
         let (server, s) = pick(&self.server, "SOTTO_SERVER", &file.server)
             .unwrap_or((DEFAULT_SERVER.to_string(), Source::Default));
+        let server_given = s != Source::Default;
         show("server", server.clone(), s);
         let (server_id, s) = pick(&self.server_id, "SOTTO_SERVER_ID", &file.server_id)
             .unwrap_or((server_id_of(&server), Source::Default));
+        let server_id_given = s != Source::Default;
         show("server_id", server_id.clone(), s);
         let user = pick(&self.user, "SOTTO_USER", &file.user);
         match &user {
@@ -231,6 +237,8 @@ impl ClientArgs {
             ice: ice.map(|r| r.0),
             relay_only,
             record,
+            server_given,
+            server_id_given,
             config_file,
             shown,
         })
