@@ -154,6 +154,7 @@ async fn phone(peer: Option<String>, a: PhoneArgs, st: Settings) -> Result<(), C
                         let src = if camera2 { IvfSource::camera2() } else { IvfSource::camera1() };
                         if let Ok(src) = src { engine.command(EngineCmd::SwitchSource(src)).await; }
                     }
+                    Command::Invite(user) => engine.command(EngineCmd::Invite(user)).await,
                     Command::Quit => {
                         if !matches!(engine.status().borrow().state.as_str(), "idle" | "ended") {
                             engine.command(EngineCmd::Hangup).await;
@@ -179,6 +180,7 @@ async fn phone(peer: Option<String>, a: PhoneArgs, st: Settings) -> Result<(), C
                 let line = match &n {
                     Notice::Incoming(from) => format!("incoming call from {from}"),
                     Notice::IdentityChanged(who) => format!("{who}'s identity key changed"),
+                    Notice::Member(m) => format!("group: {m}"),
                     Notice::State(s) => format!("state: {s}"),
                     Notice::Dropped(w) => format!("dropped: {w}"),
                     Notice::KeyRotated(g) => format!("our media key is now generation {g}"),

@@ -33,8 +33,22 @@ pub enum Command {
     SwitchSource,
     /// Hang up.
     Hangup,
+    /// Group call: invite this account into our call (the call must go through a relay).
+    Invite(String),
     /// Leave the program (hangs up first if in a call).
     Quit,
+}
+
+/// Longest name typed at the invite prompt (the signaling server's username limit).
+pub const MAX_INVITE_NAME: usize = 64;
+
+/// Whether `name` is a valid account name (`[a-z0-9._-]`, 1..=[`MAX_INVITE_NAME`] bytes).
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_INVITE_NAME
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
 }
 
 impl Command {
@@ -65,7 +79,7 @@ pub enum ScriptStep {
 }
 
 /// Parses one script line: `answer`, `reject`, `mute-audio`, `mute-video`, `switch`, `hangup`,
-/// `quit`, `wait MS`, `wait-state NAME`; blank lines and `#` comments are skipped (`Ok(None)`).
+/// `invite NAME`, `quit`, `wait MS`, `wait-state NAME`; blank lines and `#` comments are skipped (`Ok(None)`).
 ///
 /// # Errors
 /// A message naming the bad line.
@@ -93,6 +107,12 @@ pub fn parse_script_line(line: &str) -> Result<Option<ScriptStep>, String> {
         ("mute-video", None) => ScriptStep::Do(Command::MuteVideo),
         ("switch", None) => ScriptStep::Do(Command::SwitchSource),
         ("hangup", None) => ScriptStep::Do(Command::Hangup),
+        ("invite", Some(name)) if valid_name(name) => ScriptStep::Do(Command::Invite(name.into())),
+        ("invite", _) => {
+            return Err(format!(
+                "script: `invite` wants one account name ([a-z0-9._-], at most {MAX_INVITE_NAME} bytes), got {line:?}"
+            ))
+        }
         ("quit", None) => ScriptStep::Do(Command::Quit),
         ("wait", Some(ms)) => ScriptStep::Wait(Duration::from_millis(
             ms.parse()
@@ -137,6 +157,8 @@ pub struct Screen {
     pub stats: Vec<(String, String)>,
     /// Recent events, oldest first.
     pub log: VecDeque<String>,
+    /// The invite prompt's text while the user types a name (`i`, Enter sends, Esc cancels).
+    pub prompt: Option<String>,
 }
 
 impl Screen {
@@ -250,11 +272,17 @@ pub fn draw(f: &mut ratatui::Frame<'_>, s: &Screen) {
         Paragraph::new(log).block(Block::default().borders(Borders::ALL).title("events")),
         cols[1],
     );
+    let bar = match &s.prompt {
+        Some(p) => Line::from(Span::styled(
+            format!("invite (through the relay): {p}_   [Enter] invite  [Esc] cancel"),
+            bold,
+        )),
+        None => Line::from(
+            "[a]nswer [r]eject [m]ute audio mute [v]ideo [s]witch source [i]nvite [h]ang up [q]uit",
+        ),
+    };
     f.render_widget(
-        Paragraph::new(
-            "[a]nswer [r]eject [m]ute audio mute [v]ideo [s]witch source [h]ang up [q]uit",
-        )
-        .block(Block::default().borders(Borders::ALL)),
+        Paragraph::new(bar).block(Block::default().borders(Borders::ALL)),
         rows[3],
     );
 }
@@ -283,10 +311,15 @@ pub async fn run_tui(
         match event::poll(Duration::from_millis(100)) {
             Ok(true) => match event::read() {
                 Ok(Event::Key(k)) if k.kind == KeyEventKind::Press => {
-                    if let KeyCode::Char(c) = k.code {
-                        if key_tx.blocking_send(c).is_err() {
-                            return;
-                        }
+                    let c = match k.code {
+                        KeyCode::Char(c) => c,
+                        KeyCode::Enter => '\n',
+                        KeyCode::Esc => '\u{1b}',
+                        KeyCode::Backspace => '\u{8}',
+                        _ => continue,
+                    };
+                    if key_tx.blocking_send(c).is_err() {
+                        return;
                     }
                 }
                 Ok(_) => {}
@@ -300,9 +333,11 @@ pub async fn run_tui(
             Err(_) => return,
         }
     });
+    let mut prompt: Option<String> = None;
     let res = async {
         loop {
-            let snapshot = screen.borrow_and_update().clone();
+            let mut snapshot = screen.borrow_and_update().clone();
+            snapshot.prompt.clone_from(&prompt);
             terminal.draw(|f| draw(f, &snapshot))?;
             tokio::select! {
                 changed = screen.changed() => {
@@ -312,6 +347,28 @@ pub async fn run_tui(
                 }
                 key = key_rx.recv() => {
                     let Some(c) = key else { return Ok(()) };
+                    if let Some(p) = prompt.as_mut() {
+                        match c {
+                            '\n' => {
+                                let name = std::mem::take(p);
+                                prompt = None;
+                                if valid_name(&name) {
+                                    let _ = commands.send(Command::Invite(name)).await;
+                                }
+                            }
+                            '\u{1b}' => prompt = None,
+                            '\u{8}' => {
+                                p.pop();
+                            }
+                            c if p.len() < MAX_INVITE_NAME && !c.is_control() => p.push(c),
+                            _ => {}
+                        }
+                        continue;
+                    }
+                    if c == 'i' {
+                        prompt = Some(String::new());
+                        continue;
+                    }
                     if let Some(cmd) = Command::from_key(c) {
                         let quit = cmd == Command::Quit;
                         let _ = commands.send(cmd).await;
@@ -357,6 +414,16 @@ mod tests {
         assert!(parse_script_line("dance")
             .unwrap_err()
             .contains("unknown step"));
+        assert_eq!(
+            parse_script_line("invite carol").unwrap(),
+            Some(ScriptStep::Do(Command::Invite("carol".into())))
+        );
+        assert!(parse_script_line("invite")
+            .unwrap_err()
+            .contains("account name"));
+        assert!(parse_script_line("invite Carol/1")
+            .unwrap_err()
+            .contains("account name"));
         assert!(parse_script_line("answer now")
             .unwrap_err()
             .contains("too many"));
@@ -411,6 +478,16 @@ mod tests {
             .map(|c| c.symbol())
             .collect();
         assert!(!text.contains("[a]nswer or [r]eject"));
+        s.prompt = Some("car".into());
+        t.draw(|f| draw(f, &s)).unwrap();
+        let text: String = t
+            .backend()
+            .buffer()
+            .content()
+            .iter()
+            .map(|c| c.symbol())
+            .collect();
+        assert!(text.contains("invite (through the relay): car_"), "{text}");
     }
 
     #[test]

@@ -124,6 +124,17 @@ fn call_screen_keys_drive_the_call() {
     wait_screen(&session, "me: audio MUTED");
     tmux(&["send-keys", "-t", &session, "s"]);
     wait_screen(&session, "source camera2");
+    // the invite prompt: typed name shown, Enter sends; a peer-to-peer call cannot grow, so
+    // the engine's refusal appears in the event log (and the call goes on)
+    tmux(&["send-keys", "-t", &session, "i"]);
+    tmux(&["send-keys", "-t", &session, "-l", "carol"]);
+    wait_screen(&session, "invite (through the relay): carol_");
+    tmux(&["send-keys", "-t", &session, "Enter"]);
+    wait_screen(&session, "invite needs a connected call through a relay");
+    tmux(&["send-keys", "-t", &session, "i"]);
+    wait_screen(&session, "invite (through the relay): _");
+    tmux(&["send-keys", "-t", &session, "Escape"]);
+    wait_screen(&session, "[i]nvite");
     tmux(&["send-keys", "-t", &session, "h"]);
     let pane = wait_screen(&session, "state: ended");
     assert!(pane.contains("ended: hung up"), "{pane}");
