@@ -706,7 +706,9 @@ impl Task {
                         Err(e) => return self.fail(format!("answer: {e}")).await,
                     }
                 }
-                Output::ApplyAnswer => {}
+                // through a relay our media may be up before the answer arrives: that
+                // "connected" event was seen while still ringing, so check again now
+                Output::ApplyAnswer => Box::pin(self.media_progress(Instant::now())).await,
                 Output::SendReject => self.send(Body::Reject).await,
                 Output::SendHangup => {
                     let others: Vec<String> = self
