@@ -443,6 +443,17 @@ mod tests {
         assert_eq!(Command::from_key('x'), None);
     }
 
+    /// Draws `s` and returns the terminal's cells as one string.
+    fn rendered(t: &mut Terminal<TestBackend>, s: &Screen) -> String {
+        t.draw(|f| draw(f, s)).unwrap();
+        t.backend()
+            .buffer()
+            .content()
+            .iter()
+            .map(|c| c.symbol())
+            .collect()
+    }
+
     #[test]
     fn the_screen_shows_prompt_warning_and_stats() {
         let mut s = Screen {
@@ -456,37 +467,16 @@ mod tests {
         };
         s.stats.push(("frames decrypted".into(), "42".into()));
         let mut t = Terminal::new(TestBackend::new(100, 24)).unwrap();
-        t.draw(|f| draw(f, &s)).unwrap();
-        let text: String = t
-            .backend()
-            .buffer()
-            .content()
-            .iter()
-            .map(|c| c.symbol())
-            .collect();
+        let text = rendered(&mut t, &s);
         assert!(text.contains("[a]nswer or [r]eject"), "{text}");
         assert!(text.contains("WARNING: bob's identity key changed"));
         assert!(text.contains("frames decrypted   42"));
         assert!(text.contains("12345 67890"));
         s.state = "connected".into();
-        t.draw(|f| draw(f, &s)).unwrap();
-        let text: String = t
-            .backend()
-            .buffer()
-            .content()
-            .iter()
-            .map(|c| c.symbol())
-            .collect();
+        let text = rendered(&mut t, &s);
         assert!(!text.contains("[a]nswer or [r]eject"));
         s.prompt = Some("car".into());
-        t.draw(|f| draw(f, &s)).unwrap();
-        let text: String = t
-            .backend()
-            .buffer()
-            .content()
-            .iter()
-            .map(|c| c.symbol())
-            .collect();
+        let text = rendered(&mut t, &s);
         assert!(text.contains("invite (through the relay): car_"), "{text}");
     }
 

@@ -2,74 +2,18 @@
 //! `sotto register`, `sotto call/answer` with devices kept on disk, `sotto trust` and
 //! `sotto config`, run as a user would: the real binary against `sotto server` on loopback.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
+use common::{decrypted_failed, sotto, start_server, text};
 use sotto_call::messages::{Body, CallId, CallMessage};
 use sotto_call::sealed::Device;
 use sotto_ratchet::{IdentityKeyPair, StoreKeySource};
 
-const SOTTO: &str = env!("CARGO_BIN_EXE_sotto");
 const SERVER_ID: &str = "account.test";
-
-/// `sotto` with a clean client environment (nothing inherited from the developer's shell).
-fn sotto(home: &Path) -> Command {
-    let mut c = Command::new(SOTTO);
-    for v in [
-        "SOTTO_SERVER",
-        "SOTTO_SERVER_ID",
-        "SOTTO_USER",
-        "SOTTO_RELAY",
-        "SOTTO_ICE",
-        "SOTTO_RELAY_ONLY",
-        "SOTTO_RECORD",
-        "SOTTO_CLIENT_CONFIG",
-        "SOTTO_PASSPHRASE",
-    ] {
-        c.env_remove(v);
-    }
-    c.env("SOTTO_HOME", home)
-        .env("XDG_CONFIG_HOME", home.join("no-config"));
-    c
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-#[allow(clippy::zombie_processes)] // killed at the end of the test
-fn start_server(dir: &Path) -> (Child, String) {
-    let mut child = Command::new(SOTTO)
-        .args([
-            "server",
-            "--listen",
-            "127.0.0.1:0",
-            "--server-id",
-            SERVER_ID,
-            "--db",
-        ])
-        .arg(dir.join("s.db"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap()
-        .to_string();
-    (child, format!("ws://{addr}"))
-}
 
 /// One call: bob answers (script), alice calls (script), both hang up; returns both outputs.
 /// Without `url`, each side uses the server its device registered with.
@@ -122,24 +66,11 @@ fn safety_line(out: &str) -> String {
         .to_string()
 }
 
-fn decrypted(out: &str) -> u64 {
-    let l = out
-        .lines()
-        .find(|l| l.starts_with("frames sent"))
-        .unwrap_or_else(|| panic!("no frame line in:\n{out}"));
-    l.split_whitespace()
-        .skip_while(|w| *w != "decrypted")
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
 #[test]
 fn registered_devices_call_across_restarts_and_a_changed_key_needs_trust() {
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("home");
-    let (mut server, url) = start_server(dir.path());
+    let (mut server, url) = start_server(dir.path(), SERVER_ID);
     let reg = |user: &str| {
         sotto(&home)
             .args([
@@ -193,7 +124,7 @@ fn registered_devices_call_across_restarts_and_a_changed_key_needs_trust() {
             "round {round}\n{a}\n{b}"
         );
         assert!(
-            decrypted(&a) > 0 && decrypted(&b) > 0,
+            decrypted_failed(&a).0 > 0 && decrypted_failed(&b).0 > 0,
             "round {round}\n{a}\n{b}"
         );
         assert!(!a.contains("warning") && !b.contains("warning"), "{a}\n{b}");

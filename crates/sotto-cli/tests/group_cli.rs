@@ -4,103 +4,21 @@
 //! Carol with the script's `invite` step (the call screen's `i` key), Carol answers, everyone
 //! decrypts everyone, Alice hangs up.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
-const SOTTO: &str = env!("CARGO_BIN_EXE_sotto");
+use common::{decrypted_failed, sotto, start, start_server, text};
+
 const SERVER_ID: &str = "group.test";
-
-fn sotto(home: &Path) -> Command {
-    let mut c = Command::new(SOTTO);
-    for v in [
-        "SOTTO_SERVER",
-        "SOTTO_SERVER_ID",
-        "SOTTO_USER",
-        "SOTTO_RELAY",
-        "SOTTO_ICE",
-        "SOTTO_RELAY_ONLY",
-        "SOTTO_RECORD",
-        "SOTTO_CLIENT_CONFIG",
-        "SOTTO_PASSPHRASE",
-    ] {
-        c.env_remove(v);
-    }
-    c.env("SOTTO_HOME", home)
-        .env("XDG_CONFIG_HOME", home.join("no-config"));
-    c
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-#[allow(clippy::zombie_processes)] // killed at the end of the test
-fn start(args: &[&str], prefix: &str) -> (Child, String) {
-    let mut child = Command::new(SOTTO)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    loop {
-        line.clear();
-        assert!(out.read_line(&mut line).unwrap() > 0, "no '{prefix}' line");
-        if let Some(rest) = line.trim().strip_prefix(prefix) {
-            // keep draining so the child never blocks on a full pipe
-            std::thread::spawn(move || {
-                let mut sink = String::new();
-                while out.read_line(&mut sink).unwrap_or(0) > 0 {
-                    sink.clear();
-                }
-            });
-            return (child, rest.trim().to_string());
-        }
-    }
-}
-
-fn decrypted_failed(out: &str) -> (u64, u64) {
-    let l = out
-        .lines()
-        .find(|l| l.starts_with("frames sent"))
-        .unwrap_or_else(|| panic!("no frame line in:\n{out}"));
-    let num = |w: &str| -> u64 {
-        l.split_whitespace()
-            .skip_while(|x| *x != w)
-            .nth(1)
-            .unwrap()
-            .trim_end_matches(';')
-            .parse()
-            .unwrap()
-    };
-    (num("decrypted"), num("failed"))
-}
 
 #[test]
 fn a_third_member_is_invited_from_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("home");
-    let db = dir.path().join("s.db");
-    let (mut server, addr) = start(
-        &[
-            "server",
-            "--listen",
-            "127.0.0.1:0",
-            "--server-id",
-            SERVER_ID,
-            "--db",
-            db.to_str().unwrap(),
-        ],
-        "listening on",
-    );
-    let url = format!("ws://{addr}");
+    let (mut server, url) = start_server(dir.path(), SERVER_ID);
     let (mut relay, relay_url) = start(&["relay", "--listen", "127.0.0.1:0"], "relay control on");
     for user in ["alice", "bob", "carol"] {
         let o = sotto(&home)
