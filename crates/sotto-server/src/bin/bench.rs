@@ -138,6 +138,26 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU time (user + system, all threads) a process has used so far, from `/proc/PID/stat`.
+fn cpu_time(pid: &str) -> Duration {
+    let ticks = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+            let rest = s.rsplit_once(')')?.1.to_owned();
+            let f: Vec<u64> = rest
+                .split_whitespace()
+                .skip(11)
+                .take(2)
+                .filter_map(|v| v.parse().ok())
+                .collect();
+            Some(f.iter().sum::<u64>())
+        })
+        .unwrap_or(0);
+    // USER_HZ is 100 on Linux.
+    Duration::from_millis(ticks * 10)
+}
+
 async fn recv(ws: &mut Ws) -> Result<ServerMessage, BoxErr> {
     loop {
         match tokio::time::timeout(Duration::from_secs(30), ws.next()).await? {
@@ -298,10 +318,14 @@ async fn run_one(name: &str, proc_: Proc, idle: usize, args: &Args) -> Result<()
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss1 = rss_kib(pid);
     let per_conn = (rss1.saturating_sub(rss0) as f64 * 1024.0) / idle.max(1) as f64;
+    let (server0, gen0) = (cpu_time(&pid.to_string()), cpu_time("self"));
     let r = tokio::time::timeout(Duration::from_secs(120), route(&proc_.url, args)).await??;
+    let (server1, gen1) = (cpu_time(&pid.to_string()), cpu_time("self"));
     let rate = r.envelopes as f64 / r.elapsed.as_secs_f64();
+    // CPU per routed envelope (connecting the pairs included), server and load generator.
+    let per_env = |d: Duration| d.as_secs_f64() * 1e6 / r.envelopes as f64;
     println!(
-        "{name:>6} | idle {idle:>6} | connect+auth {:>6.2}s | RSS {:>7} KiB -> {:>7} KiB | {:>7.0} B/idle conn | {:>8.0} env/s | p50 {:>8.2?} | p99 {:>8.2?}",
+        "{name:>6} | idle {idle:>6} | connect+auth {:>6.2}s | RSS {:>7} KiB -> {:>7} KiB | {:>7.0} B/idle conn | {:>8.0} env/s | p50 {:>8.2?} | p99 {:>8.2?} | CPU/env server {:>5.1} us, generator {:>5.1} us",
         connect_time.as_secs_f64(),
         rss0,
         rss1,
@@ -309,6 +333,8 @@ async fn run_one(name: &str, proc_: Proc, idle: usize, args: &Args) -> Result<()
         rate,
         pct(&r.latencies, 0.5),
         pct(&r.latencies, 0.99),
+        per_env(server1.saturating_sub(server0)),
+        per_env(gen1.saturating_sub(gen0)),
     );
     drop(idle_conns);
     drop(proc_);
@@ -320,7 +346,9 @@ fn main() -> Result<(), BoxErr> {
     let relay = args.relay.clone().unwrap_or_else(|| {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("bench/node-relay/relay.mjs")
     });
+    // Explicit, so TOKIO_WORKER_THREADS (inherited by the servers) does not change the generator.
     let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(std::thread::available_parallelism().map_or(2, |n| n.get()))
         .enable_all()
         .build()?;
     rt.block_on(async {
