@@ -47,20 +47,62 @@ pub struct Record {
     pub payload: Vec<u8>,
 }
 
-/// Appends records to a capture file.
+/// Appends records to a capture file, and membership marks to `members.txt` beside it.
 pub struct CaptureWriter {
-    out: Mutex<BufWriter<File>>,
+    out: Mutex<Out>,
 }
 
+struct Out {
+    records: BufWriter<File>,
+    written: u64,
+    marks: BufWriter<File>,
+}
+
+/// A membership change, placed in the capture: records `0..index` were captured before it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mark {
+    /// Number of capture records written before the change.
+    pub index: u64,
+    /// `true`: admitted to the room; `false`: left it.
+    pub joined: bool,
+    /// Who.
+    pub participant: String,
+}
+
+/// Name of the membership file beside `capture.bin`.
+pub const MARKS_FILE: &str = "members.txt";
+
 impl CaptureWriter {
-    /// Creates `dir/capture.bin`.
+    /// Creates `dir/capture.bin` and `dir/members.txt`.
     pub fn create(dir: &Path) -> std::io::Result<Self> {
         std::fs::create_dir_all(dir)?;
-        let mut out = BufWriter::new(File::create(dir.join("capture.bin"))?);
-        out.write_all(MAGIC)?;
+        let mut records = BufWriter::new(File::create(dir.join("capture.bin"))?);
+        records.write_all(MAGIC)?;
+        let marks = BufWriter::new(File::create(dir.join(MARKS_FILE))?);
         Ok(CaptureWriter {
-            out: Mutex::new(out),
+            out: Mutex::new(Out {
+                records,
+                written: 0,
+                marks,
+            }),
         })
+    }
+
+    /// Notes that `participant` was admitted to (`joined`) or left a room, at the current
+    /// position of the capture: one line `<records before> joined|left <name>`.
+    pub fn mark(&self, joined: bool, participant: &str) {
+        let mut out = self
+            .out
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let line = format!(
+            "{} {} {participant}\n",
+            out.written,
+            if joined { "joined" } else { "left" }
+        );
+        if let Err(e) = out.marks.write_all(line.as_bytes()) {
+            tracing::warn!("capture marks: {e}");
+        }
     }
 
     /// Writes one record (names are at most [`MAX_NAME`] bytes, enforced at join).
@@ -82,9 +124,10 @@ impl CaptureWriter {
             .out
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Err(e) = out.write_all(&buf) {
+        if let Err(e) = out.records.write_all(&buf) {
             tracing::warn!("capture: {e}");
         }
+        out.written += 1;
     }
 
     /// Flushes to disk.
@@ -93,8 +136,37 @@ impl CaptureWriter {
             .out
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let _ = out.flush();
+        let _ = out.records.flush();
+        let _ = out.marks.flush();
     }
+}
+
+/// Parses `members.txt`. Refuses malformed lines and names over [`MAX_NAME`] bytes.
+pub fn parse_marks(text: &str) -> Result<Vec<Mark>, CaptureError> {
+    let bad = |w: &str| CaptureError(format!("members file: {w}"));
+    text.lines()
+        .map(|l| {
+            let mut f = l.splitn(3, ' ');
+            let index = f
+                .next()
+                .and_then(|n| n.parse::<u64>().ok())
+                .ok_or_else(|| bad("bad index"))?;
+            let joined = match f.next() {
+                Some("joined") => true,
+                Some("left") => false,
+                _ => return Err(bad("bad event")),
+            };
+            let participant = f.next().unwrap_or_default();
+            if participant.is_empty() || participant.len() > MAX_NAME {
+                return Err(bad("bad name"));
+            }
+            Ok(Mark {
+                index,
+                joined,
+                participant: participant.to_string(),
+            })
+        })
+        .collect()
 }
 
 /// A capture file that does not parse.
@@ -227,7 +299,7 @@ mod tests {
         w.write(&r);
         w.flush();
         let data = std::fs::read(dir.path().join("capture.bin")).unwrap();
-        assert_eq!(parse(&data).unwrap(), vec![r]);
+        assert_eq!(parse(&data).unwrap(), vec![r.clone()]);
         let f = frames(&parse(&data).unwrap());
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].frame, vec![1, 2, 3]);
@@ -236,5 +308,27 @@ mod tests {
         }
         assert!(parse(&data[..data.len() - 1]).is_err());
         assert!(parse(b"nope").is_err());
+
+        // membership marks sit at the capture position they happened at
+        w.mark(true, "bob");
+        w.write(&r);
+        w.mark(false, "bob");
+        w.flush();
+        let marks =
+            parse_marks(&std::fs::read_to_string(dir.path().join(MARKS_FILE)).unwrap()).unwrap();
+        let at = |index, joined| Mark {
+            index,
+            joined,
+            participant: "bob".into(),
+        };
+        assert_eq!(marks, vec![at(1, true), at(2, false)]);
+        for bad in [
+            "x joined bob",
+            "1 came bob",
+            "1 joined",
+            &format!("1 left {}", "n".repeat(65)),
+        ] {
+            assert!(parse_marks(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -3,7 +3,9 @@
 //!
 //! webrtc-rs hands inbound RTCP to the application only when an interceptor marks it with
 //! `Attribute::DeliverToApplication`. [`KeyframeRequests`] marks PLI and FIR and drops every
-//! other inbound RTCP packet (receiver reports, NACKs: nothing the relay acts on).
+//! other inbound RTCP packet (receiver reports, NACKs: nothing the relay acts on);
+//! [`KeyframeRequests::passing_other_rtcp`] marks them the same way but lets every other packet
+//! through untouched, for a sender whose other interceptors (NACK responder) need them.
 
 use std::collections::VecDeque;
 
@@ -24,6 +26,18 @@ pub fn is_keyframe_request(packet: &dyn rtc::rtcp::Packet) -> bool {
 pub struct KeyframeRequests {
     read: VecDeque<TaggedPacket>,
     write: VecDeque<TaggedPacket>,
+    pass_others: bool,
+}
+
+impl KeyframeRequests {
+    /// Marks inbound PLI/FIR for the application and passes every inbound packet on unchanged
+    /// (receiver reports and NACKs still reach the interceptors that act on them).
+    pub fn passing_other_rtcp() -> Self {
+        KeyframeRequests {
+            pass_others: true,
+            ..Self::default()
+        }
+    }
 }
 
 impl sansio::Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequests {
@@ -35,6 +49,13 @@ impl sansio::Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequests {
 
     fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
         if let Packet::Rtcp(packets) = &msg.message.packet {
+            if self.pass_others {
+                if packets.iter().any(|p| is_keyframe_request(p.as_ref())) {
+                    msg.message.add(Attribute::DeliverToApplication);
+                }
+                self.read.push_back(msg);
+                return Ok(());
+            }
             let requests: Vec<Box<dyn rtc::rtcp::Packet>> = packets
                 .iter()
                 .filter(|p| is_keyframe_request(p.as_ref()))

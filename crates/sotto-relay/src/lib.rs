@@ -664,6 +664,9 @@ async fn session(shared: Arc<Shared>, tcp: TcpStream) -> Result<(), String> {
                 ))
             })
             .collect();
+        if let Some(c) = &shared.capture {
+            c.mark(true, &me);
+        }
         r.members.insert(
             me.clone(),
             Member {
@@ -707,6 +710,9 @@ async fn session(shared: Arc<Shared>, tcp: TcpStream) -> Result<(), String> {
         if let Some(r) = rooms.get_mut(&room) {
             if let Some(gone) = r.members.remove(&me) {
                 gone.feedback.iter().for_each(|t| t.abort());
+                if let Some(c) = &shared.capture {
+                    c.mark(false, &me);
+                }
             }
             for m in r.members.values_mut() {
                 for s in m
