@@ -22,3 +22,17 @@ pub const MAX_EXTRA_SINKS: usize = 8;
 /// Frames left under the current sender key at which [`super::MediaEvent::RotationNeeded`] fires
 /// (about 17 minutes of audio and video at 65 frames/s before the key's counter runs out).
 pub const ROTATION_MARGIN: u64 = 1 << 16;
+/// How long a receiver waits for the key frame it asked for (PLI) before asking again. Longer than
+/// the relay's `KEYFRAME_REQUEST_INTERVAL` (250 ms), inside which the relay drops repeated
+/// requests for the same sender, so a dropped request is always repeated outside that window.
+pub const KEYFRAME_REQUEST_RETRY: Duration = Duration::from_millis(300);
+/// Interceptor slot of the keyframe-request surfacing interceptor (just above the loss knob,
+/// i.e. near the wire, so inbound PLI/FIR are marked before anything else sees them).
+pub(crate) const KEYFRAME_REQUEST_SLOT: usize = 510;
+/// How long a received frame whose key has not arrived yet waits for it (a joiner's first
+/// frames race the keys that come through the signaling server).
+pub const KEY_WAIT: Duration = Duration::from_secs(1);
+/// Frames waiting for their key, per remote track.
+pub const MAX_HELD_FRAMES: usize = 128;
+/// Bytes of frames waiting for their key, per remote track.
+pub const MAX_HELD_BYTES: usize = 2 << 20;

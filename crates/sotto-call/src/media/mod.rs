@@ -28,8 +28,17 @@
 //! frames in flight under the old key still decrypt and no frame is lost.
 //!
 //! Reassembly waits at most [`consts::MAX_LATE_TIME`] for a missing packet (NACK retransmits
-//! video); a frame that never arrives whole is skipped, never handed to decryption in pieces, and
-//! a frame that fails to decrypt is counted in [`MediaStats`] and dropped.
+//! video); a frame that never arrives whole is skipped, never handed to decryption in pieces. A
+//! frame whose key has not arrived yet (a joiner's first frames race the keys) waits, at most
+//! [`consts::KEY_WAIT`], and is tried again whenever a key is installed; a frame that fails to
+//! decrypt otherwise is counted in [`MediaStats`] and dropped.
+//!
+//! Key frames: the first video frame under any new sender key (a ratchet step on a join, a new
+//! generation on a leave), the first after a mute, and the next one after a keyframe request
+//! (RTCP PLI/FIR from the relay or the peer) is a key frame ([`IvfSource::request_key_frame`]). A
+//! receiver whose picture cannot be decoded (start, a frame that never decrypted or never
+//! arrived) sends a PLI on that sender's track at each decrypted inter frame, at most one per
+//! [`consts::KEYFRAME_REQUEST_RETRY`], until a key frame decrypts.
 
 pub mod consts;
 mod loss;
@@ -74,7 +83,7 @@ use zeroize::Zeroizing;
 
 use consts::*;
 pub use sink::{IvfSink, OggSink};
-pub use source::{IvfSource, OggOpusSource};
+pub use source::{is_vp8_key_frame, IvfSource, OggOpusSource};
 
 /// What can go wrong in the media layer.
 #[derive(Debug, thiserror::Error)]
@@ -258,10 +267,23 @@ pub struct StreamStats {
     pub frames_received: u64,
     /// Frames that decrypted.
     pub frames_decrypted: u64,
-    /// Frames that did not.
+    /// Frames that did not (authentication, replay, or no key within [`KEY_WAIT`]).
     pub frames_failed: u64,
     /// SFrame bytes received.
     pub bytes_received: u64,
+    /// Video: key frames sent (the clip's own, or intra twins sent on request or key change).
+    pub key_frames_sent: u64,
+    /// Video: keyframe requests (PLI/FIR) received from the relay or the peer.
+    pub keyframe_requests_received: u64,
+    /// Video: keyframe requests (PLI) we sent because a sender's picture could not be decoded.
+    pub keyframe_requests_sent: u64,
+    /// Frames that arrived before their key, waited (at most [`KEY_WAIT`]) and then decrypted
+    /// (included in `frames_decrypted`).
+    pub frames_waited_for_key: u64,
+    /// Frames under a key older than every key we hold for their sender: sent before that
+    /// sender gave us access (a joiner's first frames, by design), or after that key's grace
+    /// period. Not in `frames_failed`.
+    pub frames_before_key: u64,
 }
 
 /// What a user wants to see about the media path.
@@ -304,6 +326,11 @@ struct Counters {
     frames_decrypted: AtomicU64,
     frames_failed: AtomicU64,
     bytes_received: AtomicU64,
+    key_frames_sent: AtomicU64,
+    keyframe_requests_received: AtomicU64,
+    keyframe_requests_sent: AtomicU64,
+    frames_waited_for_key: AtomicU64,
+    frames_before_key: AtomicU64,
     failing: AtomicBool,
 }
 
@@ -317,6 +344,11 @@ impl Counters {
             frames_decrypted: self.frames_decrypted.load(Ordering::Relaxed),
             frames_failed: self.frames_failed.load(Ordering::Relaxed),
             bytes_received: self.bytes_received.load(Ordering::Relaxed),
+            key_frames_sent: self.key_frames_sent.load(Ordering::Relaxed),
+            keyframe_requests_received: self.keyframe_requests_received.load(Ordering::Relaxed),
+            keyframe_requests_sent: self.keyframe_requests_sent.load(Ordering::Relaxed),
+            frames_waited_for_key: self.frames_waited_for_key.load(Ordering::Relaxed),
+            frames_before_key: self.frames_before_key.load(Ordering::Relaxed),
         }
     }
 }
@@ -407,6 +439,8 @@ struct Shared {
     /// [`MediaEvent::RotationNeeded`] already fired for the current key.
     rotation_requested: AtomicBool,
     ring: Mutex<KeyRing>,
+    /// Bumped at each key installed: receive loops retry the frames waiting for a key.
+    key_epoch: tokio::sync::watch::Sender<u64>,
     remote_generation: Mutex<Option<u64>>,
     video_src: Mutex<Option<IvfSource>>,
     audio_src: Mutex<Option<OggOpusSource>>,
@@ -438,12 +472,11 @@ impl Shared {
         let _ = self.events.send(e);
     }
 
-    /// Decrypts one reassembled frame and hands it to the sinks. Never panics on bad input.
-    fn on_frame(&self, kind: MediaKind, wire: &[u8], rtp_ts: u32) {
+    /// Tries to decrypt one reassembled frame; on success hands it to the sinks and the tap.
+    /// Never panics on bad input. Counts decrypted frames, not failures (the caller decides
+    /// whether a frame without its key yet waits).
+    fn try_decrypt(&self, kind: MediaKind, wire: &[u8], rtp_ts: u32) -> Outcome {
         let c = &self.counters[kind.idx()];
-        c.frames_received.fetch_add(1, Ordering::Relaxed);
-        c.bytes_received
-            .fetch_add(wire.len() as u64, Ordering::Relaxed);
         let now = Instant::now();
         let res = lock(&self.ring).decrypt(kind.codec(), b"", wire, now);
         match res {
@@ -464,6 +497,7 @@ impl Shared {
                 if let Err(e) = lock(&self.sinks).write(d.id.sender, kind, &d.frame, rtp_ts) {
                     tracing::warn!("sink: {e}");
                 }
+                let key_frame = kind == MediaKind::Video && source::is_vp8_key_frame(&d.frame);
                 if let Some(tap) = &self.tap {
                     let _ = tap.send(TapFrame {
                         sent: false,
@@ -472,15 +506,67 @@ impl Shared {
                         wire: wire.to_vec(),
                     });
                 }
+                Outcome::Decrypted { key_frame }
             }
-            Err(e) => {
-                c.frames_failed.fetch_add(1, Ordering::Relaxed);
-                if !c.failing.swap(true, Ordering::Relaxed) {
-                    self.emit(MediaEvent::DecryptFailing(kind, e.to_string()));
-                }
-            }
+            // no key for this sender, generation or step yet: it may still arrive
+            Err(
+                sotto_frame::Error::UnknownKey { .. } | sotto_frame::Error::RatchetTooFar { .. },
+            ) => Outcome::NoKeyYet,
+            // under a key older than every one we hold for this sender
+            Err(sotto_frame::Error::StaleGeneration { .. }) => Outcome::BeforeKey,
+            Err(e) => Outcome::Failed(e.to_string()),
         }
     }
+
+    /// Counts a frame that will never decrypt.
+    fn count_lost(&self, kind: MediaKind, outcome: &Outcome) {
+        let c = &self.counters[kind.idx()];
+        match outcome {
+            Outcome::BeforeKey => {
+                c.frames_before_key.fetch_add(1, Ordering::Relaxed);
+            }
+            Outcome::Failed(_) | Outcome::NoKeyYet => {
+                c.frames_failed.fetch_add(1, Ordering::Relaxed);
+                if !c.failing.swap(true, Ordering::Relaxed) {
+                    let why = match outcome {
+                        Outcome::Failed(e) => e.clone(),
+                        _ => "no key arrived within KEY_WAIT".into(),
+                    };
+                    self.emit(MediaEvent::DecryptFailing(kind, why));
+                }
+            }
+            Outcome::Decrypted { .. } => {}
+        }
+    }
+}
+
+/// What became of one received frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Outcome {
+    /// Decrypted (and whether it is a VP8 key frame).
+    Decrypted { key_frame: bool },
+    /// Its key has not arrived (yet).
+    NoKeyYet,
+    /// Sent under a key older than every key we hold for its sender (before we were given
+    /// access, e.g. a joiner's first frames; or past that key's grace period).
+    BeforeKey,
+    /// Any other failure (authentication, replay, malformed).
+    Failed(String),
+}
+
+/// A frame waiting for its key.
+struct Held {
+    at: Instant,
+    wire: Vec<u8>,
+    rtp_ts: u32,
+}
+
+/// Frames of one remote track waiting for their key, in arrival order, bounded by
+/// [`MAX_HELD_FRAMES`], [`MAX_HELD_BYTES`] and [`KEY_WAIT`].
+#[derive(Default)]
+struct HeldFrames {
+    frames: std::collections::VecDeque<Held>,
+    bytes: usize,
 }
 
 struct Handler {
@@ -548,13 +634,87 @@ impl PeerConnectionEventHandler for Handler {
     }
 }
 
+/// Receive side of keyframe requests, per remote video track (= per sender through a relay):
+/// after a frame that did not decrypt (key not there yet) or went missing, and at the start, the
+/// picture cannot be decoded until a key frame; each decrypted inter frame in that state sends a
+/// PLI on the track, at most one per [`KEYFRAME_REQUEST_RETRY`].
+struct KeyFrameWait {
+    waiting: bool,
+    last_request: Option<Instant>,
+}
+
+impl KeyFrameWait {
+    /// Whether to send a PLI now, given the outcome of the frame just handled.
+    fn after_frame(&mut self, outcome: &Outcome, now: Instant) -> bool {
+        match outcome {
+            Outcome::Decrypted { key_frame: true } => {
+                self.waiting = false;
+                false
+            }
+            Outcome::Decrypted { key_frame: false } if self.waiting => {
+                let due = self
+                    .last_request
+                    .is_none_or(|t| now.duration_since(t) >= KEYFRAME_REQUEST_RETRY);
+                if due {
+                    self.last_request = Some(now);
+                }
+                due
+            }
+            Outcome::Decrypted { .. } => false,
+            // a frame the decoder never gets: it needs a key frame again
+            _ => {
+                self.waiting = true;
+                false
+            }
+        }
+    }
+}
+
+async fn request_key_frame(shared: &Shared, track: &Arc<dyn TrackRemote>) {
+    let Some(media_ssrc) = track.ssrcs().await.first().copied() else {
+        return;
+    };
+    let pli = rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication {
+        sender_ssrc: 0,
+        media_ssrc,
+    };
+    match track.write_rtcp(vec![Box::new(pli)]).await {
+        Ok(()) => {
+            shared.counters[MediaKind::Video.idx()]
+                .keyframe_requests_sent
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        Err(e) => tracing::debug!("PLI: {e}"),
+    }
+}
+
 async fn receive_loop<D: Depacketizer>(
     shared: Arc<Shared>,
     track: Arc<dyn TrackRemote>,
     kind: MediaKind,
     mut builder: SampleBuilder<D>,
 ) {
-    while let Some(evt) = track.poll().await {
+    let mut wait = KeyFrameWait {
+        waiting: true,
+        last_request: None,
+    };
+    let mut held = HeldFrames::default();
+    let mut keys = shared.key_epoch.subscribe();
+    loop {
+        let evt = tokio::select! {
+            evt = track.poll() => evt,
+            changed = keys.changed(), if !held.frames.is_empty() => {
+                if changed.is_err() {
+                    break;
+                }
+                let pli = retry_held(&shared, kind, &mut held, &mut wait, Instant::now());
+                if pli {
+                    request_key_frame(&shared, &track).await;
+                }
+                continue;
+            }
+        };
+        let Some(evt) = evt else { break };
         if shared.closed.load(Ordering::Relaxed) {
             break;
         }
@@ -568,11 +728,113 @@ async fn receive_loop<D: Depacketizer>(
                 .fetch_add(1, Ordering::Relaxed);
             let now = Instant::now();
             builder.push(now, packet);
+            let mut pli = false;
             while let Some(sample) = builder.pop(now) {
-                shared.on_frame(kind, &sample.data, sample.packet_timestamp);
+                let c = &shared.counters[kind.idx()];
+                c.frames_received.fetch_add(1, Ordering::Relaxed);
+                c.bytes_received
+                    .fetch_add(sample.data.len() as u64, Ordering::Relaxed);
+                if sample.prev_dropped_packets > sample.prev_padding_packets {
+                    wait.waiting = true;
+                }
+                // behind frames still waiting for their key: wait in line (keeps the order)
+                if !held.frames.is_empty() {
+                    hold(
+                        &shared,
+                        kind,
+                        &mut held,
+                        &sample.data,
+                        sample.packet_timestamp,
+                        now,
+                    );
+                    pli |= retry_held(&shared, kind, &mut held, &mut wait, now);
+                    continue;
+                }
+                match shared.try_decrypt(kind, &sample.data, sample.packet_timestamp) {
+                    Outcome::NoKeyYet => hold(
+                        &shared,
+                        kind,
+                        &mut held,
+                        &sample.data,
+                        sample.packet_timestamp,
+                        now,
+                    ),
+                    o => {
+                        shared.count_lost(kind, &o);
+                        pli |= kind == MediaKind::Video && wait.after_frame(&o, now);
+                    }
+                }
+            }
+            if pli {
+                request_key_frame(&shared, &track).await;
             }
         }
     }
+}
+
+/// Queues a frame whose key has not arrived; the oldest is dropped (counted failed) when a bound
+/// is reached.
+fn hold(
+    shared: &Shared,
+    kind: MediaKind,
+    held: &mut HeldFrames,
+    wire: &[u8],
+    rtp_ts: u32,
+    now: Instant,
+) {
+    while !held.frames.is_empty()
+        && (held.frames.len() >= MAX_HELD_FRAMES || held.bytes + wire.len() > MAX_HELD_BYTES)
+    {
+        if let Some(old) = held.frames.pop_front() {
+            held.bytes -= old.wire.len();
+            shared.count_lost(kind, &Outcome::NoKeyYet);
+        }
+    }
+    if wire.len() > MAX_HELD_BYTES {
+        return shared.count_lost(kind, &Outcome::NoKeyYet);
+    }
+    held.bytes += wire.len();
+    held.frames.push_back(Held {
+        at: now,
+        wire: wire.to_vec(),
+        rtp_ts,
+    });
+}
+
+/// Tries every held frame again, in order: decrypted ones go on, ones older than every key we
+/// hold or held longer than [`KEY_WAIT`] are dropped and counted, the rest keep waiting.
+/// Returns whether a keyframe request is due.
+fn retry_held(
+    shared: &Shared,
+    kind: MediaKind,
+    held: &mut HeldFrames,
+    wait: &mut KeyFrameWait,
+    now: Instant,
+) -> bool {
+    let mut pli = false;
+    let mut keep = std::collections::VecDeque::new();
+    while let Some(h) = held.frames.pop_front() {
+        match shared.try_decrypt(kind, &h.wire, h.rtp_ts) {
+            Outcome::NoKeyYet if now.duration_since(h.at) < KEY_WAIT => {
+                keep.push_back(h);
+                continue;
+            }
+            Outcome::Decrypted { key_frame } => {
+                shared.counters[kind.idx()]
+                    .frames_waited_for_key
+                    .fetch_add(1, Ordering::Relaxed);
+                pli |= kind == MediaKind::Video
+                    && wait.after_frame(&Outcome::Decrypted { key_frame }, now);
+            }
+            o => {
+                shared.count_lost(kind, &o);
+                pli |= kind == MediaKind::Video && wait.after_frame(&o, now);
+            }
+        }
+        held.bytes -= h.wire.len();
+    }
+    held.frames = keep;
+    pli
 }
 
 /// One call leg: a webrtc-rs peer connection with an Opus and a VP8 track, SFrame on both.
@@ -655,6 +917,7 @@ impl MediaPeer {
             counter_limit: AtomicU64::new(sotto_frame::consts::MAX_FRAMES_PER_KEY),
             rotation_requested: AtomicBool::new(false),
             ring: Mutex::new(KeyRing::new(cfg.suite)),
+            key_epoch: tokio::sync::watch::Sender::new(0),
             remote_generation: Mutex::new(None),
             video_src: Mutex::new(cfg.video),
             audio_src: Mutex::new(cfg.audio),
@@ -680,6 +943,11 @@ impl MediaPeer {
             .with(
                 loss::LossInterceptor::slot(),
                 loss::LossInterceptor::new(shared.loss.clone()),
+            )
+            // inbound PLI/FIR (from the relay or the peer) reach the video send track's events
+            .with(
+                rtc::interceptor::Slot::from(KEYFRAME_REQUEST_SLOT),
+                sotto_relay::feedback::KeyframeRequests::passing_other_rtcp(),
             );
         let servers = cfg
             .ice_servers
@@ -892,7 +1160,16 @@ impl MediaPeer {
     /// but every later frame decrypts.
     pub fn install_remote_key(&self, material: &KeyMaterial) -> Result<(), MediaError> {
         lock(&self.shared.ring).add_key(material, Instant::now())?;
+        self.shared.key_epoch.send_modify(|e| *e += 1);
         Ok(())
+    }
+
+    /// The rotated key drawn by [`MediaPeer::prepare_rotation`] and not activated yet, if any
+    /// (a member who joins meanwhile needs it too; nothing was encrypted under it).
+    pub fn pending_key_material(&self) -> Option<KeyMaterial> {
+        lock(&self.shared.pending_key)
+            .as_ref()
+            .map(SenderKey::material)
     }
 
     /// Draws the next key generation without using it yet; send the result to the peer, then
@@ -1033,7 +1310,8 @@ impl MediaPeer {
             apt,
             MediaKind::Audio,
         ));
-        lock(&self.tasks).extend([v, a]);
+        let f = tokio::spawn(send_feedback(self.shared.clone(), self.video_track.clone()));
+        lock(&self.tasks).extend([v, a, f]);
         Ok(())
     }
 
@@ -1121,6 +1399,34 @@ async fn payload_type(sender: &Arc<dyn RtpSender>) -> Result<u8, MediaError> {
         .ok_or_else(|| MediaError::Webrtc("sender has no negotiated codec".into()))
 }
 
+/// Keyframe requests (PLI/FIR) about our video, from the relay or the peer: the next video frame
+/// is a key frame (see [`IvfSource::request_key_frame`]).
+async fn send_feedback(shared: Arc<Shared>, track: Arc<TrackLocalStaticSample>) {
+    loop {
+        if shared.closed.load(Ordering::Relaxed) {
+            return;
+        }
+        match track.poll().await {
+            Some(webrtc::media_stream::track_local::TrackLocalEvent::OnRtcpPacket(packets)) => {
+                if packets
+                    .iter()
+                    .any(|p| sotto_relay::feedback::is_keyframe_request(p.as_ref()))
+                {
+                    shared.counters[MediaKind::Video.idx()]
+                        .keyframe_requests_received
+                        .fetch_add(1, Ordering::Relaxed);
+                    if let Some(src) = lock(&shared.video_src).as_mut() {
+                        src.request_key_frame();
+                    }
+                }
+            }
+            Some(_) => {}
+            // not bound yet (or no longer)
+            None => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
 async fn send_loop(
     shared: Arc<Shared>,
     track: Arc<TrackLocalStaticSample>,
@@ -1137,25 +1443,60 @@ async fn send_loop(
     };
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // the key our last video frame went under: the first video frame under any other key (a
+    // ratchet step on a join, a new generation on a leave) is a key frame
+    let mut last_video_key: Option<sotto_frame::KeyId> = None;
+    // after a mute the receivers' pictures lack the frames skipped: resume with a key frame
+    let mut was_muted = false;
     loop {
         ticker.tick().await;
         if shared.closed.load(Ordering::Relaxed) {
             return;
         }
-        let frame = match kind {
-            MediaKind::Video => lock(&shared.video_src).as_mut().map(IvfSource::next_frame),
-            MediaKind::Audio => lock(&shared.audio_src)
-                .as_mut()
-                .map(OggOpusSource::next_packet),
-        };
-        let Some(frame) = frame else { continue };
         if shared.muted[kind.idx()].load(Ordering::Relaxed) {
+            // the clip moves on while muted (as a camera would)
+            was_muted = true;
+            match kind {
+                MediaKind::Video => {
+                    if let Some(s) = lock(&shared.video_src).as_mut() {
+                        s.next_frame();
+                    }
+                }
+                MediaKind::Audio => {
+                    if let Some(s) = lock(&shared.audio_src).as_mut() {
+                        s.next_packet();
+                    }
+                }
+            }
             continue;
         }
-        let (wire, frames_left) = {
-            let mut key = lock(&shared.sender_key);
-            let res = key.encrypt(kind.codec(), b"", &frame);
-            (res, key.frames_left())
+        // frame and encryption under one lock order (source, then key), so that a key change
+        // between taking a frame and encrypting it cannot slip an inter frame in first
+        let (frame, wire, frames_left) = match kind {
+            MediaKind::Video => {
+                let mut src = lock(&shared.video_src);
+                let Some(src) = src.as_mut() else { continue };
+                let mut key = lock(&shared.sender_key);
+                if was_muted || last_video_key.is_some_and(|k| k != key.id()) {
+                    src.request_key_frame();
+                }
+                was_muted = false;
+                last_video_key = Some(key.id());
+                let frame = src.next_frame();
+                let res = key.encrypt(kind.codec(), b"", &frame);
+                (frame, res, key.frames_left())
+            }
+            MediaKind::Audio => {
+                let Some(frame) = lock(&shared.audio_src)
+                    .as_mut()
+                    .map(OggOpusSource::next_packet)
+                else {
+                    continue;
+                };
+                let mut key = lock(&shared.sender_key);
+                let res = key.encrypt(kind.codec(), b"", &frame);
+                (frame, res, key.frames_left())
+            }
         };
         if frames_left <= ROTATION_MARGIN
             && !shared.rotation_requested.swap(true, Ordering::Relaxed)
@@ -1171,6 +1512,9 @@ async fn send_loop(
         };
         let c = &shared.counters[kind.idx()];
         c.frames_sent.fetch_add(1, Ordering::Relaxed);
+        if kind == MediaKind::Video && source::is_vp8_key_frame(&frame) {
+            c.key_frames_sent.fetch_add(1, Ordering::Relaxed);
+        }
         c.bytes_sent.fetch_add(wire.len() as u64, Ordering::Relaxed);
         if let Some(tap) = &shared.tap {
             let _ = tap.send(TapFrame {

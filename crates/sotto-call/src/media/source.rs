@@ -12,14 +12,32 @@ pub const MAX_SOURCE_FRAME: usize = 1 << 20;
 pub const CAMERA1_IVF: &[u8] = include_bytes!("../../media/camera1.ivf");
 /// Bundled "camera 2": colour bars with a moving box, for the source switch.
 pub const CAMERA2_IVF: &[u8] = include_bytes!("../../media/camera2.ivf");
+/// All-intra twin of camera 1: the same 60 frames, each a key frame (sent on keyframe requests).
+pub const CAMERA1_INTRA_IVF: &[u8] = include_bytes!("../../media/camera1-intra.ivf");
+/// All-intra twin of camera 2.
+pub const CAMERA2_INTRA_IVF: &[u8] = include_bytes!("../../media/camera2-intra.ivf");
 /// Bundled "microphone": 440 Hz tone, 48 kHz stereo Opus, 20 ms packets.
 pub const TONE_OGG: &[u8] = include_bytes!("../../media/tone.ogg");
 
+/// Whether an encoded VP8 frame is a key frame (RFC 6386 §9.1: frame tag bit 0 clear).
+pub fn is_vp8_key_frame(frame: &[u8]) -> bool {
+    frame.first().is_some_and(|b| b & 1 == 0)
+}
+
 /// A VP8 video source read from an IVF file held in memory. Loops at the end.
+///
+/// A file cannot encode a key frame on demand. A source may carry an all-intra *twin* (the same
+/// frames, each encoded as a key frame, [`IvfSource::with_intra_twin`]); after
+/// [`IvfSource::request_key_frame`] the next frame handed out is the twin of the frame that was
+/// due (or the frame itself if it already is a key frame), and the clip then carries on with its
+/// inter frames, which now reference a slightly different picture (small drift until the clip's
+/// own next key frame). Without a twin a request is served by the clip's next key frame.
 #[derive(Clone)]
 pub struct IvfSource {
     name: String,
     frames: Vec<Vec<u8>>,
+    intra: Option<std::sync::Arc<Vec<Vec<u8>>>>,
+    key_frame_wanted: bool,
     frame_interval: Duration,
     next: usize,
     /// Loops completed.
@@ -75,20 +93,57 @@ impl IvfSource {
         Ok(IvfSource {
             name: name.to_string(),
             frames,
+            intra: None,
+            key_frame_wanted: false,
             frame_interval,
             next: 0,
             loops: 0,
         })
     }
 
-    /// Bundled camera 1.
+    /// Bundled camera 1 (with its all-intra twin).
     pub fn camera1() -> Result<Self, MediaError> {
-        Self::parse("camera1", CAMERA1_IVF)
+        Self::parse("camera1", CAMERA1_IVF)?
+            .with_intra_twin(Self::parse("camera1-intra", CAMERA1_INTRA_IVF)?)
     }
 
-    /// Bundled camera 2.
+    /// Bundled camera 2 (with its all-intra twin).
     pub fn camera2() -> Result<Self, MediaError> {
-        Self::parse("camera2", CAMERA2_IVF)
+        Self::parse("camera2", CAMERA2_IVF)?
+            .with_intra_twin(Self::parse("camera2-intra", CAMERA2_INTRA_IVF)?)
+    }
+
+    /// Attaches an all-intra twin: `twin` must have as many frames, every one a key frame.
+    ///
+    /// # Errors
+    /// [`MediaError::BadSource`] if the frame counts differ or a twin frame is not a key frame.
+    pub fn with_intra_twin(mut self, twin: IvfSource) -> Result<Self, MediaError> {
+        if twin.frames.len() != self.frames.len() {
+            return Err(MediaError::BadSource(format!(
+                "{}: intra twin has {} frames, the clip {}",
+                twin.name,
+                twin.frames.len(),
+                self.frames.len()
+            )));
+        }
+        if !twin.frames.iter().all(|f| is_vp8_key_frame(f)) {
+            return Err(MediaError::BadSource(format!(
+                "{}: intra twin holds a frame that is not a key frame",
+                twin.name
+            )));
+        }
+        self.intra = Some(std::sync::Arc::new(twin.frames));
+        Ok(self)
+    }
+
+    /// Whether a keyframe request is served by the very next frame (an intra twin is attached).
+    pub fn key_frames_on_demand(&self) -> bool {
+        self.intra.is_some()
+    }
+
+    /// Asks for a key frame: the next frame with a twin, else the clip's next key frame.
+    pub fn request_key_frame(&mut self) {
+        self.key_frame_wanted = true;
     }
 
     /// Reads an IVF file from disk.
@@ -118,15 +173,25 @@ impl IvfSource {
         self.frames.is_empty()
     }
 
-    /// The next encoded frame; wraps to the first (a key frame) at the end.
+    /// The next encoded frame; wraps to the first (a key frame) at the end. After
+    /// [`IvfSource::request_key_frame`], the next key frame available (see the type's docs).
     pub fn next_frame(&mut self) -> Vec<u8> {
         if self.next >= self.frames.len() {
             self.next = 0;
             self.loops += 1;
         }
-        let f = self.frames[self.next].clone();
+        let i = self.next;
         self.next += 1;
-        f
+        let mut f = &self.frames[i];
+        if self.key_frame_wanted && !is_vp8_key_frame(f) {
+            if let Some(twin) = self.intra.as_ref().and_then(|t| t.get(i)) {
+                f = twin;
+            }
+        }
+        if is_vp8_key_frame(f) {
+            self.key_frame_wanted = false;
+        }
+        f.clone()
     }
 }
 
@@ -252,6 +317,53 @@ mod tests {
         assert_eq!(c2.next_frame()[0] & 1, 0);
         let t = OggOpusSource::tone().unwrap();
         assert!((195..=205).contains(&t.len()), "{}", t.len());
+    }
+
+    #[test]
+    fn a_key_frame_request_is_served_by_the_next_frame_then_the_clip_goes_on() {
+        let plain = IvfSource::parse("c", CAMERA1_IVF).unwrap();
+        let mut c = IvfSource::camera1().unwrap();
+        assert!(c.key_frames_on_demand() && !plain.key_frames_on_demand());
+        let clip: Vec<Vec<u8>> = (0..c.len()).map(|i| plain.frames[i].clone()).collect();
+        let twin = IvfSource::parse("t", CAMERA1_INTRA_IVF).unwrap().frames;
+        // frames 0..3 as in the clip; a request before frame 3 (an inter frame) gives its twin
+        for f in clip.iter().take(3) {
+            assert_eq!(&c.next_frame(), f);
+        }
+        assert!(!is_vp8_key_frame(&clip[3]));
+        c.request_key_frame();
+        let got = c.next_frame();
+        assert!(is_vp8_key_frame(&got));
+        assert_eq!(got, twin[3]);
+        // then the clip's own inter frames again
+        assert_eq!(c.next_frame(), clip[4]);
+        // a request when a key frame is due anyway takes the clip's own key frame
+        let k = (5..clip.len())
+            .find(|&i| is_vp8_key_frame(&clip[i]))
+            .unwrap();
+        for f in clip.iter().take(k).skip(5) {
+            assert_eq!(&c.next_frame(), f);
+        }
+        c.request_key_frame();
+        assert_eq!(c.next_frame(), clip[k]);
+        assert_eq!(c.next_frame(), clip[k + 1]);
+        // without a twin, a request waits for the clip's next key frame
+        let mut p = plain.clone();
+        p.request_key_frame();
+        assert_eq!(p.next_frame(), clip[0]);
+        assert_eq!(p.next_frame(), clip[1]);
+        // a twin must match the clip frame for frame, and hold key frames only
+        assert!(IvfSource::parse("c", CAMERA1_IVF)
+            .unwrap()
+            .with_intra_twin(IvfSource::parse("c2", CAMERA1_IVF).unwrap())
+            .is_err());
+        let mut short = CAMERA1_INTRA_IVF.to_vec();
+        let one = 32 + 12 + u32::from_le_bytes(short[32..36].try_into().unwrap()) as usize;
+        short.truncate(one);
+        assert!(IvfSource::parse("c", CAMERA1_IVF)
+            .unwrap()
+            .with_intra_twin(IvfSource::parse("t", &short).unwrap())
+            .is_err());
     }
 
     #[test]
