@@ -3,6 +3,7 @@
 //!
 //! Drive it with [`Command`]s; watch it through [`Status`] (a `watch` channel) and [`Notice`]s.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -41,6 +42,10 @@ pub enum Command {
     RotateKey,
     /// Group call: invite `user` into our call (needs a call through a relay).
     Invite(String),
+    /// Audit and test hook: every media key this device receives from now on, in any call
+    /// message (offer, answer, media key), is also sent here as received, whether or not it is
+    /// used. Never printed (`KeyMaterial`'s `Debug` redacts the key).
+    LogReceivedKeys(mpsc::UnboundedSender<KeyMaterial>),
 }
 
 /// A snapshot of the device's call, for screens and reports.
@@ -145,6 +150,7 @@ impl Engine {
             machine,
             relay,
             call: None,
+            key_log: None,
         };
         tokio::spawn(task.run());
         Engine {
@@ -212,6 +218,17 @@ struct Call {
     members: Vec<String>,
     /// Media keys that arrived before our media existed (a member's key while we still ring).
     pending_keys: Vec<String>,
+    /// Group: media keys from users of this call id who are not members (yet): a member's
+    /// `add` for them may still be on its way. Installed if they become members.
+    stranger_keys: Vec<(String, String)>,
+    /// Group: who the relay says is in the room now (besides us).
+    present: HashSet<String>,
+    /// Group: members the relay admitted after us (they get a ratcheted key).
+    late: HashSet<String>,
+    /// Group: members we gave our current sender key (generation) to.
+    keyed: HashSet<String>,
+    /// The relay's control channel closed (no more announcements to wait for).
+    room_quiet: bool,
     /// Peer candidates that arrived before our media existed.
     pending_candidates: Vec<String>,
     /// A relay (TURN) candidate of ours was gathered.
@@ -244,6 +261,11 @@ impl Call {
             recv_seq: Default::default(),
             members,
             pending_keys: Vec::new(),
+            stranger_keys: Vec::new(),
+            present: HashSet::new(),
+            late: HashSet::new(),
+            keyed: HashSet::new(),
+            room_quiet: false,
             pending_candidates: Vec::new(),
             relay_candidate: false,
             started: now,
@@ -263,6 +285,13 @@ struct Task {
     machine: fn(Role) -> CallMachine,
     relay: Option<String>,
     call: Option<Call>,
+    key_log: Option<mpsc::UnboundedSender<KeyMaterial>>,
+}
+
+/// Something from the current call's media or relay room.
+enum CallEvent {
+    Media(Option<MediaEvent>),
+    Room(Option<sotto_relay::protocol::ServerMsg>),
 }
 
 fn sender_id_for(name: &str) -> u64 {
@@ -316,10 +345,29 @@ impl Task {
                     None => std::future::pending().await,
                 }
             };
-            let media_event = async {
-                match self.call.as_mut().and_then(|c| c.media_events.as_mut()) {
-                    Some(rx) => rx.recv().await,
-                    None => std::future::pending().await,
+            let call_event = async {
+                let Some(c) = self.call.as_mut() else {
+                    return std::future::pending().await;
+                };
+                let (media, room) = (
+                    &mut c.media_events,
+                    c.room.as_mut().filter(|_| !c.room_quiet),
+                );
+                let media = async {
+                    match media.as_mut() {
+                        Some(rx) => rx.recv().await,
+                        None => std::future::pending().await,
+                    }
+                };
+                let room = async {
+                    match room {
+                        Some(r) => r.events.recv().await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    ev = media => CallEvent::Media(ev),
+                    ev = room => CallEvent::Room(ev),
                 }
             };
             tokio::select! {
@@ -339,12 +387,17 @@ impl Task {
                     let Some(cmd) = cmd else { return };
                     self.on_command(cmd).await;
                 }
-                ev = media_event => {
-                    match ev {
-                        Some(ev) => self.on_media(ev).await,
-                        None => { if let Some(c) = self.call.as_mut() { c.media_events = None; } }
+                ev = call_event => match ev {
+                    CallEvent::Media(Some(ev)) => self.on_media(ev).await,
+                    CallEvent::Media(None) => {
+                        if let Some(c) = self.call.as_mut() { c.media_events = None; }
                     }
-                }
+                    CallEvent::Room(Some(ev)) => self.on_room(ev).await,
+                    // the relay's control channel closed: nothing more will be announced
+                    CallEvent::Room(None) => {
+                        if let Some(c) = self.call.as_mut() { c.room_quiet = true; }
+                    }
+                },
                 _ = sleep => self.on_timer().await,
                 _ = stats_tick.tick() => self.refresh_stats().await,
             }
@@ -415,8 +468,9 @@ impl Task {
         }
     }
 
-    /// Invites `user` into our relay call: every member ratchets its key (the newcomer cannot
-    /// read earlier frames) and hands the ratcheted key to the newcomer only.
+    /// Invites `user` into our relay call. The offer carries no key of ours: every member
+    /// (us included) gives `user` its key only once the relay has admitted `user`, ratcheted
+    /// first ([`Task::give_key`]), so nothing captured before the admission opens with it.
     async fn invite(&mut self, user: String) {
         let Some(call) = self.call.as_ref() else {
             return self.notice(Notice::Error("no call".into()));
@@ -429,14 +483,10 @@ impl Task {
         if call.members.contains(&user) || call.members.len() >= crate::consts::MAX_GROUP_MEMBERS {
             return self.notice(Notice::Error(format!("cannot add {user}")));
         }
-        let (Some(media), Some(relay)) = (call.media.clone(), self.relay.clone()) else {
+        let Some(relay) = self.relay.clone() else {
             return;
         };
         let members = call.members.clone();
-        let key = match media.ratchet_send_key() {
-            Ok(k) => Self::key_hex(&k),
-            Err(e) => return self.notice(Notice::Error(format!("ratchet: {e}"))),
-        };
         // The offer first: the server delivers to the invitee in the order envelopes were
         // stored, so the members' keys (sent after they see `add`) arrive after the offer.
         self.send_to(
@@ -444,7 +494,7 @@ impl Task {
             Body::Offer {
                 sdp: String::new(),
                 video: true,
-                media_key: key,
+                media_key: String::new(),
                 relay: Some(relay),
                 members: members.clone(),
             },
@@ -457,12 +507,15 @@ impl Task {
             c.members.push(user.clone());
         }
         self.notice(Notice::Member(format!("{user} invited")));
+        self.give_key(&user).await;
     }
 
-    /// A member added `user`: ratchet our key and give the new step to `user` only.
-    async fn member_added(&mut self, user: &str) {
+    /// Member `from` added `user`. We pass the `add` on to every other member (`from` may not
+    /// know them all: two members inviting at once), take `user` as a member, install any key
+    /// `user` sent before this arrived, and give `user` our key if the relay already admitted it.
+    async fn member_added(&mut self, user: &str, from: &str) {
         let me = self.device.username().to_string();
-        let Some(call) = self.call.as_ref() else {
+        let Some(call) = self.call.as_mut() else {
             return;
         };
         if user == me || call.members.iter().any(|m| m == user) {
@@ -471,45 +524,142 @@ impl Task {
         if call.members.len() >= crate::consts::MAX_GROUP_MEMBERS {
             return self.notice(Notice::Dropped(format!("add {user}: group full")));
         }
-        let Some(media) = call.media.clone() else {
+        call.members.push(user.to_string());
+        let others: Vec<String> = call
+            .members
+            .iter()
+            .filter(|m| *m != user && *m != from)
+            .cloned()
+            .collect();
+        let (early, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut call.stranger_keys)
+            .into_iter()
+            .partition(|(u, _)| u == user);
+        call.stranger_keys = rest;
+        for o in others {
+            self.send_to(
+                &o,
+                Body::Add {
+                    user: user.to_string(),
+                },
+            )
+            .await;
+        }
+        for (_, k) in early {
+            self.member_key(k);
+        }
+        self.notice(Notice::Member(format!("{user} added by {from}")));
+        self.give_key(user).await;
+    }
+
+    /// A member's media key: installed now, or when our media exists.
+    fn member_key(&mut self, key: String) {
+        let Some(call) = self.call.as_mut() else {
             return;
         };
-        match media.ratchet_send_key() {
-            Ok(k) => {
-                if let Some(c) = self.call.as_mut() {
-                    c.members.push(user.to_string());
-                }
-                self.send_to(
-                    user,
-                    Body::MediaKey {
-                        media_key: Self::key_hex(&k),
-                    },
-                )
-                .await;
-                self.notice(Notice::Member(format!("{user} joined; our key ratcheted")));
+        if call.media.is_none() {
+            if call.pending_keys.len() < crate::consts::MAX_GROUP_MEMBERS * 2 {
+                call.pending_keys.push(key);
             }
-            Err(e) => self.notice(Notice::Error(format!("ratchet: {e}"))),
+            return;
+        }
+        match self.install_key(&key) {
+            Ok(g) => self.notice(Notice::PeerKey(g)),
+            Err(e) => self.notice(Notice::Dropped(format!("member key: {e}"))),
         }
     }
 
-    /// `who` left a group call: draw a fresh key, give it only to those who remain, switch to
-    /// it after [`KEY_ACTIVATION_DELAY`].
+    /// Gives `user` our sender key, once: when `user` is a member (a member's sealed `add`, or
+    /// our invite) *and* the relay has it in the room. If the relay admitted `user` after us, we
+    /// ratchet first (RFC 9605 §5.1), so `user` cannot open what we sent before; otherwise it
+    /// gets the current step (it was in the room when we joined: we sent nothing before it was
+    /// there). A rotation still pending is given too (nothing was encrypted under it yet).
+    async fn give_key(&mut self, user: &str) {
+        let Some(call) = self.call.as_ref() else {
+            return;
+        };
+        if call.keyed.contains(user)
+            || !call.present.contains(user)
+            || !call.members.iter().any(|m| m == user)
+        {
+            return;
+        }
+        let Some(media) = call.media.clone() else {
+            return;
+        };
+        let material = if call.late.contains(user) {
+            match media.ratchet_send_key() {
+                Ok(k) => k,
+                Err(e) => return self.notice(Notice::Error(format!("ratchet: {e}"))),
+            }
+        } else {
+            media.local_key_material()
+        };
+        let pending = media.pending_key_material();
+        if let Some(c) = self.call.as_mut() {
+            c.keyed.insert(user.to_string());
+        }
+        for m in std::iter::once(material).chain(pending) {
+            self.send_to(
+                user,
+                Body::MediaKey {
+                    media_key: Self::key_hex(&m),
+                },
+            )
+            .await;
+        }
+        self.notice(Notice::Member(format!("{user} has our key")));
+    }
+
+    /// What the relay says about the room: admissions and departures.
+    async fn on_room(&mut self, ev: sotto_relay::protocol::ServerMsg) {
+        use sotto_relay::protocol::ServerMsg;
+        match ev {
+            ServerMsg::MemberJoined { participant } => {
+                if let Some(c) = self.call.as_mut() {
+                    c.present.insert(participant.clone());
+                    c.late.insert(participant.clone());
+                }
+                self.give_key(&participant).await;
+            }
+            // The relay forwards nothing more from or to them: rotate away from any key they
+            // hold even if their own hangup never reaches us (safe to believe: the worst a
+            // lying relay gets is a needless rotation).
+            ServerMsg::MemberLeft { participant } => self.member_left(&participant).await,
+            _ => {}
+        }
+    }
+
+    /// `who` left a group call: if we ever gave it our key, draw a fresh key, give it only to
+    /// the members who hold our key, switch to it after [`KEY_ACTIVATION_DELAY`]. Members who do
+    /// not hold our key yet get it (with the rotation) from [`Task::give_key`].
     async fn member_left(&mut self, who: &str) {
         let Some(call) = self.call.as_mut() else {
             return;
         };
+        call.present.remove(who);
+        call.late.remove(who);
+        if !call.members.iter().any(|m| m == who) {
+            return;
+        }
         call.members.retain(|m| m != who);
+        let held_our_key = call.keyed.remove(who);
         if call.peer == who {
             if let Some(m) = call.members.first() {
                 call.peer = m.clone();
             }
         }
-        let remaining = call.members.clone();
+        let remaining: Vec<String> = call
+            .members
+            .iter()
+            .filter(|m| call.keyed.contains(*m))
+            .cloned()
+            .collect();
+        let no_one_left = call.members.is_empty();
         let Some(media) = call.media.clone() else {
             return;
         };
-        self.notice(Notice::Member(format!("{who} left; rotating our key")));
-        if remaining.is_empty() {
+        if no_one_left {
+            self.notice(Notice::Member(format!("{who} left; no one else")));
             let outs = self
                 .call
                 .as_mut()
@@ -517,6 +667,10 @@ impl Task {
                 .unwrap_or_default();
             return self.apply(outs).await;
         }
+        if !held_our_key {
+            return self.notice(Notice::Member(format!("{who} left (never had our key)")));
+        }
+        self.notice(Notice::Member(format!("{who} left; rotating our key")));
         match media.prepare_rotation() {
             Ok(m) => {
                 let hexkey = Self::key_hex(&m);
@@ -598,6 +752,10 @@ impl Task {
                         return;
                     };
                     let media_key = Self::key_hex(&media.local_key_material());
+                    if let Some(c) = self.call.as_mut() {
+                        let peer = c.peer.clone();
+                        c.keyed.insert(peer);
+                    }
                     if let Some(url) = self.relay.clone() {
                         if let Err(e) = self.join_room(&url).await {
                             return self.fail(format!("relay: {e}")).await;
@@ -648,38 +806,35 @@ impl Task {
                     let Some(media) = call.media.clone() else {
                         return;
                     };
-                    if let Err(e) = self.install_key(&key) {
-                        return self.fail(format!("peer media key: {e}")).await;
+                    // a group invite carries no key: the members give theirs once we are in
+                    if !(key.is_empty() && relay.is_some()) {
+                        if let Err(e) = self.install_key(&key) {
+                            return self.fail(format!("peer media key: {e}")).await;
+                        }
                     }
                     if let Some(url) = relay {
                         if let Err(e) = self.join_room(&url).await {
                             return self.fail(format!("relay: {e}")).await;
                         }
                         let media_key = Self::key_hex(&media.local_key_material());
+                        if let Some(c) = self.call.as_mut() {
+                            let peer = c.peer.clone();
+                            c.keyed.insert(peer);
+                        }
                         self.send(Body::Answer {
                             sdp: String::new(),
-                            media_key: media_key.clone(),
+                            media_key,
                         })
                         .await;
+                        // the members the relay has in the room get our key now, the others
+                        // when it admits them
                         let others: Vec<String> = self
                             .call
                             .as_ref()
-                            .map(|c| {
-                                c.members
-                                    .iter()
-                                    .filter(|m| **m != c.peer)
-                                    .cloned()
-                                    .collect()
-                            })
+                            .map(|c| c.members.clone())
                             .unwrap_or_default();
                         for m in others {
-                            self.send_to(
-                                &m,
-                                Body::MediaKey {
-                                    media_key: media_key.clone(),
-                                },
-                            )
-                            .await;
+                            self.give_key(&m).await;
                         }
                         continue;
                     }
@@ -829,6 +984,7 @@ impl Task {
             },
             Command::RotateKey => self.rotate().await,
             Command::Invite(user) => self.invite(user).await,
+            Command::LogReceivedKeys(tx) => self.key_log = Some(tx),
         }
     }
 
@@ -841,7 +997,13 @@ impl Task {
                 let members: Vec<String> = self
                     .call
                     .as_ref()
-                    .map(|c| c.members.clone())
+                    .map(|c| {
+                        c.members
+                            .iter()
+                            .filter(|u| c.room.is_none() || c.keyed.contains(*u))
+                            .cloned()
+                            .collect()
+                    })
                     .unwrap_or_default();
                 for u in members {
                     self.send_to(
@@ -942,6 +1104,7 @@ impl Task {
         })
         .await?;
         if let Some(call) = self.call.as_mut() {
+            call.present = handle.members.iter().cloned().collect();
             call.room = Some(handle);
         }
         Ok(())
@@ -1000,6 +1163,21 @@ impl Task {
                 )));
             }
         };
+        if let (
+            Some(log),
+            Body::Offer { media_key, .. }
+            | Body::Answer { media_key, .. }
+            | Body::MediaKey { media_key },
+        ) = (&self.key_log, &inc.message.body)
+        {
+            if let Some(m) = hex::decode(media_key)
+                .ok()
+                .map(zeroize::Zeroizing::new)
+                .and_then(|b| KeyMaterial::from_bytes(&b).ok())
+            {
+                let _ = log.send(m);
+            }
+        }
         let Ok(call_id) = inc.message.call_id() else {
             return;
         };
@@ -1090,6 +1268,19 @@ impl Task {
             return;
         }
         if !same_call {
+            // a key from someone in this call whose `add` has not reached us yet: keep it
+            if let (Some(c), Body::Answer { media_key, .. } | Body::MediaKey { media_key }) =
+                (self.call.as_mut(), &inc.message.body)
+            {
+                if c.id == call_id
+                    && c.room.is_some()
+                    && c.stranger_keys.len() < crate::consts::MAX_GROUP_MEMBERS * 2
+                {
+                    c.stranger_keys
+                        .push((inc.from_user.clone(), media_key.clone()));
+                    return;
+                }
+            }
             return self.notice(Notice::Dropped(format!(
                 "{} for another call",
                 inc.message.body.kind()
@@ -1111,8 +1302,8 @@ impl Task {
         let group = call.members.len() > 1;
         match &inc.message.body {
             Body::Add { user } => {
-                let user = user.clone();
-                return self.member_added(&user).await;
+                let (user, from) = (user.clone(), inc.from_user.clone());
+                return self.member_added(&user, &from).await;
             }
             Body::Hangup { .. } if group => {
                 let who = inc.from_user.clone();
@@ -1120,17 +1311,7 @@ impl Task {
             }
             Body::Answer { media_key, .. } | Body::MediaKey { media_key } if !from_peer => {
                 let key = media_key.clone();
-                if call.media.is_none() {
-                    if call.pending_keys.len() < crate::consts::MAX_GROUP_MEMBERS * 2 {
-                        call.pending_keys.push(key);
-                    }
-                    return;
-                }
-                match self.install_key(&key) {
-                    Ok(g) => self.notice(Notice::PeerKey(g)),
-                    Err(e) => self.notice(Notice::Dropped(format!("member key: {e}"))),
-                }
-                return;
+                return self.member_key(key);
             }
             _ if !from_peer => return,
             _ => {}
