@@ -90,6 +90,41 @@ struct Slot {
     video_ssrc: u32,
     /// Which member's media this slot carries.
     holder: Option<String>,
+    /// Sequence numbers on the slot's audio and video m-lines.
+    seq: [SlotSeq; 2],
+}
+
+/// Sequence-number continuity on one slot m-line. A slot is reused by a later joiner: its
+/// packets get sequence numbers that continue from the previous holder's, or the receiver's SRTP
+/// replay window (same SSRC) and jitter buffer would drop them as old.
+#[derive(Default)]
+struct SlotSeq {
+    /// Whose packets `offset` was computed for.
+    source: Option<String>,
+    offset: u16,
+    /// Highest sequence number sent on the m-line (RFC 3550 wrap-around order).
+    last_out: Option<u16>,
+}
+
+impl SlotSeq {
+    /// The outgoing sequence number for `from`'s packet numbered `seq`.
+    fn map(&mut self, from: &str, seq: u16) -> u16 {
+        if self.source.as_deref() != Some(from) {
+            self.offset = match self.last_out {
+                Some(l) => l.wrapping_add(1).wrapping_sub(seq),
+                None => 0,
+            };
+            self.source = Some(from.to_string());
+        }
+        let out = seq.wrapping_add(self.offset);
+        if self
+            .last_out
+            .is_none_or(|l| (out.wrapping_sub(l) as i16) > 0)
+        {
+            self.last_out = Some(out);
+        }
+        out
+    }
 }
 
 struct Member {
@@ -354,22 +389,28 @@ async fn forward(shared: &Shared, room: &str, from: &str, kind: Kind, packet: rt
             payload: packet.payload.to_vec(),
         });
     }
-    let targets: Vec<(Arc<TrackLocalStaticRTP>, u32)> = {
-        let rooms = lock(&shared.rooms);
-        let Some(r) = rooms.get(room) else { return };
+    let targets: Vec<(Arc<TrackLocalStaticRTP>, u32, u16)> = {
+        let mut rooms = lock(&shared.rooms);
+        let Some(r) = rooms.get_mut(room) else { return };
+        let seq = packet.header.sequence_number;
         r.members
-            .iter()
+            .iter_mut()
             .filter(|(name, _)| name.as_str() != from)
-            .filter_map(|(_, m)| m.slots.iter().find(|s| s.holder.as_deref() == Some(from)))
+            .filter_map(|(_, m)| {
+                m.slots
+                    .iter_mut()
+                    .find(|s| s.holder.as_deref() == Some(from))
+            })
             .map(|s| match kind {
-                Kind::Audio => (s.audio.clone(), s.audio_ssrc),
-                Kind::Video => (s.video.clone(), s.video_ssrc),
+                Kind::Audio => (s.audio.clone(), s.audio_ssrc, s.seq[0].map(from, seq)),
+                Kind::Video => (s.video.clone(), s.video_ssrc, s.seq[1].map(from, seq)),
             })
             .collect()
     };
-    for (track, ssrc) in targets {
+    for (track, ssrc, seq) in targets {
         let mut p = packet.clone();
         p.header.ssrc = ssrc;
+        p.header.sequence_number = seq;
         // header extensions were negotiated per connection; drop them rather than mis-map ids
         p.header.extension = false;
         p.header.extensions.clear();
@@ -572,6 +613,7 @@ async fn session(shared: Arc<Shared>, tcp: TcpStream) -> Result<(), String> {
             audio_ssrc,
             video_ssrc,
             holder: None,
+            seq: Default::default(),
         });
     }
     let offer = pc.create_offer(None).await.map_err(|e| e.to_string())?;
@@ -734,4 +776,25 @@ async fn session(shared: Arc<Shared>, tcp: TcpStream) -> Result<(), String> {
     tracing::info!(room = %room, participant = %me, secs = joined_at.elapsed().as_secs(), "left");
     let _ = pc.close().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod slot_seq_tests {
+    use super::SlotSeq;
+
+    #[test]
+    fn a_reused_slot_continues_the_sequence_numbers() {
+        let mut s = SlotSeq::default();
+        // the first holder's numbers pass unchanged, across the wrap
+        assert_eq!(s.map("dave", 65_534), 65_534);
+        assert_eq!(s.map("dave", 65_535), 65_535);
+        assert_eq!(s.map("dave", 0), 0);
+        // a retransmission of an older packet keeps its number and does not move the high mark
+        assert_eq!(s.map("dave", 65_535), 65_535);
+        // the next holder starts with its own random numbers: they continue from 1
+        assert_eq!(s.map("erin", 30_000), 1);
+        assert_eq!(s.map("erin", 30_001), 2);
+        assert_eq!(s.map("erin", 29_999), 0);
+        assert_eq!(s.map("erin", 30_002), 3);
+    }
 }
