@@ -238,16 +238,28 @@ pub struct CapturedFrame {
 /// Reassembles frames: Opus payloads are frames; VP8 payloads lose their payload descriptor
 /// (RFC 7741) and are joined up to the marker bit. Incomplete frames are skipped.
 pub fn frames(records: &[Record]) -> Vec<CapturedFrame> {
+    frames_with_index(records)
+        .into_iter()
+        .map(|(_, f)| f)
+        .collect()
+}
+
+/// As [`frames`], each with the index of the record that completed it, to place it against
+/// membership [`Mark`]s (a frame with index `< mark.index` was captured before the mark).
+pub fn frames_with_index(records: &[Record]) -> Vec<(usize, CapturedFrame)> {
     let mut out = Vec::new();
     let mut partial: std::collections::HashMap<String, (u32, u16, Vec<u8>)> = Default::default();
-    for r in records {
+    for (i, r) in records.iter().enumerate() {
         match r.kind {
-            Kind::Audio => out.push(CapturedFrame {
-                kind: Kind::Audio,
-                sender: r.sender.clone(),
-                timestamp: r.timestamp,
-                frame: r.payload.clone(),
-            }),
+            Kind::Audio => out.push((
+                i,
+                CapturedFrame {
+                    kind: Kind::Audio,
+                    sender: r.sender.clone(),
+                    timestamp: r.timestamp,
+                    frame: r.payload.clone(),
+                },
+            )),
             Kind::Video => {
                 let mut d = Vp8Packet::default();
                 let Ok(body) = d.depacketize(&Bytes::copy_from_slice(&r.payload)) else {
@@ -266,12 +278,15 @@ pub fn frames(records: &[Record]) -> Vec<CapturedFrame> {
                     continue;
                 }
                 if r.marker && !e.2.is_empty() {
-                    out.push(CapturedFrame {
-                        kind: Kind::Video,
-                        sender: r.sender.clone(),
-                        timestamp: r.timestamp,
-                        frame: std::mem::take(&mut e.2),
-                    });
+                    out.push((
+                        i,
+                        CapturedFrame {
+                            kind: Kind::Video,
+                            sender: r.sender.clone(),
+                            timestamp: r.timestamp,
+                            frame: std::mem::take(&mut e.2),
+                        },
+                    ));
                 }
             }
         }
