@@ -23,8 +23,11 @@ struct P {
 }
 
 async fn participant(url: &str, room: &str, name: &str, id: u64) -> P {
+    participant_with(url, room, name, MediaConfig::loopback(id).unwrap()).await
+}
+
+async fn participant_with(url: &str, room: &str, name: &str, mut c: MediaConfig) -> P {
     let (tx, rx) = mpsc::unbounded_channel();
-    let mut c = MediaConfig::loopback(id).unwrap();
     c.tap = Some(tx);
     let (peer, _ev) = MediaPeer::new(c).await.unwrap();
     let peer = std::sync::Arc::new(peer);
@@ -232,6 +235,146 @@ async fn joins_and_leaves_are_announced_and_a_leaver_is_no_longer_forwarded() {
     assert!(
         reply.contains("\"bad_message\"") && reply.contains("invalid name"),
         "{reply}"
+    );
+    relay.shutdown().await;
+}
+
+/// The frames of an IVF file.
+fn ivf_frames(data: &[u8]) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut at = 32;
+    while at + 12 <= data.len() {
+        let len = u32::from_le_bytes(data[at..at + 4].try_into().unwrap()) as usize;
+        out.push(data[at + 12..at + 12 + len].to_vec());
+        at += 12 + len;
+    }
+    out
+}
+
+/// An IVF file with `frames` (camera 1's header).
+fn ivf(frames: &[Vec<u8>]) -> Vec<u8> {
+    let mut d = sotto_call::media::source::CAMERA1_IVF[..32].to_vec();
+    for f in frames {
+        d.extend_from_slice(&(f.len() as u32).to_le_bytes());
+        d.extend_from_slice(&0u64.to_le_bytes());
+        d.extend_from_slice(f);
+    }
+    d
+}
+
+/// A receiver that gets the sender's key late fails the frames older than `KEY_WAIT`, decrypts
+/// the ones still waiting and every later one, and asks for a key frame (PLI) which the sender
+/// serves with the intra twin of its next frame. The sender's clip here has no key frame of its
+/// own (camera 1 without its key frames, looped), so every key frame in the capture was asked
+/// for. Measured from the capture: frames between the key's arrival and the first key frame.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_without_the_key_recovers_when_it_arrives_and_video_resumes_on_request() {
+    use sotto_call::media::consts::{KEYFRAME_REQUEST_RETRY, KEY_WAIT};
+    use sotto_call::media::source::{CAMERA1_INTRA_IVF, CAMERA1_IVF};
+    use sotto_call::media::{is_vp8_key_frame, IvfSource};
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = RelayConfig::loopback();
+    cfg.capture_dir = Some(dir.path().to_path_buf());
+    let relay = serve(cfg).await.unwrap();
+
+    let clip = ivf_frames(CAMERA1_IVF);
+    let twin = ivf_frames(CAMERA1_INTRA_IVF);
+    let inter: Vec<usize> = (0..clip.len())
+        .filter(|&i| !is_vp8_key_frame(&clip[i]))
+        .collect();
+    assert!(inter.len() >= clip.len() - 5);
+    let pick = |v: &[Vec<u8>]| inter.iter().map(|&i| v[i].clone()).collect::<Vec<_>>();
+    let src = IvfSource::parse("inter-only", &ivf(&pick(&clip)))
+        .unwrap()
+        .with_intra_twin(IvfSource::parse("twin", &ivf(&pick(&twin))).unwrap())
+        .unwrap();
+    let mut ac = MediaConfig::loopback(1).unwrap();
+    ac.video = Some(src);
+    let mut alice = participant_with(&relay.url(), "r4", "alice", ac).await;
+    let bob = participant(&relay.url(), "r4", "bob", 2).await;
+    alice.peer.start_sending().await.unwrap();
+
+    // no key at bob: frames wait, then the ones older than KEY_WAIT fail
+    tokio::time::sleep(KEY_WAIT + Duration::from_millis(1500)).await;
+    let s0 = bob.peer.stats().await;
+    assert_eq!(s0.video.frames_decrypted + s0.audio.frames_decrypted, 0);
+    assert!(s0.video.frames_failed > 5, "{s0:?}");
+    assert_eq!(s0.video.keyframe_requests_sent, 0, "nothing decodable yet");
+    let (at_key, _, _) = relay.stats();
+    bob.peer
+        .install_remote_key(&alice.peer.local_key_material())
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let s1 = bob.peer.stats().await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let s2 = bob.peer.stats().await;
+    let a = alice.peer.stats().await;
+    // recovered by itself, and for good
+    assert!(
+        s1.video.frames_decrypted > 10 && s1.audio.frames_decrypted > 50,
+        "{s1:?}"
+    );
+    assert!(
+        s1.video.frames_waited_for_key + s1.audio.frames_waited_for_key > 0,
+        "frames that were still waiting decrypt when the key comes: {s1:?}"
+    );
+    assert_eq!(
+        s2.video.frames_failed + s2.audio.frames_failed,
+        s1.video.frames_failed + s1.audio.frames_failed,
+        "failures after the key arrived: {s2:?}"
+    );
+    assert!(s2.video.frames_decrypted > s1.video.frames_decrypted + 10);
+    assert!(s1.video.keyframe_requests_sent >= 1 && a.video.keyframe_requests_received >= 1);
+    for p in [&alice, &bob] {
+        p.peer.close().await.unwrap();
+    }
+    relay.flush_capture();
+
+    // from the capture: alice's video frames, after the key reached bob, until a key frame
+    let records = capture::parse(&std::fs::read(dir.path().join("capture.bin")).unwrap()).unwrap();
+    let video: Vec<(usize, Vec<u8>)> = capture::frames_with_index(&records)
+        .into_iter()
+        .filter(|(_, f)| f.sender == "alice" && f.kind == Kind::Video)
+        .map(|(i, f)| (i, f.frame))
+        .collect();
+    assert!(
+        video
+            .iter()
+            .filter(|(i, _)| (*i as u64) < at_key)
+            .all(|(_, f)| f[0] & 1 == 1),
+        "a key frame before anyone asked"
+    );
+    let after: Vec<&Vec<u8>> = video
+        .iter()
+        .filter(|(i, _)| (*i as u64) >= at_key)
+        .map(|(_, f)| f)
+        .collect();
+    let waited = after.iter().take_while(|f| f[0] & 1 == 1).count();
+    let interval = IvfSource::camera1().unwrap().frame_interval();
+    let bound = 1 + KEYFRAME_REQUEST_RETRY
+        .as_micros()
+        .div_ceil(interval.as_micros()) as usize;
+    assert!(
+        waited < after.len() && waited <= bound,
+        "{waited} frames after the key before a key frame (bound {bound})"
+    );
+    // the key frame is the intra twin of a clip frame, as alice encrypted it
+    let sent: HashMap<Vec<u8>, Vec<u8>> = drain(&mut alice.tap)
+        .into_iter()
+        .filter(|t| t.sent)
+        .map(|t| (t.wire, t.frame))
+        .collect();
+    let plain = sent.get(after[waited]).expect("captured frame alice sent");
+    assert!(twin.contains(plain));
+    println!(
+        "late key: {} frames failed before it (older than KEY_WAIT), {} waited and decrypted, \
+         {waited} video frames from the key to the first key frame (bound {bound}), {} PLI sent, \
+         {} received",
+        s1.video.frames_failed + s1.audio.frames_failed,
+        s1.video.frames_waited_for_key + s1.audio.frames_waited_for_key,
+        s1.video.keyframe_requests_sent,
+        a.video.keyframe_requests_received
     );
     relay.shutdown().await;
 }
