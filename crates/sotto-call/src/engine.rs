@@ -217,7 +217,7 @@ struct Call {
     /// Everyone else in the call (1:1: the peer; group: every member), device 1 each.
     members: Vec<String>,
     /// Media keys that arrived before our media existed (a member's key while we still ring).
-    pending_keys: Vec<String>,
+    pending_keys: Vec<(String, String)>,
     /// Group: media keys from users of this call id who are not members (yet): a member's
     /// `add` for them may still be on its way. Installed if they become members.
     stranger_keys: Vec<(String, String)>,
@@ -294,13 +294,41 @@ enum CallEvent {
     Room(Option<sotto_relay::protocol::ServerMsg>),
 }
 
-fn sender_id_for(name: &str) -> u64 {
-    // distinct per participant: a hash of the name, 16 bits
+/// The SFrame sender id of user `name` in every call: 16 bits of an FNV-1a hash of the name,
+/// never 0 (short KIDs). Each receiver checks that a member's keys carry that member's id
+/// (a member cannot claim another's id, i.e. pass its frames off as the other's), and no one
+/// adds a member whose id equals its own or another member's ([`sender_id_clash`]).
+pub fn sender_id_for(name: &str) -> u64 {
     let mut h: u64 = 1469598103934665603;
     for b in name.bytes() {
         h = (h ^ u64::from(b)).wrapping_mul(1099511628211);
     }
     (h & 0xffff) | 1
+}
+
+/// The member of `others` (or `me`) whose sender id `user`'s would equal, if any: such a user
+/// cannot be added to the call (receivers could not tell their frames apart).
+pub fn sender_id_clash<'a>(
+    user: &str,
+    me: &'a str,
+    others: impl IntoIterator<Item = &'a String>,
+) -> Option<&'a str> {
+    let id = sender_id_for(user);
+    std::iter::once(me)
+        .chain(others.into_iter().map(String::as_str))
+        .find(|o| *o != user && sender_id_for(o) == id)
+}
+
+/// Checks that key material from `from` is for `from`'s own sender id.
+fn check_key_owner(from: &str, m: &KeyMaterial) -> Result<(), String> {
+    if m.id.sender != sender_id_for(from) {
+        return Err(format!(
+            "key from {from} for sender id {}, not its own ({})",
+            m.id.sender,
+            sender_id_for(from)
+        ));
+    }
+    Ok(())
 }
 
 impl Task {
@@ -483,6 +511,12 @@ impl Task {
         if call.members.contains(&user) || call.members.len() >= crate::consts::MAX_GROUP_MEMBERS {
             return self.notice(Notice::Error(format!("cannot add {user}")));
         }
+        let me = self.device.username().to_string();
+        if let Some(other) = sender_id_clash(&user, &me, &call.members) {
+            return self.notice(Notice::Error(format!(
+                "cannot add {user}: its sender id equals {other}'s"
+            )));
+        }
         let Some(relay) = self.relay.clone() else {
             return;
         };
@@ -524,6 +558,10 @@ impl Task {
         if call.members.len() >= crate::consts::MAX_GROUP_MEMBERS {
             return self.notice(Notice::Dropped(format!("add {user}: group full")));
         }
+        if let Some(other) = sender_id_clash(user, &me, &call.members) {
+            let why = format!("add {user}: its sender id equals {other}'s");
+            return self.notice(Notice::Dropped(why));
+        }
         call.members.push(user.to_string());
         let others: Vec<String> = call
             .members
@@ -544,25 +582,25 @@ impl Task {
             )
             .await;
         }
-        for (_, k) in early {
-            self.member_key(k);
+        for (u, k) in early {
+            self.member_key(&u, k);
         }
         self.notice(Notice::Member(format!("{user} added by {from}")));
         self.give_key(user).await;
     }
 
     /// A member's media key: installed now, or when our media exists.
-    fn member_key(&mut self, key: String) {
+    fn member_key(&mut self, from: &str, key: String) {
         let Some(call) = self.call.as_mut() else {
             return;
         };
         if call.media.is_none() {
             if call.pending_keys.len() < crate::consts::MAX_GROUP_MEMBERS * 2 {
-                call.pending_keys.push(key);
+                call.pending_keys.push((from.to_string(), key));
             }
             return;
         }
-        match self.install_key(&key) {
+        match self.install_key(from, &key) {
             Ok(g) => self.notice(Notice::PeerKey(g)),
             Err(e) => self.notice(Notice::Dropped(format!("member key: {e}"))),
         }
@@ -693,7 +731,9 @@ impl Task {
 
     async fn new_media(&mut self) -> Result<(), String> {
         let me = self.device.username().to_string();
-        let cfg = (self.media_factory)(sender_id_for(&me)).map_err(|e| e.to_string())?;
+        let mut cfg = (self.media_factory)(sender_id_for(&me)).map_err(|e| e.to_string())?;
+        // receivers check that our keys carry our own id
+        cfg.sender_id = sender_id_for(&me);
         let (peer, events) = MediaPeer::new(cfg).await.map_err(|e| e.to_string())?;
         let pending = match self.call.as_mut() {
             Some(call) => {
@@ -703,8 +743,8 @@ impl Task {
             }
             None => Vec::new(),
         };
-        for k in pending {
-            if let Err(e) = self.install_key(&k) {
+        for (from, k) in pending {
+            if let Err(e) = self.install_key(&from, &k) {
                 self.notice(Notice::Dropped(format!("early member key: {e}")));
             }
         }
@@ -715,9 +755,10 @@ impl Task {
         hex::encode(&*m.to_bytes())
     }
 
-    fn install_key(&self, hexkey: &str) -> Result<u64, String> {
+    fn install_key(&self, from: &str, hexkey: &str) -> Result<u64, String> {
         let bytes = zeroize::Zeroizing::new(hex::decode(hexkey).map_err(|e| e.to_string())?);
         let m = KeyMaterial::from_bytes(&bytes).map_err(|e| e.to_string())?;
+        check_key_owner(from, &m)?;
         let media = self
             .call
             .as_ref()
@@ -808,7 +849,8 @@ impl Task {
                     };
                     // a group invite carries no key: the members give theirs once we are in
                     if !(key.is_empty() && relay.is_some()) {
-                        if let Err(e) = self.install_key(&key) {
+                        let peer = call.peer.clone();
+                        if let Err(e) = self.install_key(&peer, &key) {
                             return self.fail(format!("peer media key: {e}")).await;
                         }
                     }
@@ -1310,8 +1352,8 @@ impl Task {
                 return self.member_left(&who).await;
             }
             Body::Answer { media_key, .. } | Body::MediaKey { media_key } if !from_peer => {
-                let key = media_key.clone();
-                return self.member_key(key);
+                let (key, from) = (media_key.clone(), inc.from_user.clone());
+                return self.member_key(&from, key);
             }
             _ if !from_peer => return,
             _ => {}
@@ -1327,7 +1369,7 @@ impl Task {
                     return;
                 };
                 let via_relay = call.room.is_some();
-                if let Err(e) = self.install_key(&key) {
+                if let Err(e) = self.install_key(&inc.from_user, &key) {
                     return self.fail(format!("peer media key: {e}")).await;
                 }
                 if !via_relay {
@@ -1366,7 +1408,7 @@ impl Task {
             }
             Body::MediaKey { media_key } => {
                 let key = media_key.clone();
-                match self.install_key(&key) {
+                match self.install_key(&inc.from_user, &key) {
                     Ok(g) => self.notice(Notice::PeerKey(g)),
                     Err(e) => self.notice(Notice::Dropped(format!("peer key: {e}"))),
                 }
@@ -1387,4 +1429,47 @@ impl Task {
 /// Default machine factory (standard timeouts).
 pub fn default_machine(role: Role) -> CallMachine {
     CallMachine::new(role)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// A name other than `of` with the same sender id (16 bits: found within a few 10^5 tries).
+    fn twin_of(of: &str) -> String {
+        (0u32..)
+            .map(|i| format!("u{i}"))
+            .find(|n| n != of && sender_id_for(n) == sender_id_for(of))
+            .unwrap()
+    }
+
+    #[test]
+    fn a_user_whose_sender_id_clashes_is_not_added() {
+        let members = vec!["bob".to_string(), "carol".to_string()];
+        assert_eq!(sender_id_clash("dave", "alice", &members), None);
+        let t = twin_of("carol");
+        assert_eq!(sender_id_clash(&t, "alice", &members), Some("carol"));
+        let t = twin_of("alice");
+        assert_eq!(sender_id_clash(&t, "alice", &members), Some("alice"));
+        // a member is not its own clash
+        assert_eq!(sender_id_clash("bob", "alice", &members), None);
+    }
+
+    #[test]
+    fn a_member_key_for_another_members_sender_id_is_refused() {
+        let m = |name: &str| {
+            sotto_frame::SenderKey::new(
+                sotto_frame::CipherSuite::default(),
+                sender_id_for(name),
+                &[7u8; 16],
+            )
+            .unwrap()
+            .material()
+        };
+        assert!(check_key_owner("bob", &m("bob")).is_ok());
+        // mallory hands out a key under alice's id: her frames would pass for alice's
+        let err = check_key_owner("mallory", &m("alice")).unwrap_err();
+        assert!(err.contains("not its own"), "{err}");
+    }
 }

@@ -9,7 +9,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sotto_call::engine::{default_machine, Command, Engine, MediaFactory, KEY_ACTIVATION_DELAY};
+use sotto_call::engine::{
+    default_machine, sender_id_for, Command, Engine, MediaFactory, Notice, KEY_ACTIVATION_DELAY,
+};
 use sotto_call::media::consts::KEYFRAME_REQUEST_RETRY;
 use sotto_call::media::{IvfSource, MediaConfig, MediaKind, TapFrame};
 use sotto_call::sealed::Device;
@@ -361,6 +363,24 @@ async fn a_joiner_opens_nothing_captured_before_it_joined_and_a_leaver_nothing_a
     carol.engine.command(Command::Hangup).await;
     carol.engine.wait_state("ended", T).await.unwrap();
     tokio::time::sleep(KEY_ACTIVATION_DELAY + Duration::from_secs(2)).await;
+    // a user whose SFrame sender id equals bob's cannot be added (nobody could tell them apart)
+    let twin = (0u32..)
+        .map(|i| format!("u{i}"))
+        .find(|n| sender_id_for(n) == sender_id_for("bob"))
+        .unwrap();
+    alice.engine.command(Command::Invite(twin.clone())).await;
+    let refused = tokio::time::timeout(T, async {
+        loop {
+            match alice.engine.notice().await {
+                Some(Notice::Error(e)) if e.contains(&twin) => return e,
+                Some(_) => continue,
+                None => panic!("engine gone"),
+            }
+        }
+    })
+    .await
+    .expect("the clashing invite is refused");
+    assert!(refused.contains("sender id equals bob's"), "{refused}");
     let (am, bm, cm) = (alice.media(), bob.media(), carol.media());
     alice.engine.command(Command::Hangup).await;
     bob.engine.wait_state("ended", T).await.unwrap();

@@ -214,8 +214,9 @@ async fn missing_key_fails_then_recovers_and_rotation_loses_nothing() {
     let mut a = leg(1, None).await;
     let mut b = leg(2, None).await;
     connect(&a, &b, false).await;
-    // b has no key for a yet: frames arrive but cannot decrypt, and nothing crashes.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // b has no key for a yet: frames arrive but cannot decrypt, and nothing crashes; after
+    // waiting KEY_WAIT for their key, the oldest count as failed.
+    tokio::time::sleep(sotto_call::media::consts::KEY_WAIT + Duration::from_millis(1000)).await;
     let s = b.peer.stats().await;
     assert!(
         s.video.frames_received > 0 && s.video.frames_decrypted == 0,
@@ -359,10 +360,11 @@ async fn key_rotation_mid_call_loses_no_frame_and_an_unannounced_key_fails() {
     let au = assert_byte_identical(&ta, &tb, MediaKind::Audio);
     assert!(v > 10 && au > 30, "video {v}, audio {au}");
 
-    // the check can fail: a rotation the peer never heard of makes every later frame fail
+    // the check can fail: a rotation the peer never heard of makes every later frame fail (once
+    // it has waited KEY_WAIT for a key that never comes)
     let _unannounced = a.peer.prepare_rotation().unwrap();
     a.peer.activate_rotation().unwrap();
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    tokio::time::sleep(sotto_call::media::consts::KEY_WAIT + Duration::from_millis(800)).await;
     let s = b.peer.stats().await;
     assert!(
         s.video.frames_failed > 0 && s.audio.frames_failed > 0,
