@@ -624,7 +624,8 @@ impl Task {
         let Some(media) = call.media.clone() else {
             return;
         };
-        let material = if call.late.contains(user) {
+        let late = call.late.contains(user);
+        let material = if late {
             match media.ratchet_send_key() {
                 Ok(k) => k,
                 Err(e) => return self.notice(Notice::Error(format!("ratchet: {e}"))),
@@ -645,7 +646,11 @@ impl Task {
             )
             .await;
         }
-        self.notice(Notice::Member(format!("{user} has our key")));
+        self.notice(Notice::Member(if late {
+            format!("{user} joined; our key ratcheted")
+        } else {
+            format!("{user} has our key")
+        }));
     }
 
     /// What the relay says about the room: admissions and departures.
