@@ -106,10 +106,69 @@ fn write_profile(dir: &Path, p: &DeviceProfile) -> Result<(), SealedError> {
     let bad = |e: std::io::Error| SealedError::Device(format!("{}: {e}", path.display()));
     let mut body = serde_json::to_vec_pretty(p).map_err(|e| SealedError::Device(e.to_string()))?;
     body.push(b'\n');
-    let mut f = std::fs::File::create(&tmp).map_err(bad)?;
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.mode(0o600);
+    }
+    let mut f = o.open(&tmp).map_err(bad)?;
     f.write_all(&body).map_err(bad)?;
     f.sync_all().map_err(bad)?;
-    std::fs::rename(&tmp, &path).map_err(bad)
+    std::fs::rename(&tmp, &path).map_err(bad)?;
+    // the rename itself must survive a crash
+    #[cfg(unix)]
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(bad)?;
+    Ok(())
+}
+
+/// Takes the device directory's lock file, so that one process at a time uses a device (two
+/// would fork its ratchet state: each writes its own sessions over the other's). Held until the
+/// returned file is dropped, and released by the OS if the process dies.
+fn lock_dir(dir: &Path) -> Result<std::fs::File, SealedError> {
+    let path = dir.join(LOCK_FILE);
+    let bad = |why: String| SealedError::Device(format!("{}: {why}", path.display()));
+    let mut o = std::fs::OpenOptions::new();
+    o.read(true).write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.mode(0o600);
+    }
+    let f = o.open(&path).map_err(|e| bad(e.to_string()))?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(std::fs::TryLockError::WouldBlock) => Err(SealedError::Device(format!(
+            "{} is in use by another sotto process (one process per device)",
+            dir.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(bad(e.to_string())),
+    }
+}
+
+/// The identity key the server currently binds to a peer's device, with the bundle it came in
+/// and the safety number it gives ([`Device::offered_identity`]).
+pub struct OfferedIdentity {
+    peer: String,
+    device: u32,
+    /// The safety number the offered key gives with ours (12 groups of 5 digits).
+    pub safety_number: String,
+    /// The offered key.
+    pub identity: IdentityKey,
+    bundle: PreKeyBundle,
+}
+
+impl std::fmt::Debug for OfferedIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OfferedIdentity")
+            .field("peer", &self.peer)
+            .field("device", &self.device)
+            .field("safety_number", &self.safety_number)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A decrypted call message and who sent it.
@@ -130,6 +189,34 @@ pub struct Incoming {
 enum DeviceStore {
     Memory(InMemoryStore),
     File(FileStore<rand::rngs::OsRng>),
+}
+
+impl DeviceStore {
+    /// Runs `f` as one change: on error (or a failed write) the state is put back as it was,
+    /// and a file store is written once, at the end.
+    fn transaction<T>(
+        &mut self,
+        f: impl FnOnce(&mut DeviceStore) -> sotto_ratchet::Result<T>,
+    ) -> sotto_ratchet::Result<T> {
+        match self {
+            DeviceStore::Memory(m) => {
+                let before = m.clone();
+                let res = f(self);
+                if res.is_err() {
+                    *self = DeviceStore::Memory(before);
+                }
+                res
+            }
+            DeviceStore::File(file) => {
+                let outer = file.begin_transaction();
+                let res = f(self);
+                match self {
+                    DeviceStore::File(file) if outer => file.finish_transaction(res),
+                    _ => res,
+                }
+            }
+        }
+    }
 }
 
 /// Forwards each store method to whichever store the device has.
@@ -242,6 +329,16 @@ pub struct DeviceProfile {
     pub device_id: u32,
     /// The next one-time prekey id to publish (ids are never reused).
     pub next_prekey_id: u32,
+    /// False from the moment the identity is created until the server has the account and its
+    /// prekeys: a registration cut short (crash, server down) is resumed by registering again,
+    /// with the same identity, and the device cannot be loaded meanwhile.
+    #[serde(default = "registered_by_default")]
+    pub registered: bool,
+}
+
+/// Profiles written before `registered` existed were written after registration.
+fn registered_by_default() -> bool {
+    true
 }
 
 /// Version of `device.json`.
@@ -252,11 +349,15 @@ pub const MAX_PROFILE_BYTES: u64 = 4096;
 pub const PROFILE_FILE: &str = "device.json";
 /// The encrypted ratchet store inside a device directory.
 pub const STORE_FILE: &str = "store.bin";
+/// The lock file inside a device directory (one process per device).
+pub const LOCK_FILE: &str = "lock";
 
 /// A persistent device's files.
 struct Persisted {
     dir: PathBuf,
     profile: DeviceProfile,
+    /// The directory's lock, held while the device is open.
+    _lock: std::fs::File,
 }
 
 /// A registered device: its identity, its ratchet store and its signaling connection.
@@ -270,6 +371,9 @@ pub struct Device {
     seen: Mutex<SeenIds>,
     /// Set for a device kept on disk.
     persisted: Option<Mutex<Persisted>>,
+    /// The next one-time prekey id to hand out; ranges are reserved under this lock (and, for a
+    /// persistent device, recorded in `device.json`) before any key is made.
+    next_prekey: Mutex<u32>,
 }
 
 /// The last [`MAX_SEEN_ENVELOPES`] envelope ids taken, oldest first out.
@@ -354,34 +458,72 @@ impl Device {
     ) -> Result<(Device, Events), SealedError> {
         let store_path = dir.join(STORE_FILE);
         let profile_path = dir.join(PROFILE_FILE);
-        if store_path.exists() || profile_path.exists() {
-            return Err(SealedError::Device(format!(
-                "{} already holds a device (delete it to register again)",
-                dir.display()
-            )));
-        }
         create_private_dir(dir)?;
-        let identity = IdentityKeyPair::generate(&mut rand::rngs::OsRng);
-        let registration_id = rand::random::<u32>() & 0x3fff;
-        let file = FileStore::create(
-            &store_path,
-            key,
-            identity.clone(),
-            registration_id,
-            rand::rngs::OsRng,
-        )
-        .map_err(|e| SealedError::Device(format!("{}: {e}", store_path.display())))?;
-        let profile = DeviceProfile {
-            version: PROFILE_VERSION,
-            server: url.to_string(),
-            server_id: server_id.to_string(),
-            username: username.to_string(),
-            device_id: 1,
-            next_prekey_id: 1,
+        let dir_lock = lock_dir(dir)?;
+        let device_err = |path: &Path, e: sotto_ratchet::Error| {
+            SealedError::Device(format!("{}: {e}", path.display()))
         };
+        let resumed = profile_path.exists();
+        let (file, profile) = if resumed {
+            let mut p = read_profile(dir)?;
+            if p.registered {
+                return Err(SealedError::Device(format!(
+                    "{} already holds the registered device {} (delete it to register again)",
+                    dir.display(),
+                    p.username
+                )));
+            }
+            if p.username != username {
+                return Err(SealedError::Device(format!(
+                    "{} holds an unfinished registration of {}, not {username}",
+                    dir.display(),
+                    p.username
+                )));
+            }
+            // resume with the identity created last time (the server may already bind it)
+            let file = FileStore::open(&store_path, key, rand::rngs::OsRng)
+                .map_err(|e| device_err(&store_path, e))?;
+            p.server = url.to_string();
+            p.server_id = server_id.to_string();
+            (file, p)
+        } else {
+            if store_path.exists() {
+                return Err(SealedError::Device(format!(
+                    "{} holds a store without {PROFILE_FILE}: not a device this build made",
+                    dir.display()
+                )));
+            }
+            let file = FileStore::create(
+                &store_path,
+                key,
+                IdentityKeyPair::generate(&mut rand::rngs::OsRng),
+                rand::random::<u32>() & 0x3fff,
+                rand::rngs::OsRng,
+            )
+            .map_err(|e| device_err(&store_path, e))?;
+            let p = DeviceProfile {
+                version: PROFILE_VERSION,
+                server: url.to_string(),
+                server_id: server_id.to_string(),
+                username: username.to_string(),
+                device_id: 1,
+                next_prekey_id: 1,
+                registered: false,
+            };
+            (file, p)
+        };
+        // the intent is on disk before the server hears of the identity
+        if let Err(e) = write_profile(dir, &profile) {
+            if !resumed {
+                let _ = std::fs::remove_file(&store_path);
+            }
+            return Err(e);
+        }
+        let identity = file.identity_key_pair()?;
         let persisted = Persisted {
             dir: dir.to_path_buf(),
             profile,
+            _lock: dir_lock,
         };
         let res = Self::register_with(
             url,
@@ -392,12 +534,36 @@ impl Device {
             Some(persisted),
         )
         .await;
-        if let Err(SealedError::Signaling(_)) = &res {
-            // the account was not created for this identity: leave nothing behind
-            let _ = std::fs::remove_file(&store_path);
-            let _ = std::fs::remove_file(&profile_path);
+        match res {
+            Ok((dev, events)) => {
+                // the server has the account and the prekeys: only now is the device usable
+                if let Some(p) = &dev.persisted {
+                    let mut p = lock(p);
+                    p.profile.registered = true;
+                    write_profile(&p.dir, &p.profile)?;
+                }
+                Ok((dev, events))
+            }
+            Err(SealedError::Signaling(sotto_server::Error::Refused { code }))
+                if !resumed
+                    && matches!(
+                        code,
+                        sotto_server::ErrorCode::UsernameTaken
+                            | sotto_server::ErrorCode::IdentityMismatch
+                            | sotto_server::ErrorCode::InvalidField
+                    ) =>
+            {
+                // the server said no to this identity: nothing of it is kept
+                let _ = std::fs::remove_file(&store_path);
+                let _ = std::fs::remove_file(&profile_path);
+                Err(SealedError::Signaling(sotto_server::Error::Refused {
+                    code,
+                }))
+            }
+            // anything else (server down, cut off mid-way) leaves an unfinished registration
+            // that registering again resumes
+            Err(e) => Err(e),
         }
-        res
     }
 
     /// Opens the device kept in `dir` by [`Device::register_persistent`] and signs in to its
@@ -412,7 +578,15 @@ impl Device {
         key: StoreKeySource<'_>,
         server: Option<(&str, &str)>,
     ) -> Result<(Device, Events), SealedError> {
+        let dir_lock = lock_dir(dir)?;
         let profile = read_profile(dir)?;
+        if !profile.registered {
+            return Err(SealedError::Device(format!(
+                "{}: the registration of {} did not finish: register again to resume it",
+                dir.display(),
+                profile.username
+            )));
+        }
         let store_path = dir.join(STORE_FILE);
         let file = FileStore::open(&store_path, key, rand::rngs::OsRng)
             .map_err(|e| SealedError::Device(format!("{}: {e}", store_path.display())))?;
@@ -437,9 +611,11 @@ impl Device {
                 store: Mutex::new(DeviceStore::File(file)),
                 client,
                 seen: Mutex::new(SeenIds::default()),
+                next_prekey: Mutex::new(profile.next_prekey_id),
                 persisted: Some(Mutex::new(Persisted {
                     dir: dir.to_path_buf(),
                     profile,
+                    _lock: dir_lock,
                 })),
             },
             events,
@@ -458,6 +634,7 @@ impl Device {
         let cfg =
             ClientConfig::new(url, server_id, username, device_id, identity.clone()).register();
         let (client, events) = Client::connect(cfg).await?;
+        let next_prekey = persisted.as_ref().map_or(1, |p| p.profile.next_prekey_id);
         let dev = Device {
             username: username.to_string(),
             device_id,
@@ -466,6 +643,7 @@ impl Device {
             client,
             seen: Mutex::new(SeenIds::default()),
             persisted: persisted.map(Mutex::new),
+            next_prekey: Mutex::new(next_prekey),
         };
         let mut rng = rand::rngs::OsRng;
         let now_ms = SystemTime::now()
@@ -484,11 +662,10 @@ impl Device {
             public: B64(kyber.key_pair.public_key.serialize()),
             signature: B64(kyber.signature.to_vec()),
         };
-        {
-            let mut store = lock(&dev.store);
-            store.save_signed_pre_key(signed)?;
-            store.save_kyber_pre_key(kyber, true)?;
-        }
+        lock(&dev.store).transaction(|s| {
+            s.save_signed_pre_key(signed)?;
+            s.save_kyber_pre_key(kyber, true)
+        })?;
         dev.publish_one_time_prekeys(Some(spk), Some(kpk)).await?;
         Ok((dev, events))
     }
@@ -510,36 +687,43 @@ impl Device {
         spk: Option<SignedPreKey>,
         kpk: Option<SignedPreKey>,
     ) -> Result<(), SealedError> {
-        let first = match &self.persisted {
-            Some(p) => lock(p).profile.next_prekey_id,
-            None => {
-                // an in-memory device numbers after what its store holds
-                let store = lock(&self.store);
-                let mut id = 1;
-                while store.get_pre_key(id)?.is_some() {
-                    id += ONE_TIME_PREKEYS;
+        // reserve the range first: whatever happens next, these ids are never handed out again
+        let first = {
+            let mut next = lock(&self.next_prekey);
+            let first = *next;
+            let after = first.checked_add(ONE_TIME_PREKEYS).ok_or_else(|| {
+                SealedError::Device("one-time prekey ids exhausted (register a new device)".into())
+            })?;
+            if let Some(p) = &self.persisted {
+                let mut p = lock(p);
+                let before = p.profile.next_prekey_id;
+                p.profile.next_prekey_id = after;
+                if let Err(e) = write_profile(&p.dir, &p.profile) {
+                    p.profile.next_prekey_id = before;
+                    return Err(e);
                 }
-                id
             }
+            *next = after;
+            first
         };
         let mut rng = rand::rngs::OsRng;
-        let mut otpks = Vec::new();
-        {
-            let mut store = lock(&self.store);
-            for id in first..first.saturating_add(ONE_TIME_PREKEYS) {
-                let pk = PreKeyRecord::generate(id, &mut rng);
-                otpks.push(OneTimePreKey {
-                    id,
-                    public: B64(pk.key_pair.public_key.serialize().to_vec()),
-                });
-                store.save_pre_key(pk)?;
+        let records: Vec<PreKeyRecord> = (first..first + ONE_TIME_PREKEYS)
+            .map(|id| PreKeyRecord::generate(id, &mut rng))
+            .collect();
+        let otpks = records
+            .iter()
+            .map(|pk| OneTimePreKey {
+                id: pk.id,
+                public: B64(pk.key_pair.public_key.serialize().to_vec()),
+            })
+            .collect();
+        // one write for the whole batch, before the server can hand any of them out
+        lock(&self.store).transaction(|s| {
+            for pk in records {
+                s.save_pre_key(pk)?;
             }
-        }
-        if let Some(p) = &self.persisted {
-            let mut p = lock(p);
-            p.profile.next_prekey_id = first.saturating_add(ONE_TIME_PREKEYS);
-            write_profile(&p.dir, &p.profile)?;
-        }
+            Ok(())
+        })?;
         self.client.publish_prekeys(spk, kpk, otpks).await?;
         Ok(())
     }
@@ -627,13 +811,9 @@ impl Device {
             }
         }
         let mut rng = rand::rngs::OsRng;
-        process_prekey_bundle(
-            &addr,
-            &mut *lock(&self.store),
-            &bundle,
-            SystemTime::now(),
-            &mut rng,
-        )?;
+        lock(&self.store).transaction(|s| {
+            process_prekey_bundle(&addr, s, &bundle, SystemTime::now(), &mut rng)
+        })?;
         Ok(())
     }
 
@@ -681,7 +861,9 @@ impl Device {
         let addr = ProtocolAddress::new(env.from_user.clone(), env.from_device);
         let mut rng = rand::rngs::OsRng;
         let mut store = lock(&self.store);
-        let plain = zeroize::Zeroizing::new(decrypt(&addr, &mut *store, &message, &mut rng)?);
+        // identity, session and used prekeys change together, or not at all
+        let plain =
+            zeroize::Zeroizing::new(store.transaction(|s| decrypt(&addr, s, &message, &mut rng))?);
         let identity = store.get_identity(&addr)?.ok_or(SealedError::Ratchet(
             sotto_ratchet::Error::NoSession(addr.to_string()),
         ))?;
@@ -749,16 +931,17 @@ impl Device {
         Some(self.safety_number_with(peer, &theirs))
     }
 
-    /// The safety number the server's *current* key for `peer`'s device would give (fetches a
-    /// bundle), to compare out of band before [`Device::trust_identity`].
+    /// The safety number the server's *current* key for `peer`'s device would give (fetches one
+    /// bundle, which uses up one of the peer's one-time prekeys), to compare out of band before
+    /// [`Device::trust_identity`], which starts the new session from this same bundle.
     ///
     /// # Errors
-    /// Signaling errors, or a bundle for another device.
-    pub async fn offered_safety_number(
+    /// Signaling errors, or a malformed bundle or one for another device.
+    pub async fn offered_identity(
         &self,
         peer: &str,
         device: u32,
-    ) -> Result<(String, IdentityKey), SealedError> {
+    ) -> Result<OfferedIdentity, SealedError> {
         let fetched = self.client.fetch_bundle(peer, device).await?;
         if fetched.bundle.username != peer || fetched.bundle.device_id != device {
             return Err(SealedError::BadBundle(format!(
@@ -766,59 +949,41 @@ impl Device {
             )));
         }
         let bundle = Self::bundle_from(&fetched)?;
-        Ok((
-            self.safety_number_with(peer, &bundle.identity_key),
-            bundle.identity_key,
-        ))
+        Ok(OfferedIdentity {
+            peer: peer.to_string(),
+            device,
+            safety_number: self.safety_number_with(peer, &bundle.identity_key),
+            identity: bundle.identity_key,
+            bundle,
+        })
     }
 
-    /// Accepts `identity` as `peer`'s device key after the user compared the safety number:
-    /// stores it (replacing the pin) and, if it differs from the pinned one, starts a new session
-    /// from a fresh bundle, so the next call goes to the new key. Only a bundle carrying exactly
-    /// `identity` is used.
+    /// Accepts the offered key as the peer's device key, after the user compared
+    /// `offered.safety_number` out of band: replaces the pin and, if the key differs from the
+    /// pinned one, starts a new session from the offered bundle, so the next call goes to the
+    /// new key. Pin and session change together or not at all.
     ///
     /// # Errors
-    /// [`SealedError::IdentityChanged`] if the server's key changed again meanwhile; signaling
-    /// or ratchet errors (nothing is stored then).
-    pub async fn trust_identity(
-        &self,
-        peer: &str,
-        device: u32,
-        identity: &IdentityKey,
-    ) -> Result<(), SealedError> {
-        let addr = ProtocolAddress::new(peer, device);
-        let pinned = lock(&self.store).get_identity(&addr)?;
-        if pinned.as_ref() == Some(identity) {
+    /// Ratchet errors (bad prekey signatures under the offered key; nothing is stored then),
+    /// or a store that cannot be written.
+    pub fn trust_identity(&self, offered: OfferedIdentity) -> Result<(), SealedError> {
+        let addr = ProtocolAddress::new(offered.peer.as_str(), offered.device);
+        let mut store = lock(&self.store);
+        if store.get_identity(&addr)?.as_ref() == Some(&offered.identity) {
             return Ok(());
         }
-        let fetched = self.client.fetch_bundle(peer, device).await?;
-        if fetched.bundle.username != peer || fetched.bundle.device_id != device {
-            return Err(SealedError::BadBundle(format!(
-                "asked for {peer}.{device}, got another device's bundle"
-            )));
-        }
-        let bundle = Self::bundle_from(&fetched)?;
-        if &bundle.identity_key != identity {
-            return Err(SealedError::IdentityChanged(peer.to_string()));
-        }
         // the signatures must verify under the new key before anything is stored
-        bundle.verify_signatures()?;
-        let mut store = lock(&self.store);
-        let previous = store.get_identity(&addr)?;
-        let _replaced = store.save_identity(&addr, identity)?;
-        let res = process_prekey_bundle(
-            &addr,
-            &mut *store,
-            &bundle,
-            SystemTime::now(),
-            &mut rand::rngs::OsRng,
-        );
-        if let Err(e) = res {
-            if let Some(prev) = previous {
-                let _restored = store.save_identity(&addr, &prev)?;
-            }
-            return Err(e.into());
-        }
+        offered.bundle.verify_signatures()?;
+        store.transaction(|s| {
+            let _replaced = s.save_identity(&addr, &offered.identity)?;
+            process_prekey_bundle(
+                &addr,
+                s,
+                &offered.bundle,
+                SystemTime::now(),
+                &mut rand::rngs::OsRng,
+            )
+        })?;
         Ok(())
     }
 

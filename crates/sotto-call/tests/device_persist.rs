@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sotto_call::messages::{Body, CallId, CallMessage};
-use sotto_call::sealed::{Device, SealedError, PROFILE_FILE, STORE_FILE};
+use sotto_call::sealed::{
+    read_profile, Device, SealedError, ONE_TIME_PREKEYS, PROFILE_FILE, STORE_FILE,
+};
 use sotto_ratchet::{IdentityKeyPair, StoreKeySource};
 use sotto_server::{Events, Server, ServerConfig, SqliteStore};
 
@@ -207,9 +209,10 @@ async fn a_changed_identity_is_refused_until_trusted_and_the_trust_persists() {
     assert_eq!(alice.safety_number("bob", 1), Some(old_sn.clone()));
 
     // the user compares the offered safety number and trusts it
-    let (offered, key) = alice.offered_safety_number("bob", 1).await.unwrap();
+    let offer = alice.offered_identity("bob", 1).await.unwrap();
+    let offered = offer.safety_number.clone();
     assert_ne!(offered, old_sn);
-    alice.trust_identity("bob", 1, &key).await.unwrap();
+    alice.trust_identity(offer).unwrap();
     assert_eq!(alice.safety_number("bob", 1), Some(offered.clone()));
     // alice's next message goes to the new key (a fresh session from its bundle)
     alice.send("bob", 1, &msg(Body::Busy)).await.unwrap();
@@ -238,5 +241,185 @@ async fn a_changed_identity_is_refused_until_trusted_and_the_trust_persists() {
             reason: "bye".into()
         }
     );
+    srv.shutdown().await;
+}
+
+#[tokio::test]
+async fn one_process_per_device_and_prekey_ids_are_never_reused_across_restarts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let srv = server(tmp.path()).await;
+    let url = srv.url();
+    let dir = tmp.path().join("alice");
+    let key = key_file(tmp.path(), "a");
+    let (alice, aev) = Device::register_persistent(
+        &url,
+        SERVER_ID,
+        "alice",
+        &dir,
+        StoreKeySource::KeyFile(&key),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        read_profile(&dir).unwrap().next_prekey_id,
+        1 + ONE_TIME_PREKEYS
+    );
+
+    // while alice's device is open, a second process cannot open or re-register it
+    let e = Device::load(&dir, StoreKeySource::KeyFile(&key), None)
+        .await
+        .err()
+        .expect("second opener refused");
+    assert!(
+        matches!(e, SealedError::Device(ref m) if m.contains("in use")),
+        "{e}"
+    );
+    let e = Device::register_persistent(
+        &url,
+        SERVER_ID,
+        "alice",
+        &dir,
+        StoreKeySource::KeyFile(&key),
+    )
+    .await
+    .err()
+    .expect("re-register refused");
+    assert!(
+        matches!(e, SealedError::Device(ref m) if m.contains("in use")),
+        "{e}"
+    );
+
+    // two replenishments at once reserve disjoint ranges
+    let (r1, r2) = tokio::join!(alice.replenish_prekeys(), alice.replenish_prekeys());
+    r1.unwrap();
+    r2.unwrap();
+    assert_eq!(
+        read_profile(&dir).unwrap().next_prekey_id,
+        1 + 3 * ONE_TIME_PREKEYS
+    );
+    drop((alice, aev));
+
+    // after a restart the numbering goes on from the profile, not from the start
+    let (alice, aev) = Device::load(&dir, StoreKeySource::KeyFile(&key), None)
+        .await
+        .unwrap();
+    alice.replenish_prekeys().await.unwrap();
+    assert_eq!(
+        read_profile(&dir).unwrap().next_prekey_id,
+        1 + 4 * ONE_TIME_PREKEYS
+    );
+    drop((alice, aev));
+
+    // every one-time prekey the server hands out has a distinct id, and each opens a session
+    // (the device holds its private half): bob drains the stock with fresh devices
+    let mut ids = std::collections::BTreeSet::new();
+    let fetcher = sotto_server::Client::connect(
+        sotto_server::ClientConfig::new(
+            &url,
+            SERVER_ID,
+            "bob",
+            1,
+            IdentityKeyPair::generate(&mut rand::rngs::OsRng),
+        )
+        .register(),
+    )
+    .await
+    .unwrap()
+    .0;
+    for _ in 0..4 * ONE_TIME_PREKEYS {
+        let b = fetcher.fetch_bundle("alice", 1).await.unwrap();
+        let id = b.bundle.one_time_prekey.as_ref().expect("stock left").id;
+        assert!(ids.insert(id), "one-time prekey id {id} handed out twice");
+    }
+    assert_eq!(ids.len() as u32, 4 * ONE_TIME_PREKEYS);
+    srv.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_registration_cut_short_is_resumed_with_the_same_identity() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("alice");
+    let key = key_file(tmp.path(), "a");
+    // no server listens here: the identity is made, the registration cannot finish
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("ws://{}", l.local_addr().unwrap())
+    };
+    let e = Device::register_persistent(
+        &dead,
+        SERVER_ID,
+        "alice",
+        &dir,
+        StoreKeySource::KeyFile(&key),
+    )
+    .await
+    .err()
+    .expect("no server");
+    assert!(matches!(e, SealedError::Signaling(_)), "{e}");
+    let p = read_profile(&dir).unwrap();
+    assert!(!p.registered);
+    let e = Device::load(&dir, StoreKeySource::KeyFile(&key), None)
+        .await
+        .err()
+        .expect("an unfinished device does not load");
+    assert!(e.to_string().contains("did not finish"), "{e}");
+    // another name into the same directory is refused
+    let srv = server(tmp.path()).await;
+    let url = srv.url();
+    let e = Device::register_persistent(
+        &url,
+        SERVER_ID,
+        "carol",
+        &dir,
+        StoreKeySource::KeyFile(&key),
+    )
+    .await
+    .err()
+    .expect("other name refused");
+    assert!(
+        e.to_string().contains("unfinished registration of alice"),
+        "{e}"
+    );
+
+    // registering again with the server up finishes it, under the identity made the first time
+    let store_before = std::fs::read(dir.join(STORE_FILE)).unwrap();
+    assert!(!store_before.is_empty());
+    let (alice, aev) = Device::register_persistent(
+        &url,
+        SERVER_ID,
+        "alice",
+        &dir,
+        StoreKeySource::KeyFile(&key),
+    )
+    .await
+    .unwrap();
+    let id = alice.identity_key();
+    drop((alice, aev));
+    let p = read_profile(&dir).unwrap();
+    assert!(p.registered);
+    assert_eq!(p.server, url);
+    let (alice, mut aev) = Device::load(&dir, StoreKeySource::KeyFile(&key), None)
+        .await
+        .unwrap();
+    assert_eq!(alice.identity_key(), id);
+    let (bob, _bev) = Device::register(&url, SERVER_ID, "bob").await.unwrap();
+    bob.send("alice", 1, &msg(Body::Ringing)).await.unwrap();
+    assert_eq!(recv(&alice, &mut aev).await.unwrap().body, Body::Ringing);
+
+    // a name the server refuses leaves nothing behind
+    let other = tmp.path().join("taken");
+    let e = Device::register_persistent(
+        &url,
+        SERVER_ID,
+        "bob",
+        &other,
+        StoreKeySource::KeyFile(&key),
+    )
+    .await
+    .err()
+    .expect("bob is taken");
+    assert!(matches!(e, SealedError::Signaling(_)), "{e}");
+    assert!(!other.join(STORE_FILE).exists());
+    assert!(!other.join(PROFILE_FILE).exists());
     srv.shutdown().await;
 }

@@ -177,8 +177,8 @@ fn mute(call: CallId, seq: u32) -> CallMessage {
         call,
         seq,
         Body::Mute {
-            audio: seq % 2 == 0,
-            video: seq % 3 == 0,
+            audio: seq.is_multiple_of(2),
+            video: seq.is_multiple_of(3),
         },
     )
 }

@@ -20,6 +20,9 @@ use crate::CliError;
 pub const PASSPHRASE_ENV: &str = "SOTTO_PASSPHRASE";
 /// The key file inside a device directory (used when no passphrase is set).
 pub const KEY_FILE: &str = "store.key";
+/// The shortest passphrase `sotto register` accepts (the store is Argon2id-hardened, but a
+/// passphrase shorter than this is guessable anyway).
+pub const MIN_PASSPHRASE_BYTES: usize = 8;
 
 #[derive(clap::Args, Debug)]
 pub struct RegisterArgs {
@@ -56,9 +59,35 @@ fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
         .map_err(|e| fail(e.to_string()))
 }
 
-/// The passphrase from the environment, if set.
-fn passphrase() -> Option<Zeroizing<Vec<u8>>> {
-    std::env::var_os(PASSPHRASE_ENV).map(|p| Zeroizing::new(p.into_encoded_bytes()))
+/// The passphrase from the environment, if set. Set but empty is an error, not "no
+/// passphrase": falling back to a key file would silently change how the store is protected.
+fn passphrase() -> Result<Option<Zeroizing<Vec<u8>>>, CliError> {
+    match std::env::var_os(PASSPHRASE_ENV) {
+        None => Ok(None),
+        Some(p) if p.is_empty() => Err(fail(format!(
+            "{PASSPHRASE_ENV} is set but empty: unset it to use a key file, or give a passphrase"
+        ))),
+        Some(p) => Ok(Some(Zeroizing::new(p.into_encoded_bytes()))),
+    }
+}
+
+/// The server a device signs in to: the one given (flag, environment or config file), else the
+/// one it registered with. The server identity follows the URL: the registered one when the
+/// URL is the registered one, else derived from the URL, unless given explicitly.
+fn device_server(st: &Settings, profile: &sotto_call::sealed::DeviceProfile) -> (String, String) {
+    let url = if st.server_given {
+        st.server.clone()
+    } else {
+        profile.server.clone()
+    };
+    let id = if st.server_id_given {
+        st.server_id.clone()
+    } else if url == profile.server {
+        profile.server_id.clone()
+    } else {
+        crate::settings::server_id_of(&url)
+    };
+    (url, id)
 }
 
 /// Writes 32 random bytes to `path`, owner-only, refusing to overwrite.
@@ -87,18 +116,9 @@ pub async fn load_device(st: &Settings) -> Result<(Device, Events), CliError> {
     // the server the device registered with, unless one was given
     let profile = sotto_call::sealed::read_profile(&dir)
         .map_err(|e| fail(format!("{}: {e}", st.user().unwrap_or_default())))?;
-    let url = if st.server_given {
-        st.server.clone()
-    } else {
-        profile.server.clone()
-    };
-    let id = match (st.server_id_given, st.server_given) {
-        (true, _) => st.server_id.clone(),
-        (false, true) => crate::settings::server_id_of(&url),
-        (false, false) => profile.server_id.clone(),
-    };
+    let (url, id) = device_server(st, &profile);
     let server = Some((url.as_str(), id.as_str()));
-    let res = match passphrase() {
+    let res = match passphrase()? {
         Some(p) => Device::load(&dir, StoreKeySource::Passphrase(&p), server).await,
         None => {
             let key = dir.join(KEY_FILE);
@@ -119,17 +139,31 @@ pub fn register(a: RegisterArgs) -> Result<(), CliError> {
     let user = st.user()?.to_string();
     let dir = st.device_dir()?;
     runtime()?.block_on(async {
-        let pass = passphrase();
+        let pass = passphrase()?;
+        if let Some(p) = &pass {
+            if p.len() < MIN_PASSPHRASE_BYTES {
+                return Err(fail(format!(
+                    "{PASSPHRASE_ENV} is {} bytes; MIN_PASSPHRASE_BYTES is {MIN_PASSPHRASE_BYTES}",
+                    p.len()
+                )));
+            }
+        }
+        // a registration cut short (crash, server down) is resumed; a finished one is refused
+        let unfinished = match sotto_call::sealed::read_profile(&dir) {
+            Ok(p) if p.registered => {
+                return Err(fail(format!(
+                    "{} already holds the registered device {} (delete the directory to register again)",
+                    dir.display(),
+                    p.username
+                )));
+            }
+            Ok(_) => true,
+            Err(_) => false,
+        };
         let key_path: PathBuf = dir.join(KEY_FILE);
         let key = match &pass {
             Some(p) => StoreKeySource::Passphrase(p),
             None => {
-                if dir.join(sotto_call::sealed::PROFILE_FILE).exists() {
-                    return Err(fail(format!(
-                        "{} already holds a device for {user} (delete the directory to register again)",
-                        dir.display()
-                    )));
-                }
                 let mut b = std::fs::DirBuilder::new();
                 b.recursive(true);
                 #[cfg(unix)]
@@ -139,6 +173,12 @@ pub fn register(a: RegisterArgs) -> Result<(), CliError> {
                 }
                 b.create(&dir).map_err(|e| CliError::io(&dir, e))?;
                 if !key_path.exists() {
+                    if unfinished {
+                        return Err(fail(format!(
+                            "{}: unfinished registration made with a passphrase: set {PASSPHRASE_ENV} to resume it",
+                            dir.display()
+                        )));
+                    }
                     create_key_file(&key_path)?;
                 }
                 StoreKeySource::KeyFile(&key_path)
@@ -151,7 +191,16 @@ pub fn register(a: RegisterArgs) -> Result<(), CliError> {
                 if pass.is_none() && !dir.join(sotto_call::sealed::STORE_FILE).exists() {
                     let _ = std::fs::remove_file(&key_path);
                 }
-                return Err(fail(format!("register {user}: {e}")));
+                let resumable = sotto_call::sealed::read_profile(&dir)
+                    .map(|p| !p.registered)
+                    .unwrap_or(false);
+                return Err(fail(if resumable {
+                    format!(
+                        "register {user}: {e}; the registration did not finish: run `sotto register` again to resume it"
+                    )
+                } else {
+                    format!("register {user}: {e}")
+                }));
             }
         };
         println!(
@@ -184,10 +233,11 @@ pub fn trust(a: TrustArgs) -> Result<(), CliError> {
     runtime()?.block_on(async {
         let (dev, _events) = load_device(&st).await?;
         let current = dev.safety_number(&a.peer, 1);
-        let (offered, key) = dev
-            .offered_safety_number(&a.peer, 1)
+        let offer = dev
+            .offered_identity(&a.peer, 1)
             .await
             .map_err(|e| fail(format!("{}: {e}", a.peer)))?;
+        let offered = offer.safety_number.clone();
         if current.as_deref() == Some(offered.as_str()) {
             println!("{}'s identity key is the one already trusted", a.peer);
             println!("safety number: {offered}");
@@ -199,8 +249,9 @@ pub fn trust(a: TrustArgs) -> Result<(), CliError> {
                 None => println!("no identity trusted for {} yet", a.peer),
             }
             println!("the server now offers:  {offered}");
+            // no ready-to-paste command: the number must come from comparing with the peer
             println!(
-                "compare it with {} in person or over a channel you trust, then run:\n  sotto trust {} --safety-number \"{offered}\"",
+                "compare it with the number {} sees, in person or over a channel you trust; if they match, run\n  sotto trust {} --safety-number \"<the number you both see>\"",
                 a.peer, a.peer
             );
             return Err(fail("nothing changed: no --safety-number given"));
@@ -211,8 +262,7 @@ pub fn trust(a: TrustArgs) -> Result<(), CliError> {
                 a.peer
             )));
         }
-        dev.trust_identity(&a.peer, 1, &key)
-            .await
+        dev.trust_identity(offer)
             .map_err(|e| fail(format!("{}: {e}", a.peer)))?;
         println!("trusted {}'s new identity key; safety number {offered}", a.peer);
         Ok(())
@@ -223,7 +273,27 @@ pub fn config(a: ConfigArgs) -> Result<(), CliError> {
     let st = a.client.resolve()?;
     st.print();
     if st.user.is_some() {
-        println!("device directory: {}", st.device_dir()?.display());
+        let dir = st.device_dir()?;
+        println!("device directory: {}", dir.display());
+        match sotto_call::sealed::read_profile(&dir) {
+            Ok(p) => {
+                let (url, id) = device_server(&st, &p);
+                println!(
+                    "device: {} (device {}), registered on {} (server id {}){}",
+                    p.username,
+                    p.device_id,
+                    p.server,
+                    p.server_id,
+                    if p.registered {
+                        ""
+                    } else {
+                        ", registration unfinished"
+                    }
+                );
+                println!("signs in to: {url} (server id {id})");
+            }
+            Err(_) => println!("device: none registered here"),
+        }
     }
     Ok(())
 }

@@ -99,8 +99,23 @@ fn registered_devices_call_across_restarts_and_a_changed_key_needs_trust() {
     let before = std::fs::read(&store).unwrap();
     let o = reg("alice");
     assert!(!o.status.success());
-    assert!(text(&o).contains("already holds a device"), "{}", text(&o));
+    assert!(
+        text(&o).contains("already holds the registered device alice"),
+        "{}",
+        text(&o)
+    );
     assert_eq!(std::fs::read(&store).unwrap(), before);
+    // a passphrase that is empty or too short is refused before anything is made
+    for (pass, why) in [("", "set but empty"), ("short", "MIN_PASSPHRASE_BYTES")] {
+        let o = sotto(&home)
+            .env("SOTTO_PASSPHRASE", pass)
+            .args(["register", "--user", "dora", "--server", &url])
+            .output()
+            .unwrap();
+        assert!(!o.status.success());
+        assert!(text(&o).contains(why), "{}", text(&o));
+        assert!(!home.join("dora/store.bin").exists());
+    }
     // calling without a device says how to get one
     let o = sotto(&home)
         .args([

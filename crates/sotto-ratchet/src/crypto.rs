@@ -47,7 +47,7 @@ pub(crate) fn aes256_cbc_decrypt(
     iv: &[u8; 16],
     ciphertext: &[u8],
 ) -> Result<Vec<u8>> {
-    if ciphertext.is_empty() || ciphertext.len() % 16 != 0 {
+    if ciphertext.is_empty() || !ciphertext.len().is_multiple_of(16) {
         return Err(Error::DecryptionFailed);
     }
     cbc::Decryptor::<aes::Aes256>::new(key.into(), iv.into())

@@ -6,7 +6,11 @@
 //! ‖ salt (16) ‖ nonce (12) ‖ ChaCha20-Poly1305(key, nonce, aad = the 37 header bytes,
 //!                                             protobuf StoreSnapshot)
 //! ```
-//! Every mutation rewrites the file: write `<path>.tmp`, fsync, rename over `<path>`. A file
+//! Every mutation rewrites the file: write `<path>.tmp` (mode 0600), fsync, rename over
+//! `<path>`, fsync the directory. [`FileStore::transaction`] groups several mutations (a whole
+//! decrypt: identity, session and used prekeys) into one write; if the closure or the write
+//! fails, the in-memory state goes back to what it was and the file is untouched, so memory and
+//! disk never disagree. A file
 //! whose tag does not verify (wrong key or any modified byte) is refused with
 //! [`Error::StoreTampered`]; the store never falls back to an empty state.
 
@@ -55,6 +59,9 @@ pub struct FileStore<R: RngCore + CryptoRng> {
     salt: [u8; 16],
     key: Zeroizing<[u8; 32]>,
     rng: R,
+    /// While a [`FileStore::transaction`] runs: the state from before it, to restore on
+    /// failure (mutations are written once, at its end).
+    in_transaction: Option<Box<InMemoryStore>>,
 }
 
 impl<R: RngCore + CryptoRng> core::fmt::Debug for FileStore<R> {
@@ -122,6 +129,7 @@ impl<R: RngCore + CryptoRng> FileStore<R> {
             salt,
             key,
             rng,
+            in_transaction: None,
         };
         let mut store = store;
         store.persist()?;
@@ -172,12 +180,64 @@ impl<R: RngCore + CryptoRng> FileStore<R> {
             salt,
             key,
             rng,
+            in_transaction: None,
         })
     }
 
     /// The in-memory view.
     pub fn inner(&self) -> &InMemoryStore {
         &self.inner
+    }
+
+    /// Runs `f` as one change of the store: what `f` changes is written to the file once, after
+    /// `f` returns `Ok`. If `f` fails, or writing fails, the in-memory state is restored to what
+    /// it was before and the file is left as it was. Transactions do not nest: an inner call
+    /// joins the outer one.
+    ///
+    /// # Errors
+    /// `f`'s error, or the write's.
+    pub fn transaction<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        let outer = self.begin_transaction();
+        let res = f(self);
+        if outer {
+            self.finish_transaction(res)
+        } else {
+            res
+        }
+    }
+
+    /// Starts a transaction by hand (for callers whose closure cannot borrow the store itself,
+    /// e.g. a store wrapped in an enum). Returns false if one is already running: the caller
+    /// then joins it and must not finish it. Pair every `true` with
+    /// [`FileStore::finish_transaction`].
+    pub fn begin_transaction(&mut self) -> bool {
+        if self.in_transaction.is_some() {
+            return false;
+        }
+        self.in_transaction = Some(Box::new(self.inner.clone()));
+        true
+    }
+
+    /// Ends the transaction begun by [`FileStore::begin_transaction`]: on `Ok` writes the file
+    /// once, on `Err` (or a failed write) restores the state from before it began.
+    ///
+    /// # Errors
+    /// `res`'s error, or the write's.
+    pub fn finish_transaction<T>(&mut self, res: Result<T>) -> Result<T> {
+        let Some(before) = self.in_transaction.take() else {
+            return res;
+        };
+        let res = res.and_then(|v| self.persist().map(|()| v));
+        if res.is_err() {
+            self.inner = *before;
+        }
+        res
+    }
+
+    /// Applies one mutation of the in-memory store and writes it through (or, inside a
+    /// transaction, leaves the write to its end).
+    fn change<T>(&mut self, f: impl FnOnce(&mut InMemoryStore) -> Result<T>) -> Result<T> {
+        self.transaction(|s| f(&mut s.inner))
     }
 
     fn persist(&mut self) -> Result<()> {
@@ -203,13 +263,36 @@ impl<R: RngCore + CryptoRng> FileStore<R> {
         tmp.push(".tmp");
         let tmp = PathBuf::from(tmp);
         {
-            let mut f = fs::File::create(&tmp).map_err(io)?;
+            let mut opts = fs::OpenOptions::new();
+            opts.write(true).create(true).truncate(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::OpenOptionsExt;
+                opts.mode(0o600);
+            }
+            let mut f = opts.open(&tmp).map_err(io)?;
             f.write_all(&header).map_err(io)?;
             f.write_all(&ct).map_err(io)?;
             f.sync_all().map_err(io)?;
         }
-        fs::rename(&tmp, &self.path).map_err(io)
+        fs::rename(&tmp, &self.path).map_err(io)?;
+        sync_parent(&self.path)
     }
+}
+
+/// Makes a rename inside `path`'s directory durable.
+fn sync_parent(path: &Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
 }
 
 fn to_snapshot(s: &InMemoryStore) -> snap::StoreSnapshot {
@@ -370,9 +453,7 @@ impl<R: RngCore + CryptoRng> IdentityKeyStore for FileStore<R> {
         address: &ProtocolAddress,
         identity: &IdentityKey,
     ) -> Result<IdentityChange> {
-        let change = self.inner.save_identity(address, identity)?;
-        self.persist()?;
-        Ok(change)
+        self.change(|s| s.save_identity(address, identity))
     }
     fn get_identity(&self, address: &ProtocolAddress) -> Result<Option<IdentityKey>> {
         self.inner.get_identity(address)
@@ -384,12 +465,10 @@ impl<R: RngCore + CryptoRng> PreKeyStore for FileStore<R> {
         self.inner.get_pre_key(id)
     }
     fn save_pre_key(&mut self, record: PreKeyRecord) -> Result<()> {
-        self.inner.save_pre_key(record)?;
-        self.persist()
+        self.change(|s| s.save_pre_key(record))
     }
     fn remove_pre_key(&mut self, id: u32) -> Result<()> {
-        self.inner.remove_pre_key(id)?;
-        self.persist()
+        self.change(|s| s.remove_pre_key(id))
     }
 }
 
@@ -398,8 +477,7 @@ impl<R: RngCore + CryptoRng> SignedPreKeyStore for FileStore<R> {
         self.inner.get_signed_pre_key(id)
     }
     fn save_signed_pre_key(&mut self, record: SignedPreKeyRecord) -> Result<()> {
-        self.inner.save_signed_pre_key(record)?;
-        self.persist()
+        self.change(|s| s.save_signed_pre_key(record))
     }
 }
 
@@ -408,12 +486,10 @@ impl<R: RngCore + CryptoRng> KyberPreKeyStore for FileStore<R> {
         self.inner.get_kyber_pre_key(id)
     }
     fn save_kyber_pre_key(&mut self, record: KyberPreKeyRecord, last_resort: bool) -> Result<()> {
-        self.inner.save_kyber_pre_key(record, last_resort)?;
-        self.persist()
+        self.change(|s| s.save_kyber_pre_key(record, last_resort))
     }
     fn mark_kyber_pre_key_used(&mut self, id: u32) -> Result<()> {
-        self.inner.mark_kyber_pre_key_used(id)?;
-        self.persist()
+        self.change(|s| s.mark_kyber_pre_key_used(id))
     }
 }
 
@@ -422,7 +498,6 @@ impl<R: RngCore + CryptoRng> SessionStore for FileStore<R> {
         self.inner.load_session(address)
     }
     fn store_session(&mut self, address: &ProtocolAddress, record: &SessionRecord) -> Result<()> {
-        self.inner.store_session(address, record)?;
-        self.persist()
+        self.change(|s| s.store_session(address, record))
     }
 }

@@ -131,3 +131,61 @@ fn file_store_with_key_file() {
         Error::InvalidArgument(_)
     ));
 }
+
+#[test]
+fn a_transaction_is_all_or_nothing_in_memory_and_on_disk() {
+    let path = tmp("txn");
+    let id = IdentityKeyPair::generate(&mut rng(20));
+    let mut r = rng(21);
+    let mut s = FileStore::create(&path, PASS, id, 3, rng(22)).unwrap();
+    let on_disk = std::fs::read(&path).unwrap();
+
+    // a closure that changes two things and then fails: neither change stays, file untouched
+    let err = s
+        .transaction(|s| {
+            s.save_pre_key(PreKeyRecord::generate(1, &mut r))?;
+            s.save_pre_key(PreKeyRecord::generate(2, &mut r))?;
+            Err::<(), _>(Error::InvalidArgument("caller gave up"))
+        })
+        .unwrap_err();
+    assert_eq!(err, Error::InvalidArgument("caller gave up"));
+    assert!(s.get_pre_key(1).unwrap().is_none());
+    assert!(s.get_pre_key(2).unwrap().is_none());
+    assert_eq!(std::fs::read(&path).unwrap(), on_disk, "file untouched");
+
+    // a closure that succeeds: both changes, one write, visible after reopening
+    s.transaction(|s| {
+        s.save_pre_key(PreKeyRecord::generate(1, &mut r))?;
+        s.save_pre_key(PreKeyRecord::generate(2, &mut r))
+    })
+    .unwrap();
+    drop(s);
+    let mut s = FileStore::open(&path, PASS, rng(23)).unwrap();
+    assert!(s.get_pre_key(1).unwrap().is_some());
+    assert!(s.get_pre_key(2).unwrap().is_some());
+
+    // a write that fails (the temporary file's name is taken by a directory): the mutation is
+    // refused with an I/O error and memory goes back to what the file holds
+    let before = std::fs::read(&path).unwrap();
+    let tmp_path = path.with_extension("bin.tmp");
+    std::fs::create_dir(&tmp_path).unwrap();
+    let err = s.remove_pre_key(1).unwrap_err();
+    assert!(matches!(err, Error::StoreIo(_)), "{err:?}");
+    assert!(
+        s.get_pre_key(1).unwrap().is_some(),
+        "memory rolled back to what is on disk"
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), before);
+    std::fs::remove_dir(&tmp_path).unwrap();
+    s.remove_pre_key(1).unwrap();
+    drop(s);
+    let s = FileStore::open(&path, PASS, rng(24)).unwrap();
+    assert!(s.get_pre_key(1).unwrap().is_none());
+    assert!(s.get_pre_key(2).unwrap().is_some());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "store file readable by its owner only");
+    }
+}

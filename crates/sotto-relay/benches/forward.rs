@@ -201,7 +201,7 @@ async fn relay_run() -> (f64, f64) {
                         payload_type: 96,
                         sequence_number: seq,
                         timestamp: u32::from(seq / 4).wrapping_mul(3000),
-                        marker: seq % 4 == 0,
+                        marker: seq.is_multiple_of(4),
                         ssrc,
                         ..Default::default()
                     },
@@ -210,7 +210,7 @@ async fn relay_run() -> (f64, f64) {
                 if v.write_rtp(pkt).await.is_err() {
                     return;
                 }
-                if seq % 64 == 0 {
+                if seq.is_multiple_of(64) {
                     tokio::task::yield_now().await;
                 }
             }
@@ -302,7 +302,7 @@ async fn udp_run() -> f64 {
             while !stop.load(Ordering::Relaxed) {
                 let _ = s.send_to(&pkt, fwd_addr).await;
                 n += 1;
-                if n % 64 == 0 {
+                if n.is_multiple_of(64) {
                     tokio::task::yield_now().await;
                 }
             }
