@@ -508,6 +508,12 @@ impl Task {
                 "invite needs a connected call through a relay".into(),
             ));
         }
+        if !crate::messages::valid_member_name(&user) {
+            return self.notice(Notice::Error(
+                "cannot add: not an account name ([a-z0-9._-], at most MAX_MEMBER_NAME bytes)"
+                    .into(),
+            ));
+        }
         if call.members.contains(&user) || call.members.len() >= crate::consts::MAX_GROUP_MEMBERS {
             return self.notice(Notice::Error(format!("cannot add {user}")));
         }

@@ -10,6 +10,17 @@ pub use crate::consts::{
     MAX_MEMBER_NAME, MAX_REASON, MAX_RELAY_URL, MAX_REORDER, MAX_SDP,
 };
 
+/// Whether `s` may name a group member (`members` in an offer, `user` in `add`): an account name
+/// the signaling server accepts, `[a-z0-9._-]{1,MAX_MEMBER_NAME}` (the same rule as
+/// `sotto_server::protocol::valid_username`; [`MAX_MEMBER_NAME`] equals its
+/// `MAX_USERNAME_BYTES`). No control characters, no uppercase or non-ASCII, no `/`.
+pub fn valid_member_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= MAX_MEMBER_NAME
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+}
+
 /// A call id: 16 random bytes, hex on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct CallId(pub [u8; 16]);
@@ -238,16 +249,14 @@ impl CallMessage {
             }
             Body::Offer { members, .. }
                 if members.len() > MAX_GROUP_MEMBERS
-                    || members
-                        .iter()
-                        .any(|m| m.is_empty() || m.len() > MAX_MEMBER_NAME) =>
+                    || !members.iter().all(|m| valid_member_name(m)) =>
             {
                 return Err(MessageError::Field("members"));
             }
             Body::Candidate { candidate } if candidate.len() > MAX_CANDIDATE => {
                 return Err(MessageError::Field("candidate"));
             }
-            Body::Add { user } if user.is_empty() || user.len() > MAX_MEMBER_NAME => {
+            Body::Add { user } if !valid_member_name(user) => {
                 return Err(MessageError::Field("user"));
             }
             Body::Offer { sdp, media_key, .. } | Body::Answer { sdp, media_key } => {
@@ -733,6 +742,57 @@ mod group_message_tests {
             CallMessage::decode(&add(String::new()).encode()).unwrap_err(),
             MessageError::Field("user")
         );
+        let bad = [
+            "bob\u{1b}[2J".to_string(),
+            "bob\n".to_string(),
+            "\u{0}".to_string(),
+            "Bob".to_string(),
+            "b\u{f6}b".to_string(),
+            "\u{202e}bob".to_string(),
+            String::new(),
+            name(MAX_MEMBER_NAME + 1),
+            "../x".to_string(),
+            "a/b".to_string(),
+            "bob ".to_string(),
+        ];
+        for b in bad {
+            assert!(!valid_member_name(&b), "{b:?}");
+            assert_eq!(
+                CallMessage::decode(&add(b.clone()).encode()).unwrap_err(),
+                MessageError::Field("user"),
+                "{b:?}"
+            );
+            assert_eq!(
+                CallMessage::decode(&offer(vec!["carol".into(), b.clone()]).encode()).unwrap_err(),
+                MessageError::Field("members"),
+                "{b:?}"
+            );
+        }
+        for good in ["carol", "a", "alice.b-c_9", &name(MAX_MEMBER_NAME)] {
+            assert!(valid_member_name(good), "{good}");
+            let a = add(good.into());
+            assert_eq!(CallMessage::decode(&a.encode()).unwrap(), a);
+            let o = offer(vec![good.into()]);
+            assert_eq!(CallMessage::decode(&o.encode()).unwrap(), o);
+        }
+        // the same rule as the signaling server's usernames
+        for n in [
+            "carol",
+            "Carol",
+            "",
+            "../x",
+            "a b",
+            "x.y_z-0",
+            &name(65),
+            &name(64),
+        ] {
+            assert_eq!(
+                valid_member_name(n),
+                sotto_server::protocol::valid_username(n),
+                "{n:?}"
+            );
+        }
+        assert_eq!(MAX_MEMBER_NAME, sotto_server::consts::MAX_USERNAME_BYTES);
         // a 1:1 offer carries no members field at all
         let one = offer(vec![]);
         assert!(!std::str::from_utf8(&one.encode())
