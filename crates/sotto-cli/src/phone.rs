@@ -8,6 +8,7 @@ use sotto_call::engine::{
     default_machine, Command as EngineCmd, Engine, MediaFactory, Notice, Status,
 };
 use sotto_call::media::{IvfSource, MediaConfig, OggOpusSource};
+use sotto_call::messages::valid_member_name;
 use sotto_call::sealed::Device;
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::{mpsc, watch};
@@ -153,6 +154,15 @@ async fn phone(peer: Option<String>, a: PhoneArgs, st: Settings) -> Result<(), C
                         camera2 = !camera2;
                         let src = if camera2 { IvfSource::camera2() } else { IvfSource::camera1() };
                         if let Ok(src) = src { engine.command(EngineCmd::SwitchSource(src)).await; }
+                    }
+                    // the screen and the script parser check names already; this is the last
+                    // stop before the engine
+                    Command::Invite(user) if !valid_member_name(&user) => {
+                        let note = screen::invalid_invite_note(&user);
+                        if !interactive {
+                            println!("{note}");
+                        }
+                        screen_tx.send_modify(|s| s.push_log(note));
                     }
                     Command::Invite(user) => engine.command(EngineCmd::Invite(user)).await,
                     Command::Quit => {
@@ -352,4 +362,43 @@ async fn run_script(path: &str, tx: mpsc::Sender<Command>, status: watch::Receiv
         }
     }
     let _ = tx.send(Command::Quit).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_script_invite_of_a_bad_name_stops_the_script_before_anything_is_sent() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = |text: &'static str| {
+            let path = dir.path().join("s.txt");
+            async move {
+                std::fs::write(&path, text).unwrap();
+                let (tx, mut rx) = mpsc::channel(16);
+                let (_st, st_rx) = watch::channel(Status::default());
+                run_script(path.to_str().unwrap(), tx, st_rx).await;
+                let mut got = Vec::new();
+                while let Some(c) = rx.recv().await {
+                    got.push(c);
+                }
+                got
+            }
+        };
+        assert_eq!(
+            run("invite carol\nhangup\n").await,
+            vec![
+                Command::Invite("carol".into()),
+                Command::Hangup,
+                Command::Quit
+            ]
+        );
+        for bad in [
+            "invite ../x\nhangup\n",
+            "invite Carol\nhangup\n",
+            "invite b\u{1b}[2J\nhangup\n",
+        ] {
+            assert_eq!(run(bad).await, vec![Command::Quit], "{bad:?}");
+        }
+    }
 }

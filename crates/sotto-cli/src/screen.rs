@@ -11,6 +11,7 @@ use ratatui::layout::{Constraint, Direction, Layout};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Paragraph, Wrap};
+use sotto_call::messages::{valid_member_name, MAX_MEMBER_NAME};
 use tokio::sync::{mpsc, watch};
 
 /// Lines of the event log the screen keeps.
@@ -39,16 +40,37 @@ pub enum Command {
     Quit,
 }
 
-/// Longest name typed at the invite prompt (the signaling server's username limit).
-pub const MAX_INVITE_NAME: usize = 64;
+/// Why a name was not invited: it is not an account name (`valid_member_name`, the rule the
+/// call messages and the signaling server apply).
+pub fn invalid_invite_note(name: &str) -> String {
+    format!(
+        "not invited: {name:?} is not an account name ([a-z0-9._-], 1 to {MAX_MEMBER_NAME} bytes)"
+    )
+}
 
-/// Whether `name` is a valid account name (`[a-z0-9._-]`, 1..=[`MAX_INVITE_NAME`] bytes).
-pub fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= MAX_INVITE_NAME
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+/// One key `c` at the open invite prompt `prompt`. Enter closes the prompt and gives the
+/// invite, or, if the typed text is not a valid member name, a note saying so instead; Esc
+/// closes it; Backspace deletes; other printable characters are typed, up to
+/// [`MAX_MEMBER_NAME`] bytes. `None`: nothing to send or show.
+pub fn invite_prompt_key(prompt: &mut Option<String>, c: char) -> Option<Result<Command, String>> {
+    let p = prompt.as_mut()?;
+    match c {
+        '\n' => {
+            let name = std::mem::take(p);
+            *prompt = None;
+            if valid_member_name(&name) {
+                return Some(Ok(Command::Invite(name)));
+            }
+            return Some(Err(invalid_invite_note(&name)));
+        }
+        '\u{1b}' => *prompt = None,
+        '\u{8}' => {
+            p.pop();
+        }
+        c if p.len() + c.len_utf8() <= MAX_MEMBER_NAME && !c.is_control() => p.push(c),
+        _ => {}
+    }
+    None
 }
 
 impl Command {
@@ -107,10 +129,12 @@ pub fn parse_script_line(line: &str) -> Result<Option<ScriptStep>, String> {
         ("mute-video", None) => ScriptStep::Do(Command::MuteVideo),
         ("switch", None) => ScriptStep::Do(Command::SwitchSource),
         ("hangup", None) => ScriptStep::Do(Command::Hangup),
-        ("invite", Some(name)) if valid_name(name) => ScriptStep::Do(Command::Invite(name.into())),
+        ("invite", Some(name)) if valid_member_name(name) => {
+            ScriptStep::Do(Command::Invite(name.into()))
+        }
         ("invite", _) => {
             return Err(format!(
-                "script: `invite` wants one account name ([a-z0-9._-], at most {MAX_INVITE_NAME} bytes), got {line:?}"
+                "script: `invite` wants one account name ([a-z0-9._-], 1 to {MAX_MEMBER_NAME} bytes), got {line:?}"
             ))
         }
         ("quit", None) => ScriptStep::Do(Command::Quit),
@@ -159,6 +183,9 @@ pub struct Screen {
     pub log: VecDeque<String>,
     /// The invite prompt's text while the user types a name (`i`, Enter sends, Esc cancels).
     pub prompt: Option<String>,
+    /// A note for the person at the keys (e.g. why a typed name was not invited), shown in the
+    /// bottom bar until the next key.
+    pub note: Option<String>,
 }
 
 impl Screen {
@@ -272,12 +299,16 @@ pub fn draw(f: &mut ratatui::Frame<'_>, s: &Screen) {
         Paragraph::new(log).block(Block::default().borders(Borders::ALL).title("events")),
         cols[1],
     );
-    let bar = match &s.prompt {
-        Some(p) => Line::from(Span::styled(
+    let bar = match (&s.prompt, &s.note) {
+        (Some(p), _) => Line::from(Span::styled(
             format!("invite (through the relay): {p}_   [Enter] invite  [Esc] cancel"),
             bold,
         )),
-        None => Line::from(
+        (None, Some(n)) => Line::from(Span::styled(
+            n.clone(),
+            Style::default().fg(Color::Red).add_modifier(Modifier::BOLD),
+        )),
+        (None, None) => Line::from(
             "[a]nswer [r]eject [m]ute audio mute [v]ideo [s]witch source [i]nvite [h]ang up [q]uit",
         ),
     };
@@ -334,10 +365,12 @@ pub async fn run_tui(
         }
     });
     let mut prompt: Option<String> = None;
+    let mut note: Option<String> = None;
     let res = async {
         loop {
             let mut snapshot = screen.borrow_and_update().clone();
             snapshot.prompt.clone_from(&prompt);
+            snapshot.note.clone_from(&note);
             terminal.draw(|f| draw(f, &snapshot))?;
             tokio::select! {
                 changed = screen.changed() => {
@@ -347,21 +380,14 @@ pub async fn run_tui(
                 }
                 key = key_rx.recv() => {
                     let Some(c) = key else { return Ok(()) };
-                    if let Some(p) = prompt.as_mut() {
-                        match c {
-                            '\n' => {
-                                let name = std::mem::take(p);
-                                prompt = None;
-                                if valid_name(&name) {
-                                    let _ = commands.send(Command::Invite(name)).await;
-                                }
+                    note = None;
+                    if prompt.is_some() {
+                        match invite_prompt_key(&mut prompt, c) {
+                            Some(Ok(cmd)) => {
+                                let _ = commands.send(cmd).await;
                             }
-                            '\u{1b}' => prompt = None,
-                            '\u{8}' => {
-                                p.pop();
-                            }
-                            c if p.len() < MAX_INVITE_NAME && !c.is_control() => p.push(c),
-                            _ => {}
+                            Some(Err(n)) => note = Some(n),
+                            None => {}
                         }
                         continue;
                     }
@@ -421,9 +447,18 @@ mod tests {
         assert!(parse_script_line("invite")
             .unwrap_err()
             .contains("account name"));
-        assert!(parse_script_line("invite Carol/1")
-            .unwrap_err()
-            .contains("account name"));
+        for bad in [
+            "Carol/1",
+            "../x",
+            "b\u{1b}[2Jb",
+            "b\u{f6}b",
+            &"a".repeat(MAX_MEMBER_NAME + 1),
+        ] {
+            assert!(parse_script_line(&format!("invite {bad}"))
+                .unwrap_err()
+                .contains("account name"));
+        }
+        assert!(parse_script_line(&format!("invite {}", "a".repeat(MAX_MEMBER_NAME))).is_ok());
         assert!(parse_script_line("answer now")
             .unwrap_err()
             .contains("too many"));
@@ -478,6 +513,44 @@ mod tests {
         s.prompt = Some("car".into());
         let text = rendered(&mut t, &s);
         assert!(text.contains("invite (through the relay): car_"), "{text}");
+    }
+
+    #[test]
+    fn the_invite_prompt_refuses_bad_names_with_a_note() {
+        let mut t = Terminal::new(TestBackend::new(120, 24)).unwrap();
+        let type_in = |text: &str| {
+            let mut prompt = Some(String::new());
+            let mut last = None;
+            for c in text.chars().chain(['\n']) {
+                last = invite_prompt_key(&mut prompt, c);
+            }
+            assert_eq!(prompt, None);
+            last.unwrap()
+        };
+        assert_eq!(type_in("carol"), Ok(Command::Invite("carol".into())));
+        assert_eq!(type_in("carox\u{8}l"), Ok(Command::Invite("carol".into())));
+        for bad in ["Carol", "../x", "", "c\u{f6}rol", "a b"] {
+            let note = type_in(bad).unwrap_err();
+            assert!(note.contains("not an account name"), "{bad:?}: {note}");
+            let s = Screen {
+                note: Some(note),
+                ..Screen::default()
+            };
+            let text = rendered(&mut t, &s);
+            assert!(text.contains("not invited:"), "{text}");
+        }
+        // control characters are never typed; the prompt stops at MAX_MEMBER_NAME bytes
+        assert_eq!(type_in("bo\u{7}b"), Ok(Command::Invite("bob".into())));
+        let long = "a".repeat(MAX_MEMBER_NAME + 3);
+        assert_eq!(
+            type_in(&long),
+            Ok(Command::Invite("a".repeat(MAX_MEMBER_NAME)))
+        );
+        // Esc closes without a command; keys with no prompt open do nothing here
+        let mut prompt = Some("bob".to_string());
+        assert_eq!(invite_prompt_key(&mut prompt, '\u{1b}'), None);
+        assert_eq!(prompt, None);
+        assert_eq!(invite_prompt_key(&mut prompt, '\n'), None);
     }
 
     #[test]

@@ -131,6 +131,12 @@ fn call_screen_keys_drive_the_call() {
     wait_screen(&session, "invite (through the relay): carol_");
     tmux(&["send-keys", "-t", &session, "Enter"]);
     wait_screen(&session, "invite needs a connected call through a relay");
+    // a typed name that is not an account name is not sent: the bar says why
+    tmux(&["send-keys", "-t", &session, "i"]);
+    tmux(&["send-keys", "-t", &session, "-l", "../Carol"]);
+    wait_screen(&session, "invite (through the relay): ../Carol_");
+    tmux(&["send-keys", "-t", &session, "Enter"]);
+    wait_screen(&session, "not invited: \"../Carol\" is not an account name");
     tmux(&["send-keys", "-t", &session, "i"]);
     wait_screen(&session, "invite (through the relay): _");
     tmux(&["send-keys", "-t", &session, "Escape"]);
