@@ -39,6 +39,22 @@ pub struct PhoneArgs {
     audio: Option<PathBuf>,
 }
 
+/// `s` safe to print: every control character (and every bidirectional override) is escaped
+/// as Rust writes it (`\u{1b}`, `\n`), everything else is kept. Text that came from the peer or
+/// the network (names, reasons, notices) goes through this before it reaches the terminal, so
+/// nobody can send us escape sequences that redraw, retitle or recolour it.
+pub fn printable(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}') {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 fn fail(s: impl Into<String>) -> CliError {
     CliError::Usage(s.into())
 }
@@ -57,7 +73,7 @@ async fn phone(peer: Option<String>, a: PhoneArgs, st: Settings) -> Result<(), C
     let (dev, events) = if a.ephemeral {
         Device::register(&st.server, &st.server_id, &user)
             .await
-            .map_err(|e| fail(format!("register {user}: {e}")))?
+            .map_err(|e| fail(format!("register {user}: {}", printable(&e.to_string()))))?
     } else {
         crate::account::load_device(&st).await?
     };
@@ -177,6 +193,7 @@ async fn phone(peer: Option<String>, a: PhoneArgs, st: Settings) -> Result<(), C
             n = engine.notice() => {
                 let Some(n) = n else { break };
                 if let Notice::IdentityChanged(who) = &n {
+                    let who = printable(who);
                     let w = format!(
                         "{who}'s identity key changed: nothing goes to or comes from the new key. \
                          Compare the new safety number (`sotto trust {who}`) with {who} in person, \
@@ -187,16 +204,19 @@ async fn phone(peer: Option<String>, a: PhoneArgs, st: Settings) -> Result<(), C
                         println!("warning: {w}");
                     }
                 }
+                // names, reasons and errors here may come from the peer or the network
                 let line = match &n {
-                    Notice::Incoming(from) => format!("incoming call from {from}"),
-                    Notice::IdentityChanged(who) => format!("{who}'s identity key changed"),
-                    Notice::Member(m) => format!("group: {m}"),
-                    Notice::State(s) => format!("state: {s}"),
-                    Notice::Dropped(w) => format!("dropped: {w}"),
+                    Notice::Incoming(from) => format!("incoming call from {}", printable(from)),
+                    Notice::IdentityChanged(who) => {
+                        format!("{}'s identity key changed", printable(who))
+                    }
+                    Notice::Member(m) => format!("group: {}", printable(m)),
+                    Notice::State(s) => format!("state: {}", printable(s)),
+                    Notice::Dropped(w) => format!("dropped: {}", printable(w)),
                     Notice::KeyRotated(g) => format!("our media key is now generation {g}"),
                     Notice::PeerKey(g) => format!("peer media key generation {g} installed"),
-                    Notice::Error(e) => format!("error: {e}"),
-                    other => format!("{other:?}"),
+                    Notice::Error(e) => format!("error: {}", printable(e)),
+                    other => printable(&format!("{other:?}")),
                 };
                 if !interactive {
                     println!("{line}");
@@ -216,25 +236,30 @@ async fn phone(peer: Option<String>, a: PhoneArgs, st: Settings) -> Result<(), C
     Ok(())
 }
 
+/// Copies the engine's status into the screen model; the peer's name and the end reason (which
+/// may be the peer's hangup text) go through [`printable`].
 fn apply_status(sc: &mut Screen, s: &Status) {
-    sc.peer = s.peer.clone();
+    sc.peer = s.peer.as_deref().map(printable);
     sc.state = match (&s.end_reason, s.state.as_str()) {
-        (Some(r), "ended") => format!("ended: {r}"),
-        (_, st) => st.to_string(),
+        (Some(r), "ended") => format!("ended: {}", printable(r)),
+        (_, st) => printable(st),
     };
-    sc.safety_number = s.safety_number.clone();
+    sc.safety_number = s.safety_number.as_deref().map(printable);
     sc.audio_muted = s.audio_muted;
     sc.video_muted = s.video_muted;
     sc.peer_audio_muted = s.peer_audio_muted;
     sc.peer_video_muted = s.peer_video_muted;
     if let Some(src) = &s.source {
-        sc.source = src.clone();
+        sc.source = printable(src);
     }
     sc.stats.clear();
     if let Some(m) = &s.media {
         let rows = [
-            ("connection", m.state.clone()),
-            ("candidate pair", m.pair_type.clone().unwrap_or("-".into())),
+            ("connection", printable(&m.state)),
+            (
+                "candidate pair",
+                m.pair_type.as_deref().map_or("-".into(), printable),
+            ),
             (
                 "bitrate out/in",
                 format!(
@@ -280,14 +305,16 @@ fn apply_status(sc: &mut Screen, s: &Status) {
     }
 }
 
+/// The closing lines of a script run; the end reason may be the peer's hangup text, so text
+/// fields go through [`printable`].
 fn print_summary(s: &Status) {
     println!(
         "summary: state {} ({})",
-        s.state,
-        s.end_reason.clone().unwrap_or_default()
+        printable(&s.state),
+        printable(s.end_reason.as_deref().unwrap_or_default())
     );
     if let Some(n) = &s.safety_number {
-        println!("safety number: {n}");
+        println!("safety number: {}", printable(n));
     }
     if let Some(m) = &s.media {
         println!(
@@ -299,7 +326,7 @@ fn print_summary(s: &Status) {
             m.remote_generation
                 .map(|g| g.to_string())
                 .unwrap_or("-".into()),
-            m.pair_type.clone().unwrap_or("-".into())
+            m.pair_type.as_deref().map_or("-".into(), printable)
         );
     }
 }
@@ -368,6 +395,26 @@ async fn run_script(path: &str, tx: mpsc::Sender<Command>, status: watch::Receiv
 mod tests {
     use super::*;
 
+    #[test]
+    fn printable_escapes_control_characters_only() {
+        assert_eq!(printable("bob"), "bob");
+        assert_eq!(
+            printable("caf\u{e9} \u{1f4de} ok"),
+            "caf\u{e9} \u{1f4de} ok"
+        );
+        assert_eq!(
+            printable("\u{1b}[2J\u{1b}]0;owned\u{7}"),
+            "\\u{1b}[2J\\u{1b}]0;owned\\u{7}"
+        );
+        assert_eq!(printable("a\nb\rc\td"), "a\\nb\\rc\\td");
+        assert_eq!(printable("\u{0}\u{7f}\u{9b}"), "\\u{0}\\u{7f}\\u{9b}");
+        assert_eq!(printable("\u{202e}evil"), "\\u{202e}evil");
+        assert_eq!(printable(""), "");
+        for s in ["\u{1b}[31mred", "x\u{8}\u{8}y", "\u{9b}31m"] {
+            assert!(!printable(s).chars().any(char::is_control), "{s:?}");
+        }
+    }
+
     #[tokio::test]
     async fn a_script_invite_of_a_bad_name_stops_the_script_before_anything_is_sent() {
         let dir = tempfile::tempdir().unwrap();
@@ -400,5 +447,20 @@ mod tests {
         ] {
             assert_eq!(run(bad).await, vec![Command::Quit], "{bad:?}");
         }
+    }
+
+    #[test]
+    fn peer_text_in_status_is_escaped_on_the_screen() {
+        let st = Status {
+            peer: Some("m\u{1b}[2Jallory".into()),
+            state: "ended".into(),
+            end_reason: Some("peer hung up: \u{1b}]0;pwned\u{7}".into()),
+            ..Status::default()
+        };
+        let mut sc = Screen::default();
+        apply_status(&mut sc, &st);
+        assert_eq!(sc.peer.as_deref(), Some("m\\u{1b}[2Jallory"));
+        assert_eq!(sc.state, "ended: peer hung up: \\u{1b}]0;pwned\\u{7}");
+        assert!(!sc.state.chars().any(char::is_control));
     }
 }
