@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{decrypted_failed, sotto, start_server, text};
+use common::{decrypted_failed, sotto, start_server, text, SpawnGuarded};
 use sotto_call::messages::{Body, CallId, CallMessage};
 use sotto_call::sealed::Device;
 use sotto_ratchet::{IdentityKeyPair, StoreKeySource};
@@ -43,8 +43,7 @@ fn call_round(home: &Path, url: Option<&str>, rec: &Path) -> (String, String) {
         .arg(rec)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .spawn_guarded();
     std::thread::sleep(Duration::from_millis(500));
     let a = sotto(home)
         .args(["call", "bob", "--user", "alice"])
@@ -190,8 +189,7 @@ fn registered_devices_call_across_restarts_and_a_changed_key_needs_trust() {
         .arg(&ascript)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .spawn_guarded();
     std::thread::sleep(Duration::from_millis(700));
     rt.block_on(async {
         let m = CallMessage::new(CallId::random(), 0, Body::Ringing);

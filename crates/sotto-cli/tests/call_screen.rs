@@ -1,15 +1,14 @@
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::zombie_processes
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! Drives the interactive call screen through its keys in a real terminal (tmux) while the
 //! other side answers by script: ringing → connected → muted → switched → ended.
+
+mod common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use common::SpawnGuarded;
 
 fn tmux(args: &[&str]) -> String {
     let out = Command::new("tmux")
@@ -49,8 +48,7 @@ fn call_screen_keys_drive_the_call() {
         .arg(dir.path().join("s.db"))
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+        .spawn_guarded();
     let mut line = String::new();
     BufReader::new(server.stdout.take().unwrap())
         .read_line(&mut line)
@@ -95,8 +93,7 @@ fn call_screen_keys_drive_the_call() {
         .arg(dir.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+        .spawn_guarded();
     std::thread::sleep(Duration::from_millis(500));
     let session = format!("sotto-test-{}", std::process::id());
     let cmd = format!(

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{decrypted_failed, sotto, start, start_server, text};
+use common::{decrypted_failed, sotto, start, start_server, text, SpawnGuarded};
 
 const SERVER_ID: &str = "group.test";
 
@@ -52,8 +52,7 @@ fn a_third_member_is_invited_from_the_command_line() {
             .arg(&rec)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
+            .spawn_guarded()
     };
     let bob = answerer("bob", &bob_script);
     let carol = answerer("carol", &carol_script);

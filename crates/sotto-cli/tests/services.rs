@@ -2,17 +2,19 @@
 //! `sotto server` and `sotto relay` start, say where they listen, accept real connections and
 //! stop on SIGINT.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-#[allow(clippy::zombie_processes)] // the caller waits in `stop`; a failed test is torn down anyway
-fn start(args: &[&str], prefix: &str) -> (std::process::Child, String) {
+use common::{ChildGuard, SpawnGuarded};
+
+fn start(args: &[&str], prefix: &str) -> (ChildGuard, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_sotto"))
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+        .spawn_guarded();
     let mut out = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
     loop {
@@ -24,13 +26,14 @@ fn start(args: &[&str], prefix: &str) -> (std::process::Child, String) {
     }
 }
 
-fn stop(mut c: std::process::Child) {
+/// SIGINT, then the exit must be clean; the guard is only released once the signal was sent.
+fn stop(c: ChildGuard) {
     Command::new("kill")
         .arg("-INT")
         .arg(c.id().to_string())
         .status()
         .unwrap();
-    let st = c.wait().unwrap();
+    let st = c.into_inner().wait().unwrap();
     assert!(st.success(), "{st:?}");
 }
 
@@ -71,4 +74,19 @@ fn server_and_relay_subcommands_serve_real_connections() {
     stop(relay);
     stop(server);
     assert!(db.exists(), "the server's SQLite file");
+}
+
+#[test]
+fn a_guarded_child_is_killed_when_the_test_panics() {
+    let (relay, _url) = start(&["relay", "--listen", "127.0.0.1:0"], "relay control on");
+    let pid = relay.id();
+    let alive = || std::path::Path::new(&format!("/proc/{pid}")).exists();
+    assert!(alive());
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+        let _relay = relay;
+        panic!("a failing test");
+    }));
+    assert!(r.is_err());
+    // killed and reaped by the guard: no process, not even a zombie
+    assert!(!alive(), "relay {pid} still running");
 }

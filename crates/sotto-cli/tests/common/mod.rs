@@ -2,10 +2,65 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::{BufRead, BufReader};
+use std::ops::{Deref, DerefMut};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 
 pub const SOTTO: &str = env!("CARGO_BIN_EXE_sotto");
+
+/// A child process (a server, relay or phone) that is killed and reaped when the guard drops,
+/// so a test that fails before its own clean-up leaves nothing running. Derefs to the
+/// [`Child`]; [`ChildGuard::into_inner`] takes it out for a clean stop.
+pub struct ChildGuard(Option<Child>);
+
+impl ChildGuard {
+    pub fn new(child: Child) -> Self {
+        ChildGuard(Some(child))
+    }
+
+    /// The child, no longer killed on drop (the caller stops or waits for it).
+    pub fn into_inner(mut self) -> Child {
+        self.0.take().expect("child present until into_inner")
+    }
+
+    /// [`Child::wait_with_output`].
+    pub fn wait_with_output(self) -> std::io::Result<Output> {
+        self.into_inner().wait_with_output()
+    }
+}
+
+impl Deref for ChildGuard {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        self.0.as_ref().expect("child present until into_inner")
+    }
+}
+
+impl DerefMut for ChildGuard {
+    fn deref_mut(&mut self) -> &mut Child {
+        self.0.as_mut().expect("child present until into_inner")
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// `Command::spawn` whose child is killed when the test ends, however it ends.
+pub trait SpawnGuarded {
+    fn spawn_guarded(&mut self) -> ChildGuard;
+}
+
+impl SpawnGuarded for Command {
+    fn spawn_guarded(&mut self) -> ChildGuard {
+        ChildGuard::new(self.spawn().expect("spawn"))
+    }
+}
 
 /// `sotto` with a clean client environment (nothing inherited from the developer's shell) and
 /// its devices under `home`.
@@ -40,14 +95,12 @@ pub fn text(o: &Output) -> String {
 
 /// Starts `sotto ARGS` and returns it with the rest of its first stdout line starting with
 /// `prefix` (e.g. the address after "listening on"); the rest of its output is drained.
-#[allow(clippy::zombie_processes)] // the caller kills or stops it
-pub fn start(args: &[&str], prefix: &str) -> (Child, String) {
+pub fn start(args: &[&str], prefix: &str) -> (ChildGuard, String) {
     let mut child = Command::new(SOTTO)
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+        .spawn_guarded();
     let mut out = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
     loop {
@@ -67,7 +120,7 @@ pub fn start(args: &[&str], prefix: &str) -> (Child, String) {
 }
 
 /// `sotto server` on a free loopback port with its database in `dir`; returns it and its URL.
-pub fn start_server(dir: &Path, server_id: &str) -> (Child, String) {
+pub fn start_server(dir: &Path, server_id: &str) -> (ChildGuard, String) {
     let db = dir.join("s.db");
     let (child, addr) = start(
         &[
