@@ -231,6 +231,10 @@ struct Call {
     room_quiet: bool,
     /// Peer candidates that arrived before our media existed.
     pending_candidates: Vec<String>,
+    /// The server binds another identity key to the peer than our session pins: nothing more
+    /// is sent to the peer in this call (not even the hangup: the old session would carry it to
+    /// a device that cannot open it).
+    peer_rekeyed: bool,
     /// A relay (TURN) candidate of ours was gathered.
     relay_candidate: bool,
     started: Instant,
@@ -267,6 +271,7 @@ impl Call {
             keyed: HashSet::new(),
             room_quiet: false,
             pending_candidates: Vec::new(),
+            peer_rekeyed: false,
             relay_candidate: false,
             started: now,
             rotation_due: None,
@@ -478,6 +483,23 @@ impl Task {
         }
     }
 
+    /// Before offering a call to `user`: false (with [`Notice::IdentityChanged`]) if the server
+    /// now binds another identity key to `user` than the one our session pins. Other failures
+    /// of the check are logged and let the call go on: the session itself stays authenticated.
+    async fn identity_unchanged(&mut self, user: &str) -> bool {
+        match self.device.check_identity(user, 1).await {
+            Ok(()) => true,
+            Err(SealedError::IdentityChanged(who)) => {
+                self.notice(Notice::IdentityChanged(who));
+                false
+            }
+            Err(e) => {
+                tracing::debug!("identity check for {user} failed: {e}");
+                true
+            }
+        }
+    }
+
     /// Sends a call message to one member of a group call.
     async fn send_to(&mut self, user: &str, body: Body) {
         let Some(call) = self.call.as_mut() else {
@@ -527,6 +549,9 @@ impl Task {
             return;
         };
         let members = call.members.clone();
+        if !self.identity_unchanged(&user).await {
+            return;
+        }
         // The offer first: the server delivers to the invitee in the order envelopes were
         // stored, so the members' keys (sent after they see `add`) arrive after the offer.
         self.send_to(
@@ -797,6 +822,21 @@ impl Task {
         for out in outs {
             match out {
                 Output::SendOffer => {
+                    let peer = self
+                        .call
+                        .as_ref()
+                        .map(|c| c.peer.clone())
+                        .unwrap_or_default();
+                    if !self.identity_unchanged(&peer).await {
+                        if let Some(c) = self.call.as_mut() {
+                            c.peer_rekeyed = true;
+                        }
+                        return self
+                            .fail(format!(
+                                "{peer}'s identity key changed: verify the safety number before calling"
+                            ))
+                            .await;
+                    }
                     if let Err(e) = self.new_media().await {
                         return self.fail(format!("media setup: {e}")).await;
                     }
@@ -930,10 +970,12 @@ impl Task {
                                 .collect()
                         })
                         .unwrap_or_default();
-                    self.send(Body::Hangup {
-                        reason: "hangup".into(),
-                    })
-                    .await;
+                    if !self.call.as_ref().is_some_and(|c| c.peer_rekeyed) {
+                        self.send(Body::Hangup {
+                            reason: "hangup".into(),
+                        })
+                        .await;
+                    }
                     for m in others {
                         self.send_to(
                             &m,

@@ -817,6 +817,28 @@ impl Device {
         Ok(())
     }
 
+    /// Before a call to a peer we already have a session with: asks the server which identity
+    /// key it now binds to the peer's device (no one-time prekey is used) and compares it with
+    /// the pinned one. A session carries on under the key it was made with, so without this a
+    /// re-keyed peer (a reinstall, or a server substituting keys) would just never ring.
+    ///
+    /// # Errors
+    /// [`SealedError::IdentityChanged`] when the keys differ or the device is gone; signaling
+    /// errors. `Ok` when nothing is pinned yet (the bundle fetch checks then) or the server
+    /// sends no keys.
+    pub async fn check_identity(&self, peer: &str, device: u32) -> Result<(), SealedError> {
+        let addr = ProtocolAddress::new(peer, device);
+        let Some(pinned) = lock(&self.store).get_identity(&addr)? else {
+            return Ok(());
+        };
+        let listed = self.client.device_identities(peer).await?;
+        match listed.iter().find(|(d, _)| *d == device) {
+            Some((_, key)) if key.is_empty() => Ok(()),
+            Some((_, key)) if IdentityKey::deserialize(key).ok() == Some(pinned) => Ok(()),
+            _ => Err(SealedError::IdentityChanged(peer.to_string())),
+        }
+    }
+
     /// Seals `msg` for `peer`'s device and hands it to the server (returns once stored).
     ///
     /// # Errors

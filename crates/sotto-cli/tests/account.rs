@@ -152,7 +152,7 @@ fn registered_devices_call_across_restarts_and_a_changed_key_needs_trust() {
     // substituting keys); the new key then signs in and rings alice
     let rt = tokio::runtime::Runtime::new().unwrap();
     let new_kp = IdentityKeyPair::generate(&mut rand::rngs::OsRng);
-    let (newbob, _nbev) = rt.block_on(async {
+    let (newbob, mut nbev) = rt.block_on(async {
         let key = home.join("bob/store.key");
         let (bob, _ev) = Device::load(
             &home.join("bob"),
@@ -201,6 +201,29 @@ fn registered_devices_call_across_restarts_and_a_changed_key_needs_trust() {
         "alice is warned:\n{a}"
     );
     assert!(!a.contains("incoming call"), "and does not ring:\n{a}");
+    // alice calling bob: she still holds a session with his old key, which would carry the
+    // offer to a device that cannot open it; she is warned and nothing is sent
+    let cscript = rec.join("alice-call.txt");
+    std::fs::write(&cscript, "wait 2000\nquit\n").unwrap();
+    let o = sotto(&home)
+        .args(["call", "bob", "--user", "alice", "--server", &url])
+        .args(["--server-id", SERVER_ID, "--script"])
+        .arg(&cscript)
+        .output()
+        .unwrap();
+    let c = text(&o);
+    assert!(
+        c.contains("warning: bob's identity key changed"),
+        "the caller is warned:\n{c}"
+    );
+    assert!(
+        c.contains("failed: bob's identity key changed"),
+        "the call ends there:\n{c}"
+    );
+    let got = rt.block_on(async {
+        tokio::time::timeout(Duration::from_millis(800), newbob.next(&mut nbev)).await
+    });
+    assert!(got.is_err(), "nothing reached bob's new key: {got:?}");
 
     // trust: without a number it shows what to compare and changes nothing; a wrong number is
     // refused; the right one is accepted and kept

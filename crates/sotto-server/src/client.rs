@@ -292,6 +292,33 @@ impl Client {
         }
     }
 
+    /// An account's devices with the identity key the server binds to each (33 B each; empty
+    /// from a server that does not send keys). Uses up no one-time prekey.
+    pub async fn device_identities(&self, username: &str) -> Result<Vec<(u32, Vec<u8>)>> {
+        match self
+            .request(ClientMessage::ListDevices {
+                username: username.to_owned(),
+            })
+            .await?
+        {
+            ServerMessage::Devices {
+                device_ids,
+                identity_keys,
+                ..
+            } => {
+                if !identity_keys.is_empty() && identity_keys.len() != device_ids.len() {
+                    return Err(Error::Malformed("devices: one identity key per device"));
+                }
+                let mut keys = identity_keys.into_iter().map(|k| k.0);
+                Ok(device_ids
+                    .into_iter()
+                    .map(|d| (d, keys.next().unwrap_or_default()))
+                    .collect())
+            }
+            _ => Err(Error::UnexpectedFrame),
+        }
+    }
+
     /// Adds (or re-keys) a sibling device of this account. Returns true if it replaced a key.
     pub async fn add_device(
         &self,

@@ -235,6 +235,11 @@ pub enum ServerMessage {
         id: u64,
         /// Device numbers.
         device_ids: Vec<u32>,
+        /// Each device's identity key (33 B), in the order of `device_ids`, so a client that
+        /// already has a session can notice a changed key without using up a one-time prekey.
+        /// Absent from servers before this field (then empty).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        identity_keys: Vec<B64>,
     },
     /// The envelope is committed to storage.
     Stored {

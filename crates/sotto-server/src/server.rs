@@ -1278,8 +1278,29 @@ async fn handle_request(
             if !valid_username(&username) {
                 return err(ErrorCode::UnknownRecipient, "unknown user");
             }
-            match shared.store(move |s| s.devices(&username)).await {
-                Ok(device_ids) => (ServerMessage::Devices { id, device_ids }, None),
+            let listed = shared
+                .store(move |s| {
+                    let ids = s.devices(&username)?;
+                    let mut keys = Vec::with_capacity(ids.len());
+                    for &device_id in &ids {
+                        let addr = DeviceAddr {
+                            user: username.clone(),
+                            device: device_id,
+                        };
+                        keys.push(B64(s.identity(&addr)?.unwrap_or_default()));
+                    }
+                    Ok((ids, keys))
+                })
+                .await;
+            match listed {
+                Ok((device_ids, identity_keys)) => (
+                    ServerMessage::Devices {
+                        id,
+                        device_ids,
+                        identity_keys,
+                    },
+                    None,
+                ),
                 Err(code) => err(code, "storage failure"),
             }
         }

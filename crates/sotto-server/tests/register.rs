@@ -67,12 +67,33 @@ async fn register_then_login_and_devices() {
 
     // Alice herself adds device 2 from device 1; device 2 then logs in.
     let phone = identity();
+    let phone_pub = phone.public();
     assert!(!a3.add_device(2, &phone.public()).await.unwrap());
     let (d2, _e) = Client::connect(client_cfg(&server, "alice", 2, phone))
         .await
         .unwrap();
     d2.ping().await.unwrap();
     assert_eq!(a3.list_devices("alice").await.unwrap(), vec![1, 2]);
+    // the listing names each device's key (what a caller with a session compares its pin to),
+    // and follows a re-key
+    let keys = d2.device_identities("alice").await.unwrap();
+    assert_eq!(
+        keys,
+        vec![
+            (1, id.public().serialize().to_vec()),
+            (2, phone_pub.serialize().to_vec())
+        ]
+    );
+    let rekey = identity();
+    assert!(d2.add_device(1, &rekey.public()).await.unwrap());
+    let keys = a3.device_identities("alice").await;
+    let keys = match keys {
+        Ok(k) => k,
+        // device 1's connection may be closed by its own re-key: ask from device 2
+        Err(_) => d2.device_identities("alice").await.unwrap(),
+    };
+    assert_eq!(keys[0], (1, rekey.public().serialize().to_vec()));
+    assert!(d2.device_identities("nobody").await.unwrap().is_empty());
 }
 
 #[tokio::test]
