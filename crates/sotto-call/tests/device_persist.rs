@@ -32,6 +32,16 @@ fn key_file(dir: &Path, name: &str) -> std::path::PathBuf {
     p
 }
 
+/// Registers `user` as a persistent device in `dir` with the key in `key`.
+async fn register(
+    url: &str,
+    user: &str,
+    dir: &Path,
+    key: &Path,
+) -> Result<(Device, Events), SealedError> {
+    Device::register_persistent(url, SERVER_ID, user, dir, StoreKeySource::KeyFile(key)).await
+}
+
 fn msg(body: Body) -> CallMessage {
     CallMessage::new(CallId::random(), 0, body)
 }
@@ -53,24 +63,8 @@ async fn a_registered_device_comes_back_with_its_sessions_and_pins() {
     let (adir, bdir) = (tmp.path().join("alice"), tmp.path().join("bob"));
     let (akey, bkey) = (key_file(tmp.path(), "a"), key_file(tmp.path(), "b"));
 
-    let (alice, mut aev) = Device::register_persistent(
-        &url,
-        SERVER_ID,
-        "alice",
-        &adir,
-        StoreKeySource::KeyFile(&akey),
-    )
-    .await
-    .unwrap();
-    let (bob, mut bev) = Device::register_persistent(
-        &url,
-        SERVER_ID,
-        "bob",
-        &bdir,
-        StoreKeySource::KeyFile(&bkey),
-    )
-    .await
-    .unwrap();
+    let (alice, mut aev) = register(&url, "alice", &adir, &akey).await.unwrap();
+    let (bob, mut bev) = register(&url, "bob", &bdir, &bkey).await.unwrap();
     alice.send("bob", 1, &msg(Body::Ringing)).await.unwrap();
     assert_eq!(recv(&bob, &mut bev).await.unwrap().body, Body::Ringing);
     bob.send("alice", 1, &msg(Body::Busy)).await.unwrap();
@@ -82,16 +76,10 @@ async fn a_registered_device_comes_back_with_its_sessions_and_pins() {
 
     // a second registration into the same directory is refused and changes nothing
     let before = std::fs::read(adir.join(STORE_FILE)).unwrap();
-    let e = Device::register_persistent(
-        &url,
-        SERVER_ID,
-        "alice",
-        &adir,
-        StoreKeySource::KeyFile(&akey),
-    )
-    .await
-    .err()
-    .expect("refused");
+    let e = register(&url, "alice", &adir, &akey)
+        .await
+        .err()
+        .expect("refused");
     assert!(
         matches!(e, SealedError::Device(ref m) if m.contains("already holds")),
         "{e}"
@@ -159,15 +147,7 @@ async fn a_changed_identity_is_refused_until_trusted_and_the_trust_persists() {
     let url = srv.url();
     let adir = tmp.path().join("alice");
     let akey = key_file(tmp.path(), "a");
-    let (alice, mut aev) = Device::register_persistent(
-        &url,
-        SERVER_ID,
-        "alice",
-        &adir,
-        StoreKeySource::KeyFile(&akey),
-    )
-    .await
-    .unwrap();
+    let (alice, mut aev) = register(&url, "alice", &adir, &akey).await.unwrap();
     let (bob, bev) = Device::register(&url, SERVER_ID, "bob").await.unwrap();
     bob.send("alice", 1, &msg(Body::Ringing)).await.unwrap();
     assert_eq!(recv(&alice, &mut aev).await.unwrap().body, Body::Ringing);
@@ -251,15 +231,7 @@ async fn one_process_per_device_and_prekey_ids_are_never_reused_across_restarts(
     let url = srv.url();
     let dir = tmp.path().join("alice");
     let key = key_file(tmp.path(), "a");
-    let (alice, aev) = Device::register_persistent(
-        &url,
-        SERVER_ID,
-        "alice",
-        &dir,
-        StoreKeySource::KeyFile(&key),
-    )
-    .await
-    .unwrap();
+    let (alice, aev) = register(&url, "alice", &dir, &key).await.unwrap();
     assert_eq!(
         read_profile(&dir).unwrap().next_prekey_id,
         1 + ONE_TIME_PREKEYS
@@ -274,16 +246,10 @@ async fn one_process_per_device_and_prekey_ids_are_never_reused_across_restarts(
         matches!(e, SealedError::Device(ref m) if m.contains("in use")),
         "{e}"
     );
-    let e = Device::register_persistent(
-        &url,
-        SERVER_ID,
-        "alice",
-        &dir,
-        StoreKeySource::KeyFile(&key),
-    )
-    .await
-    .err()
-    .expect("re-register refused");
+    let e = register(&url, "alice", &dir, &key)
+        .await
+        .err()
+        .expect("re-register refused");
     assert!(
         matches!(e, SealedError::Device(ref m) if m.contains("in use")),
         "{e}"
@@ -345,16 +311,10 @@ async fn a_registration_cut_short_is_resumed_with_the_same_identity() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         format!("ws://{}", l.local_addr().unwrap())
     };
-    let e = Device::register_persistent(
-        &dead,
-        SERVER_ID,
-        "alice",
-        &dir,
-        StoreKeySource::KeyFile(&key),
-    )
-    .await
-    .err()
-    .expect("no server");
+    let e = register(&dead, "alice", &dir, &key)
+        .await
+        .err()
+        .expect("no server");
     assert!(matches!(e, SealedError::Signaling(_)), "{e}");
     let p = read_profile(&dir).unwrap();
     assert!(!p.registered);
@@ -366,16 +326,10 @@ async fn a_registration_cut_short_is_resumed_with_the_same_identity() {
     // another name into the same directory is refused
     let srv = server(tmp.path()).await;
     let url = srv.url();
-    let e = Device::register_persistent(
-        &url,
-        SERVER_ID,
-        "carol",
-        &dir,
-        StoreKeySource::KeyFile(&key),
-    )
-    .await
-    .err()
-    .expect("other name refused");
+    let e = register(&url, "carol", &dir, &key)
+        .await
+        .err()
+        .expect("other name refused");
     assert!(
         e.to_string().contains("unfinished registration of alice"),
         "{e}"
@@ -384,15 +338,7 @@ async fn a_registration_cut_short_is_resumed_with_the_same_identity() {
     // registering again with the server up finishes it, under the identity made the first time
     let store_before = std::fs::read(dir.join(STORE_FILE)).unwrap();
     assert!(!store_before.is_empty());
-    let (alice, aev) = Device::register_persistent(
-        &url,
-        SERVER_ID,
-        "alice",
-        &dir,
-        StoreKeySource::KeyFile(&key),
-    )
-    .await
-    .unwrap();
+    let (alice, aev) = register(&url, "alice", &dir, &key).await.unwrap();
     let id = alice.identity_key();
     drop((alice, aev));
     let p = read_profile(&dir).unwrap();
@@ -408,16 +354,10 @@ async fn a_registration_cut_short_is_resumed_with_the_same_identity() {
 
     // a name the server refuses leaves nothing behind
     let other = tmp.path().join("taken");
-    let e = Device::register_persistent(
-        &url,
-        SERVER_ID,
-        "bob",
-        &other,
-        StoreKeySource::KeyFile(&key),
-    )
-    .await
-    .err()
-    .expect("bob is taken");
+    let e = register(&url, "bob", &other, &key)
+        .await
+        .err()
+        .expect("bob is taken");
     assert!(matches!(e, SealedError::Signaling(_)), "{e}");
     assert!(!other.join(STORE_FILE).exists());
     assert!(!other.join(PROFILE_FILE).exists());
