@@ -20,3 +20,19 @@ pub const MAX_CAPTURE_PAYLOAD: usize = 64 * 1024;
 pub const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(250);
 /// How often a slot's feedback task retries while its track is not bound yet.
 pub const FEEDBACK_POLL_RETRY: Duration = Duration::from_millis(50);
+/// Video packets kept per slot video track for retransmission (the NACK responder's buffer;
+/// webrtc-rs wants a power of two), as the relay sent them; their payloads are reference-counted
+/// clones of the received packet, shared among the sender's slots. A NACK for an older packet
+/// goes unanswered.
+pub const NACK_SEND_BUFFER: u16 = 512;
+/// Sequence numbers tracked per inbound video stream for loss detection (the NACK generator's
+/// receive log; a power of two).
+pub const NACK_RECEIVE_LOG: u16 = 512;
+/// How often the relay NACKs its senders for missing video packets.
+pub const NACK_INTERVAL: Duration = Duration::from_millis(50);
+/// Times the relay asks for one missing packet before giving it up (`NACK_INTERVAL` apart).
+pub const MAX_NACKS_PER_PACKET: u16 = 8;
+/// RTP payload type of VP8 on relay legs (the only video codec the relay offers).
+pub const VIDEO_PAYLOAD_TYPE: u8 = 96;
+/// RTP payload type of Opus on relay legs (the only audio codec the relay offers).
+pub const AUDIO_PAYLOAD_TYPE: u8 = 111;

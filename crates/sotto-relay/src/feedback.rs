@@ -3,9 +3,10 @@
 //!
 //! webrtc-rs hands inbound RTCP to the application only when an interceptor marks it with
 //! `Attribute::DeliverToApplication`. [`KeyframeRequests`] marks PLI and FIR and drops every
-//! other inbound RTCP packet (receiver reports, NACKs: nothing the relay acts on);
+//! other inbound RTCP packet (for an endpoint that acts on nothing else);
 //! [`KeyframeRequests::passing_other_rtcp`] marks them the same way but lets every other packet
-//! through untouched, for a sender whose other interceptors (NACK responder) need them.
+//! through untouched, for endpoints whose other interceptors (NACK responder) need them. The relay
+//! and sotto's `MediaPeer` use the latter (the relay's chain: [`crate::nack::registry`]).
 
 use std::collections::VecDeque;
 

@@ -4,7 +4,10 @@
 //! sender's RTP (whose payloads are SFrame ciphertext) to every other member of the room and
 //! never holds a media key. Rooms are joined over a small JSON-over-WebSocket control channel;
 //! the relay is the SDP offerer, with fixed receive slots so joins and leaves need no
-//! renegotiation (`protocol-spec/relay.md`).
+//! renegotiation (`protocol-spec/relay.md`). It answers keyframe requests ([`feedback`]) and
+//! repairs video loss hop by hop: it NACKs senders for what it did not receive and resends to
+//! receivers, from a bounded buffer, the packets they NACK ([`nack`]); a resent packet is the
+//! same ciphertext.
 //!
 //! With `capture_dir` set, every forwarded payload is written as the relay saw it
 //! ([`capture`]), so anyone can check what an untrusted relay learns.
@@ -13,6 +16,7 @@ pub mod capture;
 pub mod client;
 pub mod consts;
 pub mod feedback;
+pub mod nack;
 pub mod protocol;
 
 use std::collections::HashMap;
@@ -23,7 +27,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use futures_util::{SinkExt, StreamExt};
-use rtc::interceptor::{Registry, Slot as InterceptorSlot};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8};
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
@@ -38,8 +41,7 @@ use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
-    MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
-    RTCIceGatheringState,
+    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCIceGatheringState,
 };
 
 use capture::{CaptureWriter, Kind, Record};
@@ -81,6 +83,8 @@ pub struct RelayStats {
     pub keyframe_requests_in: AtomicU64,
     /// Keyframe requests (PLI) sent on to the original sender.
     pub keyframe_requests_out: AtomicU64,
+    /// NACKs and retransmissions, both hops.
+    pub nack: Arc<nack::NackCounters>,
 }
 
 struct Slot {
@@ -141,6 +145,23 @@ struct Member {
 struct Inbound {
     video: Mutex<Option<Arc<dyn TrackRemote>>>,
     last_keyframe_request: Mutex<Option<Instant>>,
+    /// Highest sequence number received, audio and video (RFC 3550 wrap-around order).
+    highest_seq: Mutex<[Option<u16>; 2]>,
+}
+
+impl Inbound {
+    /// Notes a received packet; true if it is late (a higher number arrived before it).
+    fn late(&self, kind: Kind, seq: u16) -> bool {
+        let mut h = lock(&self.highest_seq);
+        let slot = &mut h[usize::from(kind == Kind::Video)];
+        match *slot {
+            Some(top) if (seq.wrapping_sub(top) as i16) <= 0 => true,
+            _ => {
+                *slot = Some(seq);
+                false
+            }
+        }
+    }
 }
 
 #[derive(Default)]
@@ -195,6 +216,24 @@ impl Relay {
             s.keyframe_requests_in.load(Ordering::Relaxed),
             s.keyframe_requests_out.load(Ordering::Relaxed),
         )
+    }
+
+    /// Retransmission counters (NACKs to senders, their late repairs, NACKs from receivers and
+    /// the relay's retransmissions to them).
+    pub fn retransmissions(&self) -> nack::RetransmissionStats {
+        self.shared.stats.nack.snapshot()
+    }
+
+    /// Test knob: drop this share (per mille, capped at 1000) of the RTP the relay sends, right
+    /// before the wire, as lossy relay-to-receiver paths would. The NACK responder has buffered
+    /// each dropped packet and resends it when the receiver asks; resent packets may be dropped
+    /// again. RTCP is spared. 0, the default, disables it.
+    pub fn set_outgoing_loss_per_mille(&self, p: u64) {
+        self.shared
+            .stats
+            .nack
+            .loss_per_mille
+            .store(p.min(1000), Ordering::Relaxed);
     }
 
     /// Members of `room` now.
@@ -365,6 +404,13 @@ impl PeerConnectionEventHandler for Handler {
                 };
                 if shared.closed.load(Ordering::Relaxed) {
                     return;
+                }
+                if inbound.late(kind, packet.header.sequence_number) {
+                    shared
+                        .stats
+                        .nack
+                        .late_packets_in
+                        .fetch_add(1, Ordering::Relaxed);
                 }
                 forward(&shared, &room, &me, kind, packet).await;
             }
@@ -561,13 +607,9 @@ async fn session(shared: Arc<Shared>, tcp: TcpStream) -> Result<(), String> {
     // the relay's peer connection for this participant
     let gathered = Arc::new(Notify::new());
     let gathering_done = Arc::new(AtomicBool::new(false));
-    let mut media = MediaEngine::default();
-    media.register_default_codecs().map_err(|e| e.to_string())?;
-    // inbound RTCP reaches the application only if an interceptor vouches for it
-    let registry = Registry::new().with(
-        InterceptorSlot::from(14_000),
-        feedback::KeyframeRequests::default(),
-    );
+    // VP8 and Opus only, no RTX; NACK both ways and keyframe requests (`nack`)
+    let media = nack::media_engine().map_err(|e| e.to_string())?;
+    let registry = nack::registry(shared.stats.nack.clone());
     let inbound = Arc::new(Inbound::default());
     let pc = PeerConnectionBuilder::new()
         .with_media_engine(media)
