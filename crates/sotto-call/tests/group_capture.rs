@@ -15,7 +15,7 @@ use sotto_call::engine::{
 use sotto_call::media::consts::KEYFRAME_REQUEST_RETRY;
 use sotto_call::media::{IvfSource, MediaConfig, MediaKind, TapFrame};
 use sotto_call::sealed::Device;
-use sotto_frame::{Codec, Header, KeyId, KeyMaterial, KeyRing};
+use sotto_frame::{CipherSuite, Codec, Header, KeyId, KeyMaterial, KeyRing};
 use sotto_relay::capture::{self, Kind, Mark};
 use sotto_server::{Server, ServerConfig, SqliteStore};
 use tokio::sync::mpsc;
@@ -110,13 +110,31 @@ impl World {
         let marks =
             capture::parse_marks(&std::fs::read_to_string(dir.join(capture::MARKS_FILE)).unwrap())
                 .unwrap();
-        let frames = capture::frames_with_index(&records)
+        let reassembly = capture::reassemble(&records);
+        // every video record is in a frame, but for the frame each sender is in the middle of
+        // when the capture is read (at most one per sender); nothing is lost or reordered on
+        // loopback before the relay
+        let senders: BTreeSet<&str> = records.iter().map(|r| r.sender.as_str()).collect();
+        assert_eq!(
+            (reassembly.undepacketizable, reassembly.broken),
+            (0, 0),
+            "video records in no frame: {reassembly:?}"
+        );
+        assert!(
+            reassembly.unfinished_frames <= senders.len(),
+            "{reassembly:?}"
+        );
+        let suite = MediaConfig::loopback(1).unwrap().suite;
+        let frames = reassembly
+            .frames
             .into_iter()
             .map(|(index, f)| {
-                let codec = codec(f.kind);
-                let clear = codec.clear_len(&f.frame).unwrap();
-                let (h, _) = Header::decode(&f.frame[clear..])
-                    .expect("every captured frame is an RFC 9605 frame");
+                let h = whole_sframe(codec(f.kind), suite, &f.frame).unwrap_or_else(|e| {
+                    panic!(
+                        "captured {:?} frame of {} at {index}: {e}",
+                        f.kind, f.sender
+                    )
+                });
                 let (sid, gen, step) = KeyId::split_kid(h.kid);
                 CFrame {
                     index,
@@ -132,6 +150,18 @@ impl World {
             .collect();
         (frames, marks)
     }
+}
+
+/// Whether `frame` is a whole RFC 9605 frame in codec-aware layout: the codec's clear bytes, an
+/// SFrame header that decodes, then at least the suite's tag length of ciphertext.
+fn whole_sframe(codec: Codec, suite: CipherSuite, frame: &[u8]) -> Result<Header, String> {
+    let clear = codec.clear_len(frame).map_err(|e| e.to_string())?;
+    let (h, len) = Header::decode(&frame[clear..]).map_err(|e| e.to_string())?;
+    let ct = frame.len() - clear - len;
+    if ct < suite.nt() {
+        return Err(format!("{ct} bytes of ciphertext, shorter than the tag"));
+    }
+    Ok(h)
 }
 
 fn codec(k: Kind) -> Codec {

@@ -236,22 +236,58 @@ pub struct CapturedFrame {
 }
 
 /// Reassembles frames: Opus payloads are frames; VP8 payloads lose their payload descriptor
-/// (RFC 7741) and are joined up to the marker bit. Incomplete frames are skipped.
+/// (RFC 7741) and are joined up to the marker bit. Records that end up in no frame are dropped
+/// silently here; [`reassemble`] counts them.
 pub fn frames(records: &[Record]) -> Vec<CapturedFrame> {
-    frames_with_index(records)
+    reassemble(records)
+        .frames
         .into_iter()
         .map(|(_, f)| f)
         .collect()
 }
 
-/// As [`frames`], each with the index of the record that completed it, to place it against
-/// membership [`Mark`]s (a frame with index `< mark.index` was captured before the mark).
-pub fn frames_with_index(records: &[Record]) -> Vec<(usize, CapturedFrame)> {
-    let mut out = Vec::new();
-    let mut partial: std::collections::HashMap<String, (u32, u16, Vec<u8>)> = Default::default();
+/// Frames reassembled from a capture, and an account of every video record that is in none.
+/// Every video record is counted exactly once: in a frame, or in one of the three counts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reassembly {
+    /// Frames, each with the index of the record that completed it, to place it against
+    /// membership [`Mark`]s (a frame with index `< mark.index` was captured before the mark).
+    pub frames: Vec<(usize, CapturedFrame)>,
+    /// Video records whose payload has no valid VP8 payload descriptor (RFC 7741).
+    pub undepacketizable: usize,
+    /// Video records of frames that could not be completed: a sequence gap, a timestamp change
+    /// or a new partition start before the marker bit (packets lost or reordered before the
+    /// relay), or a frame with an empty body.
+    pub broken: usize,
+    /// Video records of frames still open when the capture ends (no marker bit yet: the sender
+    /// stopped, or the capture was read, in the middle of a frame).
+    pub unfinished: usize,
+    /// How many frames those are: at most one per sender.
+    pub unfinished_frames: usize,
+}
+
+impl Reassembly {
+    /// Video records in no frame, whatever the reason.
+    pub fn skipped(&self) -> usize {
+        self.undepacketizable + self.broken + self.unfinished
+    }
+}
+
+/// As [`frames`], with the index of each frame's last record and a count of the video records
+/// left out ([`Reassembly`]).
+pub fn reassemble(records: &[Record]) -> Reassembly {
+    /// A video frame being put together: timestamp, last sequence number, body, records in it.
+    struct Partial {
+        timestamp: u32,
+        seq: u16,
+        body: Vec<u8>,
+        records: usize,
+    }
+    let mut out = Reassembly::default();
+    let mut partial: std::collections::HashMap<&str, Partial> = Default::default();
     for (i, r) in records.iter().enumerate() {
-        match r.kind {
-            Kind::Audio => out.push((
+        if r.kind == Kind::Audio {
+            out.frames.push((
                 i,
                 CapturedFrame {
                     kind: Kind::Audio,
@@ -259,38 +295,55 @@ pub fn frames_with_index(records: &[Record]) -> Vec<(usize, CapturedFrame)> {
                     timestamp: r.timestamp,
                     frame: r.payload.clone(),
                 },
-            )),
-            Kind::Video => {
-                let mut d = Vp8Packet::default();
-                let Ok(body) = d.depacketize(&Bytes::copy_from_slice(&r.payload)) else {
-                    continue;
-                };
-                let start = d.is_partition_head(&Bytes::copy_from_slice(&r.payload));
-                let entry = partial.entry(r.sender.clone());
-                let e = entry.or_insert((r.timestamp, r.seq.wrapping_sub(1), Vec::new()));
-                if start {
-                    *e = (r.timestamp, r.seq, body.to_vec());
-                } else if e.0 == r.timestamp && e.1.wrapping_add(1) == r.seq && !e.2.is_empty() {
-                    e.1 = r.seq;
-                    e.2.extend_from_slice(&body);
-                } else {
-                    e.2.clear();
+            ));
+            continue;
+        }
+        let payload = Bytes::copy_from_slice(&r.payload);
+        let mut d = Vp8Packet::default();
+        let Ok(body) = d.depacketize(&payload) else {
+            out.undepacketizable += 1;
+            continue;
+        };
+        let start = d.is_partition_head(&payload);
+        let open = partial.remove(r.sender.as_str());
+        let mut p = match open {
+            Some(p) if !start && p.timestamp == r.timestamp && p.seq.wrapping_add(1) == r.seq => p,
+            other => {
+                // whatever was open for this sender cannot be completed any more
+                out.broken += other.map_or(0, |p| p.records);
+                if !start {
+                    out.broken += 1;
                     continue;
                 }
-                if r.marker && !e.2.is_empty() {
-                    out.push((
-                        i,
-                        CapturedFrame {
-                            kind: Kind::Video,
-                            sender: r.sender.clone(),
-                            timestamp: r.timestamp,
-                            frame: std::mem::take(&mut e.2),
-                        },
-                    ));
+                Partial {
+                    timestamp: r.timestamp,
+                    seq: r.seq,
+                    body: Vec::new(),
+                    records: 0,
                 }
             }
+        };
+        p.seq = r.seq;
+        p.body.extend_from_slice(&body);
+        p.records += 1;
+        if !r.marker {
+            partial.insert(&r.sender, p);
+        } else if p.body.is_empty() {
+            out.broken += p.records;
+        } else {
+            out.frames.push((
+                i,
+                CapturedFrame {
+                    kind: Kind::Video,
+                    sender: r.sender.clone(),
+                    timestamp: r.timestamp,
+                    frame: p.body,
+                },
+            ));
         }
     }
+    out.unfinished = partial.values().map(|p| p.records).sum();
+    out.unfinished_frames = partial.len();
     out
 }
 
@@ -345,5 +398,56 @@ mod tests {
         ] {
             assert!(parse_marks(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn every_video_record_is_in_a_frame_or_counted() {
+        let v = |sender: &str, seq: u16, timestamp: u32, marker: bool, payload: &[u8]| Record {
+            kind: Kind::Video,
+            sender: sender.into(),
+            seq,
+            timestamp,
+            marker,
+            payload: payload.to_vec(),
+        };
+        // VP8 payload descriptor: 0x10 starts a partition, 0x00 continues one (the depacketizer
+        // wants at least 4 bytes)
+        let records = vec![
+            v("a", 1, 90, false, &[0x10, 1, 1, 1]),
+            v("b", 9, 90, false, &[0x10, 7, 7, 7]),
+            v("a", 2, 90, true, &[0x00, 2, 2, 2]), // a: first frame
+            v("a", 3, 180, false, &[0x10, 3, 3, 3]),
+            v("a", 5, 180, true, &[0x00, 4, 4, 4]), // gap: 2 records broken
+            v("a", 6, 270, true, &[0x00, 5, 5, 5]), // continues nothing: broken
+            v("a", 7, 360, true, &[0x10]),          // too short: no descriptor
+            v("b", 10, 90, true, &[0x00, 8, 8, 8]), // b: first frame
+            v("b", 11, 180, false, &[0x10, 9, 9, 9]),
+            v("b", 12, 180, false, &[0x00, 9, 9, 9]), // b: 2 records unfinished at the end
+        ];
+        let r = reassemble(&records);
+        let got: Vec<(usize, &str, Vec<u8>)> = r
+            .frames
+            .iter()
+            .map(|(i, f)| (*i, f.sender.as_str(), f.frame.clone()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (2, "a", vec![1, 1, 1, 2, 2, 2]),
+                (7, "b", vec![7, 7, 7, 8, 8, 8])
+            ]
+        );
+        assert_eq!(
+            (
+                r.undepacketizable,
+                r.broken,
+                r.unfinished,
+                r.unfinished_frames
+            ),
+            (1, 3, 2, 1),
+            "{r:?}"
+        );
+        assert_eq!(4 + r.skipped(), records.len());
+        assert_eq!(frames(&records).len(), 2);
     }
 }
