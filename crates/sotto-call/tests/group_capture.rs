@@ -907,3 +907,65 @@ async fn joins_in_the_same_second_and_a_join_racing_a_leave_end_on_the_right_key
     );
     w.relay.shutdown().await;
 }
+
+/// Five members, every one admitted through the engines (keys only through the pairwise
+/// ratchet sessions, invites from three different members): every member decrypts every other
+/// member's frames, each byte-identical to what its sender encoded, with no failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_members_invited_by_three_decrypt_each_other_byte_identical() {
+    let _serial = SERIAL.lock().await;
+    let w = World::new().await;
+    let mut alice = w.member("alice").await;
+    let mut bob = w.member("bob").await;
+    let mut carol = w.member("carol").await;
+    let mut dave = w.member("dave").await;
+    let mut erin = w.member("erin").await;
+    call(&alice, &bob).await;
+    alice.engine.command(Command::Invite("carol".into())).await;
+    answer(&carol).await;
+    bob.engine.command(Command::Invite("dave".into())).await;
+    answer(&dave).await;
+    carol.engine.command(Command::Invite("erin".into())).await;
+    answer(&erin).await;
+    // frames that raced their keys have decrypted or failed by now
+    tokio::time::sleep(KEY_WAIT + Duration::from_secs(1)).await;
+
+    // byte-identical: every frame any member decrypted is exactly the frame whose ciphertext
+    // it was when its sender encrypted it
+    let mut all: Vec<&mut Who> = vec![&mut alice, &mut bob, &mut carol, &mut dave, &mut erin];
+    let taps: Vec<Vec<TapFrame>> = all.iter_mut().map(|m| m.drain().0).collect();
+    let mut sent: HashMap<&[u8], &[u8]> = HashMap::new();
+    for t in taps.iter().flatten().filter(|t| t.sent) {
+        sent.insert(&t.wire, &t.frame);
+    }
+    for (m, t) in all.iter().zip(&taps) {
+        let got: Vec<&TapFrame> = t.iter().filter(|t| !t.sent).collect();
+        assert!(
+            got.len() > 100,
+            "{} decrypted only {} frames",
+            m.name,
+            got.len()
+        );
+        for g in got {
+            let Some(orig) = sent.get(g.wire.as_slice()) else {
+                panic!("{} decrypted a frame nobody sent", m.name);
+            };
+            assert_eq!(*orig, g.frame.as_slice(), "{}: a frame differs", m.name);
+        }
+    }
+
+    // then a steady window: every member decrypts every other one, on its current key, and
+    // nobody failed a single frame since the call began
+    let none: BTreeMap<&str, u64> = ["alice", "bob", "carol", "dave", "erin"]
+        .into_iter()
+        .map(|n| (n, 0))
+        .collect();
+    let mut keys = BTreeMap::new();
+    let stats = steady_window(&w, &mut all, &none, &mut keys, "five members").await;
+    assert_eq!(stats.len(), 5);
+    for m in all {
+        m.engine.command(Command::Hangup).await;
+    }
+    w.srv.shutdown().await;
+    w.relay.shutdown().await;
+}
