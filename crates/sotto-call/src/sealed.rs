@@ -464,7 +464,7 @@ impl Device {
             SealedError::Device(format!("{}: {e}", path.display()))
         };
         let resumed = profile_path.exists();
-        let (file, profile) = if resumed {
+        let profile = if resumed {
             let mut p = read_profile(dir)?;
             if p.registered {
                 return Err(SealedError::Device(format!(
@@ -480,12 +480,9 @@ impl Device {
                     p.username
                 )));
             }
-            // resume with the identity created last time (the server may already bind it)
-            let file = FileStore::open(&store_path, key, rand::rngs::OsRng)
-                .map_err(|e| device_err(&store_path, e))?;
             p.server = url.to_string();
             p.server_id = server_id.to_string();
-            (file, p)
+            p
         } else {
             if store_path.exists() {
                 return Err(SealedError::Device(format!(
@@ -493,15 +490,7 @@ impl Device {
                     dir.display()
                 )));
             }
-            let file = FileStore::create(
-                &store_path,
-                key,
-                IdentityKeyPair::generate(&mut rand::rngs::OsRng),
-                rand::random::<u32>() & 0x3fff,
-                rand::rngs::OsRng,
-            )
-            .map_err(|e| device_err(&store_path, e))?;
-            let p = DeviceProfile {
+            DeviceProfile {
                 version: PROFILE_VERSION,
                 server: url.to_string(),
                 server_id: server_id.to_string(),
@@ -509,16 +498,35 @@ impl Device {
                 device_id: 1,
                 next_prekey_id: 1,
                 registered: false,
-            };
-            (file, p)
-        };
-        // the intent is on disk before the server hears of the identity
-        if let Err(e) = write_profile(dir, &profile) {
-            if !resumed {
-                let _ = std::fs::remove_file(&store_path);
             }
-            return Err(e);
-        }
+        };
+        // the intent is on disk before the identity exists, and both before the server hears
+        // of it: a crash anywhere leaves an unfinished registration that registering resumes
+        write_profile(dir, &profile)?;
+        let fresh = !store_path.exists();
+        let file = if fresh {
+            // a first attempt, or one cut short before its store was written (so the server
+            // never saw that identity)
+            FileStore::create(
+                &store_path,
+                key,
+                IdentityKeyPair::generate(&mut rand::rngs::OsRng),
+                rand::random::<u32>() & 0x3fff,
+                rand::rngs::OsRng,
+            )
+        } else {
+            // resume with the identity created last time (the server may already bind it)
+            FileStore::open(&store_path, key, rand::rngs::OsRng)
+        };
+        let file = match file {
+            Ok(f) => f,
+            Err(e) => {
+                if !resumed {
+                    let _ = std::fs::remove_file(&profile_path);
+                }
+                return Err(device_err(&store_path, e));
+            }
+        };
         let identity = file.identity_key_pair()?;
         let persisted = Persisted {
             dir: dir.to_path_buf(),
@@ -545,7 +553,7 @@ impl Device {
                 Ok((dev, events))
             }
             Err(SealedError::Signaling(sotto_server::Error::Refused { code }))
-                if !resumed
+                if fresh
                     && matches!(
                         code,
                         sotto_server::ErrorCode::UsernameTaken

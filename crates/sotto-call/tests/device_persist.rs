@@ -352,6 +352,23 @@ async fn a_registration_cut_short_is_resumed_with_the_same_identity() {
     bob.send("alice", 1, &msg(Body::Ringing)).await.unwrap();
     assert_eq!(recv(&alice, &mut aev).await.unwrap().body, Body::Ringing);
 
+    // a crash between writing device.json and writing the store (nothing reached the server):
+    // registering again makes the identity and finishes
+    let cut = tmp.path().join("cut");
+    let e = register(&dead, "dora", &cut, &key)
+        .await
+        .err()
+        .expect("no server");
+    assert!(matches!(e, SealedError::Signaling(_)), "{e}");
+    std::fs::remove_file(cut.join(STORE_FILE)).unwrap();
+    assert!(!read_profile(&cut).unwrap().registered);
+    let (dora, dev) = register(&url, "dora", &cut, &key).await.unwrap();
+    drop((dora, dev));
+    assert!(read_profile(&cut).unwrap().registered);
+    Device::load(&cut, StoreKeySource::KeyFile(&key), None)
+        .await
+        .unwrap();
+
     // a name the server refuses leaves nothing behind
     let other = tmp.path().join("taken");
     let e = register(&url, "bob", &other, &key)
