@@ -961,6 +961,26 @@ impl Device {
         Some(self.safety_number_with(peer, &theirs))
     }
 
+    /// The safety number the server's *current* key for `peer`'s device would give, read from
+    /// the device listing (uses up no one-time prekey: for showing the number to compare).
+    /// `None` if the server lists no key for that device.
+    ///
+    /// # Errors
+    /// Signaling errors, or a listed key that does not parse.
+    pub async fn listed_safety_number(
+        &self,
+        peer: &str,
+        device: u32,
+    ) -> Result<Option<String>, SealedError> {
+        let listed = self.client.device_identities(peer).await?;
+        let Some((_, key)) = listed.iter().find(|(d, k)| *d == device && !k.is_empty()) else {
+            return Ok(None);
+        };
+        let key = IdentityKey::deserialize(key)
+            .map_err(|e| SealedError::BadBundle(format!("listed identity key: {e}")))?;
+        Ok(Some(self.safety_number_with(peer, &key)))
+    }
+
     /// The safety number the server's *current* key for `peer`'s device would give (fetches one
     /// bundle, which uses up one of the peer's one-time prekeys), to compare out of band before
     /// [`Device::trust_identity`], which starts the new session from this same bundle.

@@ -189,8 +189,23 @@ async fn a_changed_identity_is_refused_until_trusted_and_the_trust_persists() {
     assert_eq!(alice.safety_number("bob", 1), Some(old_sn.clone()));
 
     // the user compares the offered safety number and trusts it
+    // showing the number reads the device listing and uses up none of bob's one-time prekeys;
+    // trusting fetches one bundle, whose key gives the same number
+    let stock = || async {
+        newbob
+            .client()
+            .publish_prekeys(None, None, vec![])
+            .await
+            .unwrap()
+    };
+    let before = stock().await;
+    let listed = alice.listed_safety_number("bob", 1).await.unwrap().unwrap();
+    let _ = alice.listed_safety_number("bob", 1).await.unwrap();
+    assert_eq!(stock().await, before, "listing used no one-time prekey");
     let offer = alice.offered_identity("bob", 1).await.unwrap();
+    assert_eq!(stock().await, before - 1, "the bundle used one");
     let offered = offer.safety_number.clone();
+    assert_eq!(offered, listed);
     assert_ne!(offered, old_sn);
     alice.trust_identity(offer).unwrap();
     assert_eq!(alice.safety_number("bob", 1), Some(offered.clone()));

@@ -233,14 +233,17 @@ pub fn trust(a: TrustArgs) -> Result<(), CliError> {
     runtime()?.block_on(async {
         let (dev, _events) = load_device(&st).await?;
         let current = dev.safety_number(&a.peer, 1);
-        let offer = dev
-            .offered_identity(&a.peer, 1)
+        // showing the number reads the server's device listing: no one-time prekey is used up
+        let listed = dev
+            .listed_safety_number(&a.peer, 1)
             .await
             .map_err(|e| fail(format!("{}: {e}", a.peer)))?;
-        let offered = offer.safety_number.clone();
-        if current.as_deref() == Some(offered.as_str()) {
+        let Some(listed) = listed else {
+            return Err(fail(format!("{}: the server lists no device 1", a.peer)));
+        };
+        if current.as_deref() == Some(listed.as_str()) {
             println!("{}'s identity key is the one already trusted", a.peer);
-            println!("safety number: {offered}");
+            println!("safety number: {listed}");
             return Ok(());
         }
         let Some(given) = &a.safety_number else {
@@ -248,7 +251,7 @@ pub fn trust(a: TrustArgs) -> Result<(), CliError> {
                 Some(c) => println!("trusted until now: {c}"),
                 None => println!("no identity trusted for {} yet", a.peer),
             }
-            println!("the server now offers:  {offered}");
+            println!("the server now offers:  {listed}");
             // no ready-to-paste command: the number must come from comparing with the peer
             println!(
                 "compare it with the number {} sees, in person or over a channel you trust; if they match, run\n  sotto trust {} --safety-number \"<the number you both see>\"",
@@ -256,9 +259,22 @@ pub fn trust(a: TrustArgs) -> Result<(), CliError> {
             );
             return Err(fail("nothing changed: no --safety-number given"));
         };
-        if digits(given) != digits(&offered) {
+        if digits(given) != digits(&listed) {
             return Err(fail(format!(
                 "the safety number you gave does not match the key the server offers for {}: nothing changed",
+                a.peer
+            )));
+        }
+        // trusting needs the bundle the new session starts from; its key must be the one whose
+        // number the user compared
+        let offer = dev
+            .offered_identity(&a.peer, 1)
+            .await
+            .map_err(|e| fail(format!("{}: {e}", a.peer)))?;
+        let offered = offer.safety_number.clone();
+        if offered != listed {
+            return Err(fail(format!(
+                "the server's key for {} changed again meanwhile: nothing changed; compare again",
                 a.peer
             )));
         }
