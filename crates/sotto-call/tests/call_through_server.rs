@@ -256,8 +256,17 @@ async fn call_through_the_relay_connects_and_the_relay_sees_only_ciphertext() {
         } else {
             sotto_frame::Codec::Opus
         };
+        // a whole RFC 9605 frame: the codec's clear bytes, a header, at least a tag of ciphertext
         let clear = codec.clear_len(&f.frame).unwrap();
-        sotto_frame::Header::decode(&f.frame[clear..]).unwrap();
+        let (_, header_len) = sotto_frame::Header::decode(&f.frame[clear..]).unwrap();
+        assert!(
+            f.frame.len() - clear - header_len
+                >= sotto_call::media::MediaConfig::loopback(1)
+                    .unwrap()
+                    .suite
+                    .nt(),
+            "a captured frame shorter than header + tag"
+        );
     }
     relay.shutdown().await;
 }

@@ -26,7 +26,7 @@ use rtc::rtp_transceiver::rtp_sender::{
 use sotto_relay::client::{join, RoomHandle};
 use sotto_relay::feedback::KeyframeRequests;
 use sotto_relay::{serve, RelayConfig};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
@@ -48,7 +48,6 @@ struct H {
     gathered: Arc<Notify>,
     gathering_done: Arc<AtomicBool>,
     connected: Arc<AtomicBool>,
-    heard: mpsc::UnboundedSender<()>,
 }
 
 #[async_trait::async_trait]
@@ -67,9 +66,7 @@ impl PeerConnectionEventHandler for H {
     }
 
     async fn on_track(&self, track: Arc<dyn TrackRemote>) {
-        let heard = self.heard.clone();
         tokio::spawn(async move {
-            let _ = &heard;
             while let Some(evt) = track.poll().await {
                 if let TrackRemoteEvent::OnRtpPacket(_) = evt {
                     RECEIVED.fetch_add(1, Ordering::Relaxed);
@@ -91,7 +88,6 @@ async fn participant(url: &str, room: &str, name: &str, sends: bool) -> Particip
     let gathered = Arc::new(Notify::new());
     let gathering_done = Arc::new(AtomicBool::new(false));
     let connected = Arc::new(AtomicBool::new(false));
-    let (htx, hrx) = mpsc::unbounded_channel();
     let mut media = MediaEngine::default();
     media.register_default_codecs().unwrap();
     let registry = Registry::new().with(Slot::from(14_000), KeyframeRequests::default());
@@ -102,7 +98,6 @@ async fn participant(url: &str, room: &str, name: &str, sends: bool) -> Particip
             gathered: gathered.clone(),
             gathering_done: gathering_done.clone(),
             connected: connected.clone(),
-            heard: htx,
         }))
         .with_udp_addrs(vec!["127.0.0.1:0".to_owned()])
         .build()
@@ -175,7 +170,6 @@ async fn participant(url: &str, room: &str, name: &str, sends: bool) -> Particip
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
-    let _ = hrx;
     Participant {
         pc,
         ssrc,
