@@ -16,7 +16,7 @@ use sotto_call::engine::{
 use sotto_call::media::consts::{KEYFRAME_REQUEST_RETRY, KEY_WAIT};
 use sotto_call::media::{IvfSource, MediaConfig, MediaKind, TapFrame};
 use sotto_call::sealed::Device;
-use sotto_frame::{CipherSuite, Codec, Header, KeyId, KeyMaterial, KeyRing};
+use sotto_frame::{Codec, Header, KeyId, KeyMaterial, KeyRing};
 use sotto_relay::capture::{self, Kind, Mark};
 use sotto_server::{Server, ServerConfig, SqliteStore};
 use tokio::sync::mpsc;
@@ -138,12 +138,16 @@ impl World {
             .frames
             .into_iter()
             .map(|(index, f)| {
-                let h = whole_sframe(codec(f.kind), suite, &f.frame).unwrap_or_else(|e| {
-                    panic!(
-                        "captured {:?} frame of {} at {index}: {e}",
-                        f.kind, f.sender
-                    )
-                });
+                // a whole RFC 9605 frame: clear codec bytes, header, at least a tag
+                let h = codec(f.kind)
+                    .split(suite, &f.frame)
+                    .map(|p| p.header)
+                    .unwrap_or_else(|e| {
+                        panic!(
+                            "captured {:?} frame of {} at {index}: {e}",
+                            f.kind, f.sender
+                        )
+                    });
                 let (sid, gen, step) = KeyId::split_kid(h.kid);
                 CFrame {
                     index,
@@ -159,18 +163,6 @@ impl World {
             .collect();
         (frames, marks)
     }
-}
-
-/// Whether `frame` is a whole RFC 9605 frame in codec-aware layout: the codec's clear bytes, an
-/// SFrame header that decodes, then at least the suite's tag length of ciphertext.
-fn whole_sframe(codec: Codec, suite: CipherSuite, frame: &[u8]) -> Result<Header, String> {
-    let clear = codec.clear_len(frame).map_err(|e| e.to_string())?;
-    let (h, len) = Header::decode(&frame[clear..]).map_err(|e| e.to_string())?;
-    let ct = frame.len() - clear - len;
-    if ct < suite.nt() {
-        return Err(format!("{ct} bytes of ciphertext, shorter than the tag"));
-    }
-    Ok(h)
 }
 
 fn codec(k: Kind) -> Codec {

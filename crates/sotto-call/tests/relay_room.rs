@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use sotto_call::media::{MediaConfig, MediaKind, MediaPeer, TapFrame};
-use sotto_frame::{CipherSuite, Codec, Header};
+use sotto_frame::Codec;
 use sotto_relay::capture::{self, Kind};
 use sotto_relay::client::{join, RoomHandle};
 use sotto_relay::{serve, RelayConfig};
@@ -47,18 +47,6 @@ async fn participant_with(url: &str, room: &str, name: &str, mut c: MediaConfig)
         tap: rx,
         _room: handle,
     }
-}
-
-/// Whether `frame` is a whole RFC 9605 frame in codec-aware layout: the codec's clear bytes, an
-/// SFrame header that decodes, then at least the suite's tag length of ciphertext.
-fn whole_sframe(codec: Codec, suite: CipherSuite, frame: &[u8]) -> Result<Header, String> {
-    let clear = codec.clear_len(frame).map_err(|e| e.to_string())?;
-    let (h, len) = Header::decode(&frame[clear..]).map_err(|e| e.to_string())?;
-    let ct = frame.len() - clear - len;
-    if ct < suite.nt() {
-        return Err(format!("{ct} bytes of ciphertext, shorter than the tag"));
-    }
-    Ok(h)
 }
 
 fn drain(rx: &mut mpsc::UnboundedReceiver<TapFrame>) -> Vec<TapFrame> {
@@ -198,7 +186,8 @@ async fn room_of(n: usize) {
         } else {
             Codec::Opus
         };
-        if let Err(e) = whole_sframe(codec, suite, &f.frame) {
+        // a whole RFC 9605 frame: clear codec bytes, header, at least a tag
+        if let Err(e) = codec.split(suite, &f.frame) {
             panic!("captured {:?} frame of {}: {e}", f.kind, f.sender);
         }
         assert!(

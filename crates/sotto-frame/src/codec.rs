@@ -5,8 +5,26 @@
 //! are sent in clear *before* the SFrame header and are authenticated as SFrame metadata, so a
 //! relay that changes them makes decryption fail. See `protocol-spec/frame.md`.
 
-use crate::consts::{OPUS_CLEAR_BYTES, VP8_DELTA_FRAME_CLEAR_BYTES, VP8_KEY_FRAME_CLEAR_BYTES};
+use crate::consts::{
+    MAX_FRAME_SIZE, OPUS_CLEAR_BYTES, VP8_DELTA_FRAME_CLEAR_BYTES, VP8_KEY_FRAME_CLEAR_BYTES,
+};
 use crate::error::Error;
+use crate::header::Header;
+use crate::suite::CipherSuite;
+
+/// A frame's wire layout, as [`Codec::split`] found it: `frame[..clear_len]` in clear,
+/// `frame[clear_len..clear_len + header_len]` the SFrame header, the rest ciphertext and tag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameParts {
+    /// Codec bytes kept in clear.
+    pub clear_len: usize,
+    /// The decoded SFrame header.
+    pub header: Header,
+    /// Its encoded length.
+    pub header_len: usize,
+    /// Ciphertext and tag.
+    pub body_len: usize,
+}
 
 /// How a frame is laid out on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -44,6 +62,38 @@ impl Codec {
             });
         }
         Ok(needed)
+    }
+
+    /// Checks that `frame` is laid out as an RFC 9605 frame of this codec under `suite`: the
+    /// codec's clear bytes, a minimally encoded SFrame header, then at least the suite's tag
+    /// length of ciphertext, at most [`MAX_FRAME_SIZE`] in all. Needs no key: what a relay, a
+    /// capture tool or a test can check of a frame it cannot open.
+    ///
+    /// # Errors
+    /// [`Error::CodecFrameTooShort`], [`Error::MalformedHeader`], [`Error::TruncatedCiphertext`]
+    /// or [`Error::FrameTooLarge`].
+    pub fn split(self, suite: CipherSuite, frame: &[u8]) -> Result<FrameParts, Error> {
+        if frame.len() > MAX_FRAME_SIZE {
+            return Err(Error::FrameTooLarge {
+                len: frame.len(),
+                limit: MAX_FRAME_SIZE,
+            });
+        }
+        let clear_len = self.clear_len(frame)?;
+        let (header, header_len) = Header::decode(&frame[clear_len..])?;
+        let body_len = frame.len() - clear_len - header_len;
+        if body_len < suite.nt() {
+            return Err(Error::TruncatedCiphertext {
+                len: body_len,
+                needed: suite.nt(),
+            });
+        }
+        Ok(FrameParts {
+            clear_len,
+            header,
+            header_len,
+            body_len,
+        })
     }
 
     /// True for a VP8 key frame (frame tag bit 0 clear); false for anything else.

@@ -29,6 +29,8 @@ pub enum Error {
     MetadataTooLarge { len: usize, limit: usize },
     /// A codec-aware frame is shorter than the bytes its codec keeps in clear.
     CodecFrameTooShort { len: usize, needed: usize },
+    /// After the header, fewer bytes than the suite's authentication tag.
+    TruncatedCiphertext { len: usize, needed: usize },
 
     // ---- the caller misused the API ----
     /// The sender key hit its counter limit: call `rotate` or `ratchet` first.
@@ -76,6 +78,10 @@ impl fmt::Display for Error {
                     "metadata of {len} bytes exceeds MAX_METADATA_SIZE ({limit})"
                 )
             }
+            Error::TruncatedCiphertext { len, needed } => write!(
+                f,
+                "{len} bytes after the SFrame header, fewer than the {needed}-byte tag"
+            ),
             Error::CodecFrameTooShort { len, needed } => write!(
                 f,
                 "codec frame of {len} bytes is shorter than its {needed} clear bytes"

@@ -53,7 +53,7 @@ pub mod ring;
 pub mod sender;
 pub mod suite;
 
-pub use codec::Codec;
+pub use codec::{Codec, FrameParts};
 pub use error::Error;
 pub use frame::FrameKey;
 pub use header::Header;

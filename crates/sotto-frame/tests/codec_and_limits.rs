@@ -343,3 +343,52 @@ fn every_suite_round_trips_in_every_mode() {
         }
     }
 }
+
+#[test]
+fn split_checks_a_frames_layout_without_a_key() {
+    for suite in [CipherSuite::default(), CipherSuite::Aes128CtrHmacSha256_32] {
+        let (mut alice, _) = pair(suite, 7);
+        // a key frame (10 clear bytes), a delta frame (3) and an Opus frame (1)
+        let key = vp8_key_frame(400);
+        let delta = [0x31u8, 0x0a, 0x00, 1, 2, 3];
+        for (codec, frame, clear) in [
+            (Codec::Vp8, &key[..], VP8_KEY_FRAME_CLEAR_BYTES),
+            (Codec::Vp8, &delta[..], VP8_DELTA_FRAME_CLEAR_BYTES),
+            (Codec::Opus, &[0xfc, 9, 9, 9][..], OPUS_CLEAR_BYTES),
+        ] {
+            let wire = alice.encrypt(codec, b"", frame).unwrap();
+            let p = codec.split(suite, &wire).unwrap();
+            assert_eq!(p.clear_len, clear);
+            assert_eq!(p.header.kid, alice.kid());
+            assert_eq!(p.clear_len + p.header_len + p.body_len, wire.len());
+            assert_eq!(p.body_len, frame.len() - clear + suite.nt());
+            // one byte short of a tag after the header is refused by name
+            let cut = p.clear_len + p.header_len + suite.nt() - 1;
+            assert_eq!(
+                codec.split(suite, &wire[..cut]),
+                Err(Error::TruncatedCiphertext {
+                    len: suite.nt() - 1,
+                    needed: suite.nt()
+                })
+            );
+            // exactly a tag is a well-formed (if empty) frame
+            assert!(codec.split(suite, &wire[..cut + 1]).is_ok());
+        }
+        assert!(matches!(
+            Codec::Vp8.split(suite, &[]),
+            Err(Error::CodecFrameTooShort { .. })
+        ));
+        // a header that is not minimally encoded (or truncated) is refused
+        let mut bad = key[..VP8_KEY_FRAME_CLEAR_BYTES].to_vec();
+        bad.push(0x80 | 0x10); // KID length 1 byte, missing
+        assert!(matches!(
+            Codec::Vp8.split(suite, &bad),
+            Err(Error::MalformedHeader(_))
+        ));
+        let huge = vec![0u8; MAX_FRAME_SIZE + 1];
+        assert!(matches!(
+            Codec::Full.split(suite, &huge),
+            Err(Error::FrameTooLarge { .. })
+        ));
+    }
+}
