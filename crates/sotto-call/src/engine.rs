@@ -46,7 +46,16 @@ pub enum Command {
     /// message (offer, answer, media key), is also sent here as received, whether or not it is
     /// used. Never printed (`KeyMaterial`'s `Debug` redacts the key).
     LogReceivedKeys(mpsc::UnboundedSender<KeyMaterial>),
+    /// How long after handing a fresh key (a member left) to the members who remain this device
+    /// switches to it; [`KEY_ACTIVATION_DELAY`] unless set, capped at [`MAX_KEY_ACTIVATION_DELAY`].
+    /// Longer gives receivers behind slow links more time to get the key first (and lets a test
+    /// widen the window in which a join races a pending rotation).
+    SetKeyActivationDelay(Duration),
 }
+
+/// Upper bound for [`Command::SetKeyActivationDelay`]: the leaver can read our media until the
+/// switch, so the switch is never put off for longer than this.
+pub const MAX_KEY_ACTIVATION_DELAY: Duration = Duration::from_secs(5);
 
 /// A snapshot of the device's call, for screens and reports.
 #[derive(Debug, Clone, Default)]
@@ -151,6 +160,7 @@ impl Engine {
             relay,
             call: None,
             key_log: None,
+            key_activation_delay: KEY_ACTIVATION_DELAY,
         };
         tokio::spawn(task.run());
         Engine {
@@ -291,6 +301,7 @@ struct Task {
     relay: Option<String>,
     call: Option<Call>,
     key_log: Option<mpsc::UnboundedSender<KeyMaterial>>,
+    key_activation_delay: Duration,
 }
 
 /// Something from the current call's media or relay room.
@@ -704,8 +715,9 @@ impl Task {
     }
 
     /// `who` left a group call: if we ever gave it our key, draw a fresh key, give it only to
-    /// the members who hold our key, switch to it after [`KEY_ACTIVATION_DELAY`]. Members who do
-    /// not hold our key yet get it (with the rotation) from [`Task::give_key`].
+    /// the members who hold our key, switch to it after the key activation delay
+    /// ([`KEY_ACTIVATION_DELAY`] unless [`Command::SetKeyActivationDelay`] changed it). Members
+    /// who do not hold our key yet get it (with the rotation) from [`Task::give_key`].
     async fn member_left(&mut self, who: &str) {
         let Some(call) = self.call.as_mut() else {
             return;
@@ -757,8 +769,9 @@ impl Task {
                     )
                     .await;
                 }
+                let delay = self.key_activation_delay;
                 if let Some(c) = self.call.as_mut() {
-                    c.rotation_due = Some(Instant::now() + KEY_ACTIVATION_DELAY);
+                    c.rotation_due = Some(Instant::now() + delay);
                 }
             }
             Err(e) => self.notice(Notice::Error(format!("rotation: {e}"))),
@@ -1080,6 +1093,9 @@ impl Task {
             Command::RotateKey => self.rotate().await,
             Command::Invite(user) => self.invite(user).await,
             Command::LogReceivedKeys(tx) => self.key_log = Some(tx),
+            Command::SetKeyActivationDelay(d) => {
+                self.key_activation_delay = d.min(MAX_KEY_ACTIVATION_DELAY)
+            }
         }
     }
 
@@ -1109,8 +1125,9 @@ impl Task {
                     )
                     .await;
                 }
+                let delay = self.key_activation_delay;
                 if let Some(c) = self.call.as_mut() {
-                    c.rotation_due = Some(Instant::now() + KEY_ACTIVATION_DELAY);
+                    c.rotation_due = Some(Instant::now() + delay);
                 }
             }
             Err(e) => self.notice(Notice::Error(format!("rotation: {e}"))),
