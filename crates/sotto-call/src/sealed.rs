@@ -9,11 +9,12 @@ use std::sync::Mutex;
 use std::time::SystemTime;
 
 use sotto_ratchet::{
-    decrypt, encrypt, process_prekey_bundle, CiphertextMessage, Direction, FileStore, Fingerprint,
-    IdentityChange, IdentityKey, IdentityKeyPair, IdentityKeyStore, InMemoryStore,
-    KyberPreKeyRecord, KyberPreKeyStore, PreKeyBundle, PreKeyRecord, PreKeySignalMessage,
-    PreKeyStore, ProtocolAddress, PublicKey, SessionRecord, SessionStore, SignalMessage,
-    SignedPreKeyRecord, SignedPreKeyStore, StoreKeySource,
+    decrypt, encrypt, plan_prekey_rotation, process_prekey_bundle, CiphertextMessage, Direction,
+    FileStore, Fingerprint, IdentityChange, IdentityKey, IdentityKeyPair, IdentityKeyStore,
+    InMemoryStore, KyberPreKeyRecord, KyberPreKeyStore, PreKeyBundle, PreKeyRecord,
+    PreKeySignalMessage, PreKeyStore, ProtocolAddress, PublicKey, SessionRecord, SessionStore,
+    SignalMessage, SignedPreKeyRecord, SignedPreKeyStore, StoreKeySource, SIGNED_PREKEY_GRACE_MS,
+    SIGNED_PREKEY_ROTATE_AFTER_MS,
 };
 use sotto_server::client::{FetchedBundle, IdentityStatus};
 use sotto_server::protocol::{OneTimePreKey, SignedPreKey, B64};
@@ -278,6 +279,12 @@ impl SignedPreKeyStore for DeviceStore {
     fn save_signed_pre_key(&mut self, record: SignedPreKeyRecord) -> sotto_ratchet::Result<()> {
         delegate!(self, s => s.save_signed_pre_key(record))
     }
+    fn signed_pre_key_stamps(&self) -> sotto_ratchet::Result<Vec<(u32, u64)>> {
+        delegate!(self, s => s.signed_pre_key_stamps())
+    }
+    fn remove_signed_pre_key(&mut self, id: u32) -> sotto_ratchet::Result<()> {
+        delegate!(self, s => s.remove_signed_pre_key(id))
+    }
 }
 
 impl KyberPreKeyStore for DeviceStore {
@@ -293,6 +300,12 @@ impl KyberPreKeyStore for DeviceStore {
     }
     fn mark_kyber_pre_key_used(&mut self, id: u32) -> sotto_ratchet::Result<()> {
         delegate!(self, s => s.mark_kyber_pre_key_used(id))
+    }
+    fn last_resort_kyber_stamps(&self) -> sotto_ratchet::Result<Vec<(u32, u64)>> {
+        delegate!(self, s => s.last_resort_kyber_stamps())
+    }
+    fn remove_kyber_pre_key(&mut self, id: u32) -> sotto_ratchet::Result<()> {
+        delegate!(self, s => s.remove_kyber_pre_key(id))
     }
 }
 
@@ -399,6 +412,27 @@ impl SeenIds {
     }
 }
 
+/// Where a registration failed: before the server created (or signed us in to) the account,
+/// or after, while publishing prekeys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    SignIn,
+    Prekeys,
+}
+
+/// What [`Device::refresh_signed_prekeys`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PrekeyRefresh {
+    /// The signed prekey the server now hands out.
+    pub signed_prekey_id: u32,
+    /// The last-resort Kyber prekey the server now hands out.
+    pub kyber_prekey_id: u32,
+    /// Whether a new signed or Kyber prekey was drawn.
+    pub rotated: bool,
+    /// How many replaced keys were deleted (past their grace period).
+    pub removed: usize,
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
@@ -437,7 +471,9 @@ impl Device {
     ) -> Result<(Device, Events), SealedError> {
         let registration_id = rand::random::<u32>() & 0x3fff;
         let store = DeviceStore::Memory(InMemoryStore::new(identity.clone(), registration_id));
-        Self::register_with(url, server_id, username, identity, store, None).await
+        Self::register_with(url, server_id, username, identity, store, None)
+            .await
+            .map_err(|(_, e)| e)
     }
 
     /// Like [`Device::register`], but the device is kept in `dir`: the ratchet state in an
@@ -460,6 +496,9 @@ impl Device {
         let profile_path = dir.join(PROFILE_FILE);
         create_private_dir(dir)?;
         let dir_lock = lock_dir(dir)?;
+        let dir_lock_clone = dir_lock
+            .try_clone()
+            .map_err(|e| SealedError::Device(format!("{}: {e}", dir.display())))?;
         let device_err = |path: &Path, e: sotto_ratchet::Error| {
             SealedError::Device(format!("{}: {e}", path.display()))
         };
@@ -533,6 +572,8 @@ impl Device {
             profile,
             _lock: dir_lock,
         };
+        // held until any cleanup below is done (the device's own handle goes with it on failure)
+        let _held = dir_lock_clone;
         let res = Self::register_with(
             url,
             server_id,
@@ -552,7 +593,9 @@ impl Device {
                 }
                 Ok((dev, events))
             }
-            Err(SealedError::Signaling(sotto_server::Error::Refused { code }))
+            // refused at sign-in only: a refusal after the account was created (e.g. of a
+            // prekey upload) must not delete the one identity the server now binds
+            Err((Stage::SignIn, SealedError::Signaling(sotto_server::Error::Refused { code })))
                 if fresh
                     && matches!(
                         code,
@@ -570,7 +613,7 @@ impl Device {
             }
             // anything else (server down, cut off mid-way) leaves an unfinished registration
             // that registering again resumes
-            Err(e) => Err(e),
+            Err((_, e)) => Err(e),
         }
     }
 
@@ -611,23 +654,32 @@ impl Device {
             identity.clone(),
         );
         let (client, events) = Client::connect(cfg).await?;
-        Ok((
-            Device {
-                username: profile.username.clone(),
-                device_id: profile.device_id,
-                identity,
-                store: Mutex::new(DeviceStore::File(file)),
-                client,
-                seen: Mutex::new(SeenIds::default()),
-                next_prekey: Mutex::new(profile.next_prekey_id),
-                persisted: Some(Mutex::new(Persisted {
-                    dir: dir.to_path_buf(),
-                    profile,
-                    _lock: dir_lock,
-                })),
-            },
-            events,
-        ))
+        let dev = Device {
+            username: profile.username.clone(),
+            device_id: profile.device_id,
+            identity,
+            store: Mutex::new(DeviceStore::File(file)),
+            client,
+            seen: Mutex::new(SeenIds::default()),
+            next_prekey: Mutex::new(profile.next_prekey_id),
+            persisted: Some(Mutex::new(Persisted {
+                dir: dir.to_path_buf(),
+                profile,
+                _lock: dir_lock,
+            })),
+        };
+        // a device that cannot refresh its prekeys now still works with the ones it has
+        match dev.refresh_signed_prekeys(SystemTime::now()).await {
+            Ok(r) if r.rotated || r.removed > 0 => tracing::info!(
+                signed = r.signed_prekey_id,
+                kyber = r.kyber_prekey_id,
+                removed = r.removed,
+                "medium-term prekeys rotated"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!("refreshing the signed prekeys failed: {e}"),
+        }
+        Ok((dev, events))
     }
 
     async fn register_with(
@@ -637,11 +689,13 @@ impl Device {
         identity: IdentityKeyPair,
         store: DeviceStore,
         persisted: Option<Persisted>,
-    ) -> Result<(Device, Events), SealedError> {
+    ) -> Result<(Device, Events), (Stage, SealedError)> {
         let device_id = 1;
         let cfg =
             ClientConfig::new(url, server_id, username, device_id, identity.clone()).register();
-        let (client, events) = Client::connect(cfg).await?;
+        let (client, events) = Client::connect(cfg)
+            .await
+            .map_err(|e| (Stage::SignIn, e.into()))?;
         let next_prekey = persisted.as_ref().map_or(1, |p| p.profile.next_prekey_id);
         let dev = Device {
             username: username.to_string(),
@@ -653,13 +707,72 @@ impl Device {
             persisted: persisted.map(Mutex::new),
             next_prekey: Mutex::new(next_prekey),
         };
-        let mut rng = rand::rngs::OsRng;
-        let now_ms = SystemTime::now()
+        // a fresh store draws signed and Kyber prekey 1; a resumed registration publishes the
+        // ones it drew before (the server may already have handed them out)
+        let after = |e| (Stage::Prekeys, e);
+        dev.refresh_signed_prekeys(SystemTime::now())
+            .await
+            .map_err(after)?;
+        dev.publish_one_time_prekeys().await.map_err(after)?;
+        Ok((dev, events))
+    }
+
+    /// Keeps the medium-term prekeys fresh (run at every sign-in of a persistent device): if
+    /// the current signed prekey or last-resort Kyber prekey is
+    /// [`SIGNED_PREKEY_ROTATE_AFTER_MS`] old (or there is none), draws a new one under the next
+    /// id and stores it; then publishes the current pair (again, if nothing changed: that also
+    /// heals a crash between storing a new pair and publishing it); only once the server has
+    /// it, deletes the keys replaced more than [`SIGNED_PREKEY_GRACE_MS`] ago. Replaced keys
+    /// are kept until then, so a session start built on an older bundle still opens.
+    ///
+    /// # Errors
+    /// Store or signaling errors; nothing is deleted unless the publication succeeded.
+    pub async fn refresh_signed_prekeys(
+        &self,
+        now: SystemTime,
+    ) -> Result<PrekeyRefresh, SealedError> {
+        let now_ms = now
             .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
             .unwrap_or(0);
-        let signed = SignedPreKeyRecord::generate(1, now_ms, &dev.identity, &mut rng);
-        let kyber = KyberPreKeyRecord::generate(1, now_ms, &dev.identity, &mut rng);
+        let mut rng = rand::rngs::OsRng;
+        let (signed, kyber, remove_signed, remove_kyber, rotated) = {
+            let mut store = lock(&self.store);
+            let plan = |keys: &[(u32, u64)]| {
+                plan_prekey_rotation(
+                    keys,
+                    now_ms,
+                    SIGNED_PREKEY_ROTATE_AFTER_MS,
+                    SIGNED_PREKEY_GRACE_MS,
+                )
+            };
+            let sp = plan(&store.signed_pre_key_stamps()?)?;
+            let kp = plan(&store.last_resort_kyber_stamps()?)?;
+            let new_signed = sp
+                .new_id
+                .map(|id| SignedPreKeyRecord::generate(id, now_ms, &self.identity, &mut rng));
+            let new_kyber = kp
+                .new_id
+                .map(|id| KyberPreKeyRecord::generate(id, now_ms, &self.identity, &mut rng));
+            let rotated = new_signed.is_some() || new_kyber.is_some();
+            // the new pair is stored (one write) before the server can hand it out
+            store.transaction(|s| {
+                if let Some(r) = new_signed {
+                    s.save_signed_pre_key(r)?;
+                }
+                if let Some(r) = new_kyber {
+                    s.save_kyber_pre_key(r, true)?;
+                }
+                Ok(())
+            })?;
+            let current = |keys: Vec<(u32, u64)>| keys.iter().map(|k| k.0).max();
+            let missing = || SealedError::Device("no current signed prekey after rotation".into());
+            let sid = current(store.signed_pre_key_stamps()?).ok_or_else(missing)?;
+            let kid = current(store.last_resort_kyber_stamps()?).ok_or_else(missing)?;
+            let signed = store.get_signed_pre_key(sid)?.ok_or_else(missing)?;
+            let kyber = store.get_kyber_pre_key(kid)?.ok_or_else(missing)?;
+            (signed, kyber, sp.remove, kp.remove, rotated)
+        };
         let spk = SignedPreKey {
             id: signed.id,
             public: B64(signed.key_pair.public_key.serialize().to_vec()),
@@ -670,12 +783,27 @@ impl Device {
             public: B64(kyber.key_pair.public_key.serialize()),
             signature: B64(kyber.signature.to_vec()),
         };
-        lock(&dev.store).transaction(|s| {
-            s.save_signed_pre_key(signed)?;
-            s.save_kyber_pre_key(kyber, true)
-        })?;
-        dev.publish_one_time_prekeys(Some(spk), Some(kpk)).await?;
-        Ok((dev, events))
+        self.client
+            .publish_prekeys(Some(spk), Some(kpk), vec![])
+            .await?;
+        let removed = remove_signed.len() + remove_kyber.len();
+        if removed > 0 {
+            lock(&self.store).transaction(|s| {
+                for id in &remove_signed {
+                    s.remove_signed_pre_key(*id)?;
+                }
+                for id in &remove_kyber {
+                    s.remove_kyber_pre_key(*id)?;
+                }
+                Ok(())
+            })?;
+        }
+        Ok(PrekeyRefresh {
+            signed_prekey_id: signed.id,
+            kyber_prekey_id: kyber.id,
+            rotated,
+            removed,
+        })
     }
 
     /// Answers the server's "prekeys low": publishes [`ONE_TIME_PREKEYS`] more one-time
@@ -684,17 +812,12 @@ impl Device {
     /// # Errors
     /// Store or signaling errors.
     pub async fn replenish_prekeys(&self) -> Result<(), SealedError> {
-        self.publish_one_time_prekeys(None, None).await
+        self.publish_one_time_prekeys().await
     }
 
     /// Generates [`ONE_TIME_PREKEYS`] one-time prekeys under fresh ids, stores them (and, for a
-    /// persistent device, the next id) before anything is published, then publishes them with
-    /// the optional signed and Kyber prekeys.
-    async fn publish_one_time_prekeys(
-        &self,
-        spk: Option<SignedPreKey>,
-        kpk: Option<SignedPreKey>,
-    ) -> Result<(), SealedError> {
+    /// persistent device, the next id) before anything is published, then publishes them.
+    async fn publish_one_time_prekeys(&self) -> Result<(), SealedError> {
         // reserve the range first: whatever happens next, these ids are never handed out again
         let first = {
             let mut next = lock(&self.next_prekey);
@@ -732,7 +855,7 @@ impl Device {
             }
             Ok(())
         })?;
-        self.client.publish_prekeys(spk, kpk, otpks).await?;
+        self.client.publish_prekeys(None, None, otpks).await?;
         Ok(())
     }
 

@@ -479,6 +479,12 @@ impl<R: RngCore + CryptoRng> SignedPreKeyStore for FileStore<R> {
     fn save_signed_pre_key(&mut self, record: SignedPreKeyRecord) -> Result<()> {
         self.change(|s| s.save_signed_pre_key(record))
     }
+    fn signed_pre_key_stamps(&self) -> Result<Vec<(u32, u64)>> {
+        self.inner.signed_pre_key_stamps()
+    }
+    fn remove_signed_pre_key(&mut self, id: u32) -> Result<()> {
+        self.change(|s| s.remove_signed_pre_key(id))
+    }
 }
 
 impl<R: RngCore + CryptoRng> KyberPreKeyStore for FileStore<R> {
@@ -490,6 +496,12 @@ impl<R: RngCore + CryptoRng> KyberPreKeyStore for FileStore<R> {
     }
     fn mark_kyber_pre_key_used(&mut self, id: u32) -> Result<()> {
         self.change(|s| s.mark_kyber_pre_key_used(id))
+    }
+    fn last_resort_kyber_stamps(&self) -> Result<Vec<(u32, u64)>> {
+        self.inner.last_resort_kyber_stamps()
+    }
+    fn remove_kyber_pre_key(&mut self, id: u32) -> Result<()> {
+        self.change(|s| s.remove_kyber_pre_key(id))
     }
 }
 

@@ -62,7 +62,10 @@ pub use fingerprint::Fingerprint;
 pub use identity::{IdentityKey, IdentityKeyPair};
 pub use kem::{KyberKeyPair, KyberPublicKey, KyberSecretKey};
 pub use message::{CiphertextMessage, PreKeySignalMessage, SignalMessage};
-pub use prekeys::{KyberPreKeyRecord, PreKeyBundle, PreKeyRecord, SignedPreKeyRecord};
+pub use prekeys::{
+    plan_prekey_rotation, KyberPreKeyRecord, PreKeyBundle, PreKeyRecord, PrekeyRotationPlan,
+    SignedPreKeyRecord, SIGNED_PREKEY_GRACE_MS, SIGNED_PREKEY_ROTATE_AFTER_MS,
+};
 pub use record::SessionRecord;
 pub use session::{
     decrypt, decrypt_prekey_message, decrypt_signal_message, encrypt, process_prekey_bundle,

@@ -99,6 +99,10 @@ pub trait SignedPreKeyStore {
     fn get_signed_pre_key(&self, id: u32) -> Result<Option<SignedPreKeyRecord>>;
     /// Stores a signed prekey.
     fn save_signed_pre_key(&mut self, record: SignedPreKeyRecord) -> Result<()>;
+    /// `(id, creation time in ms)` of every stored signed prekey, by id.
+    fn signed_pre_key_stamps(&self) -> Result<Vec<(u32, u64)>>;
+    /// Deletes a signed prekey (one rotated out past its grace period).
+    fn remove_signed_pre_key(&mut self, id: u32) -> Result<()>;
 }
 
 /// Kyber prekeys: one-time ones are deleted after use, last-resort ones are kept.
@@ -109,6 +113,10 @@ pub trait KyberPreKeyStore {
     fn save_kyber_pre_key(&mut self, record: KyberPreKeyRecord, last_resort: bool) -> Result<()>;
     /// Called after a session consumed the key.
     fn mark_kyber_pre_key_used(&mut self, id: u32) -> Result<()>;
+    /// `(id, creation time in ms)` of every stored last-resort Kyber prekey, by id.
+    fn last_resort_kyber_stamps(&self) -> Result<Vec<(u32, u64)>>;
+    /// Deletes a Kyber prekey (a last-resort one rotated out past its grace period).
+    fn remove_kyber_pre_key(&mut self, id: u32) -> Result<()>;
 }
 
 /// Session records per remote device.
@@ -213,6 +221,17 @@ impl SignedPreKeyStore for InMemoryStore {
         self.signed_pre_keys.insert(record.id, record);
         Ok(())
     }
+    fn signed_pre_key_stamps(&self) -> Result<Vec<(u32, u64)>> {
+        Ok(self
+            .signed_pre_keys
+            .values()
+            .map(|r| (r.id, r.timestamp))
+            .collect())
+    }
+    fn remove_signed_pre_key(&mut self, id: u32) -> Result<()> {
+        self.signed_pre_keys.remove(&id);
+        Ok(())
+    }
 }
 
 impl KyberPreKeyStore for InMemoryStore {
@@ -227,6 +246,18 @@ impl KyberPreKeyStore for InMemoryStore {
         if let Some((_, false)) = self.kyber_pre_keys.get(&id) {
             self.kyber_pre_keys.remove(&id);
         }
+        Ok(())
+    }
+    fn last_resort_kyber_stamps(&self) -> Result<Vec<(u32, u64)>> {
+        Ok(self
+            .kyber_pre_keys
+            .values()
+            .filter(|(_, last_resort)| *last_resort)
+            .map(|(r, _)| (r.id, r.timestamp))
+            .collect())
+    }
+    fn remove_kyber_pre_key(&mut self, id: u32) -> Result<()> {
+        self.kyber_pre_keys.remove(&id);
         Ok(())
     }
 }
