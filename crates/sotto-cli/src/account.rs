@@ -161,6 +161,7 @@ pub fn register(a: RegisterArgs) -> Result<(), CliError> {
             Err(_) => false,
         };
         let key_path: PathBuf = dir.join(KEY_FILE);
+        let mut created_key = false;
         let key = match &pass {
             Some(p) => StoreKeySource::Passphrase(p),
             None => {
@@ -180,6 +181,7 @@ pub fn register(a: RegisterArgs) -> Result<(), CliError> {
                         )));
                     }
                     create_key_file(&key_path)?;
+                    created_key = true;
                 }
                 StoreKeySource::KeyFile(&key_path)
             }
@@ -188,7 +190,10 @@ pub fn register(a: RegisterArgs) -> Result<(), CliError> {
         let (dev, _events) = match res {
             Ok(d) => d,
             Err(e) => {
-                if pass.is_none() && !dir.join(sotto_call::sealed::STORE_FILE).exists() {
+                // only a key this run made, and only if no store uses it: another process
+                // registering into the same directory may be between reading the key it made
+                // and writing its store
+                if created_key && !dir.join(sotto_call::sealed::STORE_FILE).exists() {
                     let _ = std::fs::remove_file(&key_path);
                 }
                 let resumable = sotto_call::sealed::read_profile(&dir)
