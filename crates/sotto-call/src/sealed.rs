@@ -199,21 +199,34 @@ impl DeviceStore {
         &mut self,
         f: impl FnOnce(&mut DeviceStore) -> sotto_ratchet::Result<T>,
     ) -> sotto_ratchet::Result<T> {
+        // a panic inside counts as an error: the state goes back, and a file store's
+        // transaction is closed (else every later change would join it and never be written)
+        let run = |this: &mut DeviceStore| {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(this)))
+        };
         match self {
             DeviceStore::Memory(m) => {
                 let before = m.clone();
-                let res = f(self);
-                if res.is_err() {
+                let res = run(self);
+                if !matches!(res, Ok(Ok(_))) {
                     *self = DeviceStore::Memory(before);
                 }
-                res
+                res.unwrap_or_else(|panic| std::panic::resume_unwind(panic))
             }
             DeviceStore::File(file) => {
                 let outer = file.begin_transaction();
-                let res = f(self);
-                match self {
-                    DeviceStore::File(file) if outer => file.finish_transaction(res),
-                    _ => res,
+                let res = run(self);
+                match (self, res) {
+                    (DeviceStore::File(file), Ok(res)) if outer => file.finish_transaction(res),
+                    (DeviceStore::File(file), Err(panic)) => {
+                        if outer {
+                            let _ = file.finish_transaction::<()>(Err(
+                                sotto_ratchet::Error::InvalidArgument("panicked"),
+                            ));
+                        }
+                        std::panic::resume_unwind(panic)
+                    }
+                    (_, res) => res.unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
                 }
             }
         }

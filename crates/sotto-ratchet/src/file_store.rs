@@ -198,7 +198,18 @@ impl<R: RngCore + CryptoRng> FileStore<R> {
     /// `f`'s error, or the write's.
     pub fn transaction<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
         let outer = self.begin_transaction();
-        let res = f(self);
+        // a panic inside is an error for the transaction: memory goes back to where it was and
+        // the store is usable again (otherwise the transaction would stay open and every later
+        // change would join it and never be written)
+        let res = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(self))) {
+            Ok(res) => res,
+            Err(panic) => {
+                if outer {
+                    let _ = self.finish_transaction::<()>(Err(Error::InvalidArgument("panicked")));
+                }
+                std::panic::resume_unwind(panic)
+            }
+        };
         if outer {
             self.finish_transaction(res)
         } else {
@@ -227,7 +238,16 @@ impl<R: RngCore + CryptoRng> FileStore<R> {
         let Some(before) = self.in_transaction.take() else {
             return res;
         };
-        let res = res.and_then(|v| self.persist().map(|()| v));
+        let res = match res {
+            Ok(v) => match self.persist() {
+                Ok(()) => Ok(v),
+                // the new state is in place on disk (only its directory entry may not be
+                // durable yet): memory keeps it, so the two never disagree
+                Err(Persist::Renamed(e)) => return Err(e),
+                Err(Persist::NotWritten(e)) => Err(e),
+            },
+            Err(e) => Err(e),
+        };
         if res.is_err() {
             self.inner = *before;
         }
@@ -240,7 +260,8 @@ impl<R: RngCore + CryptoRng> FileStore<R> {
         self.transaction(|s| f(&mut s.inner))
     }
 
-    fn persist(&mut self) -> Result<()> {
+    fn persist(&mut self) -> std::result::Result<(), Persist> {
+        use Persist::NotWritten;
         let plaintext = Zeroizing::new(Zeroizing::new(to_snapshot(&self.inner)).encode_to_vec());
         let mut header = Vec::with_capacity(HEADER_LEN);
         header.extend_from_slice(MAGIC);
@@ -258,7 +279,7 @@ impl<R: RngCore + CryptoRng> FileStore<R> {
                     aad: &header,
                 },
             )
-            .map_err(|_| Error::StoreFormat("encryption failed"))?;
+            .map_err(|_| NotWritten(Error::StoreFormat("encryption failed")))?;
         let mut tmp = self.path.clone().into_os_string();
         tmp.push(".tmp");
         let tmp = PathBuf::from(tmp);
@@ -270,13 +291,30 @@ impl<R: RngCore + CryptoRng> FileStore<R> {
                 use std::os::unix::fs::OpenOptionsExt;
                 opts.mode(0o600);
             }
-            let mut f = opts.open(&tmp).map_err(io)?;
-            f.write_all(&header).map_err(io)?;
-            f.write_all(&ct).map_err(io)?;
-            f.sync_all().map_err(io)?;
+            let not_written = |e| NotWritten(io(e));
+            let mut f = opts.open(&tmp).map_err(not_written)?;
+            f.write_all(&header).map_err(not_written)?;
+            f.write_all(&ct).map_err(not_written)?;
+            f.sync_all().map_err(not_written)?;
         }
-        fs::rename(&tmp, &self.path).map_err(io)?;
-        sync_parent(&self.path)
+        fs::rename(&tmp, &self.path).map_err(|e| NotWritten(io(e)))?;
+        sync_parent(&self.path).map_err(Persist::Renamed)
+    }
+}
+
+/// Why a write of the store failed: before the new file replaced the old one, or after.
+enum Persist {
+    /// The old file is untouched.
+    NotWritten(Error),
+    /// The new file is in place; making the rename durable (directory fsync) failed.
+    Renamed(Error),
+}
+
+impl From<Persist> for Error {
+    fn from(p: Persist) -> Error {
+        match p {
+            Persist::NotWritten(e) | Persist::Renamed(e) => e,
+        }
     }
 }
 

@@ -133,6 +133,35 @@ fn file_store_with_key_file() {
 }
 
 #[test]
+fn a_transaction_that_panics_rolls_back_and_leaves_the_store_writing() {
+    let path = tmp("txn-panic");
+    let id = IdentityKeyPair::generate(&mut rng(30));
+    let mut r = rng(31);
+    let mut s = FileStore::create(&path, PASS, id, 3, rng(32)).unwrap();
+    let on_disk = std::fs::read(&path).unwrap();
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _ = s.transaction(|s| {
+            s.save_pre_key(PreKeyRecord::generate(1, &mut r))?;
+            panic!("a bug in the middle of a change");
+            #[allow(unreachable_code)]
+            Ok(())
+        });
+    }));
+    assert!(caught.is_err(), "the panic reaches the caller");
+    assert!(s.get_pre_key(1).unwrap().is_none(), "memory rolled back");
+    assert_eq!(std::fs::read(&path).unwrap(), on_disk, "file untouched");
+    // the next change is written through (no transaction left open that it would join)
+    s.save_pre_key(PreKeyRecord::generate(2, &mut r)).unwrap();
+    drop(s);
+    let s = FileStore::open(&path, PASS, rng(33)).unwrap();
+    assert!(
+        s.get_pre_key(2).unwrap().is_some(),
+        "written after the panic"
+    );
+    assert!(s.get_pre_key(1).unwrap().is_none());
+}
+
+#[test]
 fn a_transaction_is_all_or_nothing_in_memory_and_on_disk() {
     let path = tmp("txn");
     let id = IdentityKeyPair::generate(&mut rng(20));
