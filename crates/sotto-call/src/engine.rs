@@ -20,6 +20,11 @@ pub const KEY_ACTIVATION_DELAY: Duration = Duration::from_millis(500);
 /// How often stats are refreshed while media runs.
 pub const STATS_INTERVAL: Duration = Duration::from_millis(500);
 
+/// How often a running engine refreshes its device's signed and Kyber prekeys
+/// ([`Device::refresh_signed_prekeys`](crate::sealed::Device::refresh_signed_prekeys): rotated
+/// when a week old), so a device that stays signed in for weeks still rotates them.
+pub const PREKEY_REFRESH_INTERVAL: Duration = Duration::from_secs(3600);
+
 /// What the user (or a script) asks for.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -376,6 +381,10 @@ impl Task {
 
     async fn run(mut self) {
         let mut stats_tick = tokio::time::interval(STATS_INTERVAL);
+        let mut prekey_tick = tokio::time::interval_at(
+            tokio::time::Instant::now() + PREKEY_REFRESH_INTERVAL,
+            PREKEY_REFRESH_INTERVAL,
+        );
         loop {
             let deadline = self.call.as_ref().and_then(|c| {
                 [c.machine.poll_timeout(), c.rotation_due]
@@ -444,6 +453,11 @@ impl Task {
                 },
                 _ = sleep => self.on_timer().await,
                 _ = stats_tick.tick() => self.refresh_stats().await,
+                _ = prekey_tick.tick() => {
+                    if let Err(e) = self.device.refresh_signed_prekeys(std::time::SystemTime::now()).await {
+                        self.notice(Notice::Error(format!("refreshing prekeys: {e}")));
+                    }
+                }
             }
             self.publish();
         }
