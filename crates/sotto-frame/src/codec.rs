@@ -5,9 +5,7 @@
 //! are sent in clear *before* the SFrame header and are authenticated as SFrame metadata, so a
 //! relay that changes them makes decryption fail. See `protocol-spec/frame.md`.
 
-use crate::consts::{
-    MAX_FRAME_SIZE, OPUS_CLEAR_BYTES, VP8_DELTA_FRAME_CLEAR_BYTES, VP8_KEY_FRAME_CLEAR_BYTES,
-};
+use crate::consts::{OPUS_CLEAR_BYTES, VP8_DELTA_FRAME_CLEAR_BYTES, VP8_KEY_FRAME_CLEAR_BYTES};
 use crate::error::Error;
 use crate::header::Header;
 use crate::suite::CipherSuite;
@@ -66,17 +64,19 @@ impl Codec {
 
     /// Checks that `frame` is laid out as an RFC 9605 frame of this codec under `suite`: the
     /// codec's clear bytes, a minimally encoded SFrame header, then at least the suite's tag
-    /// length of ciphertext, at most [`MAX_FRAME_SIZE`] in all. Needs no key: what a relay, a
-    /// capture tool or a test can check of a frame it cannot open.
+    /// length of ciphertext, at most [`CipherSuite::max_wire_frame_size`] in all (the limit
+    /// [`crate::KeyRing::decrypt`] applies). Needs no key: what a relay, a capture tool or a
+    /// test can check of a frame it cannot open.
     ///
     /// # Errors
     /// [`Error::CodecFrameTooShort`], [`Error::MalformedHeader`], [`Error::TruncatedCiphertext`]
     /// or [`Error::FrameTooLarge`].
     pub fn split(self, suite: CipherSuite, frame: &[u8]) -> Result<FrameParts, Error> {
-        if frame.len() > MAX_FRAME_SIZE {
+        let limit = suite.max_wire_frame_size();
+        if frame.len() > limit {
             return Err(Error::FrameTooLarge {
                 len: frame.len(),
-                limit: MAX_FRAME_SIZE,
+                limit,
             });
         }
         let clear_len = self.clear_len(frame)?;

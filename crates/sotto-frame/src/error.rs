@@ -23,7 +23,8 @@ pub enum Error {
     CounterOutOfWindow { kid: u64, ctr: u64 },
     /// The ciphertext or tag did not authenticate. Deliberately says nothing more.
     AuthenticationFailed,
-    /// The frame (or ciphertext) exceeds [`crate::consts::MAX_FRAME_SIZE`].
+    /// The frame exceeds its size limit: [`crate::consts::MAX_FRAME_SIZE`] of plaintext, or
+    /// [`crate::CipherSuite::max_wire_frame_size`] as it came off the wire.
     FrameTooLarge { len: usize, limit: usize },
     /// The metadata exceeds [`crate::consts::MAX_METADATA_SIZE`].
     MetadataTooLarge { len: usize, limit: usize },
@@ -70,7 +71,7 @@ impl fmt::Display for Error {
             ),
             Error::AuthenticationFailed => write!(f, "frame failed authentication"),
             Error::FrameTooLarge { len, limit } => {
-                write!(f, "frame of {len} bytes exceeds MAX_FRAME_SIZE ({limit})")
+                write!(f, "frame of {len} bytes exceeds its size limit ({limit})")
             }
             Error::MetadataTooLarge { len, limit } => {
                 write!(

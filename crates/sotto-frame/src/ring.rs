@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 
 use crate::codec::Codec;
 use crate::consts::{
-    DEFAULT_GRACE_PERIOD, KID_GENERATION_BITS, KID_STEP_BITS, MAX_FRAME_SIZE, MAX_GENERATIONS,
-    MAX_GRACE_PERIOD, MAX_HEADER_SIZE, MAX_METADATA_SIZE, MAX_OLD_STEPS, MAX_RATCHET_AHEAD,
-    MAX_SENDERS, MAX_SENDER_ID, MAX_STEP, REPLAY_WINDOW,
+    DEFAULT_GRACE_PERIOD, KID_GENERATION_BITS, KID_STEP_BITS, MAX_GENERATIONS, MAX_GRACE_PERIOD,
+    MAX_METADATA_SIZE, MAX_OLD_STEPS, MAX_RATCHET_AHEAD, MAX_SENDERS, MAX_SENDER_ID, MAX_STEP,
+    REPLAY_WINDOW,
 };
 use crate::error::Error;
 use crate::frame::FrameKey;
@@ -361,7 +361,7 @@ impl KeyRing {
         wire: &[u8],
         now: Instant,
     ) -> Result<Decrypted, Error> {
-        let limit = MAX_FRAME_SIZE + MAX_HEADER_SIZE + self.suite.nt();
+        let limit = self.suite.max_wire_frame_size();
         if wire.len() > limit {
             return Err(Error::FrameTooLarge {
                 len: wire.len(),

@@ -8,6 +8,7 @@ use sha2::Sha256;
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
+use crate::consts::{MAX_FRAME_SIZE, MAX_HEADER_SIZE};
 use crate::error::Error;
 
 /// An SFrame cipher suite.
@@ -109,6 +110,14 @@ impl CipherSuite {
             CipherSuite::Aes128CtrHmacSha256_32 => 4,
             CipherSuite::Aes128GcmSha256_128 | CipherSuite::Aes256GcmSha512_128 => 16,
         }
+    }
+
+    /// Longest wire frame under this suite: what a [`MAX_FRAME_SIZE`] plaintext becomes with
+    /// the longest header and a tag, `MAX_FRAME_SIZE + MAX_HEADER_SIZE + Nt` (codec-aware clear
+    /// bytes are part of the plaintext). [`crate::KeyRing::decrypt`] and
+    /// [`crate::Codec::split`] refuse longer frames.
+    pub const fn max_wire_frame_size(self) -> usize {
+        MAX_FRAME_SIZE + MAX_HEADER_SIZE + self.nt()
     }
 
     pub(crate) const fn hash(self) -> Hash {

@@ -385,10 +385,42 @@ fn split_checks_a_frames_layout_without_a_key() {
             Codec::Vp8.split(suite, &bad),
             Err(Error::MalformedHeader(_))
         ));
-        let huge = vec![0u8; MAX_FRAME_SIZE + 1];
+        let huge = vec![0u8; suite.max_wire_frame_size() + 1];
         assert!(matches!(
             Codec::Full.split(suite, &huge),
             Err(Error::FrameTooLarge { .. })
         ));
+    }
+}
+
+#[test]
+fn a_max_frame_size_plaintext_splits_and_decrypts_and_the_wire_limit_is_shared() {
+    let t = Instant::now();
+    for suite in CipherSuite::ALL {
+        let limit = suite.max_wire_frame_size();
+        assert_eq!(limit, MAX_FRAME_SIZE + MAX_HEADER_SIZE + suite.nt());
+        let (mut alice, mut bob) = pair(suite, 8);
+        for (codec, frame) in [
+            (Codec::Full, vec![7u8; MAX_FRAME_SIZE]),
+            (Codec::Vp8, vp8_key_frame(MAX_FRAME_SIZE)),
+        ] {
+            let wire = alice.encrypt(codec, b"", &frame).unwrap();
+            assert!(wire.len() > MAX_FRAME_SIZE && wire.len() <= limit);
+            let p = codec.split(suite, &wire).unwrap();
+            assert_eq!(p.clear_len + p.header_len + p.body_len, wire.len());
+            assert_eq!(bob.decrypt(codec, b"", &wire, t).unwrap().frame, frame);
+            // split checks layout and size only: a frame at the wire limit passes, one byte
+            // more is refused, by split and decrypt alike
+            let mut at_limit = wire;
+            at_limit.resize(limit, 0);
+            assert!(codec.split(suite, &at_limit).is_ok());
+            at_limit.push(0);
+            let too_large = Some(Error::FrameTooLarge {
+                len: limit + 1,
+                limit,
+            });
+            assert_eq!(codec.split(suite, &at_limit).err(), too_large);
+            assert_eq!(bob.decrypt(codec, b"", &at_limit, t).err(), too_large);
+        }
     }
 }
