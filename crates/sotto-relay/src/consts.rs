@@ -32,6 +32,27 @@ pub const NACK_RECEIVE_LOG: u16 = 512;
 pub const NACK_INTERVAL: Duration = Duration::from_millis(50);
 /// Times the relay asks for one missing packet before giving it up (`NACK_INTERVAL` apart).
 pub const MAX_NACKS_PER_PACKET: u16 = 8;
+/// Sequence numbers the relay resends for one receiver NACK (one media SSRC) at most; the rest
+/// of it is refused, and an honest receiver asks again at its next NACK interval. 64 packets are
+/// about 375 ms of a 1.5 Mbit/s video stream (~170 packets/s), longer than a receiver waits for
+/// a missing packet before giving up on its frame (sotto's `MAX_LATE_TIME`, 200 ms).
+pub const MAX_RETRANSMISSIONS_PER_NACK: usize = 64;
+/// A packet resent to a receiver is not resent to it again for a NACK arriving within this time
+/// (the relay's own `NACK_INTERVAL`): the first copy is still on its way. An honest receiver
+/// asks again only after its own NACK interval (webrtc-rs's default, which sotto's `MediaPeer`
+/// uses, is 100 ms), so its re-ask for a resend that was lost again passes.
+pub const RETRANSMISSION_HOLDOFF: Duration = NACK_INTERVAL;
+/// Retransmissions per second one receiver's connection earns (a token bucket refilled at this
+/// rate, holding at most [`RETRANSMISSION_BURST`]); a NACKed packet without a token is refused.
+/// Honest 10 % loss on four 1.5 Mbit/s video streams (`MAX_ROOM_SIZE - 1` slots, ~170 packets/s
+/// each) needs ~68 resends/s, ~75/s with the resends lost again: this is more than three times
+/// that. (The `relay_retransmission` test, one 128 kbit/s stream of ~19 packets/s at 10 % loss,
+/// needs ~2/s.)
+pub const RETRANSMISSION_RATE: u32 = 250;
+/// Retransmissions one receiver's connection may get at once: one second's worth of
+/// [`RETRANSMISSION_RATE`], more than a 200 ms outage on all four slot video streams
+/// (~140 packets) takes to repair.
+pub const RETRANSMISSION_BURST: u32 = 250;
 /// RTP payload type of VP8 on relay legs (the only video codec the relay offers).
 pub const VIDEO_PAYLOAD_TYPE: u8 = 96;
 /// RTP payload type of Opus on relay legs (the only audio codec the relay offers).

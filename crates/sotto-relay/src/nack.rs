@@ -12,6 +12,13 @@
 //!   relay's rewriting, so a NACK (which names the slot SSRC and the numbers the receiver saw)
 //!   finds the right packet.
 //!
+//! A receiver's NACK is limited before the responder sees it, since one small RTCP datagram
+//! can name thousands of packets (each NACK pair names up to 17, pairs may repeat): every
+//! packet named is resent at most once per NACK, not again within [`RETRANSMISSION_HOLDOFF`],
+//! at most [`MAX_RETRANSMISSIONS_PER_NACK`] per NACK, and only while the connection's budget
+//! lasts ([`RETRANSMISSION_RATE`] a second, up to [`RETRANSMISSION_BURST`] at once). What a
+//! NACK asks beyond that is refused and counted ([`NackCounters::nack_seqs_refused`]).
+//!
 //! A retransmission is the buffered packet itself: the same SFrame ciphertext, byte for byte. No
 //! RTX (RFC 4588) is negotiated on relay legs ([`media_engine`] registers none), so a repair
 //! arrives on the stream it repairs and the NACK generator at either end sees the gap close
@@ -20,17 +27,19 @@
 //! Audio carries no NACK feedback (as in webrtc-rs's and browsers' defaults): a lost Opus packet
 //! stays lost.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rtc::interceptor::{
     Attribute, Interceptor, NackGeneratorBuilder, NackResponderBuilder, Packet, Registry, Slot,
     StreamInfo, TaggedPacket,
 };
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8};
-use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
+use rtc::rtcp::transport_feedbacks::transport_layer_nack::{
+    nack_pairs_from_sequence_numbers, NackPair, TransportLayerNack,
+};
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind,
 };
@@ -39,8 +48,9 @@ use rtc::shared::error::Error;
 use webrtc::peer_connection::MediaEngine;
 
 use crate::consts::{
-    AUDIO_PAYLOAD_TYPE, MAX_NACKS_PER_PACKET, NACK_INTERVAL, NACK_RECEIVE_LOG, NACK_SEND_BUFFER,
-    VIDEO_PAYLOAD_TYPE,
+    AUDIO_PAYLOAD_TYPE, MAX_NACKS_PER_PACKET, MAX_RETRANSMISSIONS_PER_NACK, NACK_INTERVAL,
+    NACK_RECEIVE_LOG, NACK_SEND_BUFFER, RETRANSMISSION_BURST, RETRANSMISSION_HOLDOFF,
+    RETRANSMISSION_RATE, VIDEO_PAYLOAD_TYPE,
 };
 use crate::feedback::KeyframeRequests;
 
@@ -63,6 +73,11 @@ pub struct NackCounters {
     pub nacks_in: AtomicU64,
     /// RTP packets the relay resent from its buffer, answering receivers' NACKs.
     pub retransmissions_out: AtomicU64,
+    /// Packets named in receivers' NACKs that the relay refused to resend although its buffer
+    /// held them (or named again in the same NACK): resent within [`RETRANSMISSION_HOLDOFF`],
+    /// beyond [`MAX_RETRANSMISSIONS_PER_NACK`], or over the connection's retransmission budget.
+    /// Packets the buffer no longer (or never) held are not counted: they cannot be resent.
+    pub nack_seqs_refused: AtomicU64,
     /// Test knob: share (per mille) of outgoing RTP dropped right before the wire
     /// ([`crate::Relay::set_outgoing_loss_per_mille`]).
     pub(crate) loss_per_mille: AtomicU64,
@@ -81,6 +96,8 @@ pub struct RetransmissionStats {
     pub nacks_in: u64,
     /// See [`NackCounters::retransmissions_out`].
     pub retransmissions_out: u64,
+    /// See [`NackCounters::nack_seqs_refused`].
+    pub nack_seqs_refused: u64,
     /// See [`NackCounters::dropped_out`].
     pub dropped_out: u64,
 }
@@ -93,6 +110,7 @@ impl NackCounters {
             late_packets_in: self.late_packets_in.load(Ordering::Relaxed),
             nacks_in: self.nacks_in.load(Ordering::Relaxed),
             retransmissions_out: self.retransmissions_out.load(Ordering::Relaxed),
+            nack_seqs_refused: self.nack_seqs_refused.load(Ordering::Relaxed),
             dropped_out: self.dropped_out.load(Ordering::Relaxed),
         }
     }
@@ -134,8 +152,8 @@ pub fn media_engine() -> Result<MediaEngine, Error> {
     Ok(media)
 }
 
-/// The interceptor chain of one relay connection, wire to application: counters, NACK
-/// responder, NACK generator, keyframe-request surfacing.
+/// The interceptor chain of one relay connection, wire to application: counters and NACK
+/// limits, NACK responder, NACK generator, keyframe-request surfacing.
 pub fn registry(counters: Arc<NackCounters>) -> Registry {
     Registry::new()
         .with(Slot::from(COUNT_SLOT), NackCount::new(counters))
@@ -167,11 +185,184 @@ fn count_nacks(packets: &[Box<dyn rtc::rtcp::Packet>]) -> u64 {
         .count() as u64
 }
 
-/// Counts NACKs both ways and retransmissions out, and passes everything on unchanged, except
-/// the outgoing RTP the test loss knob drops (after the NACK responder buffered it, so a
-/// receiver's NACK gets it resent, as after loss on the path).
+/// The sequence numbers one NACK pair names: its packet id and one more per BLP bit set.
+fn named(pair: &NackPair) -> impl Iterator<Item = u16> {
+    let (id, lost) = (pair.packet_id, pair.lost_packets);
+    std::iter::once(id).chain(
+        (0..16u16)
+            .filter(move |i| lost & (1 << i) != 0)
+            .map(move |i| id.wrapping_add(i + 1)),
+    )
+}
+
+fn supports_nack(info: &StreamInfo) -> bool {
+    info.rtcp_feedback
+        .iter()
+        .any(|fb| fb.typ == "nack" && fb.parameter.is_empty())
+}
+
+/// Which packets the NACK responder can still resend on one local video stream: a mirror of its
+/// send buffer (`NACK_SEND_BUFFER` entries, the same rules), kept from the RTP [`NackCount`] sees
+/// leave. A NACK for any other packet costs no retransmission budget: nothing would be resent.
+struct SentLog {
+    /// The sequence number in each entry (index `seq % NACK_SEND_BUFFER`).
+    seqs: Vec<Option<u16>>,
+    /// Highest sequence number sent (RFC 3550 wrap-around order).
+    highest: Option<u16>,
+}
+
+impl SentLog {
+    fn new() -> Self {
+        SentLog {
+            seqs: vec![None; usize::from(NACK_SEND_BUFFER)],
+            highest: None,
+        }
+    }
+
+    fn entry(seq: u16) -> usize {
+        usize::from(seq % NACK_SEND_BUFFER)
+    }
+
+    fn add(&mut self, seq: u16) {
+        if let Some(h) = self.highest {
+            let ahead = seq.wrapping_sub(h);
+            if ahead == 0 {
+                return;
+            }
+            if ahead < 1 << 15 {
+                // the numbers skipped are not in the buffer (all of it, after a long jump)
+                for i in 1..ahead.min(NACK_SEND_BUFFER + 1) {
+                    self.seqs[Self::entry(h.wrapping_add(i))] = None;
+                }
+                self.highest = Some(seq);
+            }
+        } else {
+            self.highest = Some(seq);
+        }
+        self.seqs[Self::entry(seq)] = Some(seq);
+    }
+
+    fn holds(&self, seq: u16) -> bool {
+        self.highest
+            .is_some_and(|h| h.wrapping_sub(seq) < NACK_SEND_BUFFER)
+            && self.seqs[Self::entry(seq)] == Some(seq)
+    }
+}
+
+/// One connection's retransmission budget: [`RETRANSMISSION_RATE`] tokens a second, at most
+/// [`RETRANSMISSION_BURST`] saved up, starting full. Kept as time (a token is `1 s / RATE` of
+/// credit), so the arithmetic is exact.
+struct Budget {
+    credit: Duration,
+    at: Option<Instant>,
+}
+
+impl Budget {
+    const TOKEN: Duration = Duration::from_nanos(1_000_000_000 / RETRANSMISSION_RATE as u64);
+
+    /// Takes one token at `now`, if there is one.
+    fn take(&mut self, now: Instant) -> bool {
+        let full = Self::TOKEN * RETRANSMISSION_BURST;
+        self.credit = match self.at {
+            Some(at) => self
+                .credit
+                .saturating_add(now.saturating_duration_since(at))
+                .min(full),
+            None => full,
+        };
+        self.at = Some(self.at.map_or(now, |at| at.max(now)));
+        if self.credit >= Self::TOKEN {
+            self.credit -= Self::TOKEN;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// What the relay resends for one connection's inbound NACKs (see the module docs).
+struct NackLimit {
+    /// Per NACK-capable local stream (SSRC): what the responder holds.
+    sent: HashMap<u32, SentLog>,
+    /// Packets resent, `(media SSRC, sequence number)`, and when; pruned after
+    /// [`RETRANSMISSION_HOLDOFF`], so at most the budget's worth over that time.
+    resent: HashMap<(u32, u16), Instant>,
+    budget: Budget,
+}
+
+impl NackLimit {
+    fn new() -> Self {
+        NackLimit {
+            sent: HashMap::new(),
+            resent: HashMap::new(),
+            budget: Budget {
+                credit: Duration::ZERO,
+                at: None,
+            },
+        }
+    }
+
+    /// Forgets resends older than [`RETRANSMISSION_HOLDOFF`].
+    fn expire(&mut self, now: Instant) {
+        self.resent
+            .retain(|_, at| now.saturating_duration_since(*at) < RETRANSMISSION_HOLDOFF);
+    }
+
+    /// The part of `nack` the responder may answer (`None`: nothing), as compact NACK pairs,
+    /// and how many of the packets it names are refused.
+    fn admit(
+        &mut self,
+        now: Instant,
+        nack: &TransportLayerNack,
+    ) -> (Option<TransportLayerNack>, u64) {
+        let ssrc = nack.media_ssrc;
+        // the responder resends nothing on a stream it does not buffer
+        let Some(log) = self.sent.get(&ssrc) else {
+            return (None, 0);
+        };
+        let mut seen = vec![0u64; 1 << 10];
+        let mut resend = Vec::new();
+        let mut refused = 0;
+        for seq in nack.nacks.iter().flat_map(named) {
+            let (word, bit) = (usize::from(seq >> 6), 1u64 << (seq & 63));
+            if seen[word] & bit != 0 {
+                refused += 1;
+                continue;
+            }
+            seen[word] |= bit;
+            if !log.holds(seq) {
+                continue;
+            }
+            if resend.len() >= MAX_RETRANSMISSIONS_PER_NACK
+                || self.resent.contains_key(&(ssrc, seq))
+                || !self.budget.take(now)
+            {
+                refused += 1;
+                continue;
+            }
+            self.resent.insert((ssrc, seq), now);
+            resend.push(seq);
+        }
+        if resend.is_empty() {
+            return (None, refused);
+        }
+        resend.sort_unstable();
+        let limited = TransportLayerNack {
+            sender_ssrc: nack.sender_ssrc,
+            media_ssrc: ssrc,
+            nacks: nack_pairs_from_sequence_numbers(&resend),
+        };
+        (Some(limited), refused)
+    }
+}
+
+/// Counts NACKs both ways and retransmissions out, limits inbound NACKs ([`NackLimit`]) and
+/// passes everything else on unchanged, except the outgoing RTP the test loss knob drops (after
+/// the NACK responder buffered it, so a receiver's NACK gets it resent, as after loss on the
+/// path).
 struct NackCount {
     counters: Arc<NackCounters>,
+    limit: NackLimit,
     read: VecDeque<TaggedPacket>,
     write: VecDeque<TaggedPacket>,
 }
@@ -180,6 +371,7 @@ impl NackCount {
     fn new(counters: Arc<NackCounters>) -> Self {
         NackCount {
             counters,
+            limit: NackLimit::new(),
             read: VecDeque::new(),
             write: VecDeque::new(),
         }
@@ -193,10 +385,34 @@ impl sansio::Protocol<TaggedPacket, TaggedPacket, ()> for NackCount {
     type Error = Error;
     type Time = Instant;
 
-    fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
-        if let Packet::Rtcp(packets) = &msg.message.packet {
+    fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
+        let now = msg.now;
+        if let Packet::Rtcp(packets) = &mut msg.message.packet {
             let n = count_nacks(packets);
             self.counters.nacks_in.fetch_add(n, Ordering::Relaxed);
+            if n > 0 {
+                self.limit.expire(now);
+                let mut refused = 0;
+                let mut kept: Vec<Box<dyn rtc::rtcp::Packet>> = Vec::new();
+                for p in std::mem::take(packets) {
+                    let Some(nack) = p.as_any().downcast_ref::<TransportLayerNack>() else {
+                        kept.push(p);
+                        continue;
+                    };
+                    let (limited, r) = self.limit.admit(now, nack);
+                    refused += r;
+                    if let Some(l) = limited {
+                        kept.push(Box::new(l));
+                    }
+                }
+                self.counters
+                    .nack_seqs_refused
+                    .fetch_add(refused, Ordering::Relaxed);
+                if kept.is_empty() {
+                    return Ok(());
+                }
+                *packets = kept;
+            }
         }
         self.read.push_back(msg);
         Ok(())
@@ -208,11 +424,13 @@ impl sansio::Protocol<TaggedPacket, TaggedPacket, ()> for NackCount {
 
     fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
         match &msg.message.packet {
-            Packet::Rtp(_) => {
+            Packet::Rtp(p) => {
                 if msg.message.has(&Attribute::Retransmission) {
                     self.counters
                         .retransmissions_out
                         .fetch_add(1, Ordering::Relaxed);
+                } else if let Some(log) = self.limit.sent.get_mut(&p.header.ssrc) {
+                    log.add(p.header.sequence_number);
                 }
                 let p = self.counters.loss_per_mille.load(Ordering::Relaxed);
                 if p > 0 && rand::random::<u64>() % 1000 < p {
@@ -236,8 +454,15 @@ impl sansio::Protocol<TaggedPacket, TaggedPacket, ()> for NackCount {
 }
 
 impl Interceptor for NackCount {
-    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
+    // the streams the responder buffers, and so resends on
+    fn bind_local_stream(&mut self, info: &StreamInfo) {
+        if supports_nack(info) {
+            self.limit.sent.insert(info.ssrc, SentLog::new());
+        }
+    }
+    fn unbind_local_stream(&mut self, info: &StreamInfo) {
+        self.limit.sent.remove(&info.ssrc);
+    }
     fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
     fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
 }
@@ -264,10 +489,14 @@ mod tests {
     }
 
     fn rtp(seq: u16) -> Packet {
+        rtp_on(SSRC, seq)
+    }
+
+    fn rtp_on(ssrc: u32, seq: u16) -> Packet {
         Packet::Rtp(rtc::rtp::Packet {
             header: rtc::rtp::header::Header {
                 version: 2,
-                ssrc: SSRC,
+                ssrc,
                 payload_type: VIDEO_PAYLOAD_TYPE,
                 sequence_number: seq,
                 timestamp: u32::from(seq) * 3000,
@@ -278,19 +507,29 @@ mod tests {
     }
 
     fn nack(seq: u16) -> Packet {
+        nack_of(SSRC, &[seq])
+    }
+
+    /// One NACK naming `seqs` on `ssrc`.
+    fn nack_of(ssrc: u32, seqs: &[u16]) -> Packet {
+        nack_pairs(ssrc, nack_pairs_from_sequence_numbers(seqs))
+    }
+
+    fn nack_pairs(ssrc: u32, nacks: Vec<NackPair>) -> Packet {
         Packet::Rtcp(vec![Box::new(TransportLayerNack {
             sender_ssrc: 1,
-            media_ssrc: SSRC,
-            nacks: vec![NackPair {
-                packet_id: seq,
-                lost_packets: 0,
-            }],
+            media_ssrc: ssrc,
+            nacks,
         })])
     }
 
     fn video_stream() -> StreamInfo {
+        video_stream_on(SSRC)
+    }
+
+    fn video_stream_on(ssrc: u32) -> StreamInfo {
         StreamInfo {
-            ssrc: SSRC,
+            ssrc,
             payload_type: VIDEO_PAYLOAD_TYPE,
             mime_type: MIME_TYPE_VP8.to_owned(),
             clock_rate: 90_000,
@@ -307,6 +546,221 @@ mod tests {
         chain.handle_read(tagged(now, p)).unwrap();
         while chain.poll_read().is_some() {}
         std::iter::from_fn(|| chain.poll_write()).collect()
+    }
+
+    /// The sequence numbers the chain resends for one inbound NACK.
+    fn resent(chain: &mut impl Interceptor, now: Instant, nack: Packet) -> Vec<u16> {
+        answer(chain, now, nack)
+            .iter()
+            .map(|m| {
+                assert!(m.message.has(&Attribute::Retransmission));
+                let Packet::Rtp(p) = &m.message.packet else {
+                    panic!("not RTP")
+                };
+                p.header.sequence_number
+            })
+            .collect()
+    }
+
+    /// A chain with one video stream on which packets `seqs` were sent.
+    fn chain_having_sent(
+        counters: &Arc<NackCounters>,
+        now: Instant,
+        seqs: std::ops::Range<u16>,
+    ) -> impl Interceptor {
+        let mut chain = registry(counters.clone()).build();
+        chain.bind_local_stream(&video_stream());
+        for seq in seqs {
+            chain.handle_write(tagged(now, rtp(seq))).unwrap();
+            while chain.poll_write().is_some() {}
+        }
+        chain
+    }
+
+    #[test]
+    fn a_nack_naming_one_packet_500_times_with_every_blp_bit_resends_17_packets_once_each() {
+        let flood = NackPair {
+            packet_id: 10,
+            lost_packets: 0xffff,
+        };
+        let counters = Arc::new(NackCounters::default());
+        let now = Instant::now();
+        let mut chain = chain_having_sent(&counters, now, 0..100);
+        let resent = resent(&mut chain, now, nack_pairs(SSRC, vec![flood; 500]));
+        assert_eq!(resent, (10..=26).collect::<Vec<u16>>());
+        assert_eq!(
+            counters.snapshot(),
+            RetransmissionStats {
+                nacks_in: 1,
+                retransmissions_out: 17,
+                nack_seqs_refused: 500 * 17 - 17,
+                ..Default::default()
+            }
+        );
+        // what the responder is handed: the 17 packets once, as one pair
+        let mut limit = NackCount::new(Arc::new(NackCounters::default()));
+        limit.bind_local_stream(&video_stream());
+        for seq in 0..100 {
+            limit.handle_write(tagged(now, rtp(seq))).unwrap();
+        }
+        limit
+            .handle_read(tagged(now, nack_pairs(SSRC, vec![flood; 500])))
+            .unwrap();
+        let up = limit.poll_read().unwrap();
+        let Packet::Rtcp(ps) = &up.message.packet else {
+            panic!("not RTCP")
+        };
+        let limited = ps[0].as_any().downcast_ref::<TransportLayerNack>().unwrap();
+        assert_eq!((ps.len(), &limited.nacks), (1, &vec![flood]));
+        // the same again at once: nothing is left, and nothing goes up
+        limit
+            .handle_read(tagged(now, nack_pairs(SSRC, vec![flood; 500])))
+            .unwrap();
+        assert!(limit.poll_read().is_none());
+    }
+
+    #[test]
+    fn the_sent_log_holds_exactly_what_the_responder_resends() {
+        // the limit charges the budget only for packets the responder will resend: its mirror of
+        // the responder's buffer must agree with it, across a wrap, gaps, a late packet and a
+        // jump past the whole buffer
+        let now = Instant::now();
+        let mut responder = NackResponderBuilder::new()
+            .with_size(NACK_SEND_BUFFER)
+            .build();
+        responder.bind_local_stream(&video_stream());
+        let mut log = SentLog::new();
+        let wrap = (65_400..=u16::MAX).chain(0..200);
+        let phases: [Vec<u16>; 2] = [
+            wrap.chain(220..400).chain([210]).collect(),
+            (2_000..2_100).collect(),
+        ];
+        for phase in phases {
+            for &seq in &phase {
+                responder.handle_write(tagged(now, rtp(seq))).unwrap();
+                while responder.poll_write().is_some() {}
+                log.add(seq);
+            }
+            let top = phase
+                .iter()
+                .copied()
+                .max_by_key(|s| s.wrapping_sub(phase[0]));
+            let top = top.unwrap();
+            for seq in (0..1_200u16).map(|d| top.wrapping_add(100).wrapping_sub(d)) {
+                responder.handle_read(tagged(now, nack(seq))).unwrap();
+                while responder.poll_read().is_some() {}
+                let resends = std::iter::from_fn(|| responder.poll_write()).count() == 1;
+                assert_eq!(log.holds(seq), resends, "seq {seq}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_nack_repeated_within_the_holdoff_is_not_served_an_honest_one_is() {
+        let counters = Arc::new(NackCounters::default());
+        let t = Instant::now();
+        let mut chain = chain_having_sent(&counters, t, 0..100);
+        assert_eq!(resent(&mut chain, t, nack_of(SSRC, &[10, 11])), [10, 11]);
+        let early = t + RETRANSMISSION_HOLDOFF - Duration::from_millis(1);
+        assert!(resent(&mut chain, early, nack_of(SSRC, &[10, 11])).is_empty());
+        // an honest receiver's NACK in the meantime: the packet not resent yet still is
+        assert_eq!(resent(&mut chain, early, nack_of(SSRC, &[11, 12])), [12]);
+        // once the holdoff is over, a lost resend is resent again
+        let later = t + RETRANSMISSION_HOLDOFF;
+        assert_eq!(
+            resent(&mut chain, later, nack_of(SSRC, &[10, 11])),
+            [10, 11]
+        );
+        let s = counters.snapshot();
+        assert_eq!((s.retransmissions_out, s.nack_seqs_refused), (5, 3));
+    }
+
+    #[test]
+    fn one_nack_gets_at_most_max_retransmissions_per_nack() {
+        let counters = Arc::new(NackCounters::default());
+        let now = Instant::now();
+        let mut chain = chain_having_sent(&counters, now, 0..400);
+        let max = MAX_RETRANSMISSIONS_PER_NACK as u16;
+        let all: Vec<u16> = (0..max).collect();
+        assert_eq!(resent(&mut chain, now, nack_of(SSRC, &all)), all);
+        let over: Vec<u16> = (200..200 + max + 1).collect();
+        assert_eq!(
+            resent(&mut chain, now, nack_of(SSRC, &over)),
+            over[..usize::from(max)]
+        );
+        assert_eq!(counters.snapshot().nack_seqs_refused, 1);
+    }
+
+    #[test]
+    fn retransmissions_come_out_of_a_token_bucket_per_connection() {
+        let counters = Arc::new(NackCounters::default());
+        let t = Instant::now();
+        let mut chain = chain_having_sent(&counters, t, 0..NACK_SEND_BUFFER);
+        let max = MAX_RETRANSMISSIONS_PER_NACK as u16;
+        let burst = RETRANSMISSION_BURST as usize;
+        // at one instant, a burst's worth of packets, not one more
+        let mut n = 0;
+        let mut next = 0;
+        while next < burst + 10 {
+            let seqs: Vec<u16> = (next as u16..next as u16 + max).collect();
+            n += resent(&mut chain, t, nack_of(SSRC, &seqs)).len();
+            next += usize::from(max);
+        }
+        assert_eq!(n, burst);
+        // then one packet per 1/RETRANSMISSION_RATE
+        let token = Duration::from_secs(1) / RETRANSMISSION_RATE;
+        let later = t + token * 3;
+        let waiting: Vec<u16> = (burst as u16..burst as u16 + 4).collect();
+        assert_eq!(resent(&mut chain, later, nack_of(SSRC, &waiting)).len(), 3);
+        // a new connection has its own bucket
+        let mut other = chain_having_sent(&counters, t, 0..10);
+        assert_eq!(resent(&mut other, later, nack(5)), [5]);
+    }
+
+    #[test]
+    fn the_budget_covers_three_times_honest_loss_on_every_slot_without_refusing() {
+        // four slot video streams of ~1.5 Mbit/s (170 packets/s) with 30 % loss, three times the
+        // 10 % the budget is sized for; every tenth resend is lost again and asked for again
+        let counters = Arc::new(NackCounters::default());
+        let mut chain = registry(counters.clone()).build();
+        let ssrcs = [11u32, 12, 13, 14];
+        for s in ssrcs {
+            chain.bind_local_stream(&video_stream_on(s));
+        }
+        let mut now = Instant::now();
+        let mut next_seq = [0u16; 4];
+        let mut ask_again: [Vec<u16>; 4] = Default::default();
+        let (mut asked, mut resends) = (0u64, 0u64);
+        // receivers NACK every 100 ms (webrtc-rs's default interval), for 10 s
+        for _ in 0..100 {
+            for (i, &ssrc) in ssrcs.iter().enumerate() {
+                let mut lost = std::mem::take(&mut ask_again[i]);
+                for _ in 0..17 {
+                    let seq = next_seq[i];
+                    next_seq[i] += 1;
+                    chain.handle_write(tagged(now, rtp_on(ssrc, seq))).unwrap();
+                    while chain.poll_write().is_some() {}
+                    if seq % 10 < 3 {
+                        lost.push(seq);
+                    }
+                }
+                now += Duration::from_millis(25);
+                asked += lost.len() as u64;
+                for m in answer(&mut chain, now, nack_of(ssrc, &lost)) {
+                    let Packet::Rtp(p) = &m.message.packet else {
+                        panic!("not RTP")
+                    };
+                    resends += 1;
+                    if resends % 10 == 0 {
+                        ask_again[i].push(p.header.sequence_number);
+                    }
+                }
+            }
+        }
+        let s = counters.snapshot();
+        assert!(asked > 2_200, "{asked}");
+        assert_eq!((resends, s.retransmissions_out), (asked, asked));
+        assert_eq!(s.nack_seqs_refused, 0);
     }
 
     #[test]
