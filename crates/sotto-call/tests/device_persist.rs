@@ -5,55 +5,14 @@
 //! store key changes nothing; a peer whose identity key changed is refused until the user
 //! trusts the new key, and that decision survives a restart too.
 
-use std::path::Path;
-use std::sync::Arc;
-use std::time::Duration;
+mod common;
 
-use sotto_call::messages::{Body, CallId, CallMessage};
+use common::{key_file, msg, recv, register, server, SERVER_ID};
+use sotto_call::messages::Body;
 use sotto_call::sealed::{
     read_profile, Device, SealedError, ONE_TIME_PREKEYS, PROFILE_FILE, STORE_FILE,
 };
 use sotto_ratchet::{IdentityKeyPair, StoreKeySource};
-use sotto_server::{Events, Server, ServerConfig, SqliteStore};
-
-const SERVER_ID: &str = "test.sotto";
-const T: Duration = Duration::from_secs(20);
-
-async fn server(dir: &Path) -> Server {
-    let store = SqliteStore::open(&dir.join("signal.db"), Default::default()).unwrap();
-    Server::bind(ServerConfig::new(SERVER_ID), Arc::new(store), "127.0.0.1:0")
-        .await
-        .unwrap()
-}
-
-fn key_file(dir: &Path, name: &str) -> std::path::PathBuf {
-    let p = dir.join(format!("{name}.key"));
-    std::fs::write(&p, rand::random::<[u8; 32]>()).unwrap();
-    p
-}
-
-/// Registers `user` as a persistent device in `dir` with the key in `key`.
-async fn register(
-    url: &str,
-    user: &str,
-    dir: &Path,
-    key: &Path,
-) -> Result<(Device, Events), SealedError> {
-    Device::register_persistent(url, SERVER_ID, user, dir, StoreKeySource::KeyFile(key)).await
-}
-
-fn msg(body: Body) -> CallMessage {
-    CallMessage::new(CallId::random(), 0, body)
-}
-
-/// The next call message, or the error opening it.
-async fn recv(dev: &Device, ev: &mut Events) -> Result<CallMessage, SealedError> {
-    tokio::time::timeout(T, dev.next(ev))
-        .await
-        .expect("a message in time")
-        .expect("client open")
-        .map(|i| i.message)
-}
 
 #[tokio::test]
 async fn a_registered_device_comes_back_with_its_sessions_and_pins() {

@@ -5,41 +5,19 @@
 //! period and is refused by name after it (the device's other sessions untouched); the pair
 //! survives a restart; a resumed registration keeps the pair the server already handed out.
 
-use std::path::Path;
-use std::sync::Arc;
+mod common;
+
 use std::time::{Duration, SystemTime};
 
-use sotto_call::messages::{Body, CallId, CallMessage};
+use common::{key_file, msg, recv, register, server, server_with, SERVER_ID};
+
+use sotto_call::messages::{Body, CallMessage};
 use sotto_call::sealed::{Device, SealedError, PROFILE_FILE};
 use sotto_ratchet::{StoreKeySource, SIGNED_PREKEY_GRACE_MS, SIGNED_PREKEY_ROTATE_AFTER_MS};
-use sotto_server::{Events, Server, ServerConfig, SqliteStore};
-
-const SERVER_ID: &str = "test.sotto";
-const T: Duration = Duration::from_secs(20);
-
-async fn server(dir: &Path) -> Server {
-    let store = SqliteStore::open(&dir.join("signal.db"), Default::default()).unwrap();
-    Server::bind(ServerConfig::new(SERVER_ID), Arc::new(store), "127.0.0.1:0")
-        .await
-        .unwrap()
-}
-
-fn key_file(dir: &Path, name: &str) -> std::path::PathBuf {
-    let p = dir.join(format!("{name}.key"));
-    std::fs::write(&p, rand::random::<[u8; 32]>()).unwrap();
-    p
-}
+use sotto_server::ServerConfig;
 
 fn ringing() -> CallMessage {
-    CallMessage::new(CallId::random(), 0, Body::Ringing)
-}
-
-async fn recv(dev: &Device, ev: &mut Events) -> Result<CallMessage, SealedError> {
-    tokio::time::timeout(T, dev.next(ev))
-        .await
-        .expect("a message in time")
-        .expect("client open")
-        .map(|i| i.message)
+    msg(Body::Ringing)
 }
 
 fn ms(d: u64) -> Duration {
@@ -59,15 +37,7 @@ async fn a_rotated_pair_is_served_the_old_one_opens_until_its_grace_ends() {
     let url = srv.url();
     let bdir = tmp.path().join("bob");
     let bkey = key_file(tmp.path(), "b");
-    let (bob, mut bev) = Device::register_persistent(
-        &url,
-        SERVER_ID,
-        "bob",
-        &bdir,
-        StoreKeySource::KeyFile(&bkey),
-    )
-    .await
-    .unwrap();
+    let (bob, mut bev) = register(&url, "bob", &bdir, &bkey).await.unwrap();
     let (alice, _aev) = Device::register(&url, SERVER_ID, "alice").await.unwrap();
     let (dave, _dev) = Device::register(&url, SERVER_ID, "dave").await.unwrap();
     let (carol, _cev) = Device::register(&url, SERVER_ID, "carol").await.unwrap();
@@ -149,15 +119,7 @@ async fn a_resumed_registration_keeps_the_pair_the_server_already_handed_out() {
     let url = srv.url();
     let dir = tmp.path().join("alice");
     let key = key_file(tmp.path(), "a");
-    let (alice, aev) = Device::register_persistent(
-        &url,
-        SERVER_ID,
-        "alice",
-        &dir,
-        StoreKeySource::KeyFile(&key),
-    )
-    .await
-    .unwrap();
+    let (alice, aev) = register(&url, "alice", &dir, &key).await.unwrap();
     drop((alice, aev));
     // as if the process died after publishing but before recording that the registration
     // finished
@@ -171,15 +133,9 @@ async fn a_resumed_registration_keeps_the_pair_the_server_already_handed_out() {
     let (bob, _bev) = Device::register(&url, SERVER_ID, "bob").await.unwrap();
     bob.send("alice", 1, &ringing()).await.unwrap();
 
-    let (alice, mut aev) = Device::register_persistent(
-        &url,
-        SERVER_ID,
-        "alice",
-        &dir,
-        StoreKeySource::KeyFile(&key),
-    )
-    .await
-    .expect("the registration resumes");
+    let (alice, mut aev) = register(&url, "alice", &dir, &key)
+        .await
+        .expect("the registration resumes");
     assert_eq!(recv(&alice, &mut aev).await.unwrap().body, Body::Ringing);
     assert_eq!(served(&bob, "alice").await, (1, 1));
 }
@@ -187,30 +143,17 @@ async fn a_resumed_registration_keeps_the_pair_the_server_already_handed_out() {
 #[tokio::test]
 async fn a_prekey_upload_refused_after_the_account_exists_keeps_the_identity() {
     let tmp = tempfile::tempdir().unwrap();
-    let db = tmp.path().join("signal.db");
     let dir = tmp.path().join("alice");
     let key = key_file(tmp.path(), "a");
     // a server that refuses the registration's one-time prekey batch (InvalidField), after it
     // has created the account
     let mut cfg = ServerConfig::new(SERVER_ID);
     cfg.limits.max_one_time_prekeys_per_upload = 1;
-    let strict = Server::bind(
-        cfg,
-        Arc::new(SqliteStore::open(&db, Default::default()).unwrap()),
-        "127.0.0.1:0",
-    )
-    .await
-    .unwrap();
-    let e = Device::register_persistent(
-        &strict.url(),
-        SERVER_ID,
-        "alice",
-        &dir,
-        StoreKeySource::KeyFile(&key),
-    )
-    .await
-    .err()
-    .expect("the prekey batch is refused");
+    let strict = server_with(tmp.path(), cfg).await;
+    let e = register(&strict.url(), "alice", &dir, &key)
+        .await
+        .err()
+        .expect("the prekey batch is refused");
     assert!(
         matches!(
             e,
@@ -223,23 +166,11 @@ async fn a_prekey_upload_refused_after_the_account_exists_keeps_the_identity() {
     // the identity the server now binds to alice is kept, so the registration can finish
     assert!(dir.join(sotto_call::sealed::STORE_FILE).exists());
     strict.shutdown().await;
-    let srv = Server::bind(
-        ServerConfig::new(SERVER_ID),
-        Arc::new(SqliteStore::open(&db, Default::default()).unwrap()),
-        "127.0.0.1:0",
-    )
-    .await
-    .unwrap();
+    let srv = server(tmp.path()).await;
     let url = srv.url();
-    let (alice, mut aev) = Device::register_persistent(
-        &url,
-        SERVER_ID,
-        "alice",
-        &dir,
-        StoreKeySource::KeyFile(&key),
-    )
-    .await
-    .expect("the registration resumes under the same identity");
+    let (alice, mut aev) = register(&url, "alice", &dir, &key)
+        .await
+        .expect("the registration resumes under the same identity");
     let (bob, _bev) = Device::register(&url, SERVER_ID, "bob").await.unwrap();
     bob.send("alice", 1, &ringing()).await.unwrap();
     assert_eq!(recv(&alice, &mut aev).await.unwrap().body, Body::Ringing);
