@@ -778,12 +778,10 @@ impl Device {
                 }
                 Ok(())
             })?;
-            let current = |keys: Vec<(u32, u64)>| keys.iter().map(|k| k.0).max();
-            let missing = || SealedError::Device("no current signed prekey after rotation".into());
-            let sid = current(store.signed_pre_key_stamps()?).ok_or_else(missing)?;
-            let kid = current(store.last_resort_kyber_stamps()?).ok_or_else(missing)?;
-            let signed = store.get_signed_pre_key(sid)?.ok_or_else(missing)?;
-            let kyber = store.get_kyber_pre_key(kid)?.ok_or_else(missing)?;
+            let missing =
+                || SealedError::Device("current signed prekey missing from the store".into());
+            let signed = store.get_signed_pre_key(sp.current)?.ok_or_else(missing)?;
+            let kyber = store.get_kyber_pre_key(kp.current)?.ok_or_else(missing)?;
             (signed, kyber, sp.remove, kp.remove, rotated)
         };
         let spk = SignedPreKey {

@@ -6,13 +6,16 @@
 //! byte-identical, not one decryption fails, and the relay's counters show the retransmissions. (Audio carries no NACK: a lost Opus
 //! packet stays lost, and every audio frame that does arrive must still be exact.)
 
+mod common;
+
 use std::time::{Duration, Instant};
 
-use sotto_call::media::{MediaConfig, MediaKind, MediaPeer, MediaStats, TapFrame};
-use sotto_relay::client::{join, RoomHandle};
+use sotto_call::media::{MediaKind, MediaStats, TapFrame};
 use sotto_relay::nack::RetransmissionStats;
 use sotto_relay::{serve, RelayConfig};
 use tokio::sync::mpsc;
+
+use common::participant;
 
 /// Each test runs four webrtc-rs peers (three participants and the relay's connections); on a
 /// 2-core machine they run one at a time.
@@ -28,35 +31,6 @@ const LOSSY: Duration = Duration::from_secs(5);
 const CLEAN_TAIL: Duration = Duration::from_millis(500);
 /// After Alice stops: time for the last frames to land.
 const DRAIN: Duration = Duration::from_millis(500);
-
-struct P {
-    peer: std::sync::Arc<MediaPeer>,
-    tap: mpsc::UnboundedReceiver<TapFrame>,
-    _room: RoomHandle,
-}
-
-async fn participant(url: &str, room: &str, name: &str, id: u64) -> P {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let mut c = MediaConfig::loopback(id).unwrap();
-    c.tap = Some(tx);
-    let (peer, _ev) = MediaPeer::new(c).await.unwrap();
-    let peer = std::sync::Arc::new(peer);
-    let p2 = peer.clone();
-    let handle = join(url, room, name, |offer| async move {
-        p2.accept_offer(&offer).await
-    })
-    .await
-    .unwrap();
-    assert!(
-        peer.wait_connected(Duration::from_secs(20)).await,
-        "{name} not connected to the relay"
-    );
-    P {
-        peer,
-        tap: rx,
-        _room: handle,
-    }
-}
 
 fn drain(rx: &mut mpsc::UnboundedReceiver<TapFrame>) -> Vec<TapFrame> {
     let mut v = Vec::new();

@@ -1,53 +1,22 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! Participants with SFrame media through the real sotto-relay SFU on loopback, capture on.
 
+mod common;
+
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use sotto_call::media::{MediaConfig, MediaKind, MediaPeer, TapFrame};
+use sotto_call::media::{MediaConfig, MediaKind, TapFrame};
 use sotto_frame::Codec;
 use sotto_relay::capture::{self, Kind};
-use sotto_relay::client::{join, RoomHandle};
 use sotto_relay::{serve, RelayConfig};
 use tokio::sync::mpsc;
+
+use common::{participant, participant_with};
 
 /// The tests in this file each run several real webrtc-rs peers; on a 2-core machine they run
 /// one at a time so that timing-sensitive steps (ICE, DTLS) are not starved by each other.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-struct P {
-    name: String,
-    peer: std::sync::Arc<MediaPeer>,
-    tap: mpsc::UnboundedReceiver<TapFrame>,
-    _room: RoomHandle,
-}
-
-async fn participant(url: &str, room: &str, name: &str, id: u64) -> P {
-    participant_with(url, room, name, MediaConfig::loopback(id).unwrap()).await
-}
-
-async fn participant_with(url: &str, room: &str, name: &str, mut c: MediaConfig) -> P {
-    let (tx, rx) = mpsc::unbounded_channel();
-    c.tap = Some(tx);
-    let (peer, _ev) = MediaPeer::new(c).await.unwrap();
-    let peer = std::sync::Arc::new(peer);
-    let p2 = peer.clone();
-    let handle = join(url, room, name, |offer| async move {
-        p2.accept_offer(&offer).await
-    })
-    .await
-    .unwrap();
-    assert!(
-        peer.wait_connected(Duration::from_secs(20)).await,
-        "{name} not connected to the relay"
-    );
-    P {
-        name: name.into(),
-        peer,
-        tap: rx,
-        _room: handle,
-    }
-}
 
 fn drain(rx: &mut mpsc::UnboundedReceiver<TapFrame>) -> Vec<TapFrame> {
     let mut v = Vec::new();
@@ -218,9 +187,9 @@ async fn joins_and_leaves_are_announced_and_a_leaver_is_no_longer_forwarded() {
     let relay = serve(RelayConfig::loopback()).await.unwrap();
     let mut a = participant(&relay.url(), "r2", "alice", 1).await;
     let b = participant(&relay.url(), "r2", "bob", 2).await;
-    assert_eq!(b._room.members, vec!["alice".to_string()]);
+    assert_eq!(b.room.members, vec!["alice".to_string()]);
     assert_eq!(
-        next(&mut a._room.events).await,
+        next(&mut a.room.events).await,
         sotto_relay::protocol::ServerMsg::MemberJoined {
             participant: "bob".into()
         }
@@ -233,7 +202,7 @@ async fn joins_and_leaves_are_announced_and_a_leaver_is_no_longer_forwarded() {
     assert!(a.peer.stats().await.video.frames_decrypted > 5);
     drop(b); // leaves the room (and stops its peer connection tasks with it)
     assert_eq!(
-        next(&mut a._room.events).await,
+        next(&mut a.room.events).await,
         sotto_relay::protocol::ServerMsg::MemberLeft {
             participant: "bob".into()
         }

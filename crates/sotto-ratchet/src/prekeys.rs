@@ -175,6 +175,8 @@ pub const SIGNED_PREKEY_GRACE_MS: u64 = 30 * 24 * 3600 * 1000;
 pub struct PrekeyRotationPlan {
     /// `Some(id)`: generate a fresh key under `id` (the newest is too old, or there is none).
     pub new_id: Option<u32>,
+    /// The key to publish once the plan is carried out: `new_id`, or else the newest key.
+    pub current: u32,
     /// Keys replaced at least `grace_ms` ago: delete them (never the newest, never the one just
     /// replaced by `new_id`).
     pub remove: Vec<u32>,
@@ -198,20 +200,26 @@ pub fn plan_prekey_rotation(
     let mut keys = keys.to_vec();
     keys.sort_unstable();
     keys.dedup_by_key(|k| k.0);
-    let new_id = match keys.last() {
-        None => Some(1),
-        Some(&(id, created)) if now_ms.saturating_sub(created) >= rotate_after_ms => Some(
-            id.checked_add(1)
-                .ok_or(Error::InvalidArgument("signed prekey ids exhausted"))?,
-        ),
-        Some(_) => None,
+    let (new_id, current) = match keys.last() {
+        None => (Some(1), 1),
+        Some(&(id, created)) if now_ms.saturating_sub(created) >= rotate_after_ms => {
+            let next = id
+                .checked_add(1)
+                .ok_or(Error::InvalidArgument("signed prekey ids exhausted"))?;
+            (Some(next), next)
+        }
+        Some(&(id, _)) => (None, id),
     };
     let remove = keys
         .windows(2)
         .filter(|w| now_ms.saturating_sub(w[1].1) >= grace_ms)
         .map(|w| w[0].0)
         .collect();
-    Ok(PrekeyRotationPlan { new_id, remove })
+    Ok(PrekeyRotationPlan {
+        new_id,
+        current,
+        remove,
+    })
 }
 
 #[cfg(test)]
@@ -238,8 +246,10 @@ mod rotation_tests {
         assert_eq!(plan(&[(1, T0)], T0 + 7 * DAY).new_id, Some(2));
         // a clock that went backwards does not rotate
         assert_eq!(plan(&[(1, T0)], T0 - 100 * DAY).new_id, None);
+        assert_eq!(plan(&[(1, T0)], T0 + 7 * DAY).current, 2);
         // the current key is the highest id, whatever the order given
         assert_eq!(plan(&[(5, T0 + DAY), (4, T0)], T0 + 7 * DAY).new_id, None);
+        assert_eq!(plan(&[(5, T0 + DAY), (4, T0)], T0 + 7 * DAY).current, 5);
         assert_eq!(
             plan(&[(5, T0 + DAY), (4, T0)], T0 + 8 * DAY).new_id,
             Some(6)

@@ -224,17 +224,6 @@ impl Relay {
         self.shared.stats.nack.snapshot()
     }
 
-    /// Packets named in receivers' NACKs that the relay refused to resend (named twice, resent
-    /// too recently, too many in one NACK, or over the receiver's retransmission budget: see
-    /// [`nack`]), all connections.
-    pub fn nacks_refused(&self) -> u64 {
-        self.shared
-            .stats
-            .nack
-            .nack_seqs_refused
-            .load(Ordering::Relaxed)
-    }
-
     /// Test knob: drop this share (per mille, capped at 1000) of the RTP the relay sends, right
     /// before the wire, as lossy relay-to-receiver paths would. The NACK responder has buffered
     /// each dropped packet and resends it when the receiver asks; resent packets may be dropped
