@@ -20,6 +20,7 @@
 //! # Ok(()) }
 //! ```
 
+mod answer;
 pub mod auth;
 pub mod cli;
 pub mod client;

@@ -6,7 +6,8 @@
 //! reserves a slot in its own outbound queue, submits the write and goes on reading; writes that
 //! queue up while the thread is busy are applied together by one [`Store::write_batch`] — one
 //! transaction, one commit, one fsync (group commit). Only after that commit does the thread put
-//! each answer (`stored`, `acked`, or the error) into its reserved slot and hand each stored
+//! each write's typed outcome into its reserved slot (the connection turns it into the answer,
+//! `stored`, `acked` or the error, with [`crate::answer`] and encodes it) and hand each stored
 //! envelope to its recipient's connection if that connection is online and caught up, so a live
 //! recipient gets its envelope without a store read. "stored" therefore always means durable
 //! (to the configured [`crate::Durability`]), and an envelope is deleted only by its recipient's
@@ -32,19 +33,21 @@ use std::sync::{mpsc as std_mpsc, Arc, Mutex, MutexGuard};
 use futures_util::task::AtomicWaker;
 use tokio::sync::oneshot;
 
+use crate::answer::{self, Written};
 use crate::consts;
 use crate::error::ErrorCode;
 use crate::metrics::Metrics;
-use crate::server::write_answer;
 use crate::store::{
-    DeviceAddr, EnqueueOutcome, Store, StoreError, StoreResult, StoredEnvelope, WriteOp,
-    WriteOutcome,
+    DeviceAddr, EnqueueOutcome, Store, StoreResult, StoredEnvelope, WriteOp, WriteOutcome,
 };
 
 /// What a connection writes, in order.
 pub(crate) enum Out {
     /// An encoded server frame (response or push).
     Text(String),
+    /// The outcome of the pipelined write that request `id` asked for, handed over by the store
+    /// thread after its commit (answered and encoded when written, see [`crate::answer`]).
+    Written { id: u64, outcome: Written },
     /// An envelope handed over by the store thread after its commit (encoded when written).
     Envelope(Box<StoredEnvelope>),
     /// Close the connection, with this error code as the reason (`None`: normal close).
@@ -228,14 +231,14 @@ impl OnlineMap {
 type Call = Box<dyn FnOnce(&dyn Store) + Send>;
 
 /// Where a write's answer goes: a slot reserved in the requesting connection's outbound queue.
-struct Answer {
+struct Reply {
     id: u64,
     slot: Slot,
 }
 
 enum Job {
     Call(Call),
-    Write(WriteOp, Answer),
+    Write(WriteOp, Reply),
 }
 
 /// The store thread disappeared (only after a panic inside a store implementation).
@@ -281,11 +284,11 @@ impl StoreWorker {
         Ok(rx)
     }
 
-    /// Applies `op` in the next group commit, then writes the answer to request `id` into
+    /// Applies `op` in the next group commit, then puts its outcome, for request `id`, into
     /// `slot`.
     pub fn submit(&self, op: WriteOp, id: u64, slot: Slot) -> Result<(), Gone> {
         self.tx
-            .send(Job::Write(op, Answer { id, slot }))
+            .send(Job::Write(op, Reply { id, slot }))
             .map_err(|_| Gone)
     }
 }
@@ -328,20 +331,24 @@ fn run(store: &dyn Store, online: &OnlineMap, metrics: &Metrics, rx: &std_mpsc::
             Ok(outcomes) => {
                 deliver(online, ops.drain(..), &outcomes);
                 for (a, o) in replies.drain(..).zip(outcomes) {
-                    let msg = write_answer(metrics, a.id, &Ok(o));
-                    a.slot.send(Out::Text(msg));
+                    hand_over(metrics, a, Some(o));
                 }
             }
             Err(e) => {
                 tracing::error!(error = %e, batch = ops.len(), "group commit failed");
                 ops.clear();
                 for a in replies.drain(..) {
-                    let msg = write_answer(metrics, a.id, &Err(StoreError(e.0.clone())));
-                    a.slot.send(Out::Text(msg));
+                    hand_over(metrics, a, None);
                 }
             }
         }
     }
+}
+
+/// Counts a write's outcome and puts it into the requester's reserved slot.
+fn hand_over(metrics: &Metrics, a: Reply, outcome: Written) {
+    answer::count(metrics, &outcome);
+    a.slot.send(Out::Written { id: a.id, outcome });
 }
 
 /// Hands committed envelopes to online, caught-up recipients (see the module docs).

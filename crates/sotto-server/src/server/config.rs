@@ -1,0 +1,94 @@
+//! What a server is started with: its identity, its limits, TURN and its clock.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::clock::{Clock, SystemClock};
+use crate::consts;
+use crate::turn::TurnConfig;
+
+/// Every enforced limit; [`Default`] takes the values in [`crate::consts`].
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// [`consts::MAX_FRAME_BYTES`].
+    pub max_frame_bytes: usize,
+    /// [`consts::MAX_QUEUED_ENVELOPES_PER_DEVICE`].
+    pub max_queued_per_device: usize,
+    /// [`consts::ENVELOPES_PER_SECOND`].
+    pub envelopes_per_second: u32,
+    /// [`consts::ENVELOPE_BURST`].
+    pub envelope_burst: u32,
+    /// [`consts::MAX_CONNECTIONS_PER_ADDR`].
+    pub max_connections_per_addr: usize,
+    /// [`consts::AUTH_TIMEOUT`].
+    pub auth_timeout: Duration,
+    /// [`consts::MAX_ENVELOPE_TTL_SECS`].
+    pub max_envelope_ttl_secs: u64,
+    /// [`consts::OUTBOUND_QUEUE_FRAMES`].
+    pub outbound_queue_frames: usize,
+    /// [`consts::MAX_ONE_TIME_PREKEYS_PER_UPLOAD`].
+    pub max_one_time_prekeys_per_upload: usize,
+    /// [`consts::MAX_ONE_TIME_PREKEYS_STORED`].
+    pub max_one_time_prekeys_stored: usize,
+    /// [`consts::LOW_PREKEY_THRESHOLD`].
+    pub low_prekey_threshold: u32,
+    /// [`consts::MAX_MALFORMED_FRAMES`].
+    pub max_malformed_frames: u32,
+    /// [`consts::EXPIRY_SWEEP_INTERVAL`].
+    pub expiry_sweep_interval: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_frame_bytes: consts::MAX_FRAME_BYTES,
+            max_queued_per_device: consts::MAX_QUEUED_ENVELOPES_PER_DEVICE,
+            envelopes_per_second: consts::ENVELOPES_PER_SECOND,
+            envelope_burst: consts::ENVELOPE_BURST,
+            max_connections_per_addr: consts::MAX_CONNECTIONS_PER_ADDR,
+            auth_timeout: consts::AUTH_TIMEOUT,
+            max_envelope_ttl_secs: consts::MAX_ENVELOPE_TTL_SECS,
+            outbound_queue_frames: consts::OUTBOUND_QUEUE_FRAMES,
+            max_one_time_prekeys_per_upload: consts::MAX_ONE_TIME_PREKEYS_PER_UPLOAD,
+            max_one_time_prekeys_stored: consts::MAX_ONE_TIME_PREKEYS_STORED,
+            low_prekey_threshold: consts::LOW_PREKEY_THRESHOLD,
+            max_malformed_frames: consts::MAX_MALFORMED_FRAMES,
+            expiry_sweep_interval: consts::EXPIRY_SWEEP_INTERVAL,
+        }
+    }
+}
+
+/// Server configuration.
+#[derive(Clone)]
+pub struct ServerConfig {
+    /// This server's identity, bound into every authentication signature (e.g. its public URL).
+    pub server_id: String,
+    /// Limits.
+    pub limits: Limits,
+    /// TURN credential issuing, if configured.
+    pub turn: Option<TurnConfig>,
+    /// Wall clock for TTLs and TURN expiry.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerConfig")
+            .field("server_id", &self.server_id)
+            .field("limits", &self.limits)
+            .field("turn", &self.turn)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerConfig {
+    /// Defaults with the system clock and no TURN.
+    pub fn new(server_id: impl Into<String>) -> Self {
+        Self {
+            server_id: server_id.into(),
+            limits: Limits::default(),
+            turn: None,
+            clock: Arc::new(SystemClock),
+        }
+    }
+}

@@ -1,0 +1,253 @@
+//! Authenticated requests: each one validated against the limits, run against the store, and
+//! answered.
+
+use std::time::Duration;
+
+use crate::auth;
+use crate::consts;
+use crate::error::ErrorCode;
+use crate::limits::TokenBucket;
+use crate::metrics::Metrics;
+use crate::protocol::{valid_username, Bundle, ClientMessage, ServerMessage, B64};
+use crate::server::shared::Shared;
+use crate::store::{BundleOutcome, DeviceAddr, NewEnvelope, WriteOp};
+use crate::turn;
+use crate::worker::Ended;
+
+/// Validates a `send` or an `ack` into a store write, or answers it at once.
+pub(crate) fn prepare_write(
+    shared: &Shared,
+    me: &DeviceAddr,
+    bucket: &mut TokenBucket,
+    id: u64,
+    msg: ClientMessage,
+) -> std::result::Result<WriteOp, Box<(ServerMessage, Option<Duration>)>> {
+    let limits = &shared.cfg.limits;
+    let err = |code, why: &str| Box::new((ServerMessage::error(Some(id), code, why), None));
+    match msg {
+        ClientMessage::Send {
+            to_user,
+            to_device,
+            ttl_secs,
+            ciphertext,
+        } => {
+            if let Err(wait) = bucket.try_take(std::time::Instant::now()) {
+                return Err(Box::new((
+                    ServerMessage::error(Some(id), ErrorCode::RateLimited, "envelope rate limit"),
+                    Some(wait),
+                )));
+            }
+            if ttl_secs == 0 || ttl_secs > limits.max_envelope_ttl_secs {
+                return Err(err(ErrorCode::TtlTooLong, "ttl out of range"));
+            }
+            if !valid_username(&to_user) {
+                return Err(err(ErrorCode::UnknownRecipient, "unknown recipient"));
+            }
+            let now = shared.cfg.clock.now_ms();
+            Ok(WriteOp::Enqueue {
+                env: NewEnvelope {
+                    to: DeviceAddr::new(to_user, to_device),
+                    from: me.clone(),
+                    stored_at_ms: now,
+                    expires_at_ms: now.saturating_add(ttl_secs.saturating_mul(1000)),
+                    ciphertext: ciphertext.0,
+                },
+                max_queued: limits.max_queued_per_device,
+            })
+        }
+        ClientMessage::Ack { envelope_id } => Ok(WriteOp::Ack {
+            to: me.clone(),
+            id: envelope_id,
+        }),
+        _ => Err(err(ErrorCode::Internal, "internal routing error")),
+    }
+}
+
+/// Handles one authenticated request; returns the response and, when rate limited, how long to
+/// stop reading from this connection.
+pub(crate) async fn handle_request(
+    shared: &Shared,
+    me: &DeviceAddr,
+
+    id: u64,
+    msg: ClientMessage,
+) -> (ServerMessage, Option<Duration>) {
+    let limits = &shared.cfg.limits;
+    let err = |code, why: &str| (ServerMessage::error(Some(id), code, why), None);
+    match msg {
+        ClientMessage::Ping => (ServerMessage::Pong { id }, None),
+        ClientMessage::Register { .. } | ClientMessage::Login { .. } => {
+            err(ErrorCode::InvalidField, "already authenticated")
+        }
+        ClientMessage::Send { .. } | ClientMessage::Ack { .. } => {
+            // Routed by `prepare_write` before this function is called.
+            err(ErrorCode::Internal, "internal routing error")
+        }
+        ClientMessage::FetchBundle {
+            username,
+            device_id,
+        } => {
+            if !valid_username(&username) {
+                return err(ErrorCode::UnknownRecipient, "unknown device");
+            }
+            let a = DeviceAddr::new(username, device_id);
+            let a2 = a.clone();
+            match shared.store(move |s| s.take_bundle(&a2)).await {
+                Ok(BundleOutcome::Bundle(b)) => {
+                    Metrics::inc(&shared.metrics.bundles_fetched_total);
+                    if b.one_time_prekey.is_some()
+                        && b.one_time_remaining < limits.low_prekey_threshold
+                    {
+                        shared.push(
+                            &a,
+                            &ServerMessage::PrekeysLow {
+                                remaining: b.one_time_remaining,
+                            },
+                        );
+                    }
+                    let bundle = Bundle {
+                        username: a.user,
+                        device_id: a.device,
+                        identity_key: B64(b.identity_key),
+                        signed_prekey: b.signed_prekey,
+                        kem_prekey: b.kem_prekey,
+                        one_time_prekey: b.one_time_prekey,
+                    };
+                    (ServerMessage::Bundle { id, bundle }, None)
+                }
+                Ok(BundleOutcome::UnknownDevice) => {
+                    err(ErrorCode::UnknownRecipient, "unknown device")
+                }
+                Ok(BundleOutcome::NoPrekeys) => err(ErrorCode::NoPrekeys, "no prekeys published"),
+                Err(code) => err(code, "storage failure"),
+            }
+        }
+        ClientMessage::ListDevices { username } => {
+            if !valid_username(&username) {
+                return err(ErrorCode::UnknownRecipient, "unknown user");
+            }
+            let listed = shared
+                .store(move |s| {
+                    let ids = s.devices(&username)?;
+                    let mut keys = Vec::with_capacity(ids.len());
+                    for &device_id in &ids {
+                        let addr = DeviceAddr {
+                            user: username.clone(),
+                            device: device_id,
+                        };
+                        keys.push(B64(s.identity(&addr)?.unwrap_or_default()));
+                    }
+                    Ok((ids, keys))
+                })
+                .await;
+            match listed {
+                Ok((device_ids, identity_keys)) => (
+                    ServerMessage::Devices {
+                        id,
+                        device_ids,
+                        identity_keys,
+                    },
+                    None,
+                ),
+                Err(code) => err(code, "storage failure"),
+            }
+        }
+        ClientMessage::PublishPrekeys {
+            signed_prekey,
+            kem_prekey,
+            one_time_prekeys,
+        } => {
+            if one_time_prekeys.len() > limits.max_one_time_prekeys_per_upload {
+                return err(
+                    ErrorCode::InvalidField,
+                    "too many one-time prekeys in one upload",
+                );
+            }
+            let sized = |k: &crate::protocol::SignedPreKey| {
+                !k.public.0.is_empty()
+                    && k.public.0.len() <= consts::MAX_PREKEY_PUBLIC_BYTES
+                    && k.signature.0.len() <= consts::MAX_PREKEY_SIGNATURE_BYTES
+            };
+            if signed_prekey.as_ref().is_some_and(|k| !sized(k))
+                || kem_prekey.as_ref().is_some_and(|k| !sized(k))
+                || one_time_prekeys.iter().any(|k| {
+                    k.public.0.is_empty() || k.public.0.len() > consts::MAX_PREKEY_PUBLIC_BYTES
+                })
+            {
+                return err(ErrorCode::InvalidField, "prekey size out of range");
+            }
+            let a = me.clone();
+            let max = limits.max_one_time_prekeys_stored;
+            match shared
+                .store(move |s| {
+                    s.publish_prekeys(
+                        &a,
+                        signed_prekey.as_ref(),
+                        kem_prekey.as_ref(),
+                        &one_time_prekeys,
+                        max,
+                    )
+                })
+                .await
+            {
+                Ok(Some(n)) => (
+                    ServerMessage::Published {
+                        id,
+                        one_time_prekeys: n,
+                    },
+                    None,
+                ),
+                Ok(None) => err(ErrorCode::InvalidField, "one-time prekey stock limit"),
+                Err(code) => err(code, "storage failure"),
+            }
+        }
+        ClientMessage::AddDevice {
+            device_id,
+            identity_key,
+        } => {
+            if device_id == me.device {
+                return err(
+                    ErrorCode::InvalidField,
+                    "cannot re-key the signed-in device",
+                );
+            }
+            if !auth::valid_identity_key(&identity_key.0) {
+                return err(ErrorCode::InvalidField, "invalid identity key");
+            }
+            let a = DeviceAddr::new(me.user.clone(), device_id);
+            let a2 = a.clone();
+            let now = shared.cfg.clock.now_ms();
+            match shared
+                .store(move |s| s.set_device(&a2, &identity_key.0, now))
+                .await
+            {
+                Ok(replaced) => {
+                    if replaced {
+                        if let Some(c) = shared.online().get(&a) {
+                            c.end(Ended::Replaced);
+                        }
+                    }
+                    (ServerMessage::DeviceAdded { id, replaced }, None)
+                }
+                Err(code) => err(code, "storage failure"),
+            }
+        }
+        ClientMessage::TurnCredentials => {
+            let Some(t) = &shared.cfg.turn else {
+                return err(ErrorCode::TurnUnavailable, "no TURN configured");
+            };
+            let expiry = shared.cfg.clock.now_ms() / 1000 + t.ttl_secs;
+            let c = turn::credentials(&t.secret, &format!("{}.{}", me.user, me.device), expiry);
+            (
+                ServerMessage::Turn {
+                    id,
+                    username: c.username,
+                    password: c.password,
+                    ttl_secs: t.ttl_secs,
+                    uris: t.uris.clone(),
+                },
+                None,
+            )
+        }
+    }
+}

@@ -1,0 +1,81 @@
+//! What every connection task of one server shares: its configuration, the store thread, the
+//! online devices, the per-address connection limiter and the counters.
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use crate::error::ErrorCode;
+use crate::limits::ConnectionLimiter;
+use crate::metrics::Metrics;
+use crate::protocol::{encode_server_frame, ServerMessage};
+use crate::server::config::ServerConfig;
+use crate::store::{DeviceAddr, Store, StoreResult};
+use crate::worker::{Conn, Gone, OnlineMap, Out, StoreWorker};
+
+pub(crate) struct Shared {
+    pub cfg: ServerConfig,
+    pub worker: StoreWorker,
+    pub online: OnlineMap,
+    pub limiter: ConnectionLimiter,
+    pub metrics: Arc<Metrics>,
+    pub next_conn: AtomicU64,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl Shared {
+    /// Starts the store thread over `store`; connections are limited per address as `cfg` says.
+    pub fn start(
+        cfg: ServerConfig,
+        store: Arc<dyn Store>,
+        shutdown: watch::Receiver<bool>,
+    ) -> std::io::Result<Self> {
+        let online = OnlineMap::default();
+        let metrics = Arc::new(Metrics::default());
+        let worker = StoreWorker::start(store, online.clone(), metrics.clone())?;
+        Ok(Self {
+            limiter: ConnectionLimiter::new(cfg.limits.max_connections_per_addr),
+            cfg,
+            worker,
+            online,
+            metrics,
+            next_conn: AtomicU64::new(1),
+            shutdown,
+        })
+    }
+
+    pub fn online(&self) -> std::sync::MutexGuard<'_, HashMap<DeviceAddr, Arc<Conn>>> {
+        self.online.lock()
+    }
+
+    /// Runs `f` on the store thread; a store failure is logged and answered as `internal`.
+    pub async fn store<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&dyn Store) -> StoreResult<T> + Send + 'static,
+    ) -> std::result::Result<T, ErrorCode> {
+        store_answer(self.worker.call(f).await)
+    }
+
+    /// Pushes `msg` to `addr` if it is online.
+    pub fn push(&self, addr: &DeviceAddr, msg: &ServerMessage) {
+        if let (Some(c), Ok(text)) = (self.online().get(addr), encode_server_frame(msg)) {
+            // Best effort: a push to a connection that is not reading is dropped.
+            let _ = c.try_push(Out::Text(text));
+        }
+    }
+}
+
+fn store_answer<T>(
+    r: std::result::Result<StoreResult<T>, Gone>,
+) -> std::result::Result<T, ErrorCode> {
+    match r {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "store failure");
+            Err(ErrorCode::Internal)
+        }
+        Err(_) => Err(ErrorCode::Internal),
+    }
+}
