@@ -80,8 +80,9 @@ pub struct NackCounters {
     pub nack_seqs_refused: AtomicU64,
     /// Test knob: share (per mille) of outgoing RTP dropped right before the wire
     /// ([`crate::Relay::set_outgoing_loss_per_mille`]).
+    #[cfg(feature = "test-hooks")]
     pub(crate) loss_per_mille: AtomicU64,
-    /// Outgoing RTP packets dropped by the test knob.
+    /// Outgoing RTP packets dropped by the test knob (feature `test-hooks`; always 0 without).
     pub dropped_out: AtomicU64,
 }
 
@@ -357,9 +358,9 @@ impl NackLimit {
 }
 
 /// Counts NACKs both ways and retransmissions out, limits inbound NACKs ([`NackLimit`]) and
-/// passes everything else on unchanged, except the outgoing RTP the test loss knob drops (after
-/// the NACK responder buffered it, so a receiver's NACK gets it resent, as after loss on the
-/// path).
+/// passes everything else on unchanged, except the outgoing RTP the test loss knob (feature
+/// `test-hooks`) drops (after the NACK responder buffered it, so a receiver's NACK gets it
+/// resent, as after loss on the path).
 struct NackCount {
     counters: Arc<NackCounters>,
     limit: NackLimit,
@@ -375,6 +376,19 @@ impl NackCount {
             read: VecDeque::new(),
             write: VecDeque::new(),
         }
+    }
+}
+
+#[cfg(feature = "test-hooks")]
+impl NackCount {
+    /// Whether the test loss knob drops this outgoing RTP packet (counted if so).
+    fn test_loss(&self) -> bool {
+        let p = self.counters.loss_per_mille.load(Ordering::Relaxed);
+        let drop = p > 0 && rand::random::<u64>() % 1000 < p;
+        if drop {
+            self.counters.dropped_out.fetch_add(1, Ordering::Relaxed);
+        }
+        drop
     }
 }
 
@@ -432,9 +446,8 @@ impl sansio::Protocol<TaggedPacket, TaggedPacket, ()> for NackCount {
                 } else if let Some(log) = self.limit.sent.get_mut(&p.header.ssrc) {
                     log.add(p.header.sequence_number);
                 }
-                let p = self.counters.loss_per_mille.load(Ordering::Relaxed);
-                if p > 0 && rand::random::<u64>() % 1000 < p {
-                    self.counters.dropped_out.fetch_add(1, Ordering::Relaxed);
+                #[cfg(feature = "test-hooks")]
+                if self.test_loss() {
                     return Ok(());
                 }
             }
@@ -653,6 +666,33 @@ mod tests {
                 assert_eq!(log.holds(seq), resends, "seq {seq}");
             }
         }
+    }
+
+    #[cfg(feature = "test-hooks")]
+    #[test]
+    fn the_loss_knob_drops_rtp_after_it_is_buffered_and_spares_rtcp() {
+        let counters = Arc::new(NackCounters::default());
+        counters.loss_per_mille.store(1000, Ordering::Relaxed);
+        let t = Instant::now();
+        let mut chain = registry(counters.clone()).build();
+        chain.bind_local_stream(&video_stream());
+        for seq in 0..10 {
+            chain.handle_write(tagged(t, rtp(seq))).unwrap();
+            assert!(chain.poll_write().is_none(), "seq {seq} not dropped");
+        }
+        // outgoing RTCP passes
+        chain.handle_write(tagged(t, nack(3))).unwrap();
+        assert!(matches!(
+            chain.poll_write().map(|m| m.message.packet),
+            Some(Packet::Rtcp(_))
+        ));
+        // the responder resends a dropped packet; the resend is dropped too
+        assert!(resent(&mut chain, t, nack(4)).is_empty());
+        // without loss, the next ask is served
+        counters.loss_per_mille.store(0, Ordering::Relaxed);
+        assert_eq!(resent(&mut chain, t + RETRANSMISSION_HOLDOFF, nack(4)), [4]);
+        let s = counters.snapshot();
+        assert_eq!((s.dropped_out, s.retransmissions_out), (11, 2));
     }
 
     #[test]

@@ -51,12 +51,54 @@ pub enum ServerMsg {
     },
     /// A refused request.
     Error {
-        /// Machine-readable code: `bad_message`, `room_full`, `too_many_rooms`, `name_taken`,
-        /// `timeout`, `webrtc`.
-        code: String,
+        /// Machine-readable code.
+        code: ErrorCode,
         /// Words.
         message: String,
     },
+}
+
+/// The machine-readable code of a [`ServerMsg::Error`], as it appears on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// `bad_message`: not the message expected at this point, or not a valid one.
+    BadMessage,
+    /// `room_full`: the room already has `MAX_ROOM_SIZE` members.
+    RoomFull,
+    /// `too_many_rooms`: a new room would exceed `MAX_ROOMS`.
+    TooManyRooms,
+    /// `name_taken`: the participant name is in use in the room.
+    NameTaken,
+    /// `timeout`: no `join` within `JOIN_TIMEOUT`.
+    Timeout,
+    /// `webrtc`: the relay's peer connection failed (ICE gathering, the answer).
+    Webrtc,
+    /// A code this version does not know (a newer relay's). Never sent.
+    #[serde(other)]
+    Unknown,
+}
+
+impl ErrorCode {
+    /// The code as it appears on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadMessage => "bad_message",
+            ErrorCode::RoomFull => "room_full",
+            ErrorCode::TooManyRooms => "too_many_rooms",
+            ErrorCode::NameTaken => "name_taken",
+            ErrorCode::Timeout => "timeout",
+            ErrorCode::Webrtc => "webrtc",
+            ErrorCode::Unknown => "unknown",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Why a control message was refused.
@@ -132,6 +174,37 @@ mod tests {
         assert_eq!(
             decode_client(&big),
             Err(ProtocolError::TooLarge(MAX_CONTROL_MESSAGE + 1))
+        );
+    }
+
+    #[test]
+    fn error_codes_keep_their_wire_strings() {
+        let codes = [
+            (ErrorCode::BadMessage, "bad_message"),
+            (ErrorCode::RoomFull, "room_full"),
+            (ErrorCode::TooManyRooms, "too_many_rooms"),
+            (ErrorCode::NameTaken, "name_taken"),
+            (ErrorCode::Timeout, "timeout"),
+            (ErrorCode::Webrtc, "webrtc"),
+        ];
+        for (code, wire) in codes {
+            let json = format!(r#"{{"type":"error","code":"{wire}","message":"m"}}"#);
+            let msg = ServerMsg::Error {
+                code,
+                message: "m".into(),
+            };
+            assert_eq!(serde_json::to_string(&msg).unwrap(), json);
+            assert_eq!(decode_server(&json), Ok(msg));
+            assert_eq!(code.as_str(), wire);
+            assert_eq!(code.to_string(), wire);
+        }
+        // a newer relay's code still parses
+        assert_eq!(
+            decode_server(r#"{"type":"error","code":"slow_down","message":"later"}"#),
+            Ok(ServerMsg::Error {
+                code: ErrorCode::Unknown,
+                message: "later".into(),
+            })
         );
     }
 }

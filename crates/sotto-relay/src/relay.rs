@@ -1,0 +1,196 @@
+//! The relay as its owner sees it: how to run one ([`RelayConfig`], [`serve`]), the handle on a
+//! running one ([`Relay`]) and the state its sessions share.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use webrtc::peer_connection::PeerConnection;
+
+use crate::capture::CaptureWriter;
+use crate::room::Rooms;
+use crate::{lock, nack, session};
+
+/// How to run a relay.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// Control channel (WebSocket) address.
+    pub listen: SocketAddr,
+    /// Address for the media (ICE) sockets.
+    pub bind_ip: IpAddr,
+    /// Write every forwarded payload here.
+    pub capture_dir: Option<PathBuf>,
+}
+
+impl RelayConfig {
+    /// Loopback, any port, no capture.
+    pub fn loopback() -> Self {
+        RelayConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            bind_ip: IpAddr::from([127, 0, 0, 1]),
+            capture_dir: None,
+        }
+    }
+}
+
+/// Counters.
+#[derive(Debug, Default)]
+pub struct RelayStats {
+    /// RTP packets received from participants.
+    pub packets_in: AtomicU64,
+    /// RTP packets forwarded (one per receiving member).
+    pub packets_out: AtomicU64,
+    /// Payload bytes received.
+    pub bytes_in: AtomicU64,
+    /// Keyframe requests (PLI/FIR) received from receivers.
+    pub keyframe_requests_in: AtomicU64,
+    /// Keyframe requests (PLI) sent on to the original sender.
+    pub keyframe_requests_out: AtomicU64,
+    /// NACKs and retransmissions, both hops.
+    pub nack: Arc<nack::NackCounters>,
+}
+
+/// What every session, forwarding task and the [`Relay`] handle share.
+pub(crate) struct Shared {
+    pub(crate) rooms: Mutex<Rooms>,
+    pub(crate) capture: Option<CaptureWriter>,
+    pub(crate) stats: RelayStats,
+    pub(crate) bind_ip: IpAddr,
+    pub(crate) closed: AtomicBool,
+}
+
+/// A running relay.
+pub struct Relay {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    stop: Arc<Notify>,
+}
+
+impl Relay {
+    /// The control channel URL (`ws://addr`).
+    pub fn url(&self) -> String {
+        format!("ws://{}", self.addr)
+    }
+
+    /// Bound control address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> (u64, u64, u64) {
+        let s = &self.shared.stats;
+        (
+            s.packets_in.load(Ordering::Relaxed),
+            s.packets_out.load(Ordering::Relaxed),
+            s.bytes_in.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Keyframe requests received from receivers and forwarded to senders: `(in, out)`.
+    pub fn keyframe_requests(&self) -> (u64, u64) {
+        let s = &self.shared.stats;
+        (
+            s.keyframe_requests_in.load(Ordering::Relaxed),
+            s.keyframe_requests_out.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Retransmission counters (NACKs to senders, their late repairs, NACKs from receivers and
+    /// the relay's retransmissions to them).
+    pub fn retransmissions(&self) -> nack::RetransmissionStats {
+        self.shared.stats.nack.snapshot()
+    }
+
+    /// Test knob (feature `test-hooks`): drop this share (per mille, capped at 1000) of the RTP
+    /// the relay sends, right before the wire, as lossy relay-to-receiver paths would. The NACK
+    /// responder has buffered each dropped packet and resends it when the receiver asks; resent
+    /// packets may be dropped again. RTCP is spared. 0, the default, disables it.
+    #[cfg(feature = "test-hooks")]
+    pub fn set_outgoing_loss_per_mille(&self, p: u64) {
+        self.shared
+            .stats
+            .nack
+            .loss_per_mille
+            .store(p.min(1000), Ordering::Relaxed);
+    }
+
+    /// Members of `room` now.
+    pub fn members(&self, room: &str) -> Vec<String> {
+        lock(&self.shared.rooms).names(room)
+    }
+
+    /// Stops accepting, closes every peer connection and flushes the capture.
+    pub async fn shutdown(self) {
+        self.shared.closed.store(true, Ordering::SeqCst);
+        self.stop.notify_waiters();
+        let pcs: Vec<Arc<dyn PeerConnection>> = lock(&self.shared.rooms)
+            .all_members()
+            .map(|m| {
+                m.feedback.iter().for_each(|t| t.abort());
+                m.pc.clone()
+            })
+            .collect();
+        for pc in pcs {
+            let _ = pc.close().await;
+        }
+        if let Some(c) = &self.shared.capture {
+            c.flush();
+        }
+    }
+
+    /// Flushes the capture file.
+    pub fn flush_capture(&self) {
+        if let Some(c) = &self.shared.capture {
+            c.flush();
+        }
+    }
+}
+
+/// Errors starting the relay.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RelayError {
+    /// Socket or file.
+    #[error("relay: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Starts a relay.
+pub async fn serve(cfg: RelayConfig) -> Result<Relay, RelayError> {
+    let listener = TcpListener::bind(cfg.listen).await?;
+    let addr = listener.local_addr()?;
+    let capture = match &cfg.capture_dir {
+        Some(d) => Some(CaptureWriter::create(d)?),
+        None => None,
+    };
+    let shared = Arc::new(Shared {
+        rooms: Mutex::new(Rooms::default()),
+        capture,
+        stats: RelayStats::default(),
+        bind_ip: cfg.bind_ip,
+        closed: AtomicBool::new(false),
+    });
+    let stop = Arc::new(Notify::new());
+    let (s2, stop2) = (shared.clone(), stop.clone());
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                acc = listener.accept() => {
+                    let Ok((tcp, _)) = acc else { continue };
+                    let s = s2.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = session::session(s, tcp).await {
+                            tracing::debug!("relay session: {e}");
+                        }
+                    });
+                }
+                _ = stop2.notified() => return,
+            }
+        }
+    });
+    Ok(Relay { addr, shared, stop })
+}

@@ -1,0 +1,158 @@
+//! The room registry and its admission rule: who is in which room, which of each member's
+//! slots carries whom, and whether one more may join.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use webrtc::peer_connection::PeerConnection;
+
+use crate::consts::{MAX_ROOMS, MAX_ROOM_SIZE};
+use crate::forward::Inbound;
+use crate::protocol::{ErrorCode, ServerMsg};
+use crate::slot::Slot;
+
+/// One participant in a room.
+pub(crate) struct Member {
+    /// The slots the relay sends others' media to this member on.
+    pub(crate) slots: Vec<Slot>,
+    /// Membership events for this member's control channel.
+    pub(crate) control: mpsc::UnboundedSender<ServerMsg>,
+    pub(crate) pc: Arc<dyn PeerConnection>,
+    pub(crate) inbound: Arc<Inbound>,
+    /// Tasks reading receivers' RTCP on this member's slot tracks.
+    pub(crate) feedback: Vec<tokio::task::JoinHandle<()>>,
+}
+
+#[derive(Default)]
+pub(crate) struct Room {
+    pub(crate) members: HashMap<String, Member>,
+}
+
+/// Why a participant may not join (the `message` of the relay's error is its `Display`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum Refusal {
+    /// Someone in the room already has the name.
+    #[error("participant name in use")]
+    NameTaken,
+    /// The room has [`MAX_ROOM_SIZE`] members.
+    #[error("MAX_ROOM_SIZE ({MAX_ROOM_SIZE})")]
+    RoomFull,
+    /// The room is new and there are [`MAX_ROOMS`] already.
+    #[error("MAX_ROOMS ({MAX_ROOMS})")]
+    TooManyRooms,
+}
+
+impl Refusal {
+    /// The wire code.
+    pub(crate) fn code(self) -> ErrorCode {
+        match self {
+            Refusal::NameTaken => ErrorCode::NameTaken,
+            Refusal::RoomFull => ErrorCode::RoomFull,
+            Refusal::TooManyRooms => ErrorCode::TooManyRooms,
+        }
+    }
+
+    /// The relay's error message for it.
+    pub(crate) fn to_msg(self) -> ServerMsg {
+        ServerMsg::Error {
+            code: self.code(),
+            message: self.to_string(),
+        }
+    }
+}
+
+/// Every room of a relay.
+#[derive(Default)]
+pub(crate) struct Rooms {
+    rooms: HashMap<String, Room>,
+}
+
+impl Rooms {
+    /// The admission rule: may `me` join `room` now?
+    pub(crate) fn check(&self, room: &str, me: &str) -> Result<(), Refusal> {
+        match self.rooms.get(room) {
+            Some(r) if r.members.contains_key(me) => Err(Refusal::NameTaken),
+            Some(r) if r.members.len() >= MAX_ROOM_SIZE => Err(Refusal::RoomFull),
+            None if self.rooms.len() >= MAX_ROOMS => Err(Refusal::TooManyRooms),
+            _ => Ok(()),
+        }
+    }
+
+    /// Admits `me` to `room` (creating it) if [`Rooms::check`] allows: gives `me`'s slots to the
+    /// members already there and a free slot of each of theirs to `me`, tells them, and adds the
+    /// member `member` builds from its slots. Returns the members already there.
+    pub(crate) fn admit(
+        &mut self,
+        room: &str,
+        me: &str,
+        mut slots: Vec<Slot>,
+        member: impl FnOnce(Vec<Slot>) -> Member,
+    ) -> Result<Vec<String>, Refusal> {
+        self.check(room, me)?;
+        let r = self.rooms.entry(room.to_string()).or_default();
+        let others: Vec<String> = r.members.keys().cloned().collect();
+        for (i, o) in others.iter().enumerate() {
+            if let Some(s) = slots.get_mut(i) {
+                s.holder = Some(o.clone());
+            }
+        }
+        for m in r.members.values_mut() {
+            if let Some(s) = m.slots.iter_mut().find(|s| s.holder.is_none()) {
+                s.holder = Some(me.to_string());
+            }
+            let _ = m.control.send(ServerMsg::MemberJoined {
+                participant: me.to_string(),
+            });
+        }
+        r.members.insert(me.to_string(), member(slots));
+        Ok(others)
+    }
+
+    /// Removes `me` from `room`: frees the slots others held for it, tells them, and drops the
+    /// room once empty. Returns the member, if it was there.
+    pub(crate) fn leave(&mut self, room: &str, me: &str) -> Option<Member> {
+        let r = self.rooms.get_mut(room)?;
+        let gone = r.members.remove(me);
+        for m in r.members.values_mut() {
+            for s in m
+                .slots
+                .iter_mut()
+                .filter(|s| s.holder.as_deref() == Some(me))
+            {
+                s.holder = None;
+            }
+            let _ = m.control.send(ServerMsg::MemberLeft {
+                participant: me.to_string(),
+            });
+        }
+        if r.members.is_empty() {
+            self.rooms.remove(room);
+        }
+        gone
+    }
+
+    pub(crate) fn get(&self, room: &str) -> Option<&Room> {
+        self.rooms.get(room)
+    }
+
+    pub(crate) fn get_mut(&mut self, room: &str) -> Option<&mut Room> {
+        self.rooms.get_mut(room)
+    }
+
+    /// Names of `room`'s members, sorted.
+    pub(crate) fn names(&self, room: &str) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .rooms
+            .get(room)
+            .map(|r| r.members.keys().cloned().collect())
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    /// Every member of every room.
+    pub(crate) fn all_members(&self) -> impl Iterator<Item = &Member> {
+        self.rooms.values().flat_map(|r| r.members.values())
+    }
+}

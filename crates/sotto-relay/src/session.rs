@@ -1,0 +1,242 @@
+//! One participant's control-channel session, in steps: read the `join`, check admission,
+//! negotiate the relay's peer connection, admit, run until the participant leaves, leave.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{self, Message};
+
+use crate::consts::{GATHER_TIMEOUT, JOIN_TIMEOUT, MAX_CONTROL_MESSAGE};
+use crate::forward::slot_feedback;
+use crate::lock;
+use crate::peer::RelayPeer;
+use crate::protocol::{decode_client, ClientMsg, ErrorCode, ProtocolError, ServerMsg};
+use crate::relay::Shared;
+use crate::room::{Member, Refusal};
+
+/// Why a session ended before its participant left. Only logged; where the participant is
+/// told, the relay's error message carries this `Display`.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SessionError {
+    // the participant's doing
+    /// A control message that does not decode.
+    #[error(transparent)]
+    Malformed(#[from] ProtocolError),
+    /// A binary WebSocket frame.
+    #[error("binary frames are not part of the protocol")]
+    Binary,
+    /// A valid message, but not the one expected (`join`, `answer`).
+    #[error("expected {0}")]
+    Unexpected(&'static str),
+    /// The participant closed the channel.
+    #[error("closed")]
+    Closed,
+    /// No `join` within [`JOIN_TIMEOUT`].
+    #[error("no join within JOIN_TIMEOUT")]
+    JoinTimeout,
+    /// Not admitted.
+    #[error(transparent)]
+    Refused(Refusal),
+    // the relay's side
+    /// The WebSocket handshake or I/O failed.
+    #[error(transparent)]
+    Ws(#[from] tungstenite::Error),
+    /// The relay's peer connection failed.
+    #[error(transparent)]
+    WebRtc(#[from] rtc::shared::error::Error),
+    /// ICE gathering took longer than [`GATHER_TIMEOUT`].
+    #[error("ICE gathering timed out")]
+    GatherTimeout,
+    /// A relay message did not encode.
+    #[error(transparent)]
+    Encode(#[from] serde_json::Error),
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<TcpStream>;
+
+async fn send(ws: &mut Ws, m: &ServerMsg) -> Result<(), SessionError> {
+    let text = serde_json::to_string(m)?;
+    Ok(ws.send(Message::text(text)).await?)
+}
+
+async fn recv(ws: &mut Ws) -> Result<ClientMsg, SessionError> {
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(t))) => return Ok(decode_client(&t)?),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            Some(Ok(_)) => return Err(SessionError::Binary),
+            Some(Err(e)) => return Err(e.into()),
+            None => return Err(SessionError::Closed),
+        }
+    }
+}
+
+/// Tells the participant (best effort) that the session ends with `e`, as `code`; returns `e`.
+async fn fail(ws: &mut Ws, code: ErrorCode, e: SessionError) -> SessionError {
+    let message = e.to_string();
+    let _ = send(ws, &ServerMsg::Error { code, message }).await;
+    e
+}
+
+/// Serves one control connection from handshake to leave.
+pub(crate) async fn session(shared: Arc<Shared>, tcp: TcpStream) -> Result<(), SessionError> {
+    let cfg = WebSocketConfig::default()
+        .max_message_size(Some(MAX_CONTROL_MESSAGE))
+        .max_frame_size(Some(MAX_CONTROL_MESSAGE));
+    let mut ws = tokio_tungstenite::accept_async_with_config(tcp, Some(cfg)).await?;
+    let (room, me) = read_join(&mut ws).await?;
+    // checked before negotiating, so a refused join costs no peer connection; `admit` checks
+    // again, since the room may fill (or the name be taken) while we negotiate
+    let check = lock(&shared.rooms).check(&room, &me);
+    if let Err(r) = check {
+        let _ = send(&mut ws, &r.to_msg()).await;
+        return Err(SessionError::Refused(r));
+    }
+    let peer = negotiate(&shared, &mut ws, &room, &me).await?;
+    let pc = peer.pc.clone();
+    let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
+    let others = match admit(&shared, &room, &me, peer, ctl_tx) {
+        Ok(others) => others,
+        Err(r) => {
+            let _ = send(&mut ws, &r.to_msg()).await;
+            let _ = pc.close().await;
+            return Err(SessionError::Refused(r));
+        }
+    };
+    tracing::info!(room = %room, participant = %me, "joined");
+    let joined_at = Instant::now();
+    let _ = send(&mut ws, &ServerMsg::Joined { members: others }).await;
+    run(&mut ws, ctl_rx).await;
+    leave(&shared, &room, &me);
+    tracing::info!(room = %room, participant = %me, secs = joined_at.elapsed().as_secs(), "left");
+    let _ = pc.close().await;
+    Ok(())
+}
+
+/// The first message, which must be a `join` within [`JOIN_TIMEOUT`]: `(room, participant)`.
+async fn read_join(ws: &mut Ws) -> Result<(String, String), SessionError> {
+    match tokio::time::timeout(JOIN_TIMEOUT, recv(ws)).await {
+        Ok(Ok(ClientMsg::Join { room, participant })) => Ok((room, participant)),
+        Ok(Ok(_)) => Err(fail(ws, ErrorCode::BadMessage, SessionError::Unexpected("join")).await),
+        Ok(Err(e)) => Err(fail(ws, ErrorCode::BadMessage, e).await),
+        Err(_) => Err(fail(ws, ErrorCode::Timeout, SessionError::JoinTimeout).await),
+    }
+}
+
+/// Builds the relay's peer connection for `me`, sends its offer once ICE gathering is complete
+/// and applies the participant's answer. On failure after the offer is made, the participant is
+/// told and the connection closed.
+async fn negotiate(
+    shared: &Arc<Shared>,
+    ws: &mut Ws,
+    room: &str,
+    me: &str,
+) -> Result<RelayPeer, SessionError> {
+    let peer = RelayPeer::new(shared, room, me).await?;
+    peer.start_offer().await?;
+    if !peer.gathered(GATHER_TIMEOUT).await {
+        let e = fail(ws, ErrorCode::Webrtc, SessionError::GatherTimeout).await;
+        let _ = peer.pc.close().await;
+        return Err(e);
+    }
+    let sdp = peer.local_sdp().await;
+    send(ws, &ServerMsg::Offer { sdp }).await?;
+    let answer = match tokio::time::timeout(JOIN_TIMEOUT, recv(ws)).await {
+        Ok(Ok(ClientMsg::Answer { sdp })) => sdp,
+        _ => {
+            let e = fail(
+                ws,
+                ErrorCode::BadMessage,
+                SessionError::Unexpected("answer"),
+            )
+            .await;
+            let _ = peer.pc.close().await;
+            return Err(e);
+        }
+    };
+    if let Err(e) = peer.accept_answer(answer).await {
+        let e = fail(ws, ErrorCode::Webrtc, e.into()).await;
+        let _ = peer.pc.close().await;
+        return Err(e);
+    }
+    Ok(peer)
+}
+
+/// Admits `me` to `room` with its negotiated `peer` (see [`crate::room::Rooms::admit`]) and
+/// starts reading keyframe requests on its slots; `control` carries membership events to its
+/// session. Returns the members already there.
+fn admit(
+    shared: &Arc<Shared>,
+    room: &str,
+    me: &str,
+    peer: RelayPeer,
+    control: mpsc::UnboundedSender<ServerMsg>,
+) -> Result<Vec<String>, Refusal> {
+    let RelayPeer {
+        pc, slots, inbound, ..
+    } = peer;
+    lock(&shared.rooms).admit(room, me, slots, |slots| {
+        let feedback = slots
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                tokio::spawn(slot_feedback(
+                    shared.clone(),
+                    room.to_string(),
+                    me.to_string(),
+                    i,
+                    s.video.clone(),
+                ))
+            })
+            .collect();
+        if let Some(c) = &shared.capture {
+            c.mark(true, me);
+        }
+        Member {
+            slots,
+            control,
+            pc,
+            inbound,
+            feedback,
+        }
+    })
+}
+
+/// Passes membership events to the participant until it leaves or the channel fails.
+async fn run(ws: &mut Ws, mut events: mpsc::UnboundedReceiver<ServerMsg>) {
+    loop {
+        tokio::select! {
+            m = events.recv() => {
+                let Some(m) = m else { break };
+                if send(ws, &m).await.is_err() { break; }
+            }
+            c = recv(ws) => {
+                match c {
+                    Ok(ClientMsg::Leave) | Err(_) => break,
+                    Ok(_) => {
+                        let unexpected = ServerMsg::Error {
+                            code: ErrorCode::BadMessage,
+                            message: "unexpected message".into(),
+                        };
+                        let _ = send(ws, &unexpected).await;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Removes `me` from `room`, stops its feedback tasks and marks the capture.
+fn leave(shared: &Shared, room: &str, me: &str) {
+    let mut rooms = lock(&shared.rooms);
+    if let Some(gone) = rooms.leave(room, me) {
+        gone.feedback.iter().for_each(|t| t.abort());
+        if let Some(c) = &shared.capture {
+            c.mark(false, me);
+        }
+    }
+}
