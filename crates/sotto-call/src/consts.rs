@@ -43,3 +43,31 @@ pub const CALL_ENVELOPE_TTL_SECS: u64 = 60;
 pub const MAX_SEEN_ENVELOPES: usize = 1024;
 /// Safety numbers use libsignal's displayable fingerprint, version 2.
 pub const SAFETY_NUMBER_VERSION: u32 = 2;
+
+/// How long a new sender key overlaps the old one before the sender switches to it (the
+/// receivers install it first). One value for every rotation: a member leaving, a counter
+/// running low, a rotation asked for. (The engine ran 500 ms and the unused group model 1 s;
+/// 500 ms is what the end-to-end tests and the demo measured: the key arrives within
+/// 70-280 ms on loopback under load.)
+pub const KEY_ACTIVATION_DELAY: Duration = Duration::from_millis(500);
+/// Upper bound of a configured activation delay: a leaver can read our media until the switch,
+/// so it is never put off for longer than this.
+pub const MAX_KEY_ACTIVATION_DELAY: Duration = Duration::from_secs(5);
+/// How long a leaver's keys stay in the receive ring after the leave (frames still in flight
+/// decrypt and are attributed to them); then they are removed, and frames under them fail.
+pub const LEAVER_KEY_RETENTION: Duration = Duration::from_secs(5);
+/// Rotations that may wait for the activation delay at once (a burst of leaves).
+pub const MAX_PENDING_ROTATIONS: usize = 2;
+/// Size of a freshly drawn base key, bytes.
+pub const FRESH_KEY_SIZE: usize = 32;
+/// How long the driver waits for the relay to admit us and negotiate media.
+pub const RELAY_JOIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the driver waits for one signaling round trip (seal and send, identity check,
+/// acknowledgement).
+pub const SIGNALING_TIMEOUT: Duration = Duration::from_secs(10);
+/// Actions the call core may hold for the driver before refusing more input (a bound, never
+/// reached by a well-behaved driver that drains [`crate::core::CallCore::poll_action`]).
+pub const MAX_QUEUED_ACTIONS: usize = 4096;
+/// How long a gap in one sender's call-message sequence may hold later messages back before
+/// they are released anyway (the missing message was lost: a send that failed).
+pub const REORDER_GAP_WAIT: Duration = Duration::from_secs(2);

@@ -7,6 +7,7 @@
 //! - [`media`]: webrtc-rs 0.21 peers whose audio/video frames are SFrame-encrypted before packetizing.
 
 pub mod consts;
+pub mod core;
 pub mod media;
 pub mod messages;
 pub mod sealed;

@@ -3,6 +3,7 @@
 //! (`protocol-spec/call.md`).
 
 use serde::{Deserialize, Serialize};
+use sotto_frame::KeyMaterial;
 use zeroize::Zeroize;
 
 pub use crate::consts::{
@@ -44,14 +45,16 @@ impl std::fmt::Display for CallId {
 #[non_exhaustive]
 pub enum Body {
     /// "I am calling you": our SDP (DTLS fingerprint and ICE candidates included) and our SFrame
-    /// key (KeyMaterial, hex).
+    /// key (on the wire: hex of [`KeyMaterial::to_bytes`]; `""` for a group invite, which
+    /// carries no key).
     Offer {
         /// Session description.
         sdp: String,
         /// Whether we send video.
         video: bool,
-        /// Our media key.
-        media_key: String,
+        /// Our media key (none in a group invite: members give theirs once the relay admits us).
+        #[serde(with = "key_hex::optional")]
+        media_key: Option<KeyMaterial>,
         /// Media goes through this sotto-relay (control URL; the room is the call id) instead
         /// of peer to peer; `sdp` is then empty.
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -80,7 +83,8 @@ pub enum Body {
         /// Session description.
         sdp: String,
         /// Our media key.
-        media_key: String,
+        #[serde(with = "key_hex")]
+        media_key: KeyMaterial,
     },
     /// Declined.
     Reject,
@@ -100,18 +104,84 @@ pub enum Body {
     },
     /// Our next SFrame key (rotation); we switch to it shortly after.
     MediaKey {
-        /// KeyMaterial, hex.
-        media_key: String,
+        /// The key.
+        #[serde(with = "key_hex")]
+        media_key: KeyMaterial,
     },
 }
 
-impl Drop for Body {
-    fn drop(&mut self) {
-        match self {
-            Body::Offer { media_key, .. }
-            | Body::Answer { media_key, .. }
-            | Body::MediaKey { media_key } => media_key.zeroize(),
-            _ => {}
+/// The wire encoding of a media key: lowercase hex of [`KeyMaterial::to_bytes`], produced and
+/// read only here; in memory a key is always a [`KeyMaterial`] (zeroized on drop). Every
+/// intermediate copy (bytes, hex text) is zeroized.
+mod key_hex {
+    use serde::de::{Error as _, Visitor};
+    use serde::{Deserializer, Serializer};
+    use sotto_frame::KeyMaterial;
+    use zeroize::{Zeroize, Zeroizing};
+
+    pub(super) fn encode(k: &KeyMaterial) -> Zeroizing<String> {
+        Zeroizing::new(hex::encode(&*k.to_bytes()))
+    }
+
+    /// `None` for `""`, the key otherwise; errors name nothing secret.
+    pub(super) fn decode(text: &str) -> Result<Option<KeyMaterial>, &'static str> {
+        if text.is_empty() {
+            return Ok(None);
+        }
+        if text.len() > super::MAX_MEDIA_KEY_HEX {
+            return Err("media key over MAX_MEDIA_KEY_HEX");
+        }
+        let bytes = Zeroizing::new(hex::decode(text).map_err(|_| "media key is not hex")?);
+        KeyMaterial::from_bytes(&bytes)
+            .map(Some)
+            .map_err(|_| "media key is not key material")
+    }
+
+    struct KeyVisitor;
+
+    impl Visitor<'_> for KeyVisitor {
+        type Value = Option<KeyMaterial>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a hex media key")
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            decode(v).map_err(E::custom)
+        }
+        fn visit_string<E: serde::de::Error>(self, mut v: String) -> Result<Self::Value, E> {
+            let r = decode(&v).map_err(E::custom);
+            v.zeroize();
+            r
+        }
+    }
+
+    pub(super) fn serialize<S: Serializer>(k: &KeyMaterial, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&encode(k))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<KeyMaterial, D::Error> {
+        d.deserialize_str(KeyVisitor)?
+            .ok_or_else(|| D::Error::custom("empty media key"))
+    }
+
+    pub(super) mod optional {
+        use super::KeyVisitor;
+        use serde::{Deserializer, Serializer};
+        use sotto_frame::KeyMaterial;
+
+        pub(in super::super) fn serialize<S: Serializer>(
+            k: &Option<KeyMaterial>,
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
+            match k {
+                Some(k) => super::serialize(k, s),
+                None => s.serialize_str(""),
+            }
+        }
+
+        pub(in super::super) fn deserialize<'de, D: Deserializer<'de>>(
+            d: D,
+        ) -> Result<Option<KeyMaterial>, D::Error> {
+            d.deserialize_str(KeyVisitor)
         }
     }
 }
@@ -236,7 +306,24 @@ impl CallMessage {
             let _ = k;
             return Err(MessageError::Malformed("unknown field".into()));
         }
-        let m: CallMessage = serde_json::from_value(value).map_err(malformed)?;
+        // the key field is checked (and refused by name) before the typed parse reads it
+        let key_field = match obj.get("media_key") {
+            None => Ok(()),
+            Some(serde_json::Value::String(s)) => match key_hex::decode(s) {
+                Ok(Some(_)) => Ok(()),
+                Ok(None) if obj.get("type").and_then(|t| t.as_str()) == Some("offer") => Ok(()),
+                _ => Err(MessageError::Field("media_key")),
+            },
+            Some(_) => Err(MessageError::Field("media_key")),
+        };
+        let mut value = value;
+        // parsed again from the bytes (strings borrowed, not copied), not from `value`
+        let parsed = key_field
+            .and_then(|()| serde_json::from_slice::<CallMessage>(bytes).map_err(malformed));
+        if let Some(serde_json::Value::String(s)) = value.get_mut("media_key") {
+            s.zeroize();
+        }
+        let m = parsed?;
         if m.v != CALL_MESSAGE_VERSION {
             return Err(MessageError::Version(m.v));
         }
@@ -259,18 +346,8 @@ impl CallMessage {
             Body::Add { user } if !valid_member_name(user) => {
                 return Err(MessageError::Field("user"));
             }
-            Body::Offer { sdp, media_key, .. } | Body::Answer { sdp, media_key } => {
-                if sdp.len() > MAX_SDP {
-                    return Err(MessageError::Field("sdp"));
-                }
-                if media_key.len() > MAX_MEDIA_KEY_HEX || hex::decode(media_key).is_err() {
-                    return Err(MessageError::Field("media_key"));
-                }
-            }
-            Body::MediaKey { media_key }
-                if media_key.len() > MAX_MEDIA_KEY_HEX || hex::decode(media_key).is_err() =>
-            {
-                return Err(MessageError::Field("media_key"));
+            Body::Offer { sdp, .. } | Body::Answer { sdp, .. } if sdp.len() > MAX_SDP => {
+                return Err(MessageError::Field("sdp"));
             }
             Body::Hangup { reason } if reason.len() > MAX_REASON => {
                 return Err(MessageError::Field("reason"))
@@ -351,6 +428,22 @@ impl Reorder {
         self.held.len()
     }
 
+    /// Gives up on the gap before the oldest held message (it was lost): returns the held
+    /// messages now in order and how many sequence numbers were skipped. Nothing held: nothing.
+    pub fn skip_gap(&mut self) -> (Vec<CallMessage>, u32) {
+        let Some(first) = self.held.keys().next().copied() else {
+            return (Vec::new(), 0);
+        };
+        let missing = first.saturating_sub(self.next);
+        self.next = first;
+        let mut out = Vec::new();
+        while let Some(m) = self.held.remove(&self.next) {
+            out.push(m);
+            self.next = self.next.saturating_add(1);
+        }
+        (out, missing)
+    }
+
     /// Takes `m`; returns the messages now in order (possibly none, possibly several).
     ///
     /// # Errors
@@ -388,6 +481,13 @@ impl Reorder {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    /// A real media key (the wire carries only [`KeyMaterial`] encodings).
+    fn key(b: u8) -> KeyMaterial {
+        sotto_frame::SenderKey::new(sotto_frame::CipherSuite::default(), 7, &[b; 16])
+            .unwrap()
+            .material()
+    }
 
     #[test]
     fn round_trip_and_exact_json() {
@@ -465,7 +565,7 @@ mod tests {
             0,
             Body::Answer {
                 sdp,
-                media_key: String::new(),
+                media_key: key(1),
             },
         );
         assert_eq!(
@@ -492,13 +592,13 @@ mod tests {
             Body::Offer {
                 sdp: "v=0 secret".into(),
                 video: true,
-                media_key: "beef".into(),
+                media_key: Some(key(0xbe)),
                 relay: None,
                 members: Vec::new(),
             },
         );
         let d = format!("{m:?}");
-        assert!(!d.contains("secret") && !d.contains("beef"), "{d}");
+        assert!(!d.contains("secret") && !d.contains("bebe"), "{d}");
     }
 
     fn ringing(seq: u32) -> CallMessage {
@@ -510,14 +610,14 @@ mod tests {
         let at = |body| CallMessage::decode(&CallMessage::new(CallId([1; 16]), 0, body).encode());
         assert!(at(Body::Answer {
             sdp: "a".repeat(MAX_SDP),
-            media_key: String::new()
+            media_key: key(2)
         })
         .is_ok());
         assert_eq!(
             at(Body::Offer {
                 sdp: "a".repeat(MAX_SDP + 1),
                 video: false,
-                media_key: String::new(),
+                media_key: None,
                 relay: None,
                 members: Vec::new(),
             })
@@ -527,7 +627,7 @@ mod tests {
         let offer_via = |relay: String| Body::Offer {
             sdp: String::new(),
             video: false,
-            media_key: String::new(),
+            media_key: None,
             relay: Some(relay),
             members: Vec::new(),
         };
@@ -547,15 +647,46 @@ mod tests {
             .unwrap_err(),
             MessageError::Field("reason")
         );
-        assert!(at(Body::MediaKey {
-            media_key: "ab".repeat(MAX_MEDIA_KEY_HEX / 2)
-        })
-        .is_ok());
+        assert!(at(Body::MediaKey { media_key: key(3) }).is_ok());
+        // the key field: over MAX_MEDIA_KEY_HEX, not hex, or hex that is not key material,
+        // refused by name; an empty key only in an offer (a group invite)
+        let raw = |kind: &str, k: &str| {
+            let extra = if kind == "answer" {
+                r#","sdp":"""#
+            } else if kind == "offer" {
+                r#","sdp":"","video":true"#
+            } else {
+                ""
+            };
+            CallMessage::decode(
+                format!(r#"{{"v":1,"call":"abababababababababababababababab","seq":0,"type":"{kind}","media_key":"{k}"{extra}}}"#)
+                    .as_bytes(),
+            )
+        };
+        let good = hex::encode(&*key(4).to_bytes());
+        assert!(raw("media_key", &good).is_ok());
+        assert!(raw("answer", &good).is_ok());
+        assert!(raw("offer", "").is_ok());
+        for bad in [
+            "ab".repeat(MAX_MEDIA_KEY_HEX / 2 + 1),
+            "ab".repeat(MAX_MEDIA_KEY_HEX / 2),
+            "zz".into(),
+            String::new(),
+            format!("{good}00"),
+        ] {
+            assert_eq!(
+                raw("media_key", &bad).unwrap_err(),
+                MessageError::Field("media_key")
+            );
+            if !bad.is_empty() {
+                assert_eq!(
+                    raw("offer", &bad).unwrap_err(),
+                    MessageError::Field("media_key")
+                );
+            }
+        }
         assert_eq!(
-            at(Body::MediaKey {
-                media_key: "ab".repeat(MAX_MEDIA_KEY_HEX / 2 + 1)
-            })
-            .unwrap_err(),
+            raw("answer", "").unwrap_err(),
             MessageError::Field("media_key")
         );
         // a message of exactly MAX_CALL_MESSAGE bytes is parsed; one more byte is not
@@ -586,14 +717,14 @@ mod tests {
             Body::Offer {
                 sdp: "v=0".into(),
                 video: true,
-                media_key: "0102".into(),
+                media_key: Some(key(5)),
                 relay: None,
                 members: Vec::new(),
             },
             Body::Ringing,
             Body::Answer {
                 sdp: "v=0".into(),
-                media_key: "03".into(),
+                media_key: key(6),
             },
             Body::Reject,
             Body::Busy,
@@ -604,9 +735,7 @@ mod tests {
                 audio: false,
                 video: true,
             },
-            Body::MediaKey {
-                media_key: "ff".into(),
-            },
+            Body::MediaKey { media_key: key(7) },
         ];
         for (i, b) in bodies.into_iter().enumerate() {
             let m = CallMessage::new(id, i as u32, b);
@@ -624,7 +753,7 @@ mod tests {
             Body::Offer {
                 sdp: "v=0\r\na=fingerprint:sha-256 AA".into(),
                 video: true,
-                media_key: "00".repeat(40),
+                media_key: Some(key(8)),
                 relay: None,
                 members: Vec::new(),
             },
@@ -708,7 +837,7 @@ mod group_message_tests {
                 Body::Offer {
                     sdp: String::new(),
                     video: true,
-                    media_key: String::new(),
+                    media_key: None,
                     relay: Some("ws://r".into()),
                     members,
                 },

@@ -2,6 +2,8 @@
 //! Whole calls between two devices through the real signaling server (SQLite on disk), with
 //! sealed setup and SFrame media over real webrtc-rs peers on loopback.
 
+use sotto_call::core::{CallError, CallState};
+use sotto_call::state::EndReason;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -66,14 +68,17 @@ async fn call_connects_mutes_switches_rotates_and_hangs_up() {
             _ => continue,
         }
     }
-    assert_eq!(bob.status().borrow().state, "incoming");
-    assert!(alice.wait_state("ringing", T).await.is_some());
+    assert_eq!(bob.status().borrow().state, CallState::Incoming);
+    assert!(alice.wait_state(CallState::Ringing, T).await.is_some());
     bob.command(Command::Answer).await;
     let a = alice
-        .wait_state("connected", T)
+        .wait_state(CallState::Connected, T)
         .await
         .expect("alice connected");
-    let b = bob.wait_state("connected", T).await.expect("bob connected");
+    let b = bob
+        .wait_state(CallState::Connected, T)
+        .await
+        .expect("bob connected");
     // both see the same safety number
     assert!(a.safety_number.is_some());
     assert_eq!(a.safety_number, b.safety_number);
@@ -96,10 +101,10 @@ async fn call_connects_mutes_switches_rotates_and_hangs_up() {
     assert_eq!(alice.status().borrow().source.as_deref(), Some("camera2"));
 
     bob.command(Command::Hangup).await;
-    let a = alice.wait_state("ended", T).await.unwrap();
-    let b = bob.wait_state("ended", T).await.unwrap();
-    assert_eq!(a.end_reason.as_deref(), Some("peer hung up"));
-    assert_eq!(b.end_reason.as_deref(), Some("hung up"));
+    let a = alice.wait_state(CallState::Ended, T).await.unwrap();
+    let b = bob.wait_state(CallState::Ended, T).await.unwrap();
+    assert_eq!(a.end_reason, Some(EndReason::RemoteHangup));
+    assert_eq!(b.end_reason, Some(EndReason::LocalHangup));
     let (am, bm) = (a.media.unwrap(), b.media.unwrap());
     assert!(
         bm.video.frames_decrypted > 20 && am.video.frames_decrypted > 20,
@@ -111,14 +116,14 @@ async fn call_connects_mutes_switches_rotates_and_hangs_up() {
 }
 
 /// Waits until `e` has ended one more call than `before`; returns the end reason.
-async fn next_end(e: &Engine, before: u32) -> String {
+async fn next_end(e: &Engine, before: u32) -> Option<EndReason> {
     let mut rx = e.status();
     tokio::time::timeout(T, async {
         loop {
             {
                 let s = rx.borrow_and_update();
-                if s.calls_ended > before && s.state == "ended" {
-                    return s.end_reason.clone().unwrap_or_default();
+                if s.calls_ended > before && s.state == CallState::Ended {
+                    return s.end_reason.clone();
                 }
             }
             rx.changed().await.unwrap();
@@ -142,10 +147,10 @@ async fn reject_busy_and_ring_timeout() {
 
     // reject
     alice.command(Command::Dial("bob".into())).await;
-    bob.wait_state("incoming", T).await.unwrap();
+    bob.wait_state(CallState::Incoming, T).await.unwrap();
     bob.command(Command::Reject).await;
-    let a = alice.wait_state("ended", T).await.unwrap();
-    assert_eq!(a.end_reason.as_deref(), Some("rejected by peer"));
+    let a = alice.wait_state(CallState::Ended, T).await.unwrap();
+    assert_eq!(a.end_reason, Some(EndReason::Rejected));
 
     // ring timeout: nobody answers
     let (na, nb) = (
@@ -153,24 +158,24 @@ async fn reject_busy_and_ring_timeout() {
         bob.status().borrow().calls_ended,
     );
     alice.command(Command::Dial("bob".into())).await;
-    assert_eq!(next_end(&alice, na).await, "no answer (ring timeout)");
+    assert_eq!(next_end(&alice, na).await, Some(EndReason::RingTimeout));
     let b = next_end(&bob, nb).await;
     assert!(
-        b == "no answer (ring timeout)" || b == "peer hung up",
-        "{b}"
+        b == Some(EndReason::RingTimeout) || b == Some(EndReason::RemoteHangup),
+        "{b:?}"
     );
 
     // busy: bob is in a call with alice; carol calls bob
     let nb = bob.status().borrow().calls_ended;
     alice.command(Command::Dial("bob".into())).await;
-    bob.wait_state("incoming", T).await.unwrap();
+    bob.wait_state(CallState::Incoming, T).await.unwrap();
     bob.command(Command::Answer).await;
-    alice.wait_state("connected", T).await.unwrap();
+    alice.wait_state(CallState::Connected, T).await.unwrap();
     carol.command(Command::Dial("bob".into())).await;
-    assert_eq!(next_end(&carol, 0).await, "peer busy");
-    assert_eq!(bob.status().borrow().state, "connected");
+    assert_eq!(next_end(&carol, 0).await, Some(EndReason::Busy));
+    assert_eq!(bob.status().borrow().state, CallState::Connected);
     alice.command(Command::Hangup).await;
-    assert_eq!(next_end(&bob, nb).await, "peer hung up");
+    assert_eq!(next_end(&bob, nb).await, Some(EndReason::RemoteHangup));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -183,17 +188,17 @@ async fn glare_ends_in_one_connected_call() {
     alice.command(Command::Dial("bob".into())).await;
     bob.command(Command::Dial("alice".into())).await;
     let a = alice
-        .wait_state("connected", T)
+        .wait_state(CallState::Connected, T)
         .await
         .expect("alice connected after glare");
     let b = bob
-        .wait_state("connected", T)
+        .wait_state(CallState::Connected, T)
         .await
         .expect("bob connected after glare");
     assert_eq!(a.peer.as_deref(), Some("bob"));
     assert_eq!(b.peer.as_deref(), Some("alice"));
     alice.command(Command::Hangup).await;
-    bob.wait_state("ended", T).await.unwrap();
+    bob.wait_state(CallState::Ended, T).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -216,21 +221,21 @@ async fn call_through_the_relay_connects_and_the_relay_sees_only_ciphertext() {
     let alice = mk("alice").await;
     let bob = mk("bob").await;
     alice.command(Command::Dial("bob".into())).await;
-    bob.wait_state("incoming", T).await.unwrap();
+    bob.wait_state(CallState::Incoming, T).await.unwrap();
     bob.command(Command::Answer).await;
     alice
-        .wait_state("connected", T)
+        .wait_state(CallState::Connected, T)
         .await
         .expect("alice connected via relay");
-    bob.wait_state("connected", T)
+    bob.wait_state(CallState::Connected, T)
         .await
         .expect("bob connected via relay");
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (pin, pout, _) = relay.stats();
     assert!(pin > 100 && pout > 100, "relay forwarded {pout} of {pin}");
     alice.command(Command::Hangup).await;
-    let a = alice.wait_state("ended", T).await.unwrap();
-    let b = bob.wait_state("ended", T).await.unwrap();
+    let a = alice.wait_state(CallState::Ended, T).await.unwrap();
+    let b = bob.wait_state(CallState::Ended, T).await.unwrap();
     let (am, bm) = (a.media.unwrap(), b.media.unwrap());
     assert!(
         bm.video.frames_decrypted > 10 && am.audio.frames_decrypted > 30,
@@ -286,17 +291,20 @@ async fn a_third_member_joins_and_leaves_keys_ratchet_then_rotate() {
     let bob = engines.pop().unwrap();
     let alice = engines.pop().unwrap();
     alice.command(Command::Dial("bob".into())).await;
-    bob.wait_state("incoming", T).await.unwrap();
+    bob.wait_state(CallState::Incoming, T).await.unwrap();
     bob.command(Command::Answer).await;
-    alice.wait_state("connected", T).await.unwrap();
-    bob.wait_state("connected", T).await.unwrap();
+    alice.wait_state(CallState::Connected, T).await.unwrap();
+    bob.wait_state(CallState::Connected, T).await.unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     alice.command(Command::Invite("carol".into())).await;
-    carol.wait_state("incoming", T).await.expect("carol rings");
+    carol
+        .wait_state(CallState::Incoming, T)
+        .await
+        .expect("carol rings");
     carol.command(Command::Answer).await;
     carol
-        .wait_state("connected", T)
+        .wait_state(CallState::Connected, T)
         .await
         .expect("carol connected");
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -312,15 +320,16 @@ async fn a_third_member_joins_and_leaves_keys_ratchet_then_rotate() {
     );
 
     carol.command(Command::Hangup).await;
-    carol.wait_state("ended", T).await.unwrap();
+    carol.wait_state(CallState::Ended, T).await.unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let a = alice.status().borrow().clone();
     let b = bob.status().borrow().clone();
     assert_eq!(
-        a.state, "connected",
+        a.state,
+        CallState::Connected,
         "alice stays in the call after carol leaves"
     );
-    assert_eq!(b.state, "connected");
+    assert_eq!(b.state, CallState::Connected);
     let (am, bm) = (a.media.unwrap(), b.media.unwrap());
     assert_eq!(
         am.local_generation, 1,
@@ -334,7 +343,7 @@ async fn a_third_member_joins_and_leaves_keys_ratchet_then_rotate() {
     assert_eq!(am.video.frames_failed + am.audio.frames_failed, 0, "{am:?}");
     assert_eq!(bm.video.frames_failed + bm.audio.frames_failed, 0, "{bm:?}");
     alice.command(Command::Hangup).await;
-    bob.wait_state("ended", T).await.unwrap();
+    bob.wait_state(CallState::Ended, T).await.unwrap();
     relay.shutdown().await;
 }
 
@@ -371,7 +380,7 @@ async fn forced_relay_without_a_usable_turn_server_fails_with_a_typed_reason() {
     alice.command(Command::Dial("bob".into())).await;
     // the callee rings as soon as the offer is decrypted: ICE gathering (stuck on a dead TURN
     // server) is not waited for; candidates trickle afterwards
-    bob.wait_state("incoming", T).await.unwrap();
+    bob.wait_state(CallState::Incoming, T).await.unwrap();
     let rang_after = t0.elapsed();
     assert!(
         rang_after < Duration::from_secs(3),
@@ -379,16 +388,16 @@ async fn forced_relay_without_a_usable_turn_server_fails_with_a_typed_reason() {
     );
     bob.command(Command::Answer).await;
     let a = alice
-        .wait_state("ended", T)
+        .wait_state(CallState::Ended, T)
         .await
         .expect("the caller must not hang silently");
-    let why = a.end_reason.unwrap_or_default();
+    let why = a.end_reason;
     assert!(
-        why.contains("relay-only ICE gathered no relay candidate")
-            || why.contains("media did not connect (connect timeout)"),
-        "{why}"
+        why == Some(EndReason::Failed(CallError::NoRelayCandidate.to_string()))
+            || why == Some(EndReason::ConnectTimeout),
+        "{why:?}"
     );
-    bob.wait_state("ended", T)
+    bob.wait_state(CallState::Ended, T)
         .await
         .expect("bob is told the call ended");
 }

@@ -235,9 +235,9 @@ async fn missing_key_fails_then_recovers_and_rotation_loses_nothing() {
     let failed_before = s.video.frames_failed + s.audio.frames_failed;
 
     // rotation with overlap: give b the next key, then switch; mute and switch source too
-    let next = a.peer.prepare_rotation().unwrap();
+    let next = rotated(&a.peer.local_key_material());
     b.peer.install_remote_key(&next).unwrap();
-    assert_eq!(a.peer.activate_rotation(), Some(1));
+    a.peer.use_send_key(&next).unwrap();
     a.peer.switch_video_source(IvfSource::camera2().unwrap());
     tokio::time::sleep(Duration::from_millis(1000)).await;
     a.peer.set_audio_muted(true);
@@ -342,10 +342,10 @@ async fn key_rotation_mid_call_loses_no_frame_and_an_unannounced_key_fails() {
     tokio::time::sleep(Duration::from_millis(1000)).await;
     for generation in 1..=2 {
         // overlap scheme: the peer gets the next key first, then the sender switches to it
-        let next = a.peer.prepare_rotation().unwrap();
+        let next = rotated(&a.peer.local_key_material());
+        assert_eq!(next.id.generation, generation);
         b.peer.install_remote_key(&next).unwrap();
-        assert_eq!(a.peer.activate_rotation(), Some(generation));
-        assert_eq!(a.peer.activate_rotation(), None, "nothing left to activate");
+        a.peer.use_send_key(&next).unwrap();
         tokio::time::sleep(Duration::from_millis(1000)).await;
         let s = b.peer.stats().await;
         assert_eq!(s.remote_generation, Some(generation), "{s:?}");
@@ -362,8 +362,8 @@ async fn key_rotation_mid_call_loses_no_frame_and_an_unannounced_key_fails() {
 
     // the check can fail: a rotation the peer never heard of makes every later frame fail (once
     // it has waited KEY_WAIT for a key that never comes)
-    let _unannounced = a.peer.prepare_rotation().unwrap();
-    a.peer.activate_rotation().unwrap();
+    let unannounced = rotated(&a.peer.local_key_material());
+    a.peer.use_send_key(&unannounced).unwrap();
     tokio::time::sleep(sotto_call::media::consts::KEY_WAIT + Duration::from_millis(800)).await;
     let s = b.peer.stats().await;
     assert!(
@@ -430,4 +430,12 @@ async fn video_mute_stops_only_video_and_switching_back_and_forth_keeps_every_fr
         !got[0] && runs == 2 && got.iter().filter(|x| **x).count() > 5,
         "source sequence wrong: {runs} changes"
     );
+}
+
+/// The next generation of `m` under a fresh base key: what the call core's key schedule draws
+/// for a rotation (`sotto_call::group`).
+fn rotated(m: &sotto_frame::KeyMaterial) -> sotto_frame::KeyMaterial {
+    let mut k = sotto_frame::SenderKey::resume(m, 0).unwrap();
+    k.rotate(&rand::random::<[u8; 32]>()).unwrap();
+    k.material()
 }

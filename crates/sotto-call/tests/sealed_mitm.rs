@@ -158,7 +158,7 @@ fn offer(call: CallId, seq: u32, fp: &str) -> CallMessage {
         Body::Offer {
             sdp: format!("v=0\r\n{fp}\r\n"),
             video: true,
-            media_key: "00".repeat(40),
+            media_key: Some(test_key(0x08)),
             relay: None,
             members: Vec::new(),
         },
@@ -224,7 +224,7 @@ async fn offer_answer_and_many_messages_both_ways() {
         0,
         Body::Answer {
             sdp: "v=0\r\na=fingerprint:sha-256 BB\r\n".into(),
-            media_key: "11".repeat(40),
+            media_key: test_key(0x09),
         },
     );
     bob.send("alice", 1, &answer).await.unwrap();
@@ -546,7 +546,7 @@ async fn substituted_bundle_shows_a_different_safety_number() {
         0,
         Body::Answer {
             sdp: format!("v=0\r\n{EVIL_FP}\r\n"),
-            media_key: "22".repeat(40),
+            media_key: test_key(0x0a),
         },
     );
     mallory.send("alice", 1, &evil).await.unwrap();
@@ -679,7 +679,7 @@ fn offer_of_encoded_len(call: CallId, len: usize) -> CallMessage {
         Body::Offer {
             sdp: String::new(),
             video: true,
-            media_key: "00".repeat(40),
+            media_key: Some(test_key(0x08)),
             relay: None,
             members: Vec::new(),
         },
@@ -695,7 +695,7 @@ fn offer_of_encoded_len(call: CallId, len: usize) -> CallMessage {
         Body::Offer {
             sdp,
             video: true,
-            media_key: "00".repeat(40),
+            media_key: Some(test_key(0x08)),
             relay: None,
             members: Vec::new(),
         },
@@ -810,4 +810,11 @@ async fn next_skips_redeliveries_refuses_replays_and_moves_on() {
     assert_eq!(got.len(), 3);
     assert!(got.windows(2).all(|w| w[0] < w[1]), "{got:?}");
     recv_none(&mut bev, Duration::from_millis(300)).await;
+}
+
+/// A real media key for messages the test builds by hand.
+fn test_key(b: u8) -> sotto_frame::KeyMaterial {
+    sotto_frame::SenderKey::new(sotto_frame::CipherSuite::default(), 9, &[b; 16])
+        .unwrap()
+        .material()
 }

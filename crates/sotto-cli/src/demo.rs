@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use sotto_call::core::CallState;
 use sotto_call::engine::{default_machine, Command, Engine, MediaFactory, Notice, Status};
 use sotto_call::media::{IvfSource, MediaConfig, TapFrame};
 use sotto_call::sealed::Device;
@@ -171,7 +172,7 @@ async fn demo(args: DemoArgs) -> Result<(), CliError> {
     ));
     bob.command(Command::Answer).await;
     let a = alice
-        .wait_state("connected", Duration::from_secs(20))
+        .wait_state(CallState::Connected, Duration::from_secs(20))
         .await
         .ok_or_else(|| fail("alice never connected"))?;
     log.say(format!(
@@ -205,7 +206,7 @@ async fn demo(args: DemoArgs) -> Result<(), CliError> {
         wait_notice(&mut carol, |n| matches!(n, Notice::Incoming(_))).await?;
         carol.command(Command::Answer).await;
         carol
-            .wait_state("connected", Duration::from_secs(20))
+            .wait_state(CallState::Connected, Duration::from_secs(20))
             .await
             .ok_or_else(|| fail("carol never connected"))?;
         log.say("carol is in the call: three participants through the relay");
@@ -213,7 +214,7 @@ async fn demo(args: DemoArgs) -> Result<(), CliError> {
         log.say("carol leaves: alice and bob draw fresh keys, give them only to each other, switch 500 ms later");
         carol.command(Command::Hangup).await;
         let c = carol
-            .wait_state("ended", Duration::from_secs(10))
+            .wait_state(CallState::Ended, Duration::from_secs(10))
             .await
             .ok_or_else(|| fail("carol did not end"))?;
         tokio::time::sleep(step).await;
@@ -228,11 +229,11 @@ async fn demo(args: DemoArgs) -> Result<(), CliError> {
     log.say("bob hangs up");
     bob.command(Command::Hangup).await;
     let a = alice
-        .wait_state("ended", Duration::from_secs(10))
+        .wait_state(CallState::Ended, Duration::from_secs(10))
         .await
         .ok_or_else(|| fail("alice did not end"))?;
     let b = bob
-        .wait_state("ended", Duration::from_secs(10))
+        .wait_state(CallState::Ended, Duration::from_secs(10))
         .await
         .ok_or_else(|| fail("bob did not end"))?;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -415,8 +416,14 @@ fn report(
     }
     println!(
         "  end: alice \"{}\", bob \"{}\"",
-        a.end_reason.clone().unwrap_or_default(),
-        b.end_reason.clone().unwrap_or_default()
+        a.end_reason
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+        b.end_reason
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default()
     );
     println!("\nreceived media (decrypted), playable with ffplay:");
     let mut files: Vec<PathBuf> = std::fs::read_dir(out)

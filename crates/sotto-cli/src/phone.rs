@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use sotto_call::core::CallState;
 use sotto_call::engine::{
     default_machine, Command as EngineCmd, Engine, MediaFactory, Notice, Status,
 };
@@ -182,7 +183,7 @@ async fn phone(peer: Option<String>, a: PhoneArgs, st: Settings) -> Result<(), C
                     }
                     Command::Invite(user) => engine.command(EngineCmd::Invite(user)).await,
                     Command::Quit => {
-                        if !matches!(engine.status().borrow().state.as_str(), "idle" | "ended") {
+                        if !matches!(engine.status().borrow().state, CallState::Idle | CallState::Ended) {
                             engine.command(EngineCmd::Hangup).await;
                             tokio::time::sleep(Duration::from_millis(300)).await;
                         }
@@ -210,12 +211,15 @@ async fn phone(peer: Option<String>, a: PhoneArgs, st: Settings) -> Result<(), C
                     Notice::IdentityChanged(who) => {
                         format!("{}'s identity key changed", printable(who))
                     }
-                    Notice::Member(m) => format!("group: {}", printable(m)),
-                    Notice::State(s) => format!("state: {}", printable(s)),
-                    Notice::Dropped(w) => format!("dropped: {}", printable(w)),
+                    Notice::Member(m) => format!("group: {}", printable(&m.to_string())),
+                    Notice::State(s) => format!("state: {s}"),
+                    Notice::Dropped(w) => format!("dropped: {}", printable(&w.to_string())),
                     Notice::KeyRotated(g) => format!("our media key is now generation {g}"),
-                    Notice::PeerKey(g) => format!("peer media key generation {g} installed"),
-                    Notice::Error(e) => format!("error: {}", printable(e)),
+                    Notice::PeerKey { from, generation } => format!(
+                        "{}'s media key generation {generation} installed",
+                        printable(from)
+                    ),
+                    Notice::Error(e) => format!("error: {}", printable(&e.to_string())),
                     other => printable(&format!("{other:?}")),
                 };
                 if !interactive {
@@ -240,9 +244,9 @@ async fn phone(peer: Option<String>, a: PhoneArgs, st: Settings) -> Result<(), C
 /// may be the peer's hangup text) go through [`printable`].
 fn apply_status(sc: &mut Screen, s: &Status) {
     sc.peer = s.peer.as_deref().map(printable);
-    sc.state = match (&s.end_reason, s.state.as_str()) {
-        (Some(r), "ended") => format!("ended: {}", printable(r)),
-        (_, st) => printable(st),
+    sc.state = match (&s.end_reason, s.state) {
+        (Some(r), CallState::Ended) => format!("ended: {}", printable(&r.to_string())),
+        (_, st) => st.to_string(),
     };
     sc.safety_number = s.safety_number.as_deref().map(printable);
     sc.audio_muted = s.audio_muted;
@@ -310,8 +314,13 @@ fn apply_status(sc: &mut Screen, s: &Status) {
 fn print_summary(s: &Status) {
     println!(
         "summary: state {} ({})",
-        printable(&s.state),
-        printable(s.end_reason.as_deref().unwrap_or_default())
+        s.state,
+        printable(
+            &s.end_reason
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default()
+        )
     );
     if let Some(n) = &s.safety_number {
         println!("safety number: {}", printable(n));
@@ -364,7 +373,7 @@ async fn run_script(path: &str, tx: mpsc::Sender<Command>, status: watch::Receiv
                 let mut rx = status.clone();
                 let ok = tokio::time::timeout(SCRIPT_WAIT_LIMIT, async {
                     loop {
-                        if rx.borrow_and_update().state == w {
+                        if rx.borrow_and_update().state.word() == w {
                             return;
                         }
                         if rx.changed().await.is_err() {
@@ -453,8 +462,10 @@ mod tests {
     fn peer_text_in_status_is_escaped_on_the_screen() {
         let st = Status {
             peer: Some("m\u{1b}[2Jallory".into()),
-            state: "ended".into(),
-            end_reason: Some("peer hung up: \u{1b}]0;pwned\u{7}".into()),
+            state: CallState::Ended,
+            end_reason: Some(sotto_call::state::EndReason::Failed(
+                "peer hung up: \u{1b}]0;pwned\u{7}".into(),
+            )),
             ..Status::default()
         };
         let mut sc = Screen::default();

@@ -20,12 +20,12 @@
 //! description). Either way the SDP (with the DTLS fingerprint) and the candidates must travel
 //! authenticated, which the call engine does inside the ratchet.
 //!
-//! Keys: [`MediaPeer::local_key_material`] is sent to the peer (through the ratchet, by the
-//! caller) and installed there with [`MediaPeer::install_remote_key`]. Rotation with overlap:
-//! [`MediaPeer::prepare_rotation`] draws the next generation and returns its material without
-//! using it; once the peer has installed it, [`MediaPeer::activate_rotation`] switches sending to
-//! it. The receiver keeps older generations for a grace period (sotto-frame's `KeyRing`), so
-//! frames in flight under the old key still decrypt and no frame is lost.
+//! Keys: this is only the data plane. Which key we encrypt under and when it changes is the
+//! call core's decision (the group key schedule, [`crate::group`]): it sets our key with
+//! [`MediaPeer::use_send_key`] (a key never goes back), installs members' keys with
+//! [`MediaPeer::install_remote_key`] and forgets a leaver's with [`MediaPeer::forget_sender`].
+//! The receiver keeps older generations for a grace period (sotto-frame's `KeyRing`), so frames
+//! in flight under the old key still decrypt and no frame is lost.
 //!
 //! Reassembly waits at most [`consts::MAX_LATE_TIME`] for a missing packet (NACK retransmits
 //! video); a frame that never arrives whole is skipped, never handed to decryption in pieces. A
@@ -40,6 +40,7 @@
 //! arrived) sends a PLI on that sender's track at each decrypted inter frame, at most one per
 //! [`consts::KEYFRAME_REQUEST_RETRY`], until a key frame decrypts.
 
+mod backend;
 pub mod consts;
 mod loss;
 pub mod sink;
@@ -81,6 +82,7 @@ use webrtc::peer_connection::{
 use webrtc::rtp_transceiver::RtpSender;
 use zeroize::Zeroizing;
 
+pub use backend::MediaBackend;
 use consts::*;
 pub use sink::{IvfSink, OggSink};
 pub use source::{is_vp8_key_frame, IvfSource, OggOpusSource};
@@ -246,8 +248,8 @@ pub enum MediaEvent {
     /// Trickle ICE: local gathering finished (no more [`MediaEvent::LocalCandidate`]).
     GatheringComplete,
     /// The sender key is close to its counter limit (at most [`ROTATION_MARGIN`] frames left,
-    /// fired once per key): run [`MediaPeer::prepare_rotation`], send the material to the peer,
-    /// then [`MediaPeer::activate_rotation`]. At the limit itself frames are no longer sent.
+    /// fired once per key): the call core rotates (hands the next key out, then sets it with
+    /// [`MediaPeer::use_send_key`]). At the limit itself frames are no longer sent.
     RotationNeeded {
         /// Frames the current key may still encrypt.
         frames_left: u64,
@@ -433,7 +435,6 @@ impl Sinks {
 
 struct Shared {
     sender_key: Mutex<SenderKey>,
-    pending_key: Mutex<Option<SenderKey>>,
     /// Frames each sender key may encrypt (see [`MediaPeer::set_counter_limit`]).
     counter_limit: AtomicU64,
     /// [`MediaEvent::RotationNeeded`] already fired for the current key.
@@ -913,7 +914,6 @@ impl MediaPeer {
         };
         let shared = Arc::new(Shared {
             sender_key: Mutex::new(sender_key),
-            pending_key: Mutex::new(None),
             counter_limit: AtomicU64::new(sotto_frame::consts::MAX_FRAMES_PER_KEY),
             rotation_requested: AtomicBool::new(false),
             ring: Mutex::new(KeyRing::new(cfg.suite)),
@@ -1164,57 +1164,38 @@ impl MediaPeer {
         Ok(())
     }
 
-    /// The rotated key drawn by [`MediaPeer::prepare_rotation`] and not activated yet, if any
-    /// (a member who joins meanwhile needs it too; nothing was encrypted under it).
-    pub fn pending_key_material(&self) -> Option<KeyMaterial> {
-        lock(&self.shared.pending_key)
-            .as_ref()
-            .map(SenderKey::material)
-    }
-
-    /// Draws the next key generation without using it yet; send the result to the peer, then
-    /// call [`MediaPeer::activate_rotation`] once the peer has it (overlap: no frame is lost).
+    /// Data plane: encrypt under `material` from now on (the call core decides which key, and
+    /// when: join ratchets, rotations, their activation). The counter starts again under the new
+    /// key. A key never goes back: material older than the current key is refused, and the same
+    /// key id only while nothing was encrypted under the current one (a reused counter would
+    /// reuse a nonce).
     ///
-    /// Idempotent until activation: while a prepared key is pending, this returns that same
-    /// material again (a second, different key of the same generation would be ignored by the
-    /// peer's key ring as already known, and every frame after activation would fail).
-    pub fn prepare_rotation(&self) -> Result<KeyMaterial, MediaError> {
-        let mut pending = lock(&self.shared.pending_key);
-        if let Some(p) = pending.as_ref() {
-            return Ok(p.material());
-        }
-        let mut next = SenderKey::resume(&lock(&self.shared.sender_key).material(), 0)?;
-        let mut base = Zeroizing::new(vec![0u8; next.suite().nh()]);
-        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut base);
-        next.rotate(&base)?;
+    /// # Errors
+    /// [`MediaError::Frame`] for a key sotto-frame refuses or one that goes back.
+    pub fn use_send_key(&self, material: &KeyMaterial) -> Result<(), MediaError> {
+        let mut next = SenderKey::resume(material, 0)?;
         next.set_counter_limit(self.shared.counter_limit.load(Ordering::Relaxed));
-        let m = next.material();
-        *pending = Some(next);
-        Ok(m)
-    }
-
-    /// Someone joined: ratchets our sender key one step (RFC 9605 §5.1) and returns the new
-    /// material, to be given to the newcomer only. Members who already hold an earlier step
-    /// follow by themselves; the newcomer cannot derive earlier steps.
-    pub fn ratchet_send_key(&self) -> Result<KeyMaterial, MediaError> {
-        let mut k = lock(&self.shared.sender_key);
-        k.ratchet()?;
-        // the counter restarted under the new step: a later limit needs a new request
+        let mut cur = lock(&self.shared.sender_key);
+        let (c, n) = (cur.id(), next.id());
+        let goes_back = (n.generation, n.step) < (c.generation, c.step)
+            || ((n.generation, n.step) == (c.generation, c.step) && cur.next_counter() > 0);
+        if goes_back || n.sender != c.sender {
+            return Err(MediaError::Frame(sotto_frame::Error::InvalidKeyId(
+                "send key does not move forward",
+            )));
+        }
+        *cur = next;
+        drop(cur);
         self.shared
             .rotation_requested
             .store(false, Ordering::Relaxed);
-        Ok(k.material())
+        Ok(())
     }
 
-    /// Switches sending to the prepared key; returns its generation (None if none prepared).
-    pub fn activate_rotation(&self) -> Option<u64> {
-        let next = lock(&self.shared.pending_key).take()?;
-        let g = next.id().generation;
-        *lock(&self.shared.sender_key) = next;
-        self.shared
-            .rotation_requested
-            .store(false, Ordering::Relaxed);
-        Some(g)
+    /// Data plane: forget every key of sender id `sender` (a leaver's retention ended): their
+    /// frames fail from now on.
+    pub fn forget_sender(&self, sender: u64) {
+        lock(&self.shared.ring).remove_sender(sender);
     }
 
     /// Lowers the number of frames each sender key may encrypt (the current one and every
@@ -1225,9 +1206,6 @@ impl MediaPeer {
         let limit = limit.min(sotto_frame::consts::MAX_FRAMES_PER_KEY);
         self.shared.counter_limit.store(limit, Ordering::Relaxed);
         lock(&self.shared.sender_key).set_counter_limit(limit);
-        if let Some(p) = lock(&self.shared.pending_key).as_mut() {
-            p.set_counter_limit(limit);
-        }
     }
 
     /// Whether this peer was built relay-only (TURN candidates only).
@@ -1262,9 +1240,10 @@ impl MediaPeer {
         self.shared.muted[1].store(muted, Ordering::Relaxed);
     }
 
-    /// Test knob: drop this share (per mille, capped at 1000) of outgoing RTP packets right
+    /// Test hook (`test-hooks` feature): drop this share (per mille, capped at 1000) of outgoing RTP packets right
     /// before the wire, as a lossy path would (RTCP is spared; NACK retransmissions may be
     /// dropped again). 0, the default, disables it.
+    #[cfg(feature = "test-hooks")]
     pub fn set_outgoing_loss_per_mille(&self, p: u64) {
         self.shared
             .loss
@@ -1272,8 +1251,9 @@ impl MediaPeer {
             .store(p.min(1000), Ordering::Relaxed);
     }
 
-    /// Test knob: drop this share (per mille) of incoming RTP packets before frame reassembly,
+    /// Test hook (`test-hooks` feature): drop this share (per mille) of incoming RTP packets before frame reassembly,
     /// as a lossy network would (after the NACK interceptor, so nothing is retransmitted).
+    #[cfg(feature = "test-hooks")]
     pub fn set_incoming_loss_per_mille(&self, p: u64) {
         self.shared
             .rx_loss_per_mille

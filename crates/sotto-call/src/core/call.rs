@@ -1,0 +1,158 @@
+//! One call's state inside the core: the state machine, who is in it, the key schedule, what the
+//! media and the relay room have reached, and the per-member message sequence numbers.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Instant;
+
+use sotto_frame::KeyMaterial;
+
+use super::types::MediaAction;
+use crate::group::GroupKeys;
+use crate::messages::{CallId, Reorder};
+use crate::state::{CallMachine, Role};
+
+/// How far the call's media has come.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MediaPhase {
+    /// Not asked for yet.
+    None,
+    /// [`MediaAction::Create`] sent, waiting for the backend.
+    Creating,
+    /// Exists: media actions go out at once.
+    Ready,
+    /// Closed.
+    Closed,
+}
+
+/// How far the call's relay room has come.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RoomPhase {
+    /// Peer to peer (or not joined yet).
+    None,
+    /// Join sent.
+    Joining,
+    /// Admitted.
+    Joined,
+    /// The relay's control channel closed.
+    Quiet,
+}
+
+/// What a pending identity check was for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum IdentityPurpose {
+    /// Offering the call to the peer.
+    Offer,
+    /// Inviting this user into the group call.
+    Invite(String),
+}
+
+/// The offer we were sent, kept until we answer.
+pub(crate) struct RemoteOffer {
+    pub sdp: String,
+}
+
+/// Per-sender receive order and when its oldest gap began.
+pub(crate) struct Inbound {
+    pub reorder: Reorder,
+    pub gap_since: Option<Instant>,
+}
+
+pub(crate) struct Call {
+    pub id: CallId,
+    /// The other party (a group call: the member we dialled or who invited us; after they
+    /// leave, another member).
+    pub peer: String,
+    pub device: u32,
+    pub machine: CallMachine,
+    /// Everyone else in the call (1:1: the peer), in the order they came.
+    pub members: Vec<String>,
+    /// The relay control URL when media goes through a relay.
+    pub relay: Option<String>,
+    pub keys: GroupKeys,
+    pub media: MediaPhase,
+    /// Media actions waiting for the media to exist, in order.
+    pub held_media: Vec<MediaAction>,
+    pub relay_only: bool,
+    pub remote_offer: Option<RemoteOffer>,
+    pub room: RoomPhase,
+    /// Group: who the relay says is in the room now (besides us).
+    pub present: BTreeSet<String>,
+    /// Group: members the relay admitted after us (they get a ratcheted key).
+    pub late: BTreeSet<String>,
+    /// Our next sequence number per recipient.
+    pub send_seq: BTreeMap<String, u32>,
+    /// Receive order per sender.
+    pub inbound: BTreeMap<String, Inbound>,
+    /// Peer candidates that arrived before we applied their offer.
+    pub pending_candidates: Vec<String>,
+    /// Keys from users of this call who are not members (yet): a member's `add` for them may
+    /// still be on its way.
+    pub stranger_keys: Vec<(String, KeyMaterial)>,
+    /// The server binds another identity key to the peer than our session pins: nothing more is
+    /// sent to the peer in this call.
+    pub peer_rekeyed: bool,
+    /// A relay (TURN) candidate of ours was gathered.
+    pub relay_candidate: bool,
+    pub media_up: bool,
+    pub sending: bool,
+    pub awaiting_identity: Option<IdentityPurpose>,
+    pub started: Instant,
+}
+
+impl Call {
+    pub fn new(
+        id: CallId,
+        peer: String,
+        device: u32,
+        machine: CallMachine,
+        keys: GroupKeys,
+        now: Instant,
+    ) -> Self {
+        Call {
+            id,
+            members: vec![peer.clone()],
+            peer,
+            device,
+            machine,
+            relay: None,
+            keys,
+            media: MediaPhase::None,
+            held_media: Vec::new(),
+            relay_only: false,
+            remote_offer: None,
+            room: RoomPhase::None,
+            present: BTreeSet::new(),
+            late: BTreeSet::new(),
+            send_seq: BTreeMap::new(),
+            inbound: BTreeMap::new(),
+            pending_candidates: Vec::new(),
+            stranger_keys: Vec::new(),
+            peer_rekeyed: false,
+            relay_candidate: false,
+            media_up: false,
+            sending: false,
+            awaiting_identity: None,
+            started: now,
+        }
+    }
+
+    pub fn role(&self) -> Role {
+        self.machine.role()
+    }
+
+    pub fn is_member(&self, who: &str) -> bool {
+        self.members.iter().any(|m| m == who)
+    }
+
+    pub fn via_relay(&self) -> bool {
+        self.relay.is_some()
+    }
+
+    /// The next sequence number for `to` (and counts it as used).
+    pub fn next_seq(&mut self, to: &str) -> u32 {
+        let s = self.send_seq.entry(to.to_owned()).or_insert(0);
+        let seq = *s;
+        *s = s.saturating_add(1);
+        seq
+    }
+}
