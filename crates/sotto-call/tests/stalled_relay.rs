@@ -1,0 +1,96 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! A relay that accepts the TCP connection and then never answers (a stalled or overloaded
+//! relay, or an attacker holding the connection) must not freeze the device: hangup still works
+//! at once, and a join nobody answers ends the call after `RELAY_JOIN_TIMEOUT` with a typed
+//! reason. Real signaling server, real engines, a real (silent) TCP listener on loopback.
+//!
+//! Regression (issue 12, bug 3): the engine before the call core awaited the relay join inside
+//! its only task with no timeout; the hangup below was never processed and the first test
+//! timed out.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{server, SERVER_ID};
+use sotto_call::consts::RELAY_JOIN_TIMEOUT;
+use sotto_call::core::{CallError, CallState};
+use sotto_call::engine::{default_machine, Command, Engine, MediaFactory};
+use sotto_call::media::MediaConfig;
+use sotto_call::sealed::Device;
+use sotto_call::state::EndReason;
+
+/// A TCP listener that accepts and then says nothing, holding every connection open.
+async fn silent_relay() -> (String, tokio::task::JoinHandle<()>) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}", l.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = l.accept().await {
+            held.push(s);
+        }
+    });
+    (url, task)
+}
+
+fn media() -> MediaFactory {
+    Box::new(MediaConfig::loopback)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_relay_join_times_out_and_hangup_still_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = server(dir.path()).await;
+    let (relay, _task) = silent_relay().await;
+    let (a, ae) = Device::register(&srv.url(), SERVER_ID, "alice").await.unwrap();
+    let (b, be) = Device::register(&srv.url(), SERVER_ID, "bob").await.unwrap();
+    let alice = Engine::spawn_with_relay(a, ae, media(), default_machine, Some(relay));
+    let bob = Engine::spawn(b, be, media(), default_machine);
+
+    // the join never returns: the caller is stuck before its offer goes out, yet hangs up at once
+    alice.command(Command::Dial("bob".into())).await;
+    alice
+        .wait_state(CallState::Ringing, Duration::from_secs(10))
+        .await
+        .expect("dialling");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let t0 = Instant::now();
+    alice.command(Command::Hangup).await;
+    let s = alice
+        .wait_state(CallState::Ended, Duration::from_secs(2))
+        .await
+        .expect("hangup while the relay join hangs");
+    assert_eq!(s.end_reason, Some(EndReason::LocalHangup));
+    let hangup = t0.elapsed();
+    assert_eq!(
+        bob.status().borrow().state,
+        CallState::Idle,
+        "no offer went out"
+    );
+
+    // left alone, the join gives up after RELAY_JOIN_TIMEOUT and the call ends by name
+    let t0 = Instant::now();
+    alice.command(Command::Dial("bob".into())).await;
+    let mut rx = alice.status();
+    let s = tokio::time::timeout(RELAY_JOIN_TIMEOUT + Duration::from_secs(10), async {
+        loop {
+            {
+                let s = rx.borrow_and_update();
+                if s.calls_ended == 2 {
+                    return s.clone();
+                }
+            }
+            rx.changed().await.unwrap();
+        }
+    })
+    .await
+    .expect("the call ends");
+    let took = t0.elapsed();
+    let want = CallError::Timeout {
+        what: "relay join",
+        limit: RELAY_JOIN_TIMEOUT,
+    };
+    assert_eq!(s.end_reason, Some(EndReason::Failed(want.to_string())));
+    assert!(took >= RELAY_JOIN_TIMEOUT, "{took:?}");
+    eprintln!("hangup during a stalled join took {hangup:?}; the join gave up after {took:?}");
+}
