@@ -65,9 +65,12 @@ pub const RELAY_JOIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the driver waits for one signaling round trip (seal and send, identity check,
 /// acknowledgement).
 pub const SIGNALING_TIMEOUT: Duration = Duration::from_secs(10);
-/// Actions the call core may hold for the driver before refusing more input (a bound, never
-/// reached by a well-behaved driver that drains [`crate::core::CallCore::poll_action`]).
-pub const MAX_QUEUED_ACTIONS: usize = 4096;
 /// How long a gap in one sender's call-message sequence may hold later messages back before
 /// they are released anyway (the missing message was lost: a send that failed).
 pub const REORDER_GAP_WAIT: Duration = Duration::from_secs(2);
+/// Most names the relay may announce as present in our room besides members (relay input is
+/// untrusted: beyond this, non-members it names are not tracked).
+pub const MAX_PRESENT: usize = 16;
+/// Most media actions held for a call whose media does not exist yet (keys and candidates that
+/// arrive while we ring); beyond it new ones are dropped with a notice.
+pub const MAX_HELD_MEDIA: usize = 128;

@@ -608,11 +608,8 @@ impl Driver {
     ) {
         let result = result.map(|handle| {
             let members = handle.members.clone();
-            if self
-                .core
-                .current_call()
-                .is_some_and(|(id, _, _)| id == call)
-            {
+            // kept only for a live call still waiting for it; otherwise dropped: we leave
+            if self.core.awaits_room(call) {
                 self.room = Some((call, handle));
             }
             members

@@ -55,6 +55,8 @@ pub(crate) struct RemoteOffer {
 pub(crate) struct Inbound {
     pub reorder: Reorder,
     pub gap_since: Option<Instant>,
+    /// Since when messages arrive too far ahead to be held (a long run of lost ones).
+    pub ahead_since: Option<Instant>,
 }
 
 pub(crate) struct Call {
@@ -77,8 +79,6 @@ pub(crate) struct Call {
     pub room: RoomPhase,
     /// Group: who the relay says is in the room now (besides us).
     pub present: BTreeSet<String>,
-    /// Group: members the relay admitted after us (they get a ratcheted key).
-    pub late: BTreeSet<String>,
     /// Our next sequence number per recipient.
     pub send_seq: BTreeMap<String, u32>,
     /// Receive order per sender.
@@ -94,7 +94,11 @@ pub(crate) struct Call {
     /// A relay (TURN) candidate of ours was gathered.
     pub relay_candidate: bool,
     pub media_up: bool,
+    /// We started encrypting: anyone given our key from now on gets a ratcheted step.
     pub sending: bool,
+    /// This is a peer-to-peer 1:1 call: the peer's sender id may equal ours (the SFrame ring
+    /// holds only the peer's keys).
+    pub pairwise: bool,
     pub awaiting_identity: Option<IdentityPurpose>,
     pub started: Instant,
 }
@@ -122,7 +126,6 @@ impl Call {
             remote_offer: None,
             room: RoomPhase::None,
             present: BTreeSet::new(),
-            late: BTreeSet::new(),
             send_seq: BTreeMap::new(),
             inbound: BTreeMap::new(),
             pending_candidates: Vec::new(),
@@ -131,6 +134,7 @@ impl Call {
             relay_candidate: false,
             media_up: false,
             sending: false,
+            pairwise: false,
             awaiting_identity: None,
             started: now,
         }

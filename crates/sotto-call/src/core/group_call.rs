@@ -7,7 +7,7 @@ use std::time::Instant;
 use super::call::{IdentityPurpose, MediaPhase};
 use super::types::{Action, AddRefusal, CallError, Dropped, MemberChange, Notice, RoomEvent};
 use super::{sender_id_clash, CallCore};
-use crate::consts::MAX_GROUP_MEMBERS;
+use crate::consts::{MAX_GROUP_MEMBERS, MAX_PRESENT};
 use crate::messages::{valid_member_name, Body};
 use crate::state::{Input, State};
 
@@ -137,9 +137,12 @@ impl CallCore {
     }
 
     /// Gives `user` our key, once: when `user` is a member *and* the relay has it in the room.
-    /// Admitted after us: the schedule ratchets first (RFC 9605 §5.1), so `user` cannot open
-    /// what we sent before; otherwise it gets the current step (it was in the room when we
-    /// joined). Pending rotations are given too (nothing was encrypted under them yet).
+    /// Once we have encrypted anything, the schedule ratchets first (RFC 9605 §5.1), so `user`
+    /// cannot open what we sent before it was given the key; before that, the current step
+    /// (it opens nothing anyone else did not see). The relay only decides *when* (presence),
+    /// never *which* key: a name the relay lists, or someone who lingered in the room after
+    /// leaving and is added again, still gets a ratcheted step. Pending rotations are given too
+    /// (nothing was encrypted under them yet).
     pub(super) fn give_key(&mut self, user: &str, now: Instant) {
         let Some(c) = self.call.as_mut() else { return };
         if c.keys.holds_our_key(user)
@@ -149,7 +152,7 @@ impl CallCore {
         {
             return;
         }
-        let late = c.late.contains(user);
+        let late = c.sending;
         let outs = if late {
             c.keys.member_joined(user, now)
         } else {
@@ -170,9 +173,11 @@ impl CallCore {
         let me = self.cfg.me.clone();
         let Some(c) = self.call.as_mut() else { return };
         match ev {
-            RoomEvent::MemberJoined(p) if p != me => {
-                c.present.insert(p.clone());
-                c.late.insert(p.clone());
+            RoomEvent::MemberJoined(p) if p != me && !c.machine.is_ended() => {
+                // names the relay announces are bounded: only members are kept
+                if c.is_member(&p) || c.present.len() < MAX_PRESENT {
+                    c.present.insert(p.clone());
+                }
                 self.give_key(&p, now);
             }
             // The relay forwards nothing more from or to them: rotate away from any key they
@@ -190,8 +195,7 @@ impl CallCore {
     pub(super) fn member_left(&mut self, who: &str, now: Instant) {
         let Some(c) = self.call.as_mut() else { return };
         c.present.remove(who);
-        c.late.remove(who);
-        if !c.is_member(who) {
+        if !c.is_member(who) || c.machine.is_ended() {
             return;
         }
         c.members.retain(|m| m != who);

@@ -8,9 +8,9 @@ use sotto_frame::KeyMaterial;
 use super::call::{Call, Inbound, RemoteOffer};
 use super::types::{CallError, Dropped, MediaAction, Notice};
 use super::{sender_id_for, Action, CallCore};
-use crate::consts::{MAX_GROUP_MEMBERS, MAX_HELD_CANDIDATES};
+use crate::consts::{MAX_GROUP_MEMBERS, MAX_HELD_CANDIDATES, REORDER_GAP_WAIT};
 use crate::group::GroupError;
-use crate::messages::{valid_member_name, Body, CallId, CallMessage, Reorder};
+use crate::messages::{valid_member_name, Body, CallId, CallMessage, Reorder, ReorderError};
 use crate::state::{offer_verdict, Input, OfferVerdict, Role, State};
 
 impl CallCore {
@@ -23,6 +23,11 @@ impl CallCore {
             let kind = msg.body.kind();
             return self.notify(Notice::Dropped(Dropped::OtherCall { kind }));
         };
+        // a call we left takes no more messages (no rotations, no forwarded adds, no keys)
+        if c.machine.is_ended() {
+            let kind = msg.body.kind();
+            return self.notify(Notice::Dropped(Dropped::OtherCall { kind }));
+        }
         let known = (c.peer == from && c.device == device) || c.is_member(from);
         let stranger_ok = c.via_relay()
             && matches!(msg.body, Body::Answer { .. } | Body::MediaKey { .. })
@@ -34,10 +39,36 @@ impl CallCore {
         let inb = c.inbound.entry(from.to_owned()).or_insert_with(|| Inbound {
             reorder: Reorder::starting_at(call_id, 0),
             gap_since: None,
+            ahead_since: None,
         });
-        let released = match inb.reorder.push(msg) {
+        let released = match inb.reorder.push(msg.clone()) {
             Ok(r) => r,
-            Err(e) => return self.notify(Notice::Dropped(Dropped::OutOfOrder(e))),
+            // more than MAX_REORDER messages lost in a row (sends that failed): after the gap
+            // wait, start again from what arrives, rather than stall the sender for the call
+            Err(ReorderError::TooFarAhead { seq, next })
+                if inb.ahead_since.is_some_and(|t| t + REORDER_GAP_WAIT <= now) =>
+            {
+                inb.reorder = Reorder::starting_at(call_id, seq);
+                inb.gap_since = None;
+                inb.ahead_since = None;
+                self.notify(Notice::Dropped(Dropped::GapSkipped {
+                    from: from.to_owned(),
+                    missing: seq.saturating_sub(next),
+                }));
+                let Some(inb) = self.call.as_mut().and_then(|c| c.inbound.get_mut(from)) else {
+                    return;
+                };
+                inb.reorder.push(msg).unwrap_or_default()
+            }
+            Err(e) => {
+                if matches!(e, ReorderError::TooFarAhead { .. }) && inb.ahead_since.is_none() {
+                    inb.ahead_since = Some(now);
+                }
+                return self.notify(Notice::Dropped(Dropped::OutOfOrder(e)));
+            }
+        };
+        let Some(inb) = self.call.as_mut().and_then(|c| c.inbound.get_mut(from)) else {
+            return;
         };
         inb.gap_since = match (inb.reorder.held() > 0, inb.gap_since) {
             (false, _) => None,
@@ -58,7 +89,8 @@ impl CallCore {
         let mut msg = msg;
         let body = std::mem::replace(&mut msg.body, Body::Ringing);
         match body {
-            Body::Add { user } if member => self.member_added(&user, from, now),
+            Body::Add { user } if member && c.via_relay() => self.member_added(&user, from, now),
+            Body::Add { .. } => {}
             Body::Hangup { .. } if group => self.member_left(from, now),
             Body::Answer { media_key, .. } | Body::MediaKey { media_key } if !from_peer => {
                 self.member_key(from, media_key, now)
@@ -67,7 +99,9 @@ impl CallCore {
             Body::Ringing => self.input(Input::RingingReceived, now),
             Body::Answer { sdp, media_key } => {
                 if c.role() != Role::Caller || c.machine.state() != &State::Outgoing {
-                    return self.input(Input::AnswerReceived, now);
+                    // an invitee's answer reaching us after it became our peer (the member we
+                    // dialled left): its key, nothing more
+                    return self.member_key(from, media_key, now);
                 }
                 if let Err(e) = self.take_key(from, &media_key, now) {
                     return self.fail(CallError::PeerKey(e), now);
@@ -95,7 +129,7 @@ impl CallCore {
                 self.status.peer_video_muted = video;
             }
             Body::MediaKey { media_key } => self.member_key(from, media_key, now),
-            Body::Offer { .. } | Body::Add { .. } => {}
+            Body::Offer { .. } => {}
         }
     }
 
@@ -123,7 +157,11 @@ impl CallCore {
             Ok(()) => {}
             Err(GroupError::NotAMember) => {
                 let Some(c) = self.call.as_mut() else { return };
-                if c.via_relay() && c.stranger_keys.len() < MAX_GROUP_MEMBERS * 2 {
+                let known = c.stranger_keys.iter().position(|(u, _)| u == from);
+                if let (true, Some(i)) = (c.via_relay(), known) {
+                    // one held key per user: the newest (a rotation replaces it)
+                    c.stranger_keys[i].1 = key;
+                } else if c.via_relay() && c.stranger_keys.len() < MAX_GROUP_MEMBERS * 2 {
                     c.stranger_keys.push((from.to_owned(), key));
                 } else {
                     self.notify(Notice::Dropped(Dropped::Key {
@@ -147,6 +185,7 @@ impl CallCore {
         msg: CallMessage,
         now: Instant,
     ) {
+        let offer_seq = msg.seq;
         // the same call id again: a duplicate, unless we left that call and are invited back
         if self.is_current(call_id) && self.busy() {
             return self.notify(Notice::Dropped(Dropped::DuplicateOffer));
@@ -211,13 +250,16 @@ impl CallCore {
                 self.notify(Notice::Error(CallError::Keys(e)));
             }
         }
+        call.pairwise = relay.is_none();
+        call.keys.set_pairwise(call.pairwise);
         call.relay = relay;
         call.remote_offer = Some(RemoteOffer { sdp });
         call.inbound.insert(
             from.to_owned(),
             Inbound {
-                reorder: Reorder::starting_at(call_id, 1),
+                reorder: Reorder::starting_at(call_id, offer_seq.saturating_add(1)),
                 gap_since: None,
+                ahead_since: None,
             },
         );
         let glare = verdict == OfferVerdict::GlareTakeTheirs;

@@ -25,7 +25,8 @@ use sotto_frame::{CipherSuite, KeyMaterial};
 use zeroize::Zeroizing;
 
 use crate::consts::{
-    FRESH_KEY_SIZE, KEY_ACTIVATION_DELAY, MAX_KEY_ACTIVATION_DELAY, REORDER_GAP_WAIT,
+    FRESH_KEY_SIZE, KEY_ACTIVATION_DELAY, MAX_HELD_MEDIA, MAX_KEY_ACTIVATION_DELAY,
+    REORDER_GAP_WAIT,
 };
 use crate::group::{GroupKeys, GroupOutput};
 use crate::media::MediaKind;
@@ -132,6 +133,14 @@ impl CallCore {
         self.call
             .as_ref()
             .map(|c| (c.id, c.peer.as_str(), c.device))
+    }
+
+    /// Whether `call` is the current, live call and waits for its relay join (a driver keeps
+    /// the room's handle only then; a join that completes later is left at once).
+    pub fn awaits_room(&self, call: CallId) -> bool {
+        self.call
+            .as_ref()
+            .is_some_and(|c| c.id == call && !c.machine.is_ended() && c.room == RoomPhase::Joining)
     }
 
     /// The next thing to do, if any.
@@ -298,7 +307,13 @@ impl CallCore {
         let Some(c) = self.call.as_mut() else { return };
         match c.media {
             MediaPhase::Ready => self.actions.push_back(Action::Media { call: c.id, action }),
-            MediaPhase::None | MediaPhase::Creating => c.held_media.push(action),
+            MediaPhase::None | MediaPhase::Creating if c.held_media.len() < MAX_HELD_MEDIA => {
+                c.held_media.push(action)
+            }
+            MediaPhase::None | MediaPhase::Creating => {
+                self.actions
+                    .push_back(Action::Notify(Notice::Dropped(Dropped::HeldMediaFull)));
+            }
             MediaPhase::Closed => {}
         }
     }
@@ -472,6 +487,15 @@ impl CallCore {
                 if self.busy() {
                     return self.notify(Notice::Error(CallError::AlreadyInCall));
                 }
+                // through a relay, receivers tell members apart by sender id; peer to peer the
+                // ring holds only the peer's keys, so equal ids are fine there
+                let me = self.cfg.me.clone();
+                if self.cfg.relay.is_some() && sender_id_for(&peer) == sender_id_for(&me) {
+                    return self.notify(Notice::Error(CallError::SenderIdClash {
+                        user: peer,
+                        other: me,
+                    }));
+                }
                 let keys = match self.new_keys() {
                     Ok(k) => k,
                     Err(e) => return self.notify(Notice::Error(e)),
@@ -481,6 +505,8 @@ impl CallCore {
                 let outs = machine.handle(Input::Dial, now).unwrap_or_default();
                 let mut call = Call::new(id, peer, 1, machine, keys, now);
                 call.relay = self.cfg.relay.clone();
+                call.pairwise = call.relay.is_none();
+                call.keys.set_pairwise(call.pairwise);
                 self.call = Some(call);
                 self.status.setup_time = None;
                 self.status.audio_muted = false;
@@ -552,6 +578,15 @@ impl CallCore {
         let Some(purpose) = c.awaiting_identity.take() else {
             return;
         };
+        let asked = match &purpose {
+            IdentityPurpose::Offer => c.peer.clone(),
+            IdentityPurpose::Invite(u) => u.clone(),
+        };
+        if asked != user {
+            // a verdict about someone else (an earlier question): keep waiting for ours
+            c.awaiting_identity = Some(purpose);
+            return;
+        }
         match (purpose, verdict) {
             (IdentityPurpose::Offer, IdentityVerdict::Changed) => {
                 c.peer_rekeyed = true;
@@ -698,6 +733,9 @@ impl CallCore {
             return;
         };
         if c.room != RoomPhase::Joining || c.machine.is_ended() {
+            if result.is_ok() {
+                self.actions.push_back(Action::LeaveRoom { call });
+            }
             return;
         }
         let present = match result {

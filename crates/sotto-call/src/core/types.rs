@@ -432,6 +432,9 @@ pub enum Dropped {
     },
     /// A message that makes no sense in the call's state.
     Illegal(IllegalTransition),
+    /// A key or candidate that arrived while our media did not exist yet, beyond
+    /// [`crate::consts::MAX_HELD_MEDIA`] held ones.
+    HeldMediaFull,
     /// Held messages past a gap that did not fill within
     /// [`crate::consts::REORDER_GAP_WAIT`] were released; this many were missing.
     GapSkipped {
@@ -592,6 +595,7 @@ impl std::fmt::Display for Dropped {
                 write!(f, "add {user}: its sender id equals a member's")
             }
             Dropped::Illegal(e) => write!(f, "{e}"),
+            Dropped::HeldMediaFull => f.write_str("too much held before our media exists"),
             Dropped::GapSkipped { from, missing } => {
                 write!(f, "{missing} call message(s) from {from} never arrived")
             }

@@ -141,6 +141,8 @@ pub struct GroupKeys {
     pending: Vec<Pending>,
     /// Leavers' sender ids to forget, with when.
     forget: Vec<(Instant, u64)>,
+    /// A peer-to-peer 1:1 call: the peer may use our own sender id.
+    pairwise: bool,
 }
 
 impl core::fmt::Debug for GroupKeys {
@@ -183,6 +185,7 @@ impl GroupKeys {
             owners: BTreeMap::new(),
             pending: Vec::new(),
             forget: Vec::new(),
+            pairwise: false,
         })
     }
 
@@ -191,6 +194,13 @@ impl GroupKeys {
     /// rotations started from now on.
     pub fn set_activation_delay(&mut self, d: Duration) {
         self.activation_delay = d.min(MAX_KEY_ACTIVATION_DELAY);
+    }
+
+    /// A peer-to-peer 1:1 call: the one other member may use a sender id equal to ours (its
+    /// keys live in a ring of their own; nobody has to tell senders apart by id). Never for a
+    /// call through a relay.
+    pub fn set_pairwise(&mut self, pairwise: bool) {
+        self.pairwise = pairwise;
     }
 
     /// The activation delay in force.
@@ -528,7 +538,7 @@ impl GroupKeys {
             return Err(GroupError::Frame(sotto_frame::Error::SuiteMismatch));
         }
         let sender = material.id.sender;
-        if self.streams.iter().any(|s| s.id().sender == sender) {
+        if !self.pairwise && self.streams.iter().any(|s| s.id().sender == sender) {
             return Err(GroupError::SenderIdClaimed(sender));
         }
         if let Some(owner) = self.owners.get(&sender) {

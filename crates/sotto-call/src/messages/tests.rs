@@ -2,7 +2,7 @@
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
-mod tests {
+mod codec_tests {
     use super::super::*;
 
     /// A real media key (the wire carries only [`KeyMaterial`] encodings).
