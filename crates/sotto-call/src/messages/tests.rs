@@ -13,6 +13,24 @@ mod codec_tests {
     }
 
     #[test]
+    fn the_fuzz_seeds_decode_so_the_fuzzer_starts_past_the_key_check() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/seeds/call_message");
+        let mut n = 0;
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            let bytes = std::fs::read(&p).unwrap();
+            let r = CallMessage::decode(&bytes);
+            if p.file_name().unwrap() == "over-limit.json" {
+                assert!(matches!(r, Err(MessageError::TooLarge(_))));
+            } else {
+                assert!(r.is_ok(), "{}: {r:?}", p.display());
+                n += 1;
+            }
+        }
+        assert!(n >= 5);
+    }
+
+    #[test]
     fn round_trip_and_exact_json() {
         let id = CallId([0xab; 16]);
         let m = CallMessage::new(
