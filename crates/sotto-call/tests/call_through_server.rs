@@ -4,45 +4,42 @@
 
 use sotto_call::core::{CallError, CallState};
 use sotto_call::state::EndReason;
-use std::sync::Arc;
 use std::time::Duration;
 
 use sotto_call::engine::{default_machine, Command, Engine, MediaFactory, Notice};
-use sotto_call::media::{IvfSource, MediaConfig};
-use sotto_call::sealed::Device;
+use sotto_call::media::IvfSource;
 use sotto_call::state::{CallMachine, Role};
-use sotto_server::{Server, ServerConfig, SqliteStore};
+use sotto_server::Server;
+use sotto_testkit::device::device;
+use sotto_testkit::media::loopback_factory;
+use sotto_testkit::server::server;
 
 /// The tests in this file each run several real webrtc-rs peers; on a 2-core machine they run
 /// one at a time so that timing-sensitive steps (ICE, DTLS) are not starved by each other.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-const SERVER_ID: &str = "test.sotto";
 const T: Duration = Duration::from_secs(45);
 
-async fn server(dir: &std::path::Path) -> Server {
-    let store = SqliteStore::open(&dir.join("signal.db"), Default::default()).unwrap();
-    Server::bind(ServerConfig::new(SERVER_ID), Arc::new(store), "127.0.0.1:0")
-        .await
-        .unwrap()
-}
-
+/// Loopback media, recording what `who` receives in `dir`.
 fn media(dir: std::path::PathBuf, who: &'static str) -> MediaFactory {
-    Box::new(move |id| {
-        let mut c = MediaConfig::loopback(id)?;
-        c.record_prefix = Some(dir.join(format!("{who}-received")));
-        Ok(c)
-    })
+    loopback_factory(move |c| c.record_prefix = Some(dir.join(format!("{who}-received"))))
 }
 
+/// `who`'s engine, peer to peer.
 async fn engine(
     srv: &Server,
     dir: &std::path::Path,
     who: &'static str,
     machine: fn(Role) -> CallMachine,
 ) -> Engine {
-    let (dev, events) = Device::register(&srv.url(), SERVER_ID, who).await.unwrap();
-    Engine::spawn(dev, events, media(dir.to_path_buf(), who), machine)
+    sotto_testkit::device::engine(
+        &srv.url(),
+        who,
+        media(dir.to_path_buf(), who),
+        machine,
+        None,
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -214,7 +211,7 @@ async fn call_through_the_relay_connects_and_the_relay_sees_only_ciphertext() {
         let url = relay.url();
         let srv_url = srv.url();
         async move {
-            let (dev, events) = Device::register(&srv_url, SERVER_ID, who).await.unwrap();
+            let (dev, events) = device(&srv_url, who).await;
             Engine::spawn_with_relay(dev, events, media(d, who), default_machine, Some(url))
         }
     };
@@ -278,7 +275,7 @@ async fn a_third_member_joins_and_leaves_keys_ratchet_then_rotate() {
         .unwrap();
     let mut engines = Vec::new();
     for who in ["alice", "bob", "carol"] {
-        let (dev, events) = Device::register(&srv.url(), SERVER_ID, who).await.unwrap();
+        let (dev, events) = device(&srv.url(), who).await;
         engines.push(Engine::spawn_with_relay(
             dev,
             events,
@@ -357,22 +354,18 @@ async fn forced_relay_without_a_usable_turn_server_fails_with_a_typed_reason() {
         let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         s.local_addr().unwrap().port()
     };
-    let factory: MediaFactory = Box::new(move |id| {
-        let mut c = MediaConfig::loopback(id)?;
+    let factory = loopback_factory(move |c| {
         c.relay_only = true;
         c.ice_servers = vec![sotto_call::media::IceServer {
             urls: vec![format!("turn:127.0.0.1:{dead_turn}?transport=udp")],
             username: "1:alice".into(),
             credential: "x".into(),
         }];
-        Ok(c)
     });
     fn quick_connect(role: Role) -> CallMachine {
         CallMachine::with_timeouts(role, Duration::from_secs(30), Duration::from_secs(8))
     }
-    let (dev, events) = Device::register(&srv.url(), SERVER_ID, "alice")
-        .await
-        .unwrap();
+    let (dev, events) = device(&srv.url(), "alice").await;
     let alice = Engine::spawn(dev, events, factory, quick_connect);
     // bob keeps the default (longer) connect timeout: the caller's own typed reason must show
     let bob = engine(&srv, dir.path(), "bob", default_machine).await;

@@ -5,14 +5,13 @@
 //! store key changes nothing; a peer whose identity key changed is refused until the user
 //! trusts the new key, and that decision survives a restart too.
 
-mod common;
-
-use common::{key_file, msg, recv, register, server, SERVER_ID};
 use sotto_call::messages::Body;
 use sotto_call::sealed::{
     read_profile, Device, SealedError, ONE_TIME_PREKEYS, PROFILE_FILE, STORE_FILE,
 };
 use sotto_ratchet::{IdentityKeyPair, StoreKeySource};
+use sotto_testkit::device::{device, key_file, msg, recv, register};
+use sotto_testkit::server::{server, SERVER_ID};
 
 #[tokio::test]
 async fn a_registered_device_comes_back_with_its_sessions_and_pins() {
@@ -107,7 +106,7 @@ async fn a_changed_identity_is_refused_until_trusted_and_the_trust_persists() {
     let adir = tmp.path().join("alice");
     let akey = key_file(tmp.path(), "a");
     let (alice, mut aev) = register(&url, "alice", &adir, &akey).await.unwrap();
-    let (bob, bev) = Device::register(&url, SERVER_ID, "bob").await.unwrap();
+    let (bob, bev) = device(&url, "bob").await;
     bob.send("alice", 1, &msg(Body::Ringing)).await.unwrap();
     assert_eq!(recv(&alice, &mut aev).await.unwrap().body, Body::Ringing);
     let old_sn = alice.safety_number("bob", 1).unwrap();
@@ -322,7 +321,7 @@ async fn a_registration_cut_short_is_resumed_with_the_same_identity() {
         .await
         .unwrap();
     assert_eq!(alice.identity_key(), id);
-    let (bob, _bev) = Device::register(&url, SERVER_ID, "bob").await.unwrap();
+    let (bob, _bev) = device(&url, "bob").await;
     bob.send("alice", 1, &msg(Body::Ringing)).await.unwrap();
     assert_eq!(recv(&alice, &mut aev).await.unwrap().body, Body::Ringing);
 

@@ -7,25 +7,25 @@
 
 use sotto_call::core::{CallError, CallState, MemberChange};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
 use sotto_call::engine::{
-    default_machine, sender_id_for, Command, Engine, MediaFactory, Notice, KEY_ACTIVATION_DELAY,
+    default_machine, sender_id_for, Command, Engine, Notice, KEY_ACTIVATION_DELAY,
 };
 use sotto_call::media::consts::{KEYFRAME_REQUEST_RETRY, KEY_WAIT};
 use sotto_call::media::{IvfSource, MediaConfig, MediaKind, TapFrame};
-use sotto_call::sealed::Device;
 use sotto_frame::{Codec, Header, KeyId, KeyMaterial, KeyRing};
 use sotto_relay::capture::{self, Kind, Mark};
-use sotto_server::{Server, ServerConfig, SqliteStore};
+use sotto_server::Server;
+use sotto_testkit::device::engine;
+use sotto_testkit::media::loopback_factory;
+use sotto_testkit::server::server;
 use tokio::sync::mpsc;
 
 /// Several real webrtc-rs peers per test: one test at a time on a 2-core machine.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-const SERVER_ID: &str = "test.sotto";
 const T: Duration = Duration::from_secs(45);
 
 struct Who {
@@ -67,10 +67,7 @@ struct World {
 impl World {
     async fn new() -> World {
         let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("signal.db"), Default::default()).unwrap();
-        let srv = Server::bind(ServerConfig::new(SERVER_ID), Arc::new(store), "127.0.0.1:0")
-            .await
-            .unwrap();
+        let srv = server(dir.path()).await;
         let mut rc = sotto_relay::RelayConfig::loopback();
         rc.capture_dir = Some(dir.path().join("capture"));
         let relay = sotto_relay::serve(rc).await.unwrap();
@@ -78,22 +75,16 @@ impl World {
     }
 
     async fn member(&self, name: &'static str) -> Who {
-        let (dev, events) = Device::register(&self.srv.url(), SERVER_ID, name)
-            .await
-            .unwrap();
         let (ttx, taps) = mpsc::unbounded_channel();
-        let factory: MediaFactory = Box::new(move |id| {
-            let mut c = MediaConfig::loopback(id)?;
-            c.tap = Some(ttx.clone());
-            Ok(c)
-        });
-        let engine = Engine::spawn_with_relay(
-            dev,
-            events,
+        let factory = loopback_factory(move |c| c.tap = Some(ttx.clone()));
+        let engine = engine(
+            &self.srv.url(),
+            name,
             factory,
             default_machine,
             Some(self.relay.url()),
-        );
+        )
+        .await;
         let (ktx, keys) = mpsc::unbounded_channel();
         engine.command(Command::LogReceivedKeys(ktx)).await;
         Who {

@@ -5,57 +5,18 @@ use std::collections::HashMap;
 use std::process::Command;
 use std::time::Duration;
 
-use sotto_call::media::{IvfSource, MediaConfig, MediaKind, MediaPeer, TapFrame};
-use tokio::sync::mpsc;
+use sotto_call::media::{IvfSource, MediaKind, TapFrame};
+use sotto_testkit::media::{connect_pair, drain, leg, rotated, Leg};
 
 /// The tests of this file run one at a time: each streams real-time media, and on a loaded
 /// 2-core machine five parallel calls starve each other.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-struct Leg {
-    peer: MediaPeer,
-    tap: mpsc::UnboundedReceiver<TapFrame>,
-}
-
-async fn leg(id: u64, record: Option<std::path::PathBuf>) -> Leg {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let mut cfg = MediaConfig::loopback(id).unwrap();
-    cfg.tap = Some(tx);
-    cfg.record_prefix = record;
-    let (peer, _events) = MediaPeer::new(cfg).await.unwrap();
-    Leg { peer, tap: rx }
-}
-
+/// Connects `a` and `b` and starts both sending.
 async fn connect(a: &Leg, b: &Leg, exchange_keys: bool) {
-    let offer = a.peer.create_offer().await.unwrap();
-    let answer = b.peer.accept_offer(&offer).await.unwrap();
-    a.peer.accept_answer(&answer).await.unwrap();
-    if exchange_keys {
-        a.peer
-            .install_remote_key(&b.peer.local_key_material())
-            .unwrap();
-        b.peer
-            .install_remote_key(&a.peer.local_key_material())
-            .unwrap();
-    }
-    assert!(
-        a.peer.wait_connected(Duration::from_secs(20)).await,
-        "a never connected"
-    );
-    assert!(
-        b.peer.wait_connected(Duration::from_secs(20)).await,
-        "b never connected"
-    );
+    connect_pair(&a.peer, &b.peer, exchange_keys).await;
     a.peer.start_sending().await.unwrap();
     b.peer.start_sending().await.unwrap();
-}
-
-fn drain(rx: &mut mpsc::UnboundedReceiver<TapFrame>) -> Vec<TapFrame> {
-    let mut v = Vec::new();
-    while let Ok(f) = rx.try_recv() {
-        v.push(f);
-    }
-    v
 }
 
 /// Every frame `rx` decrypted must equal, in order, a frame `tx` encrypted, with none skipped
@@ -430,12 +391,4 @@ async fn video_mute_stops_only_video_and_switching_back_and_forth_keeps_every_fr
         !got[0] && runs == 2 && got.iter().filter(|x| **x).count() > 5,
         "source sequence wrong: {runs} changes"
     );
-}
-
-/// The next generation of `m` under a fresh base key: what the call core's key schedule draws
-/// for a rotation (`sotto_call::group`).
-fn rotated(m: &sotto_frame::KeyMaterial) -> sotto_frame::KeyMaterial {
-    let mut k = sotto_frame::SenderKey::resume(m, 0).unwrap();
-    k.rotate(&rand::random::<[u8; 32]>()).unwrap();
-    k.material()
 }

@@ -6,29 +6,19 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use sotto_call::media::{MediaConfig, MediaKind, MediaPeer, TapFrame};
-use tokio::sync::mpsc;
-
-async fn leg(id: u64) -> (MediaPeer, mpsc::UnboundedReceiver<TapFrame>) {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let mut cfg = MediaConfig::loopback(id).unwrap();
-    cfg.tap = Some(tx);
-    let (peer, _events) = MediaPeer::new(cfg).await.unwrap();
-    (peer, rx)
-}
-
-fn drain(rx: &mut mpsc::UnboundedReceiver<TapFrame>) -> Vec<TapFrame> {
-    let mut v = Vec::new();
-    while let Ok(f) = rx.try_recv() {
-        v.push(f);
-    }
-    v
-}
+use sotto_call::media::{MediaKind, TapFrame};
+use sotto_testkit::media::{drain, leg, Leg};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_percent_rtp_loss_every_whole_frame_decrypts() {
-    let (a, mut ta) = leg(1).await;
-    let (b, mut tb) = leg(2).await;
+    let Leg {
+        peer: a,
+        tap: mut ta,
+    } = leg(1, None).await;
+    let Leg {
+        peer: b,
+        tap: mut tb,
+    } = leg(2, None).await;
     a.set_outgoing_loss_per_mille(100);
     let offer = a.create_offer().await.unwrap();
     let answer = b.accept_offer(&offer).await.unwrap();

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use sotto_call::media::{MediaConfig, MediaEvent, MediaEvents, MediaPeer};
+use sotto_testkit::media::{connect_pair, rotated};
 
 async fn pair() -> (MediaPeer, MediaEvents, MediaPeer, MediaEvents) {
     let (a, ea) = MediaPeer::new(MediaConfig::loopback(1).unwrap())
@@ -13,19 +14,7 @@ async fn pair() -> (MediaPeer, MediaEvents, MediaPeer, MediaEvents) {
     let (b, eb) = MediaPeer::new(MediaConfig::loopback(2).unwrap())
         .await
         .unwrap();
-    let offer = a.create_offer().await.unwrap();
-    let answer = b.accept_offer(&offer).await.unwrap();
-    a.accept_answer(&answer).await.unwrap();
-    a.install_remote_key(&b.local_key_material()).unwrap();
-    b.install_remote_key(&a.local_key_material()).unwrap();
-    assert!(
-        a.wait_connected(Duration::from_secs(20)).await,
-        "a never connected"
-    );
-    assert!(
-        b.wait_connected(Duration::from_secs(20)).await,
-        "b never connected"
-    );
+    connect_pair(&a, &b, true).await;
     (a, ea, b, eb)
 }
 
@@ -118,12 +107,4 @@ async fn counter_limit_asks_for_rotation_and_rotation_resumes_media() {
     assert_eq!(s.video.frames_failed + s.audio.frames_failed, 0, "{s:?}");
     a.close().await.unwrap();
     b.close().await.unwrap();
-}
-
-/// The next generation of `m` under a fresh base key: what the call core's key schedule draws
-/// for a rotation (`sotto_call::group`).
-fn rotated(m: &sotto_frame::KeyMaterial) -> sotto_frame::KeyMaterial {
-    let mut k = sotto_frame::SenderKey::resume(m, 0).unwrap();
-    k.rotate(&rand::random::<[u8; 32]>()).unwrap();
-    k.material()
 }

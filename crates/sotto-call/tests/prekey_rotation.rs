@@ -5,16 +5,14 @@
 //! period and is refused by name after it (the device's other sessions untouched); the pair
 //! survives a restart; a resumed registration keeps the pair the server already handed out.
 
-mod common;
-
 use std::time::{Duration, SystemTime};
-
-use common::{key_file, msg, recv, register, server, server_with, SERVER_ID};
 
 use sotto_call::messages::{Body, CallMessage};
 use sotto_call::sealed::{Device, SealedError, PROFILE_FILE};
 use sotto_ratchet::{StoreKeySource, SIGNED_PREKEY_GRACE_MS, SIGNED_PREKEY_ROTATE_AFTER_MS};
 use sotto_server::ServerConfig;
+use sotto_testkit::device::{device, key_file, msg, recv, register};
+use sotto_testkit::server::{server, server_with, SERVER_ID};
 
 fn ringing() -> CallMessage {
     msg(Body::Ringing)
@@ -38,9 +36,9 @@ async fn a_rotated_pair_is_served_the_old_one_opens_until_its_grace_ends() {
     let bdir = tmp.path().join("bob");
     let bkey = key_file(tmp.path(), "b");
     let (bob, mut bev) = register(&url, "bob", &bdir, &bkey).await.unwrap();
-    let (alice, _aev) = Device::register(&url, SERVER_ID, "alice").await.unwrap();
-    let (dave, _dev) = Device::register(&url, SERVER_ID, "dave").await.unwrap();
-    let (carol, _cev) = Device::register(&url, SERVER_ID, "carol").await.unwrap();
+    let (alice, _aev) = device(&url, "alice").await;
+    let (dave, _dev) = device(&url, "dave").await;
+    let (carol, _cev) = device(&url, "carol").await;
     assert_eq!(served(&carol, "bob").await, (1, 1));
 
     // alice and dave fetch bob's bundle now and send their first message (the session start,
@@ -104,7 +102,7 @@ async fn a_rotated_pair_is_served_the_old_one_opens_until_its_grace_ends() {
     assert_eq!(served(&carol, "bob").await, (3, 3));
     alice.send("bob", 1, &ringing()).await.unwrap();
     assert_eq!(recv(&bob, &mut bev).await.unwrap().body, Body::Ringing);
-    let (erin, _eev) = Device::register(&url, SERVER_ID, "erin").await.unwrap();
+    let (erin, _eev) = device(&url, "erin").await;
     erin.send("bob", 1, &ringing()).await.unwrap();
     assert_eq!(recv(&bob, &mut bev).await.unwrap().body, Body::Ringing);
     // the deleted pair stays deleted across the restart
@@ -130,7 +128,7 @@ async fn a_resumed_registration_keeps_the_pair_the_server_already_handed_out() {
     std::fs::write(&p, serde_json::to_vec(&profile).unwrap()).unwrap();
 
     // meanwhile bob fetched alice's bundle and sent her a session start
-    let (bob, _bev) = Device::register(&url, SERVER_ID, "bob").await.unwrap();
+    let (bob, _bev) = device(&url, "bob").await;
     bob.send("alice", 1, &ringing()).await.unwrap();
 
     let (alice, mut aev) = register(&url, "alice", &dir, &key)
@@ -171,7 +169,7 @@ async fn a_prekey_upload_refused_after_the_account_exists_keeps_the_identity() {
     let (alice, mut aev) = register(&url, "alice", &dir, &key)
         .await
         .expect("the registration resumes under the same identity");
-    let (bob, _bev) = Device::register(&url, SERVER_ID, "bob").await.unwrap();
+    let (bob, _bev) = device(&url, "bob").await;
     bob.send("alice", 1, &ringing()).await.unwrap();
     assert_eq!(recv(&alice, &mut aev).await.unwrap().body, Body::Ringing);
 }

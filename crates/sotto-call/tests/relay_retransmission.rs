@@ -6,16 +6,13 @@
 //! byte-identical, not one decryption fails, and the relay's counters show the retransmissions. (Audio carries no NACK: a lost Opus
 //! packet stays lost, and every audio frame that does arrive must still be exact.)
 
-mod common;
-
 use std::time::{Duration, Instant};
 
 use sotto_call::media::{MediaKind, MediaStats, TapFrame};
 use sotto_relay::nack::RetransmissionStats;
 use sotto_relay::{serve, RelayConfig};
-use tokio::sync::mpsc;
-
-use common::participant;
+use sotto_testkit::media::drain;
+use sotto_testkit::relay::participant;
 
 /// Each test runs four webrtc-rs peers (three participants and the relay's connections); on a
 /// 2-core machine they run one at a time.
@@ -31,14 +28,6 @@ const LOSSY: Duration = Duration::from_secs(5);
 const CLEAN_TAIL: Duration = Duration::from_millis(500);
 /// After Alice stops: time for the last frames to land.
 const DRAIN: Duration = Duration::from_millis(500);
-
-fn drain(rx: &mut mpsc::UnboundedReceiver<TapFrame>) -> Vec<TapFrame> {
-    let mut v = Vec::new();
-    while let Ok(f) = rx.try_recv() {
-        v.push(f);
-    }
-    v
-}
 
 struct Run {
     alice: MediaStats,

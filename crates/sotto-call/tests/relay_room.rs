@@ -1,8 +1,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! Participants with SFrame media through the real sotto-relay SFU on loopback, capture on.
 
-mod common;
-
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
@@ -10,21 +8,13 @@ use sotto_call::media::{MediaConfig, MediaKind, TapFrame};
 use sotto_frame::Codec;
 use sotto_relay::capture::{self, Kind};
 use sotto_relay::{serve, RelayConfig};
+use sotto_testkit::media::drain;
+use sotto_testkit::relay::{participant, participant_with};
 use tokio::sync::mpsc;
-
-use common::{participant, participant_with};
 
 /// The tests in this file each run several real webrtc-rs peers; on a 2-core machine they run
 /// one at a time so that timing-sensitive steps (ICE, DTLS) are not starved by each other.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn drain(rx: &mut mpsc::UnboundedReceiver<TapFrame>) -> Vec<TapFrame> {
-    let mut v = Vec::new();
-    while let Ok(f) = rx.try_recv() {
-        v.push(f);
-    }
-    v
-}
 
 async fn room_of(n: usize) {
     let dir = tempfile::tempdir().unwrap();

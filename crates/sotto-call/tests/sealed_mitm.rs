@@ -14,19 +14,13 @@ use sotto_call::messages::{Body, CallId, CallMessage, Reorder, ReorderError};
 use sotto_call::sealed::{Device, SealedError};
 use sotto_call::state::{CallMachine, EndReason, Input, Output, Role, State};
 use sotto_ratchet::Fingerprint;
-use sotto_server::{Envelope, Events, Server, ServerConfig, SqliteStore};
+use sotto_server::{Envelope, Events};
+use sotto_testkit::device::device;
+use sotto_testkit::server::server;
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::Message;
 
-const SERVER_ID: &str = "test.sotto";
 const T: Duration = Duration::from_secs(20);
-
-async fn server(dir: &std::path::Path) -> Server {
-    let store = SqliteStore::open(&dir.join("signal.db"), Default::default()).unwrap();
-    Server::bind(ServerConfig::new(SERVER_ID), Arc::new(store), "127.0.0.1:0")
-        .await
-        .unwrap()
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Dir {
@@ -118,10 +112,6 @@ fn b64(v: &Value) -> Vec<u8> {
 
 fn to_b64(b: &[u8]) -> Value {
     Value::String(base64::engine::general_purpose::STANDARD.encode(b))
-}
-
-async fn device(url: &str, name: &str) -> (Device, Events) {
-    Device::register(url, SERVER_ID, name).await.unwrap()
 }
 
 async fn recv(ev: &mut Events) -> Envelope {

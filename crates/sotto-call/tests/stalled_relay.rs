@@ -8,17 +8,15 @@
 //! its only task with no timeout; the hangup below was never processed and the first test
 //! timed out.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{server, SERVER_ID};
 use sotto_call::consts::RELAY_JOIN_TIMEOUT;
 use sotto_call::core::{CallError, CallState};
 use sotto_call::engine::{default_machine, Command, Engine, MediaFactory};
-use sotto_call::media::MediaConfig;
-use sotto_call::sealed::Device;
 use sotto_call::state::EndReason;
+use sotto_testkit::device::device;
+use sotto_testkit::media::loopback_factory;
+use sotto_testkit::server::server;
 
 /// A TCP listener that accepts and then says nothing, holding every connection open.
 async fn silent_relay() -> (String, tokio::task::JoinHandle<()>) {
@@ -34,7 +32,7 @@ async fn silent_relay() -> (String, tokio::task::JoinHandle<()>) {
 }
 
 fn media() -> MediaFactory {
-    Box::new(MediaConfig::loopback)
+    loopback_factory(|_| {})
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -42,8 +40,8 @@ async fn stalled_relay_join_times_out_and_hangup_still_works() {
     let dir = tempfile::tempdir().unwrap();
     let srv = server(dir.path()).await;
     let (relay, _task) = silent_relay().await;
-    let (a, ae) = Device::register(&srv.url(), SERVER_ID, "alice").await.unwrap();
-    let (b, be) = Device::register(&srv.url(), SERVER_ID, "bob").await.unwrap();
+    let (a, ae) = device(&srv.url(), "alice").await;
+    let (b, be) = device(&srv.url(), "bob").await;
     let alice = Engine::spawn_with_relay(a, ae, media(), default_machine, Some(relay));
     let bob = Engine::spawn(b, be, media(), default_machine);
 

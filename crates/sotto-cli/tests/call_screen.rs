@@ -4,11 +4,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::SpawnGuarded;
+use common::{start_server, SpawnGuarded};
 
 fn tmux(args: &[&str]) -> String {
     let out = Command::new("tmux")
@@ -36,29 +35,7 @@ fn wait_screen(session: &str, needle: &str) -> String {
 fn call_screen_keys_drive_the_call() {
     let dir = tempfile::tempdir().unwrap();
     let sotto = env!("CARGO_BIN_EXE_sotto");
-    let mut server = Command::new(sotto)
-        .args([
-            "server",
-            "--listen",
-            "127.0.0.1:0",
-            "--server-id",
-            "screen.test",
-            "--db",
-        ])
-        .arg(dir.path().join("s.db"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn_guarded();
-    let mut line = String::new();
-    BufReader::new(server.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap()
-        .to_string();
-    let url = format!("ws://{addr}");
+    let (mut server, url) = start_server(dir.path(), "screen.test");
     let home = dir.path().join("home");
     for user in ["alice", "bob"] {
         let out = Command::new(sotto)

@@ -4,27 +4,9 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use common::{ChildGuard, SpawnGuarded};
-
-fn start(args: &[&str], prefix: &str) -> (ChildGuard, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sotto"))
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn_guarded();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    loop {
-        line.clear();
-        assert!(out.read_line(&mut line).unwrap() > 0, "no '{prefix}' line");
-        if let Some(rest) = line.trim().strip_prefix(prefix) {
-            return (child, rest.trim().to_string());
-        }
-    }
-}
+use common::{start, ChildGuard};
 
 /// SIGINT, then the exit must be clean; the guard is only released once the signal was sent.
 fn stop(c: ChildGuard) {

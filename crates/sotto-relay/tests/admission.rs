@@ -3,91 +3,19 @@
 //! after negotiating. Participants answer with plain webrtc-rs peers on loopback (admission
 //! needs the answer, not a connection) or speak raw JSON over the WebSocket.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use rtc::peer_connection::sdp::RTCSessionDescription;
 use sotto_relay::client::{join, JoinError, RoomHandle};
 use sotto_relay::consts::MAX_ROOM_SIZE;
 use sotto_relay::protocol::{decode_server, ErrorCode, ServerMsg};
 use sotto_relay::{serve, RelayConfig};
-use tokio::sync::{Barrier, Notify};
+use sotto_testkit::plain::PlainPeer;
+use tokio::sync::Barrier;
 use tokio_tungstenite::tungstenite::Message;
-use webrtc::peer_connection::{
-    MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
-    RTCIceGatheringState,
-};
-
-struct Gathering {
-    done: Arc<AtomicBool>,
-    notify: Arc<Notify>,
-}
-
-#[async_trait::async_trait]
-impl PeerConnectionEventHandler for Gathering {
-    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
-        if state == RTCIceGatheringState::Complete {
-            self.done.store(true, Ordering::SeqCst);
-            self.notify.notify_waiters();
-        }
-    }
-}
 
 /// A peer that answers the relay's offer (receiving only); kept open while the test runs.
-struct Answerer {
-    pc: Arc<dyn PeerConnection>,
-    done: Arc<AtomicBool>,
-    notify: Arc<Notify>,
-}
-
-impl Answerer {
-    async fn new() -> Self {
-        let (done, notify) = (Arc::new(AtomicBool::new(false)), Arc::new(Notify::new()));
-        let mut media = MediaEngine::default();
-        media.register_default_codecs().unwrap();
-        let pc = PeerConnectionBuilder::new()
-            .with_media_engine(media)
-            .with_handler(Arc::new(Gathering {
-                done: done.clone(),
-                notify: notify.clone(),
-            }))
-            .with_udp_addrs(vec!["127.0.0.1:0".to_owned()])
-            .build()
-            .await
-            .unwrap();
-        Answerer {
-            pc: Arc::new(pc),
-            done,
-            notify,
-        }
-    }
-
-    async fn answer(&self, offer: String) -> Result<String, String> {
-        let e = |e: webrtc::error::Error| e.to_string();
-        let offer = RTCSessionDescription::offer(offer).map_err(e)?;
-        self.pc.set_remote_description(offer).await.map_err(e)?;
-        let answer = self.pc.create_answer(None).await.map_err(e)?;
-        self.pc.set_local_description(answer).await.map_err(e)?;
-        let wait = async {
-            loop {
-                let n = self.notify.notified();
-                if self.done.load(Ordering::SeqCst) {
-                    return;
-                }
-                n.await;
-            }
-        };
-        let _ = tokio::time::timeout(Duration::from_secs(20), wait).await;
-        Ok(self
-            .pc
-            .local_description()
-            .await
-            .map(|d| d.sdp)
-            .unwrap_or_default())
-    }
-}
+type Answerer = PlainPeer;
 
 /// Joins `room` as `name`, answering with `peer`.
 async fn join_with(

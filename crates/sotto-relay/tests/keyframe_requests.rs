@@ -3,31 +3,19 @@
 //! sender (with the sender's own SSRC) and no one else, at most once per
 //! `KEYFRAME_REQUEST_INTERVAL`. Participants are plain webrtc-rs peers on loopback.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rtc::interceptor::{Registry, Slot};
-use rtc::media_stream::MediaStreamTrack;
-use rtc::peer_connection::configuration::media_engine::MIME_TYPE_VP8;
-use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::rtcp::payload_feedbacks::full_intra_request::{FirEntry, FullIntraRequest};
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
-use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
-};
-use sotto_relay::client::{join, RoomHandle};
+use sotto_relay::client::RoomHandle;
 use sotto_relay::consts::KEYFRAME_REQUEST_INTERVAL;
-use sotto_relay::feedback::KeyframeRequests;
 use sotto_relay::{serve, RelayConfig};
-use tokio::sync::{mpsc, Notify};
-use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use sotto_testkit::relay::{rtp_participant, RtpParticipant};
+use tokio::sync::mpsc;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
-use webrtc::peer_connection::{
-    MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
-    RTCIceGatheringState, RTCPeerConnectionState,
-};
+use webrtc::peer_connection::PeerConnection;
 
 /// A remote video track that carries RTP, with the first payload byte seen on it.
 struct Heard {
@@ -35,30 +23,19 @@ struct Heard {
     track: Arc<dyn TrackRemote>,
 }
 
-struct H {
-    gathered: Arc<Notify>,
-    gathering_done: Arc<AtomicBool>,
-    connected: Arc<AtomicBool>,
-    heard: mpsc::UnboundedSender<Heard>,
+struct Participant {
+    pc: Arc<dyn PeerConnection>,
+    ssrc: u32,
+    /// media SSRCs of the keyframe requests this participant received for its video
+    requests: Arc<Mutex<Vec<u32>>>,
+    heard: mpsc::UnboundedReceiver<Heard>,
+    _room: RoomHandle,
 }
 
-#[async_trait::async_trait]
-impl PeerConnectionEventHandler for H {
-    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
-        if state == RTCIceGatheringState::Complete {
-            self.gathering_done.store(true, Ordering::SeqCst);
-            self.gathered.notify_waiters();
-        }
-    }
-
-    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
-        if state == RTCPeerConnectionState::Connected {
-            self.connected.store(true, Ordering::SeqCst);
-        }
-    }
-
-    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
-        let heard = self.heard.clone();
+async fn participant(url: &str, room: &str, name: &str, tag: u8) -> Participant {
+    let (htx, hrx) = mpsc::unbounded_channel();
+    let on_track = Box::new(move |track: Arc<dyn TrackRemote>| {
+        let heard = htx.clone();
         tokio::spawn(async move {
             let mut told = false;
             while let Some(evt) = track.poll().await {
@@ -73,100 +50,14 @@ impl PeerConnectionEventHandler for H {
                 }
             }
         });
-    }
-}
-
-struct Participant {
-    pc: Arc<dyn PeerConnection>,
-    ssrc: u32,
-    /// media SSRCs of the keyframe requests this participant received for its video
-    requests: Arc<Mutex<Vec<u32>>>,
-    heard: mpsc::UnboundedReceiver<Heard>,
-    _room: RoomHandle,
-}
-
-async fn participant(url: &str, room: &str, name: &str, tag: u8) -> Participant {
-    let gathered = Arc::new(Notify::new());
-    let gathering_done = Arc::new(AtomicBool::new(false));
-    let connected = Arc::new(AtomicBool::new(false));
-    let (htx, hrx) = mpsc::unbounded_channel();
-    let mut media = MediaEngine::default();
-    media.register_default_codecs().unwrap();
-    let registry = Registry::new().with(Slot::from(14_000), KeyframeRequests::default());
-    let pc = PeerConnectionBuilder::new()
-        .with_media_engine(media)
-        .with_interceptor_registry(registry)
-        .with_handler(Arc::new(H {
-            gathered: gathered.clone(),
-            gathering_done: gathering_done.clone(),
-            connected: connected.clone(),
-            heard: htx,
-        }))
-        .with_udp_addrs(vec!["127.0.0.1:0".to_owned()])
-        .build()
-        .await
-        .unwrap();
-    let pc: Arc<dyn PeerConnection> = Arc::new(pc);
-    let ssrc = rand::random::<u32>();
-    let video = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
-        format!("{name}-stream"),
-        format!("{name}-video"),
-        format!("{name}-video"),
-        RtpCodecKind::Video,
-        vec![RTCRtpEncodingParameters {
-            rtp_coding_parameters: RTCRtpCodingParameters {
-                ssrc: Some(ssrc),
-                ..Default::default()
-            },
-            codec: RTCRtpCodec {
-                mime_type: MIME_TYPE_VP8.to_owned(),
-                clock_rate: 90_000,
-                channels: 0,
-                sdp_fmtp_line: String::new(),
-                rtcp_feedback: vec![],
-            },
-            ..Default::default()
-        }],
-    )));
-    pc.add_track(video.clone() as Arc<dyn TrackLocal>)
-        .await
-        .unwrap();
-
-    let pc2 = pc.clone();
-    let (g2, d2) = (gathered.clone(), gathering_done.clone());
-    let handle = join(url, room, name, |offer| async move {
-        let e = |e: webrtc::error::Error| e.to_string();
-        let offer = RTCSessionDescription::offer(offer).map_err(|e| e.to_string())?;
-        pc2.set_remote_description(offer).await.map_err(e)?;
-        let answer = pc2.create_answer(None).await.map_err(e)?;
-        pc2.set_local_description(answer).await.map_err(e)?;
-        let wait = async {
-            loop {
-                let n = g2.notified();
-                if d2.load(Ordering::SeqCst) {
-                    return;
-                }
-                n.await;
-            }
-        };
-        let _ = tokio::time::timeout(Duration::from_secs(20), wait).await;
-        Ok::<String, String>(
-            pc2.local_description()
-                .await
-                .map(|d| d.sdp)
-                .unwrap_or_default(),
-        )
-    })
-    .await
-    .unwrap();
-    let t0 = Instant::now();
-    while !connected.load(Ordering::SeqCst) {
-        assert!(
-            t0.elapsed() < Duration::from_secs(30),
-            "{name}: not connected"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    });
+    let RtpParticipant {
+        pc,
+        ssrc,
+        video,
+        room: handle,
+    } = rtp_participant(url, room, name, true, on_track).await;
+    let video = video.expect("a sending participant has a video track");
 
     // the keyframe requests that reach this sender
     let requests = Arc::new(Mutex::new(Vec::new()));

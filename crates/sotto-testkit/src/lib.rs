@@ -1,0 +1,23 @@
+//! Fixtures shared by sotto's integration tests and benches: the SQLite signaling server on
+//! loopback, registered devices and engines, loopback media peers with their frame taps, plain
+//! webrtc-rs peers (ICE-gathering wait, connected flag) and participants joining a sotto-relay
+//! room.
+//!
+//! For tests and benches only: this crate is only ever a `[dev-dependencies]` entry and never a
+//! dependency of a shipped binary or library. It panics on any fixture failure (a test that
+//! cannot set up fails there), so `unwrap`/`expect`/`panic` are allowed here.
+//!
+//! - [`server`]: the signaling server (SQLite in a test directory) and its id.
+//! - [`device`]: devices registered on it (ephemeral or persistent), engines, call messages.
+//! - [`media`]: loopback [`MediaPeer`](sotto_call::media::MediaPeer)s with taps, two peers
+//!   connected, media factories, tap draining, key rotation.
+//! - [`plain`]: a plain webrtc-rs peer (no SFrame) that answers an offer once ICE gathering is
+//!   complete.
+//! - [`relay`]: participants joining a sotto-relay room (sotto media peers or plain VP8 RTP).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+pub mod device;
+pub mod media;
+pub mod plain;
+pub mod relay;
+pub mod server;
