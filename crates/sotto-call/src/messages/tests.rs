@@ -14,7 +14,8 @@ mod codec_tests {
 
     #[test]
     fn the_fuzz_seeds_decode_so_the_fuzzer_starts_past_the_key_check() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/seeds/call_message");
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/seeds/call_message");
         let mut n = 0;
         for e in std::fs::read_dir(&dir).unwrap() {
             let p = e.unwrap().path();
