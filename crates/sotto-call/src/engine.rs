@@ -21,7 +21,7 @@ use crate::core::{
     MediaSignal, RoomEvent, UserCommand,
 };
 use crate::media::{
-    IvfSource, MediaBackend, MediaConfig, MediaEvent, MediaEvents, MediaPeer, MediaStats,
+    IvfSource, MediaBackend, MediaEvent, MediaEvents, MediaMaker, MediaStats, WebrtcMedia,
 };
 use crate::messages::{CallId, CallMessage};
 use crate::sealed::{Device, SealedError};
@@ -103,8 +103,7 @@ pub struct Status {
     pub members: Vec<String>,
 }
 
-/// Builds the media configuration for each call (sources, ICE servers, recording paths).
-pub type MediaFactory = Box<dyn Fn(u64) -> Result<MediaConfig, crate::media::MediaError> + Send>;
+pub use crate::media::MediaFactory;
 
 /// Handle to a running engine.
 pub struct Engine {
@@ -133,6 +132,18 @@ impl Engine {
         machine: fn(Role) -> CallMachine,
         relay: Option<String>,
     ) -> Engine {
+        Self::spawn_with_media(device, events, Box::new(WebrtcMedia(media)), machine, relay)
+    }
+
+    /// As [`Engine::spawn_with_relay`] with any media backend ([`MediaMaker`]): the call core
+    /// and this driver do not depend on webrtc-rs.
+    pub fn spawn_with_media(
+        device: Device,
+        events: sotto_server::Events,
+        media: Box<dyn MediaMaker>,
+        machine: fn(Role) -> CallMachine,
+        relay: Option<String>,
+    ) -> Engine {
         let (ctx, crx) = mpsc::channel(32);
         let me = device.username().to_string();
         let (stx, srx) = watch::channel(Status {
@@ -154,7 +165,7 @@ impl Engine {
             commands: crx,
             status: stx,
             notices: ntx,
-            media_factory: media,
+            media_maker: media,
             media: None,
             media_events: None,
             room: None,
@@ -285,7 +296,7 @@ struct Driver {
     commands: mpsc::Receiver<Command>,
     status: watch::Sender<Status>,
     notices: mpsc::UnboundedSender<Notice>,
-    media_factory: MediaFactory,
+    media_maker: Box<dyn MediaMaker>,
     media: Option<(CallId, Arc<dyn MediaBackend>)>,
     media_events: Option<(CallId, MediaEvents)>,
     room: Option<(CallId, sotto_relay::client::RoomHandle)>,
@@ -686,19 +697,15 @@ impl Driver {
     }
 
     async fn create_media(&mut self, call: CallId) -> Result<bool, CallError> {
-        let me = self.core.me().to_owned();
-        let id = sender_id_for(&me);
-        let mut cfg = (self.media_factory)(id).map_err(|e| CallError::Media(e.to_string()))?;
-        // receivers check that our keys carry our own id
-        cfg.sender_id = id;
-        let (peer, events) = bounded(MediaPeer::new(cfg))
+        let id = sender_id_for(self.core.me());
+        let (peer, events) = bounded(self.media_maker.make(id))
             .await
             .map_err(|e| CallError::Media(e.to_string()))?;
         let relay_only = peer.relay_only();
         if let Some((_, old)) = self.media.take() {
             let _ = tokio::time::timeout(MEDIA_OP_TIMEOUT, old.close()).await;
         }
-        self.media = Some((call, Arc::new(peer)));
+        self.media = Some((call, peer));
         self.media_events = Some((call, events));
         Ok(relay_only)
     }

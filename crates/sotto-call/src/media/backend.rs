@@ -3,10 +3,44 @@
 //! touching the call core. Every method is data plane or transport: which key to use and when
 //! is decided by the core and arrives here as [`MediaBackend::use_send_key`] and friends.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use sotto_frame::KeyMaterial;
 
-use super::{IvfSource, MediaError, MediaPeer, MediaStats};
+use super::{IvfSource, MediaConfig, MediaError, MediaEvents, MediaPeer, MediaStats};
+
+/// A media backend being built: the backend and its events.
+pub type MediaMaking =
+    Pin<Box<dyn Future<Output = Result<(Arc<dyn MediaBackend>, MediaEvents), MediaError>> + Send>>;
+
+/// Builds each call's media. The driver asks once per call, with our SFrame sender id (the keys
+/// the core hands the backend carry it).
+pub trait MediaMaker: Send {
+    /// Starts building the media for one call.
+    fn make(&self, sender_id: u64) -> MediaMaking;
+}
+
+/// Builds the webrtc-rs media configuration for each call (sources, ICE servers, recording).
+pub type MediaFactory = Box<dyn Fn(u64) -> Result<MediaConfig, MediaError> + Send>;
+
+/// The webrtc-rs backend: a [`MediaPeer`] per call, configured by a [`MediaFactory`].
+pub struct WebrtcMedia(pub MediaFactory);
+
+impl MediaMaker for WebrtcMedia {
+    fn make(&self, sender_id: u64) -> MediaMaking {
+        let cfg = (self.0)(sender_id);
+        Box::pin(async move {
+            let mut cfg = cfg?;
+            // receivers check that our keys carry our own id
+            cfg.sender_id = sender_id;
+            let (peer, events) = MediaPeer::new(cfg).await?;
+            Ok((Arc::new(peer) as Arc<dyn MediaBackend>, events))
+        })
+    }
+}
 
 /// What the call driver needs from a media engine.
 #[async_trait]

@@ -66,7 +66,7 @@ pub mod source;
 mod stats;
 mod types;
 
-pub use backend::MediaBackend;
+pub use backend::{MediaBackend, MediaFactory, MediaMaker, MediaMaking, WebrtcMedia};
 pub use config::{IceServer, MediaConfig};
 pub use error::MediaError;
 pub use peer::MediaPeer;
