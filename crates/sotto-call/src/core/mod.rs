@@ -650,7 +650,12 @@ impl CallCore {
                 _ => None,
             })
             .collect();
-        first.append(&mut c.held_media);
+        // the key in force now supersedes any key change that waited for the media
+        first.extend(
+            std::mem::take(&mut c.held_media)
+                .into_iter()
+                .filter(|a| !matches!(a, MediaAction::UseSendKey(_))),
+        );
         for action in first {
             self.actions.push_back(Action::Media { call, action });
         }
