@@ -471,7 +471,7 @@ mod tests {
         let mut sc = Screen::default();
         apply_status(&mut sc, &st);
         assert_eq!(sc.peer.as_deref(), Some("m\\u{1b}[2Jallory"));
-        assert_eq!(sc.state, "ended: peer hung up: \\u{1b}]0;pwned\\u{7}");
+        assert_eq!(sc.state, "ended: failed: peer hung up: \\u{1b}]0;pwned\\u{7}");
         assert!(!sc.state.chars().any(char::is_control));
     }
 }
