@@ -594,8 +594,10 @@ impl Driver {
         let media = media.clone();
         let me = self.core.me().to_owned();
         let joined = self.joined.clone();
+        // the relay is verified against the CAs the device trusts for its signaling server
+        let tls = self.device.client_tls().clone();
         tokio::spawn(async move {
-            let join = sotto_relay::client::join(&url, &room, &me, |offer| async move {
+            let join = sotto_relay::client::join(&url, &tls, &room, &me, |offer| async move {
                 media.answer_relay_offer(&offer).await
             });
             let result = match tokio::time::timeout(RELAY_JOIN_TIMEOUT, join).await {

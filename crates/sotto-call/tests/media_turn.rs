@@ -4,6 +4,7 @@
 //! selected pair is a relay pair, media flows, and no 16-byte window of any plaintext frame
 //! appears in any UDP payload.
 
+use sotto_server::tls::ClientTls;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -157,10 +158,10 @@ async fn relay_only_media_through_coturn_carries_no_plaintext() {
     let srv = Server::bind(cfg, Arc::new(MemoryStore::new()), "127.0.0.1:0")
         .await
         .unwrap();
-    let (dev_a, _ea) = Device::register(&srv.url(), "turn.test", "alice")
+    let (dev_a, _ea) = Device::register(&srv.url(), &ClientTls::default(), "turn.test", "alice")
         .await
         .unwrap();
-    let (dev_b, _eb) = Device::register(&srv.url(), "turn.test", "bob")
+    let (dev_b, _eb) = Device::register(&srv.url(), &ClientTls::default(), "turn.test", "bob")
         .await
         .unwrap();
 

@@ -5,6 +5,7 @@
 //! period and is refused by name after it (the device's other sessions untouched); the pair
 //! survives a restart; a resumed registration keeps the pair the server already handed out.
 
+use sotto_server::tls::ClientTls;
 use std::time::{Duration, SystemTime};
 
 use sotto_call::messages::{Body, CallMessage};
@@ -96,9 +97,14 @@ async fn a_rotated_pair_is_served_the_old_one_opens_until_its_grace_ends() {
     // after a restart: the same pair is published (its clock is behind the test's: nothing is
     // rotated or deleted), the sessions are there, new sessions start on pair 3
     drop((bob, bev));
-    let (bob, mut bev) = Device::load(&bdir, StoreKeySource::KeyFile(&bkey), None)
-        .await
-        .unwrap();
+    let (bob, mut bev) = Device::load(
+        &bdir,
+        StoreKeySource::KeyFile(&bkey),
+        None,
+        &ClientTls::default(),
+    )
+    .await
+    .unwrap();
     assert_eq!(served(&carol, "bob").await, (3, 3));
     alice.send("bob", 1, &ringing()).await.unwrap();
     assert_eq!(recv(&bob, &mut bev).await.unwrap().body, Body::Ringing);

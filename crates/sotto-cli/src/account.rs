@@ -118,8 +118,9 @@ pub async fn load_device(st: &Settings) -> Result<(Device, Events), CliError> {
         .map_err(|e| fail(format!("{}: {e}", st.user().unwrap_or_default())))?;
     let (url, id) = device_server(st, &profile);
     let server = Some((url.as_str(), id.as_str()));
+    let tls = st.client_tls()?;
     let res = match passphrase()? {
-        Some(p) => Device::load(&dir, StoreKeySource::Passphrase(&p), server).await,
+        Some(p) => Device::load(&dir, StoreKeySource::Passphrase(&p), server, &tls).await,
         None => {
             let key = dir.join(KEY_FILE);
             if !key.exists() && dir.join(sotto_call::sealed::PROFILE_FILE).exists() {
@@ -128,7 +129,7 @@ pub async fn load_device(st: &Settings) -> Result<(Device, Events), CliError> {
                     dir.display()
                 )));
             }
-            Device::load(&dir, StoreKeySource::KeyFile(&key), server).await
+            Device::load(&dir, StoreKeySource::KeyFile(&key), server, &tls).await
         }
     };
     res.map_err(|e| fail(format!("{}: {e}", st.user().unwrap_or_default())))
@@ -138,6 +139,7 @@ pub fn register(a: RegisterArgs) -> Result<(), CliError> {
     let st = a.client.resolve()?;
     let user = st.user()?.to_string();
     let dir = st.device_dir()?;
+    let tls = st.client_tls()?;
     runtime()?.block_on(async {
         let pass = passphrase()?;
         if let Some(p) = &pass {
@@ -186,7 +188,8 @@ pub fn register(a: RegisterArgs) -> Result<(), CliError> {
                 StoreKeySource::KeyFile(&key_path)
             }
         };
-        let res = Device::register_persistent(&st.server, &st.server_id, &user, &dir, key).await;
+        let res =
+            Device::register_persistent(&st.server, &tls, &st.server_id, &user, &dir, key).await;
         let (dev, _events) = match res {
             Ok(d) => d,
             Err(e) => {

@@ -10,6 +10,7 @@ use sotto_call::core::CallState;
 use sotto_call::engine::{default_machine, Command, Engine, MediaFactory, Notice, Status};
 use sotto_call::media::{IvfSource, MediaConfig, TapFrame};
 use sotto_call::sealed::Device;
+use sotto_server::tls::ClientTls;
 use sotto_server::{Server, ServerConfig, SqliteStore};
 use tokio::sync::mpsc;
 
@@ -141,7 +142,7 @@ async fn demo(args: DemoArgs) -> Result<(), CliError> {
     let (tap_tx, mut tap_rx) = mpsc::unbounded_channel();
     let mut engines = Vec::new();
     for who in ["alice", "bob", "carol"] {
-        let (dev, events) = Device::register(&server.url(), SERVER_ID, who)
+        let (dev, events) = Device::register(&server.url(), &ClientTls::default(), SERVER_ID, who)
             .await
             .map_err(|e| fail(format!("register {who}: {e}")))?;
         log.say(format!(

@@ -71,8 +71,12 @@ pub fn run(peer: Option<String>, a: PhoneArgs) -> Result<(), CliError> {
 
 async fn phone(peer: Option<String>, a: PhoneArgs, st: Settings) -> Result<(), CliError> {
     let user = st.user()?.to_string();
+    // a relay URL that would be refused is refused now, not when the first call needs it
+    if let Some(r) = &st.relay {
+        sotto_server::tls::check_url(r).map_err(|e| fail(format!("relay: {e}")))?;
+    }
     let (dev, events) = if a.ephemeral {
-        Device::register(&st.server, &st.server_id, &user)
+        Device::register(&st.server, &st.client_tls()?, &st.server_id, &user)
             .await
             .map_err(|e| fail(format!("register {user}: {}", printable(&e.to_string()))))?
     } else {
@@ -471,7 +475,10 @@ mod tests {
         let mut sc = Screen::default();
         apply_status(&mut sc, &st);
         assert_eq!(sc.peer.as_deref(), Some("m\\u{1b}[2Jallory"));
-        assert_eq!(sc.state, "ended: failed: peer hung up: \\u{1b}]0;pwned\\u{7}");
+        assert_eq!(
+            sc.state,
+            "ended: failed: peer hung up: \\u{1b}]0;pwned\\u{7}"
+        );
         assert!(!sc.state.chars().any(char::is_control));
     }
 }

@@ -3,6 +3,9 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
+use sotto_relay::tls::TlsFiles;
+use tokio::signal::unix::{signal, SignalKind};
+
 use crate::CliError;
 
 #[derive(clap::Args, Debug)]
@@ -16,6 +19,14 @@ pub struct RelayArgs {
     /// Write every forwarded payload to DIR/capture.bin (inspect with `sotto frame inspect --capture`).
     #[arg(long, env = "SOTTO_RELAY_CAPTURE")]
     capture: Option<PathBuf>,
+    /// PEM certificate chain (leaf first): the control channel speaks wss://. Needs --tls-key;
+    /// both are re-read on SIGHUP. Without them it is plain ws://, which participants accept
+    /// only on loopback.
+    #[arg(long, env = "SOTTO_RELAY_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "SOTTO_RELAY_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 pub fn run(a: RelayArgs) -> Result<(), CliError> {
@@ -23,19 +34,29 @@ pub fn run(a: RelayArgs) -> Result<(), CliError> {
         .enable_all()
         .build()
         .map_err(|e| CliError::Usage(e.to_string()))?;
+    let tls = match (a.tls_cert.clone(), a.tls_key.clone()) {
+        (Some(c), Some(k)) => Some(TlsFiles::new(c, k)),
+        _ => None,
+    };
     rt.block_on(async move {
         let relay = sotto_relay::serve(sotto_relay::RelayConfig {
             listen: a.listen,
+            tls,
             bind_ip: a.bind_ip,
             capture_dir: a.capture.clone(),
         })
         .await
         .map_err(|e| CliError::Usage(e.to_string()))?;
-        // register for SIGINT/SIGTERM before announcing readiness
-        let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
-            .map_err(|e| CliError::Usage(e.to_string()))?;
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .map_err(|e| CliError::Usage(e.to_string()))?;
+        // register for SIGINT/SIGTERM (and, with TLS, SIGHUP) before announcing readiness
+        let usage = |e: std::io::Error| CliError::Usage(e.to_string());
+        let mut int = signal(SignalKind::interrupt()).map_err(usage)?;
+        let mut term = signal(SignalKind::terminate()).map_err(usage)?;
+        // without TLS, SIGHUP keeps its default meaning
+        let mut hup = if relay.is_tls() {
+            Some(signal(SignalKind::hangup()).map_err(usage)?)
+        } else {
+            None
+        };
         // scripts read this line to learn the port when listening on :0
         println!("relay control on {}", relay.url());
         if let Some(c) = &a.capture {
@@ -44,9 +65,23 @@ pub fn run(a: RelayArgs) -> Result<(), CliError> {
                 c.join("capture.bin").display()
             );
         }
-        tokio::select! {
-            _ = int.recv() => {}
-            _ = term.recv() => {}
+        loop {
+            let hangup = async {
+                if let Some(h) = &mut hup {
+                    if h.recv().await.is_some() {
+                        return;
+                    }
+                }
+                std::future::pending::<()>().await
+            };
+            tokio::select! {
+                _ = int.recv() => break,
+                _ = term.recv() => break,
+                _ = hangup => match relay.reload_tls() {
+                    Ok(()) => tracing::info!("SIGHUP: relay TLS certificate reloaded"),
+                    Err(e) => tracing::error!("SIGHUP: relay TLS certificate not reloaded: {e}"),
+                },
+            }
         }
         relay.shutdown().await;
         Ok(())

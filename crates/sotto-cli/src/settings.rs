@@ -9,6 +9,7 @@
 //! | `--config` | `SOTTO_CLIENT_CONFIG` | | `~/.config/sotto/client.toml` if present |
 //! | `--server` | `SOTTO_SERVER` | `server` | the registered device's server, else `ws://127.0.0.1:8443` |
 //! | `--server-id` | `SOTTO_SERVER_ID` | `server_id` | the registered device's, else host:port of the server URL |
+//! | `--ca` | `SOTTO_CA` | `ca` | none: the system's CA roots only |
 //! | `--user` | `SOTTO_USER` | `user` | (required) |
 //! | `--home` | `SOTTO_HOME` | `home` | `$XDG_DATA_HOME/sotto` (`~/.local/share/sotto`) |
 //! | `--relay` | `SOTTO_RELAY` | `relay` | none: peer to peer |
@@ -16,10 +17,16 @@
 //! | `--relay-only` | `SOTTO_RELAY_ONLY` | `relay_only` | false |
 //! | `--record` | `SOTTO_RECORD` | `record` | `.` |
 //!
+//! Servers (signaling and relay) are `wss://`, verified against the system's CA roots plus the
+//! certificates in the `ca` PEM file (a private CA); there is no way to skip verification.
+//! Plain `ws://` is refused unless the host is loopback (127.0.0.0/8, `::1`, `localhost`).
+//!
 //! The store passphrase is never read from a file or a flag: `SOTTO_PASSPHRASE` (Argon2id), or
 //! else the 32-byte key file `store.key` created next to the store at registration.
 
 use std::path::{Path, PathBuf};
+
+use sotto_server::tls::ClientTls;
 
 use crate::CliError;
 
@@ -40,6 +47,10 @@ pub struct ClientArgs {
     /// The server's identity bound into authentication [default: host:port of --server].
     #[arg(long, env = "SOTTO_SERVER_ID")]
     pub server_id: Option<String>,
+    /// PEM file of extra CA certificates (e.g. a private CA) that wss:// servers (signaling
+    /// and relay) are verified against, besides the system's roots.
+    #[arg(long, env = "SOTTO_CA")]
+    pub ca: Option<PathBuf>,
     /// Our account name.
     #[arg(long, env = "SOTTO_USER")]
     pub user: Option<String>,
@@ -67,6 +78,7 @@ pub struct ClientArgs {
 struct FileSettings {
     server: Option<String>,
     server_id: Option<String>,
+    ca: Option<PathBuf>,
     user: Option<String>,
     home: Option<PathBuf>,
     relay: Option<String>,
@@ -100,6 +112,8 @@ impl std::fmt::Display for Source {
 pub struct Settings {
     pub server: String,
     pub server_id: String,
+    /// Extra CA certificates (PEM file) besides the system's roots.
+    pub ca: Option<PathBuf>,
     pub user: Option<String>,
     pub home: PathBuf,
     pub relay: Option<String>,
@@ -186,6 +200,17 @@ impl ClientArgs {
             .unwrap_or((server_id_of(&server), Source::Default));
         let server_id_given = s != Source::Default;
         show("server_id", server_id.clone(), s);
+        let ca = pick(
+            &self.ca.as_ref().map(|p| p.display().to_string()),
+            "SOTTO_CA",
+            &file.ca.as_ref().map(|p| p.display().to_string()),
+        );
+        show(
+            "ca",
+            ca.as_ref()
+                .map_or("(none: the system's roots only)".into(), |c| c.0.clone()),
+            ca.as_ref().map_or(Source::Default, |c| c.1),
+        );
         let user = pick(&self.user, "SOTTO_USER", &file.user);
         match &user {
             Some((u, s)) => show("user", u.clone(), *s),
@@ -231,6 +256,7 @@ impl ClientArgs {
         Ok(Settings {
             server,
             server_id,
+            ca: ca.map(|c| PathBuf::from(c.0)),
             user: user.map(|u| u.0),
             home,
             relay: relay.map(|r| r.0),
@@ -253,6 +279,14 @@ impl Settings {
                 "no user: pass --user NAME (or SOTTO_USER, or `user` in the config file)".into(),
             )
         })
+    }
+
+    /// The CAs servers are verified against: the system's roots plus the `ca` file's.
+    ///
+    /// # Errors
+    /// The `ca` file cannot be read or holds no usable certificate (named).
+    pub fn client_tls(&self) -> Result<ClientTls, CliError> {
+        ClientTls::with_ca_files(self.ca.iter()).map_err(|e| CliError::Usage(format!("ca: {e}")))
     }
 
     /// The directory of `user`'s device.

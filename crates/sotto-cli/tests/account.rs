@@ -4,6 +4,7 @@
 
 mod common;
 
+use sotto_server::tls::ClientTls;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
@@ -158,6 +159,7 @@ fn registered_devices_call_across_restarts_and_a_changed_key_needs_trust() {
             &home.join("bob"),
             StoreKeySource::KeyFile(&key),
             Some((&url, SERVER_ID)),
+            &ClientTls::default(),
         )
         .await
         .unwrap();
@@ -169,9 +171,15 @@ fn registered_devices_call_across_restarts_and_a_changed_key_needs_trust() {
         .await
         .unwrap();
         assert!(bob2.add_device(1, &new_kp.public()).await.unwrap());
-        Device::register_with_identity(&url, SERVER_ID, "bob", new_kp.clone())
-            .await
-            .unwrap()
+        Device::register_with_identity(
+            &url,
+            &ClientTls::default(),
+            SERVER_ID,
+            "bob",
+            new_kp.clone(),
+        )
+        .await
+        .unwrap()
     });
     let ascript = rec.join("alice-wait.txt");
     std::fs::write(&ascript, "wait 2500\nquit\n").unwrap();
@@ -280,7 +288,7 @@ fn config_precedence_is_flag_then_env_then_file_then_default() {
     let file = dir.path().join("client.toml");
     std::fs::write(
         &file,
-        "server = \"ws://file:1\"\nuser = \"filed\"\nrelay_only = true\nrelay = \"ws://relay-file:2\"\n",
+        "server = \"ws://file:1\"\nuser = \"filed\"\nrelay_only = true\nrelay = \"ws://relay-file:2\"\nca = \"file-ca.pem\"\n",
     )
     .unwrap();
     let show = |env: &[(&str, &std::ffi::OsStr)], flags: &[&std::ffi::OsStr]| {
@@ -308,21 +316,28 @@ fn config_precedence_is_flag_then_env_then_file_then_default() {
         "server = ws://127.0.0.1:8443  (default)"
     );
     assert_eq!(line(&out, "relay_only"), "relay_only = false  (default)");
+    assert_eq!(
+        line(&out, "ca"),
+        "ca = (none: the system's roots only)  (default)"
+    );
     // the file over the defaults
     let out = show(&[cfg], &[]);
     assert_eq!(line(&out, "server"), "server = ws://file:1  (file)");
     assert_eq!(line(&out, "server_id"), "server_id = file:1  (default)");
     assert_eq!(line(&out, "user"), "user = filed  (file)");
     assert_eq!(line(&out, "relay_only"), "relay_only = true  (file)");
+    assert_eq!(line(&out, "ca"), "ca = file-ca.pem  (file)");
     // the environment over the file
     let out = show(
         &[
             cfg,
             ("SOTTO_SERVER", os("ws://env:3")),
             ("SOTTO_RELAY_ONLY", os("false")),
+            ("SOTTO_CA", os("env-ca.pem")),
         ],
         &[],
     );
+    assert_eq!(line(&out, "ca"), "ca = env-ca.pem  (environment)");
     assert_eq!(line(&out, "server"), "server = ws://env:3  (environment)");
     assert_eq!(
         line(&out, "relay_only"),
@@ -338,8 +353,11 @@ fn config_precedence_is_flag_then_env_then_file_then_default() {
             os("--relay-only"),
             os("--config"),
             file.as_os_str(),
+            os("--ca"),
+            os("flag-ca.pem"),
         ],
     );
+    assert_eq!(line(&out, "ca"), "ca = flag-ca.pem  (flag)");
     assert_eq!(line(&out, "server"), "server = ws://flag:4  (flag)");
     assert_eq!(line(&out, "relay_only"), "relay_only = true  (flag)");
     assert_eq!(line(&out, "user"), "user = filed  (file)");

@@ -2,10 +2,10 @@
 //! hear who joins and leaves.
 
 use futures_util::{SinkExt, StreamExt};
-use tokio::net::TcpStream;
+pub use sotto_tls::ClientTls;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::WebSocketStream;
 
 use crate::protocol::{decode_server, ClientMsg, ErrorCode, ServerMsg};
 
@@ -58,9 +58,13 @@ pub enum JoinError {
     /// The `answer` callback failed.
     #[error("answering the relay's offer: {0}")]
     Answer(String),
+    /// Refused by the transport rules or TLS before the WebSocket opened: plain `ws://` to a
+    /// host that is not loopback, or a relay certificate that does not verify.
+    #[error("relay connection: {0}")]
+    Tls(#[from] sotto_tls::Error),
 }
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+type Ws = WebSocketStream<sotto_tls::Stream>;
 
 /// The name of a relay message, for errors (never its contents: an offer carries ICE
 /// credentials).
@@ -115,8 +119,12 @@ async fn expect<T>(
 
 /// Joins `room` at the relay `url`: receives the relay's offer, lets `answer` turn it into an
 /// SDP answer (typically `MediaPeer::accept_offer`), sends it back and waits for `joined`.
+///
+/// `url` is `wss://` (the relay verified against `tls`), or `ws://` to a loopback host only;
+/// anything else is [`JoinError::Tls`] before a connection is made.
 pub async fn join<F, Fut, E>(
     url: &str,
+    tls: &ClientTls,
     room: &str,
     participant: &str,
     answer: F,
@@ -126,7 +134,8 @@ where
     Fut: std::future::Future<Output = Result<String, E>>,
     E: std::fmt::Display,
 {
-    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+    let stream = sotto_tls::connect(url, tls).await?;
+    let (mut ws, _) = tokio_tungstenite::client_async(url, stream)
         .await
         .map_err(|e| JoinError::Connect(e.to_string()))?;
     let join = ClientMsg::Join {

@@ -10,6 +10,8 @@ pub const MAX_ROOMS: usize = 64;
 pub const MAX_CONTROL_MESSAGE: usize = 64 * 1024;
 /// Longest room or participant name.
 pub const MAX_NAME: usize = 64;
+/// Time a new control connection has to finish the TLS and WebSocket handshakes.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time a participant has to send `join` and its answer.
 pub const JOIN_TIMEOUT: Duration = Duration::from_secs(15);
 /// ICE gathering limit for the relay's offers.

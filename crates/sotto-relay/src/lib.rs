@@ -12,6 +12,11 @@
 //! With `capture_dir` set, every forwarded payload is written as the relay saw it
 //! ([`capture`]), so anyone can check what an untrusted relay learns.
 //!
+//! The control channel is `wss://` when the relay is given a certificate and key
+//! ([`RelayConfig::tls`], reloadable with [`Relay::reload_tls`]); [`client::join`] verifies it
+//! against the system's roots plus the caller's extra CAs ([`tls::ClientTls`]) and refuses plain
+//! `ws://` to a host that is not loopback.
+//!
 //! The `test-hooks` feature (off by default) adds knobs only tests use:
 //! `Relay::set_outgoing_loss_per_mille`.
 
@@ -30,6 +35,10 @@ mod session;
 mod slot;
 
 pub use relay::{serve, Relay, RelayConfig, RelayError, RelayStats};
+
+/// Transport security (`sotto-tls`): [`tls::ClientTls`] for [`client::join`], [`tls::TlsFiles`]
+/// for [`RelayConfig::tls`].
+pub use sotto_tls as tls;
 
 /// Locks `m`, taking a poisoned lock over (one panicked task does not stop the relay).
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use sotto_tls::{ServerTls, TlsFiles};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use webrtc::peer_connection::PeerConnection;
@@ -19,6 +20,9 @@ use crate::{lock, nack, session};
 pub struct RelayConfig {
     /// Control channel (WebSocket) address.
     pub listen: SocketAddr,
+    /// Certificate chain and key (PEM files) for the control channel: with them it is
+    /// `wss://`; without, plain `ws://`, which participants accept only on loopback.
+    pub tls: Option<TlsFiles>,
     /// Address for the media (ICE) sockets.
     pub bind_ip: IpAddr,
     /// Write every forwarded payload here.
@@ -26,10 +30,11 @@ pub struct RelayConfig {
 }
 
 impl RelayConfig {
-    /// Loopback, any port, no capture.
+    /// Loopback, any port, plain `ws://`, no capture.
     pub fn loopback() -> Self {
         RelayConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            tls: None,
             bind_ip: IpAddr::from([127, 0, 0, 1]),
             capture_dir: None,
         }
@@ -55,6 +60,8 @@ pub struct RelayStats {
 
 /// What every session, forwarding task and the [`Relay`] handle share.
 pub(crate) struct Shared {
+    /// The control channel's certificate, if any (reloadable).
+    pub(crate) tls: Option<ServerTls>,
     pub(crate) rooms: Mutex<Rooms>,
     pub(crate) capture: Option<CaptureWriter>,
     pub(crate) stats: RelayStats,
@@ -70,9 +77,34 @@ pub struct Relay {
 }
 
 impl Relay {
-    /// The control channel URL (`ws://addr`).
+    /// The control channel URL: `wss://addr` with TLS, else `ws://addr`. (With TLS,
+    /// participants must use a name the certificate holds.)
     pub fn url(&self) -> String {
-        format!("ws://{}", self.addr)
+        let scheme = if self.is_tls() { "wss" } else { "ws" };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    /// Whether the control channel speaks TLS.
+    pub fn is_tls(&self) -> bool {
+        self.shared.tls.is_some()
+    }
+
+    /// Reads the control channel's certificate chain and key again (e.g. renewed) and serves
+    /// them to every connection accepted from now on; open connections are not dropped.
+    ///
+    /// # Errors
+    /// [`RelayError::Tls`]: a file that cannot be read, holds no certificate or key, or a key
+    /// that does not match (the certificate served before stays in use), or
+    /// [`sotto_tls::Error::NotConfigured`] for a relay without TLS.
+    pub fn reload_tls(&self) -> Result<(), RelayError> {
+        let tls = self
+            .shared
+            .tls
+            .as_ref()
+            .ok_or(RelayError::Tls(sotto_tls::Error::NotConfigured))?;
+        tls.reload()?;
+        tracing::info!("relay TLS certificate reloaded");
+        Ok(())
     }
 
     /// Bound control address.
@@ -157,17 +189,28 @@ pub enum RelayError {
     /// Socket or file.
     #[error("relay: {0}")]
     Io(#[from] std::io::Error),
+    /// The certificate or key files of the control channel.
+    #[error("relay: {0}")]
+    Tls(#[from] sotto_tls::Error),
 }
 
-/// Starts a relay.
+/// Starts a relay: its control channel is TLS if `cfg.tls` names a certificate and key, else
+/// plain (with a warning if the address is not loopback).
+///
+/// # Errors
+/// [`RelayError::Tls`] for certificate files that cannot be read or do not match (checked
+/// before anything is bound); [`RelayError::Io`] for the socket or the capture file.
 pub async fn serve(cfg: RelayConfig) -> Result<Relay, RelayError> {
+    let tls = cfg.tls.clone().map(ServerTls::load).transpose()?;
     let listener = TcpListener::bind(cfg.listen).await?;
     let addr = listener.local_addr()?;
+    sotto_tls::warn_if_plaintext_exposed("the relay control channel", addr, tls.is_some());
     let capture = match &cfg.capture_dir {
         Some(d) => Some(CaptureWriter::create(d)?),
         None => None,
     };
     let shared = Arc::new(Shared {
+        tls,
         rooms: Mutex::new(Rooms::default()),
         capture,
         stats: RelayStats::default(),

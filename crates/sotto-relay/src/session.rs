@@ -5,12 +5,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures_util::{SinkExt, StreamExt};
+use sotto_tls::Stream;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
 
-use crate::consts::{GATHER_TIMEOUT, JOIN_TIMEOUT, MAX_CONTROL_MESSAGE};
+use crate::consts::{GATHER_TIMEOUT, HANDSHAKE_TIMEOUT, JOIN_TIMEOUT, MAX_CONTROL_MESSAGE};
 use crate::forward::slot_feedback;
 use crate::lock;
 use crate::peer::RelayPeer;
@@ -35,6 +36,12 @@ pub(crate) enum SessionError {
     /// The participant closed the channel.
     #[error("closed")]
     Closed,
+    /// The TLS or WebSocket handshake did not finish within [`HANDSHAKE_TIMEOUT`].
+    #[error("no handshake within HANDSHAKE_TIMEOUT")]
+    HandshakeTimeout,
+    /// The TLS handshake failed.
+    #[error("TLS handshake: {0}")]
+    Tls(std::io::Error),
     /// No `join` within [`JOIN_TIMEOUT`].
     #[error("no join within JOIN_TIMEOUT")]
     JoinTimeout,
@@ -56,7 +63,7 @@ pub(crate) enum SessionError {
     Encode(#[from] serde_json::Error),
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<TcpStream>;
+type Ws = tokio_tungstenite::WebSocketStream<Stream>;
 
 async fn send(ws: &mut Ws, m: &ServerMsg) -> Result<(), SessionError> {
     let text = serde_json::to_string(m)?;
@@ -84,10 +91,10 @@ async fn fail(ws: &mut Ws, code: ErrorCode, e: SessionError) -> SessionError {
 
 /// Serves one control connection from handshake to leave.
 pub(crate) async fn session(shared: Arc<Shared>, tcp: TcpStream) -> Result<(), SessionError> {
-    let cfg = WebSocketConfig::default()
-        .max_message_size(Some(MAX_CONTROL_MESSAGE))
-        .max_frame_size(Some(MAX_CONTROL_MESSAGE));
-    let mut ws = tokio_tungstenite::accept_async_with_config(tcp, Some(cfg)).await?;
+    let mut ws = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshakes(&shared, tcp)).await {
+        Ok(ws) => ws?,
+        Err(_) => return Err(SessionError::HandshakeTimeout),
+    };
     let (room, me) = read_join(&mut ws).await?;
     // checked before negotiating, so a refused join costs no peer connection; `admit` checks
     // again, since the room may fill (or the name be taken) while we negotiate
@@ -115,6 +122,17 @@ pub(crate) async fn session(shared: Arc<Shared>, tcp: TcpStream) -> Result<(), S
     tracing::info!(room = %room, participant = %me, secs = joined_at.elapsed().as_secs(), "left");
     let _ = pc.close().await;
     Ok(())
+}
+
+/// TLS (if the relay has a certificate), then the WebSocket handshake.
+async fn handshakes(shared: &Shared, tcp: TcpStream) -> Result<Ws, SessionError> {
+    let stream = sotto_tls::accept(shared.tls.as_ref(), tcp)
+        .await
+        .map_err(SessionError::Tls)?;
+    let cfg = WebSocketConfig::default()
+        .max_message_size(Some(MAX_CONTROL_MESSAGE))
+        .max_frame_size(Some(MAX_CONTROL_MESSAGE));
+    Ok(tokio_tungstenite::accept_async_with_config(stream, Some(cfg)).await?)
 }
 
 /// The first message, which must be a `join` within [`JOIN_TIMEOUT`]: `(room, participant)`.

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use sotto_relay::client::{join, JoinError, RoomHandle};
+use sotto_relay::client::{join, ClientTls, JoinError, RoomHandle};
 use sotto_relay::consts::MAX_ROOM_SIZE;
 use sotto_relay::protocol::{decode_server, ErrorCode, ServerMsg};
 use sotto_relay::{serve, RelayConfig};
@@ -24,7 +24,10 @@ async fn join_with(
     name: &str,
     peer: &Answerer,
 ) -> Result<RoomHandle, JoinError> {
-    join(url, room, name, |offer| peer.answer(offer)).await
+    join(url, &ClientTls::default(), room, name, |offer| {
+        peer.answer(offer)
+    })
+    .await
 }
 
 fn refused(r: Result<RoomHandle, JoinError>) -> (ErrorCode, String) {
@@ -53,11 +56,11 @@ async fn a_taken_name_and_a_full_room_are_refused_before_the_offer() {
     assert_eq!(relay.members("full").len(), MAX_ROOM_SIZE);
     let no_offer = |_offer: String| async { Err::<String, _>("an offer was made") };
 
-    let taken = join(&url, "full", "p0", no_offer).await;
+    let taken = join(&url, &ClientTls::default(), "full", "p0", no_offer).await;
     let (code, message) = refused(taken);
     assert_eq!(code, ErrorCode::NameTaken);
     assert_eq!(message, "participant name in use");
-    let full = join(&url, "full", "late", no_offer).await;
+    let full = join(&url, &ClientTls::default(), "full", "late", no_offer).await;
     let shown = full.as_ref().err().map(ToString::to_string);
     assert_eq!(
         shown.as_deref(),
@@ -91,13 +94,14 @@ async fn a_name_taken_while_negotiating_is_refused_after_the_answer() {
     // both hold their offer, so both passed the first check, until both have one
     let both_offered = Barrier::new(2);
     let (bo, pa, pb) = (&both_offered, &a, &b);
+    let tls = ClientTls::default();
     let both = async {
         tokio::join!(
-            join(&url, "race", "bob", |offer| async move {
+            join(&url, &tls, "race", "bob", |offer| async move {
                 bo.wait().await;
                 pa.answer(offer).await
             }),
-            join(&url, "race", "bob", |offer| async move {
+            join(&url, &tls, "race", "bob", |offer| async move {
                 bo.wait().await;
                 pb.answer(offer).await
             }),

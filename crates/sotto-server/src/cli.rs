@@ -13,6 +13,8 @@
 //! | `--durability` | `SOTTO_DURABILITY` | `durability` |
 //! | `--server-id` | `SOTTO_SERVER_ID` | `server_id` |
 //! | `--metrics-listen` | `SOTTO_METRICS_LISTEN` | `metrics_listen` |
+//! | `--tls-cert` | `SOTTO_TLS_CERT` | `tls.cert` |
+//! | `--tls-key` | `SOTTO_TLS_KEY` | `tls.key` |
 //! | `--turn-secret` | `SOTTO_TURN_SECRET` | `turn.secret` |
 //! | `--max-frame-bytes` | `SOTTO_MAX_FRAME_BYTES` | `limits.max_frame_bytes` |
 //! | `--max-queued-per-device` | `SOTTO_MAX_QUEUED_PER_DEVICE` | `limits.max_queued_per_device` |
@@ -24,12 +26,18 @@
 //!
 //! [`run`] prints `listening on ADDR` (and, with a metrics address, `metrics on
 //! http://ADDR/metrics` before it) on stdout, so scripts can listen on port 0 and learn the port.
+//!
+//! With `--tls-cert` and `--tls-key` the server speaks `wss://`; SIGHUP re-reads both files
+//! (renewed certificates) without dropping a connection, and a bad file is logged and leaves the
+//! certificate in use. Without them it speaks plain `ws://`, which clients accept only on
+//! loopback (a warning is logged if the listen address is not loopback). The metrics endpoint
+//! stays plain HTTP on its own address (keep it private).
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::FileConfig;
+use crate::config::{tls_files, FileConfig};
 use crate::error::{Error, Result};
 use crate::server::{Server, ServerConfig};
 use crate::store::{Durability, MemoryStore, SqliteStore, Store};
@@ -55,6 +63,13 @@ pub struct ServerArgs {
     /// Prometheus metrics address (GET /metrics).
     #[arg(long, env = "SOTTO_METRICS_LISTEN")]
     pub metrics_listen: Option<String>,
+    /// PEM certificate chain (leaf first) to serve wss:// with; needs --tls-key. Re-read on
+    /// SIGHUP.
+    #[arg(long, env = "SOTTO_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert. Re-read on SIGHUP.
+    #[arg(long, env = "SOTTO_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// coturn static-auth-secret (prefer the environment to the command line).
     #[arg(long, env = "SOTTO_TURN_SECRET", hide_env_values = true)]
     pub turn_secret: Option<String>,
@@ -152,6 +167,11 @@ impl ServerArgs {
         if let Some(v) = self.max_envelope_ttl_secs {
             l.max_envelope_ttl_secs = v;
         }
+        // the pair comes from one place: flags (or environment) or the file, never half of each
+        config.tls = match tls_files(self.tls_cert.clone(), self.tls_key.clone())? {
+            Some(t) => Some(t),
+            None => file.tls()?,
+        };
         config.turn = file.turn(self.turn_secret.clone());
         Ok(Resolved {
             listen,
@@ -188,11 +208,61 @@ pub async fn serve(args: ServerArgs) -> Result<()> {
         println!("metrics on http://{}/metrics", l.local_addr()?);
         server.serve_metrics(l);
     }
+    // SIGHUP is handled before anyone learns the address: an early one must not kill the server
+    let mut hangups = Hangups::new(server.is_tls())?;
     // Tests and scripts read this line to learn the port when listening on :0.
     println!("listening on {}", server.local_addr());
-    shutdown_signal().await;
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = hangups.next() => match server.reload_tls() {
+                Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
+                Err(e) => tracing::error!("SIGHUP: TLS certificate not reloaded: {e}"),
+            },
+        }
+    }
     server.shutdown().await;
     Ok(())
+}
+
+/// SIGHUP, which re-reads the certificate and key, when the server has TLS; without TLS, SIGHUP
+/// keeps its default meaning.
+struct Hangups {
+    #[cfg(unix)]
+    signal: Option<tokio::signal::unix::Signal>,
+}
+
+impl Hangups {
+    fn new(tls: bool) -> Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let signal = if tls {
+                Some(signal(SignalKind::hangup())?)
+            } else {
+                None
+            };
+            Ok(Self { signal })
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tls;
+            Ok(Self {})
+        }
+    }
+
+    /// Resolves at the next SIGHUP; never without TLS.
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        if let Some(s) = &mut self.signal {
+            if s.recv().await.is_some() {
+                return;
+            }
+        }
+        std::future::pending::<()>().await
+    }
 }
 
 /// [`serve`] on a new multi-threaded runtime (for `main` functions that have none).
@@ -259,5 +329,35 @@ mod tests {
         );
         let bad = Cli::try_parse_from(["x", "--durability", "fast"]).unwrap();
         assert!(bad.server.resolve().is_err());
+    }
+
+    #[test]
+    fn tls_files_come_as_a_pair_from_flags_or_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("s.toml");
+        std::fs::write(&cfg, "[tls]\ncert = \"file.crt\"\nkey = \"file.key\"\n").unwrap();
+        let from_file = Cli::try_parse_from(["x", "--config", cfg.to_str().unwrap()]).unwrap();
+        assert_eq!(
+            from_file.server.resolve().unwrap().config.tls,
+            Some(sotto_tls::TlsFiles::new("file.crt", "file.key"))
+        );
+        let flags = Cli::try_parse_from([
+            "x",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--tls-cert",
+            "flag.crt",
+            "--tls-key",
+            "flag.key",
+        ])
+        .unwrap();
+        assert_eq!(
+            flags.server.resolve().unwrap().config.tls,
+            Some(sotto_tls::TlsFiles::new("flag.crt", "flag.key"))
+        );
+        assert!(Cli::try_parse_from(["x", "--tls-cert", "c.pem"]).is_err());
+        assert!(Cli::try_parse_from(["x", "--tls-key", "k.pem"]).is_err());
+        let plain = Cli::try_parse_from(["x"]).unwrap();
+        assert_eq!(plain.server.resolve().unwrap().config.tls, None);
     }
 }

@@ -6,6 +6,10 @@
 //! (retry them). Incoming envelopes arrive on [`Events`]; the server deletes one only when
 //! [`Client::ack`] is called, so anything not acknowledged is redelivered after a reconnect —
 //! delivery is at least once, and receivers deduplicate by `envelope_id`.
+//!
+//! The URL is `wss://` (the server verified against the system's roots plus
+//! [`ClientConfig::tls`]), or `ws://` to a loopback host only: anything else is refused with
+//! [`Error::Tls`] before a connection is made.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -14,11 +18,11 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use rand::Rng;
 use sotto_ratchet::IdentityKeyPair;
-use tokio::net::TcpStream;
+use sotto_tls::ClientTls;
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::WebSocketStream;
 
 use crate::auth;
 use crate::consts;
@@ -28,13 +32,15 @@ use crate::protocol::{
     ServerMessage, SignedPreKey, B64,
 };
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+type Ws = WebSocketStream<sotto_tls::Stream>;
 
 /// How to reach and authenticate to a server.
 #[derive(Clone)]
 pub struct ClientConfig {
-    /// `ws://host:port`.
+    /// `wss://host:port`, or `ws://host:port` to a loopback host.
     pub url: String,
+    /// The CAs a `wss://` server is verified against (default: the system's roots).
+    pub tls: ClientTls,
     /// The server identity the client expects (bound into its signature).
     pub server_id: String,
     /// Account name.
@@ -61,6 +67,7 @@ impl std::fmt::Debug for ClientConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ClientConfig")
             .field("url", &self.url)
+            .field("tls", &self.tls)
             .field("server_id", &self.server_id)
             .field("device_id", &self.device_id)
             .finish_non_exhaustive()
@@ -68,7 +75,7 @@ impl std::fmt::Debug for ClientConfig {
 }
 
 impl ClientConfig {
-    /// Defaults: login, backoff 100 ms → 10 s, 10 s request timeout.
+    /// Defaults: login, the system's CA roots, backoff 100 ms → 10 s, 10 s request timeout.
     pub fn new(
         url: impl Into<String>,
         server_id: impl Into<String>,
@@ -78,6 +85,7 @@ impl ClientConfig {
     ) -> Self {
         Self {
             url: url.into(),
+            tls: ClientTls::default(),
             server_id: server_id.into(),
             username: username.into(),
             device_id,
@@ -93,6 +101,12 @@ impl ClientConfig {
     /// Register (create the account on first use) rather than log in.
     pub fn register(mut self) -> Self {
         self.register = true;
+        self
+    }
+
+    /// Verify a `wss://` server against `tls` (e.g. the system's roots plus a private CA).
+    pub fn with_tls(mut self, tls: ClientTls) -> Self {
+        self.tls = tls;
         self
     }
 }
@@ -412,12 +426,17 @@ async fn next_server_message(ws: &mut Ws) -> Result<ServerMessage> {
     }
 }
 
-/// Connects and runs the challenge-response handshake.
+/// Connects (TLS unless the server is loopback, see [`sotto_tls::connect`]) and runs the
+/// challenge-response handshake.
 async fn establish(cfg: &ClientConfig) -> Result<Ws> {
     let fut = async {
-        let (mut ws, _) =
-            tokio_tungstenite::connect_async_with_config(cfg.url.as_str(), Some(ws_config()), true)
-                .await?;
+        let stream = sotto_tls::connect(&cfg.url, &cfg.tls).await?;
+        let (mut ws, _) = tokio_tungstenite::client_async_with_config(
+            cfg.url.as_str(),
+            stream,
+            Some(ws_config()),
+        )
+        .await?;
         let nonce = match next_server_message(&mut ws).await? {
             ServerMessage::Challenge { server, nonce } => {
                 if server != cfg.server_id {

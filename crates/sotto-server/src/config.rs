@@ -8,6 +8,10 @@
 //! durability = "full"            # or "normal" (see SqliteStore)
 //! metrics_listen = "127.0.0.1:9100"
 //!
+//! [tls]                           # both or neither; without them plain ws:// (loopback only)
+//! cert = "/etc/sotto/fullchain.pem"   # PEM certificate chain, leaf first
+//! key = "/etc/sotto/privkey.pem"      # PEM private key (re-read with the chain on SIGHUP)
+//!
 //! [limits]                        # every key optional; defaults in consts.rs
 //! max_frame_bytes = 65536
 //! max_queued_per_device = 1000
@@ -23,9 +27,11 @@
 //! ttl_secs = 600
 //! ```
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
+use sotto_tls::TlsFiles;
 
 use crate::error::{Error, Result};
 use crate::server::Limits;
@@ -49,6 +55,9 @@ pub struct FileConfig {
     /// Limit overrides.
     #[serde(default)]
     pub limits: LimitsFile,
+    /// Certificate and key.
+    #[serde(default)]
+    pub tls: TlsFile,
     /// TURN.
     pub turn: Option<TurnFile>,
 }
@@ -65,6 +74,30 @@ pub struct LimitsFile {
     pub max_connections_per_addr: Option<usize>,
     pub auth_timeout_secs: Option<u64>,
     pub max_envelope_ttl_secs: Option<u64>,
+}
+
+/// `[tls]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFile {
+    /// PEM certificate chain, leaf first.
+    pub cert: Option<PathBuf>,
+    /// PEM private key of the leaf.
+    pub key: Option<PathBuf>,
+}
+
+/// `cert` and `key` as the server's TLS files: both or neither.
+///
+/// # Errors
+/// [`Error::Config`] when only one is given.
+pub fn tls_files(cert: Option<PathBuf>, key: Option<PathBuf>) -> Result<Option<TlsFiles>> {
+    match (cert, key) {
+        (Some(c), Some(k)) => Ok(Some(TlsFiles::new(c, k))),
+        (None, None) => Ok(None),
+        _ => Err(Error::Config(
+            "a TLS certificate needs its key and a key its certificate (tls cert and key)".into(),
+        )),
+    }
 }
 
 /// `[turn]`.
@@ -112,6 +145,14 @@ impl FileConfig {
         l
     }
 
+    /// The `[tls]` files, if both are given.
+    ///
+    /// # Errors
+    /// Only one of `cert` and `key`.
+    pub fn tls(&self) -> Result<Option<TlsFiles>> {
+        tls_files(self.tls.cert.clone(), self.tls.key.clone())
+    }
+
     /// `full` (default) or `normal`.
     pub fn durability(&self) -> Result<Durability> {
         match self.durability.as_deref() {
@@ -149,6 +190,9 @@ durability = "normal"
 [limits]
 max_queued_per_device = 5
 auth_timeout_secs = 3
+[tls]
+cert = "/etc/c.pem"
+key = "/etc/k.pem"
 [turn]
 secret = "k"
 uris = ["turn:a:3478"]
@@ -163,6 +207,24 @@ uris = ["turn:a:3478"]
         assert_eq!(t.secret, b"k");
         assert_eq!(t.ttl_secs, crate::consts::TURN_CREDENTIAL_TTL_SECS);
         assert_eq!(c.turn(Some("env".into())).unwrap().secret, b"env");
+        assert_eq!(
+            c.tls().unwrap(),
+            Some(TlsFiles::new("/etc/c.pem", "/etc/k.pem"))
+        );
+    }
+
+    #[test]
+    fn a_tls_certificate_without_its_key_is_refused() {
+        assert!(FileConfig::parse("[tls]\ncert = \"c.pem\"\n")
+            .unwrap()
+            .tls()
+            .is_err());
+        assert!(FileConfig::parse("[tls]\nkey = \"k.pem\"\n")
+            .unwrap()
+            .tls()
+            .is_err());
+        assert_eq!(FileConfig::default().tls().unwrap(), None);
+        assert!(FileConfig::parse("[tls]\ncertificate = \"c.pem\"\n").is_err());
     }
 
     #[test]

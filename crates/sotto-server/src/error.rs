@@ -125,6 +125,10 @@ pub enum Error {
     /// WebSocket or socket failure.
     #[error("transport: {0}")]
     Transport(String),
+    /// The transport rules or TLS refused the connection (plain `ws://` to a host that is not
+    /// loopback, a server certificate that does not verify), or a server's certificate files.
+    #[error("tls: {0}")]
+    Tls(#[from] sotto_tls::Error),
     /// Storage failure.
     #[error("storage: {0}")]
     Storage(String),

@@ -6,6 +6,11 @@
 //! them. It never sees a key that could open a call. The wire format is
 //! `protocol-spec/signaling.md`.
 //!
+//! With a certificate and key ([`ServerConfig::tls`]) the server speaks `wss://`, and
+//! [`Server::reload_tls`] swaps the certificate without dropping a connection. Clients connect to
+//! `wss://` verifying the server against the system's roots plus [`ClientConfig::tls`]'s extra
+//! CAs, and refuse plain `ws://` to a host that is not loopback ([`tls::Error`]).
+//!
 //! ```no_run
 //! # async fn demo() -> sotto_server::Result<()> {
 //! use std::sync::Arc;
@@ -43,3 +48,7 @@ pub use protocol::{decode_client_frame, Bundle, Envelope};
 pub use server::{serve, Limits, Server, ServerConfig};
 pub use store::{Durability, MemoryStore, SqliteStore, Store};
 pub use turn::TurnConfig;
+
+/// Transport security (`sotto-tls`): [`tls::ClientTls`] for clients, [`tls::TlsFiles`] for the
+/// server, and the typed [`tls::Error`] carried by [`Error::Tls`].
+pub use sotto_tls as tls;

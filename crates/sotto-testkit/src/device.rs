@@ -1,6 +1,7 @@
 //! Devices registered on the test server ([`SERVER_ID`]): ephemeral or persistent, engines
 //! running them, and call messages between them.
 
+use sotto_server::tls::ClientTls;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -18,7 +19,9 @@ pub const RECV_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Registers `who` (an in-memory device) at the server `url`.
 pub async fn device(url: &str, who: &str) -> (Device, Events) {
-    Device::register(url, SERVER_ID, who).await.unwrap()
+    Device::register(url, &ClientTls::default(), SERVER_ID, who)
+        .await
+        .unwrap()
 }
 
 /// Registers `who` at the server `url` and runs an engine for it with `media`; its calls go
@@ -48,7 +51,15 @@ pub async fn register(
     dir: &Path,
     key: &Path,
 ) -> Result<(Device, Events), SealedError> {
-    Device::register_persistent(url, SERVER_ID, user, dir, StoreKeySource::KeyFile(key)).await
+    Device::register_persistent(
+        url,
+        &ClientTls::default(),
+        SERVER_ID,
+        user,
+        dir,
+        StoreKeySource::KeyFile(key),
+    )
+    .await
 }
 
 /// A call message with `body` in a fresh call.

@@ -14,6 +14,8 @@
 //! - [`plain`]: a plain webrtc-rs peer (no SFrame) that answers an offer once ICE gathering is
 //!   complete.
 //! - [`relay`]: participants joining a sotto-relay room (sotto media peers or plain VP8 RTP).
+//! - [`tls`]: a certificate authority made at test time, loopback server certificates and the
+//!   PEM files servers and clients read.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod device;
@@ -21,3 +23,4 @@ pub mod media;
 pub mod plain;
 pub mod relay;
 pub mod server;
+pub mod tls;

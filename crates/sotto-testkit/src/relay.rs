@@ -11,7 +11,7 @@ use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
 use sotto_call::media::{MediaConfig, MediaPeer};
-use sotto_relay::client::{join, RoomHandle};
+use sotto_relay::client::{join, ClientTls, RoomHandle};
 use sotto_relay::feedback::KeyframeRequests;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::TrackLocal;
@@ -45,7 +45,7 @@ pub async fn participant_with(
     let Leg { peer, tap } = tapped(c).await;
     let peer = Arc::new(peer);
     let p2 = peer.clone();
-    let handle = join(url, room, name, |offer| async move {
+    let handle = join(url, &ClientTls::default(), room, name, |offer| async move {
         p2.accept_offer(&offer).await
     })
     .await
@@ -96,9 +96,11 @@ pub async fn rtp_participant(
     } else {
         None
     };
-    let handle = join(url, room, name, |offer| peer.answer(offer))
-        .await
-        .unwrap();
+    let handle = join(url, &ClientTls::default(), room, name, |offer| {
+        peer.answer(offer)
+    })
+    .await
+    .unwrap();
     peer.wait_connected(name).await;
     RtpParticipant {
         pc: peer.pc.clone(),

@@ -4,6 +4,7 @@
 use std::sync::Mutex;
 
 use sotto_ratchet::{IdentityKey, IdentityKeyPair};
+use sotto_server::tls::ClientTls;
 use sotto_server::Client;
 
 use super::profile::Persisted;
@@ -17,6 +18,8 @@ pub struct Device {
     pub(super) identity: IdentityKeyPair,
     pub(super) store: Mutex<DeviceStore>,
     pub(super) client: Client,
+    /// The CAs its servers are verified against: the signaling server's, and the relay's.
+    pub(super) tls: ClientTls,
     /// Envelope ids [`Device::next`] already took (the last [`MAX_SEEN_ENVELOPES`]).
     pub(super) seen: Mutex<SeenIds>,
     /// Set for a device kept on disk.
@@ -68,6 +71,11 @@ impl Device {
     /// The signaling client (TURN credentials, pings...).
     pub fn client(&self) -> &Client {
         &self.client
+    }
+
+    /// The CAs this device verifies its servers against (signaling, and the relay it joins).
+    pub fn client_tls(&self) -> &ClientTls {
+        &self.tls
     }
 }
 

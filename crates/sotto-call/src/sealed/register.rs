@@ -6,6 +6,7 @@ use std::sync::Mutex;
 use std::time::SystemTime;
 
 use sotto_ratchet::{FileStore, IdentityKeyPair, IdentityKeyStore, InMemoryStore, StoreKeySource};
+use sotto_server::tls::ClientTls;
 use sotto_server::{Client, ClientConfig, Events};
 
 use super::device::{Device, SeenIds};
@@ -29,17 +30,22 @@ impl Device {
     /// a signed prekey, a last-resort Kyber prekey and [`ONE_TIME_PREKEYS`] one-time prekeys.
     /// The ratchet state lives in memory: the device is gone with the process (demos, tests).
     ///
+    /// `url` is `wss://`, the server verified against `tls` (kept by the device for the relay
+    /// too), or `ws://` to a loopback host.
+    ///
     /// # Errors
     /// [`SealedError::Signaling`] if the server refuses (e.g. the name is taken).
     ///
     /// [`ONE_TIME_PREKEYS`]: super::ONE_TIME_PREKEYS
     pub async fn register(
         url: &str,
+        tls: &ClientTls,
         server_id: &str,
         username: &str,
     ) -> Result<(Device, Events), SealedError> {
         Self::register_with_identity(
             url,
+            tls,
             server_id,
             username,
             IdentityKeyPair::generate(&mut rand::rngs::OsRng),
@@ -54,13 +60,14 @@ impl Device {
     /// [`SealedError::Signaling`] if the server refuses (the name is bound to another key).
     pub async fn register_with_identity(
         url: &str,
+        tls: &ClientTls,
         server_id: &str,
         username: &str,
         identity: IdentityKeyPair,
     ) -> Result<(Device, Events), SealedError> {
         let registration_id = rand::random::<u32>() & 0x3fff;
         let store = DeviceStore::Memory(InMemoryStore::new(identity.clone(), registration_id));
-        Self::register_with(url, server_id, username, identity, store, None)
+        Self::register_with(url, tls, server_id, username, identity, store, None)
             .await
             .map_err(|(_, e)| e)
     }
@@ -76,6 +83,7 @@ impl Device {
     /// since no account was created for its identity).
     pub async fn register_persistent(
         url: &str,
+        tls: &ClientTls,
         server_id: &str,
         username: &str,
         dir: &Path,
@@ -165,6 +173,7 @@ impl Device {
         let _held = dir_lock_clone;
         let res = Self::register_with(
             url,
+            tls,
             server_id,
             username,
             identity,
@@ -207,7 +216,8 @@ impl Device {
     }
 
     /// Opens the device kept in `dir` by [`Device::register_persistent`] and signs in to its
-    /// server (`server` overrides the URL and server identity recorded at registration).
+    /// server (`server` overrides the URL and server identity recorded at registration),
+    /// verified against `tls` if the URL is `wss://`.
     ///
     /// # Errors
     /// [`SealedError::Device`] for a missing, oversized or malformed `device.json`, or a store
@@ -217,6 +227,7 @@ impl Device {
         dir: &Path,
         key: StoreKeySource<'_>,
         server: Option<(&str, &str)>,
+        tls: &ClientTls,
     ) -> Result<(Device, Events), SealedError> {
         let dir_lock = lock_dir(dir)?;
         let profile = read_profile(dir)?;
@@ -241,7 +252,8 @@ impl Device {
             profile.username.clone(),
             profile.device_id,
             identity.clone(),
-        );
+        )
+        .with_tls(tls.clone());
         let (client, events) = Client::connect(cfg).await?;
         let dev = Device {
             username: profile.username.clone(),
@@ -249,6 +261,7 @@ impl Device {
             identity,
             store: Mutex::new(DeviceStore::File(file)),
             client,
+            tls: tls.clone(),
             seen: Mutex::new(SeenIds::default()),
             next_prekey: Mutex::new(profile.next_prekey_id),
             persisted: Some(Mutex::new(Persisted {
@@ -273,6 +286,7 @@ impl Device {
 
     async fn register_with(
         url: &str,
+        tls: &ClientTls,
         server_id: &str,
         username: &str,
         identity: IdentityKeyPair,
@@ -280,8 +294,9 @@ impl Device {
         persisted: Option<Persisted>,
     ) -> Result<(Device, Events), (Stage, SealedError)> {
         let device_id = 1;
-        let cfg =
-            ClientConfig::new(url, server_id, username, device_id, identity.clone()).register();
+        let cfg = ClientConfig::new(url, server_id, username, device_id, identity.clone())
+            .register()
+            .with_tls(tls.clone());
         let (client, events) = Client::connect(cfg)
             .await
             .map_err(|e| (Stage::SignIn, e.into()))?;
@@ -292,6 +307,7 @@ impl Device {
             identity,
             store: Mutex::new(store),
             client,
+            tls: tls.clone(),
             seen: Mutex::new(SeenIds::default()),
             persisted: persisted.map(Mutex::new),
             next_prekey: Mutex::new(next_prekey),

@@ -69,6 +69,7 @@ pub fn sotto(home: &Path) -> Command {
     for v in [
         "SOTTO_SERVER",
         "SOTTO_SERVER_ID",
+        "SOTTO_CA",
         "SOTTO_USER",
         "SOTTO_RELAY",
         "SOTTO_ICE",

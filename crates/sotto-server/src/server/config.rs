@@ -1,7 +1,9 @@
-//! What a server is started with: its identity, its limits, TURN and its clock.
+//! What a server is started with: its identity, its limits, TLS, TURN and its clock.
 
 use std::sync::Arc;
 use std::time::Duration;
+
+use sotto_tls::TlsFiles;
 
 use crate::clock::{Clock, SystemClock};
 use crate::consts;
@@ -65,6 +67,9 @@ pub struct ServerConfig {
     pub server_id: String,
     /// Limits.
     pub limits: Limits,
+    /// Certificate chain and key (PEM files): with them the listener speaks TLS (`wss://`);
+    /// without, plain `ws://`, which clients accept only on loopback.
+    pub tls: Option<TlsFiles>,
     /// TURN credential issuing, if configured.
     pub turn: Option<TurnConfig>,
     /// Wall clock for TTLs and TURN expiry.
@@ -76,17 +81,19 @@ impl std::fmt::Debug for ServerConfig {
         f.debug_struct("ServerConfig")
             .field("server_id", &self.server_id)
             .field("limits", &self.limits)
+            .field("tls", &self.tls)
             .field("turn", &self.turn)
             .finish_non_exhaustive()
     }
 }
 
 impl ServerConfig {
-    /// Defaults with the system clock and no TURN.
+    /// Defaults with the system clock, no TLS and no TURN.
     pub fn new(server_id: impl Into<String>) -> Self {
         Self {
             server_id: server_id.into(),
             limits: Limits::default(),
+            tls: None,
             turn: None,
             clock: Arc::new(SystemClock),
         }

@@ -1,5 +1,5 @@
-//! Accepting connections: the accept loop, the per-address connection limit, the WebSocket
-//! handshake and the authentication deadline, then the hand-over to the connection's
+//! Accepting connections: the accept loop, the per-address connection limit, the TLS and
+//! WebSocket handshakes and the authentication deadline, then the hand-over to the connection's
 //! [`Session`].
 
 use std::net::SocketAddr;
@@ -100,7 +100,8 @@ async fn handle_connection(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr
     drop(slot);
 }
 
-/// WebSocket handshake and authentication. `None` if the handshake failed; otherwise the counted
+/// TLS (if the server has a certificate) and WebSocket handshakes, then authentication. `None`
+/// if a handshake failed or took longer than the authentication timeout; otherwise the counted
 /// connection and, if it authenticated, its session (if not, it has been answered and closed).
 async fn open<'a>(
     shared: &'a Shared,
@@ -108,12 +109,13 @@ async fn open<'a>(
     within_limit: bool,
 ) -> Option<(ConnGuard<'a>, Option<Box<Session>>)> {
     let limits = &shared.cfg.limits;
-    let hs = tokio::time::timeout(
-        limits.auth_timeout,
-        tokio_tungstenite::accept_async_with_config(tcp, Some(ws_config(limits))),
-    )
-    .await;
-    let Ok(Ok(mut ws)) = hs else {
+    let handshakes = async {
+        let stream = sotto_tls::accept(shared.tls.as_ref(), tcp).await.ok()?;
+        tokio_tungstenite::accept_async_with_config(stream, Some(ws_config(limits)))
+            .await
+            .ok()
+    };
+    let Ok(Some(mut ws)) = tokio::time::timeout(limits.auth_timeout, handshakes).await else {
         return None;
     };
     Metrics::inc(&shared.metrics.connections_total);

@@ -12,7 +12,8 @@
 //! Files, each one idea (none of them imports this file, so the modules form no cycle):
 //! * `config.rs`: [`ServerConfig`] and [`Limits`];
 //! * `shared.rs`: what every connection task shares (store thread, online devices, counters);
-//! * `listener.rs`: accepting, the per-address connection limit, handshake and auth deadline;
+//! * `listener.rs`: accepting, the per-address connection limit, TLS and WebSocket handshakes
+//!   and auth deadline;
 //! * `authenticate.rs`: the unauthenticated state (challenge, `register`/`login`);
 //! * `session.rs`: the authenticated state, driven by the connection's one task;
 //! * `requests.rs`: what each authenticated request does and answers;
@@ -37,7 +38,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::store::Store;
 use crate::worker::Ended;
 
@@ -54,14 +55,24 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts serving on `listener` (spawned on the current tokio runtime).
+    /// Starts serving on `listener` (spawned on the current tokio runtime): TLS if `cfg.tls`
+    /// names a certificate and key, else plain (with a warning if the address is not loopback).
+    ///
+    /// # Errors
+    /// [`Error::Tls`] for certificate files that cannot be read or do not match; the store
+    /// thread failing to start.
     pub fn spawn(cfg: ServerConfig, store: Arc<dyn Store>, listener: TcpListener) -> Result<Self> {
         let local_addr = listener.local_addr()?;
         let (shutdown_tx, shutdown) = watch::channel(false);
         let shared = Arc::new(Shared::start(cfg, store, shutdown)?);
+        sotto_tls::warn_if_plaintext_exposed(
+            "the signaling server",
+            local_addr,
+            shared.tls.is_some(),
+        );
         let task = tokio::spawn(listener::accept_loop(shared.clone(), listener));
         let sweeper = tokio::spawn(expiry_sweeper(shared.clone()));
-        tracing::info!(%local_addr, "signaling server listening");
+        tracing::info!(%local_addr, tls = shared.tls.is_some(), "signaling server listening");
         Ok(Self {
             local_addr,
             shared,
@@ -82,9 +93,34 @@ impl Server {
         self.local_addr
     }
 
-    /// The `ws://` URL of this server.
+    /// The URL of this server: `wss://ADDR` with TLS, else `ws://ADDR`. (With TLS, clients
+    /// must use a name the certificate holds: an IP address here, or the server's DNS name.)
     pub fn url(&self) -> String {
-        format!("ws://{}", self.local_addr)
+        let scheme = if self.is_tls() { "wss" } else { "ws" };
+        format!("{scheme}://{}", self.local_addr)
+    }
+
+    /// Whether the listener speaks TLS.
+    pub fn is_tls(&self) -> bool {
+        self.shared.tls.is_some()
+    }
+
+    /// Reads the certificate chain and key again (e.g. renewed) and serves them to every
+    /// connection accepted from now on; connections already open are not dropped.
+    ///
+    /// # Errors
+    /// [`Error::Tls`]: a file that cannot be read, holds no certificate or key, or a key that
+    /// does not match (the certificate served before stays in use), or
+    /// [`sotto_tls::Error::NotConfigured`] for a server without TLS.
+    pub fn reload_tls(&self) -> Result<()> {
+        let tls = self
+            .shared
+            .tls
+            .as_ref()
+            .ok_or(Error::Tls(sotto_tls::Error::NotConfigured))?;
+        tls.reload()?;
+        tracing::info!("TLS certificate reloaded");
+        Ok(())
     }
 
     /// Prometheus text metrics.

@@ -5,9 +5,10 @@ use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
+use sotto_tls::ServerTls;
 use tokio::sync::watch;
 
-use crate::error::ErrorCode;
+use crate::error::{ErrorCode, Result};
 use crate::limits::ConnectionLimiter;
 use crate::metrics::Metrics;
 use crate::protocol::{encode_server_frame, ServerMessage};
@@ -17,6 +18,8 @@ use crate::worker::{Conn, Gone, OnlineMap, Out, StoreWorker};
 
 pub(crate) struct Shared {
     pub cfg: ServerConfig,
+    /// The certificate served, if `cfg.tls` gave one (reloadable).
+    pub tls: Option<ServerTls>,
     pub worker: StoreWorker,
     pub online: OnlineMap,
     pub limiter: ConnectionLimiter,
@@ -26,18 +29,21 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    /// Starts the store thread over `store`; connections are limited per address as `cfg` says.
+    /// Reads the certificate files if `cfg` names them and starts the store thread over
+    /// `store`; connections are limited per address as `cfg` says.
     pub fn start(
         cfg: ServerConfig,
         store: Arc<dyn Store>,
         shutdown: watch::Receiver<bool>,
-    ) -> std::io::Result<Self> {
+    ) -> Result<Self> {
+        let tls = cfg.tls.clone().map(ServerTls::load).transpose()?;
         let online = OnlineMap::default();
         let metrics = Arc::new(Metrics::default());
         let worker = StoreWorker::start(store, online.clone(), metrics.clone())?;
         Ok(Self {
             limiter: ConnectionLimiter::new(cfg.limits.max_connections_per_addr),
             cfg,
+            tls,
             worker,
             online,
             metrics,

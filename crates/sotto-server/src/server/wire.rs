@@ -1,6 +1,5 @@
 //! Server frames as WebSocket messages: the only place the connection code encodes.
 
-use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
@@ -10,8 +9,8 @@ use crate::error::ErrorCode;
 use crate::protocol::{encode_server_frame, Envelope, ServerMessage, B64};
 use crate::store::StoredEnvelope;
 
-/// A client's socket.
-pub(crate) type Ws = WebSocketStream<TcpStream>;
+/// A client's socket (TLS, or plain when the server has no certificate).
+pub(crate) type Ws = WebSocketStream<sotto_tls::Stream>;
 
 /// `msg` encoded; an `internal` error frame if it cannot be.
 pub(crate) fn frame_text(msg: &ServerMessage) -> String {
