@@ -158,6 +158,8 @@ impl Engine {
         let mut cfg = CoreConfig::new(&me);
         cfg.relay = relay;
         cfg.machine = machine;
+        // a peer may name a plain loopback relay only in a local setup (our server is one)
+        cfg.allow_plain_loopback_relays = sotto_tls::is_plain_loopback(device.client().url());
         let driver = Driver {
             core: CallCore::new(cfg, StdRng::from_entropy()),
             device,

@@ -135,7 +135,11 @@ where
     E: std::fmt::Display,
 {
     let stream = sotto_tls::connect(url, tls).await?;
-    let (mut ws, _) = tokio_tungstenite::client_async(url, stream)
+    // the relay may be one a peer named: its messages are bounded like the relay bounds ours
+    let cfg = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .max_message_size(Some(crate::consts::MAX_CONTROL_MESSAGE))
+        .max_frame_size(Some(crate::consts::MAX_CONTROL_MESSAGE));
+    let (mut ws, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(cfg))
         .await
         .map_err(|e| JoinError::Connect(e.to_string()))?;
     let join = ClientMsg::Join {

@@ -197,6 +197,7 @@ pub struct Client {
     cmd: mpsc::Sender<Cmd>,
     request_timeout: Duration,
     pinned: Pins,
+    url: String,
 }
 
 impl std::fmt::Debug for Client {
@@ -213,15 +214,22 @@ impl Client {
         let (cmd, cmd_rx) = mpsc::channel(256);
         let (ev_tx, ev_rx) = mpsc::channel(cfg.events_capacity.max(1));
         let request_timeout = cfg.request_timeout;
+        let url = cfg.url.clone();
         tokio::spawn(run(cfg, ws, cmd_rx, ev_tx));
         Ok((
             Client {
                 cmd,
                 request_timeout,
                 pinned: Arc::default(),
+                url,
             },
             Events(ev_rx),
         ))
+    }
+
+    /// The signaling server's URL this client connected to.
+    pub fn url(&self) -> &str {
+        &self.url
     }
 
     async fn request(&self, msg: ClientMessage) -> Result<ServerMessage> {

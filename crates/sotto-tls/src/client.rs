@@ -160,6 +160,11 @@ fn target(url: &str) -> Result<Target> {
         Some(s) if s.eq_ignore_ascii_case("ws") => false,
         _ => return Err(Error::UnsupportedScheme),
     };
+    // userinfo (`user@host`) is refused: URL parsers disagree on which `@` ends it, so the host
+    // connected to and the Host header sent could differ
+    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        return Err(Error::InvalidUrl("userinfo in the URL"));
+    }
     let host = uri.host().ok_or(Error::InvalidUrl("no host"))?;
     let host = host
         .strip_prefix('[')
@@ -174,6 +179,16 @@ fn target(url: &str) -> Result<Target> {
         host: host.to_owned(),
         port,
     })
+}
+
+/// Whether `url` is a plain `ws://` URL to a loopback host (a local development setup).
+pub fn is_plain_loopback(url: &str) -> bool {
+    target(url).is_ok_and(|t| !t.tls && is_loopback_host(&t.host))
+}
+
+/// Whether `url` is a valid `wss://` URL (TLS, the server verified when connecting).
+pub fn is_tls_url(url: &str) -> bool {
+    target(url).is_ok_and(|t| t.tls)
 }
 
 /// Checks `url` against the transport rules without connecting: `wss://`, or `ws://` to a
@@ -249,6 +264,23 @@ fn handshake_error(e: std::io::Error) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn userinfo_is_refused_whichever_at_would_end_it() {
+        for url in [
+            "wss://a@relay.example",
+            "wss://a@evil.example@good.example",
+            "ws://x@y@127.0.0.1:8444",
+            "ws://user:pw@127.0.0.1",
+        ] {
+            assert!(matches!(check_url(url), Err(Error::InvalidUrl(_))), "{url}");
+        }
+        assert!(check_url("wss://good.example").is_ok());
+        assert!(is_tls_url("wss://good.example:8444"));
+        assert!(!is_tls_url("ws://127.0.0.1"));
+        assert!(is_plain_loopback("ws://127.0.0.1:9"));
+        assert!(!is_plain_loopback("ws://10.1.1.1:9"));
+    }
 
     #[test]
     fn loopback_hosts_are_127_8_ipv6_one_and_localhost() {

@@ -186,6 +186,16 @@ impl CallCore {
         now: Instant,
     ) {
         let offer_seq = msg.seq;
+        if let Body::Offer {
+            relay: Some(url), ..
+        } = &msg.body
+        {
+            if !self.acceptable_peer_relay(url) {
+                return self.notify(Notice::Dropped(Dropped::UnsafeRelay {
+                    from: from.to_owned(),
+                }));
+            }
+        }
         // the same call id again: a duplicate, unless we left that call and are invited back
         if self.is_current(call_id) && self.busy() {
             return self.notify(Notice::Dropped(Dropped::DuplicateOffer));

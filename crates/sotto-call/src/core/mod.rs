@@ -71,6 +71,11 @@ pub struct CoreConfig {
     pub suite: CipherSuite,
     /// Builds each call's state machine (timeouts).
     pub machine: fn(Role) -> CallMachine,
+    /// Whether a relay a *peer* names in its offer may be plain `ws://` to loopback (a local
+    /// development setup, e.g. when our own signaling server is on loopback). Otherwise a peer
+    /// may only name a `wss://` relay (or the relay we configured ourselves): it cannot make
+    /// this device speak plain WebSocket to a service on its own machine.
+    pub allow_plain_loopback_relays: bool,
 }
 
 impl CoreConfig {
@@ -81,6 +86,7 @@ impl CoreConfig {
             relay: None,
             suite: CipherSuite::Aes128GcmSha256_128,
             machine: CallMachine::new,
+            allow_plain_loopback_relays: false,
         }
     }
 }
@@ -357,6 +363,13 @@ impl CallCore {
             .map_err(CallError::Keys)?;
         keys.set_activation_delay(self.activation_delay);
         Ok(keys)
+    }
+
+    /// Whether we connect to `url`, a relay a peer named in its offer.
+    pub(crate) fn acceptable_peer_relay(&self, url: &str) -> bool {
+        self.cfg.relay.as_deref() == Some(url)
+            || sotto_tls::is_tls_url(url)
+            || (self.cfg.allow_plain_loopback_relays && sotto_tls::is_plain_loopback(url))
     }
 
     fn new_call_id(&mut self) -> CallId {

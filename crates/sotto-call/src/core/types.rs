@@ -432,6 +432,12 @@ pub enum Dropped {
     },
     /// A message that makes no sense in the call's state.
     Illegal(IllegalTransition),
+    /// An offer naming a relay we do not connect to on a peer's word (plain `ws://`, or not a
+    /// valid URL): not rung.
+    UnsafeRelay {
+        /// The caller.
+        from: String,
+    },
     /// A key or candidate that arrived while our media did not exist yet, beyond
     /// [`crate::consts::MAX_HELD_MEDIA`] held ones.
     HeldMediaFull,
@@ -596,6 +602,9 @@ impl std::fmt::Display for Dropped {
             }
             Dropped::Illegal(e) => write!(f, "{e}"),
             Dropped::HeldMediaFull => f.write_str("too much held before our media exists"),
+            Dropped::UnsafeRelay { from } => {
+                write!(f, "call from {from} through a relay that is not wss://")
+            }
             Dropped::GapSkipped { from, missing } => {
                 write!(f, "{missing} call message(s) from {from} never arrived")
             }

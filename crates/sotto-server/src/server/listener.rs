@@ -109,13 +109,15 @@ async fn open<'a>(
     within_limit: bool,
 ) -> Option<(ConnGuard<'a>, Option<Box<Session>>)> {
     let limits = &shared.cfg.limits;
+    // one deadline from accept to login: TLS, WebSocket and authentication all fit in it
+    let deadline = Instant::now() + limits.auth_timeout;
     let handshakes = async {
         let stream = sotto_tls::accept(shared.tls.as_ref(), tcp).await.ok()?;
         tokio_tungstenite::accept_async_with_config(stream, Some(ws_config(limits)))
             .await
             .ok()
     };
-    let Ok(Some(mut ws)) = tokio::time::timeout(limits.auth_timeout, handshakes).await else {
+    let Ok(Some(mut ws)) = tokio::time::timeout_at(deadline, handshakes).await else {
         return None;
     };
     Metrics::inc(&shared.metrics.connections_total);
@@ -132,7 +134,6 @@ async fn open<'a>(
         .await;
         return Some((guard, None));
     }
-    let deadline = Instant::now() + limits.auth_timeout;
     let authed = tokio::time::timeout_at(deadline, authenticate(shared, &mut ws))
         .await
         .unwrap_or(Err((

@@ -80,7 +80,7 @@ impl Net {
             let mut cfg = CoreConfig::new(n);
             cfg.machine = machine;
             if relay {
-                cfg.relay = Some("ws://relay.test".into());
+                cfg.relay = Some("wss://relay.test".into());
             }
             devs.insert(
                 n.to_string(),
@@ -707,3 +707,50 @@ fn eleven_joins_in_one_second_leave_everyone_on_the_right_keys() {
 }
 
 mod review;
+
+/// Review finding (TLS review): the relay URL in a peer's offer went straight to the connector,
+/// whose plain-loopback exception is meant for local development; a caller could make the
+/// callee send an HTTP upgrade with a path of its choosing to a service on the callee's machine.
+#[test]
+fn a_peer_cannot_name_a_plain_relay_on_our_machine() {
+    let mut n = Net::new(&["alice", "bob"], true);
+    let call = CallId([3; 16]);
+    let offer = |relay: &str| Event::Message {
+        from: "alice".into(),
+        device: 1,
+        message: CallMessage::new(
+            call,
+            0,
+            Body::Offer {
+                sdp: String::new(),
+                video: true,
+                media_key: None,
+                relay: Some(relay.into()),
+                members: Vec::new(),
+            },
+        ),
+    };
+    n.feed("bob", offer("ws://127.0.0.1:2375/v1.41/containers/json?x"));
+    n.run();
+    assert_eq!(n.state("bob"), CallState::Idle, "not rung");
+    assert!(n
+        .notices("bob")
+        .iter()
+        .any(|x| matches!(x, Notice::Dropped(Dropped::UnsafeRelay { .. }))));
+    for bad in [
+        "ws://relay.example:80",
+        "wss://a@relay.example",
+        "http://relay.example",
+    ] {
+        assert!(!n.devs["bob"].core.acceptable_peer_relay(bad), "{bad}");
+    }
+    assert!(n.devs["bob"]
+        .core
+        .acceptable_peer_relay("wss://relay.example:8444"));
+    // a local development setup allows plain loopback relays
+    let mut cfg = CoreConfig::new("bob");
+    cfg.allow_plain_loopback_relays = true;
+    let core = CallCore::new(cfg, StdRng::seed_from_u64(9));
+    assert!(core.acceptable_peer_relay("ws://127.0.0.1:8444"));
+    assert!(!core.acceptable_peer_relay("ws://10.0.0.5:8444"));
+}
