@@ -17,8 +17,8 @@ pub use crate::consts::{KEY_ACTIVATION_DELAY, MAX_KEY_ACTIVATION_DELAY};
 use crate::consts::{RELAY_JOIN_TIMEOUT, SIGNALING_TIMEOUT};
 pub use crate::core::{sender_id_clash, sender_id_for, AddRefusal, Dropped, MemberChange, Notice};
 use crate::core::{
-    Action, CallCore, CallError, CallState, CoreConfig, Event, IdentityVerdict, MediaAction,
-    MediaSignal, RoomEvent, UserCommand,
+    Action, CallCore, CallError, CallState, CallStatus, CoreConfig, Event, IdentityVerdict,
+    MediaAction, MediaSignal, RoomEvent, UserCommand,
 };
 use crate::media::{
     IvfSource, MediaBackend, MediaEvent, MediaEvents, MediaMaker, MediaStats, WebrtcMedia,
@@ -176,6 +176,7 @@ impl Engine {
             joined: jtx,
             joined_rx: jrx,
             sends,
+            published: None,
             #[cfg(feature = "test-hooks")]
             key_log: None,
         };
@@ -309,6 +310,8 @@ struct Driver {
     joined: mpsc::UnboundedSender<JoinResult>,
     joined_rx: mpsc::UnboundedReceiver<JoinResult>,
     sends: mpsc::UnboundedSender<Outgoing>,
+    /// What [`Driver::publish`] last published (the core's status and the safety number).
+    published: Option<(CallStatus, Option<String>)>,
     #[cfg(feature = "test-hooks")]
     key_log: Option<mpsc::UnboundedSender<sotto_frame::KeyMaterial>>,
 }
@@ -729,31 +732,24 @@ impl Driver {
         });
     }
 
-    fn publish(&self) {
-        let c = self.core.status();
+    /// Publishes the core's view of the call (and the safety number) when it changed.
+    fn publish(&mut self) {
+        let c = self.core.status().clone();
         let safety = self
             .core
             .current_call()
             .and_then(|(_, peer, device)| self.device.safety_number(peer, device));
-        self.status.send_if_modified(|s| {
-            let before = (
-                s.peer.clone(),
-                s.state,
-                s.end_reason.clone(),
-                s.safety_number.clone(),
-                s.audio_muted,
-                s.video_muted,
-                s.peer_audio_muted,
-                s.peer_video_muted,
-                s.setup_time,
-                s.calls_ended,
-                s.members.clone(),
-            );
+        let now = (c, safety);
+        if self.published.as_ref() == Some(&now) {
+            return;
+        }
+        let (c, safety) = &now;
+        self.status.send_modify(|s| {
             s.peer.clone_from(&c.peer);
             s.state = c.state;
             s.end_reason.clone_from(&c.end_reason);
             if safety.is_some() {
-                s.safety_number = safety;
+                s.safety_number.clone_from(safety);
             }
             s.audio_muted = c.audio_muted;
             s.video_muted = c.video_muted;
@@ -762,21 +758,8 @@ impl Driver {
             s.setup_time = c.setup_time;
             s.calls_ended = c.calls_ended;
             s.members.clone_from(&c.members);
-            before
-                != (
-                    s.peer.clone(),
-                    s.state,
-                    s.end_reason.clone(),
-                    s.safety_number.clone(),
-                    s.audio_muted,
-                    s.video_muted,
-                    s.peer_audio_muted,
-                    s.peer_video_muted,
-                    s.setup_time,
-                    s.calls_ended,
-                    s.members.clone(),
-                )
         });
+        self.published = Some(now);
     }
 }
 
