@@ -59,3 +59,11 @@ pub const RETRANSMISSION_BURST: u32 = 250;
 pub const VIDEO_PAYLOAD_TYPE: u8 = 96;
 /// RTP payload type of Opus on relay legs (the only audio codec the relay offers).
 pub const AUDIO_PAYLOAD_TYPE: u8 = 111;
+/// Control connections from one address that are not in a room yet (handshaking, before
+/// `join`, negotiating); more are closed at once, so one address cannot hold the relay's
+/// pre-join resources (each can cost a TLS handshake and a peer connection) for long.
+pub const MAX_PENDING_PER_ADDRESS: usize = 8;
+/// Control connections not in a room yet, from all addresses together.
+pub const MAX_PENDING: usize = 256;
+/// Pause after a failed `accept` (e.g. out of file descriptors) before the next one.
+pub const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);

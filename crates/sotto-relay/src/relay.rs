@@ -56,6 +56,10 @@ pub struct RelayStats {
     pub keyframe_requests_out: AtomicU64,
     /// NACKs and retransmissions, both hops.
     pub nack: Arc<nack::NackCounters>,
+    /// Control connections closed at once: their address (or everyone) already had
+    /// [`MAX_PENDING_PER_ADDRESS`](crate::consts::MAX_PENDING_PER_ADDRESS)
+    /// ([`MAX_PENDING`](crate::consts::MAX_PENDING)) connections not in a room yet.
+    pub pending_refused: AtomicU64,
 }
 
 /// What every session, forwarding task and the [`Relay`] handle share.
@@ -67,6 +71,49 @@ pub(crate) struct Shared {
     pub(crate) stats: RelayStats,
     pub(crate) bind_ip: IpAddr,
     pub(crate) closed: AtomicBool,
+    /// Connections not in a room yet, per address.
+    pub(crate) pending: Mutex<std::collections::HashMap<IpAddr, usize>>,
+}
+
+/// A control connection counted as not in a room yet; the count drops with it (when the
+/// participant is admitted, or the connection ends first).
+pub(crate) struct PendingSlot {
+    shared: Arc<Shared>,
+    ip: IpAddr,
+}
+
+impl PendingSlot {
+    /// A slot for a new connection from `ip`, or `None` when [`MAX_PENDING_PER_ADDRESS`] or
+    /// [`MAX_PENDING`] are reached.
+    ///
+    /// [`MAX_PENDING_PER_ADDRESS`]: crate::consts::MAX_PENDING_PER_ADDRESS
+    /// [`MAX_PENDING`]: crate::consts::MAX_PENDING
+    pub(crate) fn acquire(shared: &Arc<Shared>, ip: IpAddr) -> Option<PendingSlot> {
+        use crate::consts::{MAX_PENDING, MAX_PENDING_PER_ADDRESS};
+        let mut p = lock(&shared.pending);
+        let total: usize = p.values().sum();
+        let mine = p.get(&ip).copied().unwrap_or(0);
+        if total >= MAX_PENDING || mine >= MAX_PENDING_PER_ADDRESS {
+            return None;
+        }
+        p.insert(ip, mine + 1);
+        Some(PendingSlot {
+            shared: shared.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for PendingSlot {
+    fn drop(&mut self) {
+        let mut p = lock(&self.shared.pending);
+        if let Some(n) = p.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                p.remove(&self.ip);
+            }
+        }
+    }
 }
 
 /// A running relay.
@@ -120,6 +167,12 @@ impl Relay {
             s.packets_out.load(Ordering::Relaxed),
             s.bytes_in.load(Ordering::Relaxed),
         )
+    }
+
+    /// Control connections closed at once by the pre-join limits (see
+    /// [`RelayStats::pending_refused`]).
+    pub fn pending_refused(&self) -> u64 {
+        self.shared.stats.pending_refused.load(Ordering::Relaxed)
     }
 
     /// Keyframe requests received from receivers and forwarded to senders: `(in, out)`.
@@ -216,6 +269,7 @@ pub async fn serve(cfg: RelayConfig) -> Result<Relay, RelayError> {
         stats: RelayStats::default(),
         bind_ip: cfg.bind_ip,
         closed: AtomicBool::new(false),
+        pending: Mutex::default(),
     });
     let stop = Arc::new(Notify::new());
     let (s2, stop2) = (shared.clone(), stop.clone());
@@ -223,10 +277,19 @@ pub async fn serve(cfg: RelayConfig) -> Result<Relay, RelayError> {
         loop {
             tokio::select! {
                 acc = listener.accept() => {
-                    let Ok((tcp, _)) = acc else { continue };
+                    let Ok((tcp, peer)) = acc else {
+                        // out of descriptors or the like: do not spin
+                        tokio::time::sleep(crate::consts::ACCEPT_ERROR_BACKOFF).await;
+                        continue;
+                    };
+                    let Some(slot) = PendingSlot::acquire(&s2, peer.ip()) else {
+                        s2.stats.pending_refused.fetch_add(1, Ordering::Relaxed);
+                        drop(tcp);
+                        continue;
+                    };
                     let s = s2.clone();
                     tokio::spawn(async move {
-                        if let Err(e) = session::session(s, tcp).await {
+                        if let Err(e) = session::session(s, tcp, slot).await {
                             tracing::debug!("relay session: {e}");
                         }
                     });

@@ -16,7 +16,7 @@ use crate::forward::slot_feedback;
 use crate::lock;
 use crate::peer::RelayPeer;
 use crate::protocol::{decode_client, ClientMsg, ErrorCode, ProtocolError, ServerMsg};
-use crate::relay::Shared;
+use crate::relay::{PendingSlot, Shared};
 use crate::room::{Member, Refusal};
 
 /// Why a session ended before its participant left. Only logged; where the participant is
@@ -90,7 +90,11 @@ async fn fail(ws: &mut Ws, code: ErrorCode, e: SessionError) -> SessionError {
 }
 
 /// Serves one control connection from handshake to leave.
-pub(crate) async fn session(shared: Arc<Shared>, tcp: TcpStream) -> Result<(), SessionError> {
+pub(crate) async fn session(
+    shared: Arc<Shared>,
+    tcp: TcpStream,
+    pending: PendingSlot,
+) -> Result<(), SessionError> {
     let mut ws = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshakes(&shared, tcp)).await {
         Ok(ws) => ws?,
         Err(_) => return Err(SessionError::HandshakeTimeout),
@@ -114,6 +118,8 @@ pub(crate) async fn session(shared: Arc<Shared>, tcp: TcpStream) -> Result<(), S
             return Err(SessionError::Refused(r));
         }
     };
+    // in a room now: no longer counted against its address's pre-join limit
+    drop(pending);
     tracing::info!(room = %room, participant = %me, "joined");
     let joined_at = Instant::now();
     let _ = send(&mut ws, &ServerMsg::Joined { members: others }).await;
