@@ -18,6 +18,7 @@
 //! envelopes_per_second = 100
 //! envelope_burst = 200
 //! max_connections_per_addr = 32
+//! max_authenticated_per_addr = 1024
 //! auth_timeout_secs = 10
 //! max_envelope_ttl_secs = 86400
 //!
@@ -72,6 +73,8 @@ pub struct LimitsFile {
     pub envelopes_per_second: Option<u32>,
     pub envelope_burst: Option<u32>,
     pub max_connections_per_addr: Option<usize>,
+    /// Logged-in connections per address.
+    pub max_authenticated_per_addr: Option<usize>,
     pub auth_timeout_secs: Option<u64>,
     pub max_envelope_ttl_secs: Option<u64>,
 }
@@ -135,6 +138,9 @@ impl FileConfig {
         }
         if let Some(v) = f.max_connections_per_addr {
             l.max_connections_per_addr = v;
+        }
+        if let Some(v) = f.max_authenticated_per_addr {
+            l.max_authenticated_per_addr = v;
         }
         if let Some(v) = f.auth_timeout_secs {
             l.auth_timeout = Duration::from_secs(v);

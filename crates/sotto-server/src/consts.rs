@@ -26,8 +26,14 @@ pub const ENVELOPES_PER_SECOND: u32 = 100;
 /// Token-bucket depth: envelopes one connection may send in a burst.
 pub const ENVELOPE_BURST: u32 = 200;
 
-/// Simultaneous WebSocket connections from one IP address.
+/// Simultaneous connections from one IP address that have not authenticated yet (TLS and
+/// WebSocket handshakes, challenge): what an address without an account can hold. A connection
+/// stops counting here once it is logged in.
 pub const MAX_CONNECTIONS_PER_ADDR: usize = 32;
+
+/// Simultaneous logged-in connections from one IP address: high, so that a NAT's worth of
+/// users (a campus, a carrier-grade NAT) is not locked out, yet bounded.
+pub const MAX_AUTHENTICATED_PER_ADDR: usize = 1024;
 
 /// Time from TCP accept to a successful `register`/`login`; after it, `auth_timeout` and close.
 pub const AUTH_TIMEOUT: Duration = Duration::from_secs(10);

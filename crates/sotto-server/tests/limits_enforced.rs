@@ -60,6 +60,45 @@ async fn connections_per_address_limit_and_limit_plus_one() {
     let (_ws, _) = raw_connect(&server.url()).await;
 }
 
+/// Behind one NAT, many users share an address: the per-address limit counts only connections
+/// that have not logged in, so logged-in devices beyond it are fine; the logged-in limit is
+/// separate (and refuses by name at its own limit + 1).
+#[tokio::test]
+async fn a_nats_worth_of_logged_in_devices_is_not_limited_by_the_pre_login_limit() {
+    let mut cfg = ServerConfig::new(SERVER_ID);
+    cfg.limits.max_connections_per_addr = 2;
+    cfg.limits.max_authenticated_per_addr = 5;
+    let server = start(cfg, Arc::new(MemoryStore::new())).await;
+    let mut devices = Vec::new();
+    for i in 0..5 {
+        devices.push(register(&server, &format!("user{i}")).await);
+    }
+    // and the pre-login limit still holds for connections that do not log in
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        open.push(raw_connect(&server.url()).await.0);
+    }
+    let (mut ws, _) = tokio_tungstenite::connect_async(server.url())
+        .await
+        .unwrap();
+    assert_eq!(
+        error_code(&raw_recv(&mut ws).await),
+        Some(ErrorCode::TooManyConnections)
+    );
+    drop(open);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // a sixth logged-in device from the address is refused by name
+    let mut ws = raw_register(&server.url(), "user5", &identity()).await;
+    assert_eq!(
+        error_code(&raw_recv(&mut ws).await),
+        Some(ErrorCode::TooManyConnections)
+    );
+    assert_closed(&mut ws).await;
+    drop(devices.pop());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    register(&server, "user6").await;
+}
+
 #[tokio::test]
 async fn queued_envelopes_limit_and_limit_plus_one() {
     let mut cfg = ServerConfig::new(SERVER_ID);

@@ -20,8 +20,10 @@ pub struct Limits {
     pub envelopes_per_second: u32,
     /// [`consts::ENVELOPE_BURST`].
     pub envelope_burst: u32,
-    /// [`consts::MAX_CONNECTIONS_PER_ADDR`].
+    /// [`consts::MAX_CONNECTIONS_PER_ADDR`] (not logged in yet).
     pub max_connections_per_addr: usize,
+    /// [`consts::MAX_AUTHENTICATED_PER_ADDR`].
+    pub max_authenticated_per_addr: usize,
     /// [`consts::AUTH_TIMEOUT`].
     pub auth_timeout: Duration,
     /// [`consts::MAX_ENVELOPE_TTL_SECS`].
@@ -48,6 +50,7 @@ impl Default for Limits {
             envelopes_per_second: consts::ENVELOPES_PER_SECOND,
             envelope_burst: consts::ENVELOPE_BURST,
             max_connections_per_addr: consts::MAX_CONNECTIONS_PER_ADDR,
+            max_authenticated_per_addr: consts::MAX_AUTHENTICATED_PER_ADDR,
             auth_timeout: consts::AUTH_TIMEOUT,
             max_envelope_ttl_secs: consts::MAX_ENVELOPE_TTL_SECS,
             outbound_queue_frames: consts::OUTBOUND_QUEUE_FRAMES,

@@ -14,6 +14,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::consts;
 use crate::error::ErrorCode;
+use crate::limits::ConnectionSlot;
 use crate::metrics::Metrics;
 use crate::protocol::ServerMessage;
 use crate::server::authenticate::authenticate;
@@ -88,16 +89,17 @@ impl Drop for ConnGuard<'_> {
 }
 
 async fn handle_connection(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
+    // counts against the address until logged in, then against its logged-in limit only
     let slot = shared.limiter.acquire(peer.ip());
     // The handshake and authentication run boxed, so the socket lives in one place at a time and
     // the resting task stays small.
-    let Some(guard) = Box::pin(open(&shared, tcp, slot.is_some())).await else {
+    let Some(guard) = Box::pin(open(&shared, tcp, peer.ip(), slot.is_some())).await else {
         return;
     };
-    if let (_, Some(session)) = guard {
+    drop(slot);
+    if let (_, Some((session, _authed))) = guard {
         session.run(&shared).await;
     }
-    drop(slot);
 }
 
 /// TLS (if the server has a certificate) and WebSocket handshakes, then authentication. `None`
@@ -106,8 +108,9 @@ async fn handle_connection(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr
 async fn open<'a>(
     shared: &'a Shared,
     tcp: TcpStream,
+    ip: std::net::IpAddr,
     within_limit: bool,
-) -> Option<(ConnGuard<'a>, Option<Box<Session>>)> {
+) -> Option<(ConnGuard<'a>, Option<(Box<Session>, ConnectionSlot)>)> {
     let limits = &shared.cfg.limits;
     // one deadline from accept to login: TLS, WebSocket and authentication all fit in it
     let deadline = Instant::now() + limits.auth_timeout;
@@ -142,7 +145,20 @@ async fn open<'a>(
             "authentication timed out",
         )));
     match authed {
-        Ok(addr) => Some((guard, Some(Session::start(shared, ws, addr)))),
+        Ok(addr) => {
+            let Some(authed) = shared.authed_limiter.acquire(ip) else {
+                send_error_and_close(
+                    &mut ws,
+                    &shared.metrics,
+                    None,
+                    ErrorCode::TooManyConnections,
+                    "too many logged-in connections from this address",
+                )
+                .await;
+                return Some((guard, None));
+            };
+            Some((guard, Some((Session::start(shared, ws, addr), authed))))
+        }
         Err((id, code, why)) => {
             if code == ErrorCode::AuthFailed {
                 Metrics::inc(&shared.metrics.auth_failures_total);

@@ -23,6 +23,8 @@ pub(crate) struct Shared {
     pub worker: StoreWorker,
     pub online: OnlineMap,
     pub limiter: ConnectionLimiter,
+    /// Logged-in connections per address.
+    pub authed_limiter: ConnectionLimiter,
     pub metrics: Arc<Metrics>,
     pub next_conn: AtomicU64,
     pub shutdown: watch::Receiver<bool>,
@@ -42,6 +44,7 @@ impl Shared {
         let worker = StoreWorker::start(store, online.clone(), metrics.clone())?;
         Ok(Self {
             limiter: ConnectionLimiter::new(cfg.limits.max_connections_per_addr),
+            authed_limiter: ConnectionLimiter::new(cfg.limits.max_authenticated_per_addr),
             cfg,
             tls,
             worker,
