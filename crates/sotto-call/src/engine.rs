@@ -177,6 +177,7 @@ impl Engine {
             joined_rx: jrx,
             sends,
             published: None,
+            safety: None,
             #[cfg(feature = "test-hooks")]
             key_log: None,
         };
@@ -312,6 +313,8 @@ struct Driver {
     sends: mpsc::UnboundedSender<Outgoing>,
     /// What [`Driver::publish`] last published (the core's status and the safety number).
     published: Option<(CallStatus, Option<String>)>,
+    /// The last safety number computed: (peer, device, number).
+    safety: Option<(String, u32, String)>,
     #[cfg(feature = "test-hooks")]
     key_log: Option<mpsc::UnboundedSender<sotto_frame::KeyMaterial>>,
 }
@@ -732,13 +735,25 @@ impl Driver {
         });
     }
 
+    /// The safety number with the current peer, computed (2 × 5200 SHA-512) once per peer
+    /// device and kept: its identity key is pinned for the life of this process (trusting a new
+    /// one is `sotto trust`, another process on a locked device).
+    fn safety_number(&mut self) -> Option<String> {
+        let (_, peer, device) = self.core.current_call()?;
+        if let Some((p, d, n)) = &self.safety {
+            if p == peer && *d == device {
+                return Some(n.clone());
+            }
+        }
+        let n = self.device.safety_number(peer, device)?;
+        self.safety = Some((peer.to_owned(), device, n.clone()));
+        Some(n)
+    }
+
     /// Publishes the core's view of the call (and the safety number) when it changed.
     fn publish(&mut self) {
         let c = self.core.status().clone();
-        let safety = self
-            .core
-            .current_call()
-            .and_then(|(_, peer, device)| self.device.safety_number(peer, device));
+        let safety = self.safety_number();
         let now = (c, safety);
         if self.published.as_ref() == Some(&now) {
             return;

@@ -95,12 +95,11 @@ impl PlainPeer {
 
     /// Answers `offer`: the local description once ICE gathering is complete (or after
     /// [`GATHER_LIMIT`], with the candidates gathered so far).
-    pub async fn answer(&self, offer: String) -> Result<String, String> {
-        let e = |e: webrtc::error::Error| e.to_string();
-        let offer = RTCSessionDescription::offer(offer).map_err(e)?;
-        self.pc.set_remote_description(offer).await.map_err(e)?;
-        let answer = self.pc.create_answer(None).await.map_err(e)?;
-        self.pc.set_local_description(answer).await.map_err(e)?;
+    pub async fn answer(&self, offer: String) -> Result<String, webrtc::error::Error> {
+        let offer = RTCSessionDescription::offer(offer)?;
+        self.pc.set_remote_description(offer).await?;
+        let answer = self.pc.create_answer(None).await?;
+        self.pc.set_local_description(answer).await?;
         let wait = async {
             loop {
                 let n = self.flags.gathered.notified();

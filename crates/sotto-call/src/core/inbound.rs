@@ -8,7 +8,7 @@ use sotto_frame::KeyMaterial;
 use super::call::{Call, Inbound, RemoteOffer};
 use super::types::{CallError, Dropped, MediaAction, Notice};
 use super::{sender_id_for, Action, CallCore};
-use crate::consts::{MAX_GROUP_MEMBERS, MAX_HELD_CANDIDATES, REORDER_GAP_WAIT};
+use crate::consts::{MAX_GROUP_MEMBERS, MAX_HELD_CANDIDATES, MAX_REORDER, REORDER_GAP_WAIT};
 use crate::group::GroupError;
 use crate::messages::{valid_member_name, Body, CallId, CallMessage, Reorder, ReorderError};
 use crate::state::{offer_verdict, Input, OfferVerdict, Role, State};
@@ -41,34 +41,29 @@ impl CallCore {
             gap_since: None,
             ahead_since: None,
         });
-        let released = match inb.reorder.push(msg.clone()) {
-            Ok(r) => r,
-            // more than MAX_REORDER messages lost in a row (sends that failed): after the gap
-            // wait, start again from what arrives, rather than stall the sender for the call
-            Err(ReorderError::TooFarAhead { seq, next })
-                if inb.ahead_since.is_some_and(|t| t + REORDER_GAP_WAIT <= now) =>
-            {
-                inb.reorder = Reorder::starting_at(call_id, seq);
-                inb.gap_since = None;
-                inb.ahead_since = None;
-                self.notify(Notice::Dropped(Dropped::GapSkipped {
+        // more than MAX_REORDER messages lost in a row (sends that failed): after the gap wait,
+        // start again from what arrives, rather than stall the sender for the call
+        let next = inb.reorder.next_seq();
+        if msg.seq.saturating_sub(next) >= MAX_REORDER
+            && inb.ahead_since.is_some_and(|t| t + REORDER_GAP_WAIT <= now)
+        {
+            inb.reorder = Reorder::starting_at(call_id, msg.seq);
+            inb.gap_since = None;
+            inb.ahead_since = None;
+            self.actions
+                .push_back(Action::Notify(Notice::Dropped(Dropped::GapSkipped {
                     from: from.to_owned(),
-                    missing: seq.saturating_sub(next),
-                }));
-                let Some(inb) = self.call.as_mut().and_then(|c| c.inbound.get_mut(from)) else {
-                    return;
-                };
-                inb.reorder.push(msg).unwrap_or_default()
-            }
+                    missing: msg.seq.saturating_sub(next),
+                })));
+        }
+        let released = match inb.reorder.push(msg) {
+            Ok(r) => r,
             Err(e) => {
                 if matches!(e, ReorderError::TooFarAhead { .. }) && inb.ahead_since.is_none() {
                     inb.ahead_since = Some(now);
                 }
                 return self.notify(Notice::Dropped(Dropped::OutOfOrder(e)));
             }
-        };
-        let Some(inb) = self.call.as_mut().and_then(|c| c.inbound.get_mut(from)) else {
-            return;
         };
         inb.gap_since = match (inb.reorder.held() > 0, inb.gap_since) {
             (false, _) => None,
