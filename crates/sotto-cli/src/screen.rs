@@ -199,7 +199,11 @@ impl Screen {
 
     /// The state's first word.
     pub fn state_word(&self) -> &str {
-        self.state.split_whitespace().next().unwrap_or("")
+        // "ended: hung up" is the word "ended"
+        self.state
+            .split(|c: char| c == ':' || c.is_whitespace())
+            .next()
+            .unwrap_or("")
     }
 }
 

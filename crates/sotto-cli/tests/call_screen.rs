@@ -116,8 +116,9 @@ fn call_screen_keys_drive_the_call() {
     tmux(&["send-keys", "-t", &session, "Escape"]);
     wait_screen(&session, "[i]nvite");
     tmux(&["send-keys", "-t", &session, "h"]);
-    let pane = wait_screen(&session, "state: ended");
-    assert!(pane.contains("ended: hung up"), "{pane}");
+    // the event log's "state: ended" (a notice) can be drawn a frame before the header's end
+    // reason (the status): wait for the header itself (CI failed here under load on 27bd5cf)
+    wait_screen(&session, "state: ended: hung up");
     tmux(&["send-keys", "-t", &session, "q"]);
     drop(guard);
 
