@@ -346,3 +346,116 @@ fn browser_sframe_ring_matches_sotto_frame_step_for_step() {
         );
     }
 }
+
+/// A minimal HTTP/1.1 server for the Chromium test: serves web/ (ES modules as
+/// `text/javascript`, which module workers require) and the vector files, and hands the body
+/// of `POST /result` to the test.
+fn serve_for_chromium() -> (String, std::sync::mpsc::Receiver<String>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut line = String::new();
+                if reader.read_line(&mut line).is_err() {
+                    return;
+                }
+                let mut parts = line.split_whitespace();
+                let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+                let mut len = 0usize;
+                loop {
+                    let mut h = String::new();
+                    if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                        break;
+                    }
+                    if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                        len = v.trim().parse().unwrap_or(0);
+                    }
+                }
+                let (status, ctype, body): (&str, &str, Vec<u8>) =
+                    if method == "POST" && path == "/result" {
+                        let mut b = vec![0; len];
+                        reader.read_exact(&mut b).unwrap();
+                        let _ = tx.send(String::from_utf8_lossy(&b).into_owned());
+                        ("200 OK", "text/plain", Vec::new())
+                    } else {
+                        let file = match path {
+                            "/" => Some(web().join("test/chromium.html")),
+                            "/chromium.mjs" | "/worker.mjs" | "/check_vectors.mjs" => {
+                                Some(web().join("test").join(&path[1..]))
+                            }
+                            "/sframe.mjs" => Some(web().join("sframe.mjs")),
+                            "/vectors/sotto-codec-aware-independent.json" => {
+                                Some(vectors("sotto-codec-aware-independent.json"))
+                            }
+                            "/vectors/rfc9605-test-vectors-025d568.json" => {
+                                Some(vectors("rfc9605-test-vectors-025d568.json"))
+                            }
+                            _ => None,
+                        };
+                        match file.and_then(|f| std::fs::read(&f).ok().map(|b| (f, b))) {
+                            Some((f, b)) => {
+                                let ctype = match f.extension().and_then(|e| e.to_str()) {
+                                    Some("mjs") => "text/javascript",
+                                    Some("html") => "text/html; charset=utf-8",
+                                    _ => "application/json",
+                                };
+                                ("200 OK", ctype, b)
+                            }
+                            None => ("404 Not Found", "text/plain", Vec::new()),
+                        }
+                    };
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = conn.write_all(&body);
+            });
+        }
+    });
+    (base, rx)
+}
+
+/// The same vector checks in Chromium's WebCrypto, inside a module worker (where the call
+/// screen's frame transform runs). Chromium is required (`.ci/run` installs Debian's).
+#[test]
+fn browser_sframe_in_chromium_opens_every_independent_frame() {
+    let (url, results) = serve_for_chromium();
+    let profile = tempfile::tempdir().unwrap();
+    let mut chromium = Command::new("chromium")
+        .args([
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+            "--disable-extensions",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(format!("{url}/"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("chromium is required for the browser tests (.ci/run installs it)");
+    let got = results.recv_timeout(Duration::from_secs(120));
+    let _ = chromium.kill();
+    let _ = chromium.wait();
+    let got: Value =
+        serde_json::from_str(&got.expect("Chromium reported nothing in 120 s")).unwrap();
+    assert!(got.get("error").is_none(), "{got}");
+    println!("{}", got["userAgent"]);
+    assert_eq!(
+        got["independent"],
+        json!({"opened": 360, "resealed": 360, "ratcheted": 240})
+    );
+    assert_eq!(
+        got["rfc9605"],
+        json!({"headers": 289, "sframe": 5, "aes_ctr_hmac": 3})
+    );
+}
