@@ -11,6 +11,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod account;
+mod app_cmd;
 mod demo;
 mod frame_cmd;
 mod phone;
@@ -42,6 +43,9 @@ enum Cmd {
         #[command(flatten)]
         args: phone::PhoneArgs,
     },
+    /// This device with the browser call screen: camera, microphone, answer/reject, mute,
+    /// switch camera, safety number (served on 127.0.0.1; prints the link).
+    App(app_cmd::AppArgs),
     /// Accept PEER's changed identity key once you compared the new safety number.
     Trust(account::TrustArgs),
     /// Show the client settings in effect and where each comes from (flag, environment, file).
@@ -100,6 +104,7 @@ fn main() -> ExitCode {
         Cmd::Demo(d) => demo::run(d),
         Cmd::Server(a) => sotto_server::cli::run(a).map_err(|e| CliError::Usage(e.to_string())),
         Cmd::Relay(a) => relay_cmd::run(a),
+        Cmd::App(a) => app_cmd::run(a),
         Cmd::Call { peer, args } => phone::run(Some(peer), args),
         Cmd::Register(a) => account::register(a),
         Cmd::Trust(a) => account::trust(a),

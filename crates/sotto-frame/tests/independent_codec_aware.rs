@@ -2,7 +2,7 @@
 //! ratchet steps) sealed by an independent RFC 9605 implementation (not sotto-frame), read from
 //! `protocol-spec/vectors/sframe/sotto-codec-aware-independent.json`: sotto-frame must open every
 //! one, follow the ratchet to it from step 0, and seal the same bytes again. The browser's
-//! worker (`crates/sotto-cli/web/sframe.mjs`) runs the same file in `sotto-cli/tests/web_sframe.rs`.
+//! worker (`crates/sotto-app/web/sframe.mjs`) runs the same file in `sotto-app/tests/web_sframe.rs`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 

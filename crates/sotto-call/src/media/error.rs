@@ -34,6 +34,21 @@ pub enum MediaError {
     /// [`MAX_SDP_LEN`]: super::consts::MAX_SDP_LEN
     #[error("SDP of {len} bytes exceeds MAX_SDP_LEN ({limit})")]
     SdpTooLarge { len: usize, limit: usize },
+    /// A remote media engine (the browser page of `sotto app`) is not connected.
+    #[error("the media engine (call screen page) is not connected")]
+    BackendGone,
+    /// A remote media engine did not answer in time.
+    #[error("the media engine did not answer within {0:?}")]
+    BackendTimeout(Duration),
+    /// A remote media engine refused an operation; `reason` is its short machine-readable
+    /// reason (e.g. a DOMException name such as `NotAllowedError`).
+    #[error("the media engine refused {op}: {reason}")]
+    BackendRefused {
+        /// The operation.
+        op: &'static str,
+        /// Why (from the page; print it escaped).
+        reason: String,
+    },
 }
 
 pub(super) fn wr(e: impl std::fmt::Display) -> MediaError {

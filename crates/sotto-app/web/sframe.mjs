@@ -3,7 +3,7 @@
 // layout, the receiver key ring (generations, ratchet on join, grace period, replay window).
 // WebCrypto only (AES-GCM suites 4 and 5, AES-CTR + HMAC-SHA256 suites 1-3). The second
 // implementation of frame.md next to crates/sotto-frame: tests run both on the same frames
-// (crates/sotto-cli/tests/web_sframe.rs) and on frames sealed by a third, independent one.
+// (crates/sotto-app/tests/web_sframe.rs) and on frames sealed by a third, independent one.
 //
 // Runs in a DedicatedWorker and in Node >= 20 (globalThis.crypto.subtle). KIDs and counters are
 // BigInts (64-bit on the wire); times are milliseconds from any monotonic clock the caller uses.

@@ -1,6 +1,6 @@
 // Differential driver: replays a scenario that sotto-frame (Rust) generated and ran, with
 // web/sframe.mjs, and prints what each step gave, for the Rust test to compare
-// (crates/sotto-cli/tests/web_sframe.rs). Usage: node replay.mjs SCENARIO.json
+// (crates/sotto-app/tests/web_sframe.rs). Usage: node replay.mjs SCENARIO.json
 // Steps: {op:"ring", suite} | {op:"add", material, now} | {op:"decrypt", codec, wire, metadata, now}
 //      | {op:"expire", now} | {op:"remove", sender} | {op:"seal", material, ctr, codec, frame, metadata}
 // Results, one per step: {ok: value} or {err: code}; decrypt's value is

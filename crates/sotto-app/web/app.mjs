@@ -1,0 +1,411 @@
+// The call screen: talks to its device over one WebSocket (protocol-spec/app.md), shows the
+// call, and is the device's media engine (camera, microphone, RTCPeerConnection). Every frame
+// goes through the frame worker (frame-worker.mjs), which alone holds SFrame keys: key
+// messages are passed to it as they arrive and kept nowhere here.
+
+const $ = (id) => document.getElementById(id);
+const token = location.hash.slice(1);
+const ws = new WebSocket(`ws://${location.host}/ws`);
+const worker = new Worker("frame-worker.mjs", { type: "module" });
+// Chromium 156 has RTCRtpScriptTransform, but frames of a sender given one went out untouched
+// (measured: the worker's rtctransform event fired, no frame reached it): where the encoded
+// streams API exists it is used, the script transform only where it does not. Either way the
+// page checks that every encoded frame went through the worker (leakCheck) and ends the call
+// if not.
+const useEncodedStreams = typeof RTCRtpSender !== "undefined" && typeof RTCRtpSender.prototype.createEncodedStreams === "function";
+const hasScriptTransform = !useEncodedStreams && typeof RTCRtpScriptTransform !== "undefined";
+// the worker must answer before any peer connection exists: a transform whose worker failed
+// to start must never be attached (no frame may leave unencrypted)
+let workerReady;
+const workerAlive = new Promise((resolve, reject) => {
+  workerReady = resolve;
+  setTimeout(() => reject(new Error("frame worker did not start")), 10000);
+});
+worker.onerror = (e) => log("error", `frame worker failed: ${e.message}`);
+worker.postMessage({ op: "ping" });
+
+let pc = null;
+let local = null; // MediaStream from getUserMedia
+let relayOnly = false;
+let gatheringDone = null;
+let statsWaiters = new Map();
+let statsSeq = 0;
+let prevBytes = null;
+
+const send = (m) => ws.readyState === WebSocket.OPEN && ws.send(JSON.stringify(m));
+const command = (c) => send({ type: "command", command: c });
+const mediaEvent = (event) => send({ type: "media_event", event });
+const reply = (id, result) => send({ type: "media_reply", id, result });
+
+function showError(text) {
+  const e = $("error");
+  e.textContent = text;
+  e.hidden = !text;
+}
+
+function log(kind, text) {
+  const li = document.createElement("li");
+  li.dataset.kind = kind;
+  li.textContent = text; // names and reasons may come from the peer: text, never HTML
+  $("event-list").prepend(li);
+}
+
+// --- device connection -------------------------------------------------------------------
+
+ws.onopen = () => send({ type: "hello", token });
+ws.onclose = () => {
+  $("state").textContent = "the device closed the connection";
+  $("state").dataset.state = "offline";
+};
+ws.onmessage = async ({ data }) => {
+  let m;
+  try {
+    m = JSON.parse(data);
+  } catch {
+    return;
+  }
+  switch (m.type) {
+    case "welcome":
+      $("me").textContent = m.me;
+      break;
+    case "status":
+      status(m);
+      break;
+    case "notice":
+      log(m.kind, m.text);
+      if (m.kind === "identity_changed") {
+        const w = $("identity-warning");
+        w.textContent = `${m.text} — compare the new safety number in person before you trust it (sotto trust).`;
+        w.hidden = false;
+      }
+      if (m.kind === "error") showError(m.text);
+      break;
+    case "key":
+      // straight to the frame worker; nothing kept here
+      worker.postMessage(m);
+      break;
+    case "media":
+      try {
+        reply(m.id, await media(m.id, m.request));
+      } catch (e) {
+        reply(m.id, { failed: e?.name || "Error" });
+      }
+      break;
+  }
+};
+
+function status(s) {
+  $("state").textContent = s.end_reason ? `${s.state}: ${s.end_reason}` : s.state;
+  $("state").dataset.state = s.state;
+  $("peer").textContent = s.peer ? `↔ ${s.peer}` : "";
+  $("remote-label").textContent = s.peer || "peer";
+  $("safety").textContent = s.safety_number || "–";
+  const inCall = ["ringing", "connecting", "connected"].includes(s.state);
+  $("ringing").hidden = s.state !== "incoming";
+  $("caller").textContent = s.peer || "";
+  $("incall").hidden = !inCall;
+  $("dial").hidden = inCall || s.state === "incoming";
+  $("mute-audio").setAttribute("aria-pressed", String(s.audio_muted));
+  $("mute-video").setAttribute("aria-pressed", String(s.video_muted));
+  document.body.dataset.callState = s.state;
+  if (s.state === "ended" || s.state === "idle") stopStats();
+}
+
+// --- user actions --------------------------------------------------------------------------
+
+$("dial").onsubmit = (e) => {
+  e.preventDefault();
+  showError("");
+  command({ action: "dial", user: $("callee").value.trim() });
+};
+$("answer").onclick = () => command({ action: "answer" });
+$("reject").onclick = () => command({ action: "reject" });
+$("hangup").onclick = () => command({ action: "hangup" });
+$("mute-audio").onclick = () =>
+  command({ action: "mute_audio", muted: $("mute-audio").getAttribute("aria-pressed") !== "true" });
+$("mute-video").onclick = () =>
+  command({ action: "mute_video", muted: $("mute-video").getAttribute("aria-pressed") !== "true" });
+$("invite").onsubmit = (e) => {
+  e.preventDefault();
+  command({ action: "invite", user: $("invitee").value.trim() });
+  $("invitee").value = "";
+};
+$("switch-camera").onclick = () => switchCamera();
+
+// --- media -----------------------------------------------------------------------------
+
+async function ensureLocal() {
+  if (local) return local;
+  local = await navigator.mediaDevices.getUserMedia({ audio: true, video: { width: 640, height: 480 } });
+  $("local").srcObject = local;
+  await listCameras();
+  return local;
+}
+
+async function listCameras() {
+  const sel = $("camera");
+  const cams = (await navigator.mediaDevices.enumerateDevices()).filter((d) => d.kind === "videoinput");
+  sel.replaceChildren(
+    ...cams.map((d, i) => {
+      const o = document.createElement("option");
+      o.value = d.deviceId;
+      o.textContent = d.label || `camera ${i + 1}`;
+      return o;
+    }),
+  );
+  const cur = local?.getVideoTracks()[0]?.getSettings().deviceId;
+  if (cur) sel.value = cur;
+}
+
+// the next camera (or the one picked), swapped in without renegotiation
+async function switchCamera() {
+  const sel = $("camera");
+  const ids = [...sel.options].map((o) => o.value);
+  const cur = local?.getVideoTracks()[0]?.getSettings().deviceId;
+  let next = sel.value !== cur ? sel.value : ids[(ids.indexOf(cur) + 1) % Math.max(ids.length, 1)];
+  const s = await navigator.mediaDevices.getUserMedia({ video: { deviceId: next ? { exact: next } : undefined } });
+  const track = s.getVideoTracks()[0];
+  const old = local.getVideoTracks()[0];
+  for (const t of pc?.getTransceivers() ?? []) {
+    if (t.sender.track?.kind === "video" || t.receiver.track?.kind === "video") await t.sender.replaceTrack(track);
+  }
+  local.removeTrack(old);
+  old.stop();
+  local.addTrack(track);
+  $("local").srcObject = local;
+  sel.value = track.getSettings().deviceId || next;
+  log("state", `camera: ${track.label || "switched"}`);
+}
+
+function attachTransforms(t) {
+  const kind = t.receiver.track.kind;
+  if (hasScriptTransform) {
+    t.sender.transform = new RTCRtpScriptTransform(worker, { kind, direction: "send" });
+    t.receiver.transform = new RTCRtpScriptTransform(worker, { kind, direction: "recv" });
+  } else {
+    for (const [end, direction] of [[t.sender, "send"], [t.receiver, "recv"]]) {
+      const { readable, writable } = end.createEncodedStreams();
+      worker.postMessage({ op: "streams", readable, writable, kind, direction }, [readable, writable]);
+    }
+  }
+}
+
+// VP8 only (the SFrame layout is codec-aware, frame.md §5), Opus for audio
+function preferCodecs(t) {
+  const kind = t.receiver.track.kind;
+  const caps = RTCRtpReceiver.getCapabilities(kind);
+  if (!caps || !t.setCodecPreferences) return;
+  const want = kind === "video" ? "video/vp8" : "audio/opus";
+  const keep = caps.codecs.filter((c) => c.mimeType.toLowerCase() === want);
+  if (keep.length) t.setCodecPreferences(keep);
+}
+
+async function wireLocalTracks() {
+  const s = await ensureLocal();
+  for (const t of pc.getTransceivers()) {
+    const kind = t.receiver.track.kind;
+    const track = s.getTracks().find((x) => x.kind === kind);
+    t.direction = "sendrecv";
+    if (track && t.sender.track !== track) await t.sender.replaceTrack(track);
+    if (!t.sotto) {
+      t.sotto = true;
+      preferCodecs(t);
+      attachTransforms(t);
+    }
+  }
+}
+
+function newPeerConnection(req) {
+  const config = { iceServers: req.ice_servers, iceTransportPolicy: req.relay_only ? "relay" : "all" };
+  if (useEncodedStreams) config.encodedInsertableStreams = true;
+  else if (!hasScriptTransform) throw Object.assign(new Error("no frame transform API"), { name: "no_frame_transform" });
+  const p = new RTCPeerConnection(config);
+  relayOnly = req.relay_only;
+  gatheringDone = new Promise((resolve) => {
+    p.onicecandidate = ({ candidate }) => {
+      if (candidate) {
+        mediaEvent({ kind: "candidate", candidate: JSON.stringify(candidate.toJSON()) });
+      } else {
+        mediaEvent({ kind: "gathering_complete" });
+        resolve();
+      }
+    };
+  });
+  p.onconnectionstatechange = () => mediaEvent({ kind: "state", state: p.connectionState });
+  p.ontrack = ({ track, streams }) => {
+    if (track.kind === "video" || !$("remote").srcObject) {
+      $("remote").srcObject = streams[0] || new MediaStream([track]);
+    } else if ($("remote").srcObject && !$("remote").srcObject.getTracks().includes(track)) {
+      $("remote").srcObject.addTrack(track);
+    }
+  };
+  return p;
+}
+
+async function media(id, req) {
+  switch (req.op) {
+    case "create":
+      try {
+        await workerAlive;
+      } catch {
+        return { failed: "frame_worker_unavailable" };
+      }
+      if (pc) pc.close();
+      worker.postMessage({ op: "create", suite: req.suite, sender_id: String(req.sender_id) });
+      await ensureLocal();
+      pc = newPeerConnection(req);
+      return "done";
+    case "create_offer": {
+      for (const kind of ["audio", "video"]) pc.addTransceiver(kind, { direction: "sendrecv" });
+      await wireLocalTracks();
+      await pc.setLocalDescription();
+      return { sdp: pc.localDescription.sdp };
+    }
+    case "accept_offer":
+    case "answer_relay_offer": {
+      await pc.setRemoteDescription({ type: "offer", sdp: req.sdp });
+      await wireLocalTracks();
+      await pc.setLocalDescription();
+      if (req.op === "answer_relay_offer") await gatheringDone;
+      return { sdp: pc.localDescription.sdp };
+    }
+    case "apply_answer":
+      await pc.setRemoteDescription({ type: "answer", sdp: req.sdp });
+      return "done";
+    case "add_candidate":
+      await pc.addIceCandidate(JSON.parse(req.candidate));
+      return "done";
+    case "start":
+      startStats();
+      return "done";
+    case "set_muted":
+      for (const t of local?.getTracks() ?? []) t.enabled = t.kind === "audio" ? !req.audio : !req.video;
+      return "done";
+    case "stats":
+      return { stats: await stats() };
+    case "close":
+      worker.postMessage({ op: "close" });
+      pc?.close();
+      pc = null;
+      $("remote").srcObject = null;
+      return "done";
+    default:
+      return { failed: "unknown_op" };
+  }
+}
+
+// --- statistics ------------------------------------------------------------------------
+
+worker.onmessage = ({ data }) => {
+  if (data.event === "pong") {
+    workerReady();
+  } else if (data.event === "stats") {
+    statsWaiters.get(data.id)?.(data);
+    statsWaiters.delete(data.id);
+  } else if (data.event === "first_frame") {
+    mediaEvent({ kind: "first_frame", media: data.media });
+  } else if (data.event === "decrypt_failing") {
+    mediaEvent({ kind: "decrypt_failing", media: data.media, code: data.code });
+  } else if (data.event === "key_refused") {
+    log("error", `frame worker refused a key: ${data.reason}`);
+  }
+};
+
+function workerCounts() {
+  const id = ++statsSeq;
+  return new Promise((resolve) => {
+    statsWaiters.set(id, resolve);
+    worker.postMessage({ op: "stats", id });
+    setTimeout(() => {
+      if (statsWaiters.delete(id)) resolve(null);
+    }, 2000);
+  });
+}
+
+async function stats() {
+  const w = await workerCounts();
+  const out = {
+    state: pc?.connectionState ?? "closed",
+    send_bitrate: 0,
+    recv_bitrate: 0,
+    audio_frames_sent: w?.counts.audio.sent ?? 0,
+    audio_frames_decrypted: w?.counts.audio.decrypted ?? 0,
+    audio_frames_failed: w?.counts.audio.failed ?? 0,
+    video_frames_sent: w?.counts.video.sent ?? 0,
+    video_frames_decrypted: w?.counts.video.decrypted ?? 0,
+    video_frames_failed: w?.counts.video.failed ?? 0,
+  };
+  if (pc) {
+    const report = await pc.getStats();
+    let bytesOut = 0, bytesIn = 0;
+    let encoded = 0;
+    for (const r of report.values()) {
+      if (r.type === "outbound-rtp") bytesOut += r.bytesSent || 0;
+      if (r.type === "outbound-rtp" && r.kind === "video") encoded += r.framesEncoded || 0;
+      if (r.type === "inbound-rtp") bytesIn += r.bytesReceived || 0;
+      if (r.type === "candidate-pair" && r.nominated && r.state === "succeeded") {
+        const l = report.get(r.localCandidateId), rm = report.get(r.remoteCandidateId);
+        out.local_candidate = l?.candidateType;
+        out.remote_candidate = rm?.candidateType;
+        if (r.currentRoundTripTime !== undefined) out.rtt_ms = Math.round(r.currentRoundTripTime * 1000);
+      }
+    }
+    // every video frame the encoder produced must have passed the worker (sealed, or dropped
+    // for want of a key); a few may be in flight
+    const passed = (w?.counts.video.sent ?? 0) + (w?.counts.video.dropped_no_key ?? 0);
+    if (w && encoded > passed + 10) {
+      leak(encoded, passed);
+    }
+    const t = performance.now();
+    if (prevBytes) {
+      const dt = (t - prevBytes.t) / 1000;
+      if (dt > 0) {
+        out.send_bitrate = Math.max(0, Math.round(((bytesOut - prevBytes.out) * 8) / dt));
+        out.recv_bitrate = Math.max(0, Math.round(((bytesIn - prevBytes.in) * 8) / dt));
+      }
+    }
+    prevBytes = { t, out: bytesOut, in: bytesIn };
+  }
+  return out;
+}
+
+// frames left without going through the worker: stop sending at once and end the call
+function leak(encoded, passed) {
+  for (const t of pc?.getTransceivers() ?? []) t.sender.replaceTrack(null);
+  showError(`frames were sent without end-to-end encryption (${encoded} encoded, ${passed} sealed): call ended`);
+  command({ action: "hangup" });
+}
+
+let statsTimer = null;
+function startStats() {
+  stopStats();
+  statsTimer = setInterval(async () => {
+    const s = await stats();
+    const rows = [
+      ["connection", s.state],
+      ["candidate pair", `${s.local_candidate ?? "-"} → ${s.remote_candidate ?? "-"}`],
+      ["rtt", s.rtt_ms !== undefined ? `${s.rtt_ms} ms` : "-"],
+      ["bitrate out / in", `${Math.round(s.send_bitrate / 1000)} / ${Math.round(s.recv_bitrate / 1000)} kbit/s`],
+      ["frames sent (audio/video)", `${s.audio_frames_sent} / ${s.video_frames_sent}`],
+      ["frames decrypted", `${s.audio_frames_decrypted} / ${s.video_frames_decrypted}`],
+      ["frames failed", `${s.audio_frames_failed} / ${s.video_frames_failed}`],
+    ];
+    $("stats-body").replaceChildren(
+      ...rows.map(([k, v]) => {
+        const tr = document.createElement("tr");
+        const a = document.createElement("th");
+        const b = document.createElement("td");
+        a.textContent = k;
+        b.textContent = v;
+        b.dataset.stat = k;
+        tr.append(a, b);
+        return tr;
+      }),
+    );
+  }, 1000);
+}
+function stopStats() {
+  if (statsTimer) clearInterval(statsTimer);
+  statsTimer = null;
+  prevBytes = null;
+}

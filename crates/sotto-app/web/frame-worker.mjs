@@ -1,0 +1,140 @@
+// The call screen's frame worker: every encoded audio/video frame passes through here between
+// the encoder and the packetizer (send) and between the depacketizer and the decoder (receive),
+// and is sealed/opened with SFrame (sframe.mjs, protocol-spec/frame.md). Keys arrive only here
+// (from the device, through the page, never stored); a frame without a key is dropped, never
+// sent in clear.
+import { KeyRing, SenderKey, parseKeyMaterial, wipe } from "./sframe.mjs";
+
+let suite = 4;
+let senderId = null;
+let sender = null; // SenderKey
+let ring = null; // KeyRing
+const zero = () => ({ sent: 0, decrypted: 0, failed: 0, dropped_no_key: 0 });
+let counts = { audio: zero(), video: zero() };
+const first = { audio: false, video: false };
+const failing = { audio: false, video: false };
+const codecOf = (kind) => (kind === "audio" ? "opus" : "vp8");
+const now = () => performance.now();
+const b64 = (s) => Uint8Array.from(atob(s), (c) => c.charCodeAt(0));
+
+async function useSendKey(bytes) {
+  const m = parseKeyMaterial(bytes);
+  wipe(bytes);
+  if (m.suite !== suite || senderId === null || m.sender !== senderId) {
+    wipe(m.baseKey);
+    return "refused: not our key";
+  }
+  if (sender) {
+    const cur = [sender.generation, sender.step];
+    const next = [m.generation, m.step];
+    const same = cur[0] === next[0] && cur[1] === next[1];
+    const back = next[0] < cur[0] || (next[0] === cur[0] && next[1] < cur[1]);
+    if (same || back) {
+      wipe(m.baseKey);
+      return same ? "same key" : "refused: goes back";
+    }
+    sender.destroy();
+  }
+  sender = await SenderKey.create(m.suite, m.sender, m.baseKey, { generation: m.generation, step: m.step });
+  wipe(m.baseKey);
+  return "ok";
+}
+
+self.onmessage = async ({ data }) => {
+  switch (data.op) {
+    case "ping":
+      self.postMessage({ event: "pong" });
+      break;
+    case "create":
+      suite = data.suite;
+      senderId = BigInt(data.sender_id);
+      sender?.destroy();
+      sender = null;
+      ring = new KeyRing(suite);
+      counts = { audio: zero(), video: zero() };
+      first.audio = first.video = false;
+      failing.audio = failing.video = false;
+      break;
+    case "use_send_key": {
+      const r = await useSendKey(b64(data.material));
+      if (r !== "ok" && r !== "same key") self.postMessage({ event: "key_refused", reason: r });
+      break;
+    }
+    case "install":
+      if (ring) {
+        try {
+          await ring.addKey(b64(data.material), now());
+        } catch (e) {
+          self.postMessage({ event: "key_refused", reason: e.code ?? String(e) });
+        }
+      }
+      break;
+    case "forget":
+      await ring?.removeSender(BigInt(data.sender));
+      break;
+    case "close":
+      sender?.destroy();
+      sender = null;
+      ring = null;
+      break;
+    case "stats":
+      self.postMessage({
+        event: "stats",
+        id: data.id,
+        counts,
+        generation: sender ? Number(sender.generation) : null,
+      });
+      break;
+    case "streams": // createEncodedStreams fallback: the page hands us the streams
+      pipe(data.readable, data.writable, data.kind, data.direction);
+      break;
+  }
+};
+
+// RTCRtpScriptTransform
+self.addEventListener("rtctransform", ({ transformer }) => {
+  const { kind, direction } = transformer.options;
+  pipe(transformer.readable, transformer.writable, kind, direction);
+});
+
+function pipe(readable, writable, kind, direction) {
+  const codec = codecOf(kind);
+  const c = () => counts[kind];
+  const transform =
+    direction === "send"
+      ? async (frame, out) => {
+          if (!sender) {
+            c().dropped_no_key++;
+            return; // never in clear
+          }
+          try {
+            const wire = await sender.encrypt(codec, new Uint8Array(frame.data));
+            frame.data = wire.buffer;
+            c().sent++;
+            out.enqueue(frame);
+          } catch {
+            c().dropped_no_key++;
+          }
+        }
+      : async (frame, out) => {
+          if (!ring) return;
+          try {
+            const got = await ring.decrypt(codec, new Uint8Array(frame.data), now());
+            frame.data = got.frame.buffer;
+            c().decrypted++;
+            if (!first[kind]) {
+              first[kind] = true;
+              self.postMessage({ event: "first_frame", media: kind });
+            }
+            failing[kind] = false;
+            out.enqueue(frame);
+          } catch (e) {
+            c().failed++;
+            if (!failing[kind]) {
+              failing[kind] = true;
+              self.postMessage({ event: "decrypt_failing", media: kind, code: e.code ?? "Error" });
+            }
+          }
+        };
+  readable.pipeThrough(new TransformStream({ transform })).pipeTo(writable).catch(() => {});
+}

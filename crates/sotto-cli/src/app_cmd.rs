@@ -1,0 +1,209 @@
+//! `sotto app`: this device with the browser call screen. The engine is the one `call` and
+//! `answer` run; its media engine is the page (camera, microphone, WebRTC, SFrame worker),
+//! served on 127.0.0.1 by `sotto-app`.
+
+use std::sync::Arc;
+
+use sotto_app::protocol::{NoticeKind, PageCommand, PageIceServer, PageStatus, ToPage};
+use sotto_app::{AppWiring, PageLink, PageMedia};
+use sotto_call::core::CallState;
+use sotto_call::engine::{default_machine, Command as EngineCmd, Engine, Notice, Status};
+use sotto_call::messages::valid_member_name;
+use sotto_frame::CipherSuite;
+use tokio::sync::{mpsc, watch};
+
+use crate::phone::printable;
+use crate::settings::ClientArgs;
+use crate::CliError;
+
+#[derive(clap::Args, Debug)]
+pub struct AppArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Open the call screen in the system's browser (`chromium --app=…` where present).
+    #[arg(long)]
+    open: bool,
+}
+
+fn fail(s: impl Into<String>) -> CliError {
+    CliError::Usage(s.into())
+}
+
+pub fn run(a: AppArgs) -> Result<(), CliError> {
+    let st = a.client.resolve()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| fail(e.to_string()))?;
+    rt.block_on(async move {
+        let user = st.user()?.to_string();
+        if let Some(r) = &st.relay {
+            sotto_server::tls::check_url(r).map_err(|e| fail(format!("relay: {e}")))?;
+        }
+        let (dev, events) = crate::account::load_device(&st).await?;
+        let mut ice = Vec::new();
+        if let Some(url) = &st.ice {
+            let (username, credential) = match dev.client().turn_credentials().await {
+                Ok(g) => (g.username, g.password),
+                Err(_) => (String::new(), String::new()),
+            };
+            ice.push(PageIceServer {
+                urls: vec![url.clone()],
+                username,
+                credential,
+            });
+        }
+        let link = PageLink::default();
+        let media = PageMedia::new(
+            link.clone(),
+            CipherSuite::default(),
+            Arc::new(move || ice.clone()),
+            st.relay_only,
+        );
+        let engine = Engine::spawn_with_media(
+            dev,
+            events,
+            Box::new(media),
+            default_machine,
+            st.relay.clone(),
+        );
+        serve(user, engine, link, a.open).await
+    })
+}
+
+async fn serve(
+    user: String,
+    mut engine: Engine,
+    link: PageLink,
+    open: bool,
+) -> Result<(), CliError> {
+    let (cmd_tx, mut cmd_rx) = mpsc::channel::<PageCommand>(32);
+    let mut status = engine.status();
+    let (page_tx, page_rx) = watch::channel(page_status(&status.borrow()));
+    let server = sotto_app::start(AppWiring {
+        me: user,
+        link: link.clone(),
+        commands: cmd_tx,
+        status: page_rx,
+    })
+    .await
+    .map_err(|e| fail(e.to_string()))?;
+    {
+        use std::io::Write as _;
+        let url = server.url();
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "call screen: {}", url.as_str());
+        let _ = writeln!(
+            out,
+            "(open it in a browser on this machine; the link is this run's key)"
+        );
+        let _ = out.flush();
+        if open {
+            open_browser(url.as_str());
+        }
+    }
+    loop {
+        tokio::select! {
+            c = cmd_rx.recv() => {
+                let Some(c) = c else { break };
+                match c {
+                    PageCommand::Dial { user } | PageCommand::Invite { user } if !valid_member_name(&user) => {
+                        link.send(&ToPage::Notice {
+                            kind: NoticeKind::Error,
+                            text: format!("{:?} is not an account name", printable(&user)),
+                        });
+                    }
+                    PageCommand::Dial { user } => engine.command(EngineCmd::Dial(user)).await,
+                    PageCommand::Invite { user } => engine.command(EngineCmd::Invite(user)).await,
+                    PageCommand::Answer => engine.command(EngineCmd::Answer).await,
+                    PageCommand::Reject => engine.command(EngineCmd::Reject).await,
+                    PageCommand::Hangup => engine.command(EngineCmd::Hangup).await,
+                    PageCommand::MuteAudio { muted } => engine.command(EngineCmd::MuteAudio(muted)).await,
+                    PageCommand::MuteVideo { muted } => engine.command(EngineCmd::MuteVideo(muted)).await,
+                }
+            }
+            changed = status.changed() => {
+                if changed.is_err() { break }
+                let s = page_status(&status.borrow_and_update());
+                page_tx.send_if_modified(|cur| if *cur == s { false } else { *cur = s; true });
+            }
+            n = engine.notice() => {
+                let Some(n) = n else { break };
+                let (kind, text) = notice(&n);
+                link.send(&ToPage::Notice { kind, text });
+            }
+            _ = tokio::signal::ctrl_c() => {
+                if !matches!(engine.status().borrow().state, CallState::Idle | CallState::Ended) {
+                    engine.command(EngineCmd::Hangup).await;
+                    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                }
+                break;
+            }
+        }
+    }
+    server.stop();
+    Ok(())
+}
+
+fn page_status(s: &Status) -> PageStatus {
+    PageStatus {
+        state: s.state.to_string(),
+        peer: s.peer.clone(),
+        end_reason: s.end_reason.as_ref().map(ToString::to_string),
+        safety_number: s.safety_number.clone(),
+        audio_muted: s.audio_muted,
+        video_muted: s.video_muted,
+        peer_audio_muted: s.peer_audio_muted,
+        peer_video_muted: s.peer_video_muted,
+        members: s.members.clone(),
+        setup_ms: s
+            .setup_time
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        local_generation: s.media.as_ref().map(|m| m.local_generation),
+        remote_generation: s.media.as_ref().and_then(|m| m.remote_generation),
+    }
+}
+
+fn notice(n: &Notice) -> (NoticeKind, String) {
+    match n {
+        Notice::Incoming(from) => (NoticeKind::Incoming, format!("incoming call from {from}")),
+        Notice::IdentityChanged(who) => (
+            NoticeKind::IdentityChanged,
+            format!("{who}'s identity key changed"),
+        ),
+        Notice::Member(m) => (NoticeKind::Member, m.to_string()),
+        Notice::State(s) => (NoticeKind::State, format!("state: {s}")),
+        Notice::Dropped(d) => (NoticeKind::Dropped, format!("dropped: {d}")),
+        Notice::KeyRotated(g) => (
+            NoticeKind::Key,
+            format!("our media key is now generation {g}"),
+        ),
+        Notice::PeerKey { from, generation } => (
+            NoticeKind::Key,
+            format!("{from}'s media key generation {generation} installed"),
+        ),
+        Notice::Error(e) => (NoticeKind::Error, e.to_string()),
+        other => (NoticeKind::Other, format!("{other:?}")),
+    }
+}
+
+/// Opens `url` in Chromium as an app window when installed, else the desktop's browser.
+fn open_browser(url: &str) {
+    let tries: [(&str, Vec<String>); 3] = [
+        ("chromium", vec![format!("--app={url}")]),
+        ("google-chrome", vec![format!("--app={url}")]),
+        ("xdg-open", vec![url.to_owned()]),
+    ];
+    for (cmd, args) in tries {
+        if std::process::Command::new(cmd)
+            .args(&args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .is_ok()
+        {
+            return;
+        }
+    }
+    eprintln!("could not start a browser: open the link above yourself");
+}

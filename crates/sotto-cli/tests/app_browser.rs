@@ -1,0 +1,404 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! `sotto app` with a real browser: Chromium (headless, fake camera and microphone) opens the
+//! call screen, the test clicks "Call" like a user (over the DevTools protocol), a Rust device
+//! (`sotto answer --script`, webrtc-rs) answers, and media flows both ways through SFrame:
+//! the page's frame worker decrypts the Rust device's Opus and VP8 (and Chromium decodes the
+//! picture), the Rust device decrypts and records the browser's. Then the page hangs up.
+//! Also: the page is refused without the token, from another Origin, and under another Host.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{sotto, start_server, text, ChildGuard, SpawnGuarded};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
+
+/// A plain HTTP/1.1 GET on loopback: (status line, headers, body).
+fn http_get(addr: &str, path: &str, host: &str) -> (String, String, String) {
+    // Chromium's DevTools server keeps the connection open: read the head, then exactly
+    // Content-Length bytes, never "until closed"
+    let s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut w = s.try_clone().unwrap();
+    write!(
+        w,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut r = BufReader::new(s);
+    let mut status = String::new();
+    r.read_line(&mut status).unwrap();
+    let (mut headers, mut len) = (String::new(), 0usize);
+    loop {
+        let mut h = String::new();
+        if r.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+            break;
+        }
+        let lower = h.to_ascii_lowercase();
+        if let Some(v) = lower.strip_prefix("content-length:") {
+            len = v.trim().parse().unwrap_or(0);
+        }
+        headers.push_str(&lower);
+    }
+    let mut body = vec![0; len];
+    r.read_exact(&mut body).unwrap();
+    (
+        status.trim().to_owned(),
+        headers,
+        String::from_utf8_lossy(&body).into_owned(),
+    )
+}
+
+/// Where bob's output goes (printed when the page does not show what the test waits for).
+static BOB_LOG: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+
+/// Chromium's DevTools protocol on one page target.
+struct Cdp {
+    ws: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    id: u64,
+}
+
+impl Cdp {
+    async fn eval(&mut self, expr: &str) -> Value {
+        self.id += 1;
+        let msg = json!({"id": self.id, "method": "Runtime.evaluate",
+            "params": {"expression": expr, "awaitPromise": true, "returnByValue": true}});
+        self.ws.send(Message::text(msg.to_string())).await.unwrap();
+        loop {
+            let m = tokio::time::timeout(Duration::from_secs(30), self.ws.next())
+                .await
+                .expect("DevTools answered nothing in 30 s")
+                .unwrap()
+                .unwrap();
+            let v: Value = serde_json::from_str(m.to_text().unwrap()).unwrap();
+            if v["id"] == self.id {
+                return v["result"]["result"]["value"].clone();
+            }
+        }
+    }
+
+    /// Polls `expr` until it is true (or `limit` passes, then panics with `what`).
+    async fn wait(&mut self, expr: &str, limit: Duration, what: &str) {
+        let t0 = Instant::now();
+        loop {
+            if self.eval(expr).await == json!(true) {
+                return;
+            }
+            if t0.elapsed() > limit {
+                let screen = self.eval("document.body.innerText").await;
+                let bob = BOB_LOG
+                    .get()
+                    .and_then(|p| std::fs::read_to_string(p).ok())
+                    .unwrap_or_default();
+                panic!("page never showed {what} in {limit:?}; it shows:\n{screen}\nbob printed:\n{bob}");
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}
+
+fn chromium(profile: &Path, url: &str) -> ChildGuard {
+    Command::new("chromium")
+        .args([
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+            "--disable-extensions",
+            "--use-fake-device-for-media-stream",
+            "--use-fake-ui-for-media-stream",
+            "--autoplay-policy=no-user-gesture-required",
+            "--remote-debugging-port=0",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(url)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn_guarded()
+}
+
+/// The DevTools page target showing `url_prefix`.
+async fn attach(profile: &Path, url_prefix: &str) -> Cdp {
+    let t0 = Instant::now();
+    let port = loop {
+        if let Ok(s) = std::fs::read_to_string(profile.join("DevToolsActivePort")) {
+            if let Some(p) = s.lines().next().and_then(|l| l.trim().parse::<u16>().ok()) {
+                break p;
+            }
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "Chromium did not start its DevTools"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let addr = format!("127.0.0.1:{port}");
+    let ws_url = loop {
+        let (_, _, body) = http_get(&addr, "/json/list", &addr);
+        let list: Value = serde_json::from_str(&body).unwrap_or(json!([]));
+        if let Some(t) = list.as_array().into_iter().flatten().find(|t| {
+            t["type"] == "page" && t["url"].as_str().is_some_and(|u| u.starts_with(url_prefix))
+        }) {
+            break t["webSocketDebuggerUrl"].as_str().unwrap().to_owned();
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "no page target: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let (ws, _) = tokio_tungstenite::connect_async(ws_url.as_str())
+        .await
+        .unwrap();
+    Cdp { ws, id: 0 }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_calls_a_rust_device_and_both_decrypt_each_others_media() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, url) = start_server(dir.path(), "app.test");
+    let home = dir.path().join("home");
+    for user in ["alice", "bob"] {
+        let out = sotto(&home)
+            .args([
+                "register",
+                "--server",
+                &url,
+                "--server-id",
+                "app.test",
+                "--user",
+                user,
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "register {user}: {}", text(&out));
+    }
+    // bob: a Rust device that answers, stays in the call until alice hangs up
+    let script = dir.path().join("bob.txt");
+    std::fs::write(
+        &script,
+        "wait-state incoming\nanswer\nwait-state connected\nwait-state ended\n",
+    )
+    .unwrap();
+    let bob = sotto(&home)
+        .args([
+            "answer",
+            "--server",
+            &url,
+            "--server-id",
+            "app.test",
+            "--user",
+            "bob",
+        ])
+        .arg("--script")
+        .arg(&script)
+        .arg("--record")
+        .arg(dir.path())
+        .env("RUST_LOG", "info")
+        .stdout(std::fs::File::create(dir.path().join("bob.log")).unwrap())
+        .stderr(std::fs::File::create(dir.path().join("bob.err")).unwrap())
+        .spawn_guarded();
+    let _ = BOB_LOG.set(dir.path().join("bob.log"));
+
+    // alice: the app; its first line is the link
+    let mut app = sotto(&home)
+        .args([
+            "app",
+            "--server",
+            &url,
+            "--server-id",
+            "app.test",
+            "--user",
+            "alice",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn_guarded();
+    let mut lines = BufReader::new(app.stdout.take().unwrap());
+    let mut line = String::new();
+    lines.read_line(&mut line).unwrap();
+    let link = line
+        .trim()
+        .strip_prefix("call screen: ")
+        .unwrap_or_else(|| panic!("no link line: {line:?}"))
+        .to_owned();
+    std::thread::spawn(move || {
+        let mut sink = String::new();
+        while lines.read_line(&mut sink).unwrap_or(0) > 0 {
+            sink.clear();
+        }
+    });
+    let (base, _token) = link.split_once("/#").unwrap();
+    let host = base.trim_start_matches("http://");
+
+    // the server side of the page's defences
+    let (status, headers, _) = http_get(host, "/", host);
+    assert!(status.contains("200"), "{status}");
+    assert!(
+        headers.contains("content-security-policy: default-src 'none'; script-src 'self'"),
+        "{headers}"
+    );
+    assert!(headers.contains("x-frame-options: deny"), "{headers}");
+    let (status, _, _) = http_get(host, "/", "evil.example:80");
+    assert!(
+        status.contains("421"),
+        "a foreign Host is refused: {status}"
+    );
+    let (status, _, _) = http_get(host, "/../Cargo.toml", host);
+    assert!(!status.contains("200"), "{status}");
+    let mut bad_origin =
+        format!("ws://{host}/ws").into_client_request_with_origin("http://evil.example");
+    let refused = tokio_tungstenite::connect_async(bad_origin.take().unwrap()).await;
+    assert!(
+        refused.is_err(),
+        "a WebSocket from another Origin is refused"
+    );
+    let mut req = format!("ws://{host}/ws").into_client_request_with_origin(base);
+    let (mut ws, _) = tokio_tungstenite::connect_async(req.take().unwrap())
+        .await
+        .unwrap();
+    ws.send(Message::text(
+        json!({"type": "hello", "token": "00".repeat(32)}).to_string(),
+    ))
+    .await
+    .unwrap();
+    let closed = tokio::time::timeout(Duration::from_secs(10), ws.next())
+        .await
+        .unwrap();
+    assert!(
+        matches!(closed, Some(Ok(Message::Close(Some(ref f)))) if u16::from(f.code) == 1008),
+        "a wrong token is refused: {closed:?}"
+    );
+
+    eprintln!("defences checked; starting Chromium");
+    // the page, as a user would use it
+    let profile = tempfile::tempdir().unwrap();
+    let _browser = chromium(profile.path(), &link);
+    let mut page = attach(profile.path(), base).await;
+    page.wait(
+        "document.getElementById('me').textContent === 'alice'",
+        Duration::from_secs(30),
+        "the welcome",
+    )
+    .await;
+    page.eval(
+        "document.getElementById('callee').value = 'bob'; \
+         document.getElementById('call').click(); true",
+    )
+    .await;
+    page.wait(
+        "document.body.dataset.callState === 'connected'",
+        Duration::from_secs(60),
+        "connected",
+    )
+    .await;
+    // Rust → browser: the worker decrypted bob's audio and video, and Chromium decoded the picture
+    page.wait(
+        "(() => { const c = document.querySelector('[data-stat=\"frames decrypted\"]'); \
+         if (!c) return false; const [a, v] = c.textContent.split(' / ').map(Number); \
+         return a > 20 && v > 20; })()",
+        Duration::from_secs(60),
+        "frames decrypted from bob",
+    )
+    .await;
+    page.wait(
+        "document.getElementById('remote').videoWidth > 0",
+        Duration::from_secs(30),
+        "bob's picture",
+    )
+    .await;
+    let failed = page
+        .eval("document.querySelector('[data-stat=\"frames failed\"]').textContent")
+        .await;
+    assert_eq!(failed, json!("0 / 0"), "no frame failed in the browser");
+    let safety = page
+        .eval("document.getElementById('safety').textContent")
+        .await;
+    assert!(
+        safety.as_str().is_some_and(|s| s.split(' ').count() == 12),
+        "safety number shown: {safety}"
+    );
+    // let bob receive a few seconds of the browser's media, then hang up from the page
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    page.eval("document.getElementById('hangup').click(); true")
+        .await;
+    page.wait(
+        "document.body.dataset.callState === 'ended'",
+        Duration::from_secs(30),
+        "ended",
+    )
+    .await;
+
+    let mut bob = bob;
+    let t0 = Instant::now();
+    while bob.try_wait().unwrap().is_none() {
+        assert!(t0.elapsed() < Duration::from_secs(60), "bob did not end");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let out = std::fs::read_to_string(dir.path().join("bob.log")).unwrap();
+    assert!(
+        out.contains("state: connected") && out.contains("peer hung up"),
+        "bob saw:\n{out}"
+    );
+    let (decrypted, failed) = common::decrypted_failed(&out);
+    assert!(
+        decrypted > 50 && failed == 0,
+        "bob decrypted the browser's frames:\n{out}"
+    );
+    // the browser's VP8, decrypted by bob, decodes
+    let ivf = dir.path().join("bob-received.ivf");
+    let probe = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-count_frames",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "stream=codec_name,width,height,nb_read_frames",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(&ivf)
+        .output()
+        .expect("ffprobe (ffmpeg) is required (.ci/run installs it)");
+    let probe = String::from_utf8_lossy(&probe.stdout).into_owned();
+    let fields: Vec<&str> = probe.trim().split(',').collect();
+    assert_eq!(fields.first(), Some(&"vp8"), "{probe}");
+    assert!(
+        fields
+            .get(3)
+            .and_then(|n| n.parse::<u64>().ok())
+            .is_some_and(|n| n > 10),
+        "{probe}"
+    );
+    let _ = app.kill();
+}
+
+trait WithOrigin {
+    fn into_client_request_with_origin(
+        self,
+        origin: &str,
+    ) -> Option<tokio_tungstenite::tungstenite::handshake::client::Request>;
+}
+
+impl WithOrigin for String {
+    fn into_client_request_with_origin(
+        self,
+        origin: &str,
+    ) -> Option<tokio_tungstenite::tungstenite::handshake::client::Request> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut r = self.into_client_request().ok()?;
+        r.headers_mut().insert("origin", origin.parse().ok()?);
+        Some(r)
+    }
+}
