@@ -18,8 +18,9 @@ pub const MAX_TOKEN_LEN: usize = 1024;
 /// milliseconds: a token is still accepted this long after its expiry, and one issued up to
 /// this far in the future is accepted.
 pub const CLOCK_SKEW_MS: u64 = 30_000;
-/// Longest token lifetime a server may mint, in seconds (a day).
-pub const MAX_TTL_SECS: u64 = 86_400;
+/// Longest token lifetime a server may mint, in seconds (an hour; the relay remembers leaves
+/// this long).
+pub const MAX_TTL_SECS: u64 = 3_600;
 /// Prefix of the token text: the format version.
 pub const TOKEN_PREFIX: &str = "v1";
 /// Domain separation of the MAC input.
