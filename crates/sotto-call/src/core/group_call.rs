@@ -77,9 +77,7 @@ impl CallCore {
             return self.notify(Notice::Error(CallError::CannotAdd(user)));
         }
         let Some(token) = token else {
-            return self.notify(Notice::Error(CallError::Relay(
-                "no relay token for the invitee".into(),
-            )));
+            return self.notify(Notice::Error(CallError::NoRelayToken(user)));
         };
         let forget = match c.keys.admit(&user) {
             Ok(f) => f,

@@ -803,7 +803,7 @@ impl CallCore {
                 let (mine, theirs) = (take(&me), take(&c.peer));
                 let (Some(mine), Some(url)) = (mine, c.relay.clone()) else {
                     c.room = RoomPhase::None;
-                    return self.fail(CallError::Relay("no relay token for us".into()), now);
+                    return self.fail(CallError::NoRelayToken(me), now);
                 };
                 c.relay_token = Some(mine.clone());
                 c.peer_token = theirs;

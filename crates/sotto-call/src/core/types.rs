@@ -544,6 +544,9 @@ pub enum CallError {
     /// `unknown_relay`, `too_many_relay_rooms`, ...).
     #[error("relay tokens refused: {0}")]
     RelayTokensRefused(sotto_server::ErrorCode),
+    /// The server's answer to a token request held no token for `0`.
+    #[error("no relay token for {0}")]
+    NoRelayToken(String),
     /// Another party did not answer in time.
     #[error("{what} did not answer within {limit:?}")]
     Timeout {
