@@ -1,7 +1,7 @@
 //! The call core as a state machine under hostile input: a device in a call (1:1 or through a
 //! relay) takes any sequence of messages from its peer, other members and strangers (any body,
 //! any sequence number, the current or another call id, keys for any sender id), relay
-//! announcements, results of its own actions (in any order, for any call), media signals,
+//! announcements, results of its own actions (relay tokens included; in any order, for any call), media signals,
 //! commands and time. It must never panic, every action it asks for must be bounded, and a
 //! send key it hands the data plane must never go back (that would reuse nonces).
 #![no_main]
@@ -20,6 +20,11 @@ use sotto_call::messages::{Body, CallId, CallMessage};
 use sotto_frame::{CipherSuite, SenderKey};
 
 const NAMES: [&str; 5] = ["bob", "carol", "dave", "mallory", "alice"];
+
+/// A relay token as the server hands it out (the core never looks inside).
+fn token() -> sotto_relay::admission::RelayToken {
+    sotto_relay::admission::RelayToken::from_text("v1.Y2xhaW1z.bWFj".into()).expect("short")
+}
 
 struct Input<'a>(&'a [u8]);
 
@@ -72,6 +77,7 @@ fuzz_target!(|data: &[u8]| {
                         media_key: (arg & 16 != 0).then_some(key),
                         relay: (arg & 32 != 0).then(|| "ws://relay.test".into()),
                         members: NAMES[..usize::from(arg % 4)].iter().map(|s| s.to_string()).collect(),
+                        relay_token: (arg & 64 != 0).then(token),
                     },
                     1 => Body::Ringing,
                     2 => Body::Answer { sdp: "v=0".into(), media_key: key },
@@ -119,6 +125,14 @@ fuzz_target!(|data: &[u8]| {
             },
             12 => Event::SendFailed { call, to: name, kind: "x", identity_changed: arg & 1 == 1, why: String::new() },
             13 => Event::AnswerApplied { call, result: Ok(()) },
+            14 => Event::RelayTokens {
+                call,
+                result: if arg & 1 == 0 {
+                    Ok(NAMES[..usize::from(arg % 6)].iter().map(|s| (s.to_string(), token())).collect())
+                } else {
+                    Err(CallError::RelayTokensRefused(sotto_server::ErrorCode::NotARoomMember))
+                },
+            },
             _ => {
                 now += Duration::from_millis(u64::from(arg) * 50);
                 core.handle_timeout(now);
@@ -138,7 +152,9 @@ fuzz_target!(|data: &[u8]| {
                     }
                     send_key = Some(id);
                 }
-                Action::Send { call, .. } | Action::JoinRoom { call, .. } => {
+                Action::Send { call, .. }
+                | Action::JoinRoom { call, .. }
+                | Action::RequestRelayTokens { call, .. } => {
                     if !calls.contains(&call) && calls.len() < 4 {
                         calls.push(call);
                     }

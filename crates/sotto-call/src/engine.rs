@@ -576,7 +576,38 @@ impl Driver {
                         });
                     });
                 }
-                Action::JoinRoom { call, url, room } => self.join_room(call, url, room),
+                Action::RequestRelayTokens {
+                    call,
+                    url,
+                    room,
+                    participants,
+                } => {
+                    let (device, results) = (self.device.clone(), self.results.clone());
+                    tokio::spawn(async move {
+                        let ask = device.client().relay_tokens(&url, &room, &participants);
+                        let result = match tokio::time::timeout(SIGNALING_TIMEOUT, ask).await {
+                            Ok(Ok(tokens)) => Ok(tokens
+                                .into_iter()
+                                .map(|t| (t.participant, t.token))
+                                .collect()),
+                            Ok(Err(sotto_server::Error::Refused { code })) => {
+                                Err(CallError::RelayTokensRefused(code))
+                            }
+                            Ok(Err(e)) => Err(CallError::Relay(e.to_string())),
+                            Err(_) => Err(CallError::Timeout {
+                                what: "relay tokens",
+                                limit: SIGNALING_TIMEOUT,
+                            }),
+                        };
+                        let _ = results.send(Event::RelayTokens { call, result });
+                    });
+                }
+                Action::JoinRoom {
+                    call,
+                    url,
+                    room,
+                    token,
+                } => self.join_room(call, url, room, token),
                 Action::LeaveRoom { call } => {
                     if self.room.as_ref().is_some_and(|(id, _)| *id == call) {
                         self.room = None;
@@ -592,7 +623,13 @@ impl Driver {
         }
     }
 
-    fn join_room(&mut self, call: CallId, url: String, room: String) {
+    fn join_room(
+        &mut self,
+        call: CallId,
+        url: String,
+        room: String,
+        token: Option<sotto_admission::RelayToken>,
+    ) {
         let Some((_, media)) = self.media.as_ref().filter(|(id, _)| *id == call) else {
             let result = Err(CallError::NoMedia);
             self.core
@@ -605,11 +642,19 @@ impl Driver {
         // the relay is verified against the CAs the device trusts for its signaling server
         let tls = self.device.client_tls().clone();
         tokio::spawn(async move {
-            let join = sotto_relay::client::join(&url, &tls, &room, &me, |offer| async move {
-                media.answer_relay_offer(&offer).await
-            });
+            let join = sotto_relay::client::join(
+                &url,
+                &tls,
+                &room,
+                &me,
+                token.as_ref(),
+                |offer| async move { media.answer_relay_offer(&offer).await },
+            );
             let result = match tokio::time::timeout(RELAY_JOIN_TIMEOUT, join).await {
                 Ok(Ok(handle)) => Ok(handle),
+                Ok(Err(sotto_relay::client::JoinError::Refused { code, .. })) => {
+                    Err(CallError::RelayRefused(code))
+                }
                 Ok(Err(e)) => Err(CallError::Relay(e.to_string())),
                 Err(_) => Err(CallError::Timeout {
                     what: "relay join",

@@ -12,7 +12,8 @@ use sotto_call::state::{CallMachine, Role};
 use sotto_server::Server;
 use sotto_testkit::device::device;
 use sotto_testkit::media::loopback_factory;
-use sotto_testkit::server::server;
+use sotto_testkit::relay::TestRelay;
+use sotto_testkit::server::{server, server_for_relay};
 
 /// The tests in this file each run several real webrtc-rs peers; on a 2-core machine they run
 /// one at a time so that timing-sensitive steps (ICE, DTLS) are not starved by each other.
@@ -202,10 +203,9 @@ async fn glare_ends_in_one_connected_call() {
 async fn call_through_the_relay_connects_and_the_relay_sees_only_ciphertext() {
     let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
-    let srv = server(dir.path()).await;
-    let mut rc = sotto_relay::RelayConfig::loopback();
-    rc.capture_dir = Some(dir.path().join("capture"));
-    let relay = sotto_relay::serve(rc).await.unwrap();
+    let capture = dir.path().join("capture");
+    let relay = TestRelay::start_with(|rc| rc.capture_dir = Some(capture)).await;
+    let srv = server_for_relay(dir.path(), &relay).await;
     let mk = |who: &'static str| {
         let d = dir.path().to_path_buf();
         let url = relay.url();
@@ -269,10 +269,8 @@ async fn call_through_the_relay_connects_and_the_relay_sees_only_ciphertext() {
 async fn a_third_member_joins_and_leaves_keys_ratchet_then_rotate() {
     let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
-    let srv = server(dir.path()).await;
-    let relay = sotto_relay::serve(sotto_relay::RelayConfig::loopback())
-        .await
-        .unwrap();
+    let relay = TestRelay::start().await;
+    let srv = server_for_relay(dir.path(), &relay).await;
     let mut engines = Vec::new();
     for who in ["alice", "bob", "carol"] {
         let (dev, events) = device(&srv.url(), who).await;

@@ -20,7 +20,8 @@ use sotto_relay::capture::{self, Kind, Mark};
 use sotto_server::Server;
 use sotto_testkit::device::engine;
 use sotto_testkit::media::loopback_factory;
-use sotto_testkit::server::server;
+use sotto_testkit::relay::TestRelay;
+use sotto_testkit::server::server_for_relay;
 use tokio::sync::mpsc;
 
 /// Several real webrtc-rs peers per test: one test at a time on a 2-core machine.
@@ -61,16 +62,15 @@ impl Who {
 struct World {
     dir: tempfile::TempDir,
     srv: Server,
-    relay: sotto_relay::Relay,
+    relay: TestRelay,
 }
 
 impl World {
     async fn new() -> World {
         let dir = tempfile::tempdir().unwrap();
-        let srv = server(dir.path()).await;
-        let mut rc = sotto_relay::RelayConfig::loopback();
-        rc.capture_dir = Some(dir.path().join("capture"));
-        let relay = sotto_relay::serve(rc).await.unwrap();
+        let capture = dir.path().join("capture");
+        let relay = TestRelay::start_with(|rc| rc.capture_dir = Some(capture)).await;
+        let srv = server_for_relay(dir.path(), &relay).await;
         World { dir, srv, relay }
     }
 

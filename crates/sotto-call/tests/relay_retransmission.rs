@@ -10,9 +10,8 @@ use std::time::{Duration, Instant};
 
 use sotto_call::media::{MediaKind, MediaStats, TapFrame};
 use sotto_relay::nack::RetransmissionStats;
-use sotto_relay::{serve, RelayConfig};
 use sotto_testkit::media::drain;
-use sotto_testkit::relay::participant;
+use sotto_testkit::relay::{participant, TestRelay};
 
 /// Each test runs four webrtc-rs peers (three participants and the relay's connections); on a
 /// 2-core machine they run one at a time.
@@ -40,10 +39,10 @@ struct Run {
 /// Checks every frame at both receivers.
 async fn alice_to_bob_and_carol(alice_out: u64, relay_out: u64) -> Run {
     let started = Instant::now();
-    let relay = serve(RelayConfig::loopback()).await.unwrap();
-    let mut alice = participant(&relay.url(), "r", "alice", 1).await;
-    let mut bob = participant(&relay.url(), "r", "bob", 2).await;
-    let mut carol = participant(&relay.url(), "r", "carol", 3).await;
+    let relay = TestRelay::start().await;
+    let mut alice = participant(&relay, "r", "alice", 1).await;
+    let mut bob = participant(&relay, "r", "bob", 2).await;
+    let mut carol = participant(&relay, "r", "carol", 3).await;
     for p in [&bob, &carol] {
         p.peer
             .install_remote_key(&alice.peer.local_key_material())

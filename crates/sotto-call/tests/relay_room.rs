@@ -7,9 +7,8 @@ use std::time::Duration;
 use sotto_call::media::{MediaConfig, MediaKind, TapFrame};
 use sotto_frame::Codec;
 use sotto_relay::capture::{self, Kind};
-use sotto_relay::{serve, RelayConfig};
 use sotto_testkit::media::drain;
-use sotto_testkit::relay::{participant, participant_with};
+use sotto_testkit::relay::{participant, participant_with, TestRelay};
 use tokio::sync::mpsc;
 
 /// The tests in this file each run several real webrtc-rs peers; on a 2-core machine they run
@@ -18,13 +17,11 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 async fn room_of(n: usize) {
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = RelayConfig::loopback();
-    cfg.capture_dir = Some(dir.path().to_path_buf());
-    let relay = serve(cfg).await.unwrap();
+    let relay = TestRelay::start_with(|cfg| cfg.capture_dir = Some(dir.path().to_path_buf())).await;
     let names = ["alice", "bob", "carol", "dave", "erin"];
     let mut ps = Vec::new();
     for (i, name) in names.iter().take(n).enumerate() {
-        ps.push(participant(&relay.url(), "r1", name, i as u64 + 1).await);
+        ps.push(participant(&relay, "r1", name, i as u64 + 1).await);
     }
     assert_eq!(relay.members("r1").len(), n);
     // keys: everyone gets everyone's key (the call engine sends them through the ratchet)
@@ -174,9 +171,9 @@ async fn five_party_room_through_the_relay() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn joins_and_leaves_are_announced_and_a_leaver_is_no_longer_forwarded() {
     let _serial = SERIAL.lock().await;
-    let relay = serve(RelayConfig::loopback()).await.unwrap();
-    let mut a = participant(&relay.url(), "r2", "alice", 1).await;
-    let b = participant(&relay.url(), "r2", "bob", 2).await;
+    let relay = TestRelay::start().await;
+    let mut a = participant(&relay, "r2", "alice", 1).await;
+    let b = participant(&relay, "r2", "bob", 2).await;
     assert_eq!(b.room.members, vec!["alice".to_string()]);
     assert_eq!(
         next(&mut a.room.events).await,
@@ -256,9 +253,7 @@ async fn a_receiver_without_the_key_recovers_when_it_arrives_and_video_resumes_o
     use sotto_call::media::{is_vp8_key_frame, IvfSource};
     let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = RelayConfig::loopback();
-    cfg.capture_dir = Some(dir.path().to_path_buf());
-    let relay = serve(cfg).await.unwrap();
+    let relay = TestRelay::start_with(|cfg| cfg.capture_dir = Some(dir.path().to_path_buf())).await;
 
     let clip = ivf_frames(CAMERA1_IVF);
     let twin = ivf_frames(CAMERA1_INTRA_IVF);
@@ -273,8 +268,8 @@ async fn a_receiver_without_the_key_recovers_when_it_arrives_and_video_resumes_o
         .unwrap();
     let mut ac = MediaConfig::loopback(1).unwrap();
     ac.video = Some(src);
-    let mut alice = participant_with(&relay.url(), "r4", "alice", ac).await;
-    let bob = participant(&relay.url(), "r4", "bob", 2).await;
+    let mut alice = participant_with(&relay, "r4", "alice", ac).await;
+    let bob = participant(&relay, "r4", "bob", 2).await;
     alice.peer.start_sending().await.unwrap();
 
     // no key at bob: frames wait, then the ones older than KEY_WAIT fail

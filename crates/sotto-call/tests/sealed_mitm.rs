@@ -151,6 +151,7 @@ fn offer(call: CallId, seq: u32, fp: &str) -> CallMessage {
             media_key: Some(test_key(0x08)),
             relay: None,
             members: Vec::new(),
+            relay_token: None,
         },
     )
 }
@@ -672,6 +673,7 @@ fn offer_of_encoded_len(call: CallId, len: usize) -> CallMessage {
             media_key: Some(test_key(0x08)),
             relay: None,
             members: Vec::new(),
+            relay_token: None,
         },
     )
     .encode()
@@ -688,6 +690,7 @@ fn offer_of_encoded_len(call: CallId, len: usize) -> CallMessage {
             media_key: Some(test_key(0x08)),
             relay: None,
             members: Vec::new(),
+            relay_token: None,
         },
     );
     assert_eq!(m.encode().len(), len);

@@ -14,9 +14,11 @@ use sotto_call::consts::RELAY_JOIN_TIMEOUT;
 use sotto_call::core::{CallError, CallState};
 use sotto_call::engine::{default_machine, Command, Engine, MediaFactory};
 use sotto_call::state::EndReason;
+use sotto_server::{RelayEntry, ServerConfig};
 use sotto_testkit::device::device;
 use sotto_testkit::media::loopback_factory;
-use sotto_testkit::server::server;
+use sotto_testkit::relay::relay_secret;
+use sotto_testkit::server::{server_with, SERVER_ID};
 
 /// A TCP listener that accepts and then says nothing, holding every connection open.
 async fn silent_relay() -> (String, tokio::task::JoinHandle<()>) {
@@ -38,8 +40,14 @@ fn media() -> MediaFactory {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_relay_join_times_out_and_hangup_still_works() {
     let dir = tempfile::tempdir().unwrap();
-    let srv = server(dir.path()).await;
     let (relay, _task) = silent_relay().await;
+    // the server mints tokens for it (the join, not the tokens, is what stalls)
+    let mut cfg = ServerConfig::new(SERVER_ID);
+    cfg.relays = vec![RelayEntry {
+        url: relay.clone(),
+        secret: relay_secret(),
+    }];
+    let srv = server_with(dir.path(), cfg).await;
     let (a, ae) = device(&srv.url(), "alice").await;
     let (b, be) = device(&srv.url(), "bob").await;
     let alice = Engine::spawn_with_relay(a, ae, media(), default_machine, Some(relay));

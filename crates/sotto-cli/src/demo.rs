@@ -112,9 +112,33 @@ async fn demo(args: DemoArgs) -> Result<(), CliError> {
     let step = Duration::from_secs(args.step_secs.max(1));
 
     println!("sotto demo: an end-to-end-encrypted call on loopback, through an untrusted relay\n");
+    // the relay first: the server mints join tokens for it with the secret they share (a
+    // fresh random one; a deployment keeps it in a file both read)
+    let capture_dir = work.path().join("relay-capture");
+    let secret_text =
+        sotto_relay::admission::RelaySecret::generate_file_text(&mut rand::rngs::OsRng);
+    let secret = sotto_relay::admission::RelaySecret::from_bytes(secret_text.as_bytes())
+        .map_err(|e| fail(format!("relay secret: {e}")))?;
+    let relay = if args.p2p {
+        None
+    } else {
+        let mut rc = sotto_relay::RelayConfig::loopback(secret.clone());
+        rc.capture_dir = Some(capture_dir.clone());
+        let r = sotto_relay::serve(rc)
+            .await
+            .map_err(|e| fail(format!("relay: {e}")))?;
+        Some(r)
+    };
     let db = work.path().join("signaling.db");
     let store = SqliteStore::open(&db, Default::default()).map_err(|e| fail(e.to_string()))?;
-    let server = Server::bind(ServerConfig::new(SERVER_ID), Arc::new(store), "127.0.0.1:0")
+    let mut cfg = ServerConfig::new(SERVER_ID);
+    if let Some(r) = &relay {
+        cfg.relays = vec![sotto_server::RelayEntry {
+            url: r.public_url().to_owned(),
+            secret,
+        }];
+    }
+    let server = Server::bind(cfg, Arc::new(store), "127.0.0.1:0")
         .await
         .map_err(|e| fail(format!("signaling server: {e}")))?;
     log.say(format!(
@@ -122,22 +146,12 @@ async fn demo(args: DemoArgs) -> Result<(), CliError> {
         server.url(),
         db.display()
     ));
-
-    let capture_dir = work.path().join("relay-capture");
-    let relay = if args.p2p {
-        None
-    } else {
-        let mut rc = sotto_relay::RelayConfig::loopback();
-        rc.capture_dir = Some(capture_dir.clone());
-        let r = sotto_relay::serve(rc)
-            .await
-            .map_err(|e| fail(format!("relay: {e}")))?;
+    if let Some(r) = &relay {
         log.say(format!(
-            "untrusted media relay (SFU) on {}, capture on: it forwards RTP whose payloads are SFrame ciphertext, and holds no key",
+            "untrusted media relay (SFU) on {}, capture on: it forwards RTP whose payloads are SFrame ciphertext, and holds no key; it admits only joins with a token the server minted for that call's members",
             r.url()
         ));
-        Some(r)
-    };
+    }
 
     let (tap_tx, mut tap_rx) = mpsc::unbounded_channel();
     let mut engines = Vec::new();

@@ -27,6 +27,15 @@ pub struct RelayArgs {
     /// PEM private key of --tls-cert.
     #[arg(long, env = "SOTTO_RELAY_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// File holding the secret shared with the signaling server (its `[[relays]]`
+    /// `secret_file`), at least 32 bytes, e.g. `openssl rand -hex 32`: only joins with a token
+    /// the server minted with it are admitted.
+    #[arg(long, env = "SOTTO_RELAY_TOKEN_SECRET_FILE")]
+    token_secret_file: PathBuf,
+    /// The control URL participants use and tokens name (the server's `[[relays]]` `url`);
+    /// default: ws:// (wss:// with TLS) and the listen address.
+    #[arg(long, env = "SOTTO_RELAY_PUBLIC_URL")]
+    public_url: Option<String>,
 }
 
 pub fn run(a: RelayArgs) -> Result<(), CliError> {
@@ -38,12 +47,16 @@ pub fn run(a: RelayArgs) -> Result<(), CliError> {
         (Some(c), Some(k)) => Some(TlsFiles::new(c, k)),
         _ => None,
     };
+    let token_secret = sotto_relay::admission::RelaySecret::load(&a.token_secret_file)
+        .map_err(|e| CliError::Usage(format!("{}: {e}", a.token_secret_file.display())))?;
     rt.block_on(async move {
         let relay = sotto_relay::serve(sotto_relay::RelayConfig {
             listen: a.listen,
             tls,
             bind_ip: a.bind_ip,
             capture_dir: a.capture.clone(),
+            token_secret,
+            public_url: a.public_url.clone(),
         })
         .await
         .map_err(|e| CliError::Usage(e.to_string()))?;
@@ -57,8 +70,9 @@ pub fn run(a: RelayArgs) -> Result<(), CliError> {
         } else {
             None
         };
-        // scripts read this line to learn the port when listening on :0
-        println!("relay control on {}", relay.url());
+        // scripts read this line to learn the port when listening on :0 (the URL clients use
+        // and the signaling server's `--relay URL=...` names)
+        println!("relay control on {}", relay.public_url());
         if let Some(c) = &a.capture {
             println!(
                 "capturing forwarded payloads to {}",

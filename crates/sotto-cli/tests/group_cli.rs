@@ -10,7 +10,10 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{decrypted_failed, sotto, start, start_server, text, SpawnGuarded};
+use common::{
+    decrypted_failed, relay_secret_file, sotto, start_relay, start_server_for_relay, text,
+    SpawnGuarded,
+};
 
 const SERVER_ID: &str = "group.test";
 
@@ -18,8 +21,9 @@ const SERVER_ID: &str = "group.test";
 fn a_third_member_is_invited_from_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("home");
-    let (mut server, url) = start_server(dir.path(), SERVER_ID);
-    let (mut relay, relay_url) = start(&["relay", "--listen", "127.0.0.1:0"], "relay control on");
+    let secret = relay_secret_file(dir.path());
+    let (mut relay, relay_url) = start_relay(&secret, &[]);
+    let (mut server, url) = start_server_for_relay(dir.path(), SERVER_ID, &relay_url, &secret);
     for user in ["alice", "bob", "carol"] {
         let o = sotto(&home)
             .args(["register", "--user", user, "--server", &url])

@@ -6,7 +6,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{start, ChildGuard};
+use common::{relay_secret_file, start, start_relay, ChildGuard};
 
 /// SIGINT, then the exit must be clean; the guard is only released once the signal was sent.
 fn stop(c: ChildGuard) {
@@ -33,7 +33,8 @@ fn server_and_relay_subcommands_serve_real_connections() {
         ],
         "listening on",
     );
-    let (relay, url) = start(&["relay", "--listen", "127.0.0.1:0"], "relay control on");
+    let secret = relay_secret_file(dir.path());
+    let (relay, url) = start_relay(&secret, &[]);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         // the relay refuses a bad join with its typed error
@@ -46,6 +47,17 @@ fn server_and_relay_subcommands_serve_real_connections() {
             .unwrap();
         let r = ws.next().await.unwrap().unwrap().into_text().unwrap();
         assert!(r.contains("bad_message"), "{r}");
+        // and a join without a token with its own code
+        let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str())
+            .await
+            .unwrap();
+        ws.send(tokio_tungstenite::tungstenite::Message::text(
+            r#"{"type":"join","room":"r","participant":"bob"}"#,
+        ))
+        .await
+        .unwrap();
+        let r = ws.next().await.unwrap().unwrap().into_text().unwrap();
+        assert!(r.contains("token_missing"), "{r}");
         // the server speaks the signaling protocol: a fresh connection gets a challenge
         let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}"))
             .await
@@ -60,7 +72,8 @@ fn server_and_relay_subcommands_serve_real_connections() {
 
 #[test]
 fn a_guarded_child_is_killed_when_the_test_panics() {
-    let (relay, _url) = start(&["relay", "--listen", "127.0.0.1:0"], "relay control on");
+    let dir = tempfile::tempdir().unwrap();
+    let (relay, _url) = start_relay(&relay_secret_file(dir.path()), &[]);
     let pid = relay.id();
     let alive = || std::path::Path::new(&format!("/proc/{pid}")).exists();
     assert!(alive());
@@ -71,4 +84,34 @@ fn a_guarded_child_is_killed_when_the_test_panics() {
     assert!(r.is_err());
     // killed and reaped by the guard: no process, not even a zombie
     assert!(!alive(), "relay {pid} still running");
+}
+
+#[test]
+fn a_relay_without_a_usable_token_secret_does_not_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let no_secret = common::sotto(&home)
+        .env_remove("SOTTO_RELAY_TOKEN_SECRET_FILE")
+        .args(["relay", "--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!no_secret.status.success());
+    assert!(
+        common::text(&no_secret).contains("--token-secret-file"),
+        "{}",
+        common::text(&no_secret)
+    );
+    let short = dir.path().join("short.secret");
+    std::fs::write(&short, "too short\n").unwrap();
+    let o = common::sotto(&home)
+        .args(["relay", "--listen", "127.0.0.1:0", "--token-secret-file"])
+        .arg(&short)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        common::text(&o).contains("MIN_SECRET_LEN"),
+        "{}",
+        common::text(&o)
+    );
 }

@@ -9,7 +9,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{decrypted_failed, sotto, start, text, ChildGuard, SpawnGuarded};
+use common::{
+    decrypted_failed, relay_secret_file, sotto, start, start_relay, text, ChildGuard, SpawnGuarded,
+};
 use sotto_server::tls::{connect, ClientTls, TlsFiles};
 use sotto_testkit::tls::TestCa;
 
@@ -89,15 +91,19 @@ fn a_call_goes_through_wss_signaling_and_relay_of_a_private_ca() {
         "--db".into(),
         db.display().to_string(),
     ];
+    let secret = relay_secret_file(dir.path());
+    let relay_tls = tls_args(&relay_files);
+    let args: Vec<&str> = relay_tls.iter().map(String::as_str).collect();
+    let (_relay, relay_url) = start_relay(&secret, &args);
+    assert!(relay_url.starts_with("wss://127.0.0.1:"), "{relay_url}");
     server_args.extend(tls_args(&server_files));
+    server_args.extend([
+        "--relay".into(),
+        format!("{relay_url}={}", secret.display()),
+    ]);
     let args: Vec<&str> = server_args.iter().map(String::as_str).collect();
     let (_server, addr) = start(&args, "listening on");
     let url = format!("wss://{addr}");
-    let mut relay_args = vec!["relay".to_string(), "--listen".into(), "127.0.0.1:0".into()];
-    relay_args.extend(tls_args(&relay_files));
-    let args: Vec<&str> = relay_args.iter().map(String::as_str).collect();
-    let (_relay, relay_url) = start(&args, "relay control on");
-    assert!(relay_url.starts_with("wss://127.0.0.1:"), "{relay_url}");
 
     // without the CA: the server's certificate is refused, and nothing is registered
     let o = register(&home, "alice", &url, None);
@@ -215,10 +221,9 @@ fn sighup_renews_the_certificates_of_server_and_relay() {
     let args: Vec<&str> = server_args.iter().map(String::as_str).collect();
     let (server, addr) = start(&args, "listening on");
     let url = format!("wss://{addr}");
-    let mut relay_args = vec!["relay".to_string(), "--listen".into(), "127.0.0.1:0".into()];
-    relay_args.extend(tls_args(&relay_files));
-    let args: Vec<&str> = relay_args.iter().map(String::as_str).collect();
-    let (relay, relay_url) = start(&args, "relay control on");
+    let relay_tls = tls_args(&relay_files);
+    let args: Vec<&str> = relay_tls.iter().map(String::as_str).collect();
+    let (relay, relay_url) = start_relay(&relay_secret_file(dir.path()), &args);
     assert_eq!(served_leaf(&url, &both), server_a.der);
     assert_eq!(served_leaf(&relay_url, &both), relay_a.der);
 

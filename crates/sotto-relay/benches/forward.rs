@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sotto_relay::{serve, RelayConfig};
-use sotto_testkit::relay::{rtp_participant, RtpParticipant};
+use sotto_testkit::relay::{rtp_participant, RemoteRelay, RtpParticipant};
 use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 
@@ -29,10 +29,12 @@ const SENDERS: usize = 4;
 const FAN_OUT: usize = SENDERS;
 const ROLE: &str = "SOTTO_FORWARD_BENCH_ROLE";
 const UDP_RECEIVERS: &str = "SOTTO_FORWARD_BENCH_RECEIVERS";
+/// The relay token secret the parent shares with the relay child.
+const SECRET: &str = "SOTTO_FORWARD_BENCH_SECRET";
 
 /// Joins the room; every RTP packet it receives counts in `RECEIVED`. `sends`: with a video
 /// track (else receive-only).
-async fn participant(url: &str, room: &str, name: &str, sends: bool) -> RtpParticipant {
+async fn participant(relay: &RemoteRelay, room: &str, name: &str, sends: bool) -> RtpParticipant {
     let on_track = Box::new(|track: Arc<dyn TrackRemote>| {
         tokio::spawn(async move {
             while let Some(evt) = track.poll().await {
@@ -42,7 +44,7 @@ async fn participant(url: &str, room: &str, name: &str, sends: bool) -> RtpParti
             }
         });
     });
-    rtp_participant(url, room, name, sends, on_track).await
+    rtp_participant(relay, room, name, sends, on_track).await
 }
 
 static RECEIVED: AtomicU64 = AtomicU64::new(0);
@@ -167,7 +169,10 @@ fn runtime() -> tokio::runtime::Runtime {
 /// Child: the relay.
 fn relay_child() {
     let rt = runtime();
-    let relay = rt.block_on(serve(RelayConfig::loopback())).unwrap();
+    // the parent mints tokens with the same secret
+    let secret = std::env::var(SECRET).unwrap();
+    let secret = sotto_relay::admission::RelaySecret::from_bytes(secret.as_bytes()).unwrap();
+    let relay = rt.block_on(serve(RelayConfig::loopback(secret))).unwrap();
     println!("{}", relay.url());
     serve_stats(|| {
         let (received, forwarded, _) = relay.stats();
@@ -216,12 +221,15 @@ fn udp_child() {
 }
 
 async fn relay_run() -> Figures {
-    let (mut relay, url) = Child::spawn("relay", &[]);
+    let text = sotto_relay::admission::RelaySecret::generate_file_text(&mut rand::rngs::OsRng);
+    let secret = sotto_relay::admission::RelaySecret::from_bytes(text.as_bytes()).unwrap();
+    let (mut relay, url) = Child::spawn("relay", &[(SECRET, text.trim().to_owned())]);
+    let access = RemoteRelay { url, secret };
     let mut ps = Vec::new();
     for i in 0..SENDERS {
-        ps.push(participant(&url, "bench", &format!("p{i}"), true).await);
+        ps.push(participant(&access, "bench", &format!("p{i}"), true).await);
     }
-    ps.push(participant(&url, "bench", "listener", false).await);
+    ps.push(participant(&access, "bench", "listener", false).await);
     let stop = Arc::new(AtomicBool::new(false));
     let mut senders = Vec::new();
     for p in &ps {

@@ -7,6 +7,8 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
+use sotto_admission::RelayToken;
+
 use crate::protocol::{decode_server, ClientMsg, ErrorCode, ServerMsg};
 
 /// A joined room: membership events until dropped (dropping leaves the room).
@@ -117,7 +119,8 @@ async fn expect<T>(
     }
 }
 
-/// Joins `room` at the relay `url`: receives the relay's offer, lets `answer` turn it into an
+/// Joins `room` at the relay `url` with the signaling server's `token` (the relay refuses a
+/// join without a valid one: [`JoinError::Refused`] with a `token_*` code): receives the relay's offer, lets `answer` turn it into an
 /// SDP answer (typically `MediaPeer::accept_offer`), sends it back and waits for `joined`.
 ///
 /// `url` is `wss://` (the relay verified against `tls`), or `ws://` to a loopback host only;
@@ -127,6 +130,7 @@ pub async fn join<F, Fut, E>(
     tls: &ClientTls,
     room: &str,
     participant: &str,
+    token: Option<&RelayToken>,
     answer: F,
 ) -> Result<RoomHandle, JoinError>
 where
@@ -145,6 +149,7 @@ where
     let join = ClientMsg::Join {
         room: room.into(),
         participant: participant.into(),
+        token: token.cloned(),
     };
     send(&mut ws, &join).await?;
     let offer = expect(&mut ws, "offer", |m| match m {

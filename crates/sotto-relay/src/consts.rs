@@ -67,3 +67,14 @@ pub const MAX_PENDING_PER_ADDRESS: usize = 8;
 pub const MAX_PENDING: usize = 256;
 /// Pause after a failed `accept` (e.g. out of file descriptors) before the next one.
 pub const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
+/// `(room, participant)` leaves the relay remembers, to refuse tokens minted before a leave
+/// (`token_predates_leave`). When full, the oldest is forgotten and its leave time becomes a
+/// floor: every token minted at or before it is refused as predating a leave (conservative:
+/// an old token is never admitted because its leave was forgotten).
+pub const MAX_REMEMBERED_LEAVES: usize = 4096;
+/// How long a leave is remembered: the longest token lifetime a server mints
+/// (`sotto_admission::consts::MAX_TTL_SECS`) plus the clock skew, after which every token
+/// minted before the leave has expired anyway.
+pub const LEAVE_MEMORY: Duration = Duration::from_millis(
+    sotto_admission::consts::MAX_TTL_SECS * 1000 + sotto_admission::consts::CLOCK_SKEW_MS,
+);

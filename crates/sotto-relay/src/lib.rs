@@ -17,6 +17,11 @@
 //! against the system's roots plus the caller's extra CAs ([`tls::ClientTls`]) and refuses plain
 //! `ws://` to a host that is not loopback.
 //!
+//! Only participants the signaling server vouches for get in: every `join` carries a relay
+//! token ([`sotto_admission`]) bound to this relay's public URL, the room and the name, which
+//! the relay verifies against [`RelayConfig::token_secret`] before it creates any state; a
+//! token minted before its participant left the room does not admit it again.
+//!
 //! The `test-hooks` feature (off by default) adds knobs only tests use:
 //! `Relay::set_outgoing_loss_per_mille`.
 
@@ -28,6 +33,7 @@ pub mod nack;
 pub mod protocol;
 
 mod forward;
+mod leaves;
 mod peer;
 mod relay;
 mod room;
@@ -39,6 +45,10 @@ pub use relay::{serve, Relay, RelayConfig, RelayError, RelayStats};
 /// Transport security (`sotto-tls`): [`tls::ClientTls`] for [`client::join`], [`tls::TlsFiles`]
 /// for [`RelayConfig::tls`].
 pub use sotto_tls as tls;
+
+/// Relay tokens: [`admission::RelaySecret`] for [`RelayConfig::token_secret`],
+/// [`admission::RelayToken`] for [`client::join`].
+pub use sotto_admission as admission;
 
 /// Locks `m`, taking a poisoned lock over (one panicked task does not stop the relay).
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {

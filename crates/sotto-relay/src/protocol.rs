@@ -1,6 +1,7 @@
 //! The relay's control protocol: JSON text frames over WebSocket (`protocol-spec/relay.md`).
 
 use serde::{Deserialize, Serialize};
+use sotto_admission::{RelayToken, TokenError};
 
 use crate::consts::{MAX_CONTROL_MESSAGE, MAX_NAME};
 
@@ -14,6 +15,10 @@ pub enum ClientMsg {
         room: String,
         /// Participant name, unique in the room.
         participant: String,
+        /// The signaling server's token admitting `participant` to `room` at this relay
+        /// (`sotto_admission`); without one the join is refused (`token_missing`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token: Option<RelayToken>,
     },
     /// The participant's SDP answer to the relay's offer.
     Answer {
@@ -75,6 +80,23 @@ pub enum ErrorCode {
     Timeout,
     /// `webrtc`: the relay's peer connection failed (ICE gathering, the answer).
     Webrtc,
+    /// `token_missing`: a `join` without a token.
+    TokenMissing,
+    /// `token_malformed`: a token that is not one.
+    TokenMalformed,
+    /// `token_forged`: a token whose MAC does not verify (another secret, altered claims).
+    TokenForged,
+    /// `token_expired`: a token past its expiry.
+    TokenExpired,
+    /// `token_wrong_relay`: a token minted for another relay.
+    TokenWrongRelay,
+    /// `token_wrong_room`: a token minted for another room.
+    TokenWrongRoom,
+    /// `token_wrong_participant`: a token minted for another participant name.
+    TokenWrongParticipant,
+    /// `token_predates_leave`: a token minted before its participant last left the room
+    /// (rejoining needs a fresh token: a new invitation).
+    TokenPredatesLeave,
     /// A code this version does not know (a newer relay's). Never sent.
     #[serde(other)]
     Unknown,
@@ -90,7 +112,32 @@ impl ErrorCode {
             ErrorCode::NameTaken => "name_taken",
             ErrorCode::Timeout => "timeout",
             ErrorCode::Webrtc => "webrtc",
+            ErrorCode::TokenMissing => "token_missing",
+            ErrorCode::TokenMalformed => "token_malformed",
+            ErrorCode::TokenForged => "token_forged",
+            ErrorCode::TokenExpired => "token_expired",
+            ErrorCode::TokenWrongRelay => "token_wrong_relay",
+            ErrorCode::TokenWrongRoom => "token_wrong_room",
+            ErrorCode::TokenWrongParticipant => "token_wrong_participant",
+            ErrorCode::TokenPredatesLeave => "token_predates_leave",
             ErrorCode::Unknown => "unknown",
+        }
+    }
+}
+
+impl From<TokenError> for ErrorCode {
+    fn from(e: TokenError) -> ErrorCode {
+        match e {
+            TokenError::Missing => ErrorCode::TokenMissing,
+            TokenError::Malformed => ErrorCode::TokenMalformed,
+            TokenError::Forged => ErrorCode::TokenForged,
+            TokenError::Expired => ErrorCode::TokenExpired,
+            TokenError::WrongRelay => ErrorCode::TokenWrongRelay,
+            TokenError::WrongRoom => ErrorCode::TokenWrongRoom,
+            TokenError::WrongParticipant => ErrorCode::TokenWrongParticipant,
+            TokenError::PredatesLeave => ErrorCode::TokenPredatesLeave,
+            // a variant a newer sotto-admission adds
+            _ => ErrorCode::TokenMalformed,
         }
     }
 }
@@ -129,7 +176,10 @@ pub fn decode_client(text: &str) -> Result<ClientMsg, ProtocolError> {
     }
     let m: ClientMsg =
         serde_json::from_str(text).map_err(|e| ProtocolError::Malformed(e.to_string()))?;
-    if let ClientMsg::Join { room, participant } = &m {
+    if let ClientMsg::Join {
+        room, participant, ..
+    } = &m
+    {
         if !valid_name(room) || !valid_name(participant) {
             return Err(ProtocolError::BadName);
         }
@@ -186,6 +236,14 @@ mod tests {
             (ErrorCode::NameTaken, "name_taken"),
             (ErrorCode::Timeout, "timeout"),
             (ErrorCode::Webrtc, "webrtc"),
+            (ErrorCode::TokenMissing, "token_missing"),
+            (ErrorCode::TokenMalformed, "token_malformed"),
+            (ErrorCode::TokenForged, "token_forged"),
+            (ErrorCode::TokenExpired, "token_expired"),
+            (ErrorCode::TokenWrongRelay, "token_wrong_relay"),
+            (ErrorCode::TokenWrongRoom, "token_wrong_room"),
+            (ErrorCode::TokenWrongParticipant, "token_wrong_participant"),
+            (ErrorCode::TokenPredatesLeave, "token_predates_leave"),
         ];
         for (code, wire) in codes {
             let json = format!(r#"{{"type":"error","code":"{wire}","message":"m"}}"#);

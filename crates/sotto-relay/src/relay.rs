@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use sotto_admission::RelaySecret;
 use sotto_tls::{ServerTls, TlsFiles};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
@@ -27,16 +28,26 @@ pub struct RelayConfig {
     pub bind_ip: IpAddr,
     /// Write every forwarded payload here.
     pub capture_dir: Option<PathBuf>,
+    /// The secret the signaling server mints relay tokens with: a `join` is admitted only with
+    /// a token it verifies (`sotto_admission`). There is no open mode.
+    pub token_secret: RelaySecret,
+    /// The control URL participants are told to use, which tokens must name
+    /// (`--public-url`); `None`: `ws://` or `wss://` and the bound address
+    /// ([`Relay::url`]).
+    pub public_url: Option<String>,
 }
 
 impl RelayConfig {
-    /// Loopback, any port, plain `ws://`, no capture.
-    pub fn loopback() -> Self {
+    /// Loopback, any port, plain `ws://`, no capture, tokens verified with `token_secret`
+    /// against the bound address's URL.
+    pub fn loopback(token_secret: RelaySecret) -> Self {
         RelayConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             tls: None,
             bind_ip: IpAddr::from([127, 0, 0, 1]),
             capture_dir: None,
+            token_secret,
+            public_url: None,
         }
     }
 }
@@ -73,6 +84,10 @@ pub(crate) struct Shared {
     pub(crate) closed: AtomicBool,
     /// Connections not in a room yet, per address.
     pub(crate) pending: Mutex<std::collections::HashMap<IpAddr, usize>>,
+    /// Verifies join tokens.
+    pub(crate) token_secret: RelaySecret,
+    /// The URL tokens must name.
+    pub(crate) public_url: String,
 }
 
 /// A control connection counted as not in a room yet; the count drops with it (when the
@@ -129,6 +144,11 @@ impl Relay {
     pub fn url(&self) -> String {
         let scheme = if self.is_tls() { "wss" } else { "ws" };
         format!("{scheme}://{}", self.addr)
+    }
+
+    /// The control URL join tokens must name: [`RelayConfig::public_url`], or [`Relay::url`].
+    pub fn public_url(&self) -> &str {
+        &self.shared.public_url
     }
 
     /// Whether the control channel speaks TLS.
@@ -262,6 +282,11 @@ pub async fn serve(cfg: RelayConfig) -> Result<Relay, RelayError> {
         Some(d) => Some(CaptureWriter::create(d)?),
         None => None,
     };
+    let scheme = if tls.is_some() { "wss" } else { "ws" };
+    let public_url = cfg
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("{scheme}://{addr}"));
     let shared = Arc::new(Shared {
         tls,
         rooms: Mutex::new(Rooms::default()),
@@ -270,6 +295,8 @@ pub async fn serve(cfg: RelayConfig) -> Result<Relay, RelayError> {
         bind_ip: cfg.bind_ip,
         closed: AtomicBool::new(false),
         pending: Mutex::default(),
+        token_secret: cfg.token_secret.clone(),
+        public_url,
     });
     let stop = Arc::new(Notify::new());
     let (s2, stop2) = (shared.clone(), stop.clone());

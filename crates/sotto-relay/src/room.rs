@@ -7,8 +7,11 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use webrtc::peer_connection::PeerConnection;
 
+use sotto_admission::{RelaySecret, TokenError};
+
 use crate::consts::{MAX_ROOMS, MAX_ROOM_SIZE};
 use crate::forward::Inbound;
+use crate::leaves::Leaves;
 use crate::protocol::{ErrorCode, ServerMsg};
 use crate::slot::Slot;
 
@@ -41,6 +44,9 @@ pub(crate) enum Refusal {
     /// The room is new and there are [`MAX_ROOMS`] already.
     #[error("MAX_ROOMS ({MAX_ROOMS})")]
     TooManyRooms,
+    /// The join's token does not admit it.
+    #[error(transparent)]
+    Token(TokenError),
 }
 
 impl Refusal {
@@ -50,6 +56,7 @@ impl Refusal {
             Refusal::NameTaken => ErrorCode::NameTaken,
             Refusal::RoomFull => ErrorCode::RoomFull,
             Refusal::TooManyRooms => ErrorCode::TooManyRooms,
+            Refusal::Token(e) => ErrorCode::from(e),
         }
     }
 
@@ -62,15 +69,36 @@ impl Refusal {
     }
 }
 
-/// Every room of a relay.
+/// A join's credentials: its token, checked against the relay's secret and public URL at the
+/// relay's clock.
+#[derive(Clone, Copy)]
+pub(crate) struct Ticket<'a> {
+    pub(crate) secret: &'a RelaySecret,
+    pub(crate) relay: &'a str,
+    pub(crate) token: Option<&'a str>,
+    pub(crate) now_ms: u64,
+}
+
+/// Every room of a relay, and who left which when.
 #[derive(Default)]
 pub(crate) struct Rooms {
     rooms: HashMap<String, Room>,
+    leaves: Leaves,
 }
 
 impl Rooms {
-    /// The admission rule: may `me` join `room` now?
-    pub(crate) fn check(&self, room: &str, me: &str) -> Result<(), Refusal> {
+    /// The admission rule: may `me` join `room` now with `ticket`? The token first
+    /// ([`sotto_admission::verify`], with the time `me` last left `room`), then room and
+    /// name.
+    pub(crate) fn check(&self, room: &str, me: &str, ticket: Ticket<'_>) -> Result<(), Refusal> {
+        let expected = sotto_admission::Expected {
+            relay: ticket.relay,
+            room,
+            participant: me,
+            now_ms: ticket.now_ms,
+            left_at_ms: self.leaves.left_at(room, me),
+        };
+        sotto_admission::verify(ticket.secret, ticket.token, &expected).map_err(Refusal::Token)?;
         match self.rooms.get(room) {
             Some(r) if r.members.contains_key(me) => Err(Refusal::NameTaken),
             Some(r) if r.members.len() >= MAX_ROOM_SIZE => Err(Refusal::RoomFull),
@@ -86,10 +114,11 @@ impl Rooms {
         &mut self,
         room: &str,
         me: &str,
+        ticket: Ticket<'_>,
         mut slots: Vec<Slot>,
         member: impl FnOnce(Vec<Slot>) -> Member,
     ) -> Result<Vec<String>, Refusal> {
-        self.check(room, me)?;
+        self.check(room, me, ticket)?;
         let r = self.rooms.entry(room.to_string()).or_default();
         let others: Vec<String> = r.members.keys().cloned().collect();
         for (i, o) in others.iter().enumerate() {
@@ -109,11 +138,16 @@ impl Rooms {
         Ok(others)
     }
 
-    /// Removes `me` from `room`: frees the slots others held for it, tells them, and drops the
-    /// room once empty. Returns the member, if it was there.
-    pub(crate) fn leave(&mut self, room: &str, me: &str) -> Option<Member> {
+    /// Removes `me` from `room` at `now_ms`: frees the slots others held for it, tells them,
+    /// remembers the leave (tokens minted before it no longer admit `me`), and drops the room
+    /// once empty. Returns the member, if it was there.
+    pub(crate) fn leave(&mut self, room: &str, me: &str, now_ms: u64) -> Option<Member> {
         let r = self.rooms.get_mut(room)?;
         let gone = r.members.remove(me);
+        if gone.is_some() {
+            self.leaves.record(room, me, now_ms);
+        }
+        let r = self.rooms.get_mut(room)?;
         for m in r.members.values_mut() {
             for s in m
                 .slots

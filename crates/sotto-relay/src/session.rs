@@ -17,7 +17,7 @@ use crate::lock;
 use crate::peer::RelayPeer;
 use crate::protocol::{decode_client, ClientMsg, ErrorCode, ProtocolError, ServerMsg};
 use crate::relay::{PendingSlot, Shared};
-use crate::room::{Member, Refusal};
+use crate::room::{Member, Refusal, Ticket};
 
 /// Why a session ended before its participant left. Only logged; where the participant is
 /// told, the relay's error message carries this `Display`.
@@ -99,10 +99,18 @@ pub(crate) async fn session(
         Ok(ws) => ws?,
         Err(_) => return Err(SessionError::HandshakeTimeout),
     };
-    let (room, me) = read_join(&mut ws).await?;
-    // checked before negotiating, so a refused join costs no peer connection; `admit` checks
-    // again, since the room may fill (or the name be taken) while we negotiate
-    let check = lock(&shared.rooms).check(&room, &me);
+    let (room, me, token) = read_join(&mut ws).await?;
+    let token = token.as_ref().map(|t| t.as_str());
+    let ticket = |now_ms| Ticket {
+        secret: &shared.token_secret,
+        relay: &shared.public_url,
+        token,
+        now_ms,
+    };
+    // checked (token first) before negotiating, so a refused join costs no peer connection
+    // and no room state; `admit` checks again, since the room may fill (or the name be taken,
+    // or its holder leave) while we negotiate
+    let check = lock(&shared.rooms).check(&room, &me, ticket(now_ms()));
     if let Err(r) = check {
         let _ = send(&mut ws, &r.to_msg()).await;
         return Err(SessionError::Refused(r));
@@ -110,7 +118,7 @@ pub(crate) async fn session(
     let peer = negotiate(&shared, &mut ws, &room, &me).await?;
     let pc = peer.pc.clone();
     let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
-    let others = match admit(&shared, &room, &me, peer, ctl_tx) {
+    let others = match admit(&shared, &room, &me, ticket(now_ms()), peer, ctl_tx) {
         Ok(others) => others,
         Err(r) => {
             let _ = send(&mut ws, &r.to_msg()).await;
@@ -141,10 +149,25 @@ async fn handshakes(shared: &Shared, tcp: TcpStream) -> Result<Ws, SessionError>
     Ok(tokio_tungstenite::accept_async_with_config(stream, Some(cfg)).await?)
 }
 
-/// The first message, which must be a `join` within [`JOIN_TIMEOUT`]: `(room, participant)`.
-async fn read_join(ws: &mut Ws) -> Result<(String, String), SessionError> {
+/// The relay's clock: milliseconds since the Unix epoch (what tokens are minted with).
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The first message, which must be a `join` within [`JOIN_TIMEOUT`]:
+/// `(room, participant, token)`.
+async fn read_join(
+    ws: &mut Ws,
+) -> Result<(String, String, Option<sotto_admission::RelayToken>), SessionError> {
     match tokio::time::timeout(JOIN_TIMEOUT, recv(ws)).await {
-        Ok(Ok(ClientMsg::Join { room, participant })) => Ok((room, participant)),
+        Ok(Ok(ClientMsg::Join {
+            room,
+            participant,
+            token,
+        })) => Ok((room, participant, token)),
         Ok(Ok(_)) => Err(fail(ws, ErrorCode::BadMessage, SessionError::Unexpected("join")).await),
         Ok(Err(e)) => Err(fail(ws, ErrorCode::BadMessage, e).await),
         Err(_) => Err(fail(ws, ErrorCode::Timeout, SessionError::JoinTimeout).await),
@@ -190,20 +213,22 @@ async fn negotiate(
     Ok(peer)
 }
 
-/// Admits `me` to `room` with its negotiated `peer` (see [`crate::room::Rooms::admit`]) and
+/// Admits `me` to `room` with its negotiated `peer` and `ticket` (see
+/// [`crate::room::Rooms::admit`]) and
 /// starts reading keyframe requests on its slots; `control` carries membership events to its
 /// session. Returns the members already there.
 fn admit(
     shared: &Arc<Shared>,
     room: &str,
     me: &str,
+    ticket: Ticket<'_>,
     peer: RelayPeer,
     control: mpsc::UnboundedSender<ServerMsg>,
 ) -> Result<Vec<String>, Refusal> {
     let RelayPeer {
         pc, slots, inbound, ..
     } = peer;
-    lock(&shared.rooms).admit(room, me, slots, |slots| {
+    lock(&shared.rooms).admit(room, me, ticket, slots, |slots| {
         let feedback = slots
             .iter()
             .enumerate()
@@ -257,7 +282,7 @@ async fn run(ws: &mut Ws, mut events: mpsc::UnboundedReceiver<ServerMsg>) {
 /// Removes `me` from `room`, stops its feedback tasks and marks the capture.
 fn leave(shared: &Shared, room: &str, me: &str) {
     let mut rooms = lock(&shared.rooms);
-    if let Some(gone) = rooms.leave(room, me) {
+    if let Some(gone) = rooms.leave(room, me, now_ms()) {
         gone.feedback.iter().for_each(|t| t.abort());
         if let Some(c) = &shared.capture {
             c.mark(false, me);

@@ -1,32 +1,41 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! Joining the real relay: what it refuses, with which code and words on the wire, before and
 //! after negotiating. Participants answer with plain webrtc-rs peers on loopback (admission
-//! needs the answer, not a connection) or speak raw JSON over the WebSocket.
+//! needs the answer, not a connection) or speak raw JSON over the WebSocket. Tokens come from
+//! a real signaling server configured with the relay's secret, or are minted by the test (as
+//! the server mints them) when a test needs a bad one.
 
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
+use sotto_relay::admission::{mint, Claims, RelaySecret, RelayToken};
 use sotto_relay::client::{join, ClientTls, JoinError, RoomHandle};
 use sotto_relay::consts::MAX_ROOM_SIZE;
 use sotto_relay::protocol::{decode_server, ErrorCode, ServerMsg};
-use sotto_relay::{serve, RelayConfig};
 use sotto_testkit::plain::PlainPeer;
+use sotto_testkit::relay::{mint_token, now_ms, relay_secret, TestRelay};
 use tokio::sync::Barrier;
 use tokio_tungstenite::tungstenite::Message;
 
 /// A peer that answers the relay's offer (receiving only); kept open while the test runs.
 type Answerer = PlainPeer;
 
-/// Joins `room` as `name`, answering with `peer`.
+/// Joins `room` as `name` with a valid token, answering with `peer`.
 async fn join_with(
-    url: &str,
+    relay: &TestRelay,
     room: &str,
     name: &str,
     peer: &Answerer,
 ) -> Result<RoomHandle, JoinError> {
-    join(url, &ClientTls::default(), room, name, |offer| {
-        peer.answer(offer)
-    })
+    let token = relay.token(room, name);
+    join(
+        &relay.url(),
+        &ClientTls::default(),
+        room,
+        name,
+        Some(&token),
+        |offer| peer.answer(offer),
+    )
     .await
 }
 
@@ -40,14 +49,14 @@ fn refused(r: Result<RoomHandle, JoinError>) -> (ErrorCode, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_taken_name_and_a_full_room_are_refused_before_the_offer() {
-    let relay = serve(RelayConfig::loopback()).await.unwrap();
+    let relay = TestRelay::start().await;
     let url = relay.url();
     let mut peers = Vec::new();
     let mut handles = Vec::new();
     for i in 0..MAX_ROOM_SIZE {
         let peer = Answerer::new().await;
         handles.push(
-            join_with(&url, "full", &format!("p{i}"), &peer)
+            join_with(&relay, "full", &format!("p{i}"), &peer)
                 .await
                 .unwrap(),
         );
@@ -56,11 +65,29 @@ async fn a_taken_name_and_a_full_room_are_refused_before_the_offer() {
     assert_eq!(relay.members("full").len(), MAX_ROOM_SIZE);
     let no_offer = |_offer: String| async { Err::<String, _>("an offer was made") };
 
-    let taken = join(&url, &ClientTls::default(), "full", "p0", no_offer).await;
+    let t = relay.token("full", "p0");
+    let taken = join(
+        &url,
+        &ClientTls::default(),
+        "full",
+        "p0",
+        Some(&t),
+        no_offer,
+    )
+    .await;
     let (code, message) = refused(taken);
     assert_eq!(code, ErrorCode::NameTaken);
     assert_eq!(message, "participant name in use");
-    let full = join(&url, &ClientTls::default(), "full", "late", no_offer).await;
+    let t = relay.token("full", "late");
+    let full = join(
+        &url,
+        &ClientTls::default(),
+        "full",
+        "late",
+        Some(&t),
+        no_offer,
+    )
+    .await;
     let shown = full.as_ref().err().map(ToString::to_string);
     assert_eq!(
         shown.as_deref(),
@@ -78,7 +105,7 @@ async fn a_taken_name_and_a_full_room_are_refused_before_the_offer() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let peer = Answerer::new().await;
-    handles.push(join_with(&url, "full", "late", &peer).await.unwrap());
+    handles.push(join_with(&relay, "full", "late", &peer).await.unwrap());
     peers.push(peer);
     for p in &peers {
         let _ = p.pc.close().await;
@@ -88,20 +115,21 @@ async fn a_taken_name_and_a_full_room_are_refused_before_the_offer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_name_taken_while_negotiating_is_refused_after_the_answer() {
-    let relay = serve(RelayConfig::loopback()).await.unwrap();
+    let relay = TestRelay::start().await;
     let url = relay.url();
     let (a, b) = (Answerer::new().await, Answerer::new().await);
+    let (ta, tb) = (relay.token("race", "bob"), relay.token("race", "bob"));
     // both hold their offer, so both passed the first check, until both have one
     let both_offered = Barrier::new(2);
     let (bo, pa, pb) = (&both_offered, &a, &b);
     let tls = ClientTls::default();
     let both = async {
         tokio::join!(
-            join(&url, &tls, "race", "bob", |offer| async move {
+            join(&url, &tls, "race", "bob", Some(&ta), |offer| async move {
                 bo.wait().await;
                 pa.answer(offer).await
             }),
-            join(&url, &tls, "race", "bob", |offer| async move {
+            join(&url, &tls, "race", "bob", Some(&tb), |offer| async move {
                 bo.wait().await;
                 pb.answer(offer).await
             }),
@@ -147,7 +175,7 @@ async fn next_text(ws: &mut RawWs) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn anything_but_a_join_then_an_answer_is_a_bad_message_on_the_wire() {
-    let relay = serve(RelayConfig::loopback()).await.unwrap();
+    let relay = TestRelay::start().await;
     let url = relay.url();
 
     let mut ws = raw(&url).await;
@@ -186,7 +214,8 @@ async fn anything_but_a_join_then_an_answer_is_a_bad_message_on_the_wire() {
     );
 
     // after the offer: anything but an answer, and an answer that is not SDP
-    let join_msg = r#"{"type":"join","room":"r","participant":"alice"}"#;
+    let join_msg = join_json("r", "alice", Some(&relay.token("r", "alice")));
+    let join_msg = join_msg.as_str();
     let mut ws = raw(&url).await;
     ws.send(Message::text(join_msg)).await.unwrap();
     assert!(matches!(
@@ -217,4 +246,215 @@ async fn anything_but_a_join_then_an_answer_is_a_bad_message_on_the_wire() {
     ));
     assert!(relay.members("r").is_empty());
     relay.shutdown().await;
+}
+
+/// A `join` as JSON text, with `token` if given.
+fn join_json(room: &str, participant: &str, token: Option<&RelayToken>) -> String {
+    let msg = sotto_relay::protocol::ClientMsg::Join {
+        room: room.into(),
+        participant: participant.into(),
+        token: token.cloned(),
+    };
+    serde_json::to_string(&msg).unwrap()
+}
+
+/// Joins `room` as `name` with `token` (or none) and must be refused before any offer: the
+/// relay's code, after checking that it created no state for the room.
+async fn refused_code(
+    relay: &TestRelay,
+    room: &str,
+    name: &str,
+    token: Option<&RelayToken>,
+) -> ErrorCode {
+    let rooms_before = relay.members(room);
+    let no_offer = |_offer: String| async { Err::<String, _>("an offer was made") };
+    let r = join(
+        &relay.url(),
+        &ClientTls::default(),
+        room,
+        name,
+        token,
+        no_offer,
+    )
+    .await;
+    let (code, _) = refused(r);
+    assert_eq!(
+        relay.members(room),
+        rooms_before,
+        "no room state for a refused join"
+    );
+    code
+}
+
+/// `text` with one character of its MAC part (the third, dot-separated) changed: still
+/// base64url, different bytes.
+fn flip_mac(text: &str) -> RelayToken {
+    let mac_at = text.rfind('.').unwrap() + 5;
+    let mut t: Vec<char> = text.chars().collect();
+    t[mac_at] = if t[mac_at] == 'A' { 'B' } else { 'A' };
+    RelayToken::from_text(t.into_iter().collect()).unwrap()
+}
+
+/// Issue 14: the relay admitted anyone to any room under any name. Now a `join` needs a token
+/// the signaling server minted for this relay, room and name, unexpired, and not minted before
+/// its holder left the room; each refusal has its own code and happens before the relay
+/// creates any state, while a participant with a server-minted token is served by the same
+/// relay. (Fails without the change: the relay admitted the tokenless join.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_refuses_a_join_without_a_valid_token() {
+    let relay = TestRelay::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = sotto_testkit::server::server_for_relay(dir.path(), &relay).await;
+    let (alice_dev, _alice_events) = sotto_testkit::device::device(&server.url(), "alice").await;
+    let room = "c0ffee";
+    let url = relay.public_url().to_owned();
+    // alice claims the room at the server: her token and bob's
+    let grant = alice_dev
+        .client()
+        .relay_tokens(&url, room, &["alice".into(), "bob".into()])
+        .await
+        .unwrap();
+    let (alice_t, bob_t) = (grant[0].token.clone(), grant[1].token.clone());
+
+    // a participant with a valid token is served: joined and connected
+    let pa = Answerer::new().await;
+    let mut alice = join(
+        &relay.url(),
+        &ClientTls::default(),
+        room,
+        "alice",
+        Some(&alice_t),
+        |o| pa.answer(o),
+    )
+    .await
+    .unwrap();
+    pa.wait_connected("alice").await;
+    assert_eq!(relay.members(room), vec!["alice"]);
+
+    // tokenless
+    assert_eq!(
+        refused_code(&relay, room, "bob", None).await,
+        ErrorCode::TokenMissing
+    );
+    assert_eq!(
+        refused_code(&relay, "fresh", "bob", None).await,
+        ErrorCode::TokenMissing
+    );
+    // malformed
+    let junk = RelayToken::from_text("v1.not-a-token".into()).unwrap();
+    assert_eq!(
+        refused_code(&relay, room, "bob", Some(&junk)).await,
+        ErrorCode::TokenMalformed
+    );
+    // forged: another secret, and bob's token with one MAC byte changed
+    let other: RelaySecret = relay_secret();
+    let forged = mint_token(&other, &url, room, "bob");
+    assert_eq!(
+        refused_code(&relay, room, "bob", Some(&forged)).await,
+        ErrorCode::TokenForged
+    );
+    let flipped = flip_mac(bob_t.as_str());
+    assert_eq!(
+        refused_code(&relay, room, "bob", Some(&flipped)).await,
+        ErrorCode::TokenForged
+    );
+    // expired (well past the allowed clock skew)
+    let long_ago = now_ms() - 3_600_000;
+    let expired = mint(
+        &relay.secret,
+        &Claims {
+            relay: url.clone(),
+            room: room.into(),
+            participant: "bob".into(),
+            issued_at_ms: long_ago,
+            expires_at_ms: long_ago + 60_000,
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        refused_code(&relay, room, "bob", Some(&expired)).await,
+        ErrorCode::TokenExpired
+    );
+    // for another relay
+    let elsewhere = mint_token(&relay.secret, "wss://relay.elsewhere:8443", room, "bob");
+    assert_eq!(
+        refused_code(&relay, room, "bob", Some(&elsewhere)).await,
+        ErrorCode::TokenWrongRelay
+    );
+    // bob's server-minted token, for another room, and under another name
+    assert_eq!(
+        refused_code(&relay, "other", "bob", Some(&bob_t)).await,
+        ErrorCode::TokenWrongRoom
+    );
+    assert_eq!(
+        refused_code(&relay, room, "mallory", Some(&bob_t)).await,
+        ErrorCode::TokenWrongParticipant
+    );
+    assert!(relay.members("other").is_empty());
+
+    // bob joins with his token, then leaves: his old token does not bring him back
+    let pb = Answerer::new().await;
+    let mut bob = join(
+        &relay.url(),
+        &ClientTls::default(),
+        room,
+        "bob",
+        Some(&bob_t),
+        |o| pb.answer(o),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        tokio::time::timeout(Duration::from_secs(10), alice.events.recv())
+            .await
+            .unwrap(),
+        Some(ServerMsg::MemberJoined {
+            participant: "bob".into()
+        })
+    );
+    bob.leave();
+    assert_eq!(
+        tokio::time::timeout(Duration::from_secs(10), alice.events.recv())
+            .await
+            .unwrap(),
+        Some(ServerMsg::MemberLeft {
+            participant: "bob".into()
+        })
+    );
+    assert_eq!(
+        refused_code(&relay, room, "bob", Some(&bob_t)).await,
+        ErrorCode::TokenPredatesLeave
+    );
+    // a member re-invites him: a fresh token admits him
+    let again = alice_dev
+        .client()
+        .relay_tokens(&url, room, &["bob".into()])
+        .await
+        .unwrap();
+    let pb2 = Answerer::new().await;
+    let _bob = join(
+        &relay.url(),
+        &ClientTls::default(),
+        room,
+        "bob",
+        Some(&again[0].token),
+        |o| pb2.answer(o),
+    )
+    .await
+    .unwrap();
+    assert_eq!(relay.members(room), vec!["alice", "bob"]);
+    // alice is still served: her connection is up and she hears bob come back
+    assert_eq!(
+        tokio::time::timeout(Duration::from_secs(10), alice.events.recv())
+            .await
+            .unwrap(),
+        Some(ServerMsg::MemberJoined {
+            participant: "bob".into()
+        })
+    );
+    for p in [&pa, &pb, &pb2] {
+        let _ = p.pc.close().await;
+    }
+    relay.shutdown().await;
+    server.shutdown().await;
 }

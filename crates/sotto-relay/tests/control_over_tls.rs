@@ -8,26 +8,29 @@ use std::time::Duration;
 use sotto_relay::client::{join, ClientTls, JoinError, RoomHandle};
 use sotto_relay::protocol::ServerMsg;
 use sotto_relay::tls::{CertificateError, Error as TlsError, TlsFiles};
-use sotto_relay::{serve, Relay, RelayConfig, RelayError};
+use sotto_relay::RelayError;
 use sotto_testkit::plain::PlainPeer;
+use sotto_testkit::relay::TestRelay;
 use sotto_testkit::tls::TestCa;
 
 /// A loopback relay whose control channel serves the certificate in `files`.
-async fn tls_relay(files: &TlsFiles) -> Relay {
-    let mut cfg = RelayConfig::loopback();
-    cfg.tls = Some(files.clone());
-    serve(cfg).await.unwrap()
+async fn tls_relay(files: &TlsFiles) -> TestRelay {
+    TestRelay::start_with(|cfg| cfg.tls = Some(files.clone())).await
 }
 
 /// Joins `room` as `name` at `relay`, verifying it against `tls`, answering with `peer`.
 async fn join_as(
-    relay: &Relay,
+    relay: &TestRelay,
     tls: &ClientTls,
     room: &str,
     name: &str,
     peer: &PlainPeer,
 ) -> Result<RoomHandle, JoinError> {
-    join(&relay.url(), tls, room, name, |offer| peer.answer(offer)).await
+    let token = relay.token(room, name);
+    join(&relay.url(), tls, room, name, Some(&token), |offer| {
+        peer.answer(offer)
+    })
+    .await
 }
 
 fn unknown_issuer(r: Result<RoomHandle, JoinError>) -> bool {
@@ -86,6 +89,7 @@ async fn a_relay_of_an_unknown_ca_is_refused_with_a_certificate_error() {
         &ClientTls::system(),
         "room",
         "alice",
+        Some(&relay.token("room", "alice")),
         no_offer,
     )
     .await;
@@ -99,7 +103,7 @@ async fn plain_ws_to_a_remote_relay_is_refused_before_connecting() {
     let no_offer = |_offer: String| async { Err::<String, _>("an offer was made") };
     for url in ["ws://192.0.2.1:8444", "ws://relay.invalid:8444"] {
         let started = std::time::Instant::now();
-        let r = join(url, &ClientTls::system(), "room", "alice", no_offer).await;
+        let r = join(url, &ClientTls::system(), "room", "alice", None, no_offer).await;
         assert!(
             matches!(r, Err(JoinError::Tls(TlsError::PlaintextToRemoteHost))),
             "{url}"
@@ -183,7 +187,7 @@ async fn a_broken_file_on_reload_is_refused_and_the_old_certificate_stays() {
     let _ = peer.pc.close().await;
 
     // and a relay without TLS has nothing to reload
-    let plain = serve(RelayConfig::loopback()).await.unwrap();
+    let plain = TestRelay::start().await;
     assert!(plain.url().starts_with("ws://"));
     assert!(matches!(
         plain.reload_tls(),

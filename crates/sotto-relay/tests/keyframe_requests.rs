@@ -10,8 +10,7 @@ use rtc::rtcp::payload_feedbacks::full_intra_request::{FirEntry, FullIntraReques
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use sotto_relay::client::RoomHandle;
 use sotto_relay::consts::KEYFRAME_REQUEST_INTERVAL;
-use sotto_relay::{serve, RelayConfig};
-use sotto_testkit::relay::{rtp_participant, RtpParticipant};
+use sotto_testkit::relay::{rtp_participant, RtpParticipant, TestRelay};
 use tokio::sync::mpsc;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
@@ -32,7 +31,7 @@ struct Participant {
     _room: RoomHandle,
 }
 
-async fn participant(url: &str, room: &str, name: &str, tag: u8) -> Participant {
+async fn participant(relay: &TestRelay, room: &str, name: &str, tag: u8) -> Participant {
     let (htx, hrx) = mpsc::unbounded_channel();
     let on_track = Box::new(move |track: Arc<dyn TrackRemote>| {
         let heard = htx.clone();
@@ -56,7 +55,7 @@ async fn participant(url: &str, room: &str, name: &str, tag: u8) -> Participant 
         ssrc,
         video,
         room: handle,
-    } = rtp_participant(url, room, name, true, on_track).await;
+    } = rtp_participant(relay, room, name, true, on_track).await;
     let video = video.expect("a sending participant has a video track");
 
     // the keyframe requests that reach this sender
@@ -131,10 +130,10 @@ async fn tracks_of(p: &mut Participant, tags: &[u8]) -> Vec<Arc<dyn TrackRemote>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_keyframe_request_reaches_the_right_sender_only_and_is_rate_limited() {
-    let relay = serve(RelayConfig::loopback()).await.unwrap();
-    let alice = participant(&relay.url(), "kf", "alice", 0xAA).await;
-    let bob = participant(&relay.url(), "kf", "bob", 0xBB).await;
-    let mut carol = participant(&relay.url(), "kf", "carol", 0xCC).await;
+    let relay = TestRelay::start().await;
+    let alice = participant(&relay, "kf", "alice", 0xAA).await;
+    let bob = participant(&relay, "kf", "bob", 0xBB).await;
+    let mut carol = participant(&relay, "kf", "carol", 0xCC).await;
 
     // carol asks for a keyframe of alice's video, on the slot that carries alice
     let heard = tracks_of(&mut carol, &[0xAA, 0xBB]).await;

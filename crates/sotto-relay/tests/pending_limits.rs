@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use sotto_relay::consts::MAX_PENDING_PER_ADDRESS;
-use sotto_relay::{serve, RelayConfig};
+use sotto_testkit::relay::TestRelay;
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
@@ -28,12 +28,17 @@ async fn closed_within(s: &mut TcpStream, limit: Duration) -> bool {
     )
 }
 
-/// A WebSocket client that sends `join` and gets the relay's offer: the relay served it.
-async fn served(url: &str) -> bool {
-    let Ok((mut ws, _)) = tokio_tungstenite::connect_async(url).await else {
+/// A WebSocket client that sends `join` (with a valid token) and gets the relay's offer: the
+/// relay served it.
+async fn served(relay: &TestRelay) -> bool {
+    let Ok((mut ws, _)) = tokio_tungstenite::connect_async(relay.url()).await else {
         return false;
     };
-    let join = r#"{"type":"join","room":"r1","participant":"bob"}"#;
+    let token = relay.token("r1", "bob");
+    let join = format!(
+        r#"{{"type":"join","room":"r1","participant":"bob","token":"{}"}}"#,
+        token.as_str()
+    );
     ws.send(Message::text(join)).await.unwrap();
     let first = tokio::time::timeout(Duration::from_secs(20), ws.next()).await;
     matches!(first, Ok(Some(Ok(Message::Text(t)))) if t.contains("\"offer\""))
@@ -41,7 +46,7 @@ async fn served(url: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_silent_connections_from_one_address_does_not_block_another() {
-    let relay = serve(RelayConfig::loopback()).await.unwrap();
+    let relay = TestRelay::start().await;
     let addr = relay.local_addr();
     let mut flood = Vec::new();
     for _ in 0..MAX_PENDING_PER_ADDRESS {
@@ -55,10 +60,7 @@ async fn a_flood_of_silent_connections_from_one_address_does_not_block_another()
     }
     assert!(relay.pending_refused() >= 1);
     // another address is served meanwhile
-    assert!(
-        served(&format!("ws://{addr}")).await,
-        "a participant from elsewhere"
-    );
+    assert!(served(&relay).await, "a participant from elsewhere");
     // the flood ends: its address gets slots again
     drop(flood);
     tokio::time::sleep(Duration::from_millis(200)).await;

@@ -16,6 +16,8 @@
 //! | `--tls-cert` | `SOTTO_TLS_CERT` | `tls.cert` |
 //! | `--tls-key` | `SOTTO_TLS_KEY` | `tls.key` |
 //! | `--turn-secret` | `SOTTO_TURN_SECRET` | `turn.secret` |
+//! | `--relay URL=SECRET_FILE` (repeatable; replaces the file's list) | `SOTTO_RELAYS` (comma-separated) | `[[relays]]` `url`, `secret_file` |
+//! | `--relay-token-ttl-secs` | `SOTTO_RELAY_TOKEN_TTL_SECS` | `relay_token_ttl_secs` |
 //! | `--max-frame-bytes` | `SOTTO_MAX_FRAME_BYTES` | `limits.max_frame_bytes` |
 //! | `--max-queued-per-device` | `SOTTO_MAX_QUEUED_PER_DEVICE` | `limits.max_queued_per_device` |
 //! | `--envelopes-per-second` | `SOTTO_ENVELOPES_PER_SECOND` | `limits.envelopes_per_second` |
@@ -73,6 +75,13 @@ pub struct ServerArgs {
     /// coturn static-auth-secret (prefer the environment to the command line).
     #[arg(long, env = "SOTTO_TURN_SECRET", hide_env_values = true)]
     pub turn_secret: Option<String>,
+    /// A relay to mint join tokens for: its public control URL and the file holding the secret
+    /// it shares with the server (`URL=SECRET_FILE`; repeat for several).
+    #[arg(long = "relay", env = "SOTTO_RELAYS", value_delimiter = ',')]
+    pub relays: Vec<String>,
+    /// Lifetime of relay tokens, seconds (default 180, at most 3600).
+    #[arg(long, env = "SOTTO_RELAY_TOKEN_TTL_SECS")]
+    pub relay_token_ttl_secs: Option<u64>,
     /// Largest accepted frame, bytes.
     #[arg(long, env = "SOTTO_MAX_FRAME_BYTES")]
     pub max_frame_bytes: Option<usize>,
@@ -173,6 +182,18 @@ impl ServerArgs {
             None => file.tls()?,
         };
         config.turn = file.turn(self.turn_secret.clone());
+        let relays = if self.relays.is_empty() {
+            file.relays.clone()
+        } else {
+            self.relays
+                .iter()
+                .map(|r| crate::config::RelayFile::parse_flag(r))
+                .collect::<Result<Vec<_>>>()?
+        };
+        config.relays = relays.iter().map(|r| r.load()).collect::<Result<_>>()?;
+        if let Some(t) = self.relay_token_ttl_secs.or(file.relay_token_ttl_secs) {
+            config.relay_token_ttl_secs = crate::config::relay_token_ttl(t)?;
+        }
         Ok(Resolved {
             listen,
             db,

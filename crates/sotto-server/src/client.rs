@@ -389,6 +389,34 @@ impl Client {
         }
     }
 
+    /// Relay tokens admitting `participants` to `room` at `relay`, one each, in order (the
+    /// server decides who may have them: `not_a_room_member`, `unknown_relay`, ... come back
+    /// as [`Error::Refused`]).
+    pub async fn relay_tokens(
+        &self,
+        relay: &str,
+        room: &str,
+        participants: &[String],
+    ) -> Result<Vec<crate::protocol::ParticipantToken>> {
+        let msg = ClientMessage::RelayTokens {
+            relay: relay.to_owned(),
+            room: room.to_owned(),
+            participants: participants.to_vec(),
+        };
+        match self.request(msg).await? {
+            ServerMessage::RelayTokens { tokens, .. }
+                if tokens.len() == participants.len()
+                    && tokens
+                        .iter()
+                        .zip(participants)
+                        .all(|(t, p)| &t.participant == p) =>
+            {
+                Ok(tokens)
+            }
+            _ => Err(Error::UnexpectedFrame),
+        }
+    }
+
     /// Short-lived TURN credentials.
     pub async fn turn_credentials(&self) -> Result<TurnGrant> {
         match self.request(ClientMessage::TurnCredentials).await? {

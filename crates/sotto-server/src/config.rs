@@ -7,6 +7,7 @@
 //! server_id = "sotto.example.org"
 //! durability = "full"            # or "normal" (see SqliteStore)
 //! metrics_listen = "127.0.0.1:9100"
+//! relay_token_ttl_secs = 180      # lifetime of relay tokens (at most 3600)
 //!
 //! [tls]                           # both or neither; without them plain ws:// (loopback only)
 //! cert = "/etc/sotto/fullchain.pem"   # PEM certificate chain, leaf first
@@ -26,6 +27,10 @@
 //! secret = "the coturn static-auth-secret"
 //! uris = ["turn:turn.example.org:3478?transport=udp"]
 //! ttl_secs = 600
+//!
+//! [[relays]]                      # one per relay the server mints tokens for
+//! url = "wss://relay.example.org:8443"          # the relay's --public-url
+//! secret_file = "/etc/sotto/relay-token.secret" # the relay's --token-secret-file
 //! ```
 
 use std::path::PathBuf;
@@ -35,7 +40,7 @@ use serde::Deserialize;
 use sotto_tls::TlsFiles;
 
 use crate::error::{Error, Result};
-use crate::server::Limits;
+use crate::server::{Limits, RelayEntry};
 use crate::store::Durability;
 use crate::turn::TurnConfig;
 
@@ -61,6 +66,68 @@ pub struct FileConfig {
     pub tls: TlsFile,
     /// TURN.
     pub turn: Option<TurnFile>,
+    /// Relay token lifetime, seconds.
+    pub relay_token_ttl_secs: Option<u64>,
+    /// Relays the server mints tokens for.
+    #[serde(default)]
+    pub relays: Vec<RelayFile>,
+}
+
+/// `[[relays]]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelayFile {
+    /// The relay's public control URL.
+    pub url: String,
+    /// The file holding the secret shared with it.
+    pub secret_file: PathBuf,
+}
+
+impl RelayFile {
+    /// `URL=SECRET_FILE` (the `--relay` flag).
+    ///
+    /// # Errors
+    /// [`Error::Config`] without the `=`.
+    pub fn parse_flag(s: &str) -> Result<RelayFile> {
+        let (url, file) = s
+            .split_once('=')
+            .ok_or_else(|| Error::Config("--relay takes URL=SECRET_FILE".into()))?;
+        Ok(RelayFile {
+            url: url.to_owned(),
+            secret_file: PathBuf::from(file),
+        })
+    }
+
+    /// Reads the secret file.
+    ///
+    /// # Errors
+    /// [`Error::Config`]: unreadable, too short or too long, or a URL over
+    /// `sotto_admission::consts::MAX_RELAY_URL`.
+    pub fn load(&self) -> Result<RelayEntry> {
+        if self.url.is_empty() || self.url.len() > sotto_admission::consts::MAX_RELAY_URL {
+            return Err(Error::Config("relay url out of range".into()));
+        }
+        let secret = sotto_admission::RelaySecret::load(&self.secret_file)
+            .map_err(|e| Error::Config(format!("{}: {e}", self.secret_file.display())))?;
+        Ok(RelayEntry {
+            url: self.url.clone(),
+            secret,
+        })
+    }
+}
+
+/// A relay token lifetime: 1..=`sotto_admission::consts::MAX_TTL_SECS`.
+///
+/// # Errors
+/// [`Error::Config`] out of range.
+pub fn relay_token_ttl(secs: u64) -> Result<u64> {
+    if secs == 0 || secs > sotto_admission::consts::MAX_TTL_SECS {
+        return Err(Error::Config(format!(
+            "relay_token_ttl_secs must be 1..={}",
+            sotto_admission::consts::MAX_TTL_SECS
+        )));
+    }
+    Ok(secs)
 }
 
 /// `[limits]`.
@@ -183,6 +250,7 @@ impl FileConfig {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -231,6 +299,33 @@ uris = ["turn:a:3478"]
             .is_err());
         assert_eq!(FileConfig::default().tls().unwrap(), None);
         assert!(FileConfig::parse("[tls]\ncertificate = \"c.pem\"\n").is_err());
+    }
+
+    #[test]
+    fn relays_load_their_secret_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("relay.secret");
+        std::fs::write(&good, "0123456789abcdef0123456789abcdef\n").unwrap();
+        let short = dir.path().join("short.secret");
+        std::fs::write(&short, "too short").unwrap();
+        let text = format!(
+            "relay_token_ttl_secs = 120\n[[relays]]\nurl = \"wss://r.example:8443\"\nsecret_file = \"{}\"\n[[relays]]\nurl = \"wss://s.example\"\nsecret_file = \"{}\"\n",
+            good.display(),
+            short.display()
+        );
+        let c = FileConfig::parse(&text).unwrap();
+        assert_eq!(c.relay_token_ttl_secs, Some(120));
+        assert_eq!(c.relays.len(), 2);
+        let r = c.relays[0].load().unwrap();
+        assert_eq!(r.url, "wss://r.example:8443");
+        assert!(!format!("{r:?}").contains("0123456789abcdef"));
+        assert!(matches!(c.relays[1].load(), Err(Error::Config(_))));
+        let flag = RelayFile::parse_flag("wss://r.example:8443=/etc/x").unwrap();
+        assert_eq!(flag.secret_file, PathBuf::from("/etc/x"));
+        assert!(RelayFile::parse_flag("wss://r.example").is_err());
+        assert!(relay_token_ttl(0).is_err());
+        assert!(relay_token_ttl(sotto_admission::consts::MAX_TTL_SECS + 1).is_err());
+        assert_eq!(relay_token_ttl(180).unwrap(), 180);
     }
 
     #[test]

@@ -107,3 +107,25 @@ pub const CHALLENGE_NONCE_BYTES: usize = 32;
 
 /// Domain-separation prefix of the signed authentication message.
 pub const AUTH_CONTEXT: &[u8] = b"sotto-signaling-auth-v1";
+
+/// Default lifetime of relay tokens, in seconds: covers a callee's ringing (`RING_TIMEOUT`,
+/// 30 s, in sotto-call) after an offer that waited up to a minute in its queue (call envelope
+/// TTL), then the callee's media setup; capped at `sotto_admission::consts::MAX_TTL_SECS`.
+pub const RELAY_TOKEN_TTL_SECS: u64 = 180;
+
+/// Tokens one `relay_tokens` request may ask for (a relay room holds 5; a member invites one
+/// at a time, a caller asks for itself and its callee).
+pub const MAX_RELAY_TOKENS_PER_REQUEST: usize = 8;
+
+/// Relay rooms one account may have claimed and live at once.
+pub const MAX_RELAY_ROOMS_PER_ACCOUNT: usize = 16;
+
+/// Relay rooms the server keeps at once (all accounts); a claim beyond is refused.
+pub const MAX_RELAY_ROOMS: usize = 10_000;
+
+/// Members a relay room may have (everyone ever given a token for it, leavers included).
+pub const MAX_RELAY_ROOM_MEMBERS: usize = 32;
+
+/// A relay room is forgotten this long after its last token was minted (a call longer than
+/// that keeps working; only new invitations to it would start over as a new claim).
+pub const RELAY_ROOM_IDLE_SECS: u64 = 6 * 3600;

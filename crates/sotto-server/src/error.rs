@@ -45,6 +45,21 @@ pub enum ErrorCode {
     Replaced,
     /// TURN is not configured on this server.
     TurnUnavailable,
+    /// `relay_tokens` for a relay URL the server has no secret for.
+    UnknownRelay,
+    /// `relay_tokens` for a room another account claimed, by a non-member.
+    NotARoomMember,
+    /// `relay_tokens` by a member for its own name in a room it holds (rejoining needs an
+    /// invitation from another member).
+    RejoinNeedsInvite,
+    /// `relay_tokens` for no participants or more than `MAX_RELAY_TOKENS_PER_REQUEST`.
+    TooManyParticipants,
+    /// The relay room would have more than `MAX_RELAY_ROOM_MEMBERS` members.
+    RoomMembersFull,
+    /// The account already claimed `MAX_RELAY_ROOMS_PER_ACCOUNT` live relay rooms.
+    TooManyRelayRooms,
+    /// The server holds `MAX_RELAY_ROOMS` relay rooms.
+    RelayRoomsFull,
     // ---- ours ----
     /// The server failed (storage); retry later.
     Internal,
@@ -74,6 +89,13 @@ impl ErrorCode {
             Self::SlowConsumer => "slow_consumer",
             Self::Replaced => "replaced",
             Self::TurnUnavailable => "turn_unavailable",
+            Self::UnknownRelay => "unknown_relay",
+            Self::NotARoomMember => "not_a_room_member",
+            Self::RejoinNeedsInvite => "rejoin_needs_invite",
+            Self::TooManyParticipants => "too_many_participants",
+            Self::RoomMembersFull => "room_members_full",
+            Self::TooManyRelayRooms => "too_many_relay_rooms",
+            Self::RelayRoomsFull => "relay_rooms_full",
             Self::Internal => "internal",
             Self::ShuttingDown => "shutting_down",
         }

@@ -36,6 +36,7 @@ mod error;
 pub mod limits;
 pub mod metrics;
 pub mod protocol;
+pub mod relay_rooms;
 mod server;
 pub mod store;
 pub mod turn;
@@ -48,6 +49,10 @@ pub use protocol::{decode_client_frame, Bundle, Envelope};
 pub use server::{serve, Limits, Server, ServerConfig};
 pub use store::{Durability, MemoryStore, SqliteStore, Store};
 pub use turn::TurnConfig;
+
+pub use server::RelayEntry;
+/// Relay tokens (`sotto-admission`): [`admission::RelaySecret`] for [`RelayEntry`].
+pub use sotto_admission as admission;
 
 /// Transport security (`sotto-tls`): [`tls::ClientTls`] for clients, [`tls::TlsFiles`] for the
 /// server, and the typed [`tls::Error`] carried by [`Error::Tls`].

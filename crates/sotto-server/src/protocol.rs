@@ -137,8 +137,27 @@ pub enum ClientMessage {
     },
     /// Ask for coturn REST-API credentials.
     TurnCredentials,
+    /// Ask for relay tokens admitting `participants` to `room` at `relay` (one each); see
+    /// `signaling.md` for who may ask.
+    RelayTokens {
+        /// The relay's public control URL, as configured on the server.
+        relay: String,
+        /// Room name (a call id).
+        room: String,
+        /// Account names to mint tokens for.
+        participants: Vec<String>,
+    },
     /// Liveness / latency probe.
     Ping,
+}
+
+/// A relay token for one participant (`relay_tokens`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParticipantToken {
+    /// Account name.
+    pub participant: String,
+    /// The token (`sotto_admission`): its text on the wire.
+    pub token: sotto_admission::RelayToken,
 }
 
 /// A request frame: version, request id, message.
@@ -266,6 +285,13 @@ pub enum ServerMessage {
         /// TURN server URIs.
         uris: Vec<String>,
     },
+    /// Answer to `relay_tokens`: one token per participant, in the order asked.
+    RelayTokens {
+        /// Request id.
+        id: u64,
+        /// The tokens.
+        tokens: Vec<ParticipantToken>,
+    },
     /// Answer to `ping`.
     Pong {
         /// Request id.
@@ -311,6 +337,7 @@ impl ServerMessage {
             | Self::Stored { id, .. }
             | Self::Acked { id }
             | Self::Turn { id, .. }
+            | Self::RelayTokens { id, .. }
             | Self::Pong { id } => Some(*id),
             Self::Error { id, .. } => *id,
             Self::Challenge { .. } | Self::Envelope(_) | Self::PrekeysLow { .. } => None,

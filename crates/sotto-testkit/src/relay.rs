@@ -1,8 +1,10 @@
-//! Participants joining a room of a sotto-relay: sotto media peers (SFrame, with a tap) or
-//! plain webrtc-rs peers sending VP8-shaped RTP.
+//! A sotto-relay on loopback with its token secret ([`TestRelay`]), tokens minted as the
+//! signaling server mints them, and participants joining its rooms: sotto media peers (SFrame,
+//! with a tap) or plain webrtc-rs peers sending VP8-shaped RTP.
 
+use std::ops::Deref;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rtc::interceptor::{Registry, Slot};
 use rtc::media_stream::MediaStreamTrack;
@@ -10,15 +12,132 @@ use rtc::peer_connection::configuration::media_engine::MIME_TYPE_VP8;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
+use sotto_admission::{mint, Claims, RelaySecret, RelayToken};
 use sotto_call::media::{MediaConfig, MediaPeer};
 use sotto_relay::client::{join, ClientTls, RoomHandle};
 use sotto_relay::feedback::KeyframeRequests;
+use sotto_relay::{serve, Relay, RelayConfig};
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::peer_connection::PeerConnection;
 
 use crate::media::{tapped, Leg, Tap};
 use crate::plain::{OnTrack, PlainPeer};
+
+/// How long the tokens [`TestRelay::token`] mints stay valid.
+pub const TOKEN_TTL: Duration = Duration::from_secs(600);
+
+/// A fresh random relay secret (what `sotto demo` and a deployment's secret file hold).
+pub fn relay_secret() -> RelaySecret {
+    let text = RelaySecret::generate_file_text(&mut rand::rngs::OsRng);
+    RelaySecret::from_bytes(text.as_bytes()).unwrap()
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// A token for `participant` in `room` at the relay `relay_url`, minted now with `secret`,
+/// valid for [`TOKEN_TTL`].
+pub fn mint_token(
+    secret: &RelaySecret,
+    relay_url: &str,
+    room: &str,
+    participant: &str,
+) -> RelayToken {
+    let now = now_ms();
+    mint(
+        secret,
+        &Claims {
+            relay: relay_url.into(),
+            room: room.into(),
+            participant: participant.into(),
+            issued_at_ms: now,
+            expires_at_ms: now + TOKEN_TTL.as_millis() as u64,
+        },
+    )
+    .unwrap()
+}
+
+/// Where a participant joins and how it gets its token: a relay's control URL and a token
+/// minter with the relay's secret (the signaling server's part, in tests).
+pub trait RelayAccess {
+    /// The control URL participants connect to.
+    fn control_url(&self) -> String;
+    /// A valid token for `participant` in `room`.
+    fn token(&self, room: &str, participant: &str) -> RelayToken;
+}
+
+/// A relay known by its URL and secret only (e.g. one running in another process whose
+/// public URL is its control URL).
+pub struct RemoteRelay {
+    pub url: String,
+    pub secret: RelaySecret,
+}
+
+impl RelayAccess for RemoteRelay {
+    fn control_url(&self) -> String {
+        self.url.clone()
+    }
+    fn token(&self, room: &str, participant: &str) -> RelayToken {
+        mint_token(&self.secret, &self.url, room, participant)
+    }
+}
+
+impl RelayAccess for TestRelay {
+    fn control_url(&self) -> String {
+        self.relay.url()
+    }
+    fn token(&self, room: &str, participant: &str) -> RelayToken {
+        TestRelay::token(self, room, participant)
+    }
+}
+
+/// A running relay and the secret its tokens are minted with. Derefs to the [`Relay`].
+pub struct TestRelay {
+    pub relay: Relay,
+    pub secret: RelaySecret,
+}
+
+impl TestRelay {
+    /// A loopback relay ([`RelayConfig::loopback`]) with a fresh secret.
+    pub async fn start() -> TestRelay {
+        TestRelay::start_with(|_| {}).await
+    }
+
+    /// [`TestRelay::start`] with the configuration changed by `f` first.
+    pub async fn start_with(f: impl FnOnce(&mut RelayConfig)) -> TestRelay {
+        let secret = relay_secret();
+        let mut cfg = RelayConfig::loopback(secret.clone());
+        f(&mut cfg);
+        let secret = cfg.token_secret.clone();
+        TestRelay {
+            relay: serve(cfg).await.unwrap(),
+            secret,
+        }
+    }
+
+    /// A valid token for `participant` in `room` at this relay (its public URL).
+    pub fn token(&self, room: &str, participant: &str) -> RelayToken {
+        mint_token(&self.secret, self.relay.public_url(), room, participant)
+    }
+
+    /// Stops the relay.
+    pub async fn shutdown(self) {
+        self.relay.shutdown().await
+    }
+}
+
+impl Deref for TestRelay {
+    type Target = Relay;
+    fn deref(&self) -> &Relay {
+        &self.relay
+    }
+}
 
 /// A sotto media peer joined to a relay room, with the tap of every frame it sent or
 /// decrypted.
@@ -29,15 +148,20 @@ pub struct MediaParticipant {
     pub room: RoomHandle,
 }
 
-/// Joins `room` at the relay `url` as `name` with a loopback media configuration (sender id
-/// `id`); panics unless connected to the relay within 20 s.
-pub async fn participant(url: &str, room: &str, name: &str, id: u64) -> MediaParticipant {
-    participant_with(url, room, name, MediaConfig::loopback(id).unwrap()).await
+/// Joins `room` at `relay` as `name` (with a valid token) with a loopback media
+/// configuration (sender id `id`); panics unless connected to the relay within 20 s.
+pub async fn participant(
+    relay: &impl RelayAccess,
+    room: &str,
+    name: &str,
+    id: u64,
+) -> MediaParticipant {
+    participant_with(relay, room, name, MediaConfig::loopback(id).unwrap()).await
 }
 
 /// [`participant`] with a given media configuration (its tap is replaced).
 pub async fn participant_with(
-    url: &str,
+    relay: &impl RelayAccess,
     room: &str,
     name: &str,
     c: MediaConfig,
@@ -45,9 +169,15 @@ pub async fn participant_with(
     let Leg { peer, tap } = tapped(c).await;
     let peer = Arc::new(peer);
     let p2 = peer.clone();
-    let handle = join(url, &ClientTls::default(), room, name, |offer| async move {
-        p2.accept_offer(&offer).await
-    })
+    let token = relay.token(room, name);
+    let handle = join(
+        &relay.control_url(),
+        &ClientTls::default(),
+        room,
+        name,
+        Some(&token),
+        |offer| async move { p2.accept_offer(&offer).await },
+    )
     .await
     .unwrap();
     assert!(
@@ -72,12 +202,12 @@ pub struct RtpParticipant {
     pub room: RoomHandle,
 }
 
-/// Joins `room` at the relay `url` as `name`: a plain peer with the relay's keyframe-request
+/// Joins `room` at `relay` as `name` (with a valid token): a plain peer with the relay's keyframe-request
 /// interceptor, a VP8 track with a random SSRC (added only if `sends`; nothing is written to
 /// it), each remote track handed to `on_track`. Answers once ICE gathering is complete; panics
 /// unless connected within [`CONNECT_LIMIT`](crate::plain::CONNECT_LIMIT).
 pub async fn rtp_participant(
-    url: &str,
+    relay: &impl RelayAccess,
     room: &str,
     name: &str,
     sends: bool,
@@ -96,9 +226,15 @@ pub async fn rtp_participant(
     } else {
         None
     };
-    let handle = join(url, &ClientTls::default(), room, name, |offer| {
-        peer.answer(offer)
-    })
+    let token = relay.token(room, name);
+    let handle = join(
+        &relay.control_url(),
+        &ClientTls::default(),
+        room,
+        name,
+        Some(&token),
+        |offer| peer.answer(offer),
+    )
     .await
     .unwrap();
     peer.wait_connected(name).await;

@@ -20,3 +20,18 @@ pub async fn server_with(dir: &Path, cfg: ServerConfig) -> Server {
         .await
         .unwrap()
 }
+
+/// The server's entry for `relay`: its public URL and its token secret.
+pub fn relay_entry(relay: &crate::relay::TestRelay) -> sotto_server::RelayEntry {
+    sotto_server::RelayEntry {
+        url: relay.public_url().to_owned(),
+        secret: relay.secret.clone(),
+    }
+}
+
+/// [`server`] that mints join tokens for `relay` (its calls through it are admitted).
+pub async fn server_for_relay(dir: &Path, relay: &crate::relay::TestRelay) -> Server {
+    let mut cfg = ServerConfig::new(SERVER_ID);
+    cfg.relays = vec![relay_entry(relay)];
+    server_with(dir, cfg).await
+}

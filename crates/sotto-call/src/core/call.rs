@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
+use sotto_admission::RelayToken;
 use sotto_frame::KeyMaterial;
 
 use super::types::MediaAction;
@@ -29,6 +30,10 @@ pub(crate) enum MediaPhase {
 pub(crate) enum RoomPhase {
     /// Peer to peer (or not joined yet).
     None,
+    /// Our relay tokens asked of the signaling server ([`Action::RequestRelayTokens`]).
+    ///
+    /// [`Action::RequestRelayTokens`]: super::types::Action::RequestRelayTokens
+    Tokens,
     /// Join sent.
     Joining,
     /// Admitted.
@@ -42,6 +47,15 @@ pub(crate) enum RoomPhase {
 pub(crate) enum IdentityPurpose {
     /// Offering the call to the peer.
     Offer,
+    /// Inviting this user into the group call.
+    Invite(String),
+}
+
+/// What a pending relay-token request is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum TokenPurpose {
+    /// Our own join (the caller's, with the callee's token for the offer).
+    Join,
     /// Inviting this user into the group call.
     Invite(String),
 }
@@ -100,6 +114,11 @@ pub(crate) struct Call {
     /// holds only the peer's keys).
     pub pairwise: bool,
     pub awaiting_identity: Option<IdentityPurpose>,
+    pub awaiting_tokens: Option<TokenPurpose>,
+    /// Our token for the relay room (the caller's from the server, a callee's from the offer).
+    pub relay_token: Option<RelayToken>,
+    /// The caller's token for the callee, sent in the offer.
+    pub peer_token: Option<RelayToken>,
     pub started: Instant,
 }
 
@@ -136,6 +155,9 @@ impl Call {
             sending: false,
             pairwise: false,
             awaiting_identity: None,
+            awaiting_tokens: None,
+            relay_token: None,
+            peer_token: None,
             started: now,
         }
     }

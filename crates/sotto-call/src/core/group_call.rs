@@ -4,7 +4,9 @@
 
 use std::time::Instant;
 
-use super::call::{IdentityPurpose, MediaPhase};
+use sotto_admission::RelayToken;
+
+use super::call::{IdentityPurpose, MediaPhase, TokenPurpose};
 use super::types::{Action, AddRefusal, CallError, Dropped, MemberChange, Notice, RoomEvent};
 use super::{sender_id_clash, CallCore};
 use crate::consts::{MAX_GROUP_MEMBERS, MAX_PRESENT};
@@ -32,7 +34,7 @@ impl CallCore {
             let other = other.to_owned();
             return self.notify(Notice::Error(CallError::SenderIdClash { user, other }));
         }
-        if c.awaiting_identity.is_some() {
+        if c.awaiting_identity.is_some() || c.awaiting_tokens.is_some() {
             return self.notify(Notice::Error(CallError::CannotAdd(user)));
         }
         c.awaiting_identity = Some(IdentityPurpose::Invite(user.clone()));
@@ -40,9 +42,9 @@ impl CallCore {
         self.actions.push_back(Action::CheckIdentity { call, user });
     }
 
-    /// The invitee's identity is as pinned: the offer (no key: members give theirs once the
-    /// relay admits the invitee), an `add` to every member, and our key when admitted.
-    pub(super) fn continue_invite(&mut self, user: String, now: Instant) {
+    /// The invitee's identity is as pinned: ask the signaling server for the invitee's relay
+    /// token (answer: [`CallCore::finish_invite`]).
+    pub(super) fn continue_invite(&mut self, user: String, _now: Instant) {
         let Some(c) = self.call.as_mut() else { return };
         if c.machine.state() != &State::Connected
             || c.is_member(&user)
@@ -50,6 +52,33 @@ impl CallCore {
         {
             return self.notify(Notice::Error(CallError::CannotAdd(user)));
         }
+        let Some(url) = c.relay.clone() else {
+            return self.notify(Notice::Error(CallError::InviteNeedsRelayCall));
+        };
+        c.awaiting_tokens = Some(TokenPurpose::Invite(user.clone()));
+        let (call, room) = (c.id, c.id.to_string());
+        self.actions.push_back(Action::RequestRelayTokens {
+            call,
+            url,
+            room,
+            participants: vec![user],
+        });
+    }
+
+    /// The server gave the invitee's token: the offer (no key: members give theirs once the
+    /// relay admits the invitee) with the token, an `add` to every member, and our key when
+    /// admitted.
+    pub(super) fn finish_invite(&mut self, user: String, token: Option<RelayToken>, now: Instant) {
+        let Some(c) = self.call.as_mut() else { return };
+        if c.machine.state() != &State::Connected
+            || c.is_member(&user)
+            || c.members.len() >= MAX_GROUP_MEMBERS
+        {
+            return self.notify(Notice::Error(CallError::CannotAdd(user)));
+        }
+        let Some(token) = token else {
+            return self.notify(Notice::Error(CallError::NoRelayToken(user)));
+        };
         let forget = match c.keys.admit(&user) {
             Ok(f) => f,
             Err(e) => return self.notify(Notice::Error(CallError::Keys(e))),
@@ -68,6 +97,7 @@ impl CallCore {
                 media_key: None,
                 relay,
                 members: members.clone(),
+                relay_token: Some(token),
             },
         );
         for m in &members {

@@ -230,6 +230,7 @@ impl CallCore {
             media_key,
             relay,
             members,
+            relay_token,
             ..
         } = std::mem::replace(&mut msg.body, Body::Ringing)
         else {
@@ -258,6 +259,7 @@ impl CallCore {
         call.pairwise = relay.is_none();
         call.keys.set_pairwise(call.pairwise);
         call.relay = relay;
+        call.relay_token = relay_token;
         call.remote_offer = Some(RemoteOffer { sdp });
         call.inbound.insert(
             from.to_owned(),

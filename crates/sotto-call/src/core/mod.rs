@@ -32,7 +32,8 @@ use crate::group::{GroupKeys, GroupOutput};
 use crate::media::MediaKind;
 use crate::messages::{Body, CallId, CallMessage};
 use crate::state::{CallMachine, Input, Output, Role, State};
-use call::{Call, IdentityPurpose, MediaPhase, RoomPhase};
+use call::{Call, IdentityPurpose, MediaPhase, RoomPhase, TokenPurpose};
+use sotto_admission::RelayToken;
 pub use types::*;
 
 /// The SFrame sender id of user `name` in every call: 16 bits of an FNV-1a hash of the name,
@@ -265,6 +266,7 @@ impl CallCore {
                     self.fail(e, now);
                 }
             }
+            Event::RelayTokens { call, result } => self.on_relay_tokens(call, result, now),
             Event::RelayJoined { call, result } => self.on_relay_joined(call, result, now),
             Event::Room { call, event } => {
                 if self.is_current(call) {
@@ -674,12 +676,30 @@ impl CallCore {
         }
         let Some(c) = self.call.as_mut() else { return };
         if let Some(url) = c.relay.clone() {
-            c.room = RoomPhase::Joining;
-            if c.role() == Role::Callee {
-                c.remote_offer = None;
-            }
             let room = c.id.to_string();
-            self.actions.push_back(Action::JoinRoom { call, url, room });
+            if c.role() == Role::Callee {
+                // our token came with the offer
+                c.remote_offer = None;
+                c.room = RoomPhase::Joining;
+                let token = c.relay_token.clone();
+                self.actions.push_back(Action::JoinRoom {
+                    call,
+                    url,
+                    room,
+                    token,
+                });
+            } else {
+                // the caller claims the room at the server: tokens for us and the callee
+                c.room = RoomPhase::Tokens;
+                c.awaiting_tokens = Some(TokenPurpose::Join);
+                let participants = vec![self.cfg.me.clone(), c.peer.clone()];
+                self.actions.push_back(Action::RequestRelayTokens {
+                    call,
+                    url,
+                    room,
+                    participants,
+                });
+            }
             return;
         }
         match c.role() {
@@ -728,6 +748,7 @@ impl CallCore {
                 sdp,
                 video: true,
                 media_key: Some(key),
+                relay_token: relay.as_ref().and(c.peer_token.take()),
                 relay,
                 members: Vec::new(),
             },
@@ -738,6 +759,68 @@ impl CallCore {
         };
         self.send(&peer, body);
         self.apply_keys(rest);
+    }
+
+    /// The server's answer to [`Action::RequestRelayTokens`]: the caller joins with its own
+    /// token (the callee's goes in the offer), an invitation goes out with the invitee's. A
+    /// refusal ends a call being set up, or refuses the invitation (the call goes on).
+    fn on_relay_tokens(
+        &mut self,
+        call: CallId,
+        result: Result<Vec<(String, RelayToken)>, CallError>,
+        now: Instant,
+    ) {
+        let me = self.cfg.me.clone();
+        let Some(c) = self.call.as_mut().filter(|c| c.id == call) else {
+            return;
+        };
+        let Some(purpose) = c.awaiting_tokens.take() else {
+            return;
+        };
+        let mut tokens = match result {
+            Ok(t) => t,
+            Err(e) => {
+                return match purpose {
+                    TokenPurpose::Join => {
+                        c.room = RoomPhase::None;
+                        self.fail(e, now)
+                    }
+                    TokenPurpose::Invite(_) => self.notify(Notice::Error(e)),
+                };
+            }
+        };
+        let mut take = |who: &str| {
+            tokens
+                .iter()
+                .position(|(p, _)| p == who)
+                .map(|i| tokens.swap_remove(i).1)
+        };
+        match purpose {
+            TokenPurpose::Join => {
+                if c.room != RoomPhase::Tokens || c.machine.is_ended() {
+                    return;
+                }
+                let (mine, theirs) = (take(&me), take(&c.peer));
+                let (Some(mine), Some(url)) = (mine, c.relay.clone()) else {
+                    c.room = RoomPhase::None;
+                    return self.fail(CallError::NoRelayToken(me), now);
+                };
+                c.relay_token = Some(mine.clone());
+                c.peer_token = theirs;
+                c.room = RoomPhase::Joining;
+                let room = c.id.to_string();
+                self.actions.push_back(Action::JoinRoom {
+                    call,
+                    url,
+                    room,
+                    token: Some(mine),
+                });
+            }
+            TokenPurpose::Invite(user) => {
+                let token = take(&user);
+                self.finish_invite(user, token, now);
+            }
+        }
     }
 
     fn on_relay_joined(

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use sotto_admission::RelayToken;
 use sotto_frame::KeyMaterial;
 
 use crate::group::GroupError;
@@ -145,6 +146,14 @@ pub enum Event {
         /// Done or why not.
         result: Result<(), CallError>,
     },
+    /// Answer to [`Action::RequestRelayTokens`]: one token per participant asked for, in
+    /// order, or why not (the server's refusal, a timeout).
+    RelayTokens {
+        /// The call.
+        call: CallId,
+        /// `(participant, token)` pairs.
+        result: Result<Vec<(String, RelayToken)>, CallError>,
+    },
     /// Answer to [`Action::JoinRoom`]: who the relay already has in the room.
     RelayJoined {
         /// The call.
@@ -239,8 +248,20 @@ pub enum Action {
         /// Whose.
         user: String,
     },
-    /// Join the relay room `room` at `url` under our name, answering the relay's offer with
-    /// the call's media (answer: [`Event::RelayJoined`]).
+    /// Ask the signaling server for tokens admitting `participants` to the relay room `room`
+    /// at `url` (answer: [`Event::RelayTokens`]).
+    RequestRelayTokens {
+        /// The call.
+        call: CallId,
+        /// Relay control URL.
+        url: String,
+        /// Room name (the call id).
+        room: String,
+        /// Account names.
+        participants: Vec<String>,
+    },
+    /// Join the relay room `room` at `url` under our name with `token`, answering the relay's
+    /// offer with the call's media (answer: [`Event::RelayJoined`]).
     JoinRoom {
         /// The call.
         call: CallId,
@@ -248,6 +269,8 @@ pub enum Action {
         url: String,
         /// Room name (the call id).
         room: String,
+        /// Our token (none: the relay refuses with `token_missing`).
+        token: Option<RelayToken>,
     },
     /// Leave the call's relay room.
     LeaveRoom {
@@ -513,6 +536,17 @@ pub enum CallError {
     /// The relay refused or failed.
     #[error("relay: {0}")]
     Relay(String),
+    /// The relay refused our join with this code (e.g. `token_predates_leave`: rejoining a
+    /// call after leaving it needs a new invitation).
+    #[error("relay refused: {0}")]
+    RelayRefused(sotto_relay::protocol::ErrorCode),
+    /// The signaling server refused relay tokens with this code (`not_a_room_member`,
+    /// `unknown_relay`, `too_many_relay_rooms`, ...).
+    #[error("relay tokens refused: {0}")]
+    RelayTokensRefused(sotto_server::ErrorCode),
+    /// The server's answer to a token request held no token for `0`.
+    #[error("no relay token for {0}")]
+    NoRelayToken(String),
     /// Another party did not answer in time.
     #[error("{what} did not answer within {limit:?}")]
     Timeout {

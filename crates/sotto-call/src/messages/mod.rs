@@ -63,6 +63,11 @@ pub enum Body {
         /// whom will send the invitee its media key. Empty for a 1:1 call.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         members: Vec<String>,
+        /// Through a relay: the signaling server's token admitting the recipient to the room
+        /// (`sotto_admission`; at most `MAX_TOKEN_LEN` bytes). Only ever sealed to the
+        /// recipient.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        relay_token: Option<sotto_admission::RelayToken>,
     },
     /// A trickled ICE candidate of the sender (W3C `RTCIceCandidateInit` JSON), sent after the
     /// offer or answer so that ringing never waits for ICE gathering.
@@ -291,7 +296,14 @@ impl CallMessage {
             .ok_or_else(|| MessageError::Malformed("not a JSON object".into()))?;
         // serde's `flatten` ignores unknown fields; version 1 refuses them
         let allowed: &[&str] = match obj.get("type").and_then(|t| t.as_str()) {
-            Some("offer") => &["sdp", "video", "media_key", "relay", "members"],
+            Some("offer") => &[
+                "sdp",
+                "video",
+                "media_key",
+                "relay",
+                "members",
+                "relay_token",
+            ],
             Some("add") => &["user"],
             Some("candidate") => &["candidate"],
             Some("answer") => &["sdp", "media_key"],

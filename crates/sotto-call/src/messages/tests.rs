@@ -137,6 +137,7 @@ mod codec_tests {
                 media_key: Some(key(0xbe)),
                 relay: None,
                 members: Vec::new(),
+                relay_token: None,
             },
         );
         let d = format!("{m:?}");
@@ -162,6 +163,7 @@ mod codec_tests {
                 media_key: None,
                 relay: None,
                 members: Vec::new(),
+                relay_token: None,
             })
             .unwrap_err(),
             MessageError::Field("sdp")
@@ -172,8 +174,37 @@ mod codec_tests {
             media_key: None,
             relay: Some(relay),
             members: Vec::new(),
+            relay_token: None,
         };
         assert!(at(offer_via("r".repeat(MAX_RELAY_URL))).is_ok());
+        // the invitee's relay token rides in the offer, bounded by MAX_TOKEN_LEN
+        let with_token = |len: usize| {
+            let mut b = offer_via("wss://relay.example".into());
+            if let Body::Offer { relay_token, .. } = &mut b {
+                *relay_token = Some(
+                    sotto_admission::RelayToken::from_text(
+                        "t".repeat(len.min(sotto_admission::consts::MAX_TOKEN_LEN)),
+                    )
+                    .unwrap(),
+                );
+            }
+            b
+        };
+        let max = sotto_admission::consts::MAX_TOKEN_LEN;
+        let m = at(with_token(max)).unwrap();
+        assert!(
+            matches!(m.body, Body::Offer { relay_token: Some(ref t), .. } if t.as_str().len() == max)
+        );
+        assert!(!format!("{m:?}").contains("ttt"), "no token in Debug");
+        let json = |len: usize| {
+            format!(
+                r#"{{"v":1,"call":"{}","seq":0,"type":"offer","sdp":"","video":true,"media_key":"","relay":"wss://r","relay_token":"{}"}}"#,
+                CallId([1; 16]),
+                "t".repeat(len)
+            )
+        };
+        assert!(CallMessage::decode(json(max).as_bytes()).is_ok());
+        assert!(CallMessage::decode(json(max + 1).as_bytes()).is_err());
         assert_eq!(
             at(offer_via("r".repeat(MAX_RELAY_URL + 1))).unwrap_err(),
             MessageError::Field("relay")
@@ -262,6 +293,7 @@ mod codec_tests {
                 media_key: Some(key(5)),
                 relay: None,
                 members: Vec::new(),
+                relay_token: None,
             },
             Body::Ringing,
             Body::Answer {
@@ -298,6 +330,7 @@ mod codec_tests {
                 media_key: Some(key(8)),
                 relay: None,
                 members: Vec::new(),
+                relay_token: None,
             },
         )
         .encode()
@@ -382,6 +415,7 @@ mod group_message_tests {
                     media_key: None,
                     relay: Some("ws://r".into()),
                     members,
+                    relay_token: None,
                 },
             )
         };

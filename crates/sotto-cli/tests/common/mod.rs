@@ -138,6 +138,56 @@ pub fn start_server(dir: &Path, server_id: &str) -> (ChildGuard, String) {
     (child, format!("ws://{addr}"))
 }
 
+/// A fresh relay token secret file in `dir` (what a deployment makes with
+/// `openssl rand -hex 32`), shared by `sotto relay` and `sotto server`.
+pub fn relay_secret_file(dir: &Path) -> std::path::PathBuf {
+    let p = dir.join("relay-token.secret");
+    let text = sotto_relay::admission::RelaySecret::generate_file_text(&mut rand::rngs::OsRng);
+    std::fs::write(&p, text.as_bytes()).unwrap();
+    p
+}
+
+/// `sotto relay` on `127.0.0.1:0` with the secret in `secret` and `extra` flags; returns it and
+/// its control URL.
+pub fn start_relay(secret: &Path, extra: &[&str]) -> (ChildGuard, String) {
+    let mut args = vec![
+        "relay",
+        "--listen",
+        "127.0.0.1:0",
+        "--token-secret-file",
+        secret.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    start(&args, "relay control on")
+}
+
+/// [`start_server`] minting join tokens for the relay at `relay_url` with the secret in
+/// `secret`.
+pub fn start_server_for_relay(
+    dir: &Path,
+    server_id: &str,
+    relay_url: &str,
+    secret: &Path,
+) -> (ChildGuard, String) {
+    let db = dir.join("s.db");
+    let relay = format!("{relay_url}={}", secret.display());
+    let (child, addr) = start(
+        &[
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--server-id",
+            server_id,
+            "--db",
+            db.to_str().unwrap(),
+            "--relay",
+            &relay,
+        ],
+        "listening on",
+    );
+    (child, format!("ws://{addr}"))
+}
+
 /// The numbers after `decrypted` and `failed` in a script run's summary line.
 pub fn decrypted_failed(out: &str) -> (u64, u64) {
     let l = out

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use sotto_admission::RelaySecret;
 use sotto_tls::TlsFiles;
 
 use crate::clock::{Clock, SystemClock};
@@ -63,6 +64,16 @@ impl Default for Limits {
     }
 }
 
+/// A relay the server mints tokens for: its public control URL (what clients join and tokens
+/// name) and the secret it shares with that relay.
+#[derive(Debug, Clone)]
+pub struct RelayEntry {
+    /// The relay's public control URL.
+    pub url: String,
+    /// The secret (redacted in `Debug`).
+    pub secret: RelaySecret,
+}
+
 /// Server configuration.
 #[derive(Clone)]
 pub struct ServerConfig {
@@ -75,6 +86,12 @@ pub struct ServerConfig {
     pub tls: Option<TlsFiles>,
     /// TURN credential issuing, if configured.
     pub turn: Option<TurnConfig>,
+    /// Relays the server mints tokens for (`relay_tokens`); none: every such request is
+    /// refused with `unknown_relay`.
+    pub relays: Vec<RelayEntry>,
+    /// Lifetime of minted relay tokens, seconds ([`consts::RELAY_TOKEN_TTL_SECS`]; at most
+    /// `sotto_admission::consts::MAX_TTL_SECS`).
+    pub relay_token_ttl_secs: u64,
     /// Wall clock for TTLs and TURN expiry.
     pub clock: Arc<dyn Clock>,
 }
@@ -86,19 +103,30 @@ impl std::fmt::Debug for ServerConfig {
             .field("limits", &self.limits)
             .field("tls", &self.tls)
             .field("turn", &self.turn)
+            .field("relays", &self.relays)
+            .field("relay_token_ttl_secs", &self.relay_token_ttl_secs)
             .finish_non_exhaustive()
     }
 }
 
 impl ServerConfig {
-    /// Defaults with the system clock, no TLS and no TURN.
+    /// Defaults with the system clock, no TLS, no TURN and no relays.
     pub fn new(server_id: impl Into<String>) -> Self {
         Self {
             server_id: server_id.into(),
             limits: Limits::default(),
             tls: None,
             turn: None,
+            relays: Vec::new(),
+            relay_token_ttl_secs: consts::RELAY_TOKEN_TTL_SECS,
             clock: Arc::new(SystemClock),
         }
+    }
+}
+
+impl ServerConfig {
+    /// The relay entry for `url`, if the server has one.
+    pub fn relay(&self, url: &str) -> Option<&RelayEntry> {
+        self.relays.iter().find(|r| r.url == url)
     }
 }

@@ -42,7 +42,7 @@ use crate::error::{Error, Result};
 use crate::store::Store;
 use crate::worker::Ended;
 
-pub use config::{Limits, ServerConfig};
+pub use config::{Limits, RelayEntry, ServerConfig};
 use shared::Shared;
 
 /// A running server. Dropping it does not stop it; call [`Server::shutdown`] or [`Server::abort`].

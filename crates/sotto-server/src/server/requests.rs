@@ -8,7 +8,9 @@ use crate::consts;
 use crate::error::ErrorCode;
 use crate::limits::TokenBucket;
 use crate::metrics::Metrics;
-use crate::protocol::{valid_username, Bundle, ClientMessage, ServerMessage, B64};
+use crate::protocol::{
+    valid_username, Bundle, ClientMessage, ParticipantToken, ServerMessage, B64,
+};
 use crate::server::shared::Shared;
 use crate::store::{BundleOutcome, DeviceAddr, NewEnvelope, WriteOp};
 use crate::turn;
@@ -232,6 +234,11 @@ pub(crate) async fn handle_request(
                 Err(code) => err(code, "storage failure"),
             }
         }
+        ClientMessage::RelayTokens {
+            relay,
+            room,
+            participants,
+        } => relay_tokens(shared, me, id, &relay, &room, participants),
         ClientMessage::TurnCredentials => {
             let Some(t) = &shared.cfg.turn else {
                 return err(ErrorCode::TurnUnavailable, "no TURN configured");
@@ -250,4 +257,55 @@ pub(crate) async fn handle_request(
             )
         }
     }
+}
+
+/// `relay_tokens`: the membership rule ([`crate::relay_rooms::RelayRooms::grant`]), then one
+/// token per participant, minted with the relay's secret.
+fn relay_tokens(
+    shared: &Shared,
+    me: &DeviceAddr,
+    id: u64,
+    relay: &str,
+    room: &str,
+    participants: Vec<String>,
+) -> (ServerMessage, Option<Duration>) {
+    let entry = shared.cfg.relay(relay);
+    let now = shared.cfg.clock.now_ms();
+    let granted = shared
+        .relay_rooms
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .grant(&me.user, relay, entry.is_some(), room, &participants, now);
+    let (Some(entry), Ok(())) = (entry, granted) else {
+        let code = granted
+            .err()
+            .map(|r| r.code())
+            .unwrap_or(ErrorCode::UnknownRelay);
+        return (ServerMessage::error(Some(id), code, code.as_str()), None);
+    };
+    let expires = now.saturating_add(shared.cfg.relay_token_ttl_secs.saturating_mul(1000));
+    let mut tokens = Vec::with_capacity(participants.len());
+    for participant in participants {
+        let claims = sotto_admission::Claims {
+            relay: relay.to_owned(),
+            room: room.to_owned(),
+            participant,
+            issued_at_ms: now,
+            expires_at_ms: expires,
+        };
+        match sotto_admission::mint(&entry.secret, &claims) {
+            Ok(token) => tokens.push(ParticipantToken {
+                participant: claims.participant,
+                token,
+            }),
+            // names were checked by `grant`; a relay URL over the limit is refused at config
+            Err(_) => {
+                return (
+                    ServerMessage::error(Some(id), ErrorCode::InvalidField, "relay token claim"),
+                    None,
+                )
+            }
+        }
+    }
+    (ServerMessage::RelayTokens { id, tokens }, None)
 }

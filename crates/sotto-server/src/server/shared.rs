@@ -28,6 +28,8 @@ pub(crate) struct Shared {
     pub metrics: Arc<Metrics>,
     pub next_conn: AtomicU64,
     pub shutdown: watch::Receiver<bool>,
+    /// Who may have relay tokens for which room (in memory: a restart forgets it).
+    pub relay_rooms: std::sync::Mutex<crate::relay_rooms::RelayRooms>,
 }
 
 impl Shared {
@@ -52,6 +54,7 @@ impl Shared {
             metrics,
             next_conn: AtomicU64::new(1),
             shutdown,
+            relay_rooms: std::sync::Mutex::default(),
         })
     }
 

@@ -1,7 +1,10 @@
 //! The deterministic harness (quinn's `Pair`, generalised to N devices): call cores wired to a
 //! simulated signaling server and relay that can drop, delay, reorder and stall, a virtual
 //! clock, and a data plane per device (a `SenderKey` and a `KeyRing` driven by the core's media
-//! actions, exactly as `MediaPeer` is). Whole calls run in microseconds.
+//! actions, exactly as `MediaPeer` is). Whole calls run in microseconds. Relay tokens are the
+//! real ones: the simulated server grants them by the server's own membership rule
+//! (`sotto_server::relay_rooms`) and mints them with `sotto_admission`; the simulated relay
+//! verifies them with `sotto_admission::verify` and remembers leaves.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -66,7 +69,23 @@ struct Net {
     rekeyed: BTreeSet<String>,
     /// (from, to) → next sequence number seen going out.
     seqs: BTreeMap<(String, String), u32>,
+    /// The secret the simulated server and relay share.
+    secret: sotto_admission::RelaySecret,
+    /// The server's relay rooms.
+    token_rooms: sotto_server::relay_rooms::RelayRooms,
+    /// When each (room, participant) last left the relay room (wall-clock ms).
+    leaves: BTreeMap<(String, String), u64>,
+    /// The last wall-clock ms handed out (strictly increasing).
+    wall: u64,
+    start: Instant,
+    /// The server refuses every token request with this code.
+    refuse_tokens: Option<sotto_server::ErrorCode>,
+    /// Every token the simulated server minted, per participant (to replay later).
+    minted: BTreeMap<String, Vec<sotto_admission::RelayToken>>,
 }
+
+/// The relay every relay call of the harness goes through.
+const RELAY: &str = "wss://relay.test";
 
 fn machine(role: Role) -> CallMachine {
     CallMachine::new(role)
@@ -80,7 +99,7 @@ impl Net {
             let mut cfg = CoreConfig::new(n);
             cfg.machine = machine;
             if relay {
-                cfg.relay = Some("wss://relay.test".into());
+                cfg.relay = Some(RELAY.into());
             }
             devs.insert(
                 n.to_string(),
@@ -102,7 +121,72 @@ impl Net {
             relay_stalls: false,
             rekeyed: BTreeSet::new(),
             seqs: BTreeMap::new(),
+            secret: sotto_admission::RelaySecret::from_bytes(&[7; 32]).unwrap(),
+            token_rooms: Default::default(),
+            leaves: BTreeMap::new(),
+            wall: 0,
+            start: now,
+            refuse_tokens: None,
+            minted: BTreeMap::new(),
         }
+    }
+
+    /// Wall-clock milliseconds at the virtual `now`, strictly increasing per call (real time
+    /// moves between a leave and a re-invitation).
+    fn wall_ms(&mut self) -> u64 {
+        let t = 1_800_000_000_000 + (self.now - self.start).as_millis() as u64;
+        self.wall = t.max(self.wall + 1);
+        self.wall
+    }
+
+    /// The simulated signaling server's answer to `relay_tokens` from `who`.
+    fn relay_tokens(
+        &mut self,
+        who: &str,
+        url: &str,
+        room: &str,
+        participants: &[String],
+    ) -> Result<Vec<(String, sotto_admission::RelayToken)>, CallError> {
+        if let Some(code) = self.refuse_tokens {
+            return Err(CallError::RelayTokensRefused(code));
+        }
+        let now = self.wall_ms();
+        self.token_rooms
+            .grant(who, url, url == RELAY, room, participants, now)
+            .map_err(|r| CallError::RelayTokensRefused(r.code()))?;
+        let mut out = Vec::new();
+        for p in participants {
+            let claims = sotto_admission::Claims {
+                relay: url.into(),
+                room: room.into(),
+                participant: p.clone(),
+                issued_at_ms: now,
+                expires_at_ms: now + 180_000,
+            };
+            let t = sotto_admission::mint(&self.secret, &claims).unwrap();
+            self.minted.entry(p.clone()).or_default().push(t.clone());
+            out.push((p.clone(), t));
+        }
+        Ok(out)
+    }
+
+    /// The simulated relay's admission rule for `who` joining `room` at `url` with `token`.
+    fn admits(
+        &mut self,
+        who: &str,
+        url: &str,
+        room: &str,
+        token: Option<&sotto_admission::RelayToken>,
+    ) -> Result<(), sotto_admission::TokenError> {
+        let now_ms = self.wall_ms();
+        let e = sotto_admission::Expected {
+            relay: url,
+            room,
+            participant: who,
+            now_ms,
+            left_at_ms: self.leaves.get(&(room.to_owned(), who.to_owned())).copied(),
+        };
+        sotto_admission::verify(&self.secret, token.map(|t| t.as_str()), &e).map(|_| ())
     }
 
     fn cmd(&mut self, who: &str, c: UserCommand) {
@@ -231,9 +315,29 @@ impl Net {
                     },
                 );
             }
-            Action::JoinRoom { call, room, .. } => {
+            Action::RequestRelayTokens {
+                call,
+                url,
+                room,
+                participants,
+            } => {
+                let result = self.relay_tokens(who, &url, &room, &participants);
+                self.feed(who, Event::RelayTokens { call, result });
+            }
+            Action::JoinRoom {
+                call,
+                url,
+                room,
+                token,
+            } => {
                 if self.relay_stalls {
                     self.devs.get_mut(who).unwrap().stalled_join = Some(call);
+                    return;
+                }
+                if let Err(e) = self.admits(who, &url, &room, token.as_ref()) {
+                    let code = sotto_relay::protocol::ErrorCode::from(e);
+                    let result = Err(CallError::RelayRefused(code));
+                    self.feed(who, Event::RelayJoined { call, result });
                     return;
                 }
                 self.join_room(who, call, &room);
@@ -281,6 +385,11 @@ impl Net {
         if !members.remove(who) {
             return;
         }
+        let t = self.wall_ms();
+        self.leaves.insert((room.to_owned(), who.to_owned()), t);
+        let Some(members) = self.rooms.get_mut(room) else {
+            return;
+        };
         let rest: Vec<String> = members.iter().cloned().collect();
         let call = CallId(<[u8; 16]>::try_from(hex::decode(room).unwrap()).unwrap());
         for p in rest {
@@ -727,6 +836,7 @@ fn a_peer_cannot_name_a_plain_relay_on_our_machine() {
                 media_key: None,
                 relay: Some(relay.into()),
                 members: Vec::new(),
+                relay_token: None,
             },
         ),
     };
@@ -753,4 +863,87 @@ fn a_peer_cannot_name_a_plain_relay_on_our_machine() {
     let core = CallCore::new(cfg, StdRng::seed_from_u64(9));
     assert!(core.acceptable_peer_relay("ws://127.0.0.1:8444"));
     assert!(!core.acceptable_peer_relay("ws://10.0.0.5:8444"));
+}
+
+/// Issue 14: a leaver cannot get back into the relay room with the token it was invited with
+/// (the relay refuses a token minted before the leave), nor mint itself a new one (the server
+/// gives a member's own token only with the claim or an invitation); a member's re-invitation
+/// brings a fresh token and the call takes it back.
+#[test]
+fn a_rejoin_after_leaving_needs_a_new_invitation() {
+    use sotto_admission::TokenError;
+    let mut n = group(&["alice", "bob", "carol"]);
+    let room = n.devs["alice"].core.current_call().unwrap().0.to_string();
+    let old = n.minted["carol"].last().unwrap().clone();
+    assert_eq!(n.admits("carol", RELAY, &room, Some(&old)), Ok(()));
+    n.cmd("carol", UserCommand::Hangup);
+    n.advance(LEAVER_KEY_RETENTION + Duration::from_millis(1));
+    assert_eq!(
+        n.admits("carol", RELAY, &room, Some(&old)),
+        Err(TokenError::PredatesLeave)
+    );
+    let own = n.relay_tokens("carol", RELAY, &room, &["carol".to_string()]);
+    assert_eq!(
+        own.err(),
+        Some(CallError::RelayTokensRefused(
+            sotto_server::ErrorCode::RejoinNeedsInvite
+        ))
+    );
+    // an outsider gets nothing for the room either
+    let outsider = n.relay_tokens("mallory", RELAY, &room, &["mallory".to_string()]);
+    assert_eq!(
+        outsider.err(),
+        Some(CallError::RelayTokensRefused(
+            sotto_server::ErrorCode::NotARoomMember
+        ))
+    );
+    n.invite("bob", "carol");
+    let fresh = n.minted["carol"].last().unwrap().clone();
+    assert_ne!(fresh, old);
+    n.advance(KEY_ACTIVATION_DELAY * 2);
+    n.everyone_decrypts_everyone(&["alice", "bob", "carol"]);
+}
+
+/// Issue 14: the server refuses the caller's relay tokens: the call ends cleanly with the
+/// server's code, and nothing reached the callee.
+#[test]
+fn refused_relay_tokens_end_the_call_being_set_up() {
+    let mut n = Net::new(&["alice", "bob"], true);
+    n.refuse_tokens = Some(sotto_server::ErrorCode::TooManyRelayRooms);
+    n.cmd("alice", UserCommand::Dial("bob".into()));
+    assert_eq!(n.state("alice"), CallState::Ended);
+    assert_eq!(n.state("bob"), CallState::Idle, "no offer without tokens");
+    assert!(n
+        .notices("alice")
+        .contains(&Notice::Error(CallError::RelayTokensRefused(
+            sotto_server::ErrorCode::TooManyRelayRooms
+        ))));
+    assert!(!n.devs["alice"].plane.exists, "media closed");
+    assert!(n.rooms.values().all(|r| r.is_empty()), "no relay join");
+}
+
+/// Issue 14: the server refuses an invitee's token: the invitation is refused with the
+/// server's code, nobody is added, and the call goes on; a later invitation works.
+#[test]
+fn refused_invitee_token_refuses_the_invitation_and_the_call_goes_on() {
+    let mut n = Net::new(&["alice", "bob", "carol"], true);
+    n.connect("alice", "bob");
+    n.refuse_tokens = Some(sotto_server::ErrorCode::NotARoomMember);
+    n.cmd("alice", UserCommand::Invite("carol".into()));
+    assert_eq!(n.state("carol"), CallState::Idle, "carol never rang");
+    assert!(n
+        .notices("alice")
+        .contains(&Notice::Error(CallError::RelayTokensRefused(
+            sotto_server::ErrorCode::NotARoomMember
+        ))));
+    assert_eq!(n.state("alice"), CallState::Connected);
+    assert_eq!(
+        n.devs["alice"].core.status().members,
+        vec!["bob".to_string()]
+    );
+    n.everyone_decrypts_everyone(&["alice", "bob"]);
+    n.refuse_tokens = None;
+    n.invite("alice", "carol");
+    n.advance(KEY_ACTIVATION_DELAY * 2);
+    n.everyone_decrypts_everyone(&["alice", "bob", "carol"]);
 }

@@ -1,0 +1,138 @@
+//! Relay tokens (`relay_tokens`): the first account to ask claims a room; only its members get
+//! tokens, and only for others (a leaver needs a re-invitation); per-request and per-account
+//! caps and an unknown relay are refused with typed errors. Every token the server mints is
+//! checked with the relay's own rule (`sotto_admission::verify`) against the relay's secret.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+use std::sync::Arc;
+
+use common::*;
+use sotto_admission::{verify, Expected, RelaySecret, TokenError};
+use sotto_server::consts::{MAX_RELAY_ROOMS_PER_ACCOUNT, MAX_RELAY_TOKENS_PER_REQUEST};
+use sotto_server::protocol::ParticipantToken;
+use sotto_server::{Client, Error, ErrorCode, MemoryStore, RelayEntry, ServerConfig};
+
+const RELAY: &str = "wss://relay.test:8443";
+
+fn secret() -> RelaySecret {
+    let text = RelaySecret::generate_file_text(&mut rand::rngs::OsRng);
+    RelaySecret::from_bytes(text.as_bytes()).unwrap()
+}
+
+fn names(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+fn refused<T: std::fmt::Debug>(r: Result<T, Error>) -> ErrorCode {
+    match r {
+        Err(Error::Refused { code }) => code,
+        other => panic!("not refused: {other:?}"),
+    }
+}
+
+/// The relay's verdict on `t` for `who` in `room`.
+fn admits(
+    secret: &RelaySecret,
+    t: &ParticipantToken,
+    room: &str,
+    who: &str,
+) -> Result<(), TokenError> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let e = Expected {
+        relay: RELAY,
+        room,
+        participant: who,
+        now_ms: now,
+        left_at_ms: None,
+    };
+    verify(secret, Some(t.token.as_str()), &e).map(|_| ())
+}
+
+async fn tokens(c: &Client, room: &str, who: &[&str]) -> Result<Vec<ParticipantToken>, Error> {
+    c.relay_tokens(RELAY, room, &names(who)).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_tokens_go_only_to_room_members() {
+    let s = secret();
+    let mut cfg = ServerConfig::new(SERVER_ID);
+    cfg.relays = vec![RelayEntry {
+        url: RELAY.into(),
+        secret: s.clone(),
+    }];
+    let server = start(cfg, Arc::new(MemoryStore::new())).await;
+    let (alice, _ea, _) = register(&server, "alice").await;
+    let (bob, _eb, _) = register(&server, "bob").await;
+    let (mallory, _em, _) = register(&server, "mallory").await;
+
+    // alice claims the room with tokens for herself and her callee, each for its own name
+    let t = tokens(&alice, "call-1", &["alice", "bob"]).await.unwrap();
+    assert_eq!(t.len(), 2);
+    assert_eq!(admits(&s, &t[0], "call-1", "alice"), Ok(()));
+    assert_eq!(admits(&s, &t[1], "call-1", "bob"), Ok(()));
+    assert_eq!(
+        admits(&s, &t[1], "call-1", "alice"),
+        Err(TokenError::WrongParticipant)
+    );
+    assert_eq!(
+        admits(&s, &t[0], "call-2", "alice"),
+        Err(TokenError::WrongRoom)
+    );
+
+    // a non-member gets nothing for the claimed room: not its own name, not the members'
+    for who in [&["mallory"][..], &["bob"][..], &["carol"][..]] {
+        assert_eq!(
+            refused(tokens(&mallory, "call-1", who).await),
+            ErrorCode::NotARoomMember
+        );
+    }
+    // a member (bob, invited by alice) mints for an invitee, who becomes a member
+    let t = tokens(&bob, "call-1", &["mallory"]).await.unwrap();
+    assert_eq!(admits(&s, &t[0], "call-1", "mallory"), Ok(()));
+    tokens(&mallory, "call-1", &["carol"]).await.unwrap();
+    // nobody mints their own way back in
+    assert_eq!(
+        refused(tokens(&bob, "call-1", &["bob"]).await),
+        ErrorCode::RejoinNeedsInvite
+    );
+    // an unknown relay
+    assert_eq!(
+        refused(
+            bob.relay_tokens("wss://elsewhere:8443", "call-9", &names(&["bob"]))
+                .await
+        ),
+        ErrorCode::UnknownRelay
+    );
+    // the per-request cap: at and over
+    let at: Vec<String> = (0..MAX_RELAY_TOKENS_PER_REQUEST)
+        .map(|i| format!("p{i}"))
+        .collect();
+    assert_eq!(
+        alice.relay_tokens(RELAY, "wide", &at).await.unwrap().len(),
+        at.len()
+    );
+    let over: Vec<String> = (0..=MAX_RELAY_TOKENS_PER_REQUEST)
+        .map(|i| format!("q{i}"))
+        .collect();
+    assert_eq!(
+        refused(alice.relay_tokens(RELAY, "wider", &over).await),
+        ErrorCode::TooManyParticipants
+    );
+    // the per-account room cap: alice holds `call-1` and `wide`
+    for i in 2..MAX_RELAY_ROOMS_PER_ACCOUNT {
+        tokens(&alice, &format!("r{i}"), &["bob"]).await.unwrap();
+    }
+    assert_eq!(
+        refused(tokens(&alice, "one-more", &["bob"]).await),
+        ErrorCode::TooManyRelayRooms
+    );
+    // ... which holds no one else back, and was not claimed by the refused request
+    tokens(&bob, "bobs-call", &["bob", "alice"]).await.unwrap();
+    tokens(&bob, "one-more", &["bob"]).await.unwrap();
+    server.shutdown().await;
+}
