@@ -67,3 +67,7 @@ pub const MAX_PENDING_PER_ADDRESS: usize = 8;
 pub const MAX_PENDING: usize = 256;
 /// Pause after a failed `accept` (e.g. out of file descriptors) before the next one.
 pub const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
+/// Ports of the UDP range (`--udp-ports`) a new peer connection tries before the join is
+/// refused with `no_media_port`: a leased port may still be bound by a closing connection or by
+/// another program on the host.
+pub const MAX_MEDIA_PORT_ATTEMPTS: usize = 16;

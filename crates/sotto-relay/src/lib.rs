@@ -17,6 +17,9 @@
 //! against the system's roots plus the caller's extra CAs ([`tls::ClientTls`]) and refuses plain
 //! `ws://` to a host that is not loopback.
 //!
+//! On a host behind 1:1 NAT the offer's host candidates advertise [`RelayConfig::public_ip`]
+//! ([`nat`]); media sockets bind ports of [`RelayConfig::udp_ports`] when given ([`ports`]).
+//!
 //! The `test-hooks` feature (off by default) adds knobs only tests use:
 //! `Relay::set_outgoing_loss_per_mille`.
 
@@ -25,6 +28,8 @@ pub mod client;
 pub mod consts;
 pub mod feedback;
 pub mod nack;
+pub mod nat;
+pub mod ports;
 pub mod protocol;
 
 mod forward;

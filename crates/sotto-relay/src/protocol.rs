@@ -75,6 +75,8 @@ pub enum ErrorCode {
     Timeout,
     /// `webrtc`: the relay's peer connection failed (ICE gathering, the answer).
     Webrtc,
+    /// `no_media_port`: every port of the relay's UDP port range (`--udp-ports`) is in use.
+    NoMediaPort,
     /// A code this version does not know (a newer relay's). Never sent.
     #[serde(other)]
     Unknown,
@@ -90,6 +92,7 @@ impl ErrorCode {
             ErrorCode::NameTaken => "name_taken",
             ErrorCode::Timeout => "timeout",
             ErrorCode::Webrtc => "webrtc",
+            ErrorCode::NoMediaPort => "no_media_port",
             ErrorCode::Unknown => "unknown",
         }
     }
@@ -186,6 +189,7 @@ mod tests {
             (ErrorCode::NameTaken, "name_taken"),
             (ErrorCode::Timeout, "timeout"),
             (ErrorCode::Webrtc, "webrtc"),
+            (ErrorCode::NoMediaPort, "no_media_port"),
         ];
         for (code, wire) in codes {
             let json = format!(r#"{{"type":"error","code":"{wire}","message":"m"}}"#);

@@ -27,6 +27,8 @@ pub struct MediaParticipant {
     pub peer: Arc<MediaPeer>,
     pub tap: Tap,
     pub room: RoomHandle,
+    /// The SDP offer the relay sent it (its candidates show where the relay takes media).
+    pub relay_offer: String,
 }
 
 /// Joins `room` at the relay `url` as `name` with a loopback media configuration (sender id
@@ -45,11 +47,15 @@ pub async fn participant_with(
     let Leg { peer, tap } = tapped(c).await;
     let peer = Arc::new(peer);
     let p2 = peer.clone();
+    let offered = Arc::new(std::sync::Mutex::new(String::new()));
+    let o2 = offered.clone();
     let handle = join(url, &ClientTls::default(), room, name, |offer| async move {
+        o2.lock().unwrap().clone_from(&offer);
         p2.accept_offer(&offer).await
     })
     .await
     .unwrap();
+    let relay_offer = offered.lock().unwrap().clone();
     assert!(
         peer.wait_connected(Duration::from_secs(20)).await,
         "{name} not connected to the relay"
@@ -59,6 +65,7 @@ pub async fn participant_with(
         peer,
         tap,
         room: handle,
+        relay_offer,
     }
 }
 
