@@ -72,3 +72,53 @@ fn a_guarded_child_is_killed_when_the_test_panics() {
     // killed and reaped by the guard: no process, not even a zombie
     assert!(!alive(), "relay {pid} still running");
 }
+
+/// `sotto relay` with its arguments and a clean `SOTTO_RELAY_*` environment, run to its exit.
+fn relay_exit(args: &[&str], env: &[(&str, &str)]) -> Option<i32> {
+    let mut c = Command::new(common::SOTTO);
+    c.arg("relay").args(["--listen", "127.0.0.1:0"]).args(args);
+    for v in [
+        "SOTTO_RELAY_PUBLIC_IP",
+        "SOTTO_RELAY_UDP_PORTS",
+        "SOTTO_RELAY_BIND_IP",
+    ] {
+        c.env_remove(v);
+    }
+    c.envs(env.iter().copied());
+    let out = c.output().unwrap();
+    out.status.code()
+}
+
+#[test]
+fn relay_media_flags_are_checked_before_the_relay_starts() {
+    // bad ranges: a usage error (2) from the argument parser, flag or environment
+    for bad in ["500-400", "0-10", "40000", "40000-70000"] {
+        assert_eq!(relay_exit(&["--udp-ports", bad], &[]), Some(2), "{bad}");
+    }
+    assert_eq!(
+        relay_exit(&[], &[("SOTTO_RELAY_UDP_PORTS", "9-1")]),
+        Some(2)
+    );
+    // a public address for a wildcard bind address: refused at start (1)
+    assert_eq!(
+        relay_exit(
+            &["--bind-ip", "0.0.0.0"],
+            &[("SOTTO_RELAY_PUBLIC_IP", "203.0.113.7")]
+        ),
+        Some(1)
+    );
+    // good ones: the relay starts and stops cleanly
+    let (relay, _url) = start(
+        &[
+            "relay",
+            "--listen",
+            "127.0.0.1:0",
+            "--udp-ports",
+            "40000-40999",
+            "--public-ip",
+            "203.0.113.7",
+        ],
+        "relay control on",
+    );
+    stop(relay);
+}
