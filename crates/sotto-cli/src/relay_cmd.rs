@@ -3,6 +3,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
+use sotto_relay::ports::UdpPortRange;
 use sotto_relay::tls::TlsFiles;
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -16,6 +17,14 @@ pub struct RelayArgs {
     /// Address for media (ICE/UDP) sockets; the one participants can reach.
     #[arg(long, env = "SOTTO_RELAY_BIND_IP", default_value = "127.0.0.1")]
     bind_ip: IpAddr,
+    /// On a host behind 1:1 NAT (a cloud VM with a private address on its interface): the public
+    /// address mapped to --bind-ip, which the relay's ICE host candidates advertise instead.
+    #[arg(long, env = "SOTTO_RELAY_PUBLIC_IP")]
+    public_ip: Option<IpAddr>,
+    /// UDP ports for media, MIN-MAX (e.g. 40000-40999): one per participant, so the range
+    /// bounds how many can be joined at once; open exactly these in the firewall. Default: any.
+    #[arg(long, env = "SOTTO_RELAY_UDP_PORTS")]
+    udp_ports: Option<UdpPortRange>,
     /// Write every forwarded payload to DIR/capture.bin (inspect with `sotto frame inspect --capture`).
     #[arg(long, env = "SOTTO_RELAY_CAPTURE")]
     capture: Option<PathBuf>,
@@ -54,6 +63,8 @@ pub fn run(a: RelayArgs) -> Result<(), CliError> {
             listen: a.listen,
             tls,
             bind_ip: a.bind_ip,
+            public_ip: a.public_ip,
+            udp_ports: a.udp_ports,
             capture_dir: a.capture.clone(),
             token_secret,
             public_url: a.public_url.clone(),

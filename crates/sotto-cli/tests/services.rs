@@ -115,3 +115,54 @@ fn a_relay_without_a_usable_token_secret_does_not_start() {
         common::text(&o)
     );
 }
+
+/// `sotto relay` with its arguments and a clean `SOTTO_RELAY_*` environment, run to its exit.
+/// (with a valid token secret, so that only the flag under test can make it fail).
+fn relay_exit(secret: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Option<i32> {
+    let mut c = Command::new(common::SOTTO);
+    c.arg("relay").args(["--listen", "127.0.0.1:0"]).args(args);
+    c.arg("--token-secret-file").arg(secret);
+    for v in [
+        "SOTTO_RELAY_PUBLIC_IP",
+        "SOTTO_RELAY_UDP_PORTS",
+        "SOTTO_RELAY_BIND_IP",
+    ] {
+        c.env_remove(v);
+    }
+    c.envs(env.iter().copied());
+    let out = c.output().unwrap();
+    out.status.code()
+}
+
+#[test]
+fn relay_media_flags_are_checked_before_the_relay_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = relay_secret_file(dir.path());
+    // bad ranges: a usage error (2) from the argument parser, flag or environment
+    for bad in ["500-400", "0-10", "40000", "40000-70000"] {
+        assert_eq!(
+            relay_exit(&secret, &["--udp-ports", bad], &[]),
+            Some(2),
+            "{bad}"
+        );
+    }
+    assert_eq!(
+        relay_exit(&secret, &[], &[("SOTTO_RELAY_UDP_PORTS", "9-1")]),
+        Some(2)
+    );
+    // a public address for a wildcard bind address: refused at start (1)
+    assert_eq!(
+        relay_exit(
+            &secret,
+            &["--bind-ip", "0.0.0.0"],
+            &[("SOTTO_RELAY_PUBLIC_IP", "203.0.113.7")]
+        ),
+        Some(1)
+    );
+    // good ones: the relay starts and stops cleanly
+    let (relay, _url) = start_relay(
+        &secret,
+        &["--udp-ports", "40000-40999", "--public-ip", "203.0.113.7"],
+    );
+    stop(relay);
+}

@@ -78,3 +78,7 @@ pub const MAX_REMEMBERED_LEAVES: usize = 4096;
 pub const LEAVE_MEMORY: Duration = Duration::from_millis(
     sotto_admission::consts::MAX_TTL_SECS * 1000 + sotto_admission::consts::CLOCK_SKEW_MS,
 );
+/// Ports of the UDP range (`--udp-ports`) a new peer connection tries before the join is
+/// refused with `no_media_port`: a leased port may still be bound by a closing connection or by
+/// another program on the host.
+pub const MAX_MEDIA_PORT_ATTEMPTS: usize = 16;

@@ -21,6 +21,8 @@
 //! token ([`sotto_admission`]) bound to this relay's public URL, the room and the name, which
 //! the relay verifies against [`RelayConfig::token_secret`] before it creates any state; a
 //! token minted before its participant left the room does not admit it again.
+//! On a host behind 1:1 NAT the offer's host candidates advertise [`RelayConfig::public_ip`]
+//! ([`nat`]); media sockets bind ports of [`RelayConfig::udp_ports`] when given ([`ports`]).
 //!
 //! The `test-hooks` feature (off by default) adds knobs only tests use:
 //! `Relay::set_outgoing_loss_per_mille`.
@@ -30,6 +32,8 @@ pub mod client;
 pub mod consts;
 pub mod feedback;
 pub mod nack;
+pub mod nat;
+pub mod ports;
 pub mod protocol;
 
 mod forward;

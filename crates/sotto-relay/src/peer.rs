@@ -2,10 +2,13 @@
 //! interceptors, two receive m-lines and `MAX_ROOM_SIZE - 1` send slots; offered once ICE
 //! gathering is complete; completed with the participant's answer.
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use rtc::ice::mdns::MulticastDnsMode;
+use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
@@ -17,9 +20,11 @@ use webrtc::peer_connection::{
     PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCIceGatheringState,
 };
 
-use crate::consts::MAX_ROOM_SIZE;
+use crate::consts::{MAX_MEDIA_PORT_ATTEMPTS, MAX_ROOM_SIZE};
 use crate::forward::{self, Inbound};
 use crate::nack;
+use crate::nat::advertise_public_ip;
+use crate::ports::PortLease;
 use crate::relay::Shared;
 use crate::slot::Slot;
 
@@ -35,28 +40,47 @@ pub(crate) struct RelayPeer {
 
 impl RelayPeer {
     /// The peer connection for participant `me` in `room`: VP8 and Opus only, no RTX; NACK both
-    /// ways and keyframe requests ([`nack`]); what it receives is forwarded ([`forward`]).
-    pub(crate) async fn new(shared: &Arc<Shared>, room: &str, me: &str) -> Result<Self, Error> {
+    /// ways and keyframe requests ([`nack`]); what it receives is forwarded ([`forward`]). Its
+    /// one media socket binds `bind_ip` on a port leased from the relay's range (tried up to
+    /// [`MAX_MEDIA_PORT_ATTEMPTS`] ports: one may still be held by a closing connection or
+    /// another program); the lease must live as long as the connection.
+    pub(crate) async fn new(
+        shared: &Arc<Shared>,
+        room: &str,
+        me: &str,
+    ) -> Result<(Self, PortLease), PeerError> {
         let gathered = Arc::new(Notify::new());
         let gathering_done = Arc::new(AtomicBool::new(false));
-        let media = nack::media_engine()?;
-        let registry = nack::registry(shared.stats.nack.clone());
         let inbound = Arc::new(Inbound::default());
-        let pc = PeerConnectionBuilder::new()
-            .with_media_engine(media)
-            .with_interceptor_registry(registry)
-            .with_handler(Arc::new(Handler {
-                shared: shared.clone(),
-                room: room.to_string(),
-                me: me.to_string(),
-                gathered: gathered.clone(),
-                gathering_done: gathering_done.clone(),
-                inbound: inbound.clone(),
-            }))
-            .with_udp_addrs(vec![format!("{}:0", shared.bind_ip)])
-            .build()
-            .await?;
-        let pc: Arc<dyn PeerConnection> = Arc::new(pc);
+        let handler = Arc::new(Handler {
+            shared: shared.clone(),
+            room: room.to_string(),
+            me: me.to_string(),
+            gathered: gathered.clone(),
+            gathering_done: gathering_done.clone(),
+            inbound: inbound.clone(),
+        });
+        let attempts = if shared.ports.ranged() {
+            MAX_MEDIA_PORT_ATTEMPTS
+        } else {
+            1
+        };
+        let mut built = None;
+        for _ in 0..attempts {
+            let lease = shared.ports.lease().ok_or(PeerError::NoMediaPort)?;
+            let addr = SocketAddr::new(shared.bind_ip, lease.port());
+            match build(shared, handler.clone(), addr).await {
+                Ok(pc) => {
+                    built = Some((pc, lease));
+                    break;
+                }
+                Err(e) if shared.ports.ranged() => {
+                    tracing::warn!(%addr, "relay media port not bound, trying the next: {e}");
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let (pc, lease) = built.ok_or(PeerError::NoMediaPort)?;
         for kind in [RtpCodecKind::Audio, RtpCodecKind::Video] {
             pc.add_transceiver_from_kind(
                 kind,
@@ -77,13 +101,16 @@ impl RelayPeer {
                 .await?;
             slots.push(slot);
         }
-        Ok(RelayPeer {
-            pc,
-            slots,
-            inbound,
-            gathered,
-            gathering_done,
-        })
+        Ok((
+            RelayPeer {
+                pc,
+                slots,
+                inbound,
+                gathered,
+                gathering_done,
+            },
+            lease,
+        ))
     }
 
     /// Creates the offer and sets it as the local description, which starts ICE gathering.
@@ -106,13 +133,19 @@ impl RelayPeer {
         tokio::time::timeout(limit, wait).await.is_ok()
     }
 
-    /// The local description (the offer, with the gathered candidates).
-    pub(crate) async fn local_sdp(&self) -> String {
-        self.pc
+    /// The local description (the offer, with the gathered candidates) as participants must
+    /// see it: behind 1:1 NAT, with the public address in its host candidates ([`crate::nat`]).
+    pub(crate) async fn local_sdp(&self, shared: &Shared) -> String {
+        let sdp = self
+            .pc
             .local_description()
             .await
             .map(|d| d.sdp)
-            .unwrap_or_default()
+            .unwrap_or_default();
+        match shared.public_ip {
+            Some(public) => advertise_public_ip(&sdp, shared.bind_ip, public),
+            None => sdp,
+        }
     }
 
     /// Applies the participant's SDP answer.
@@ -120,6 +153,42 @@ impl RelayPeer {
         let desc = RTCSessionDescription::answer(sdp)?;
         self.pc.set_remote_description(desc).await
     }
+}
+
+/// Why the relay's side of a participant's connection could not be made.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum PeerError {
+    /// webrtc-rs refused.
+    #[error(transparent)]
+    WebRtc(#[from] Error),
+    /// Every port of the relay's UDP range is leased, or none of
+    /// [`MAX_MEDIA_PORT_ATTEMPTS`] free ones could be bound.
+    #[error("no free port in the relay's UDP port range")]
+    NoMediaPort,
+}
+
+/// A peer connection with the relay's codecs, interceptors and settings (no mDNS: its socket
+/// would be one more UDP port, 5353, outside the range; the relay's candidates are addresses)
+/// whose one media socket binds `addr`.
+async fn build(
+    shared: &Arc<Shared>,
+    handler: Arc<Handler>,
+    addr: SocketAddr,
+) -> Result<Arc<dyn PeerConnection>, Error> {
+    let media = nack::media_engine()?;
+    let registry = nack::registry(shared.stats.nack.clone());
+    let settings = SettingEngineBuilder::new()
+        .with_multicast_dns_mode(MulticastDnsMode::Disabled)
+        .build();
+    let pc = PeerConnectionBuilder::new()
+        .with_media_engine(media)
+        .with_interceptor_registry(registry)
+        .with_setting_engine(settings)
+        .with_handler(handler)
+        .with_udp_addrs(vec![addr])
+        .build()
+        .await?;
+    Ok(Arc::new(pc))
 }
 
 /// The event handler of the relay's connection with `me` in `room`: notes the end of ICE

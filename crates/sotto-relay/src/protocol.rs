@@ -97,6 +97,8 @@ pub enum ErrorCode {
     /// `token_predates_leave`: a token minted before its participant last left the room
     /// (rejoining needs a fresh token: a new invitation).
     TokenPredatesLeave,
+    /// `no_media_port`: every port of the relay's UDP port range (`--udp-ports`) is in use.
+    NoMediaPort,
     /// A code this version does not know (a newer relay's). Never sent.
     #[serde(other)]
     Unknown,
@@ -120,6 +122,7 @@ impl ErrorCode {
             ErrorCode::TokenWrongRoom => "token_wrong_room",
             ErrorCode::TokenWrongParticipant => "token_wrong_participant",
             ErrorCode::TokenPredatesLeave => "token_predates_leave",
+            ErrorCode::NoMediaPort => "no_media_port",
             ErrorCode::Unknown => "unknown",
         }
     }
@@ -244,6 +247,7 @@ mod tests {
             (ErrorCode::TokenWrongRoom, "token_wrong_room"),
             (ErrorCode::TokenWrongParticipant, "token_wrong_participant"),
             (ErrorCode::TokenPredatesLeave, "token_predates_leave"),
+            (ErrorCode::NoMediaPort, "no_media_port"),
         ];
         for (code, wire) in codes {
             let json = format!(r#"{{"type":"error","code":"{wire}","message":"m"}}"#);

@@ -13,6 +13,8 @@ use tokio::sync::Notify;
 use webrtc::peer_connection::PeerConnection;
 
 use crate::capture::CaptureWriter;
+use crate::nat::{check_public_ip, PublicIpError};
+use crate::ports::{MediaPorts, UdpPortRange};
 use crate::room::Rooms;
 use crate::{lock, nack, session};
 
@@ -26,6 +28,11 @@ pub struct RelayConfig {
     pub tls: Option<TlsFiles>,
     /// Address for the media (ICE) sockets.
     pub bind_ip: IpAddr,
+    /// The public address a 1:1 NAT maps `bind_ip` to (a cloud VM's): the relay's host
+    /// candidates advertise it instead of `bind_ip` ([`crate::nat`]).
+    pub public_ip: Option<IpAddr>,
+    /// The UDP ports media sockets bind, one per participant; `None`: any the OS picks.
+    pub udp_ports: Option<UdpPortRange>,
     /// Write every forwarded payload here.
     pub capture_dir: Option<PathBuf>,
     /// The secret the signaling server mints relay tokens with: a `join` is admitted only with
@@ -45,6 +52,8 @@ impl RelayConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             tls: None,
             bind_ip: IpAddr::from([127, 0, 0, 1]),
+            public_ip: None,
+            udp_ports: None,
             capture_dir: None,
             token_secret,
             public_url: None,
@@ -81,6 +90,10 @@ pub(crate) struct Shared {
     pub(crate) capture: Option<CaptureWriter>,
     pub(crate) stats: RelayStats,
     pub(crate) bind_ip: IpAddr,
+    /// What host candidates on `bind_ip` advertise instead (checked by [`serve`]).
+    pub(crate) public_ip: Option<IpAddr>,
+    /// The media ports peer connections lease.
+    pub(crate) ports: Arc<MediaPorts>,
     pub(crate) closed: AtomicBool,
     /// Connections not in a room yet, per address.
     pub(crate) pending: Mutex<std::collections::HashMap<IpAddr, usize>>,
@@ -265,15 +278,22 @@ pub enum RelayError {
     /// The certificate or key files of the control channel.
     #[error("relay: {0}")]
     Tls(#[from] sotto_tls::Error),
+    /// [`RelayConfig::public_ip`] cannot stand for [`RelayConfig::bind_ip`].
+    #[error("relay: {0}")]
+    PublicIp(#[from] PublicIpError),
 }
 
 /// Starts a relay: its control channel is TLS if `cfg.tls` names a certificate and key, else
 /// plain (with a warning if the address is not loopback).
 ///
 /// # Errors
-/// [`RelayError::Tls`] for certificate files that cannot be read or do not match (checked
-/// before anything is bound); [`RelayError::Io`] for the socket or the capture file.
+/// [`RelayError::Tls`] for certificate files that cannot be read or do not match, and
+/// [`RelayError::PublicIp`] for a public address that cannot stand for the bind address (both
+/// checked before anything is bound); [`RelayError::Io`] for the socket or the capture file.
 pub async fn serve(cfg: RelayConfig) -> Result<Relay, RelayError> {
+    if let Some(public) = cfg.public_ip {
+        check_public_ip(cfg.bind_ip, public)?;
+    }
     let tls = cfg.tls.clone().map(ServerTls::load).transpose()?;
     let listener = TcpListener::bind(cfg.listen).await?;
     let addr = listener.local_addr()?;
@@ -293,6 +313,8 @@ pub async fn serve(cfg: RelayConfig) -> Result<Relay, RelayError> {
         capture,
         stats: RelayStats::default(),
         bind_ip: cfg.bind_ip,
+        public_ip: cfg.public_ip,
+        ports: Arc::new(MediaPorts::new(cfg.udp_ports)),
         closed: AtomicBool::new(false),
         pending: Mutex::default(),
         token_secret: cfg.token_secret.clone(),

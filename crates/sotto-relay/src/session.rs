@@ -14,7 +14,8 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use crate::consts::{GATHER_TIMEOUT, HANDSHAKE_TIMEOUT, JOIN_TIMEOUT, MAX_CONTROL_MESSAGE};
 use crate::forward::slot_feedback;
 use crate::lock;
-use crate::peer::RelayPeer;
+use crate::peer::{PeerError, RelayPeer};
+use crate::ports::PortLease;
 use crate::protocol::{decode_client, ClientMsg, ErrorCode, ProtocolError, ServerMsg};
 use crate::relay::{PendingSlot, Shared};
 use crate::room::{Member, Refusal, Ticket};
@@ -55,6 +56,9 @@ pub(crate) enum SessionError {
     /// The relay's peer connection failed.
     #[error(transparent)]
     WebRtc(#[from] rtc::shared::error::Error),
+    /// No port of the relay's UDP port range could be bound.
+    #[error("no free port in the relay's UDP port range")]
+    NoMediaPort,
     /// ICE gathering took longer than [`GATHER_TIMEOUT`].
     #[error("ICE gathering timed out")]
     GatherTimeout,
@@ -115,7 +119,8 @@ pub(crate) async fn session(
         let _ = send(&mut ws, &r.to_msg()).await;
         return Err(SessionError::Refused(r));
     }
-    let peer = negotiate(&shared, &mut ws, &room, &me).await?;
+    // the media port stays leased until the connection is closed, at the end of this function
+    let (peer, _port) = negotiate(&shared, &mut ws, &room, &me).await?;
     let pc = peer.pc.clone();
     let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
     let others = match admit(&shared, &room, &me, ticket(now_ms()), peer, ctl_tx) {
@@ -174,23 +179,29 @@ async fn read_join(
     }
 }
 
-/// Builds the relay's peer connection for `me`, sends its offer once ICE gathering is complete
-/// and applies the participant's answer. On failure after the offer is made, the participant is
-/// told and the connection closed.
+/// Builds the relay's peer connection for `me` (with the lease on its media port), sends its
+/// offer once ICE gathering is complete and applies the participant's answer. On failure, the
+/// participant is told and the connection closed.
 async fn negotiate(
     shared: &Arc<Shared>,
     ws: &mut Ws,
     room: &str,
     me: &str,
-) -> Result<RelayPeer, SessionError> {
-    let peer = RelayPeer::new(shared, room, me).await?;
+) -> Result<(RelayPeer, PortLease), SessionError> {
+    let (peer, port) = match RelayPeer::new(shared, room, me).await {
+        Ok(p) => p,
+        Err(PeerError::NoMediaPort) => {
+            return Err(fail(ws, ErrorCode::NoMediaPort, SessionError::NoMediaPort).await)
+        }
+        Err(PeerError::WebRtc(e)) => return Err(fail(ws, ErrorCode::Webrtc, e.into()).await),
+    };
     peer.start_offer().await?;
     if !peer.gathered(GATHER_TIMEOUT).await {
         let e = fail(ws, ErrorCode::Webrtc, SessionError::GatherTimeout).await;
         let _ = peer.pc.close().await;
         return Err(e);
     }
-    let sdp = peer.local_sdp().await;
+    let sdp = peer.local_sdp(shared).await;
     send(ws, &ServerMsg::Offer { sdp }).await?;
     let answer = match tokio::time::timeout(JOIN_TIMEOUT, recv(ws)).await {
         Ok(Ok(ClientMsg::Answer { sdp })) => sdp,
@@ -210,7 +221,7 @@ async fn negotiate(
         let _ = peer.pc.close().await;
         return Err(e);
     }
-    Ok(peer)
+    Ok((peer, port))
 }
 
 /// Admits `me` to `room` with its negotiated `peer` and `ticket` (see

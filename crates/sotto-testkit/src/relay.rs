@@ -146,6 +146,8 @@ pub struct MediaParticipant {
     pub peer: Arc<MediaPeer>,
     pub tap: Tap,
     pub room: RoomHandle,
+    /// The SDP offer the relay sent it (its candidates show where the relay takes media).
+    pub relay_offer: String,
 }
 
 /// Joins `room` at `relay` as `name` (with a valid token) with a loopback media
@@ -170,16 +172,22 @@ pub async fn participant_with(
     let peer = Arc::new(peer);
     let p2 = peer.clone();
     let token = relay.token(room, name);
+    let offered = Arc::new(std::sync::Mutex::new(String::new()));
+    let o2 = offered.clone();
     let handle = join(
         &relay.control_url(),
         &ClientTls::default(),
         room,
         name,
         Some(&token),
-        |offer| async move { p2.accept_offer(&offer).await },
+        |offer| async move {
+            o2.lock().unwrap().clone_from(&offer);
+            p2.accept_offer(&offer).await
+        },
     )
     .await
     .unwrap();
+    let relay_offer = offered.lock().unwrap().clone();
     assert!(
         peer.wait_connected(Duration::from_secs(20)).await,
         "{name} not connected to the relay"
@@ -189,6 +197,7 @@ pub async fn participant_with(
         peer,
         tap,
         room: handle,
+        relay_offer,
     }
 }
 
