@@ -367,6 +367,36 @@ mod tests {
     }
 
     #[test]
+    fn abuse_limits_from_flags_and_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("s.toml");
+        std::fs::write(
+            &cfg,
+            "[limits]\nmax_devices_per_account = 2\nmax_queued_per_sender = 9\n\
+             one_time_prekeys_per_target_per_minute = 4\n",
+        )
+        .unwrap();
+        let cli = Cli::try_parse_from([
+            "x",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--max-devices-per-account",
+            "3",
+            "--bundle-fetches-per-minute",
+            "5",
+            "--one-time-prekey-repeat-window-secs",
+            "60",
+        ])
+        .unwrap();
+        let l = cli.server.resolve().unwrap().config.limits;
+        assert_eq!(l.max_devices_per_account, 3);
+        assert_eq!(l.max_queued_per_sender, 9);
+        assert_eq!(l.one_time_prekeys_per_target_per_minute, 4);
+        assert_eq!(l.bundle_fetches_per_minute, 5);
+        assert_eq!(l.one_time_prekey_repeat_window, Duration::from_secs(60));
+    }
+
+    #[test]
     fn tls_files_come_as_a_pair_from_flags_or_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let cfg = dir.path().join("s.toml");
