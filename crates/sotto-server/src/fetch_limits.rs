@@ -41,13 +41,13 @@ pub struct FetchLimits {
 
 /// The entry for `key`, inserted with `new` if there is room (after dropping the entries
 /// `stale` says no longer limit anything); `None` when the table is full of live entries.
-fn entry<'m, K: Eq + Hash, V>(
-    map: &'m mut HashMap<K, V>,
+fn entry<K: Eq + Hash, V>(
+    map: &mut HashMap<K, V>,
     key: K,
     max: usize,
     stale: impl Fn(&V) -> bool,
     new: impl FnOnce() -> V,
-) -> Option<&'m mut V> {
+) -> Option<&mut V> {
     if !map.contains_key(&key) && map.len() >= max {
         map.retain(|_, v| !stale(v));
         if map.len() >= max {

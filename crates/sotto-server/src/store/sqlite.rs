@@ -138,21 +138,11 @@ fn enqueue_in(
     if !known {
         return Ok(EnqueueOutcome::UnknownRecipient);
     }
-    let queued: i64 = tx
+    // one pass over the recipient's queue counts both: all unexpired, and the sender's share
+    let (queued, from_sender): (i64, i64) = tx
         .prepare_cached(
-            "SELECT COUNT(*) FROM envelopes WHERE to_user=?1 AND to_device=?2 AND expires_ms>?3",
-        )?
-        .query_row(
-            params![env.to.user, env.to.device, to_i64(env.stored_at_ms)],
-            |r| r.get(0),
-        )?;
-    if usize::try_from(queued).unwrap_or(usize::MAX) >= limits.per_device {
-        return Ok(EnqueueOutcome::QueueFull);
-    }
-    let from_sender: i64 = tx
-        .prepare_cached(
-            "SELECT COUNT(*) FROM envelopes
-             WHERE to_user=?1 AND to_device=?2 AND from_user=?3 AND expires_ms>?4",
+            "SELECT COUNT(*), COALESCE(SUM(from_user=?3), 0) FROM envelopes
+             WHERE to_user=?1 AND to_device=?2 AND expires_ms>?4",
         )?
         .query_row(
             params![
@@ -161,8 +151,11 @@ fn enqueue_in(
                 env.from.user,
                 to_i64(env.stored_at_ms)
             ],
-            |r| r.get(0),
+            |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
+    if usize::try_from(queued).unwrap_or(usize::MAX) >= limits.per_device {
+        return Ok(EnqueueOutcome::QueueFull);
+    }
     if usize::try_from(from_sender).unwrap_or(usize::MAX) >= limits.per_sender {
         return Ok(EnqueueOutcome::SenderShareFull);
     }
