@@ -45,6 +45,7 @@ counters! {
     envelopes_acked_total: "Envelopes deleted on acknowledgement.", "counter";
     envelopes_expired_total: "Envelopes purged unacknowledged after their TTL.", "counter";
     bundles_fetched_total: "Prekey bundles handed out.", "counter";
+    one_time_prekeys_withheld_total: "Bundle fetches served without a one-time prekey by the drain limits (per account and device, per device).", "counter";
 }
 
 impl Metrics {

@@ -167,4 +167,8 @@ async fn many_accounts_cannot_drain_a_user_faster_than_the_target_limit() {
     let b = alice.fetch_bundle("bob", 1).await.unwrap().bundle;
     assert!(b.one_time_prekey.is_none());
     session_works(&alice_key, &mut bob_store, &b);
+    // the admin sees it: five sybils and alice were served without one
+    assert!(server
+        .metrics_text()
+        .contains("sotto_one_time_prekeys_withheld_total 6"));
 }

@@ -13,6 +13,8 @@ use crate::prekey_check;
 use crate::protocol::{valid_username, Bundle, ClientMessage, ServerMessage, B64};
 use crate::server::shared::Shared;
 use crate::store::{BundleOutcome, DeviceAddr, NewEnvelope, QueueLimits, WriteOp};
+use crate::turn;
+use crate::worker::Ended;
 
 /// Device numbers accepted at `register` and `add_device`: `1..=MAX_DEVICE_ID`.
 pub(crate) fn valid_device_id(device_id: u32) -> bool {
@@ -24,8 +26,6 @@ enum AddDevice {
     Done { replaced: bool },
     TooMany,
 }
-use crate::turn;
-use crate::worker::Ended;
 
 /// Validates a `send` or an `ack` into a store write, or answers it at once.
 pub(crate) fn prepare_write(
@@ -109,7 +109,10 @@ pub(crate) async fn handle_request(
             let a = DeviceAddr::new(username, device_id);
             let one_time = match shared.decide_fetch(&me.user, &a) {
                 FetchDecision::WithOneTime => true,
-                FetchDecision::WithoutOneTime => false,
+                FetchDecision::WithoutOneTime => {
+                    Metrics::inc(&shared.metrics.one_time_prekeys_withheld_total);
+                    false
+                }
                 FetchDecision::Refused(wait) => {
                     return (
                         ServerMessage::error(
