@@ -38,6 +38,7 @@ macro_rules! counters {
 counters! {
     connections_total: "WebSocket connections accepted.", "counter";
     connections_active: "Connections open now.", "gauge";
+    connections_refused_total: "Connections closed at accept, before TLS: over the per-address limit of connections not logged in yet.", "counter";
     authenticated_active: "Authenticated connections open now.", "gauge";
     auth_failures_total: "Failed authentications.", "counter";
     envelopes_stored_total: "Envelopes committed to storage.", "counter";

@@ -193,7 +193,7 @@ async fn connections_over_the_limit_are_closed_before_the_tls_handshake() {
     assert!(eb.next_envelope().await.is_some());
     assert!(server
         .metrics_text()
-        .contains("code=\"too_many_connections\"} 1"));
+        .contains("sotto_connections_refused_total 1"));
 }
 
 fn refused(e: &Error) -> Option<ErrorCode> {

@@ -49,7 +49,7 @@ pub(crate) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
                     // counts against the address until logged in; over the limit, closed at
                     // once: no task, TLS or WebSocket work is spent on it
                     let Some(slot) = shared.limiter.acquire(peer.ip()) else {
-                        shared.metrics.error(ErrorCode::TooManyConnections);
+                        Metrics::inc(&shared.metrics.connections_refused_total);
                         drop(tcp);
                         continue;
                     };
