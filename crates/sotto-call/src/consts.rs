@@ -35,8 +35,19 @@ pub const RING_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long media may take to connect after the answer.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// One-time prekeys published at registration.
+/// One-time prekeys published at registration, and at each replenishment.
 pub const ONE_TIME_PREKEYS: u32 = 20;
+/// One-time prekeys a device keeps (private halves in its store): when a replenishment would
+/// go past it, the oldest (lowest ids, the ones the server hands out first) are dropped in the
+/// same write. A drain therefore cannot grow the store without bound.
+pub const MAX_STORED_ONE_TIME_PREKEYS: u32 = 100;
+/// After a replenishment the device answers the next "prekeys low" no sooner than this; a
+/// "low" arriving within one wait of the last replenishment (a drain goes on) doubles the wait,
+/// up to [`PREKEY_REPLENISH_BACKOFF_MAX`]; a quiet spell resets it. A session can be set up
+/// without a one-time prekey meanwhile (PQXDH on the signed and last-resort Kyber prekeys).
+pub const PREKEY_REPLENISH_BACKOFF_MIN: Duration = Duration::from_secs(30);
+/// Longest wait between two replenishments under a drain.
+pub const PREKEY_REPLENISH_BACKOFF_MAX: Duration = Duration::from_secs(30 * 60);
 /// Time to live of call envelopes on the server: a ring is worthless after a minute.
 pub const CALL_ENVELOPE_TTL_SECS: u64 = 60;
 /// Envelope ids `sealed::Device::next` remembers to skip at-least-once redeliveries.

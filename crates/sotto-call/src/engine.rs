@@ -489,7 +489,11 @@ impl Driver {
     fn replenish_prekeys(&self) {
         let (device, notices) = (self.device.clone(), self.notices.clone());
         tokio::spawn(async move {
-            let r = tokio::time::timeout(SIGNALING_TIMEOUT, device.replenish_prekeys()).await;
+            let r = tokio::time::timeout(
+                SIGNALING_TIMEOUT,
+                device.on_prekeys_low(std::time::Instant::now()),
+            )
+            .await;
             if let Some(why) = failure_text(r) {
                 let _ = notices.send(Notice::Error(CallError::Prekeys(why)));
             }

@@ -12,7 +12,7 @@ use sotto_call::sealed::{
 use sotto_ratchet::{IdentityKeyPair, StoreKeySource};
 use sotto_server::tls::ClientTls;
 use sotto_testkit::device::{device, key_file, msg, recv, register};
-use sotto_testkit::server::{server, SERVER_ID};
+use sotto_testkit::server::{server, server_with, SERVER_ID};
 
 #[tokio::test]
 async fn a_registered_device_comes_back_with_its_sessions_and_pins() {
@@ -232,7 +232,12 @@ async fn a_changed_identity_is_refused_until_trusted_and_the_trust_persists() {
 #[tokio::test]
 async fn one_process_per_device_and_prekey_ids_are_never_reused_across_restarts() {
     let tmp = tempfile::tempdir().unwrap();
-    let srv = server(tmp.path()).await;
+    // one fetcher drains the whole stock below: lift the server's fetch limits
+    let mut cfg = sotto_server::ServerConfig::new(SERVER_ID);
+    cfg.limits.bundle_fetches_per_minute = u32::MAX;
+    cfg.limits.one_time_prekeys_per_target_per_minute = u32::MAX;
+    cfg.limits.one_time_prekey_repeat_window = std::time::Duration::ZERO;
+    let srv = server_with(tmp.path(), cfg).await;
     let url = srv.url();
     let dir = tmp.path().join("alice");
     let key = key_file(tmp.path(), "a");

@@ -508,6 +508,9 @@ impl<R: RngCore + CryptoRng> PreKeyStore for FileStore<R> {
     fn remove_pre_key(&mut self, id: u32) -> Result<()> {
         self.change(|s| s.remove_pre_key(id))
     }
+    fn pre_key_ids(&self) -> Result<Vec<u32>> {
+        self.inner.pre_key_ids()
+    }
 }
 
 impl<R: RngCore + CryptoRng> SignedPreKeyStore for FileStore<R> {

@@ -91,6 +91,9 @@ pub trait PreKeyStore {
     fn save_pre_key(&mut self, record: PreKeyRecord) -> Result<()>;
     /// Deletes a prekey (after a session consumed it).
     fn remove_pre_key(&mut self, id: u32) -> Result<()>;
+    /// The ids of every stored prekey, ascending (a device caps its stock by dropping the
+    /// oldest).
+    fn pre_key_ids(&self) -> Result<Vec<u32>>;
 }
 
 /// Signed prekeys.
@@ -210,6 +213,9 @@ impl PreKeyStore for InMemoryStore {
     fn remove_pre_key(&mut self, id: u32) -> Result<()> {
         self.pre_keys.remove(&id);
         Ok(())
+    }
+    fn pre_key_ids(&self) -> Result<Vec<u32>> {
+        Ok(self.pre_keys.keys().copied().collect())
     }
 }
 

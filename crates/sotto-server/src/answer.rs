@@ -22,6 +22,10 @@ fn refusal(outcome: &Written) -> Option<(ErrorCode, &'static str)> {
         Some(WriteOutcome::Enqueued(EnqueueOutcome::QueueFull)) => {
             Some((ErrorCode::RecipientQueueFull, "recipient queue full"))
         }
+        Some(WriteOutcome::Enqueued(EnqueueOutcome::SenderShareFull)) => Some((
+            ErrorCode::SenderShareFull,
+            "too many envelopes from this sender waiting for the recipient",
+        )),
         Some(WriteOutcome::Enqueued(EnqueueOutcome::UnknownRecipient)) => {
             Some((ErrorCode::UnknownRecipient, "unknown recipient"))
         }
@@ -114,6 +118,10 @@ mod tests {
                 Some(WriteOutcome::Enqueued(EnqueueOutcome::UnknownRecipient)),
                 ErrorCode::UnknownRecipient,
             ),
+            (
+                Some(WriteOutcome::Enqueued(EnqueueOutcome::SenderShareFull)),
+                ErrorCode::SenderShareFull,
+            ),
             (None, ErrorCode::Internal),
         ];
         for (outcome, want) in &cases {
@@ -131,6 +139,6 @@ mod tests {
                 .load(std::sync::atomic::Ordering::Relaxed),
             0
         );
-        assert_eq!(errors(&m).lines().count(), 3);
+        assert_eq!(errors(&m).lines().count(), 4);
     }
 }

@@ -25,6 +25,11 @@
 //! | `--max-connections-per-addr` | `SOTTO_MAX_CONNECTIONS_PER_ADDR` | `limits.max_connections_per_addr` |
 //! | `--auth-timeout-secs` | `SOTTO_AUTH_TIMEOUT_SECS` | `limits.auth_timeout_secs` |
 //! | `--max-envelope-ttl-secs` | `SOTTO_MAX_ENVELOPE_TTL_SECS` | `limits.max_envelope_ttl_secs` |
+//! | `--bundle-fetches-per-minute` | `SOTTO_BUNDLE_FETCHES_PER_MINUTE` | `limits.bundle_fetches_per_minute` |
+//! | `--one-time-prekeys-per-target-per-minute` | `SOTTO_ONE_TIME_PREKEYS_PER_TARGET_PER_MINUTE` | `limits.one_time_prekeys_per_target_per_minute` |
+//! | `--one-time-prekey-repeat-window-secs` | `SOTTO_ONE_TIME_PREKEY_REPEAT_WINDOW_SECS` | `limits.one_time_prekey_repeat_window_secs` |
+//! | `--max-devices-per-account` | `SOTTO_MAX_DEVICES_PER_ACCOUNT` | `limits.max_devices_per_account` |
+//! | `--max-queued-per-sender` | `SOTTO_MAX_QUEUED_PER_SENDER` | `limits.max_queued_per_sender` |
 //!
 //! [`run`] prints `listening on ADDR` (and, with a metrics address, `metrics on
 //! http://ADDR/metrics` before it) on stdout, so scripts can listen on port 0 and learn the port.
@@ -103,6 +108,21 @@ pub struct ServerArgs {
     /// Longest envelope time-to-live a sender may ask for, seconds.
     #[arg(long, env = "SOTTO_MAX_ENVELOPE_TTL_SECS")]
     pub max_envelope_ttl_secs: Option<u64>,
+    /// Bundle fetches per minute per requesting account.
+    #[arg(long, env = "SOTTO_BUNDLE_FETCHES_PER_MINUTE")]
+    pub bundle_fetches_per_minute: Option<u32>,
+    /// One-time prekeys one device hands out per minute (then bundles come without one).
+    #[arg(long, env = "SOTTO_ONE_TIME_PREKEYS_PER_TARGET_PER_MINUTE")]
+    pub one_time_prekeys_per_target_per_minute: Option<u32>,
+    /// Seconds within which one account gets at most one one-time prekey of a device.
+    #[arg(long, env = "SOTTO_ONE_TIME_PREKEY_REPEAT_WINDOW_SECS")]
+    pub one_time_prekey_repeat_window_secs: Option<u64>,
+    /// Devices per account.
+    #[arg(long, env = "SOTTO_MAX_DEVICES_PER_ACCOUNT")]
+    pub max_devices_per_account: Option<usize>,
+    /// Envelopes one sender may have waiting for one device.
+    #[arg(long, env = "SOTTO_MAX_QUEUED_PER_SENDER")]
+    pub max_queued_per_sender: Option<usize>,
 }
 
 /// Everything [`ServerArgs`] and the file resolve to.
@@ -175,6 +195,21 @@ impl ServerArgs {
         }
         if let Some(v) = self.max_envelope_ttl_secs {
             l.max_envelope_ttl_secs = v;
+        }
+        if let Some(v) = self.bundle_fetches_per_minute {
+            l.bundle_fetches_per_minute = v;
+        }
+        if let Some(v) = self.one_time_prekeys_per_target_per_minute {
+            l.one_time_prekeys_per_target_per_minute = v;
+        }
+        if let Some(v) = self.one_time_prekey_repeat_window_secs {
+            l.one_time_prekey_repeat_window = Duration::from_secs(v);
+        }
+        if let Some(v) = self.max_devices_per_account {
+            l.max_devices_per_account = v;
+        }
+        if let Some(v) = self.max_queued_per_sender {
+            l.max_queued_per_sender = v;
         }
         // the pair comes from one place: flags (or environment) or the file, never half of each
         config.tls = match tls_files(self.tls_cert.clone(), self.tls_key.clone())? {
@@ -350,6 +385,36 @@ mod tests {
         );
         let bad = Cli::try_parse_from(["x", "--durability", "fast"]).unwrap();
         assert!(bad.server.resolve().is_err());
+    }
+
+    #[test]
+    fn abuse_limits_from_flags_and_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("s.toml");
+        std::fs::write(
+            &cfg,
+            "[limits]\nmax_devices_per_account = 2\nmax_queued_per_sender = 9\n\
+             one_time_prekeys_per_target_per_minute = 4\n",
+        )
+        .unwrap();
+        let cli = Cli::try_parse_from([
+            "x",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--max-devices-per-account",
+            "3",
+            "--bundle-fetches-per-minute",
+            "5",
+            "--one-time-prekey-repeat-window-secs",
+            "60",
+        ])
+        .unwrap();
+        let l = cli.server.resolve().unwrap().config.limits;
+        assert_eq!(l.max_devices_per_account, 3);
+        assert_eq!(l.max_queued_per_sender, 9);
+        assert_eq!(l.one_time_prekeys_per_target_per_minute, 4);
+        assert_eq!(l.bundle_fetches_per_minute, 5);
+        assert_eq!(l.one_time_prekey_repeat_window, Duration::from_secs(60));
     }
 
     #[test]

@@ -22,6 +22,11 @@
 //! max_authenticated_per_addr = 1024
 //! auth_timeout_secs = 10
 //! max_envelope_ttl_secs = 86400
+//! bundle_fetches_per_minute = 30
+//! one_time_prekeys_per_target_per_minute = 10
+//! one_time_prekey_repeat_window_secs = 3600
+//! max_devices_per_account = 8
+//! max_queued_per_sender = 64
 //!
 //! [turn]
 //! secret = "the coturn static-auth-secret"
@@ -144,6 +149,11 @@ pub struct LimitsFile {
     pub max_authenticated_per_addr: Option<usize>,
     pub auth_timeout_secs: Option<u64>,
     pub max_envelope_ttl_secs: Option<u64>,
+    pub bundle_fetches_per_minute: Option<u32>,
+    pub one_time_prekeys_per_target_per_minute: Option<u32>,
+    pub one_time_prekey_repeat_window_secs: Option<u64>,
+    pub max_devices_per_account: Option<usize>,
+    pub max_queued_per_sender: Option<usize>,
 }
 
 /// `[tls]`.
@@ -215,6 +225,21 @@ impl FileConfig {
         if let Some(v) = f.max_envelope_ttl_secs {
             l.max_envelope_ttl_secs = v;
         }
+        if let Some(v) = f.bundle_fetches_per_minute {
+            l.bundle_fetches_per_minute = v;
+        }
+        if let Some(v) = f.one_time_prekeys_per_target_per_minute {
+            l.one_time_prekeys_per_target_per_minute = v;
+        }
+        if let Some(v) = f.one_time_prekey_repeat_window_secs {
+            l.one_time_prekey_repeat_window = Duration::from_secs(v);
+        }
+        if let Some(v) = f.max_devices_per_account {
+            l.max_devices_per_account = v;
+        }
+        if let Some(v) = f.max_queued_per_sender {
+            l.max_queued_per_sender = v;
+        }
         l
     }
 
@@ -264,6 +289,10 @@ durability = "normal"
 [limits]
 max_queued_per_device = 5
 auth_timeout_secs = 3
+bundle_fetches_per_minute = 7
+one_time_prekey_repeat_window_secs = 60
+max_devices_per_account = 2
+max_queued_per_sender = 4
 [tls]
 cert = "/etc/c.pem"
 key = "/etc/k.pem"
@@ -276,6 +305,14 @@ uris = ["turn:a:3478"]
         let l = c.limits();
         assert_eq!(l.max_queued_per_device, 5);
         assert_eq!(l.auth_timeout, Duration::from_secs(3));
+        assert_eq!(l.bundle_fetches_per_minute, 7);
+        assert_eq!(l.one_time_prekey_repeat_window, Duration::from_secs(60));
+        assert_eq!(l.max_devices_per_account, 2);
+        assert_eq!(l.max_queued_per_sender, 4);
+        assert_eq!(
+            l.one_time_prekeys_per_target_per_minute,
+            crate::consts::ONE_TIME_PREKEYS_PER_TARGET_PER_MINUTE
+        );
         assert_eq!(l.max_frame_bytes, crate::consts::MAX_FRAME_BYTES);
         let t = c.turn(None).unwrap();
         assert_eq!(t.secret, b"k");

@@ -35,6 +35,39 @@ pub const MAX_CONNECTIONS_PER_ADDR: usize = 32;
 /// users (a campus, a carrier-grade NAT) is not locked out, yet bounded.
 pub const MAX_AUTHENTICATED_PER_ADDR: usize = 1024;
 
+/// Bundle fetches one account may make per minute (token bucket: this many per minute, as a
+/// burst of this many). The next is refused with `fetch_rate_limited`. A call needs one fetch
+/// per device of the callee that the caller has no session with yet.
+pub const BUNDLE_FETCHES_PER_MINUTE: u32 = 30;
+
+/// One-time prekeys one target device hands out per minute, to everyone together (token
+/// bucket). Past it, fetches are *served* without a one-time prekey (PQXDH runs without one:
+/// the signed prekey and the last-resort Kyber prekey are enough), so draining is bounded
+/// while nobody is locked out of calling the target.
+pub const ONE_TIME_PREKEYS_PER_TARGET_PER_MINUTE: u32 = 10;
+
+/// One account gets at most one one-time prekey of a given target device per this window;
+/// its further fetches in the window get the bundle without one.
+pub const ONE_TIME_PREKEY_REPEAT_WINDOW: Duration = Duration::from_secs(60 * 60);
+
+/// Requesters, targets and (requester, target) pairs the fetch limits remember at most each:
+/// bounded memory. At the bound, entries that no longer limit anything are dropped; if none
+/// can be, a new requester is refused (`fetch_rate_limited`) and a new target or pair gets no
+/// one-time prekey.
+pub const MAX_TRACKED_FETCH_KEYS: usize = 100_000;
+
+/// Devices one account may have. `add_device` of one more is refused with `too_many_devices`.
+pub const MAX_DEVICES_PER_ACCOUNT: usize = 8;
+
+/// Device numbers are `1..=MAX_DEVICE_ID` (libsignal's range); others are refused with
+/// `invalid_device_id` at `register` and `add_device`.
+pub const MAX_DEVICE_ID: u32 = 127;
+
+/// Envelopes one sender account may have waiting for one recipient device, a share of
+/// `MAX_QUEUED_ENVELOPES_PER_DEVICE`: the next is refused with `sender_share_full`, so one
+/// stranger cannot fill a queue and a call from someone else still gets through.
+pub const MAX_QUEUED_PER_SENDER: usize = 64;
+
 /// Time from TCP accept to a successful `register`/`login`; after it, `auth_timeout` and close.
 pub const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -86,12 +119,6 @@ pub const MAX_MALFORMED_FRAMES: u32 = 16;
 
 /// Longest username, in bytes (`[a-z0-9._-]`).
 pub const MAX_USERNAME_BYTES: usize = 64;
-
-/// Largest public key accepted in a prekey (a Kyber1024 key with type byte is 1569 bytes).
-pub const MAX_PREKEY_PUBLIC_BYTES: usize = 1600;
-
-/// Largest signature accepted on a prekey (XEdDSA: 64).
-pub const MAX_PREKEY_SIGNATURE_BYTES: usize = 64;
 
 /// How often expired envelopes are purged.
 pub const EXPIRY_SWEEP_INTERVAL: Duration = Duration::from_secs(30);

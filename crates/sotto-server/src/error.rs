@@ -30,11 +30,24 @@ pub enum ErrorCode {
     NoPrekeys,
     /// Envelope TTL over `MAX_ENVELOPE_TTL_SECS` (or zero).
     TtlTooLong,
+    /// A device number outside `1..=MAX_DEVICE_ID`.
+    InvalidDeviceId,
+    /// A prekey that is not a public key of its type and size (X25519 `0x05 ‖ 32 bytes`,
+    /// Kyber1024 `0x08 ‖ 1568 bytes`).
+    InvalidPrekey,
+    /// A signed or KEM prekey whose signature does not verify under the device's identity key.
+    BadPrekeySignature,
     // ---- limits ----
     /// Envelope rate over the token bucket; the envelope was not stored.
     RateLimited,
     /// The recipient already has `MAX_QUEUED_ENVELOPES_PER_DEVICE` waiting.
     RecipientQueueFull,
+    /// Over `BUNDLE_FETCHES_PER_MINUTE` for this account; no one-time prekey was used.
+    FetchRateLimited,
+    /// The account already has `MAX_DEVICES_PER_ACCOUNT` devices.
+    TooManyDevices,
+    /// This sender already has `MAX_QUEUED_PER_SENDER` envelopes waiting for the recipient.
+    SenderShareFull,
     /// Too many connections from this address.
     TooManyConnections,
     /// No successful authentication within `AUTH_TIMEOUT`.
@@ -82,8 +95,14 @@ impl ErrorCode {
             Self::UnknownRecipient => "unknown_recipient",
             Self::NoPrekeys => "no_prekeys",
             Self::TtlTooLong => "ttl_too_long",
+            Self::InvalidDeviceId => "invalid_device_id",
+            Self::InvalidPrekey => "invalid_prekey",
+            Self::BadPrekeySignature => "bad_prekey_signature",
             Self::RateLimited => "rate_limited",
             Self::RecipientQueueFull => "recipient_queue_full",
+            Self::FetchRateLimited => "fetch_rate_limited",
+            Self::TooManyDevices => "too_many_devices",
+            Self::SenderShareFull => "sender_share_full",
             Self::TooManyConnections => "too_many_connections",
             Self::AuthTimeout => "auth_timeout",
             Self::SlowConsumer => "slow_consumer",

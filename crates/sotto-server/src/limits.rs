@@ -25,6 +25,28 @@ impl TokenBucket {
         }
     }
 
+    /// A full bucket of `per_minute` tokens refilled at `per_minute` a minute.
+    pub fn per_minute(per_minute: u32, now: Instant) -> Self {
+        Self {
+            rate: f64::from(per_minute) / 60.0,
+            burst: f64::from(per_minute.max(1)),
+            tokens: f64::from(per_minute),
+            last: now,
+        }
+    }
+
+    /// Returns a token taken for something that did not happen (at most up to the burst).
+    pub fn give_back(&mut self) {
+        self.tokens = (self.tokens + 1.0).min(self.burst);
+    }
+
+    /// Whether the bucket has refilled completely by `now` (it then limits nothing and can be
+    /// forgotten: a new bucket is the same).
+    pub fn is_full(&self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens + elapsed * self.rate >= self.burst
+    }
+
     /// Takes one token if available; otherwise returns how long until one is.
     pub fn try_take(&mut self, now: Instant) -> Result<(), Duration> {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();

@@ -38,6 +38,7 @@ macro_rules! counters {
 counters! {
     connections_total: "WebSocket connections accepted.", "counter";
     connections_active: "Connections open now.", "gauge";
+    connections_refused_total: "Connections closed at accept, before TLS: over the per-address limit of connections not logged in yet.", "counter";
     authenticated_active: "Authenticated connections open now.", "gauge";
     auth_failures_total: "Failed authentications.", "counter";
     envelopes_stored_total: "Envelopes committed to storage.", "counter";
@@ -45,6 +46,7 @@ counters! {
     envelopes_acked_total: "Envelopes deleted on acknowledgement.", "counter";
     envelopes_expired_total: "Envelopes purged unacknowledged after their TTL.", "counter";
     bundles_fetched_total: "Prekey bundles handed out.", "counter";
+    one_time_prekeys_withheld_total: "Bundle fetches served without a one-time prekey by the drain limits (per account and device, per device).", "counter";
 }
 
 impl Metrics {

@@ -45,7 +45,11 @@ fn p(v: &[Duration], q: f64) -> Duration {
 async fn flooding_client_does_not_raise_others_p99_beyond_bound() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(&dir.path().join("s.db"), Durability::Normal).unwrap();
-    let server = start(ServerConfig::new(SERVER_ID), Arc::new(store)).await;
+    let mut cfg = ServerConfig::new(SERVER_ID);
+    // the deaf client below fetches its own bundle as fast as it can (large answers); the
+    // fetch limit is not what this test is about
+    cfg.limits.bundle_fetches_per_minute = u32::MAX;
+    let server = start(cfg, Arc::new(store)).await;
     let (alice, _ea, _) = register(&server, "alice").await;
     let (bob, mut bob_ev, _) = register(&server, "bob").await;
     let (_sink, _es, _) = register(&server, "sink").await;
@@ -98,18 +102,15 @@ async fn flooding_client_does_not_raise_others_p99_beyond_bound() {
     // writes answers in batches, so the kernel's socket buffers (sender side up to 4 MiB here)
     // hold a lot of them; large answers (its own ~2.2 KB prekey bundle) fill them in a few
     // thousand requests instead of some 200 000 pings.
-    let mut deaf = raw_register(&server.url(), "deaf", &identity()).await;
-    let prekey = |len| sotto_server::protocol::SignedPreKey {
-        id: 1,
-        public: B64(vec![5; len]),
-        signature: B64(vec![6; 64]),
-    };
+    let deaf_key = identity();
+    let mut deaf = raw_register(&server.url(), "deaf", &deaf_key).await;
+    let (spk, kpk) = signed_prekeys(&deaf_key);
     raw_send(
         &mut deaf,
         1,
         &ClientMessage::PublishPrekeys {
-            signed_prekey: Some(prekey(33)),
-            kem_prekey: Some(prekey(1569)),
+            signed_prekey: Some(spk),
+            kem_prekey: Some(kpk),
             one_time_prekeys: vec![],
         },
     )

@@ -46,14 +46,10 @@ async fn connections_per_address_limit_and_limit_plus_one() {
     for _ in 0..3 {
         open.push(raw_connect(&server.url()).await.0);
     }
-    let (mut ws, _) = tokio_tungstenite::connect_async(server.url())
+    // over the limit the server closes the socket at accept, before any handshake
+    assert!(tokio_tungstenite::connect_async(server.url())
         .await
-        .unwrap();
-    assert_eq!(
-        error_code(&raw_recv(&mut ws).await),
-        Some(ErrorCode::TooManyConnections)
-    );
-    assert_closed(&mut ws).await;
+        .is_err());
     // Closing one frees a slot.
     drop(open.pop());
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -78,13 +74,9 @@ async fn a_nats_worth_of_logged_in_devices_is_not_limited_by_the_pre_login_limit
     for _ in 0..2 {
         open.push(raw_connect(&server.url()).await.0);
     }
-    let (mut ws, _) = tokio_tungstenite::connect_async(server.url())
+    assert!(tokio_tungstenite::connect_async(server.url())
         .await
-        .unwrap();
-    assert_eq!(
-        error_code(&raw_recv(&mut ws).await),
-        Some(ErrorCode::TooManyConnections)
-    );
+        .is_err());
     drop(open);
     tokio::time::sleep(Duration::from_millis(100)).await;
     // a sixth logged-in device from the address is refused by name
@@ -103,6 +95,8 @@ async fn a_nats_worth_of_logged_in_devices_is_not_limited_by_the_pre_login_limit
 async fn queued_envelopes_limit_and_limit_plus_one() {
     let mut cfg = ServerConfig::new(SERVER_ID);
     cfg.limits.envelope_burst = MAX_QUEUED_ENVELOPES_PER_DEVICE as u32 + 10;
+    // one sender fills the whole queue here (the per-sender share has its own test)
+    cfg.limits.max_queued_per_sender = MAX_QUEUED_ENVELOPES_PER_DEVICE;
     let server = start(cfg, Arc::new(MemoryStore::new())).await;
     let (_bob, _eb, bob_key) = register(&server, "bob").await;
     drop((_bob, _eb));
@@ -152,4 +146,167 @@ async fn queued_envelopes_limit_and_limit_plus_one() {
         raw_recv(&mut ws).await,
         Some(ServerMessage::Stored { id: 9999, .. })
     ));
+}
+
+/// A connection over the pre-login limit is closed at accept: no TLS handshake is answered
+/// (a client that sends nothing sees the close at once, where a counted one would be waited
+/// for until the authentication deadline). Logged-in users and other addresses are served.
+#[tokio::test]
+async fn connections_over_the_limit_are_closed_before_the_tls_handshake() {
+    use tokio::io::AsyncReadExt;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = sotto_testkit::tls::TestCa::new("signaling");
+    let (files, _) = ca.write_server_cert(dir.path(), "server");
+    let tls = ca.client_tls(dir.path(), "ca");
+    let mut cfg = ServerConfig::new(SERVER_ID);
+    cfg.tls = Some(files);
+    cfg.limits.max_connections_per_addr = 2;
+    let server = start(cfg, Arc::new(MemoryStore::new())).await;
+    let connect = |user: &str| {
+        sotto_server::Client::connect(
+            client_cfg(&server, user, 1, identity())
+                .register()
+                .with_tls(tls.clone()),
+        )
+    };
+    let (alice, _ea) = connect("alice").await.unwrap();
+    let (_bob, mut eb) = connect("bob").await.unwrap();
+
+    // the flood, from 127.0.0.2: two silent connections hold the address's slots
+    let from_flooder = || async {
+        let s = tokio::net::TcpSocket::new_v4().unwrap();
+        s.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        s.connect(server.local_addr()).await.unwrap()
+    };
+    let _held = [from_flooder().await, from_flooder().await];
+    let mut third = from_flooder().await;
+    let mut buf = [0u8; 16];
+    let closed = tokio::time::timeout(Duration::from_secs(3), third.read(&mut buf))
+        .await
+        .expect("the connection over the limit is closed at once, not left to time out");
+    assert!(matches!(closed, Ok(0) | Err(_)), "{closed:?}");
+
+    // served meanwhile: a new user from another address, and an envelope between users
+    let (carol, _ec) = connect("carol").await.unwrap();
+    carol.ping().await.unwrap();
+    alice.send("bob", 1, 60, b"hi".to_vec()).await.unwrap();
+    assert!(eb.next_envelope().await.is_some());
+    assert!(server
+        .metrics_text()
+        .contains("sotto_connections_refused_total 1"));
+}
+
+fn refused(e: &Error) -> Option<ErrorCode> {
+    match e {
+        Error::Refused { code } => Some(*code),
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn devices_per_account_limit_and_limit_plus_one() {
+    let mut cfg = ServerConfig::new(SERVER_ID);
+    cfg.limits.max_devices_per_account = 3;
+    let server = start(cfg, Arc::new(MemoryStore::new())).await;
+    let (mallory, _em, _) = register(&server, "mallory").await;
+    for d in 2..=3 {
+        assert!(!mallory.add_device(d, &identity().public()).await.unwrap());
+    }
+    let e = mallory
+        .add_device(4, &identity().public())
+        .await
+        .unwrap_err();
+    assert_eq!(refused(&e), Some(ErrorCode::TooManyDevices), "{e:?}");
+    assert_eq!(
+        mallory.list_devices("mallory").await.unwrap(),
+        vec![1, 2, 3]
+    );
+    // re-keying a device the account has is not adding one
+    assert!(mallory.add_device(3, &identity().public()).await.unwrap());
+    // another account is not affected
+    let (alice, _ea, _) = register(&server, "alice").await;
+    assert!(!alice.add_device(2, &identity().public()).await.unwrap());
+}
+
+#[tokio::test]
+async fn device_ids_out_of_range_are_refused() {
+    use sotto_server::consts::MAX_DEVICE_ID;
+    let server = start_default().await;
+    let (alice, _ea, _) = register(&server, "alice").await;
+    for bad in [0, MAX_DEVICE_ID + 1, u32::MAX] {
+        let e = alice
+            .add_device(bad, &identity().public())
+            .await
+            .unwrap_err();
+        assert_eq!(
+            refused(&e),
+            Some(ErrorCode::InvalidDeviceId),
+            "{bad}: {e:?}"
+        );
+    }
+    assert!(!alice
+        .add_device(MAX_DEVICE_ID, &identity().public())
+        .await
+        .unwrap());
+    // registering under an id out of range is refused by name too
+    let key = identity();
+    let (mut ws, nonce) = raw_connect(&server.url()).await;
+    let sig = sotto_server::auth::sign(&key, SERVER_ID, &nonce, "mallory", u32::MAX);
+    raw_send(
+        &mut ws,
+        1,
+        &ClientMessage::Register {
+            username: "mallory".into(),
+            device_id: u32::MAX,
+            identity_key: B64(key.public().serialize().to_vec()),
+            signature: B64(sig.to_vec()),
+        },
+    )
+    .await;
+    assert_eq!(
+        error_code(&raw_recv(&mut ws).await),
+        Some(ErrorCode::InvalidDeviceId)
+    );
+    assert_closed(&mut ws).await;
+}
+
+/// A stranger fills only their share of an offline user's queue (the next is refused by name),
+/// and a call from someone else still gets through.
+#[tokio::test]
+async fn sender_share_limit_and_limit_plus_one() {
+    use sotto_server::consts::MAX_QUEUED_PER_SENDER;
+    let server = start_default().await;
+    let (bob, eb, bob_key) = register(&server, "bob").await;
+    drop((bob, eb));
+    let mut ws = raw_register(&server.url(), "mallory", &identity()).await;
+    let junk = ClientMessage::Send {
+        to_user: "bob".into(),
+        to_device: 1,
+        ttl_secs: 86_400,
+        ciphertext: B64(vec![0; 64]),
+    };
+    for i in 0..=MAX_QUEUED_PER_SENDER as u64 {
+        raw_send(&mut ws, i, &junk).await;
+    }
+    for i in 0..MAX_QUEUED_PER_SENDER as u64 {
+        match raw_recv(&mut ws).await {
+            Some(ServerMessage::Stored { id, .. }) => assert_eq!(id, i),
+            other => panic!("{i}: {other:?}"),
+        }
+    }
+    assert_eq!(
+        error_code(&raw_recv(&mut ws).await),
+        Some(ErrorCode::SenderShareFull)
+    );
+    let (alice, _ea, _) = register(&server, "alice").await;
+    alice.send("bob", 1, 60, b"call".to_vec()).await.unwrap();
+    let (_bob, mut ev) = sotto_server::Client::connect(client_cfg(&server, "bob", 1, bob_key))
+        .await
+        .unwrap();
+    let mut from_alice = false;
+    for _ in 0..=MAX_QUEUED_PER_SENDER {
+        let e = ev.next_envelope().await.unwrap();
+        from_alice |= e.from_user == "alice";
+    }
+    assert!(from_alice);
 }

@@ -4,23 +4,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use common::*;
-use sotto_server::protocol::{OneTimePreKey, SignedPreKey, B64};
 use sotto_server::{Client, Durability, Event, ServerConfig, SqliteStore};
 
 const FETCHERS: usize = 50;
 const STOCK: u32 = 40;
-
-fn spk(id: u32) -> SignedPreKey {
-    SignedPreKey {
-        id,
-        public: B64(vec![5; 33]),
-        signature: B64(vec![7; 64]),
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_concurrent_fetches_get_distinct_one_time_prekeys() {
@@ -28,17 +19,17 @@ async fn fifty_concurrent_fetches_get_distinct_one_time_prekeys() {
     let store = SqliteStore::open(&dir.path().join("s.db"), Durability::Full).unwrap();
     let mut cfg = ServerConfig::new(SERVER_ID);
     cfg.limits.max_connections_per_addr = FETCHERS + 4;
+    // fifty strangers at once: more than the per-target default allows one-time prekeys for
+    cfg.limits.one_time_prekeys_per_target_per_minute = FETCHERS as u32;
     let server = start(cfg, Arc::new(store)).await;
 
-    let (bob, mut bob_events, _) = register(&server, "bob").await;
-    let otks: Vec<_> = (1..=STOCK)
-        .map(|id| OneTimePreKey {
-            id,
-            public: B64(id.to_be_bytes().repeat(8)),
-        })
-        .collect();
+    let (bob, mut bob_events, bob_key) = register(&server, "bob").await;
+    let otks = one_time_prekeys(1..=STOCK);
+    let published: HashMap<u32, Vec<u8>> =
+        otks.iter().map(|k| (k.id, k.public.0.clone())).collect();
+    let (spk, kpk) = signed_prekeys(&bob_key);
     assert_eq!(
-        bob.publish_prekeys(Some(spk(1)), Some(spk(2)), otks)
+        bob.publish_prekeys(Some(spk), Some(kpk), otks)
             .await
             .unwrap(),
         STOCK
@@ -81,11 +72,7 @@ async fn fifty_concurrent_fetches_get_distinct_one_time_prekeys() {
         FETCHERS - STOCK as usize
     );
     for k in got.iter().flatten() {
-        assert_eq!(
-            k.public.0,
-            k.id.to_be_bytes().repeat(8),
-            "key matches its id"
-        );
+        assert_eq!(k.public.0, published[&k.id], "key matches its id");
     }
     // Bob was told the stock ran low.
     let mut low = None;
@@ -104,14 +91,7 @@ async fn upload_limits_and_limit_plus_one() {
     use sotto_server::consts::{MAX_ONE_TIME_PREKEYS_PER_UPLOAD, MAX_ONE_TIME_PREKEYS_STORED};
     let server = start_default().await;
     let (bob, _e, _) = register(&server, "bob").await;
-    let batch = |from: u32, n: usize| -> Vec<OneTimePreKey> {
-        (from..from + n as u32)
-            .map(|id| OneTimePreKey {
-                id,
-                public: B64(vec![1; 33]),
-            })
-            .collect()
-    };
+    let batch = |from: u32, n: usize| one_time_prekeys(from..from + n as u32);
     let err = bob
         .publish_prekeys(None, None, batch(0, MAX_ONE_TIME_PREKEYS_PER_UPLOAD + 1))
         .await
@@ -140,4 +120,75 @@ async fn upload_limits_and_limit_plus_one() {
             code: sotto_server::ErrorCode::InvalidField
         }
     ));
+}
+
+/// Prekeys must be public keys of their type and size, and the signed ones signed by the
+/// device's identity key: random bytes, keys of the other type and forged signatures are
+/// refused by name and nothing is stored; a real upload is accepted.
+#[tokio::test]
+async fn uploads_of_non_keys_and_forged_signatures_are_refused() {
+    use sotto_server::protocol::{OneTimePreKey, B64};
+    use sotto_server::{Error, ErrorCode};
+    let server = start_default().await;
+    let (bob, _e, bob_key) = register(&server, "bob").await;
+    let (spk, kpk) = signed_prekeys(&bob_key);
+    let refused = |r: Result<u32, Error>| match r {
+        Err(Error::Refused { code }) => Some(code),
+        other => panic!("{other:?}"),
+    };
+    let junk = vec![OneTimePreKey {
+        id: 1,
+        public: B64(vec![0x42; 1600]),
+    }];
+    assert_eq!(
+        refused(bob.publish_prekeys(None, None, junk).await),
+        Some(ErrorCode::InvalidPrekey)
+    );
+    let mut kem_as_signed = spk.clone();
+    kem_as_signed.public = kpk.public.clone();
+    assert_eq!(
+        refused(bob.publish_prekeys(Some(kem_as_signed), None, vec![]).await),
+        Some(ErrorCode::InvalidPrekey)
+    );
+    let mut short_kem = kpk.clone();
+    short_kem.public.0.truncate(1200);
+    assert_eq!(
+        refused(bob.publish_prekeys(None, Some(short_kem), vec![]).await),
+        Some(ErrorCode::InvalidPrekey)
+    );
+    // well-formed keys signed by someone else's identity key
+    let (other_spk, other_kpk) = signed_prekeys(&identity());
+    assert_eq!(
+        refused(bob.publish_prekeys(Some(other_spk), None, vec![]).await),
+        Some(ErrorCode::BadPrekeySignature)
+    );
+    assert_eq!(
+        refused(
+            bob.publish_prekeys(Some(spk.clone()), Some(other_kpk), one_time_prekeys([1]))
+                .await
+        ),
+        Some(ErrorCode::BadPrekeySignature)
+    );
+    // nothing was stored by any of them
+    assert_eq!(bob.publish_prekeys(None, None, vec![]).await.unwrap(), 0);
+    let (alice, _ea, _) = register(&server, "alice").await;
+    assert!(matches!(
+        alice.fetch_bundle("bob", 1).await.unwrap_err(),
+        Error::Refused {
+            code: ErrorCode::NoPrekeys
+        }
+    ));
+    assert_eq!(
+        bob.publish_prekeys(Some(spk), Some(kpk), one_time_prekeys([1, 2]))
+            .await
+            .unwrap(),
+        2
+    );
+    assert!(alice
+        .fetch_bundle("bob", 1)
+        .await
+        .unwrap()
+        .bundle
+        .one_time_prekey
+        .is_some());
 }

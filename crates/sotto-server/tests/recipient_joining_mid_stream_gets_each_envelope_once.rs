@@ -22,6 +22,8 @@ async fn every_acknowledged_envelope_arrives_once_in_order() {
     cfg.limits.envelopes_per_second = 1_000_000;
     cfg.limits.envelope_burst = 1_000_000;
     cfg.limits.max_queued_per_device = 100_000;
+    // one sender account queues them all
+    cfg.limits.max_queued_per_sender = 100_000;
     // A small outbound queue forces many switches between pushes and backlog reads.
     cfg.limits.outbound_queue_frames = 8;
     let server = start(cfg, Arc::new(store)).await;

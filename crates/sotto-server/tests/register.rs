@@ -6,16 +6,7 @@
 mod common;
 use common::*;
 use sotto_server::client::IdentityStatus;
-use sotto_server::protocol::{OneTimePreKey, SignedPreKey, B64};
 use sotto_server::{Client, Error, ErrorCode};
-
-fn spk(id: u32) -> SignedPreKey {
-    SignedPreKey {
-        id,
-        public: B64(vec![5; 33]),
-        signature: B64(vec![7; 64]),
-    }
-}
 
 #[tokio::test]
 async fn register_then_login_and_devices() {
@@ -121,10 +112,11 @@ async fn changed_identity_is_visible_to_peers() {
     alice.add_device(2, &identity().public()).await.unwrap();
     let (a2_key, a2_key_new) = (identity(), identity());
     alice.add_device(2, &a2_key.public()).await.unwrap();
+    let (spk, kpk) = signed_prekeys(&a2_key);
     let (a2, _e) = Client::connect(client_cfg(&server, "alice", 2, a2_key))
         .await
         .unwrap();
-    a2.publish_prekeys(Some(spk(1)), Some(spk(2)), vec![])
+    a2.publish_prekeys(Some(spk), Some(kpk), vec![])
         .await
         .unwrap();
     let first = bob.fetch_bundle("alice", 2).await.unwrap();
@@ -145,16 +137,10 @@ async fn changed_identity_is_visible_to_peers() {
             code: ErrorCode::NoPrekeys
         }
     ));
-    a2.publish_prekeys(
-        Some(spk(3)),
-        Some(spk(4)),
-        vec![OneTimePreKey {
-            id: 1,
-            public: B64(vec![1; 33]),
-        }],
-    )
-    .await
-    .unwrap();
+    let (spk, kpk) = signed_prekeys(&a2_key_new);
+    a2.publish_prekeys(Some(spk), Some(kpk), one_time_prekeys([1]))
+        .await
+        .unwrap();
     let again = bob.fetch_bundle("alice", 2).await.unwrap();
     assert_eq!(again.identity, IdentityStatus::Changed);
     assert_eq!(

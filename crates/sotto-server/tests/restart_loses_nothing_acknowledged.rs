@@ -22,6 +22,8 @@ durability = "full"
 [limits]
 envelopes_per_second = 100000
 envelope_burst = 100000
+# one sender (alice) fills bob's whole queue
+max_queued_per_sender = 1000
 "#;
 
 struct Proc {

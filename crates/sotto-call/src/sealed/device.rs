@@ -8,6 +8,7 @@ use sotto_server::tls::ClientTls;
 use sotto_server::Client;
 
 use super::profile::Persisted;
+use super::replenish::ReplenishBackoff;
 use super::store::DeviceStore;
 use super::MAX_SEEN_ENVELOPES;
 
@@ -27,6 +28,8 @@ pub struct Device {
     /// The next one-time prekey id to hand out; ranges are reserved under this lock (and, for a
     /// persistent device, recorded in `device.json`) before any key is made.
     pub(super) next_prekey: Mutex<u32>,
+    /// When the next "prekeys low" may be answered.
+    pub(super) replenish: Mutex<ReplenishBackoff>,
 }
 
 /// The last [`MAX_SEEN_ENVELOPES`] envelope ids taken, oldest first out.

@@ -107,9 +107,9 @@ impl Device {
             let env = match events.next().await? {
                 Event::Envelope(env) => env,
                 Event::PrekeysLow { remaining } => {
-                    tracing::debug!(remaining, "one-time prekeys low: publishing more");
-                    if let Err(e) = self.replenish_prekeys().await {
-                        tracing::warn!("publishing one-time prekeys failed: {e}");
+                    match self.on_prekeys_low(std::time::Instant::now()).await {
+                        Ok(r) => tracing::debug!(remaining, ?r, "one-time prekeys low"),
+                        Err(e) => tracing::warn!("publishing one-time prekeys failed: {e}"),
                     }
                     continue;
                 }

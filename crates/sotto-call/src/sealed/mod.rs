@@ -7,7 +7,7 @@
 //! Layout: `device` (the [`Device`] and its accessors), `register` (registration, sign-in,
 //! loading a persistent device), `profile` (a persistent device's directory: `device.json`, the
 //! lock), `store` (the ratchet store, in memory or on disk), `prekeys` (publishing and rotating
-//! prekeys), `session` (session setup and identity checks), `envelope` (sealing, opening and
+//! prekeys), `replenish` (when to answer "prekeys low"), `session` (session setup and identity checks), `envelope` (sealing, opening and
 //! receiving call messages), `safety` (safety numbers, trusting a new identity key), `error`.
 
 mod device;
@@ -16,6 +16,7 @@ mod error;
 mod prekeys;
 mod profile;
 mod register;
+mod replenish;
 mod safety;
 mod session;
 mod store;
@@ -23,7 +24,8 @@ mod store;
 use std::sync::Mutex;
 
 pub use crate::consts::{
-    CALL_ENVELOPE_TTL_SECS, MAX_SEEN_ENVELOPES, ONE_TIME_PREKEYS, SAFETY_NUMBER_VERSION,
+    CALL_ENVELOPE_TTL_SECS, MAX_SEEN_ENVELOPES, MAX_STORED_ONE_TIME_PREKEYS, ONE_TIME_PREKEYS,
+    PREKEY_REPLENISH_BACKOFF_MAX, PREKEY_REPLENISH_BACKOFF_MIN, SAFETY_NUMBER_VERSION,
 };
 
 pub use device::Device;
@@ -34,6 +36,7 @@ pub use profile::{
     read_profile, DeviceProfile, LOCK_FILE, MAX_PROFILE_BYTES, PROFILE_FILE, PROFILE_VERSION,
     STORE_FILE,
 };
+pub use replenish::{Replenish, ReplenishBackoff};
 pub use safety::OfferedIdentity;
 
 /// Locks `m`, poisoned or not.

@@ -1,7 +1,7 @@
 //! Prekey publishing: rotation of the medium-term (signed and last-resort Kyber) prekeys, and
 //! one-time prekeys under ids never used twice.
 
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use sotto_ratchet::{
     plan_prekey_rotation, KyberPreKeyRecord, KyberPreKeyStore, PreKeyRecord, PreKeyStore,
@@ -11,7 +11,8 @@ use sotto_server::protocol::{OneTimePreKey, SignedPreKey, B64};
 
 use super::device::Device;
 use super::profile::write_profile;
-use super::{lock, SealedError, ONE_TIME_PREKEYS};
+use super::replenish::Replenish;
+use super::{lock, SealedError, MAX_STORED_ONE_TIME_PREKEYS, ONE_TIME_PREKEYS};
 
 /// What [`Device::refresh_signed_prekeys`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,8 +115,25 @@ impl Device {
         })
     }
 
-    /// Answers the server's "prekeys low": publishes [`ONE_TIME_PREKEYS`] more one-time
-    /// prekeys under ids never used before.
+    /// Answers the server's "prekeys low" received at `now`: publishes a batch
+    /// ([`Device::replenish_prekeys`]) unless the backoff says to wait
+    /// ([`super::ReplenishBackoff`]: at once the first time, then no sooner than
+    /// [`super::PREKEY_REPLENISH_BACKOFF_MIN`], doubling while the "lows" keep coming), so a
+    /// drain of the server's stock cannot make the device mint without bound.
+    ///
+    /// # Errors
+    /// Store or signaling errors (the backoff counts the attempt all the same).
+    pub async fn on_prekeys_low(&self, now: Instant) -> Result<Replenish, SealedError> {
+        let decision = lock(&self.replenish).on_low(now);
+        if decision == Replenish::Now {
+            self.publish_one_time_prekeys().await?;
+        }
+        Ok(decision)
+    }
+
+    /// Publishes [`ONE_TIME_PREKEYS`] more one-time prekeys under ids never used before, now
+    /// (no backoff: for an explicit request; the server's "prekeys low" goes through
+    /// [`Device::on_prekeys_low`]). At most [`MAX_STORED_ONE_TIME_PREKEYS`] are kept.
     ///
     /// # Errors
     /// Store or signaling errors.
@@ -124,7 +142,10 @@ impl Device {
     }
 
     /// Generates [`ONE_TIME_PREKEYS`] one-time prekeys under fresh ids, stores them (and, for a
-    /// persistent device, the next id) before anything is published, then publishes them.
+    /// persistent device, the next id) before anything is published, then publishes them. In
+    /// the same store write, the oldest one-time prekeys past [`MAX_STORED_ONE_TIME_PREKEYS`]
+    /// are dropped (lowest ids: the ones the server hands out first, so most likely already
+    /// handed to someone who never used them).
     pub(super) async fn publish_one_time_prekeys(&self) -> Result<(), SealedError> {
         // reserve the range first: whatever happens next, these ids are never handed out again
         let first = {
@@ -160,6 +181,13 @@ impl Device {
         lock(&self.store).transaction(|s| {
             for pk in records {
                 s.save_pre_key(pk)?;
+            }
+            let ids = s.pre_key_ids()?;
+            let excess = ids
+                .len()
+                .saturating_sub(MAX_STORED_ONE_TIME_PREKEYS as usize);
+            for id in &ids[..excess] {
+                s.remove_pre_key(*id)?;
             }
             Ok(())
         })?;

@@ -264,6 +264,7 @@ impl Device {
             tls: tls.clone(),
             seen: Mutex::new(SeenIds::default()),
             next_prekey: Mutex::new(profile.next_prekey_id),
+            replenish: Mutex::default(),
             persisted: Some(Mutex::new(Persisted {
                 dir: dir.to_path_buf(),
                 profile,
@@ -311,6 +312,7 @@ impl Device {
             seen: Mutex::new(SeenIds::default()),
             persisted: persisted.map(Mutex::new),
             next_prekey: Mutex::new(next_prekey),
+            replenish: Mutex::default(),
         };
         // a fresh store draws signed and Kyber prekey 1; a resumed registration publishes the
         // ones it drew before (the server may already have handed them out)

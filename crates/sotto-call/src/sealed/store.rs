@@ -105,6 +105,9 @@ impl PreKeyStore for DeviceStore {
     fn remove_pre_key(&mut self, id: u32) -> sotto_ratchet::Result<()> {
         delegate!(self, s => s.remove_pre_key(id))
     }
+    fn pre_key_ids(&self) -> sotto_ratchet::Result<Vec<u32>> {
+        delegate!(self, s => s.pre_key_ids())
+    }
 }
 
 impl SignedPreKeyStore for DeviceStore {

@@ -8,6 +8,7 @@ use crate::auth;
 use crate::consts;
 use crate::error::ErrorCode;
 use crate::protocol::{decode_client_frame, valid_username, ClientMessage, ServerMessage, B64};
+use crate::server::requests::valid_device_id;
 use crate::server::shared::Shared;
 use crate::server::wire::{frame, Ws};
 use crate::store::{DeviceAddr, RegisterOutcome};
@@ -101,6 +102,13 @@ pub(crate) async fn authenticate(
         };
         if !valid_username(&username) {
             return Err((Some(id), ErrorCode::InvalidField, "invalid username"));
+        }
+        if register && !valid_device_id(device_id) {
+            return Err((
+                Some(id),
+                ErrorCode::InvalidDeviceId,
+                "device id out of range",
+            ));
         }
         let addr = DeviceAddr::new(username, device_id);
         let key = match identity_key {

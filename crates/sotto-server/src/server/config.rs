@@ -41,6 +41,18 @@ pub struct Limits {
     pub max_malformed_frames: u32,
     /// [`consts::EXPIRY_SWEEP_INTERVAL`].
     pub expiry_sweep_interval: Duration,
+    /// [`consts::BUNDLE_FETCHES_PER_MINUTE`] (per requesting account).
+    pub bundle_fetches_per_minute: u32,
+    /// [`consts::ONE_TIME_PREKEYS_PER_TARGET_PER_MINUTE`].
+    pub one_time_prekeys_per_target_per_minute: u32,
+    /// [`consts::ONE_TIME_PREKEY_REPEAT_WINDOW`].
+    pub one_time_prekey_repeat_window: Duration,
+    /// [`consts::MAX_TRACKED_FETCH_KEYS`].
+    pub max_tracked_fetch_keys: usize,
+    /// [`consts::MAX_DEVICES_PER_ACCOUNT`].
+    pub max_devices_per_account: usize,
+    /// [`consts::MAX_QUEUED_PER_SENDER`].
+    pub max_queued_per_sender: usize,
 }
 
 impl Default for Limits {
@@ -60,6 +72,12 @@ impl Default for Limits {
             low_prekey_threshold: consts::LOW_PREKEY_THRESHOLD,
             max_malformed_frames: consts::MAX_MALFORMED_FRAMES,
             expiry_sweep_interval: consts::EXPIRY_SWEEP_INTERVAL,
+            bundle_fetches_per_minute: consts::BUNDLE_FETCHES_PER_MINUTE,
+            one_time_prekeys_per_target_per_minute: consts::ONE_TIME_PREKEYS_PER_TARGET_PER_MINUTE,
+            one_time_prekey_repeat_window: consts::ONE_TIME_PREKEY_REPEAT_WINDOW,
+            max_tracked_fetch_keys: consts::MAX_TRACKED_FETCH_KEYS,
+            max_devices_per_account: consts::MAX_DEVICES_PER_ACCOUNT,
+            max_queued_per_sender: consts::MAX_QUEUED_PER_SENDER,
         }
     }
 }

@@ -46,8 +46,15 @@ pub(crate) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
             accepted = listener.accept() => match accepted {
                 Ok((tcp, peer)) => {
+                    // counts against the address until logged in; over the limit, closed at
+                    // once: no task, TLS or WebSocket work is spent on it
+                    let Some(slot) = shared.limiter.acquire(peer.ip()) else {
+                        Metrics::inc(&shared.metrics.connections_refused_total);
+                        drop(tcp);
+                        continue;
+                    };
                     let _ = tcp.set_nodelay(true);
-                    conns.spawn(handle_connection(shared.clone(), tcp, peer));
+                    conns.spawn(handle_connection(shared.clone(), tcp, peer, slot));
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
@@ -88,12 +95,17 @@ impl Drop for ConnGuard<'_> {
     }
 }
 
-async fn handle_connection(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
-    // counts against the address until logged in, then against its logged-in limit only
-    let slot = shared.limiter.acquire(peer.ip());
+/// A connection that got a pre-login `slot` at accept: it gives the slot back once logged in
+/// (then it counts against the logged-in limit only) or closed.
+async fn handle_connection(
+    shared: Arc<Shared>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    slot: ConnectionSlot,
+) {
     // The handshake and authentication run boxed, so the socket lives in one place at a time and
     // the resting task stays small.
-    let Some(guard) = Box::pin(open(&shared, tcp, peer.ip(), slot.is_some())).await else {
+    let Some(guard) = Box::pin(open(&shared, tcp, peer.ip())).await else {
         return;
     };
     drop(slot);
@@ -109,7 +121,6 @@ async fn open<'a>(
     shared: &'a Shared,
     tcp: TcpStream,
     ip: std::net::IpAddr,
-    within_limit: bool,
 ) -> Option<(ConnGuard<'a>, Option<(Box<Session>, ConnectionSlot)>)> {
     let limits = &shared.cfg.limits;
     // one deadline from accept to login: TLS, WebSocket and authentication all fit in it
@@ -126,17 +137,6 @@ async fn open<'a>(
     Metrics::inc(&shared.metrics.connections_total);
     Metrics::inc(&shared.metrics.connections_active);
     let guard = ConnGuard(&shared.metrics);
-    if !within_limit {
-        send_error_and_close(
-            &mut ws,
-            &shared.metrics,
-            None,
-            ErrorCode::TooManyConnections,
-            "too many connections from this address",
-        )
-        .await;
-        return Some((guard, None));
-    }
     let authed = tokio::time::timeout_at(deadline, authenticate(shared, &mut ws))
         .await
         .unwrap_or(Err((
@@ -191,7 +191,8 @@ mod tests {
             .unwrap(),
         );
         let c = TcpStream::connect(addr).await.unwrap();
-        let f = handle_connection(shared.clone(), c, addr);
+        let slot = shared.limiter.acquire(addr.ip()).unwrap();
+        let f = handle_connection(shared.clone(), c, addr, slot);
         let task = std::mem::size_of_val(&f);
         let session = std::mem::size_of::<Session>();
         eprintln!("handle_connection future: {task} B, session: {session} B");

@@ -6,15 +6,28 @@ use std::time::Duration;
 use crate::auth;
 use crate::consts;
 use crate::error::ErrorCode;
+use crate::fetch_limits::FetchDecision;
 use crate::limits::TokenBucket;
 use crate::metrics::Metrics;
+use crate::prekey_check;
 use crate::protocol::{
     valid_username, Bundle, ClientMessage, ParticipantToken, ServerMessage, B64,
 };
 use crate::server::shared::Shared;
-use crate::store::{BundleOutcome, DeviceAddr, NewEnvelope, WriteOp};
+use crate::store::{BundleOutcome, DeviceAddr, NewEnvelope, QueueLimits, WriteOp};
 use crate::turn;
 use crate::worker::Ended;
+
+/// Device numbers accepted at `register` and `add_device`: `1..=MAX_DEVICE_ID`.
+pub(crate) fn valid_device_id(device_id: u32) -> bool {
+    (1..=consts::MAX_DEVICE_ID).contains(&device_id)
+}
+
+/// What `add_device` found.
+enum AddDevice {
+    Done { replaced: bool },
+    TooMany,
+}
 
 /// Validates a `send` or an `ack` into a store write, or answers it at once.
 pub(crate) fn prepare_write(
@@ -54,7 +67,10 @@ pub(crate) fn prepare_write(
                     expires_at_ms: now.saturating_add(ttl_secs.saturating_mul(1000)),
                     ciphertext: ciphertext.0,
                 },
-                max_queued: limits.max_queued_per_device,
+                limits: QueueLimits {
+                    per_device: limits.max_queued_per_device,
+                    per_sender: limits.max_queued_per_sender,
+                },
             })
         }
         ClientMessage::Ack { envelope_id } => Ok(WriteOp::Ack {
@@ -93,8 +109,31 @@ pub(crate) async fn handle_request(
                 return err(ErrorCode::UnknownRecipient, "unknown device");
             }
             let a = DeviceAddr::new(username, device_id);
+            let one_time = match shared.decide_fetch(&me.user, &a) {
+                FetchDecision::WithOneTime => true,
+                FetchDecision::WithoutOneTime => {
+                    Metrics::inc(&shared.metrics.one_time_prekeys_withheld_total);
+                    false
+                }
+                FetchDecision::Refused(wait) => {
+                    return (
+                        ServerMessage::error(
+                            Some(id),
+                            ErrorCode::FetchRateLimited,
+                            "bundle fetch rate limit",
+                        ),
+                        Some(wait.min(Duration::from_secs(1))),
+                    );
+                }
+            };
             let a2 = a.clone();
-            match shared.store(move |s| s.take_bundle(&a2)).await {
+            let taken = shared.store(move |s| s.take_bundle(&a2, one_time)).await;
+            let handed =
+                matches!(&taken, Ok(BundleOutcome::Bundle(b)) if b.one_time_prekey.is_some());
+            if one_time && !handed {
+                shared.fetch_found_no_one_time(&me.user, &a);
+            }
+            match taken {
                 Ok(BundleOutcome::Bundle(b)) => {
                     Metrics::inc(&shared.metrics.bundles_fetched_total);
                     if b.one_time_prekey.is_some()
@@ -165,23 +204,29 @@ pub(crate) async fn handle_request(
                     "too many one-time prekeys in one upload",
                 );
             }
-            let sized = |k: &crate::protocol::SignedPreKey| {
-                !k.public.0.is_empty()
-                    && k.public.0.len() <= consts::MAX_PREKEY_PUBLIC_BYTES
-                    && k.signature.0.len() <= consts::MAX_PREKEY_SIGNATURE_BYTES
-            };
-            if signed_prekey.as_ref().is_some_and(|k| !sized(k))
-                || kem_prekey.as_ref().is_some_and(|k| !sized(k))
-                || one_time_prekeys.iter().any(|k| {
-                    k.public.0.is_empty() || k.public.0.len() > consts::MAX_PREKEY_PUBLIC_BYTES
-                })
-            {
-                return err(ErrorCode::InvalidField, "prekey size out of range");
+            if let Err(r) = prekey_check::check_formats(
+                signed_prekey.as_ref(),
+                kem_prekey.as_ref(),
+                &one_time_prekeys,
+            ) {
+                return err(r.code(), "a prekey is not a public key of its type");
             }
             let a = me.clone();
             let max = limits.max_one_time_prekeys_stored;
             match shared
                 .store(move |s| {
+                    // checked against the key bound now, in the same store step as the write
+                    if signed_prekey.is_some() || kem_prekey.is_some() {
+                        if let Some(identity) = s.identity(&a)? {
+                            if let Err(r) = prekey_check::check_signatures(
+                                &identity,
+                                signed_prekey.as_ref(),
+                                kem_prekey.as_ref(),
+                            ) {
+                                return Ok(Err(r));
+                            }
+                        }
+                    }
                     s.publish_prekeys(
                         &a,
                         signed_prekey.as_ref(),
@@ -189,17 +234,19 @@ pub(crate) async fn handle_request(
                         &one_time_prekeys,
                         max,
                     )
+                    .map(Ok)
                 })
                 .await
             {
-                Ok(Some(n)) => (
+                Ok(Err(r)) => err(r.code(), "prekey signature does not verify"),
+                Ok(Ok(Some(n))) => (
                     ServerMessage::Published {
                         id,
                         one_time_prekeys: n,
                     },
                     None,
                 ),
-                Ok(None) => err(ErrorCode::InvalidField, "one-time prekey stock limit"),
+                Ok(Ok(None)) => err(ErrorCode::InvalidField, "one-time prekey stock limit"),
                 Err(code) => err(code, "storage failure"),
             }
         }
@@ -213,17 +260,33 @@ pub(crate) async fn handle_request(
                     "cannot re-key the signed-in device",
                 );
             }
+            if !valid_device_id(device_id) {
+                return err(ErrorCode::InvalidDeviceId, "device id out of range");
+            }
             if !auth::valid_identity_key(&identity_key.0) {
                 return err(ErrorCode::InvalidField, "invalid identity key");
             }
             let a = DeviceAddr::new(me.user.clone(), device_id);
             let a2 = a.clone();
             let now = shared.cfg.clock.now_ms();
+            let max = limits.max_devices_per_account;
+            // count and add in one store step: two concurrent adds cannot both pass the count
             match shared
-                .store(move |s| s.set_device(&a2, &identity_key.0, now))
+                .store(move |s| {
+                    let ids = s.devices(&a2.user)?;
+                    if !ids.contains(&a2.device) && ids.len() >= max {
+                        return Ok(AddDevice::TooMany);
+                    }
+                    let replaced = s.set_device(&a2, &identity_key.0, now)?;
+                    Ok(AddDevice::Done { replaced })
+                })
                 .await
             {
-                Ok(replaced) => {
+                Ok(AddDevice::TooMany) => err(
+                    ErrorCode::TooManyDevices,
+                    "the account has the most devices allowed",
+                ),
+                Ok(AddDevice::Done { replaced }) => {
                     if replaced {
                         if let Some(c) = shared.online().get(&a) {
                             c.end(Ended::Replaced);

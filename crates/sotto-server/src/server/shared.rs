@@ -9,6 +9,7 @@ use sotto_tls::ServerTls;
 use tokio::sync::watch;
 
 use crate::error::{ErrorCode, Result};
+use crate::fetch_limits::FetchLimits;
 use crate::limits::ConnectionLimiter;
 use crate::metrics::Metrics;
 use crate::protocol::{encode_server_frame, ServerMessage};
@@ -25,6 +26,8 @@ pub(crate) struct Shared {
     pub limiter: ConnectionLimiter,
     /// Logged-in connections per address.
     pub authed_limiter: ConnectionLimiter,
+    /// Bundle fetches per account, one-time prekeys per target and per (account, target).
+    pub fetch_limits: std::sync::Mutex<FetchLimits>,
     pub metrics: Arc<Metrics>,
     pub next_conn: AtomicU64,
     pub shutdown: watch::Receiver<bool>,
@@ -47,6 +50,7 @@ impl Shared {
         Ok(Self {
             limiter: ConnectionLimiter::new(cfg.limits.max_connections_per_addr),
             authed_limiter: ConnectionLimiter::new(cfg.limits.max_authenticated_per_addr),
+            fetch_limits: std::sync::Mutex::new(FetchLimits::new(&cfg.limits)),
             cfg,
             tls,
             worker,
@@ -56,6 +60,26 @@ impl Shared {
             shutdown,
             relay_rooms: std::sync::Mutex::default(),
         })
+    }
+
+    /// Decides a bundle fetch (see [`FetchLimits::decide`]).
+    pub fn decide_fetch(
+        &self,
+        requester: &str,
+        target: &DeviceAddr,
+    ) -> crate::fetch_limits::FetchDecision {
+        self.fetch_limits
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .decide(requester, target, std::time::Instant::now())
+    }
+
+    /// See [`FetchLimits::none_handed_out`].
+    pub fn fetch_found_no_one_time(&self, requester: &str, target: &DeviceAddr) {
+        self.fetch_limits
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .none_handed_out(requester, target);
     }
 
     pub fn online(&self) -> std::sync::MutexGuard<'_, HashMap<DeviceAddr, Arc<Conn>>> {

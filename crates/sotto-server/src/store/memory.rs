@@ -134,7 +134,7 @@ impl Store for MemoryStore {
             .unwrap_or(0))
     }
 
-    fn take_bundle(&self, addr: &DeviceAddr) -> StoreResult<BundleOutcome> {
+    fn take_bundle(&self, addr: &DeviceAddr, one_time: bool) -> StoreResult<BundleOutcome> {
         let mut g = self.lock();
         let Some(d) = g.devices.get_mut(addr) else {
             return Ok(BundleOutcome::UnknownDevice);
@@ -142,7 +142,11 @@ impl Store for MemoryStore {
         let (Some(signed), Some(kem)) = (d.signed.clone(), d.kem.clone()) else {
             return Ok(BundleOutcome::NoPrekeys);
         };
-        let otk = d.one_time.pop_first().map(|(_, k)| k);
+        let otk = if one_time {
+            d.one_time.pop_first().map(|(_, k)| k)
+        } else {
+            None
+        };
         Ok(BundleOutcome::Bundle(StoredBundle {
             identity_key: d.identity.clone(),
             signed_prekey: signed,
@@ -152,7 +156,7 @@ impl Store for MemoryStore {
         }))
     }
 
-    fn enqueue(&self, env: &NewEnvelope, max_queued: usize) -> StoreResult<EnqueueOutcome> {
+    fn enqueue(&self, env: &NewEnvelope, limits: QueueLimits) -> StoreResult<EnqueueOutcome> {
         let mut g = self.lock();
         if !g.devices.contains_key(&env.to) {
             return Ok(EnqueueOutcome::UnknownRecipient);
@@ -161,8 +165,12 @@ impl Store for MemoryStore {
         let id = g.next_id + 1;
         let q = g.queues.entry(env.to.clone()).or_default();
         q.retain(|_, e| e.expires_at_ms > now);
-        if q.len() >= max_queued {
+        if q.len() >= limits.per_device {
             return Ok(EnqueueOutcome::QueueFull);
+        }
+        let from_sender = q.values().filter(|e| e.from.user == env.from.user).count();
+        if from_sender >= limits.per_sender {
+            return Ok(EnqueueOutcome::SenderShareFull);
         }
         q.insert(id, env.clone());
         g.next_id = id;
@@ -233,5 +241,10 @@ mod tests {
     #[test]
     fn write_batch() {
         super::super::contract::write_batch_in_order(&MemoryStore::new());
+    }
+
+    #[test]
+    fn sender_share() {
+        super::super::contract::sender_share_limit_and_limit_plus_one(&MemoryStore::new());
     }
 }

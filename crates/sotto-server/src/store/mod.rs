@@ -50,10 +50,22 @@ pub enum RegisterOutcome {
 pub enum EnqueueOutcome {
     /// Committed with this id.
     Stored(u64),
-    /// The recipient already has `max_queued` envelopes waiting.
+    /// The recipient already has [`QueueLimits::per_device`] envelopes waiting.
     QueueFull,
+    /// The sender's account already has [`QueueLimits::per_sender`] envelopes waiting for the
+    /// recipient.
+    SenderShareFull,
     /// No such device.
     UnknownRecipient,
+}
+
+/// The limits an enqueue is checked against (unexpired envelopes only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueLimits {
+    /// Envelopes waiting for one recipient device.
+    pub per_device: usize,
+    /// Of those, envelopes from one sender account.
+    pub per_sender: usize,
 }
 
 /// What a fetched bundle is made of (the protocol [`crate::protocol::Bundle`] minus names).
@@ -65,7 +77,8 @@ pub struct StoredBundle {
     pub signed_prekey: SignedPreKey,
     /// KEM prekey.
     pub kem_prekey: SignedPreKey,
-    /// The one-time prekey just removed, if any.
+    /// The one-time prekey just removed, if any (none when the stock is empty or none was
+    /// asked for).
     pub one_time_prekey: Option<OneTimePreKey>,
     /// One-time prekeys left after this fetch.
     pub one_time_remaining: u32,
@@ -113,8 +126,8 @@ pub enum WriteOp {
     Enqueue {
         /// The envelope.
         env: NewEnvelope,
-        /// Queue limit for its recipient.
-        max_queued: usize,
+        /// Queue limits for its recipient.
+        limits: QueueLimits,
     },
     /// [`Store::ack`].
     Ack {
@@ -182,12 +195,13 @@ pub trait Store: Send + Sync + 'static {
     /// One-time prekeys stored for a device.
     fn one_time_count(&self, addr: &DeviceAddr) -> StoreResult<u32>;
 
-    /// Builds a bundle, atomically removing one one-time prekey (lowest id), so no two callers
-    /// ever receive the same one.
-    fn take_bundle(&self, addr: &DeviceAddr) -> StoreResult<BundleOutcome>;
+    /// Builds a bundle; with `one_time`, atomically removes one one-time prekey (lowest id) and
+    /// puts it in, so no two callers ever receive the same one.
+    fn take_bundle(&self, addr: &DeviceAddr, one_time: bool) -> StoreResult<BundleOutcome>;
 
-    /// Stores an envelope unless the recipient is unknown or has `max_queued` unexpired waiting.
-    fn enqueue(&self, env: &NewEnvelope, max_queued: usize) -> StoreResult<EnqueueOutcome>;
+    /// Stores an envelope unless the recipient is unknown, has `limits.per_device` unexpired
+    /// waiting, or `limits.per_sender` of them from the sender's account.
+    fn enqueue(&self, env: &NewEnvelope, limits: QueueLimits) -> StoreResult<EnqueueOutcome>;
 
     /// Unexpired envelopes for `to` with id > `after`, ascending, at most `limit`.
     fn pending(
@@ -213,8 +227,8 @@ pub trait Store: Send + Sync + 'static {
     fn write_batch(&self, ops: &[WriteOp]) -> StoreResult<Vec<WriteOutcome>> {
         ops.iter()
             .map(|op| match op {
-                WriteOp::Enqueue { env, max_queued } => {
-                    self.enqueue(env, *max_queued).map(WriteOutcome::Enqueued)
+                WriteOp::Enqueue { env, limits } => {
+                    self.enqueue(env, *limits).map(WriteOutcome::Enqueued)
                 }
                 WriteOp::Ack { to, id } => self.ack(to, *id).map(WriteOutcome::Acked),
             })
@@ -239,6 +253,13 @@ pub(crate) mod contract {
             id,
             public: B64(vec![5; 33]),
             signature: B64(vec![9; 64]),
+        }
+    }
+
+    fn q(n: usize) -> QueueLimits {
+        QueueLimits {
+            per_device: n,
+            per_sender: n,
         }
     }
 
@@ -282,9 +303,9 @@ pub(crate) mod contract {
         );
 
         // Prekeys: no bundle before signed + KEM prekeys; one-time handed out once each.
-        assert_eq!(s.take_bundle(&b).unwrap(), BundleOutcome::NoPrekeys);
+        assert_eq!(s.take_bundle(&b, true).unwrap(), BundleOutcome::NoPrekeys);
         assert_eq!(
-            s.take_bundle(&DeviceAddr::new("carol", 1)).unwrap(),
+            s.take_bundle(&DeviceAddr::new("carol", 1), true).unwrap(),
             BundleOutcome::UnknownDevice
         );
         let otks: Vec<_> = (1..=3)
@@ -306,7 +327,7 @@ pub(crate) mod contract {
         assert_eq!(s.publish_prekeys(&b, None, None, &extra, 3).unwrap(), None);
         let mut seen = Vec::new();
         for left in (0..3).rev() {
-            match s.take_bundle(&b).unwrap() {
+            match s.take_bundle(&b, true).unwrap() {
                 BundleOutcome::Bundle(bd) => {
                     assert_eq!(bd.identity_key, vec![3; 33]);
                     assert_eq!(bd.one_time_remaining, left);
@@ -316,23 +337,39 @@ pub(crate) mod contract {
             }
         }
         assert_eq!(seen, vec![1, 2, 3]);
-        match s.take_bundle(&b).unwrap() {
+        // Without a one-time prekey asked for, none is used.
+        s.publish_prekeys(&b, None, None, &otks[..1], 3).unwrap();
+        match s.take_bundle(&b, false).unwrap() {
+            BundleOutcome::Bundle(bd) => {
+                assert!(bd.one_time_prekey.is_none());
+                assert_eq!(bd.one_time_remaining, 1);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            s.take_bundle(&b, true).unwrap(),
+            BundleOutcome::Bundle(StoredBundle {
+                one_time_prekey: Some(_),
+                ..
+            })
+        ));
+        match s.take_bundle(&b, true).unwrap() {
             BundleOutcome::Bundle(bd) => assert!(bd.one_time_prekey.is_none()),
             other => panic!("{other:?}"),
         }
 
         // Envelopes: queue, pending cursor, ack, expiry.
-        let id1 = match s.enqueue(&env(&b, 100), 10).unwrap() {
+        let id1 = match s.enqueue(&env(&b, 100), q(10)).unwrap() {
             EnqueueOutcome::Stored(id) => id,
             o => panic!("{o:?}"),
         };
-        let id2 = match s.enqueue(&env(&b, 200), 10).unwrap() {
+        let id2 = match s.enqueue(&env(&b, 200), q(10)).unwrap() {
             EnqueueOutcome::Stored(id) => id,
             o => panic!("{o:?}"),
         };
         assert!(id2 > id1);
         assert_eq!(
-            s.enqueue(&env(&DeviceAddr::new("carol", 1), 100), 10)
+            s.enqueue(&env(&DeviceAddr::new("carol", 1), 100), q(10))
                 .unwrap(),
             EnqueueOutcome::UnknownRecipient
         );
@@ -352,10 +389,10 @@ pub(crate) mod contract {
         assert_eq!(s.queued(&b).unwrap(), 0);
 
         // Replacing a device's key drops its queue and prekeys.
-        s.enqueue(&env(&b, 1000), 10).unwrap();
+        s.enqueue(&env(&b, 1000), q(10)).unwrap();
         assert!(s.set_device(&b, &[4; 33], 0).unwrap());
         assert_eq!(s.queued(&b).unwrap(), 0);
-        assert_eq!(s.take_bundle(&b).unwrap(), BundleOutcome::NoPrekeys);
+        assert_eq!(s.take_bundle(&b, true).unwrap(), BundleOutcome::NoPrekeys);
         assert_eq!(s.identity(&b).unwrap(), Some(vec![4; 33]));
     }
 
@@ -365,19 +402,19 @@ pub(crate) mod contract {
         let ops = vec![
             WriteOp::Enqueue {
                 env: env(&b, 1000),
-                max_queued: 2,
+                limits: q(2),
             },
             WriteOp::Enqueue {
                 env: env(&DeviceAddr::new("carol", 1), 1000),
-                max_queued: 2,
+                limits: q(2),
             },
             WriteOp::Enqueue {
                 env: env(&b, 1000),
-                max_queued: 2,
+                limits: q(2),
             },
             WriteOp::Enqueue {
                 env: env(&b, 1000),
-                max_queued: 2,
+                limits: q(2),
             },
         ];
         let out = s.write_batch(&ops).unwrap();
@@ -408,7 +445,7 @@ pub(crate) mod contract {
                 },
                 WriteOp::Enqueue {
                     env: env(&b, 1000),
-                    max_queued: 2,
+                    limits: q(2),
                 },
             ])
             .unwrap();
@@ -421,18 +458,54 @@ pub(crate) mod contract {
         assert_eq!(s.queued(&b).unwrap(), 2);
     }
 
+    pub fn sender_share_limit_and_limit_plus_one(s: &dyn Store) {
+        let b = DeviceAddr::new("bob", 1);
+        s.register(&b, &[3; 33], 0).unwrap();
+        let limits = QueueLimits {
+            per_device: 10,
+            per_sender: 3,
+        };
+        let from = |user: &str, device: u32| NewEnvelope {
+            from: DeviceAddr::new(user, device),
+            ..env(&b, 1000)
+        };
+        for d in 1..=3 {
+            // the share is the account's, whichever of its devices sends
+            assert!(matches!(
+                s.enqueue(&from("mallory", d), limits).unwrap(),
+                EnqueueOutcome::Stored(_)
+            ));
+        }
+        assert_eq!(
+            s.enqueue(&from("mallory", 4), limits).unwrap(),
+            EnqueueOutcome::SenderShareFull
+        );
+        assert!(matches!(
+            s.enqueue(&from("alice", 1), limits).unwrap(),
+            EnqueueOutcome::Stored(_)
+        ));
+        // expired envelopes do not count against the share
+        let mut late = from("mallory", 1);
+        late.stored_at_ms = 1500;
+        late.expires_at_ms = 2500;
+        assert!(matches!(
+            s.enqueue(&late, limits).unwrap(),
+            EnqueueOutcome::Stored(_)
+        ));
+    }
+
     pub fn queue_limit_and_limit_plus_one(s: &dyn Store) {
         let b = DeviceAddr::new("bob", 1);
         s.register(&b, &[3; 33], 0).unwrap();
         for _ in 0..MAX_QUEUED_ENVELOPES_PER_DEVICE {
             assert!(matches!(
-                s.enqueue(&env(&b, 1000), MAX_QUEUED_ENVELOPES_PER_DEVICE)
+                s.enqueue(&env(&b, 1000), q(MAX_QUEUED_ENVELOPES_PER_DEVICE))
                     .unwrap(),
                 EnqueueOutcome::Stored(_)
             ));
         }
         assert_eq!(
-            s.enqueue(&env(&b, 1000), MAX_QUEUED_ENVELOPES_PER_DEVICE)
+            s.enqueue(&env(&b, 1000), q(MAX_QUEUED_ENVELOPES_PER_DEVICE))
                 .unwrap(),
             EnqueueOutcome::QueueFull
         );
@@ -440,7 +513,8 @@ pub(crate) mod contract {
         let mut late = env(&b, 2000);
         late.stored_at_ms = 1500;
         assert!(matches!(
-            s.enqueue(&late, MAX_QUEUED_ENVELOPES_PER_DEVICE).unwrap(),
+            s.enqueue(&late, q(MAX_QUEUED_ENVELOPES_PER_DEVICE))
+                .unwrap(),
             EnqueueOutcome::Stored(_)
         ));
     }

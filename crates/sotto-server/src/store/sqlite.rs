@@ -130,7 +130,7 @@ fn count_one_time(c: &Connection, addr: &DeviceAddr) -> rusqlite::Result<u32> {
 fn enqueue_in(
     tx: &Connection,
     env: &NewEnvelope,
-    max_queued: usize,
+    limits: QueueLimits,
 ) -> rusqlite::Result<EnqueueOutcome> {
     let known: bool = tx
         .prepare_cached("SELECT EXISTS(SELECT 1 FROM devices WHERE user=?1 AND device=?2)")?
@@ -138,16 +138,26 @@ fn enqueue_in(
     if !known {
         return Ok(EnqueueOutcome::UnknownRecipient);
     }
-    let queued: i64 = tx
+    // one pass over the recipient's queue counts both: all unexpired, and the sender's share
+    let (queued, from_sender): (i64, i64) = tx
         .prepare_cached(
-            "SELECT COUNT(*) FROM envelopes WHERE to_user=?1 AND to_device=?2 AND expires_ms>?3",
+            "SELECT COUNT(*), COALESCE(SUM(from_user=?3), 0) FROM envelopes
+             WHERE to_user=?1 AND to_device=?2 AND expires_ms>?4",
         )?
         .query_row(
-            params![env.to.user, env.to.device, to_i64(env.stored_at_ms)],
-            |r| r.get(0),
+            params![
+                env.to.user,
+                env.to.device,
+                env.from.user,
+                to_i64(env.stored_at_ms)
+            ],
+            |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
-    if usize::try_from(queued).unwrap_or(usize::MAX) >= max_queued {
+    if usize::try_from(queued).unwrap_or(usize::MAX) >= limits.per_device {
         return Ok(EnqueueOutcome::QueueFull);
+    }
+    if usize::try_from(from_sender).unwrap_or(usize::MAX) >= limits.per_sender {
+        return Ok(EnqueueOutcome::SenderShareFull);
     }
     tx.prepare_cached(
         "INSERT INTO envelopes(to_user, to_device, from_user, from_device, stored_ms, expires_ms, ciphertext)
@@ -297,7 +307,7 @@ impl Store for SqliteStore {
         Ok(count_one_time(&self.lock(), addr)?)
     }
 
-    fn take_bundle(&self, addr: &DeviceAddr) -> StoreResult<BundleOutcome> {
+    fn take_bundle(&self, addr: &DeviceAddr, one_time: bool) -> StoreResult<BundleOutcome> {
         let mut c = self.lock();
         let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let identity: Option<Vec<u8>> = tx
@@ -316,8 +326,10 @@ impl Store for SqliteStore {
         ) else {
             return Ok(BundleOutcome::NoPrekeys);
         };
-        let one_time_prekey: Option<OneTimePreKey> = tx
-            .query_row(
+        let one_time_prekey: Option<OneTimePreKey> = if !one_time {
+            None
+        } else {
+            tx.query_row(
                 "SELECT key_id, public FROM one_time_prekeys WHERE user=?1 AND device=?2
                  ORDER BY key_id LIMIT 1",
                 params![addr.user, addr.device],
@@ -328,7 +340,8 @@ impl Store for SqliteStore {
                     })
                 },
             )
-            .optional()?;
+            .optional()?
+        };
         if let Some(k) = &one_time_prekey {
             tx.execute(
                 "DELETE FROM one_time_prekeys WHERE user=?1 AND device=?2 AND key_id=?3",
@@ -346,10 +359,10 @@ impl Store for SqliteStore {
         }))
     }
 
-    fn enqueue(&self, env: &NewEnvelope, max_queued: usize) -> StoreResult<EnqueueOutcome> {
+    fn enqueue(&self, env: &NewEnvelope, limits: QueueLimits) -> StoreResult<EnqueueOutcome> {
         let mut c = self.lock();
         let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let out = enqueue_in(&tx, env, max_queued)?;
+        let out = enqueue_in(&tx, env, limits)?;
         tx.commit()?;
         Ok(out)
     }
@@ -360,8 +373,8 @@ impl Store for SqliteStore {
         let mut out = Vec::with_capacity(ops.len());
         for op in ops {
             out.push(match op {
-                WriteOp::Enqueue { env, max_queued } => {
-                    WriteOutcome::Enqueued(enqueue_in(&tx, env, *max_queued)?)
+                WriteOp::Enqueue { env, limits } => {
+                    WriteOutcome::Enqueued(enqueue_in(&tx, env, *limits)?)
                 }
                 WriteOp::Ack { to, id } => WriteOutcome::Acked(ack_in(&tx, to, *id)?),
             });
@@ -454,6 +467,13 @@ mod tests {
     }
 
     #[test]
+    fn sender_share() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("s.db"), Durability::Normal).unwrap();
+        super::super::contract::sender_share_limit_and_limit_plus_one(&s);
+    }
+
+    #[test]
     fn queue_limit() {
         let dir = tempfile::tempdir().unwrap();
         let s = SqliteStore::open(&dir.path().join("s.db"), Durability::Normal).unwrap();
@@ -462,6 +482,10 @@ mod tests {
 
     #[test]
     fn survives_reopen_and_ids_never_reused() {
+        let q10 = QueueLimits {
+            per_device: 10,
+            per_sender: 10,
+        };
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("s.db");
         let b = DeviceAddr::new("bob", 1);
@@ -475,18 +499,18 @@ mod tests {
         let id = {
             let s = SqliteStore::open(&p, Durability::Full).unwrap();
             s.register(&b, &[1; 33], 0).unwrap();
-            let EnqueueOutcome::Stored(id) = s.enqueue(&env, 10).unwrap() else {
+            let EnqueueOutcome::Stored(id) = s.enqueue(&env, q10).unwrap() else {
                 panic!()
             };
             assert!(s.ack(&b, id).unwrap());
-            let EnqueueOutcome::Stored(id2) = s.enqueue(&env, 10).unwrap() else {
+            let EnqueueOutcome::Stored(id2) = s.enqueue(&env, q10).unwrap() else {
                 panic!()
             };
             id2
         };
         let s = SqliteStore::open(&p, Durability::Full).unwrap();
         assert_eq!(s.pending(&b, 0, 0, 10).unwrap()[0].id, id);
-        let EnqueueOutcome::Stored(id3) = s.enqueue(&env, 10).unwrap() else {
+        let EnqueueOutcome::Stored(id3) = s.enqueue(&env, q10).unwrap() else {
             panic!()
         };
         assert!(id3 > id);

@@ -110,3 +110,43 @@ pub fn error_code(m: &Option<ServerMessage>) -> Option<sotto_server::ErrorCode> 
         _ => None,
     }
 }
+
+/// A signed prekey and a KEM prekey signed by `key`, as a device publishes them (ids 1 and 2).
+pub fn signed_prekeys(
+    key: &IdentityKeyPair,
+) -> (
+    sotto_server::protocol::SignedPreKey,
+    sotto_server::protocol::SignedPreKey,
+) {
+    let mut rng = rand::thread_rng();
+    let s = sotto_ratchet::SignedPreKeyRecord::generate(1, 0, key, &mut rng);
+    let k = sotto_ratchet::KyberPreKeyRecord::generate(2, 0, key, &mut rng);
+    (
+        sotto_server::protocol::SignedPreKey {
+            id: 1,
+            public: B64(s.key_pair.public_key.serialize().to_vec()),
+            signature: B64(s.signature.to_vec()),
+        },
+        sotto_server::protocol::SignedPreKey {
+            id: 2,
+            public: B64(k.key_pair.public_key.serialize()),
+            signature: B64(k.signature.to_vec()),
+        },
+    )
+}
+
+/// One-time prekeys (real X25519 public keys) under `ids`.
+pub fn one_time_prekeys(
+    ids: impl IntoIterator<Item = u32>,
+) -> Vec<sotto_server::protocol::OneTimePreKey> {
+    let mut rng = rand::thread_rng();
+    ids.into_iter()
+        .map(|id| sotto_server::protocol::OneTimePreKey {
+            id,
+            public: B64(sotto_ratchet::KeyPair::generate(&mut rng)
+                .public_key
+                .serialize()
+                .to_vec()),
+        })
+        .collect()
+}
