@@ -10,7 +10,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use sotto_call::media::{IceServer, IvfSource, MediaConfig, MediaKind, MediaPeer, TapFrame};
+use sotto_call::media::{
+    CandidateType, IceServer, IvfSource, MediaConfig, MediaKind, MediaPeer, TapFrame,
+};
 use sotto_call::sealed::Device;
 use sotto_server::{MemoryStore, Server, ServerConfig, TurnConfig};
 use tokio::sync::mpsc;
@@ -236,8 +238,8 @@ async fn relay_only_media_through_coturn_carries_no_plaintext() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     drop(dump);
 
-    assert_eq!(sa.pair_type.as_deref(), Some("relay"), "{sa:?}");
-    assert_eq!(sb.pair_type.as_deref(), Some("relay"), "{sb:?}");
+    assert_eq!(sa.pair_type, Some(CandidateType::Relay), "{sa:?}");
+    assert_eq!(sb.pair_type, Some(CandidateType::Relay), "{sb:?}");
     assert!(
         sb.video.frames_decrypted > 20 && sb.audio.frames_decrypted > 50,
         "{sb:?}"

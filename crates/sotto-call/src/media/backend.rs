@@ -32,14 +32,21 @@ pub struct WebrtcMedia(pub MediaFactory);
 impl MediaMaker for WebrtcMedia {
     fn make(&self, sender_id: u64) -> MediaMaking {
         let cfg = (self.0)(sender_id);
-        Box::pin(async move {
-            let mut cfg = cfg?;
-            // receivers check that our keys carry our own id
-            cfg.sender_id = sender_id;
-            let (peer, events) = MediaPeer::new(cfg).await?;
-            Ok((Arc::new(peer) as Arc<dyn MediaBackend>, events))
-        })
+        Box::pin(async move { make_webrtc(cfg?, sender_id).await })
     }
+}
+
+/// Builds a webrtc-rs [`MediaPeer`] for one call from `cfg`, with our SFrame sender id: for
+/// [`MediaMaker`]s that prepare the configuration asynchronously (e.g. with fresh TURN
+/// credentials).
+pub async fn make_webrtc(
+    mut cfg: MediaConfig,
+    sender_id: u64,
+) -> Result<(Arc<dyn MediaBackend>, MediaEvents), MediaError> {
+    // receivers check that our keys carry our own id
+    cfg.sender_id = sender_id;
+    let (peer, events) = MediaPeer::new(cfg).await?;
+    Ok((Arc::new(peer) as Arc<dyn MediaBackend>, events))
 }
 
 /// What the call driver needs from a media engine.

@@ -10,6 +10,7 @@ use webrtc::peer_connection::RTCIceCandidateInit;
 
 use super::consts::*;
 use super::error::wr;
+use super::ice::hide_related_addresses_in_sdp;
 use super::shared::lock;
 use super::{MediaError, MediaPeer};
 
@@ -42,7 +43,7 @@ impl MediaPeer {
         if self.relay_only && !sdp.contains(" typ relay") {
             return Err(MediaError::NoRelayCandidate);
         }
-        Ok(sdp)
+        Ok(self.private(sdp))
     }
 
     fn check_sdp(sdp: &str) -> Result<(), MediaError> {
@@ -91,12 +92,23 @@ impl MediaPeer {
     }
 
     async fn current_local_sdp(&self) -> Result<String, MediaError> {
-        Ok(self
-            .pc
-            .local_description()
-            .await
-            .ok_or_else(|| MediaError::Webrtc("no local description".into()))?
-            .sdp)
+        Ok(self.private(
+            self.pc
+                .local_description()
+                .await
+                .ok_or_else(|| MediaError::Webrtc("no local description".into()))?
+                .sdp,
+        ))
+    }
+
+    /// An SDP we send: in relay-only (privacy) mode without the host addresses our relay
+    /// candidates were derived from.
+    fn private(&self, sdp: String) -> String {
+        if self.relay_only {
+            hide_related_addresses_in_sdp(&sdp)
+        } else {
+            sdp
+        }
     }
 
     async fn apply_early_candidates(&self) -> Result<(), MediaError> {

@@ -162,8 +162,10 @@ impl MediaPeer {
             .with_configuration(config)
             .with_media_engine(media)
             .with_interceptor_registry(registry)
+            .with_setting_engine(super::ice::setting_engine())
             .with_handler(Arc::new(Handler {
                 shared: shared.clone(),
+                hide_related_addresses: cfg.relay_only,
             }))
             .with_udp_addrs(vec![format!("{}:0", cfg.bind)])
             .build()
