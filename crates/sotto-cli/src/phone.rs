@@ -403,6 +403,9 @@ fn print_summary(s: &Status) {
             .collect();
         println!("remote candidates: {}", seen.join(", "));
     }
+    if let Some(t) = s.setup_time {
+        println!("setup time {} ms", t.as_millis());
+    }
 }
 
 /// The selected candidate pair, local type then remote type (`host/srflx`, `relay/relay`), `-`
