@@ -188,7 +188,6 @@ fn call_connects_peer_to_peer_through_cone_nats() {
 }
 
 #[test]
-#[ignore = "relayed media does not flow in the namespace lab yet: coturn on the public bridge accepts allocations, permissions and channel binds but relays (almost) no ChannelData/Send indications to clients (captured); on loopback the same relay path works (tests/ice_servers.rs)"]
 fn call_falls_back_to_turn_through_symmetric_nats() {
     let Some(w) = world(
         "call_falls_back_to_turn_through_symmetric_nats",
@@ -212,7 +211,6 @@ fn call_falls_back_to_turn_through_symmetric_nats() {
 }
 
 #[test]
-#[ignore = "relayed media does not flow in the namespace lab yet: coturn on the public bridge accepts allocations, permissions and channel binds but relays (almost) no ChannelData/Send indications to clients (captured); on loopback the same relay path works (tests/ice_servers.rs)"]
 fn relay_only_mode_hides_the_lan_address() {
     let Some(w) = world("relay_only_mode_hides_the_lan_address", Nat::Cone) else {
         return;

@@ -6,6 +6,8 @@
 //!   home B 192.168.20.2 ── lan 192.168.20.1 [router B] wan 203.0.113.3 ─┘   signaling, coturn
 //! ```
 //!
+//! The public namespace's default route leads to a gateway nobody answers for, so packets to
+//! addresses nobody here has (a peer's LAN address) vanish as they would online.
 //! Each router masquerades its home behind its WAN address (nftables) and, like a real home
 //! router, drops unsolicited input from the WAN (`ct state new`, forwarded or to itself).
 //! Without that drop a peer's early connectivity check claims the router's port in conntrack
@@ -27,6 +29,8 @@ pub const PUBLIC_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
 pub const ROUTER_A_WAN: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 2);
 /// Router B's WAN (public) address.
 pub const ROUTER_B_WAN: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 3);
+/// The public side's default gateway: no one has it, so what is sent there is lost.
+pub const INTERNET_GATEWAY: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 254);
 /// Home A's LAN address.
 pub const HOME_A_LAN: Ipv4Addr = Ipv4Addr::new(192, 168, 10, 2);
 /// Home B's LAN address.
@@ -205,6 +209,23 @@ impl NatLab {
             None,
         );
         run(&["ip", "-n", p, "link", "set", "br0", "up"], None);
+        // The rest of the internet: a default route, as a public host has, via a gateway nobody
+        // answers for (packets to it vanish). Without one, coturn's send to a peer's private
+        // (unroutable) address fails at once (ENETUNREACH) and coturn closes that client's
+        // whole allocation.
+        run(
+            &[
+                "ip",
+                "-n",
+                p,
+                "route",
+                "add",
+                "default",
+                "via",
+                &INTERNET_GATEWAY.to_string(),
+            ],
+            None,
+        );
         for (router, home, wan, lan_net, port, peer_wan) in [
             (
                 &lab.router_a,
