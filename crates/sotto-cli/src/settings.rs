@@ -349,3 +349,53 @@ impl Settings {
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    fn with_file(text: &str, ice: Vec<String>) -> Settings {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("client.toml");
+        std::fs::write(&p, text).unwrap();
+        ClientArgs {
+            config: Some(p),
+            ice,
+            ..ClientArgs::default()
+        }
+        .resolve()
+        .unwrap()
+    }
+
+    #[test]
+    fn ice_urls_default_to_none_given_and_come_as_a_list_or_one_string() {
+        if std::env::var_os("SOTTO_ICE").is_some() {
+            eprintln!("SOTTO_ICE is set in this environment: precedence test skipped");
+            return;
+        }
+        // none given: the signaling server's servers are used
+        assert!(with_file("", vec![]).ice.is_empty());
+        assert_eq!(
+            with_file(r#"ice = "stun:a:3478""#, vec![]).ice,
+            vec!["stun:a:3478"]
+        );
+        assert_eq!(
+            with_file(
+                r#"ice = ["stun:a:3478", "turn:a:3478?transport=udp"]"#,
+                vec![]
+            )
+            .ice,
+            vec!["stun:a:3478", "turn:a:3478?transport=udp"]
+        );
+        // repeated flags replace the file's list
+        let s = with_file(
+            r#"ice = ["stun:a:3478"]"#,
+            vec!["stun:b:3478".into(), "turn:b:3478".into()],
+        );
+        assert_eq!(s.ice, vec!["stun:b:3478", "turn:b:3478"]);
+        assert!(s.shown.iter().any(|(k, v, src)| *k == "ice"
+            && v == "stun:b:3478,turn:b:3478"
+            && *src == Source::Flag));
+    }
+}
