@@ -72,8 +72,8 @@ pub use backend::{make_webrtc, MediaBackend, MediaFactory, MediaMaker, MediaMaki
 pub use config::{IceServer, MediaConfig};
 pub use error::MediaError;
 pub use ice::{
-    hide_related_address, hide_related_addresses_in_sdp, CandidateType, UnknownCandidateType,
-    PRFLX_ACCEPTANCE_WAIT, RELAY_ACCEPTANCE_WAIT, SRFLX_ACCEPTANCE_WAIT,
+    gathers_from, hide_related_address, hide_related_addresses_in_sdp, CandidateType,
+    UnknownCandidateType, PRFLX_ACCEPTANCE_WAIT, RELAY_ACCEPTANCE_WAIT, SRFLX_ACCEPTANCE_WAIT,
 };
 pub use peer::MediaPeer;
 pub use sink::{IvfSink, OggSink};

@@ -141,6 +141,13 @@ impl MediaPeer {
                 rtc::interceptor::Slot::from(KEYFRAME_REQUEST_SLOT),
                 sotto_relay::feedback::KeyframeRequests::passing_other_rtcp(),
             );
+        for url in cfg.ice_servers.iter().flat_map(|s| &s.urls) {
+            if !super::ice::gathers_from(url) {
+                tracing::warn!(
+                    "{url}: webrtc-rs 0.21.1 gathers no relay candidate from TCP/TLS TURN; skipped"
+                );
+            }
+        }
         let servers = cfg
             .ice_servers
             .iter()
