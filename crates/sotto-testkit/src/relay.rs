@@ -46,7 +46,7 @@ pub async fn participant_with(
     let peer = Arc::new(peer);
     let p2 = peer.clone();
     let handle = join(url, &ClientTls::default(), room, name, |offer| async move {
-        p2.accept_offer(&offer).await
+        p2.accept_relay_offer(&offer).await
     })
     .await
     .unwrap();

@@ -56,7 +56,10 @@ pub trait MediaBackend: Send + Sync {
     async fn create_offer(&self) -> Result<String, MediaError>;
     /// Applies the peer's offer; trickle answer SDP.
     async fn accept_offer(&self, sdp: &str) -> Result<String, MediaError>;
-    /// Applies a relay's offer; answer SDP with every candidate gathered.
+    /// Applies a relay's offer; answer SDP with the candidates gathered (all of them, or those
+    /// there are after [`RELAY_GATHER_WAIT`]).
+    ///
+    /// [`RELAY_GATHER_WAIT`]: super::consts::RELAY_GATHER_WAIT
     async fn answer_relay_offer(&self, sdp: &str) -> Result<String, MediaError>;
     /// Applies the peer's answer.
     async fn apply_answer(&self, sdp: &str) -> Result<(), MediaError>;
@@ -93,7 +96,7 @@ impl MediaBackend for MediaPeer {
         self.accept_offer_trickle(sdp).await
     }
     async fn answer_relay_offer(&self, sdp: &str) -> Result<String, MediaError> {
-        MediaPeer::accept_offer(self, sdp).await
+        MediaPeer::accept_relay_offer(self, sdp).await
     }
     async fn apply_answer(&self, sdp: &str) -> Result<(), MediaError> {
         self.accept_answer(sdp).await

@@ -16,6 +16,17 @@ use super::{MediaError, MediaPeer};
 
 impl MediaPeer {
     async fn gathered_sdp(&self) -> Result<String, MediaError> {
+        self.gathered_sdp_within(GATHER_TIMEOUT, false).await
+    }
+
+    /// The local SDP once gathering completed, within `limit`. With `partial_ok`, after
+    /// `limit` the candidates gathered so far do (if there is one, and a relay one in
+    /// relay-only mode) rather than an error.
+    async fn gathered_sdp_within(
+        &self,
+        limit: std::time::Duration,
+        partial_ok: bool,
+    ) -> Result<String, MediaError> {
         let wait = async {
             loop {
                 let notified = self.shared.gathered.notified();
@@ -25,14 +36,22 @@ impl MediaPeer {
                 notified.await;
             }
         };
-        if tokio::time::timeout(GATHER_TIMEOUT, wait).await.is_err() {
+        if tokio::time::timeout(limit, wait).await.is_err() {
+            let partial = self.pc.local_description().await.map(|d| d.sdp);
+            let usable = partial.as_deref().is_some_and(|s| {
+                s.contains(" typ ") && (!self.relay_only || s.contains(" typ relay"))
+            });
+            if partial_ok && usable {
+                if let Some(sdp) = partial {
+                    return Ok(self.private(sdp));
+                }
+            }
             // Relay-only gathering that never finishes is a TURN server that does not answer:
             // say so, rather than a generic timeout.
-            let partial = self.pc.local_description().await.map(|d| d.sdp);
             if self.relay_only && !partial.is_some_and(|s| s.contains(" typ relay")) {
                 return Err(MediaError::NoRelayCandidate);
             }
-            return Err(MediaError::GatherTimeout(GATHER_TIMEOUT));
+            return Err(MediaError::GatherTimeout(limit));
         }
         let sdp = self
             .pc
@@ -67,6 +86,15 @@ impl MediaPeer {
     pub async fn accept_offer(&self, sdp: &str) -> Result<String, MediaError> {
         self.accept_offer_trickle(sdp).await?;
         self.gathered_sdp().await
+    }
+
+    /// Applies a sotto-relay's offer (the relay does not trickle); returns the answer once ICE
+    /// gathering completed, or after [`RELAY_GATHER_WAIT`] with the candidates gathered by then:
+    /// the relay is a public host that our host candidates reach, and a STUN or TURN server that
+    /// does not answer must not hold the join up until [`GATHER_TIMEOUT`].
+    pub async fn accept_relay_offer(&self, sdp: &str) -> Result<String, MediaError> {
+        self.accept_offer_trickle(sdp).await?;
+        self.gathered_sdp_within(RELAY_GATHER_WAIT, true).await
     }
 
     /// Trickle ICE: creates the offer and returns its SDP at once, before gathering; local
