@@ -26,6 +26,13 @@ use crate::protocol::{
 /// A serialized message for the page; zeroized when dropped (it may hold key material).
 pub type Outgoing = Zeroizing<String>;
 
+/// Gives each call's ICE servers (asked at every call: TURN credentials expire).
+pub type IceProvider = Arc<
+    dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = Vec<PageIceServer>> + Send>>
+        + Send
+        + Sync,
+>;
+
 #[derive(Default)]
 struct LinkState {
     /// The connected page's outgoing queue (none while no page is connected).
@@ -173,19 +180,14 @@ fn material_b64(m: &KeyMaterial) -> String {
 pub struct PageMedia {
     link: PageLink,
     suite: CipherSuite,
-    ice: Arc<dyn Fn() -> Vec<PageIceServer> + Send + Sync>,
+    ice: IceProvider,
     relay_only: bool,
 }
 
 impl PageMedia {
     /// Media in the page behind `link`; `ice` gives the ICE servers for each call (fresh TURN
     /// credentials), `relay_only` forces relay candidates.
-    pub fn new(
-        link: PageLink,
-        suite: CipherSuite,
-        ice: Arc<dyn Fn() -> Vec<PageIceServer> + Send + Sync>,
-        relay_only: bool,
-    ) -> Self {
+    pub fn new(link: PageLink, suite: CipherSuite, ice: IceProvider, relay_only: bool) -> Self {
         PageMedia {
             link,
             suite,
@@ -198,14 +200,15 @@ impl PageMedia {
 impl MediaMaker for PageMedia {
     fn make(&self, sender_id: u64) -> MediaMaking {
         let link = self.link.clone();
-        let request = MediaRequest::Create {
-            sender_id,
-            suite: self.suite.id(),
-            ice_servers: (self.ice)(),
-            relay_only: self.relay_only,
-        };
-        let relay_only = self.relay_only;
+        let ice = (self.ice)();
+        let (suite, relay_only) = (self.suite.id(), self.relay_only);
         Box::pin(async move {
+            let request = MediaRequest::Create {
+                sender_id,
+                suite,
+                ice_servers: ice.await,
+                relay_only,
+            };
             let (tx, rx) = mpsc::unbounded_channel();
             lock(&link.state).events = Some(tx);
             link.request("create", request).await?;

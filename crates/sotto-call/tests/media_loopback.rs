@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::process::Command;
 use std::time::Duration;
 
-use sotto_call::media::{IvfSource, MediaKind, TapFrame};
+use sotto_call::media::{CandidateType, IvfSource, MediaKind, TapFrame};
 use sotto_testkit::media::{connect_pair, drain, leg, rotated, Leg};
 
 /// The tests of this file run one at a time: each streams real-time media, and on a loaded
@@ -68,7 +68,7 @@ async fn every_frame_decrypts_byte_identical_and_sinks_play() {
     assert_byte_identical(&tb, &ta, MediaKind::Video);
     assert_eq!(sa.video.frames_failed + sa.audio.frames_failed, 0, "{sa:?}");
     assert_eq!(sb.video.frames_failed + sb.audio.frames_failed, 0, "{sb:?}");
-    assert_eq!(sa.pair_type.as_deref(), Some("host"), "{sa:?}");
+    assert_eq!(sa.pair_type, Some(CandidateType::Host), "{sa:?}");
     assert_eq!(sb.state, "connected");
     assert!(
         sa.rtt.is_some_and(|r| r < Duration::from_secs(1)),

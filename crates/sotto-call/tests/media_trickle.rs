@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sotto_call::media::consts::{MAX_CANDIDATE_LEN, MAX_EARLY_CANDIDATES};
-use sotto_call::media::{MediaConfig, MediaError, MediaEvent, MediaEvents, MediaPeer};
+use sotto_call::media::{
+    CandidateType, MediaConfig, MediaError, MediaEvent, MediaEvents, MediaPeer,
+};
 
 fn strip_candidates(sdp: &str) -> String {
     sdp.split("\r\n")
@@ -69,9 +71,9 @@ async fn trickled_candidates_alone_connect_the_call_and_frames_decrypt() {
     assert!(s.video.frames_decrypted > 5, "{s:?}");
     assert!(s.audio.frames_decrypted > 20, "{s:?}");
     assert_eq!(s.video.frames_failed + s.audio.frames_failed, 0);
-    assert_eq!(s.pair_type.as_deref(), Some("host"));
+    assert_eq!(s.pair_type, Some(CandidateType::Host));
     // trickled remote candidates are the ones webrtc-rs reports in its stats
-    assert_eq!(s.remote_pair_type.as_deref(), Some("host"), "{s:?}");
+    assert_eq!(s.remote_pair_type, Some(CandidateType::Host), "{s:?}");
     a.close().await.unwrap();
     b.close().await.unwrap();
 }

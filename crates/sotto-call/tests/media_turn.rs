@@ -10,9 +10,12 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use sotto_call::media::{IceServer, IvfSource, MediaConfig, MediaKind, MediaPeer, TapFrame};
+use sotto_call::media::{
+    CandidateType, IceServer, IvfSource, MediaConfig, MediaKind, MediaPeer, TapFrame,
+};
 use sotto_call::sealed::Device;
 use sotto_server::{MemoryStore, Server, ServerConfig, TurnConfig};
+use sotto_testkit::coturn::{Coturn, CoturnOptions};
 use tokio::sync::mpsc;
 
 struct Kill(Child);
@@ -34,56 +37,6 @@ fn free_udp_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-fn start_coturn(dir: &std::path::Path, port: u16, secret: &str) -> Kill {
-    let min = 40000 + (port % 100) * 200;
-    let child = Command::new("turnserver")
-        .args([
-            "-n",
-            "--listening-ip=127.0.0.1",
-            "--relay-ip=127.0.0.1",
-            "--allow-loopback-peers",
-        ])
-        .arg(format!("--listening-port={port}"))
-        .arg(format!("--min-port={min}"))
-        .arg(format!("--max-port={}", min + 199))
-        .args([
-            "--use-auth-secret",
-            "--realm=sotto",
-            "--no-tls",
-            "--no-dtls",
-            // UDP only: the TCP listener on the same port number failed to bind whenever a
-            // TIME_WAIT socket (plentiful on a busy machine) held it, and coturn then exits
-            "--no-tcp",
-            "--no-tcp-relay",
-            "--no-cli",
-            "--log-file=stdout",
-        ])
-        .arg(format!("--static-auth-secret={secret}"))
-        .arg(format!("--db={}", dir.join("turn.db").display()))
-        .arg(format!("--pidfile={}", dir.join("turn.pid").display()))
-        .stdout(std::fs::File::create(dir.join("turn.log")).unwrap())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("coturn's turnserver is required (apt-get install coturn)");
-    let child = Kill(child);
-    // wait until it answers on its port (a STUN binding request gets a response)
-    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    sock.set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
-    let mut req = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42];
-    req.extend_from_slice(&[7u8; 12]);
-    for _ in 0..50 {
-        let _ = sock.send_to(&req, ("127.0.0.1", port));
-        let mut buf = [0u8; 512];
-        if sock.recv_from(&mut buf).is_ok() {
-            return child;
-        }
-    }
-    let log = std::fs::read_to_string(dir.join("turn.log")).unwrap_or_default();
-    let tail: Vec<&str> = log.lines().rev().take(8).collect();
-    panic!("turnserver did not come up on port {port}; log tail (newest first): {tail:#?}");
 }
 
 fn start_tcpdump(file: &std::path::Path) -> Kill {
@@ -146,7 +99,13 @@ async fn relay_only_media_through_coturn_carries_no_plaintext() {
     let dir = tempfile::tempdir().unwrap();
     let secret = "sotto-test-secret";
     let port = free_udp_port();
-    let _turn = start_coturn(dir.path(), port, secret);
+    let _turn = Coturn::start(&CoturnOptions {
+        dir: dir.path(),
+        netns: None,
+        ip: "127.0.0.1".parse().unwrap(),
+        port,
+        secret,
+    });
 
     // credentials come from the signaling server (coturn REST scheme), not from the test
     let mut cfg = ServerConfig::new("turn.test");
@@ -236,8 +195,8 @@ async fn relay_only_media_through_coturn_carries_no_plaintext() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     drop(dump);
 
-    assert_eq!(sa.pair_type.as_deref(), Some("relay"), "{sa:?}");
-    assert_eq!(sb.pair_type.as_deref(), Some("relay"), "{sb:?}");
+    assert_eq!(sa.pair_type, Some(CandidateType::Relay), "{sa:?}");
+    assert_eq!(sb.pair_type, Some(CandidateType::Relay), "{sb:?}");
     assert!(
         sb.video.frames_decrypted > 20 && sb.audio.frames_decrypted > 50,
         "{sb:?}"

@@ -371,3 +371,31 @@ async fn next(
         .unwrap()
         .unwrap()
 }
+
+/// A TURN server that never answers (nothing listens on its port) does not hold a relay join
+/// up: the answer goes out after RELAY_GATHER_WAIT with the host candidates, not after
+/// GATHER_TIMEOUT (10 s) with an error, as it did when every call got the signaling server's
+/// ICE servers by default.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_turn_server_does_not_hold_up_a_relay_join() {
+    let _serial = SERIAL.lock().await;
+    let relay = TestRelay::start().await;
+    let dead = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = dead.local_addr().unwrap().port();
+    drop(dead);
+    let mut c = MediaConfig::loopback(1).unwrap();
+    c.ice_servers = vec![sotto_call::media::IceServer {
+        urls: vec![format!("turn:127.0.0.1:{port}?transport=udp")],
+        username: "1:nobody".into(),
+        credential: "x".into(),
+    }];
+    let t0 = std::time::Instant::now();
+    let alice = participant_with(&relay, "r5", "alice", c).await;
+    let took = t0.elapsed();
+    assert!(
+        took < sotto_call::media::consts::GATHER_TIMEOUT,
+        "join took {took:?}"
+    );
+    assert!(alice.peer.wait_connected(Duration::from_secs(20)).await);
+    alice.peer.close().await.unwrap();
+}

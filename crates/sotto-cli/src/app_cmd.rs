@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use sotto_app::page_media::IceProvider;
 use sotto_app::protocol::{NoticeKind, PageCommand, PageIceServer, PageStatus, ToPage};
 use sotto_app::{AppWiring, PageLink, PageMedia};
 use sotto_call::core::CallState;
@@ -41,25 +42,25 @@ pub fn run(a: AppArgs) -> Result<(), CliError> {
             sotto_server::tls::check_url(r).map_err(|e| fail(format!("relay: {e}")))?;
         }
         let (dev, events) = crate::account::load_device(&st).await?;
-        let mut ice = Vec::new();
-        if let Some(url) = &st.ice {
-            let (username, credential) = match dev.client().turn_credentials().await {
-                Ok(g) => (g.username, g.password),
-                Err(_) => (String::new(), String::new()),
-            };
-            ice.push(PageIceServer {
-                urls: vec![url.clone()],
-                username,
-                credential,
-            });
-        }
+        // each call's ICE servers as `call`/`answer` get them: the signaling server's STUN and
+        // TURN with fresh credentials, or the user's --ice URLs
+        let (client, given) = (dev.client().clone(), st.ice.clone());
+        let ice: IceProvider = Arc::new(move || {
+            let (client, given) = (client.clone(), given.clone());
+            Box::pin(async move {
+                crate::phone::call_ice_servers(&client, given)
+                    .await
+                    .into_iter()
+                    .map(|s| PageIceServer {
+                        urls: s.urls,
+                        username: s.username,
+                        credential: s.credential,
+                    })
+                    .collect()
+            })
+        });
         let link = PageLink::default();
-        let media = PageMedia::new(
-            link.clone(),
-            CipherSuite::default(),
-            Arc::new(move || ice.clone()),
-            st.relay_only,
-        );
+        let media = PageMedia::new(link.clone(), CipherSuite::default(), ice, st.relay_only);
         let engine = Engine::spawn_with_media(
             dev,
             events,

@@ -329,7 +329,7 @@ fn report(
             m.remote_generation
                 .map(|g| g.to_string())
                 .unwrap_or("-".into()),
-            m.pair_type.unwrap_or("-".into())
+            m.pair_type.map_or("-".into(), |t| t.to_string())
         );
     }
     // Every decrypted frame must equal a frame the other side encoded, and no ciphertext may

@@ -8,7 +8,10 @@ use sotto_call::core::CallState;
 use sotto_call::engine::{
     default_machine, Command as EngineCmd, Engine, MediaFactory, Notice, Status,
 };
-use sotto_call::media::{IvfSource, MediaConfig, OggOpusSource};
+use sotto_call::media::{
+    make_webrtc, CandidateType, IceServer, IvfSource, MediaConfig, MediaMaker, MediaMaking,
+    MediaStats, OggOpusSource,
+};
 use sotto_call::messages::valid_member_name;
 use sotto_call::sealed::Device;
 use tokio::io::AsyncBufReadExt;
@@ -20,6 +23,61 @@ use crate::CliError;
 
 /// How long a `wait-state` script step waits.
 pub const SCRIPT_WAIT_LIMIT: Duration = Duration::from_secs(60);
+/// How long a call's setup waits for the signaling server's TURN credentials (without them the
+/// call goes on with the STUN servers only).
+pub const TURN_GRANT_WAIT: Duration = Duration::from_secs(5);
+
+/// Each call's media: fresh TURN credentials from the signaling server (they expire), the ICE
+/// servers it advertises (or the user's `--ice` URLs instead), then a webrtc-rs peer. One
+/// configuration for every network: STUN and TURN together, and ICE picks the path.
+struct PhoneMedia {
+    client: sotto_server::Client,
+    /// The user's `--ice` URLs; empty: the signaling server's.
+    ice: Vec<String>,
+    /// Sources, recording and relay-only; the ICE servers are filled in per call.
+    base: MediaFactory,
+}
+
+impl MediaMaker for PhoneMedia {
+    fn make(&self, sender_id: u64) -> MediaMaking {
+        let cfg = (self.base)(sender_id);
+        let client = self.client.clone();
+        let given = self.ice.clone();
+        Box::pin(async move {
+            let mut cfg = cfg?;
+            cfg.ice_servers = call_ice_servers(&client, given).await;
+            if !cfg.ice_servers.is_empty() || cfg.relay_only {
+                // candidates from every interface, not only loopback
+                cfg.bind = std::net::IpAddr::from([0, 0, 0, 0]);
+            }
+            make_webrtc(cfg, sender_id).await
+        })
+    }
+}
+
+/// One call's ICE servers: fresh TURN credentials from the signaling server (waited for at most
+/// [`TURN_GRANT_WAIT`]) with the URIs it advertises, or the user's `given` URLs instead.
+pub async fn call_ice_servers(client: &sotto_server::Client, given: Vec<String>) -> Vec<IceServer> {
+    let grant = match tokio::time::timeout(TURN_GRANT_WAIT, client.turn_credentials()).await {
+        Ok(Ok(g)) => Some(g),
+        Ok(Err(e)) => {
+            tracing::debug!("no TURN credentials: {e}");
+            None
+        }
+        Err(_) => {
+            tracing::debug!("no TURN credentials within {TURN_GRANT_WAIT:?}");
+            None
+        }
+    };
+    let urls = match (&grant, given.is_empty()) {
+        (Some(g), true) => g.uris.clone(),
+        _ => given,
+    };
+    let (user, pass) = grant.as_ref().map_or((String::new(), String::new()), |g| {
+        (g.username.clone(), g.password.clone())
+    });
+    IceServer::for_urls(&urls, &user, &pass)
+}
 
 #[derive(clap::Args, Debug)]
 pub struct PhoneArgs {
@@ -82,18 +140,6 @@ async fn phone(peer: Option<String>, a: PhoneArgs, st: Settings) -> Result<(), C
     } else {
         crate::account::load_device(&st).await?
     };
-    let mut ice = Vec::new();
-    if let Some(url) = &st.ice {
-        let (username, credential) = match dev.client().turn_credentials().await {
-            Ok(g) => (g.username, g.password),
-            Err(_) => (String::new(), String::new()),
-        };
-        ice.push(sotto_call::media::IceServer {
-            urls: vec![url.clone()],
-            username,
-            credential,
-        });
-    }
     let video = match &a.video {
         Some(p) => IvfSource::open(p).map_err(|e| fail(e.to_string()))?,
         None => IvfSource::camera1().map_err(|e| fail(e.to_string()))?,
@@ -104,20 +150,25 @@ async fn phone(peer: Option<String>, a: PhoneArgs, st: Settings) -> Result<(), C
     };
     let record = st.record.join(format!("{user}-received"));
     let relay_only = st.relay_only;
-    let factory: MediaFactory = Box::new(move |id| {
-        let mut c = MediaConfig::loopback(id)?;
-        c.video = Some(video.clone());
-        c.audio = Some(audio.clone());
-        c.ice_servers = ice.clone();
-        c.relay_only = relay_only;
-        c.record_prefix = Some(record.clone());
-        if !ice.is_empty() || relay_only {
-            c.bind = std::net::IpAddr::from([0, 0, 0, 0]);
-        }
-        Ok(c)
-    });
-    let mut engine =
-        Engine::spawn_with_relay(dev, events, factory, default_machine, st.relay.clone());
+    let media = PhoneMedia {
+        client: dev.client().clone(),
+        ice: st.ice.clone(),
+        base: Box::new(move |id| {
+            let mut c = MediaConfig::loopback(id)?;
+            c.video = Some(video.clone());
+            c.audio = Some(audio.clone());
+            c.relay_only = relay_only;
+            c.record_prefix = Some(record.clone());
+            Ok(c)
+        }),
+    };
+    let mut engine = Engine::spawn_with_media(
+        dev,
+        events,
+        Box::new(media),
+        default_machine,
+        st.relay.clone(),
+    );
     if let Some(p) = &peer {
         engine.command(EngineCmd::Dial(p.clone())).await;
     }
@@ -264,10 +315,7 @@ fn apply_status(sc: &mut Screen, s: &Status) {
     if let Some(m) = &s.media {
         let rows = [
             ("connection", printable(&m.state)),
-            (
-                "candidate pair",
-                m.pair_type.as_deref().map_or("-".into(), printable),
-            ),
+            ("candidate pair", pair_text(m)),
             (
                 "bitrate out/in",
                 format!(
@@ -339,8 +387,39 @@ fn print_summary(s: &Status) {
             m.remote_generation
                 .map(|g| g.to_string())
                 .unwrap_or("-".into()),
-            m.pair_type.as_deref().map_or("-".into(), printable)
+            pair_text(m)
         );
+        let seen: Vec<String> = m
+            .remote_candidates
+            .iter()
+            .map(|c| {
+                format!(
+                    "{} {}:{} raddr {}",
+                    c.typ,
+                    printable(&c.address),
+                    c.port,
+                    if c.related_address.is_empty() {
+                        "-".to_owned()
+                    } else {
+                        printable(&c.related_address)
+                    }
+                )
+            })
+            .collect();
+        println!("remote candidates: {}", seen.join(", "));
+    }
+    if let Some(t) = s.setup_time {
+        println!("setup time {} ms", t.as_millis());
+    }
+}
+
+/// The selected candidate pair, local type then remote type (`host/srflx`, `relay/relay`), `-`
+/// for a side not known (yet).
+pub fn pair_text(m: &MediaStats) -> String {
+    let t = |c: Option<CandidateType>| c.map_or("-", CandidateType::as_str);
+    match (m.pair_type, m.remote_pair_type) {
+        (None, None) => "-".into(),
+        (l, r) => format!("{}/{}", t(l), t(r)),
     }
 }
 

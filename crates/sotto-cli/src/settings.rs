@@ -13,7 +13,7 @@
 //! | `--user` | `SOTTO_USER` | `user` | (required) |
 //! | `--home` | `SOTTO_HOME` | `home` | `$XDG_DATA_HOME/sotto` (`~/.local/share/sotto`) |
 //! | `--relay` | `SOTTO_RELAY` | `relay` | none: peer to peer |
-//! | `--ice` | `SOTTO_ICE` | `ice` | none: host candidates only |
+//! | `--ice` (repeatable) | `SOTTO_ICE` (comma-separated) | `ice` (string or list) | the signaling server's STUN/TURN servers |
 //! | `--relay-only` | `SOTTO_RELAY_ONLY` | `relay_only` | false |
 //! | `--record` | `SOTTO_RECORD` | `record` | `.` |
 //!
@@ -60,10 +60,11 @@ pub struct ClientArgs {
     /// Send media through this sotto-relay (control URL) instead of peer to peer.
     #[arg(long, env = "SOTTO_RELAY")]
     pub relay: Option<String>,
-    /// STUN/TURN server URL for ICE (e.g. turn:host:3478?transport=udp); TURN credentials come
-    /// from the signaling server.
-    #[arg(long, env = "SOTTO_ICE")]
-    pub ice: Option<String>,
+    /// STUN/TURN server URL for ICE (e.g. stun:host:3478, turn:host:3478?transport=udp);
+    /// repeat it for several. Replaces the servers the signaling server advertises (the
+    /// default); TURN credentials come from the signaling server either way.
+    #[arg(long, env = "SOTTO_ICE", value_delimiter = ',')]
+    pub ice: Vec<String>,
     /// Use relay (TURN) candidates only.
     #[arg(long, env = "SOTTO_RELAY_ONLY", num_args = 0..=1, default_missing_value = "true")]
     pub relay_only: Option<bool>,
@@ -82,9 +83,26 @@ struct FileSettings {
     user: Option<String>,
     home: Option<PathBuf>,
     relay: Option<String>,
-    ice: Option<String>,
+    ice: Option<IceList>,
     relay_only: Option<bool>,
     record: Option<PathBuf>,
+}
+
+/// `ice` in the file: one URL or a list.
+#[derive(Debug, serde::Deserialize)]
+#[serde(untagged)]
+enum IceList {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl IceList {
+    fn joined(&self) -> String {
+        match self {
+            IceList::One(u) => u.clone(),
+            IceList::Many(v) => v.join(","),
+        }
+    }
 }
 
 /// Where a resolved value came from.
@@ -117,7 +135,8 @@ pub struct Settings {
     pub user: Option<String>,
     pub home: PathBuf,
     pub relay: Option<String>,
-    pub ice: Option<String>,
+    /// STUN/TURN URLs given by the user; empty: the ones the signaling server advertises.
+    pub ice: Vec<String>,
     pub relay_only: bool,
     pub record: PathBuf,
     /// Whether `server` / `server_id` were given (flag, environment or file) rather than
@@ -234,10 +253,18 @@ impl ClientArgs {
                 .map_or("(none: peer to peer)".into(), |r| r.0.clone()),
             relay.as_ref().map_or(Source::Default, |r| r.1),
         );
-        let ice = pick(&self.ice, "SOTTO_ICE", &file.ice);
+        let ice_given = (!self.ice.is_empty()).then(|| self.ice.join(","));
+        let ice = pick(
+            &ice_given,
+            "SOTTO_ICE",
+            &file.ice.as_ref().map(IceList::joined),
+        );
         show(
             "ice",
-            ice.as_ref().map_or("(none)".into(), |r| r.0.clone()),
+            ice.as_ref().map_or(
+                "(none given: the signaling server's STUN/TURN servers)".into(),
+                |r| r.0.clone(),
+            ),
             ice.as_ref().map_or(Source::Default, |r| r.1),
         );
         let (relay_only, s) = pick(&self.relay_only, "SOTTO_RELAY_ONLY", &file.relay_only)
@@ -260,7 +287,13 @@ impl ClientArgs {
             user: user.map(|u| u.0),
             home,
             relay: relay.map(|r| r.0),
-            ice: ice.map(|r| r.0),
+            ice: ice.map_or_else(Vec::new, |r| {
+                r.0.split(',')
+                    .map(str::trim)
+                    .filter(|u| !u.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            }),
             relay_only,
             record,
             server_given,
@@ -314,5 +347,55 @@ impl Settings {
         for (k, v, s) in &self.shown {
             println!("{k} = {v}  ({s})");
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    fn with_file(text: &str, ice: Vec<String>) -> Settings {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("client.toml");
+        std::fs::write(&p, text).unwrap();
+        ClientArgs {
+            config: Some(p),
+            ice,
+            ..ClientArgs::default()
+        }
+        .resolve()
+        .unwrap()
+    }
+
+    #[test]
+    fn ice_urls_default_to_none_given_and_come_as_a_list_or_one_string() {
+        if std::env::var_os("SOTTO_ICE").is_some() {
+            eprintln!("SOTTO_ICE is set in this environment: precedence test skipped");
+            return;
+        }
+        // none given: the signaling server's servers are used
+        assert!(with_file("", vec![]).ice.is_empty());
+        assert_eq!(
+            with_file(r#"ice = "stun:a:3478""#, vec![]).ice,
+            vec!["stun:a:3478"]
+        );
+        assert_eq!(
+            with_file(
+                r#"ice = ["stun:a:3478", "turn:a:3478?transport=udp"]"#,
+                vec![]
+            )
+            .ice,
+            vec!["stun:a:3478", "turn:a:3478?transport=udp"]
+        );
+        // repeated flags replace the file's list
+        let s = with_file(
+            r#"ice = ["stun:a:3478"]"#,
+            vec!["stun:b:3478".into(), "turn:b:3478".into()],
+        );
+        assert_eq!(s.ice, vec!["stun:b:3478", "turn:b:3478"]);
+        assert!(s.shown.iter().any(|(k, v, src)| *k == "ice"
+            && v == "stun:b:3478,turn:b:3478"
+            && *src == Source::Flag));
     }
 }

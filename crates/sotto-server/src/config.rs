@@ -30,7 +30,8 @@
 //!
 //! [turn]
 //! secret = "the coturn static-auth-secret"
-//! uris = ["turn:turn.example.org:3478?transport=udp"]
+//! # the ICE servers clients use by default (STUN and TURN; credentials go to turn: ones)
+//! uris = ["stun:turn.example.org:3478", "turn:turn.example.org:3478?transport=udp"]
 //! ttl_secs = 600
 //!
 //! [[relays]]                      # one per relay the server mints tokens for

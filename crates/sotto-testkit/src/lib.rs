@@ -14,12 +14,17 @@
 //! - [`plain`]: a plain webrtc-rs peer (no SFrame) that answers an offer once ICE gathering is
 //!   complete.
 //! - [`relay`]: participants joining a sotto-relay room (sotto media peers or plain VP8 RTP).
-//! - [`tls`]: a certificate authority made at test time, loopback server certificates and the
-//!   PEM files servers and clients read.
+//! - [`tls`]: a certificate authority made at test time, server certificates (loopback or
+//!   named) and the PEM files servers and clients read.
+//! - [`coturn`]: a real coturn with REST credentials, on loopback or in a network namespace.
+//! - [`netns`]: two homes behind NAT routers and a public network, in network namespaces
+//!   (root only), for NAT traversal tests.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod coturn;
 pub mod device;
 pub mod media;
+pub mod netns;
 pub mod plain;
 pub mod relay;
 pub mod server;

@@ -182,7 +182,7 @@ pub async fn participant_with(
         Some(&token),
         |offer| async move {
             o2.lock().unwrap().clone_from(&offer);
-            p2.accept_offer(&offer).await
+            p2.accept_relay_offer(&offer).await
         },
     )
     .await

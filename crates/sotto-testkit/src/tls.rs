@@ -66,8 +66,14 @@ impl TestCa {
 
     /// A new server certificate for [`LOOPBACK_NAMES`] signed by this CA, with a fresh key.
     pub fn server_cert(&self) -> ServerCert {
+        self.server_cert_for(&LOOPBACK_NAMES)
+    }
+
+    /// A new server certificate for `names` (DNS names or IP addresses) signed by this CA.
+    pub fn server_cert_for(&self, names: &[&str]) -> ServerCert {
         let mut params =
-            CertificateParams::new(LOOPBACK_NAMES.map(str::to_owned).to_vec()).unwrap();
+            CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>())
+                .unwrap();
         params
             .distinguished_name
             .push(DnType::CommonName, "sotto test server");
@@ -83,11 +89,21 @@ impl TestCa {
 
     /// [`TestCa::server_cert`] written to `dir/NAME.crt` and `dir/NAME.key`.
     pub fn write_server_cert(&self, dir: &Path, name: &str) -> (TlsFiles, ServerCert) {
+        self.write_server_cert_for(dir, name, &LOOPBACK_NAMES)
+    }
+
+    /// [`TestCa::server_cert_for`] written to `dir/NAME.crt` and `dir/NAME.key`.
+    pub fn write_server_cert_for(
+        &self,
+        dir: &Path,
+        name: &str,
+        names: &[&str],
+    ) -> (TlsFiles, ServerCert) {
         let files = TlsFiles::new(
             dir.join(format!("{name}.crt")),
             dir.join(format!("{name}.key")),
         );
-        let cert = self.server_cert();
+        let cert = self.server_cert_for(names);
         cert.write(&files);
         (files, cert)
     }

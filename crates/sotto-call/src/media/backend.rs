@@ -32,14 +32,21 @@ pub struct WebrtcMedia(pub MediaFactory);
 impl MediaMaker for WebrtcMedia {
     fn make(&self, sender_id: u64) -> MediaMaking {
         let cfg = (self.0)(sender_id);
-        Box::pin(async move {
-            let mut cfg = cfg?;
-            // receivers check that our keys carry our own id
-            cfg.sender_id = sender_id;
-            let (peer, events) = MediaPeer::new(cfg).await?;
-            Ok((Arc::new(peer) as Arc<dyn MediaBackend>, events))
-        })
+        Box::pin(async move { make_webrtc(cfg?, sender_id).await })
     }
+}
+
+/// Builds a webrtc-rs [`MediaPeer`] for one call from `cfg`, with our SFrame sender id: for
+/// [`MediaMaker`]s that prepare the configuration asynchronously (e.g. with fresh TURN
+/// credentials).
+pub async fn make_webrtc(
+    mut cfg: MediaConfig,
+    sender_id: u64,
+) -> Result<(Arc<dyn MediaBackend>, MediaEvents), MediaError> {
+    // receivers check that our keys carry our own id
+    cfg.sender_id = sender_id;
+    let (peer, events) = MediaPeer::new(cfg).await?;
+    Ok((Arc::new(peer) as Arc<dyn MediaBackend>, events))
 }
 
 /// What the call driver needs from a media engine.
@@ -49,7 +56,10 @@ pub trait MediaBackend: Send + Sync {
     async fn create_offer(&self) -> Result<String, MediaError>;
     /// Applies the peer's offer; trickle answer SDP.
     async fn accept_offer(&self, sdp: &str) -> Result<String, MediaError>;
-    /// Applies a relay's offer; answer SDP with every candidate gathered.
+    /// Applies a relay's offer; answer SDP with the candidates gathered (all of them, or those
+    /// there are after [`RELAY_GATHER_WAIT`]).
+    ///
+    /// [`RELAY_GATHER_WAIT`]: super::consts::RELAY_GATHER_WAIT
     async fn answer_relay_offer(&self, sdp: &str) -> Result<String, MediaError>;
     /// Applies the peer's answer.
     async fn apply_answer(&self, sdp: &str) -> Result<(), MediaError>;
@@ -86,7 +96,7 @@ impl MediaBackend for MediaPeer {
         self.accept_offer_trickle(sdp).await
     }
     async fn answer_relay_offer(&self, sdp: &str) -> Result<String, MediaError> {
-        MediaPeer::accept_offer(self, sdp).await
+        MediaPeer::accept_relay_offer(self, sdp).await
     }
     async fn apply_answer(&self, sdp: &str) -> Result<(), MediaError> {
         self.accept_answer(sdp).await

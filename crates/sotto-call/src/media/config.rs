@@ -22,7 +22,34 @@ pub struct IceServer {
     pub credential: String,
 }
 
+impl IceServer {
+    /// The ICE servers for `urls` (STUN and TURN, in any mix): `stun:`/`stuns:` URLs without
+    /// credentials, `turn:`/`turns:` URLs with the TURN `username` and `credential` (coturn
+    /// REST credentials from the signaling server). Empty when `urls` is.
+    pub fn for_urls(urls: &[String], username: &str, credential: &str) -> Vec<IceServer> {
+        let is_turn = |u: &String| u.starts_with("turn:") || u.starts_with("turns:");
+        let stun: Vec<String> = urls.iter().filter(|u| !is_turn(u)).cloned().collect();
+        let turn: Vec<String> = urls.iter().filter(|u| is_turn(u)).cloned().collect();
+        let mut out = Vec::new();
+        if !stun.is_empty() {
+            out.push(IceServer {
+                urls: stun,
+                ..IceServer::default()
+            });
+        }
+        if !turn.is_empty() {
+            out.push(IceServer {
+                urls: turn,
+                username: username.to_owned(),
+                credential: credential.to_owned(),
+            });
+        }
+        out
+    }
+}
+
 impl std::fmt::Debug for IceServer {
+    // the credential is a TURN password: never printed
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("IceServer")
             .field("urls", &self.urls)
@@ -69,5 +96,29 @@ impl MediaConfig {
             record_prefix: None,
             tap: None,
         })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stun_and_turn_urls_become_two_servers_and_only_turn_carries_credentials() {
+        let urls = [
+            "stun:203.0.113.1:3478",
+            "turn:203.0.113.1:3478?transport=udp",
+            "turn:203.0.113.1:3478?transport=tcp",
+        ]
+        .map(str::to_owned);
+        let s = IceServer::for_urls(&urls, "1700000000:alice.1", "pw");
+        assert_eq!(s.len(), 2);
+        assert_eq!(s[0].urls, vec![urls[0].clone()]);
+        assert!(s[0].username.is_empty() && s[0].credential.is_empty());
+        assert_eq!(s[1].urls, urls[1..].to_vec());
+        assert_eq!(s[1].username, "1700000000:alice.1");
+        assert!(IceServer::for_urls(&[], "u", "p").is_empty());
+        assert!(!format!("{s:?}").contains("pw"), "credential printed");
     }
 }

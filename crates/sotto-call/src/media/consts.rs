@@ -6,6 +6,10 @@ use std::time::Duration;
 pub const MAX_SDP_LEN: usize = 32 * 1024;
 /// How long ICE gathering may take before setup fails.
 pub const GATHER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the answer to a sotto-relay's offer waits for gathering to complete before it goes
+/// out with the candidates gathered so far (host ones at least; a slow or dead STUN/TURN server
+/// must not stop a join to a public relay).
+pub const RELAY_GATHER_WAIT: Duration = Duration::from_secs(2);
 /// Packets the sample builder waits for a late packet before giving up on a frame.
 pub const MAX_LATE_PACKETS: u16 = 64;
 /// Media time the sample builder waits for a missing packet before giving up on its frame

@@ -16,12 +16,16 @@ use webrtc::peer_connection::{
 
 use super::consts::*;
 use super::error::wr;
+use super::ice::hide_related_address;
 use super::receive::receive_loop;
 use super::shared::{lock, Shared};
 use super::{MediaEvent, MediaKind};
 
 pub(super) struct Handler {
     pub(super) shared: Arc<Shared>,
+    /// Relay-only (privacy) mode: local candidates go out without the host address they
+    /// were derived from ([`hide_related_address`]).
+    pub(super) hide_related_addresses: bool,
 }
 
 #[async_trait::async_trait]
@@ -39,6 +43,12 @@ impl PeerConnectionEventHandler for Handler {
             .candidate
             .to_json()
             .map_err(wr)
+            .map(|mut c| {
+                if self.hide_related_addresses {
+                    c.candidate = hide_related_address(&c.candidate);
+                }
+                c
+            })
             .and_then(|c| serde_json::to_string(&c).map_err(wr))
         {
             Ok(json) => self.shared.emit(MediaEvent::LocalCandidate(json)),

@@ -43,7 +43,8 @@
 //! Layout: `peer` ([`MediaPeer`]: building the connection, sources, mutes, closing),
 //! `negotiate` (offer/answer, ICE candidates), `keys` (send key, remote keys), `send` (the send
 //! loops), `receive` (reassembled frames: key wait, decryption, keyframe requests), `handler`
-//! (webrtc-rs events), `record` (per-sender sink files), `shared` (state the tasks share), `stats`,
+//! (webrtc-rs events), `ice` (candidate types, acceptance waits, privacy of relay candidates),
+//! `record` (per-sender sink files), `shared` (state the tasks share), `stats`,
 //! `config`, `types` (media kinds, events, tapped frames), `error`.
 //!
 //! [`SenderKey`]: sotto_frame::SenderKey
@@ -53,6 +54,7 @@ mod config;
 pub mod consts;
 mod error;
 mod handler;
+mod ice;
 mod keys;
 mod loss;
 mod negotiate;
@@ -66,11 +68,15 @@ pub mod source;
 mod stats;
 mod types;
 
-pub use backend::{MediaBackend, MediaFactory, MediaMaker, MediaMaking, WebrtcMedia};
+pub use backend::{make_webrtc, MediaBackend, MediaFactory, MediaMaker, MediaMaking, WebrtcMedia};
 pub use config::{IceServer, MediaConfig};
 pub use error::MediaError;
+pub use ice::{
+    gathers_from, hide_related_address, hide_related_addresses_in_sdp, CandidateType,
+    UnknownCandidateType, PRFLX_ACCEPTANCE_WAIT, RELAY_ACCEPTANCE_WAIT, SRFLX_ACCEPTANCE_WAIT,
+};
 pub use peer::MediaPeer;
 pub use sink::{IvfSink, OggSink};
 pub use source::{is_vp8_key_frame, IvfSource, OggOpusSource};
-pub use stats::{MediaStats, StreamStats};
+pub use stats::{MediaStats, SeenCandidate, StreamStats};
 pub use types::{MediaEvent, MediaEvents, MediaKind, TapFrame};

@@ -10,11 +10,23 @@ use webrtc::peer_connection::RTCIceCandidateInit;
 
 use super::consts::*;
 use super::error::wr;
+use super::ice::hide_related_addresses_in_sdp;
 use super::shared::lock;
 use super::{MediaError, MediaPeer};
 
 impl MediaPeer {
     async fn gathered_sdp(&self) -> Result<String, MediaError> {
+        self.gathered_sdp_within(GATHER_TIMEOUT, false).await
+    }
+
+    /// The local SDP once gathering completed, within `limit`. With `partial_ok`, after
+    /// `limit` the candidates gathered so far do (if there is one, and a relay one in
+    /// relay-only mode) rather than an error.
+    async fn gathered_sdp_within(
+        &self,
+        limit: std::time::Duration,
+        partial_ok: bool,
+    ) -> Result<String, MediaError> {
         let wait = async {
             loop {
                 let notified = self.shared.gathered.notified();
@@ -24,14 +36,22 @@ impl MediaPeer {
                 notified.await;
             }
         };
-        if tokio::time::timeout(GATHER_TIMEOUT, wait).await.is_err() {
+        if tokio::time::timeout(limit, wait).await.is_err() {
+            let partial = self.pc.local_description().await.map(|d| d.sdp);
+            let usable = partial.as_deref().is_some_and(|s| {
+                s.contains(" typ ") && (!self.relay_only || s.contains(" typ relay"))
+            });
+            if partial_ok && usable {
+                if let Some(sdp) = partial {
+                    return Ok(self.private(sdp));
+                }
+            }
             // Relay-only gathering that never finishes is a TURN server that does not answer:
             // say so, rather than a generic timeout.
-            let partial = self.pc.local_description().await.map(|d| d.sdp);
             if self.relay_only && !partial.is_some_and(|s| s.contains(" typ relay")) {
                 return Err(MediaError::NoRelayCandidate);
             }
-            return Err(MediaError::GatherTimeout(GATHER_TIMEOUT));
+            return Err(MediaError::GatherTimeout(limit));
         }
         let sdp = self
             .pc
@@ -42,7 +62,7 @@ impl MediaPeer {
         if self.relay_only && !sdp.contains(" typ relay") {
             return Err(MediaError::NoRelayCandidate);
         }
-        Ok(sdp)
+        Ok(self.private(sdp))
     }
 
     fn check_sdp(sdp: &str) -> Result<(), MediaError> {
@@ -68,6 +88,15 @@ impl MediaPeer {
         self.gathered_sdp().await
     }
 
+    /// Applies a sotto-relay's offer (the relay does not trickle); returns the answer once ICE
+    /// gathering completed, or after [`RELAY_GATHER_WAIT`] with the candidates gathered by then:
+    /// the relay is a public host that our host candidates reach, and a STUN or TURN server that
+    /// does not answer must not hold the join up until [`GATHER_TIMEOUT`].
+    pub async fn accept_relay_offer(&self, sdp: &str) -> Result<String, MediaError> {
+        self.accept_offer_trickle(sdp).await?;
+        self.gathered_sdp_within(RELAY_GATHER_WAIT, true).await
+    }
+
     /// Trickle ICE: creates the offer and returns its SDP at once, before gathering; local
     /// candidates then come out as [`MediaEvent::LocalCandidate`]. With `relay_only`, a missing
     /// relay candidate shows as a failed connection rather than [`MediaError::NoRelayCandidate`].
@@ -91,12 +120,23 @@ impl MediaPeer {
     }
 
     async fn current_local_sdp(&self) -> Result<String, MediaError> {
-        Ok(self
-            .pc
-            .local_description()
-            .await
-            .ok_or_else(|| MediaError::Webrtc("no local description".into()))?
-            .sdp)
+        Ok(self.private(
+            self.pc
+                .local_description()
+                .await
+                .ok_or_else(|| MediaError::Webrtc("no local description".into()))?
+                .sdp,
+        ))
+    }
+
+    /// An SDP we send: in relay-only (privacy) mode without the host addresses our relay
+    /// candidates were derived from.
+    fn private(&self, sdp: String) -> String {
+        if self.relay_only {
+            hide_related_addresses_in_sdp(&sdp)
+        } else {
+            sdp
+        }
     }
 
     async fn apply_early_candidates(&self) -> Result<(), MediaError> {

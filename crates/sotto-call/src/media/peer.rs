@@ -141,6 +141,13 @@ impl MediaPeer {
                 rtc::interceptor::Slot::from(KEYFRAME_REQUEST_SLOT),
                 sotto_relay::feedback::KeyframeRequests::passing_other_rtcp(),
             );
+        for url in cfg.ice_servers.iter().flat_map(|s| &s.urls) {
+            if !super::ice::gathers_from(url) {
+                tracing::warn!(
+                    "{url}: webrtc-rs 0.21.1 gathers no relay candidate from TCP/TLS TURN; skipped"
+                );
+            }
+        }
         let servers = cfg
             .ice_servers
             .iter()
@@ -162,8 +169,10 @@ impl MediaPeer {
             .with_configuration(config)
             .with_media_engine(media)
             .with_interceptor_registry(registry)
+            .with_setting_engine(super::ice::setting_engine())
             .with_handler(Arc::new(Handler {
                 shared: shared.clone(),
+                hide_related_addresses: cfg.relay_only,
             }))
             .with_udp_addrs(vec![format!("{}:0", cfg.bind)])
             .build()

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use webrtc::peer_connection::{RTCStatsReportEntry, StatsSelector};
 
 use super::shared::lock;
-use super::MediaPeer;
+use super::{CandidateType, MediaPeer};
 
 /// Per-stream counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -50,12 +50,14 @@ pub struct StreamStats {
 pub struct MediaStats {
     /// Peer connection state.
     pub state: String,
-    /// Type of the selected candidate pair: `host`, `srflx`, `prflx` or `relay` (local side).
-    pub pair_type: Option<String>,
+    /// Local side of the selected candidate pair.
+    pub pair_type: Option<CandidateType>,
     /// Remote side of the selected pair. webrtc-rs 0.21 only reports remote candidates that
     /// were trickled in ([`MediaPeer::add_remote_candidate`]); with non-trickle setup this is
     /// `None`.
-    pub remote_pair_type: Option<String>,
+    pub remote_pair_type: Option<CandidateType>,
+    /// Every candidate the peer gave us (trickled in), as we see it: what the peer revealed.
+    pub remote_candidates: Vec<SeenCandidate>,
     /// Round-trip time of the selected pair.
     pub rtt: Option<Duration>,
     /// Send bitrate over the whole call so far, bits/s.
@@ -74,6 +76,20 @@ pub struct MediaStats {
     pub rtp_dropped_by_loss_knob: u64,
     /// Outgoing RTP packets that passed the loss knob (all of them when it is off).
     pub rtp_sent: u64,
+}
+
+/// A remote candidate as the peer sent it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeenCandidate {
+    /// Its type.
+    pub typ: CandidateType,
+    /// Its address (empty if webrtc-rs reports none).
+    pub address: String,
+    /// Its port.
+    pub port: u16,
+    /// The related address (`raddr`): for server-reflexive and relay candidates the address
+    /// they were derived from; empty or unspecified when not given.
+    pub related_address: String,
 }
 
 #[derive(Default)]
@@ -141,17 +157,29 @@ impl MediaPeer {
                     RTCStatsReportEntry::LocalCandidate(c)
                         if c.stats.id.ends_with(p.local_candidate_id.as_str()) =>
                     {
-                        pair_type = Some(c.candidate_type.to_string());
+                        pair_type = CandidateType::from_webrtc(c.candidate_type);
                     }
                     RTCStatsReportEntry::RemoteCandidate(c)
                         if c.stats.id.ends_with(p.remote_candidate_id.as_str()) =>
                     {
-                        remote_pair_type = Some(c.candidate_type.to_string());
+                        remote_pair_type = CandidateType::from_webrtc(c.candidate_type);
                     }
                     _ => {}
                 }
             }
         }
+        let remote_candidates = report
+            .iter()
+            .filter_map(|e| match e {
+                RTCStatsReportEntry::RemoteCandidate(c) => Some(SeenCandidate {
+                    typ: CandidateType::from_webrtc(c.candidate_type)?,
+                    address: c.address.clone().unwrap_or_default(),
+                    port: c.port,
+                    related_address: c.related_address.clone(),
+                }),
+                _ => None,
+            })
+            .collect();
         let audio = self.shared.counters[0].snapshot();
         let video = self.shared.counters[1].snapshot();
         let secs = self.shared.started.elapsed().as_secs_f64().max(0.001);
@@ -159,6 +187,7 @@ impl MediaPeer {
             state: lock(&self.shared.state).clone(),
             pair_type,
             remote_pair_type,
+            remote_candidates,
             rtt,
             send_bitrate: ((audio.bytes_sent + video.bytes_sent) as f64 * 8.0 / secs) as u64,
             recv_bitrate: ((audio.bytes_received + video.bytes_received) as f64 * 8.0 / secs)

@@ -6,6 +6,8 @@ use std::ops::{Deref, DerefMut};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 
+use sotto_call::media::CandidateType;
+
 pub const SOTTO: &str = env!("CARGO_BIN_EXE_sotto");
 
 /// A child process (a server, relay or phone) that is killed and reaped when the guard drops,
@@ -66,6 +68,19 @@ impl SpawnGuarded for Command {
 /// its devices under `home`.
 pub fn sotto(home: &Path) -> Command {
     let mut c = Command::new(SOTTO);
+    clean_env(&mut c, home);
+    c
+}
+
+/// [`sotto`] run inside network namespace `ns` (`ip netns exec NS sotto ...`).
+pub fn sotto_in(ns: &str, home: &Path) -> Command {
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", ns, SOTTO]);
+    clean_env(&mut c, home);
+    c
+}
+
+fn clean_env(c: &mut Command, home: &Path) {
     for v in [
         "SOTTO_SERVER",
         "SOTTO_SERVER_ID",
@@ -82,7 +97,6 @@ pub fn sotto(home: &Path) -> Command {
     }
     c.env("SOTTO_HOME", home)
         .env("XDG_CONFIG_HOME", home.join("no-config"));
-    c
 }
 
 /// Standard output then standard error.
@@ -97,8 +111,14 @@ pub fn text(o: &Output) -> String {
 /// Starts `sotto ARGS` and returns it with the rest of its first stdout line starting with
 /// `prefix` (e.g. the address after "listening on"); the rest of its output is drained.
 pub fn start(args: &[&str], prefix: &str) -> (ChildGuard, String) {
-    let mut child = Command::new(SOTTO)
-        .args(args)
+    let mut c = Command::new(SOTTO);
+    c.args(args);
+    start_command(c, prefix)
+}
+
+/// [`start`] for any command (e.g. `sotto` inside a network namespace).
+pub fn start_command(mut c: Command, prefix: &str) -> (ChildGuard, String) {
+    let mut child = c
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn_guarded();
@@ -204,4 +224,66 @@ pub fn decrypted_failed(out: &str) -> (u64, u64) {
             .unwrap()
     };
     (num("decrypted"), num("failed"))
+}
+
+/// What one side printed at the end of a call.
+#[derive(Debug)]
+pub struct Summary {
+    pub out: String,
+    /// Local side of the selected pair.
+    pub local: Option<CandidateType>,
+    /// Remote side (`None`: a candidate webrtc-rs does not report, e.g. learnt from a check).
+    pub remote: Option<CandidateType>,
+    pub decrypted: u64,
+    pub failed: u64,
+    /// `(type, address, related address)` of every candidate the peer sent.
+    pub remote_candidates: Vec<(CandidateType, String, String)>,
+    pub setup_ms: Option<u64>,
+}
+
+/// Parses the summary `sotto call/answer --script` prints (panics, naming `who`, if absent).
+pub fn summary(who: &str, out: String) -> Summary {
+    let frames = out
+        .lines()
+        .find(|l| l.starts_with("frames sent"))
+        .unwrap_or_else(|| panic!("{who}: no summary in:\n{out}"));
+    let pair = frames
+        .split("; pair ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("{who}: no pair in {frames}"));
+    let (l, r) = pair
+        .trim()
+        .split_once('/')
+        .unwrap_or_else(|| panic!("{who}: no candidate pair selected:\n{out}"));
+    let ty = |t: &str| {
+        t.parse::<CandidateType>()
+            .unwrap_or_else(|_| panic!("{who}: {t:?} is no candidate type in:\n{out}"))
+    };
+    let (decrypted, failed) = decrypted_failed(&out);
+    let remote_candidates = out
+        .lines()
+        .find_map(|l| l.strip_prefix("remote candidates: "))
+        .unwrap_or_default()
+        .split(", ")
+        .filter(|c| !c.is_empty())
+        .map(|c| {
+            // "relay 203.0.113.1:49160 raddr 0.0.0.0"
+            let w: Vec<&str> = c.split_whitespace().collect();
+            let addr = w[1].rsplit_once(':').map_or(w[1], |a| a.0).to_owned();
+            (ty(w[0]), addr, w.get(3).copied().unwrap_or("-").to_owned())
+        })
+        .collect();
+    let setup_ms = out
+        .lines()
+        .find_map(|l| l.strip_prefix("setup time "))
+        .and_then(|t| t.trim_end_matches(" ms").parse().ok());
+    Summary {
+        local: (l != "-").then(|| ty(l)),
+        remote: (r != "-").then(|| ty(r)),
+        decrypted,
+        failed,
+        remote_candidates,
+        setup_ms,
+        out,
+    }
 }
