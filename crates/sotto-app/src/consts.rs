@@ -10,13 +10,18 @@ pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long the device waits for the page to answer a media request (getUserMedia may ask
 /// the user for permission first).
-pub const PAGE_REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+/// Below the call driver's `MEDIA_OP_TIMEOUT` (10 s), so that the page's own timeout is the one
+/// that fires and cleans up.
+pub const PAGE_REQUEST_TIMEOUT: Duration = Duration::from_secs(8);
 
 /// Bytes of randomness in the page token (shown as hex in the URL fragment).
 pub const TOKEN_BYTES: usize = 32;
 
 /// Messages queued for a page that does not read them; past this the page is disconnected.
 pub const MAX_PAGE_BACKLOG: usize = 4096;
+
+/// How long one message to the page may take to go out before the page is disconnected.
+pub const PAGE_SEND_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The call screen's Content-Security-Policy: only the app's own embedded scripts, workers,
 /// styles and WebSocket; no inline script, no frames, no plugins, no third party.

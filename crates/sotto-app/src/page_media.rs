@@ -35,12 +35,27 @@ pub type IceProvider = Arc<
 
 #[derive(Default)]
 struct LinkState {
-    /// The connected page's outgoing queue (none while no page is connected).
-    page: Option<mpsc::UnboundedSender<Outgoing>>,
+    /// The connected page's outgoing queue (none while no page is connected), bounded by
+    /// [`MAX_PAGE_BACKLOG`](crate::consts::MAX_PAGE_BACKLOG): a page that stops reading is dropped, not buffered for.
+    page: Option<mpsc::Sender<Outgoing>>,
+    /// Which page that is (replies and events of any other are ignored).
+    session: u64,
     /// Media requests waiting for the page's reply.
     pending: HashMap<u64, oneshot::Sender<MediaResult>>,
-    /// The current call's media events.
-    events: Option<mpsc::UnboundedSender<MediaEvent>>,
+    /// The current call's number and media events.
+    events: Option<(u64, mpsc::UnboundedSender<MediaEvent>)>,
+}
+
+impl LinkState {
+    /// The page is gone: pending requests fail at once and the call's media reports `failed`
+    /// (its keys were in that page).
+    fn drop_page(&mut self) {
+        self.page = None;
+        self.pending.clear();
+        if let Some((_, ev)) = &self.events {
+            let _ = ev.send(MediaEvent::State("failed".into()));
+        }
+    }
 }
 
 /// The device's side of the page connection, shared by the web server (which attaches and
@@ -49,6 +64,7 @@ struct LinkState {
 pub struct PageLink {
     state: Arc<Mutex<LinkState>>,
     next_id: Arc<AtomicU64>,
+    next_call: Arc<AtomicU64>,
 }
 
 fn lock(m: &Mutex<LinkState>) -> MutexGuard<'_, LinkState> {
@@ -56,25 +72,32 @@ fn lock(m: &Mutex<LinkState>) -> MutexGuard<'_, LinkState> {
 }
 
 impl PageLink {
-    /// A new page connected (it showed the token): messages go to it from now on. A page that
-    /// was connected before is replaced; its pending requests fail.
-    pub fn attach(&self, page: mpsc::UnboundedSender<Outgoing>) {
+    /// A new page connected (it showed a valid token): messages go to it from now on; returns
+    /// its session number. A page connected before is dropped (its queue closes, which ends its
+    /// connection) and a call whose media it ran fails: its keys were in that page.
+    pub fn attach(&self, page: mpsc::Sender<Outgoing>) -> u64 {
         let mut s = lock(&self.state);
+        if s.page.is_some() {
+            tracing::warn!("another call screen page took over; the previous one is closed");
+            s.drop_page();
+        }
         s.page = Some(page);
-        s.pending.clear();
+        s.session += 1;
+        s.session
     }
 
-    /// The page `page` went away (if it is still the current one): pending requests fail at
-    /// once and the call's media reports `failed`.
-    pub fn detach(&self, page: &mpsc::UnboundedSender<Outgoing>) {
+    /// Page `session` went away (if it is still the current one): as in [`PageLink::attach`].
+    pub fn detach(&self, session: u64) {
         let mut s = lock(&self.state);
-        if s.page.as_ref().is_some_and(|p| p.same_channel(page)) {
-            s.page = None;
-            s.pending.clear();
-            if let Some(ev) = &s.events {
-                let _ = ev.send(MediaEvent::State("failed".into()));
-            }
+        if s.session == session && s.page.is_some() {
+            s.drop_page();
         }
+    }
+
+    /// Whether `session` is the current page.
+    pub fn is_current(&self, session: u64) -> bool {
+        let s = lock(&self.state);
+        s.session == session && s.page.is_some()
     }
 
     /// Whether a page is connected.
@@ -82,27 +105,41 @@ impl PageLink {
         lock(&self.state).page.is_some()
     }
 
-    /// Sends a message to the page; false when none is connected.
+    /// Sends a message to the page; false when none is connected. A page whose queue is full
+    /// ([`MAX_PAGE_BACKLOG`](crate::consts::MAX_PAGE_BACKLOG)) is dropped.
     pub fn send(&self, msg: &ToPage) -> bool {
         let Ok(text) = serde_json::to_string(msg) else {
             return false;
         };
-        let text = Zeroizing::new(text);
-        match &lock(&self.state).page {
-            Some(p) => p.send(text).is_ok(),
-            None => false,
+        let mut s = lock(&self.state);
+        let Some(p) = &s.page else { return false };
+        match p.try_send(Zeroizing::new(text)) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!("call screen page does not read its messages: dropped");
+                s.drop_page();
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
         }
     }
 
-    /// The page answered request `id`.
-    pub fn reply(&self, id: u64, result: MediaResult) {
-        if let Some(tx) = lock(&self.state).pending.remove(&id) {
+    /// Page `session` answered request `id`.
+    pub fn reply(&self, session: u64, id: u64, result: MediaResult) {
+        let mut s = lock(&self.state);
+        if s.session != session {
+            return;
+        }
+        if let Some(tx) = s.pending.remove(&id) {
             let _ = tx.send(result);
         }
     }
 
-    /// The page reported a media event.
-    pub fn event(&self, event: PageMediaEvent) {
+    /// Page `session` reported a media event.
+    pub fn event(&self, session: u64, event: PageMediaEvent) {
+        if !self.is_current(session) {
+            return;
+        }
         let ev = match event {
             PageMediaEvent::State { state } => MediaEvent::State(state),
             PageMediaEvent::Candidate { candidate } => MediaEvent::LocalCandidate(candidate),
@@ -116,7 +153,7 @@ impl PageLink {
                 MediaEvent::DecryptFailing(k, code)
             }
         };
-        if let Some(tx) = &lock(&self.state).events {
+        if let Some((_, tx)) = &lock(&self.state).events {
             let _ = tx.send(ev);
         }
     }
@@ -131,19 +168,14 @@ impl PageLink {
         let (tx, rx) = oneshot::channel();
         {
             let mut s = lock(&self.state);
-            let Some(page) = &s.page else {
-                return Err(MediaError::BackendGone);
-            };
-            let text = serde_json::to_string(&ToPage::Media { id, request }).map_err(|_| {
-                MediaError::BackendRefused {
-                    op,
-                    reason: "encode".into(),
-                }
-            })?;
-            if page.send(Zeroizing::new(text)).is_err() {
+            if s.page.is_none() {
                 return Err(MediaError::BackendGone);
             }
             s.pending.insert(id, tx);
+        }
+        if !self.send(&ToPage::Media { id, request }) {
+            lock(&self.state).pending.remove(&id);
+            return Err(MediaError::BackendGone);
         }
         let out = match tokio::time::timeout(PAGE_REQUEST_TIMEOUT, rx).await {
             Ok(Ok(r)) => Ok(r),
@@ -203,17 +235,20 @@ impl MediaMaker for PageMedia {
         let ice = (self.ice)();
         let (suite, relay_only) = (self.suite.id(), self.relay_only);
         Box::pin(async move {
+            let call = link.next_call.fetch_add(1, Ordering::Relaxed) + 1;
             let request = MediaRequest::Create {
-                sender_id,
+                call,
+                sender_id: sender_id.to_string(),
                 suite,
                 ice_servers: ice.await,
                 relay_only,
             };
             let (tx, rx) = mpsc::unbounded_channel();
-            lock(&link.state).events = Some(tx);
+            lock(&link.state).events = Some((call, tx));
             link.request("create", request).await?;
             let backend = PageBackend {
                 link,
+                call,
                 relay_only,
                 last_send_key: Mutex::new(None),
             };
@@ -228,6 +263,8 @@ impl MediaMaker for PageMedia {
 /// One call's media in the page.
 struct PageBackend {
     link: PageLink,
+    /// This call's number.
+    call: u64,
     relay_only: bool,
     /// (generation, step) of the last send key handed over: keys never go back.
     last_send_key: Mutex<Option<(u64, u64)>>,
@@ -280,10 +317,15 @@ impl MediaBackend for PageBackend {
             .last_send_key
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if last.is_some_and(|l| id < l) {
-            return Err(MediaError::Frame(sotto_frame::Error::InvalidKeyId(
-                "send key does not move forward",
-            )));
+        match *last {
+            Some(l) if id < l => {
+                return Err(MediaError::Frame(sotto_frame::Error::InvalidKeyId(
+                    "send key does not move forward",
+                )))
+            }
+            // the page already has it: sending it again could only reset a counter
+            Some(l) if id == l => return Ok(()),
+            _ => {}
         }
         *last = Some(id);
         drop(last);
@@ -338,10 +380,14 @@ impl MediaBackend for PageBackend {
     async fn close(&self) {
         let _ = tokio::time::timeout(
             Duration::from_secs(2),
-            self.link.request("close", MediaRequest::Close),
+            self.link
+                .request("close", MediaRequest::Close { call: self.call }),
         )
         .await;
-        lock(&self.link.state).events = None;
+        let mut s = lock(&self.link.state);
+        if s.events.as_ref().is_some_and(|(c, _)| *c == self.call) {
+            s.events = None;
+        }
     }
 }
 

@@ -9,11 +9,12 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Page → device.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Page → device. `Debug` never prints the token.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum FromPage {
-    /// First message: the one-time token from the URL fragment.
+    /// First message: the token (the link's, once; then the session token of the last
+    /// [`ToPage::Welcome`]).
     Hello {
         /// Hex token.
         token: String,
@@ -35,6 +36,17 @@ pub enum FromPage {
         /// What happened.
         event: PageMediaEvent,
     },
+}
+
+impl std::fmt::Debug for FromPage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FromPage::Hello { .. } => f.write_str("Hello(<redacted>)"),
+            FromPage::Command { command } => write!(f, "Command({command:?})"),
+            FromPage::MediaReply { id, .. } => write!(f, "MediaReply({id})"),
+            FromPage::MediaEvent { event } => write!(f, "MediaEvent({event:?})"),
+        }
+    }
 }
 
 /// A user action on the call screen.
@@ -148,10 +160,13 @@ pub struct PageStats {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ToPage {
-    /// The token was right: who we are.
+    /// The token was right: who we are, and the token for this tab's next `hello` (a reload):
+    /// every token works once, the link's included.
     Welcome {
         /// Our account.
         me: String,
+        /// Hex; the page keeps it in `sessionStorage` (this tab only).
+        session: String,
     },
     /// The call's state, sent whenever it changes.
     Status(PageStatus),
@@ -232,8 +247,10 @@ pub struct PageStatus {
 pub enum MediaRequest {
     /// Build this call's peer connection (camera and microphone with frame transforms).
     Create {
-        /// Our SFrame sender id (every send key carries it).
-        sender_id: u64,
+        /// This call's number: a later `close` for another call is ignored.
+        call: u64,
+        /// Our SFrame sender id (every send key carries it), decimal (ids reach 2^56).
+        sender_id: String,
         /// SFrame cipher suite.
         suite: u16,
         /// ICE servers for `RTCPeerConnection`.
@@ -274,12 +291,15 @@ pub enum MediaRequest {
     },
     /// Counters.
     Stats,
-    /// Close the peer connection and forget every key.
-    Close,
+    /// Close call `call`'s peer connection and forget every key.
+    Close {
+        /// The call's number (from its `create`).
+        call: u64,
+    },
 }
 
-/// One ICE server, as `RTCIceServer`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One ICE server, as `RTCIceServer`. `Debug` never prints the credential.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PageIceServer {
     /// `stun:` / `turn:` / `turns:` URLs.
@@ -290,6 +310,15 @@ pub struct PageIceServer {
     /// TURN credential.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub credential: String,
+}
+
+impl std::fmt::Debug for PageIceServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PageIceServer")
+            .field("urls", &self.urls)
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A key operation for the frame worker. Key material is base64 of

@@ -17,9 +17,11 @@ use tokio::sync::{mpsc, watch};
 use zeroize::Zeroizing;
 
 use crate::assets::ASSETS;
-use crate::consts::{CSP, HELLO_TIMEOUT, MAX_PAGE_BACKLOG, MAX_PAGE_MESSAGE, TOKEN_BYTES};
+use crate::consts::{
+    CSP, HELLO_TIMEOUT, MAX_PAGE_BACKLOG, MAX_PAGE_MESSAGE, PAGE_SEND_TIMEOUT, TOKEN_BYTES,
+};
 use crate::page_media::{Outgoing, PageLink};
-use crate::protocol::{FromPage, PageCommand, PageStatus, ToPage};
+use crate::protocol::{FromPage, NoticeKind, PageCommand, PageStatus, ToPage};
 
 /// Why the call screen could not start.
 #[derive(Debug, thiserror::Error)]
@@ -64,7 +66,9 @@ impl AppServer {
 
 #[derive(Clone)]
 struct AppState {
-    token: std::sync::Arc<Zeroizing<String>>,
+    /// The one token a `hello` may show now: the link's at first, then the session token the
+    /// last page was given (each works once).
+    token: std::sync::Arc<std::sync::Mutex<Zeroizing<String>>>,
     origin: std::sync::Arc<str>,
     host: std::sync::Arc<str>,
     me: std::sync::Arc<str>,
@@ -84,7 +88,7 @@ pub async fn start(w: AppWiring) -> Result<AppServer, AppError> {
     let addr = listener.local_addr().map_err(AppError::Bind)?;
     let token = Zeroizing::new(hex::encode(rand::random::<[u8; TOKEN_BYTES]>()));
     let state = AppState {
-        token: std::sync::Arc::new(token.clone()),
+        token: std::sync::Arc::new(std::sync::Mutex::new(token.clone())),
         origin: format!("http://{addr}").into(),
         host: addr.to_string().into(),
         me: w.me.into(),
@@ -185,24 +189,50 @@ enum PageEnd {
     NoHello,
     BadToken,
     Closed,
-    Backlog,
+    Replaced,
+    SendTimeout,
+}
+
+fn new_token() -> Zeroizing<String> {
+    Zeroizing::new(hex::encode(rand::random::<[u8; TOKEN_BYTES]>()))
+}
+
+/// Checks a `hello`'s token against the current one and, if it matches, replaces it with a
+/// fresh session token (returned, for the page's next `hello`): every token works once.
+fn take_token(s: &AppState, shown: &str) -> Option<Zeroizing<String>> {
+    let mut cur = s
+        .token
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if !bool::from(shown.as_bytes().ct_eq(cur.as_bytes())) {
+        return None;
+    }
+    let next = new_token();
+    *cur = next.clone();
+    Some(next)
+}
+
+/// One message to the page, within [`PAGE_SEND_TIMEOUT`].
+async fn send_page(socket: &mut WebSocket, text: &str) -> Result<(), PageEnd> {
+    match tokio::time::timeout(PAGE_SEND_TIMEOUT, socket.send(Message::Text(text.into()))).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(PageEnd::Closed),
+        Err(_) => Err(PageEnd::SendTimeout),
+    }
 }
 
 async fn page_session(s: AppState, mut socket: WebSocket) {
-    // the token first, within HELLO_TIMEOUT
+    // a token first, within HELLO_TIMEOUT
     let hello = tokio::time::timeout(HELLO_TIMEOUT, socket.recv()).await;
     let timed_out = hello.is_err();
-    let ok = match hello {
+    let session_token = match hello {
         Ok(Some(Ok(Message::Text(t)))) => match serde_json::from_str::<FromPage>(t.as_str()) {
-            Ok(FromPage::Hello { token }) => {
-                let token = Zeroizing::new(token);
-                bool::from(token.as_bytes().ct_eq(s.token.as_bytes()))
-            }
-            _ => false,
+            Ok(FromPage::Hello { token }) => take_token(&s, &Zeroizing::new(token)),
+            _ => None,
         },
-        _ => false,
+        _ => None,
     };
-    if !ok {
+    let Some(session_token) = session_token else {
         let end = if timed_out {
             PageEnd::NoHello
         } else {
@@ -216,58 +246,78 @@ async fn page_session(s: AppState, mut socket: WebSocket) {
             })))
             .await;
         return;
-    }
-    let (tx, mut rx) = mpsc::unbounded_channel::<Outgoing>();
-    s.link.attach(tx.clone());
+    };
+    // the link holds the only sender: when another page takes over, the queue closes and this
+    // connection ends
+    let (tx, mut rx) = mpsc::channel::<Outgoing>(MAX_PAGE_BACKLOG);
+    let session = s.link.attach(tx);
     let mut status = s.status.clone();
     let welcome = ToPage::Welcome {
         me: s.me.to_string(),
+        session: session_token.to_string(),
     };
     let first = ToPage::Status(status.borrow_and_update().clone());
+    let mut end = None;
     for m in [welcome, first] {
         if let Ok(t) = serde_json::to_string(&m) {
-            let _ = tx.send(Zeroizing::new(t));
+            if let Err(e) = send_page(&mut socket, &Zeroizing::new(t)).await {
+                end = Some(e);
+            }
         }
     }
-    let end = loop {
-        tokio::select! {
-            out = rx.recv() => {
-                let Some(text) = out else { break PageEnd::Closed };
-                if rx.len() > MAX_PAGE_BACKLOG {
-                    break PageEnd::Backlog;
+    let end = match end {
+        Some(e) => e,
+        None => loop {
+            tokio::select! {
+                out = rx.recv() => {
+                    let Some(text) = out else { break PageEnd::Replaced };
+                    if let Err(e) = send_page(&mut socket, &text).await {
+                        break e;
+                    }
                 }
-                if socket.send(Message::Text(text.as_str().into())).await.is_err() {
-                    break PageEnd::Closed;
+                changed = status.changed() => {
+                    if changed.is_err() { break PageEnd::Closed }
+                    let m = ToPage::Status(status.borrow_and_update().clone());
+                    if let Ok(t) = serde_json::to_string(&m) {
+                        if let Err(e) = send_page(&mut socket, &t).await {
+                            break e;
+                        }
+                    }
+                }
+                inb = socket.recv() => {
+                    match inb {
+                        Some(Ok(Message::Text(t))) => handle(&s, session, t.as_str()),
+                        Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break PageEnd::Closed,
+                        Some(Ok(_)) => {}
+                    }
                 }
             }
-            changed = status.changed() => {
-                if changed.is_err() { break PageEnd::Closed }
-                let m = ToPage::Status(status.borrow_and_update().clone());
-                if let Ok(t) = serde_json::to_string(&m) {
-                    let _ = tx.send(Zeroizing::new(t));
-                }
-            }
-            inb = socket.recv() => {
-                match inb {
-                    Some(Ok(Message::Text(t))) => handle(&s, t.as_str()).await,
-                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break PageEnd::Closed,
-                    Some(Ok(_)) => {}
-                }
-            }
-        }
+        },
     };
     tracing::info!("call screen page gone: {end:?}");
-    s.link.detach(&tx);
+    s.link.detach(session);
 }
 
-async fn handle(s: &AppState, text: &str) {
+fn handle(s: &AppState, session: u64, text: &str) {
     match serde_json::from_str::<FromPage>(text) {
         Ok(FromPage::Command { command }) => {
-            let _ = s.commands.send(command).await;
+            // never wait here: the page's replies to media requests come on this same loop
+            if s.commands.try_send(command).is_err() {
+                tracing::info!("call screen: too many commands at once, one dropped");
+                s.link.send(&ToPage::Notice {
+                    kind: NoticeKind::Error,
+                    text: "too many actions at once: one was ignored".into(),
+                });
+            }
         }
-        Ok(FromPage::MediaReply { id, result }) => s.link.reply(id, result),
-        Ok(FromPage::MediaEvent { event }) => s.link.event(event),
+        Ok(FromPage::MediaReply { id, result }) => s.link.reply(session, id, result),
+        Ok(FromPage::MediaEvent { event }) => s.link.event(session, event),
         Ok(FromPage::Hello { .. }) => {}
-        Err(e) => tracing::info!("call screen page sent a message we do not understand: {e}"),
+        // serde's message may quote the page's strings (an SDP): only its position is logged
+        Err(e) => tracing::info!(
+            "call screen page sent a message we do not understand (line {}, column {})",
+            e.line(),
+            e.column()
+        ),
     }
 }

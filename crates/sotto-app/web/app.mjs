@@ -4,7 +4,10 @@
 // messages are passed to it as they arrive and kept nowhere here.
 
 const $ = (id) => document.getElementById(id);
-const token = location.hash.slice(1);
+// the link's token works once; the device then gives this tab a fresh one for a reload, kept
+// in sessionStorage (this tab only) — and the link's is taken out of the address bar
+const token = sessionStorage.getItem("sotto-session") || location.hash.slice(1);
+history.replaceState(null, "", "/");
 const ws = new WebSocket(`ws://${location.host}/ws`);
 const worker = new Worker("frame-worker.mjs", { type: "module" });
 // Chromium 156 has RTCRtpScriptTransform, but frames of a sender given one went out untouched
@@ -25,8 +28,10 @@ worker.onerror = (e) => log("error", `frame worker failed: ${e.message}`);
 worker.postMessage({ op: "ping" });
 
 let pc = null;
+let call = null; // the device's number for the current call's media
 let local = null; // MediaStream from getUserMedia
 let relayOnly = false;
+let sending = false; // tracks go to the senders only once the device says `start`
 let gatheringDone = null;
 let statsWaiters = new Map();
 let statsSeq = 0;
@@ -56,6 +61,12 @@ ws.onopen = () => send({ type: "hello", token });
 ws.onclose = () => {
   $("state").textContent = "the device closed the connection";
   $("state").dataset.state = "offline";
+  // without the device there is no call: nothing more leaves this page
+  stopStats();
+  worker.postMessage({ op: "close" });
+  pc?.close();
+  pc = null;
+  for (const t of local?.getTracks() ?? []) t.stop();
 };
 ws.onmessage = async ({ data }) => {
   let m;
@@ -67,6 +78,9 @@ ws.onmessage = async ({ data }) => {
   switch (m.type) {
     case "welcome":
       $("me").textContent = m.me;
+      sessionStorage.setItem("sotto-session", m.session);
+      // camera and microphone now, so that a permission prompt does not hold up a call
+      ensureLocal().catch((e) => showError(`camera/microphone: ${e.name}`));
       break;
     case "status":
       status(m);
@@ -206,11 +220,12 @@ async function wireLocalTracks() {
     const kind = t.receiver.track.kind;
     const track = s.getTracks().find((x) => x.kind === kind);
     t.direction = "sendrecv";
-    if (track && t.sender.track !== track) await t.sender.replaceTrack(track);
+    // the track itself is given at `start`, as webrtc-rs sends nothing before start_sending
+    if (sending && track && t.sender.track !== track) await t.sender.replaceTrack(track);
     if (!t.sotto) {
-      t.sotto = true;
       preferCodecs(t);
       attachTransforms(t);
+      t.sotto = true; // only once the transforms are on
     }
   }
 }
@@ -251,7 +266,9 @@ async function media(id, req) {
         return { failed: "frame_worker_unavailable" };
       }
       if (pc) pc.close();
-      worker.postMessage({ op: "create", suite: req.suite, sender_id: String(req.sender_id) });
+      sending = false;
+      call = req.call;
+      worker.postMessage({ op: "create", suite: req.suite, sender_id: req.sender_id });
       await ensureLocal();
       pc = newPeerConnection(req);
       return "done";
@@ -266,7 +283,8 @@ async function media(id, req) {
       await pc.setRemoteDescription({ type: "offer", sdp: req.sdp });
       await wireLocalTracks();
       await pc.setLocalDescription();
-      if (req.op === "answer_relay_offer") await gatheringDone;
+      // a relay wants every candidate, but not forever (the device's RELAY_GATHER_WAIT)
+      if (req.op === "answer_relay_offer") await Promise.race([gatheringDone, new Promise((r) => setTimeout(r, 2000))]);
       return { sdp: pc.localDescription.sdp };
     }
     case "apply_answer":
@@ -276,6 +294,8 @@ async function media(id, req) {
       await pc.addIceCandidate(JSON.parse(req.candidate));
       return "done";
     case "start":
+      sending = true;
+      await wireLocalTracks();
       startStats();
       return "done";
     case "set_muted":
@@ -284,6 +304,9 @@ async function media(id, req) {
     case "stats":
       return { stats: await stats() };
     case "close":
+      if (req.call !== call) return "done"; // an earlier call's close: not this one's media
+      sending = false;
+      stopStats();
       worker.postMessage({ op: "close" });
       pc?.close();
       pc = null;
@@ -338,10 +361,11 @@ async function stats() {
   if (pc) {
     const report = await pc.getStats();
     let bytesOut = 0, bytesIn = 0;
-    let encoded = 0;
+    let encoded = 0, audioPackets = 0;
     for (const r of report.values()) {
       if (r.type === "outbound-rtp") bytesOut += r.bytesSent || 0;
       if (r.type === "outbound-rtp" && r.kind === "video") encoded += r.framesEncoded || 0;
+      if (r.type === "outbound-rtp" && r.kind === "audio") audioPackets += r.packetsSent || 0;
       if (r.type === "inbound-rtp") bytesIn += r.bytesReceived || 0;
       if (r.type === "candidate-pair" && r.nominated && r.state === "succeeded") {
         const l = report.get(r.localCandidateId), rm = report.get(r.remoteCandidateId);
@@ -350,12 +374,14 @@ async function stats() {
         if (r.currentRoundTripTime !== undefined) out.rtt_ms = Math.round(r.currentRoundTripTime * 1000);
       }
     }
-    // every video frame the encoder produced must have passed the worker (sealed, or dropped
-    // for want of a key); a few may be in flight
-    const passed = (w?.counts.video.sent ?? 0) + (w?.counts.video.dropped_no_key ?? 0);
-    if (w && encoded > passed + 10) {
-      leak(encoded, passed);
-    }
+    // every video frame the encoder produced and every audio packet sent (one Opus frame
+    // each) must have passed the worker (sealed, or dropped for want of a key); a few may be
+    // in flight. A worker that does not answer fails the check too.
+    const video = (w?.counts.video.sent ?? 0) + (w?.counts.video.dropped_no_key ?? 0);
+    const audio = (w?.counts.audio.sent ?? 0) + (w?.counts.audio.dropped_no_key ?? 0);
+    if (!w && encoded + audioPackets > 0) leak(encoded + audioPackets, "no answer from the frame worker");
+    else if (encoded > video + 10) leak(encoded, `${video} video frames sealed`);
+    else if (audioPackets > audio + 25) leak(audioPackets, `${audio} audio frames sealed`);
     const t = performance.now();
     if (prevBytes) {
       const dt = (t - prevBytes.t) / 1000;
@@ -370,9 +396,13 @@ async function stats() {
 }
 
 // frames left without going through the worker: stop sending at once and end the call
-function leak(encoded, passed) {
-  for (const t of pc?.getTransceivers() ?? []) t.sender.replaceTrack(null);
-  showError(`frames were sent without end-to-end encryption (${encoded} encoded, ${passed} sealed): call ended`);
+function leak(encoded, what) {
+  if (!pc) return;
+  for (const t of pc.getTransceivers()) t.sender.replaceTrack(null).catch(() => {});
+  pc.close();
+  pc = null;
+  stopStats();
+  showError(`frames may have left without end-to-end encryption (${encoded} sent, ${what}): call ended`);
   command({ action: "hangup" });
 }
 

@@ -17,6 +17,10 @@ const codecOf = (kind) => (kind === "audio" ? "opus" : "vp8");
 const now = () => performance.now();
 const b64 = (s) => Uint8Array.from(atob(s), (c) => c.charCodeAt(0));
 
+// (generation, step) of the last send key accepted: a key that does not move forward is refused
+// (an equal one ignored), so no counter ever starts again under a key already used
+let lastSendKey = null;
+
 async function useSendKey(bytes) {
   const m = parseKeyMaterial(bytes);
   wipe(bytes);
@@ -24,23 +28,31 @@ async function useSendKey(bytes) {
     wipe(m.baseKey);
     return "refused: not our key";
   }
-  if (sender) {
-    const cur = [sender.generation, sender.step];
-    const next = [m.generation, m.step];
-    const same = cur[0] === next[0] && cur[1] === next[1];
-    const back = next[0] < cur[0] || (next[0] === cur[0] && next[1] < cur[1]);
+  if (lastSendKey) {
+    const [g, st] = lastSendKey;
+    const same = m.generation === g && m.step === st;
+    const back = m.generation < g || (m.generation === g && m.step < st);
     if (same || back) {
       wipe(m.baseKey);
       return same ? "same key" : "refused: goes back";
     }
-    sender.destroy();
   }
-  sender = await SenderKey.create(m.suite, m.sender, m.baseKey, { generation: m.generation, step: m.step });
+  lastSendKey = [m.generation, m.step];
+  const next = await SenderKey.create(m.suite, m.sender, m.baseKey, { generation: m.generation, step: m.step });
   wipe(m.baseKey);
+  sender?.destroy();
+  sender = next;
   return "ok";
 }
 
-self.onmessage = async ({ data }) => {
+// every message is handled completely before the next one starts (key changes in the order
+// the device sent them; a `create` or `close` never overtaken by an earlier key)
+let queue = Promise.resolve();
+self.onmessage = (ev) => {
+  queue = queue.then(() => handle(ev.data)).catch((e) => self.postMessage({ event: "key_refused", reason: String(e) }));
+};
+
+async function handle(data) {
   switch (data.op) {
     case "ping":
       self.postMessage({ event: "pong" });
@@ -50,6 +62,7 @@ self.onmessage = async ({ data }) => {
       senderId = BigInt(data.sender_id);
       sender?.destroy();
       sender = null;
+      lastSendKey = null;
       ring = new KeyRing(suite);
       counts = { audio: zero(), video: zero() };
       first.audio = first.video = false;
@@ -75,6 +88,7 @@ self.onmessage = async ({ data }) => {
     case "close":
       sender?.destroy();
       sender = null;
+      lastSendKey = null;
       ring = null;
       break;
     case "stats":
@@ -85,11 +99,11 @@ self.onmessage = async ({ data }) => {
         generation: sender ? Number(sender.generation) : null,
       });
       break;
-    case "streams": // createEncodedStreams fallback: the page hands us the streams
+    case "streams": // encoded streams: the page hands us the streams
       pipe(data.readable, data.writable, data.kind, data.direction);
       break;
   }
-};
+}
 
 // RTCRtpScriptTransform
 self.addEventListener("rtctransform", ({ transformer }) => {

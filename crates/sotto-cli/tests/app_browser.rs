@@ -68,9 +68,19 @@ struct Cdp {
 
 impl Cdp {
     async fn eval(&mut self, expr: &str) -> Value {
+        let r = self
+            .call(
+                "Runtime.evaluate",
+                json!({"expression": expr, "awaitPromise": true, "returnByValue": true}),
+            )
+            .await;
+        r["result"]["value"].clone()
+    }
+
+    /// One DevTools method; its `result`.
+    async fn call(&mut self, method: &str, params: Value) -> Value {
         self.id += 1;
-        let msg = json!({"id": self.id, "method": "Runtime.evaluate",
-            "params": {"expression": expr, "awaitPromise": true, "returnByValue": true}});
+        let msg = json!({"id": self.id, "method": method, "params": params});
         self.ws.send(Message::text(msg.to_string())).await.unwrap();
         loop {
             let m = tokio::time::timeout(Duration::from_secs(30), self.ws.next())
@@ -80,7 +90,7 @@ impl Cdp {
                 .unwrap();
             let v: Value = serde_json::from_str(m.to_text().unwrap()).unwrap();
             if v["id"] == self.id {
-                return v["result"]["result"]["value"].clone();
+                return v["result"].clone();
             }
         }
     }
@@ -105,7 +115,49 @@ impl Cdp {
     }
 }
 
-fn chromium(profile: &Path, url: &str) -> ChildGuard {
+/// The fake camera and microphone: SMPTE colour bars (a still picture, so any received frame
+/// can be compared with it) and a 440 Hz tone, made by ffmpeg.
+fn fake_media(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (y4m, wav) = (dir.join("camera.y4m"), dir.join("mic.wav"));
+    let runs: [(&[&str], &Path); 2] = [
+        (
+            &[
+                "-f",
+                "lavfi",
+                "-i",
+                "smptebars=size=640x480:rate=30",
+                "-t",
+                "2",
+                "-pix_fmt",
+                "yuv420p",
+            ],
+            &y4m,
+        ),
+        (
+            &[
+                "-f",
+                "lavfi",
+                "-i",
+                "sine=frequency=440:sample_rate=48000",
+                "-t",
+                "3",
+            ],
+            &wav,
+        ),
+    ];
+    for (args, out) in runs {
+        let o = Command::new("ffmpeg")
+            .args(["-y", "-loglevel", "error"])
+            .args(args)
+            .arg(out)
+            .output()
+            .expect("ffmpeg is required (.ci/run installs it)");
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    (y4m, wav)
+}
+
+fn chromium(profile: &Path, url: &str, camera: &Path, mic: &Path) -> ChildGuard {
     Command::new("chromium")
         .args([
             "--headless=new",
@@ -118,7 +170,16 @@ fn chromium(profile: &Path, url: &str) -> ChildGuard {
             "--use-fake-ui-for-media-stream",
             "--autoplay-policy=no-user-gesture-required",
             "--remote-debugging-port=0",
+            "--window-size=1100,900",
         ])
+        .arg(format!(
+            "--use-file-for-fake-video-capture={}",
+            camera.display()
+        ))
+        .arg(format!(
+            "--use-file-for-fake-audio-capture={}",
+            mic.display()
+        ))
         .arg(format!("--user-data-dir={}", profile.display()))
         .arg(url)
         .stdout(Stdio::null())
@@ -237,7 +298,7 @@ async fn browser_calls_a_rust_device_and_both_decrypt_each_others_media() {
             sink.clear();
         }
     });
-    let (base, _token) = link.split_once("/#").unwrap();
+    let (base, link_token) = link.split_once("/#").unwrap();
     let host = base.trim_start_matches("http://");
 
     // the server side of the page's defences
@@ -282,7 +343,8 @@ async fn browser_calls_a_rust_device_and_both_decrypt_each_others_media() {
     eprintln!("defences checked; starting Chromium");
     // the page, as a user would use it
     let profile = tempfile::tempdir().unwrap();
-    let _browser = chromium(profile.path(), &link);
+    let (camera, mic) = fake_media(dir.path());
+    let _browser = chromium(profile.path(), &link, &camera, &mic);
     let mut page = attach(profile.path(), base).await;
     page.wait(
         "document.getElementById('me').textContent === 'alice'",
@@ -290,6 +352,25 @@ async fn browser_calls_a_rust_device_and_both_decrypt_each_others_media() {
         "the welcome",
     )
     .await;
+    // the link's token worked once: shown again (another local user who read it), refused
+    let mut req = format!("ws://{host}/ws").into_client_request_with_origin(base);
+    let (mut ws, _) = tokio_tungstenite::connect_async(req.take().unwrap())
+        .await
+        .unwrap();
+    ws.send(Message::text(
+        json!({"type": "hello", "token": link_token}).to_string(),
+    ))
+    .await
+    .unwrap();
+    let closed = tokio::time::timeout(Duration::from_secs(10), ws.next())
+        .await
+        .unwrap();
+    assert!(
+        matches!(closed, Some(Ok(Message::Close(Some(ref f)))) if u16::from(f.code) == 1008),
+        "the link's token is refused once used: {closed:?}"
+    );
+    // and the fragment is gone from the address bar
+    assert_eq!(page.eval("location.hash").await, json!(""));
     page.eval(
         "document.getElementById('callee').value = 'bob'; \
          document.getElementById('call').click(); true",
@@ -316,6 +397,46 @@ async fn browser_calls_a_rust_device_and_both_decrypt_each_others_media() {
         "bob's picture",
     )
     .await;
+    // the picture keeps coming (frames rendered in one second) and the sound has energy
+    let rendered = page
+        .eval(
+            "new Promise((done) => { const v = document.getElementById('remote'); let n = 0; \
+             const f = () => { n++; v.requestVideoFrameCallback(f); }; \
+             v.requestVideoFrameCallback(f); setTimeout(() => done(n), 1000); })",
+        )
+        .await;
+    assert!(
+        rendered.as_u64().is_some_and(|n| n >= 5),
+        "frames rendered in 1 s: {rendered}"
+    );
+    let rms = page
+        .eval(
+            "new Promise((done) => { const ctx = new AudioContext(); \
+             const src = ctx.createMediaStreamSource(document.getElementById('remote').srcObject); \
+             const an = ctx.createAnalyser(); src.connect(an); \
+             setTimeout(() => { const b = new Float32Array(an.fftSize); \
+               an.getFloatTimeDomainData(b); let e = 0; for (const x of b) e += x * x; \
+               done(Math.sqrt(e / b.length)); }, 700); })",
+        )
+        .await;
+    assert!(
+        rms.as_f64().is_some_and(|r| r > 0.01),
+        "received audio RMS: {rms}"
+    );
+    // what the person sees: a screenshot of the call screen, not blank
+    let shot = page
+        .call("Page.captureScreenshot", json!({"format": "png"}))
+        .await;
+    let png = base64_decode(shot["data"].as_str().unwrap_or_default());
+    assert!(
+        png.len() > 30_000,
+        "screenshot of {} bytes: blank?",
+        png.len()
+    );
+    std::fs::write(dir.path().join("call-screen.png"), &png).unwrap();
+    if let Some(out) = std::env::var_os("SOTTO_SCREENSHOT_OUT") {
+        std::fs::write(out, &png).unwrap();
+    }
     let failed = page
         .eval("document.querySelector('[data-stat=\"frames failed\"]').textContent")
         .await;
@@ -381,6 +502,32 @@ async fn browser_calls_a_rust_device_and_both_decrypt_each_others_media() {
             .is_some_and(|n| n > 10),
         "{probe}"
     );
+    // and shows the browser's camera: SSIM of every received frame (scaled back to 640x480)
+    // against the still colour bars the fake camera sent. VP8 at a call's bitrate keeps bars
+    // well above 0.8; another picture (e.g. Chromium's default fake pattern) scores about 0.3.
+    let o = Command::new("ffmpeg")
+        .args(["-loglevel", "info", "-i"])
+        .arg(&ivf)
+        .arg("-i")
+        .arg(&camera)
+        .args([
+            "-lavfi",
+            "[0:v]scale=640:480,format=yuv420p[a];[a][1:v]ssim",
+            "-f",
+            "null",
+            "-",
+        ])
+        .output()
+        .unwrap();
+    let log = text(&o);
+    let ssim: f64 = log
+        .split("All:")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no SSIM in:\n{log}"));
+    println!("SSIM of the browser's camera as bob recorded it: {ssim}");
+    assert!(ssim > 0.8, "SSIM {ssim}");
     let _ = app.kill();
 }
 
@@ -401,4 +548,11 @@ impl WithOrigin for String {
         r.headers_mut().insert("origin", origin.parse().ok()?);
         Some(r)
     }
+}
+
+fn base64_decode(s: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(s)
+        .unwrap_or_default()
 }

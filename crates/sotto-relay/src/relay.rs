@@ -80,6 +80,9 @@ pub struct RelayStats {
     /// [`MAX_PENDING_PER_ADDRESS`](crate::consts::MAX_PENDING_PER_ADDRESS)
     /// ([`MAX_PENDING`](crate::consts::MAX_PENDING)) connections not in a room yet.
     pub pending_refused: AtomicU64,
+    /// Silent control connections (no `join` yet) closed to make room for a new one when all
+    /// addresses together had [`MAX_PENDING`](crate::consts::MAX_PENDING).
+    pub pending_evicted: AtomicU64,
 }
 
 /// What every session, forwarding task and the [`Relay`] handle share.
@@ -96,50 +99,107 @@ pub(crate) struct Shared {
     pub(crate) ports: Arc<MediaPorts>,
     pub(crate) closed: AtomicBool,
     /// Connections not in a room yet, per address.
-    pub(crate) pending: Mutex<std::collections::HashMap<IpAddr, usize>>,
+    pub(crate) pending: Mutex<Pending>,
     /// Verifies join tokens.
     pub(crate) token_secret: RelaySecret,
     /// The URL tokens must name.
     pub(crate) public_url: String,
 }
 
+/// Connections not in a room yet: counted per address, and those that have not sent `join`
+/// yet ("silent") queued oldest first, to be evicted when [`MAX_PENDING`] is reached.
+///
+/// [`MAX_PENDING`]: crate::consts::MAX_PENDING
+#[derive(Default)]
+pub(crate) struct Pending {
+    by_ip: std::collections::HashMap<IpAddr, usize>,
+    silent: std::collections::BTreeMap<u64, (IpAddr, Arc<Eviction>)>,
+    next: u64,
+}
+
+impl Pending {
+    fn release(&mut self, ip: IpAddr) {
+        if let Some(n) = self.by_ip.get_mut(&ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.by_ip.remove(&ip);
+            }
+        }
+    }
+}
+
+/// How a silent connection learns it was evicted.
+#[derive(Default)]
+pub(crate) struct Eviction {
+    notify: Notify,
+    done: AtomicBool,
+}
+
 /// A control connection counted as not in a room yet; the count drops with it (when the
-/// participant is admitted, or the connection ends first).
+/// participant is admitted, or the connection ends first, or it is evicted while silent).
 pub(crate) struct PendingSlot {
     shared: Arc<Shared>,
     ip: IpAddr,
+    id: u64,
+    eviction: Arc<Eviction>,
 }
 
 impl PendingSlot {
-    /// A slot for a new connection from `ip`, or `None` when [`MAX_PENDING_PER_ADDRESS`] or
-    /// [`MAX_PENDING`] are reached.
+    /// A slot for a new connection from `ip`, or `None` when its address already has
+    /// [`MAX_PENDING_PER_ADDRESS`]. When all addresses together have [`MAX_PENDING`], the
+    /// oldest connection that has not sent `join` yet is evicted to make room: a flood of
+    /// silent connections from many addresses cannot keep a participant out (it would have to
+    /// open connections faster than a participant sends its `join`); if every pending
+    /// connection has sent `join` (they are negotiating), `None`.
     ///
     /// [`MAX_PENDING_PER_ADDRESS`]: crate::consts::MAX_PENDING_PER_ADDRESS
     /// [`MAX_PENDING`]: crate::consts::MAX_PENDING
     pub(crate) fn acquire(shared: &Arc<Shared>, ip: IpAddr) -> Option<PendingSlot> {
         use crate::consts::{MAX_PENDING, MAX_PENDING_PER_ADDRESS};
         let mut p = lock(&shared.pending);
-        let total: usize = p.values().sum();
-        let mine = p.get(&ip).copied().unwrap_or(0);
-        if total >= MAX_PENDING || mine >= MAX_PENDING_PER_ADDRESS {
+        let mine = p.by_ip.get(&ip).copied().unwrap_or(0);
+        if mine >= MAX_PENDING_PER_ADDRESS {
             return None;
         }
-        p.insert(ip, mine + 1);
+        let total: usize = p.by_ip.values().sum();
+        if total >= MAX_PENDING {
+            let (_, (old_ip, old)) = p.silent.pop_first()?;
+            p.release(old_ip);
+            old.done.store(true, Ordering::Relaxed);
+            old.notify.notify_one();
+            shared.stats.pending_evicted.fetch_add(1, Ordering::Relaxed);
+        }
+        *p.by_ip.entry(ip).or_insert(0) += 1;
+        let id = p.next;
+        p.next += 1;
+        let eviction = Arc::new(Eviction::default());
+        p.silent.insert(id, (ip, eviction.clone()));
         Some(PendingSlot {
             shared: shared.clone(),
             ip,
+            id,
+            eviction,
         })
+    }
+
+    /// Resolves when this connection was evicted (it stayed silent while the relay was full).
+    pub(crate) async fn evicted(&self) {
+        self.eviction.notify.notified().await
+    }
+
+    /// The connection sent `join`: it is no longer evicted for room (it still counts).
+    pub(crate) fn joined(&self) {
+        lock(&self.shared.pending).silent.remove(&self.id);
     }
 }
 
 impl Drop for PendingSlot {
     fn drop(&mut self) {
         let mut p = lock(&self.shared.pending);
-        if let Some(n) = p.get_mut(&self.ip) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                p.remove(&self.ip);
-            }
+        p.silent.remove(&self.id);
+        // an evicted slot was released when it was evicted
+        if !self.eviction.done.load(Ordering::Relaxed) {
+            p.release(self.ip);
         }
     }
 }

@@ -40,6 +40,9 @@ pub(crate) enum SessionError {
     /// The TLS or WebSocket handshake did not finish within [`HANDSHAKE_TIMEOUT`].
     #[error("no handshake within HANDSHAKE_TIMEOUT")]
     HandshakeTimeout,
+    /// Evicted before its `join`: the relay was full of connections not in a room yet.
+    #[error("evicted before join: too many connections not in a room yet")]
+    Evicted,
     /// The TLS handshake failed.
     #[error("TLS handshake: {0}")]
     Tls(std::io::Error),
@@ -99,11 +102,21 @@ pub(crate) async fn session(
     tcp: TcpStream,
     pending: PendingSlot,
 ) -> Result<(), SessionError> {
-    let mut ws = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshakes(&shared, tcp)).await {
-        Ok(ws) => ws?,
-        Err(_) => return Err(SessionError::HandshakeTimeout),
+    // until `join` arrives this connection may be evicted for a newer one (the relay is full
+    // of connections that say nothing)
+    let first = async {
+        let mut ws = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshakes(&shared, tcp)).await {
+            Ok(ws) => ws?,
+            Err(_) => return Err(SessionError::HandshakeTimeout),
+        };
+        let join = read_join(&mut ws).await?;
+        Ok((ws, join))
     };
-    let (room, me, token) = read_join(&mut ws).await?;
+    let (mut ws, (room, me, token)) = tokio::select! {
+        r = first => r?,
+        () = pending.evicted() => return Err(SessionError::Evicted),
+    };
+    pending.joined();
     let token = token.as_ref().map(|t| t.as_str());
     let ticket = |now_ms| Ticket {
         secret: &shared.token_secret,
