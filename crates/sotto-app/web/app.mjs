@@ -377,8 +377,9 @@ async function stats() {
     // every video frame the encoder produced and every audio packet sent (one Opus frame
     // each) must have passed the worker (sealed, or dropped for want of a key); a few may be
     // in flight. A worker that does not answer fails the check too.
-    const video = (w?.counts.video.sent ?? 0) + (w?.counts.video.dropped_no_key ?? 0);
-    const audio = (w?.counts.audio.sent ?? 0) + (w?.counts.audio.dropped_no_key ?? 0);
+    const passed = (k) => (w?.counts[k].sent ?? 0) + (w?.counts[k].dropped_no_key ?? 0) + (w?.counts[k].empty ?? 0);
+    const video = passed("video");
+    const audio = passed("audio");
     if (!w && encoded + audioPackets > 0) leak(encoded + audioPackets, "no answer from the frame worker");
     else if (encoded > video + 10) leak(encoded, `${video} video frames sealed`);
     else if (audioPackets > audio + 25) leak(audioPackets, `${audio} audio frames sealed`);

@@ -3,13 +3,13 @@
 // and is sealed/opened with SFrame (sframe.mjs, protocol-spec/frame.md). Keys arrive only here
 // (from the device, through the page, never stored); a frame without a key is dropped, never
 // sent in clear.
-import { KeyRing, SenderKey, parseKeyMaterial, wipe } from "./sframe.mjs";
+import { KeyRing, SenderKey, clearLen, decodeHeader, parseKeyMaterial, wipe } from "./sframe.mjs";
 
 let suite = 4;
 let senderId = null;
 let sender = null; // SenderKey
 let ring = null; // KeyRing
-const zero = () => ({ sent: 0, decrypted: 0, failed: 0, dropped_no_key: 0 });
+const zero = () => ({ sent: 0, decrypted: 0, failed: 0, dropped_no_key: 0, before_key: 0, empty: 0 });
 let counts = { audio: zero(), video: zero() };
 const first = { audio: false, video: false };
 const failing = { audio: false, video: false };
@@ -111,12 +111,28 @@ self.addEventListener("rtctransform", ({ transformer }) => {
   pipe(transformer.readable, transformer.writable, kind, direction);
 });
 
+// whether the ring holds no key at all for the frame's sender (its KID read from the header)
+function noKeyYet(data, codec) {
+  try {
+    const bytes = new Uint8Array(data);
+    const clear = clearLen(codec, bytes);
+    const { kid } = decodeHeader(bytes.subarray(clear));
+    return ring.current(kid >> 8n) === null;
+  } catch {
+    return false;
+  }
+}
+
 function pipe(readable, writable, kind, direction) {
   const codec = codecOf(kind);
   const c = () => counts[kind];
   const transform =
     direction === "send"
       ? async (frame, out) => {
+          if (frame.data.byteLength === 0) {
+            c().empty++; // nothing to seal (an encoder's empty frame): not sent at all
+            return;
+          }
           if (!sender) {
             c().dropped_no_key++;
             return; // never in clear
@@ -132,6 +148,10 @@ function pipe(readable, writable, kind, direction) {
         }
       : async (frame, out) => {
           if (!ring) return;
+          if (frame.data.byteLength === 0) {
+            c().empty++; // nothing in it (an empty RTP frame): dropped, not a failure
+            return;
+          }
           try {
             const got = await ring.decrypt(codec, new Uint8Array(frame.data), now());
             frame.data = got.frame.buffer;
@@ -143,6 +163,13 @@ function pipe(readable, writable, kind, direction) {
             failing[kind] = false;
             out.enqueue(frame);
           } catch (e) {
+            // a sender whose first key has not arrived yet (media starts before the sealed key
+            // message lands): dropped, not a failure (sotto-frame's receiver counts these
+            // apart too)
+            if (e.code === "UnknownKey" && noKeyYet(frame.data, codec)) {
+              c().before_key++;
+              return;
+            }
             c().failed++;
             if (!failing[kind]) {
               failing[kind] = true;

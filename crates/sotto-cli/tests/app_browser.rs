@@ -4,6 +4,7 @@
 //! (`sotto answer --script`, webrtc-rs) answers, and media flows both ways through SFrame:
 //! the page's frame worker decrypts the Rust device's Opus and VP8 (and Chromium decodes the
 //! picture), the Rust device decrypts and records the browser's. Then the page hangs up.
+//! The signaling server is `wss://` with a certificate of a CA made by the test.
 //! Also: the page is refused without the token, from another Origin, and under another Host.
 
 mod common;
@@ -14,7 +15,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{sotto, start_server, text, ChildGuard, SpawnGuarded};
+use common::{sotto, start_tls_server, text, ChildGuard, SpawnGuarded};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
@@ -223,17 +224,52 @@ async fn attach(profile: &Path, url_prefix: &str) -> Cdp {
     Cdp { ws, id: 0 }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn browser_calls_a_rust_device_and_both_decrypt_each_others_media() {
-    let dir = tempfile::tempdir().unwrap();
-    let (_server, url) = start_server(dir.path(), "app.test");
-    let home = dir.path().join("home");
-    for user in ["alice", "bob"] {
-        let out = sotto(&home)
+/// Browser tests run one at a time (each runs Chromium, a device and often a second one).
+static BROWSERS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// `sotto app` for `user` (registered under `home`, trusting `ca`); returns it and the link it
+/// printed.
+fn start_app(home: &Path, ca: &Path, url: &str, user: &str) -> (ChildGuard, String) {
+    let mut app = sotto(home)
+        .env("SOTTO_CA", ca)
+        .args([
+            "app",
+            "--server",
+            url,
+            "--server-id",
+            "app.test",
+            "--user",
+            user,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn_guarded();
+    let mut lines = BufReader::new(app.stdout.take().unwrap());
+    let mut line = String::new();
+    lines.read_line(&mut line).unwrap();
+    let link = line
+        .trim()
+        .strip_prefix("call screen: ")
+        .unwrap_or_else(|| panic!("no link line: {line:?}"))
+        .to_owned();
+    std::thread::spawn(move || {
+        let mut sink = String::new();
+        while lines.read_line(&mut sink).unwrap_or(0) > 0 {
+            sink.clear();
+        }
+    });
+    (app, link)
+}
+
+/// Registers `users` on the `wss://` server at `url`.
+fn register_all(home: &Path, ca: &Path, url: &str, users: &[&str]) {
+    for user in users {
+        let out = sotto(home)
+            .env("SOTTO_CA", ca)
             .args([
                 "register",
                 "--server",
-                &url,
+                url,
                 "--server-id",
                 "app.test",
                 "--user",
@@ -243,6 +279,134 @@ async fn browser_calls_a_rust_device_and_both_decrypt_each_others_media() {
             .unwrap();
         assert!(out.status.success(), "register {user}: {}", text(&out));
     }
+}
+
+/// Waits until the page's worker decrypted more than 20 audio and 20 video frames and the
+/// page shows the remote picture.
+async fn wait_decrypting(page: &mut Cdp, who: &str) {
+    page.wait(
+        "(() => { const c = document.querySelector('[data-stat=\"frames decrypted\"]'); \
+         if (!c) return false; const [a, v] = c.textContent.split(' / ').map(Number); \
+         return a > 20 && v > 20; })()",
+        Duration::from_secs(60),
+        &format!("frames decrypted from {who}"),
+    )
+    .await;
+    page.wait(
+        "document.getElementById('remote').videoWidth > 0",
+        Duration::from_secs(30),
+        &format!("{who}'s picture"),
+    )
+    .await;
+}
+
+/// A browser opening `link`, and its page over DevTools.
+async fn open_page(
+    dir: &Path,
+    name: &str,
+    link: &str,
+    camera: &Path,
+    mic: &Path,
+) -> (ChildGuard, Cdp, tempfile::TempDir) {
+    let profile = tempfile::Builder::new()
+        .prefix(name)
+        .tempdir_in(dir)
+        .unwrap();
+    let browser = chromium(profile.path(), link, camera, mic);
+    let (base, _) = link.split_once("/#").unwrap();
+    let page = attach(profile.path(), base).await;
+    (browser, page, profile)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_browsers_call_each_other_and_both_decrypt() {
+    let _one = BROWSERS.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, url, ca) = start_tls_server(dir.path(), "app.test");
+    let home = dir.path().join("home");
+    register_all(&home, &ca, &url, &["alice", "bob"]);
+    let (camera, mic) = fake_media(dir.path());
+    let (_a, link_a) = start_app(&home, &ca, &url, "alice");
+    let (_b, link_b) = start_app(&home, &ca, &url, "bob");
+    let (_ba, mut alice, _pa) = open_page(dir.path(), "alice", &link_a, &camera, &mic).await;
+    let (_bb, mut bob, _pb) = open_page(dir.path(), "bob", &link_b, &camera, &mic).await;
+    for (page, me) in [(&mut alice, "alice"), (&mut bob, "bob")] {
+        page.wait(
+            &format!("document.getElementById('me').textContent === '{me}'"),
+            Duration::from_secs(30),
+            "the welcome",
+        )
+        .await;
+    }
+    alice
+        .eval(
+            "document.getElementById('callee').value = 'bob'; \
+             document.getElementById('call').click(); true",
+        )
+        .await;
+    bob.wait(
+        "document.body.dataset.callState === 'incoming'",
+        Duration::from_secs(30),
+        "the incoming call",
+    )
+    .await;
+    bob.eval("document.getElementById('answer').click(); true")
+        .await;
+    for page in [&mut alice, &mut bob] {
+        page.wait(
+            "document.body.dataset.callState === 'connected'",
+            Duration::from_secs(60),
+            "connected",
+        )
+        .await;
+    }
+    wait_decrypting(&mut alice, "bob").await;
+    wait_decrypting(&mut bob, "alice").await;
+    for page in [&mut alice, &mut bob] {
+        let failed = page
+            .eval("document.querySelector('[data-stat=\"frames failed\"]').textContent")
+            .await;
+        if failed != json!("0 / 0") {
+            panic!(
+                "frames failed {failed}: {}",
+                page.eval("document.body.innerText").await
+            );
+        }
+        let safety = page
+            .eval("document.getElementById('safety').textContent")
+            .await;
+        assert!(safety.as_str().is_some_and(|s| s.split(' ').count() == 12));
+    }
+    // both see the same safety number
+    let (sa, sb) = (
+        alice
+            .eval("document.getElementById('safety').textContent")
+            .await,
+        bob.eval("document.getElementById('safety').textContent")
+            .await,
+    );
+    assert_eq!(sa, sb);
+    bob.eval("document.getElementById('hangup').click(); true")
+        .await;
+    for page in [&mut alice, &mut bob] {
+        page.wait(
+            "document.body.dataset.callState === 'ended'",
+            Duration::from_secs(30),
+            "ended",
+        )
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_calls_a_rust_device_and_both_decrypt_each_others_media() {
+    let _one = BROWSERS.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    // the signaling server speaks wss:// with a certificate of a CA made now, which every
+    // device trusts through SOTTO_CA (the browser never talks to it: the device does)
+    let (_server, url, ca) = start_tls_server(dir.path(), "app.test");
+    let home = dir.path().join("home");
+    register_all(&home, &ca, &url, &["alice", "bob"]);
     // bob: a Rust device that answers, stays in the call until alice hangs up
     let script = dir.path().join("bob.txt");
     std::fs::write(
@@ -251,6 +415,7 @@ async fn browser_calls_a_rust_device_and_both_decrypt_each_others_media() {
     )
     .unwrap();
     let bob = sotto(&home)
+        .env("SOTTO_CA", &ca)
         .args([
             "answer",
             "--server",
@@ -271,33 +436,7 @@ async fn browser_calls_a_rust_device_and_both_decrypt_each_others_media() {
     let _ = BOB_LOG.set(dir.path().join("bob.log"));
 
     // alice: the app; its first line is the link
-    let mut app = sotto(&home)
-        .args([
-            "app",
-            "--server",
-            &url,
-            "--server-id",
-            "app.test",
-            "--user",
-            "alice",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn_guarded();
-    let mut lines = BufReader::new(app.stdout.take().unwrap());
-    let mut line = String::new();
-    lines.read_line(&mut line).unwrap();
-    let link = line
-        .trim()
-        .strip_prefix("call screen: ")
-        .unwrap_or_else(|| panic!("no link line: {line:?}"))
-        .to_owned();
-    std::thread::spawn(move || {
-        let mut sink = String::new();
-        while lines.read_line(&mut sink).unwrap_or(0) > 0 {
-            sink.clear();
-        }
-    });
+    let (mut app, link) = start_app(&home, &ca, &url, "alice");
     let (base, link_token) = link.split_once("/#").unwrap();
     let host = base.trim_start_matches("http://");
 

@@ -10,21 +10,13 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{
-    decrypted_failed, relay_secret_file, sotto, start, start_relay, text, ChildGuard, SpawnGuarded,
+    decrypted_failed, relay_secret_file, sotto, start, start_relay, text, tls_args, ChildGuard,
+    SpawnGuarded,
 };
-use sotto_server::tls::{connect, ClientTls, TlsFiles};
+use sotto_server::tls::{connect, ClientTls};
 use sotto_testkit::tls::TestCa;
 
 const SERVER_ID: &str = "wss.test";
-
-fn tls_args(files: &TlsFiles) -> [String; 4] {
-    [
-        "--tls-cert".into(),
-        files.cert_chain.display().to_string(),
-        "--tls-key".into(),
-        files.private_key.display().to_string(),
-    ]
-}
 
 fn hangup(c: &ChildGuard) {
     let st = Command::new("kill")

@@ -287,3 +287,35 @@ pub fn summary(who: &str, out: String) -> Summary {
         out,
     }
 }
+
+/// `--tls-cert FILE --tls-key FILE` for `sotto server` / `sotto relay`.
+pub fn tls_args(files: &sotto_server::tls::TlsFiles) -> [String; 4] {
+    [
+        "--tls-cert".into(),
+        files.cert_chain.display().to_string(),
+        "--tls-key".into(),
+        files.private_key.display().to_string(),
+    ]
+}
+
+/// `sotto server` on a free loopback port speaking `wss://` with a certificate of a CA made
+/// now; returns it, its URL and the CA file devices pass with `--ca` / `SOTTO_CA`.
+pub fn start_tls_server(dir: &Path, server_id: &str) -> (ChildGuard, String, std::path::PathBuf) {
+    let ca = sotto_testkit::tls::TestCa::new("test");
+    let ca_file = ca.write_ca(dir, "ca");
+    let (files, _) = ca.write_server_cert(dir, "server");
+    let db = dir.join("s.db");
+    let mut args = vec![
+        "server".to_string(),
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+        "--server-id".into(),
+        server_id.into(),
+        "--db".into(),
+        db.display().to_string(),
+    ];
+    args.extend(tls_args(&files));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (child, addr) = start(&args, "listening on");
+    (child, format!("wss://{addr}"), ca_file)
+}
