@@ -428,19 +428,8 @@ fn serve_for_chromium() -> (String, std::sync::mpsc::Receiver<String>) {
 fn browser_sframe_in_chromium_opens_every_independent_frame() {
     let (url, results) = serve_for_chromium();
     let profile = tempfile::tempdir().unwrap();
-    let mut chromium = Command::new("chromium")
-        .args([
-            "--headless=new",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--no-first-run",
-            "--disable-extensions",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
+    let mut chromium = sotto_testkit::browser::chromium(profile.path())
         .arg(format!("{url}/"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
         .spawn()
         .expect("chromium is required for the browser tests (.ci/run installs it)");
     let got = results.recv_timeout(Duration::from_secs(120));

@@ -159,14 +159,8 @@ fn fake_media(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
 }
 
 fn chromium(profile: &Path, url: &str, camera: &Path, mic: &Path) -> ChildGuard {
-    Command::new("chromium")
+    sotto_testkit::browser::chromium(profile)
         .args([
-            "--headless=new",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--no-first-run",
-            "--disable-extensions",
             "--use-fake-device-for-media-stream",
             "--use-fake-ui-for-media-stream",
             "--autoplay-policy=no-user-gesture-required",
@@ -181,10 +175,7 @@ fn chromium(profile: &Path, url: &str, camera: &Path, mic: &Path) -> ChildGuard 
             "--use-file-for-fake-audio-capture={}",
             mic.display()
         ))
-        .arg(format!("--user-data-dir={}", profile.display()))
         .arg(url)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
         .spawn_guarded()
 }
 
@@ -300,6 +291,12 @@ async fn wait_decrypting(page: &mut Cdp, who: &str) {
     .await;
 }
 
+/// Waits until the page shows the call in `state` (`connected`, `ended`...).
+async fn wait_call_state(page: &mut Cdp, state: &str, limit: Duration) {
+    let expr = format!("document.body.dataset.callState === '{state}'");
+    page.wait(&expr, limit, state).await;
+}
+
 /// A browser opening `link`, and its page over DevTools.
 async fn open_page(
     dir: &Path,
@@ -344,21 +341,11 @@ async fn two_browsers_call_each_other_and_both_decrypt() {
              document.getElementById('call').click(); true",
         )
         .await;
-    bob.wait(
-        "document.body.dataset.callState === 'incoming'",
-        Duration::from_secs(30),
-        "the incoming call",
-    )
-    .await;
+    wait_call_state(&mut bob, "incoming", Duration::from_secs(30)).await;
     bob.eval("document.getElementById('answer').click(); true")
         .await;
     for page in [&mut alice, &mut bob] {
-        page.wait(
-            "document.body.dataset.callState === 'connected'",
-            Duration::from_secs(60),
-            "connected",
-        )
-        .await;
+        wait_call_state(page, "connected", Duration::from_secs(60)).await;
     }
     wait_decrypting(&mut alice, "bob").await;
     wait_decrypting(&mut bob, "alice").await;
@@ -389,12 +376,7 @@ async fn two_browsers_call_each_other_and_both_decrypt() {
     bob.eval("document.getElementById('hangup').click(); true")
         .await;
     for page in [&mut alice, &mut bob] {
-        page.wait(
-            "document.body.dataset.callState === 'ended'",
-            Duration::from_secs(30),
-            "ended",
-        )
-        .await;
+        wait_call_state(page, "ended", Duration::from_secs(30)).await;
     }
 }
 
@@ -515,12 +497,7 @@ async fn browser_calls_a_rust_device_and_both_decrypt_each_others_media() {
          document.getElementById('call').click(); true",
     )
     .await;
-    page.wait(
-        "document.body.dataset.callState === 'connected'",
-        Duration::from_secs(60),
-        "connected",
-    )
-    .await;
+    wait_call_state(&mut page, "connected", Duration::from_secs(60)).await;
     // Rust → browser: the worker decrypted bob's audio and video, and Chromium decoded the picture
     page.wait(
         "(() => { const c = document.querySelector('[data-stat=\"frames decrypted\"]'); \
@@ -591,12 +568,7 @@ async fn browser_calls_a_rust_device_and_both_decrypt_each_others_media() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     page.eval("document.getElementById('hangup').click(); true")
         .await;
-    page.wait(
-        "document.body.dataset.callState === 'ended'",
-        Duration::from_secs(30),
-        "ended",
-    )
-    .await;
+    wait_call_state(&mut page, "ended", Duration::from_secs(30)).await;
 
     let mut bob = bob;
     let t0 = Instant::now();

@@ -16,11 +16,13 @@
 //! - [`relay`]: participants joining a sotto-relay room (sotto media peers or plain VP8 RTP).
 //! - [`tls`]: a certificate authority made at test time, server certificates (loopback or
 //!   named) and the PEM files servers and clients read.
+//! - [`browser`]: headless Chromium, run the same way by every browser test.
 //! - [`coturn`]: a real coturn with REST credentials, on loopback or in a network namespace.
 //! - [`netns`]: two homes behind NAT routers and a public network, in network namespaces
 //!   (root only), for NAT traversal tests.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod browser;
 pub mod coturn;
 pub mod device;
 pub mod media;

@@ -140,21 +140,27 @@ pub fn start_command(mut c: Command, prefix: &str) -> (ChildGuard, String) {
     }
 }
 
+/// `sotto server` on a free loopback port with its database in `dir`, and `extra` flags;
+/// returns it and its address.
+fn start_server_with(dir: &Path, server_id: &str, extra: &[String]) -> (ChildGuard, String) {
+    let db = dir.join("s.db");
+    let mut args = vec![
+        "server".to_string(),
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+        "--server-id".into(),
+        server_id.into(),
+        "--db".into(),
+        db.display().to_string(),
+    ];
+    args.extend_from_slice(extra);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    start(&args, "listening on")
+}
+
 /// `sotto server` on a free loopback port with its database in `dir`; returns it and its URL.
 pub fn start_server(dir: &Path, server_id: &str) -> (ChildGuard, String) {
-    let db = dir.join("s.db");
-    let (child, addr) = start(
-        &[
-            "server",
-            "--listen",
-            "127.0.0.1:0",
-            "--server-id",
-            server_id,
-            "--db",
-            db.to_str().unwrap(),
-        ],
-        "listening on",
-    );
+    let (child, addr) = start_server_with(dir, server_id, &[]);
     (child, format!("ws://{addr}"))
 }
 
@@ -189,22 +195,8 @@ pub fn start_server_for_relay(
     relay_url: &str,
     secret: &Path,
 ) -> (ChildGuard, String) {
-    let db = dir.join("s.db");
     let relay = format!("{relay_url}={}", secret.display());
-    let (child, addr) = start(
-        &[
-            "server",
-            "--listen",
-            "127.0.0.1:0",
-            "--server-id",
-            server_id,
-            "--db",
-            db.to_str().unwrap(),
-            "--relay",
-            &relay,
-        ],
-        "listening on",
-    );
+    let (child, addr) = start_server_with(dir, server_id, &["--relay".into(), relay]);
     (child, format!("ws://{addr}"))
 }
 
@@ -304,18 +296,6 @@ pub fn start_tls_server(dir: &Path, server_id: &str) -> (ChildGuard, String, std
     let ca = sotto_testkit::tls::TestCa::new("test");
     let ca_file = ca.write_ca(dir, "ca");
     let (files, _) = ca.write_server_cert(dir, "server");
-    let db = dir.join("s.db");
-    let mut args = vec![
-        "server".to_string(),
-        "--listen".into(),
-        "127.0.0.1:0".into(),
-        "--server-id".into(),
-        server_id.into(),
-        "--db".into(),
-        db.display().to_string(),
-    ];
-    args.extend(tls_args(&files));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let (child, addr) = start(&args, "listening on");
+    let (child, addr) = start_server_with(dir, server_id, &tls_args(&files));
     (child, format!("wss://{addr}"), ca_file)
 }
