@@ -159,8 +159,11 @@ async fn loss_between_sender_and_relay_is_repaired_by_the_relay_nacking_the_send
 async fn loss_between_relay_and_receiver_is_repaired_from_the_relay_buffer() {
     let _serial = SERIAL.lock().await;
     let run = alice_to_bob_and_carol(0, 100).await;
+    // 10 % of the packets the relay sends out (a random draw per packet: about 60 in this
+    // call, varying run to run; 49 was seen in CI, which the old bound of 50 failed): enough
+    // losses for the repairs below to mean something
     assert!(
-        run.relay.dropped_out > 50,
+        run.relay.dropped_out > 20,
         "the relay lost too little: {:?}",
         run.relay
     );
