@@ -9,9 +9,9 @@ use sotto_call::messages::Body;
 use sotto_call::sealed::{
     read_profile, Device, SealedError, ONE_TIME_PREKEYS, PROFILE_FILE, STORE_FILE,
 };
-use sotto_ratchet::{IdentityKeyPair, StoreKeySource};
+use sotto_ratchet::IdentityKeyPair;
 use sotto_server::tls::ClientTls;
-use sotto_testkit::device::{device, key_file, msg, recv, register};
+use sotto_testkit::device::{device, key_file, load, msg, recv, register};
 use sotto_testkit::server::{server, server_with, SERVER_ID};
 
 #[tokio::test]
@@ -45,51 +45,21 @@ async fn a_registered_device_comes_back_with_its_sessions_and_pins() {
     );
     // a wrong key does not open the store, and leaves it as it was
     let wrong = key_file(tmp.path(), "wrong");
-    let e = Device::load(
-        &adir,
-        StoreKeySource::KeyFile(&wrong),
-        None,
-        &ClientTls::default(),
-    )
-    .await
-    .err()
-    .expect("wrong key refused");
+    let e = load(&adir, &wrong).await.err().expect("wrong key refused");
     assert!(matches!(e, SealedError::Device(_)), "{e}");
     assert_eq!(std::fs::read(adir.join(STORE_FILE)).unwrap(), before);
     // a malformed profile is a clear error, not a panic
     let good_profile = std::fs::read(adir.join(PROFILE_FILE)).unwrap();
     std::fs::write(adir.join(PROFILE_FILE), b"{\"version\":1,").unwrap();
-    let e = Device::load(
-        &adir,
-        StoreKeySource::KeyFile(&akey),
-        None,
-        &ClientTls::default(),
-    )
-    .await
-    .err()
-    .expect("bad profile refused");
+    let e = load(&adir, &akey).await.err().expect("bad profile refused");
     assert!(e.to_string().contains(PROFILE_FILE), "{e}");
     std::fs::write(adir.join(PROFILE_FILE), good_profile).unwrap();
 
     // "restart": both come back from disk, sign in (not register) and continue the SAME
     // sessions: a store that had lost them could not open these messages (no prekey message
     // is sent once a session answered)
-    let (alice, mut aev) = Device::load(
-        &adir,
-        StoreKeySource::KeyFile(&akey),
-        None,
-        &ClientTls::default(),
-    )
-    .await
-    .unwrap();
-    let (bob, mut bev) = Device::load(
-        &bdir,
-        StoreKeySource::KeyFile(&bkey),
-        None,
-        &ClientTls::default(),
-    )
-    .await
-    .unwrap();
+    let (alice, mut aev) = load(&adir, &akey).await.unwrap();
+    let (bob, mut bev) = load(&bdir, &bkey).await.unwrap();
     assert_eq!(alice.identity_key(), a_id);
     assert_eq!(bob.identity_key(), b_id);
     assert_eq!(alice.safety_number("bob", 1), Some(sn.clone()));
@@ -154,14 +124,7 @@ async fn a_changed_identity_is_refused_until_trusted_and_the_trust_persists() {
             .unwrap();
 
     // alice, restarted, still pins the old key: the new key's first message is refused
-    let (alice, mut aev) = Device::load(
-        &adir,
-        StoreKeySource::KeyFile(&akey),
-        None,
-        &ClientTls::default(),
-    )
-    .await
-    .unwrap();
+    let (alice, mut aev) = load(&adir, &akey).await.unwrap();
     newbob.send("alice", 1, &msg(Body::Ringing)).await.unwrap();
     let e = recv(&alice, &mut aev).await.expect_err("refused");
     assert!(
@@ -201,14 +164,7 @@ async fn a_changed_identity_is_refused_until_trusted_and_the_trust_persists() {
     drop((alice, aev));
 
     // the decision survives a restart, and the conversation goes on both ways
-    let (alice, mut aev) = Device::load(
-        &adir,
-        StoreKeySource::KeyFile(&akey),
-        None,
-        &ClientTls::default(),
-    )
-    .await
-    .unwrap();
+    let (alice, mut aev) = load(&adir, &akey).await.unwrap();
     assert_eq!(alice.safety_number("bob", 1), Some(offered));
     newbob
         .send(
@@ -248,15 +204,7 @@ async fn one_process_per_device_and_prekey_ids_are_never_reused_across_restarts(
     );
 
     // while alice's device is open, a second process cannot open or re-register it
-    let e = Device::load(
-        &dir,
-        StoreKeySource::KeyFile(&key),
-        None,
-        &ClientTls::default(),
-    )
-    .await
-    .err()
-    .expect("second opener refused");
+    let e = load(&dir, &key).await.err().expect("second opener refused");
     assert!(
         matches!(e, SealedError::Device(ref m) if m.contains("in use")),
         "{e}"
@@ -281,14 +229,7 @@ async fn one_process_per_device_and_prekey_ids_are_never_reused_across_restarts(
     drop((alice, aev));
 
     // after a restart the numbering goes on from the profile, not from the start
-    let (alice, aev) = Device::load(
-        &dir,
-        StoreKeySource::KeyFile(&key),
-        None,
-        &ClientTls::default(),
-    )
-    .await
-    .unwrap();
+    let (alice, aev) = load(&dir, &key).await.unwrap();
     alice.replenish_prekeys().await.unwrap();
     assert_eq!(
         read_profile(&dir).unwrap().next_prekey_id,
@@ -338,15 +279,10 @@ async fn a_registration_cut_short_is_resumed_with_the_same_identity() {
     assert!(matches!(e, SealedError::Signaling(_)), "{e}");
     let p = read_profile(&dir).unwrap();
     assert!(!p.registered);
-    let e = Device::load(
-        &dir,
-        StoreKeySource::KeyFile(&key),
-        None,
-        &ClientTls::default(),
-    )
-    .await
-    .err()
-    .expect("an unfinished device does not load");
+    let e = load(&dir, &key)
+        .await
+        .err()
+        .expect("an unfinished device does not load");
     assert!(e.to_string().contains("did not finish"), "{e}");
     // another name into the same directory is refused
     let srv = server(tmp.path()).await;
@@ -369,14 +305,7 @@ async fn a_registration_cut_short_is_resumed_with_the_same_identity() {
     let p = read_profile(&dir).unwrap();
     assert!(p.registered);
     assert_eq!(p.server, url);
-    let (alice, mut aev) = Device::load(
-        &dir,
-        StoreKeySource::KeyFile(&key),
-        None,
-        &ClientTls::default(),
-    )
-    .await
-    .unwrap();
+    let (alice, mut aev) = load(&dir, &key).await.unwrap();
     assert_eq!(alice.identity_key(), id);
     let (bob, _bev) = device(&url, "bob").await;
     bob.send("alice", 1, &msg(Body::Ringing)).await.unwrap();
@@ -395,14 +324,7 @@ async fn a_registration_cut_short_is_resumed_with_the_same_identity() {
     let (dora, dev) = register(&url, "dora", &cut, &key).await.unwrap();
     drop((dora, dev));
     assert!(read_profile(&cut).unwrap().registered);
-    Device::load(
-        &cut,
-        StoreKeySource::KeyFile(&key),
-        None,
-        &ClientTls::default(),
-    )
-    .await
-    .unwrap();
+    load(&cut, &key).await.unwrap();
 
     // a name the server refuses leaves nothing behind
     let other = tmp.path().join("taken");

@@ -5,14 +5,13 @@
 //! period and is refused by name after it (the device's other sessions untouched); the pair
 //! survives a restart; a resumed registration keeps the pair the server already handed out.
 
-use sotto_server::tls::ClientTls;
 use std::time::{Duration, SystemTime};
 
 use sotto_call::messages::{Body, CallMessage};
 use sotto_call::sealed::{Device, SealedError, PROFILE_FILE};
-use sotto_ratchet::{StoreKeySource, SIGNED_PREKEY_GRACE_MS, SIGNED_PREKEY_ROTATE_AFTER_MS};
+use sotto_ratchet::{SIGNED_PREKEY_GRACE_MS, SIGNED_PREKEY_ROTATE_AFTER_MS};
 use sotto_server::ServerConfig;
-use sotto_testkit::device::{device, key_file, msg, recv, register};
+use sotto_testkit::device::{device, key_file, load, msg, recv, register};
 use sotto_testkit::server::{server, server_with, SERVER_ID};
 
 fn ringing() -> CallMessage {
@@ -97,14 +96,7 @@ async fn a_rotated_pair_is_served_the_old_one_opens_until_its_grace_ends() {
     // after a restart: the same pair is published (its clock is behind the test's: nothing is
     // rotated or deleted), the sessions are there, new sessions start on pair 3
     drop((bob, bev));
-    let (bob, mut bev) = Device::load(
-        &bdir,
-        StoreKeySource::KeyFile(&bkey),
-        None,
-        &ClientTls::default(),
-    )
-    .await
-    .unwrap();
+    let (bob, mut bev) = load(&bdir, &bkey).await.unwrap();
     assert_eq!(served(&carol, "bob").await, (3, 3));
     alice.send("bob", 1, &ringing()).await.unwrap();
     assert_eq!(recv(&bob, &mut bev).await.unwrap().body, Body::Ringing);

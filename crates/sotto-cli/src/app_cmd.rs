@@ -13,7 +13,7 @@ use sotto_call::messages::valid_member_name;
 use sotto_frame::CipherSuite;
 use tokio::sync::{mpsc, watch};
 
-use crate::phone::printable;
+use crate::phone::{notice_line, printable};
 use crate::settings::ClientArgs;
 use crate::CliError;
 
@@ -130,8 +130,7 @@ async fn serve(
             }
             n = engine.notice() => {
                 let Some(n) = n else { break };
-                let (kind, text) = notice(&n);
-                link.send(&ToPage::Notice { kind, text });
+                link.send(&ToPage::Notice { kind: notice_kind(&n), text: notice_line(&n) });
             }
             _ = tokio::signal::ctrl_c() => {
                 if !matches!(engine.status().borrow().state, CallState::Idle | CallState::Ended) {
@@ -165,26 +164,17 @@ fn page_status(s: &Status) -> PageStatus {
     }
 }
 
-fn notice(n: &Notice) -> (NoticeKind, String) {
+/// How the page shows a notice (the text is the event log's, [`notice_line`]).
+fn notice_kind(n: &Notice) -> NoticeKind {
     match n {
-        Notice::Incoming(from) => (NoticeKind::Incoming, format!("incoming call from {from}")),
-        Notice::IdentityChanged(who) => (
-            NoticeKind::IdentityChanged,
-            format!("{who}'s identity key changed"),
-        ),
-        Notice::Member(m) => (NoticeKind::Member, m.to_string()),
-        Notice::State(s) => (NoticeKind::State, format!("state: {s}")),
-        Notice::Dropped(d) => (NoticeKind::Dropped, format!("dropped: {d}")),
-        Notice::KeyRotated(g) => (
-            NoticeKind::Key,
-            format!("our media key is now generation {g}"),
-        ),
-        Notice::PeerKey { from, generation } => (
-            NoticeKind::Key,
-            format!("{from}'s media key generation {generation} installed"),
-        ),
-        Notice::Error(e) => (NoticeKind::Error, e.to_string()),
-        other => (NoticeKind::Other, format!("{other:?}")),
+        Notice::Incoming(_) => NoticeKind::Incoming,
+        Notice::IdentityChanged(_) => NoticeKind::IdentityChanged,
+        Notice::Member(_) => NoticeKind::Member,
+        Notice::State(_) => NoticeKind::State,
+        Notice::Dropped(_) => NoticeKind::Dropped,
+        Notice::KeyRotated(_) | Notice::PeerKey { .. } => NoticeKind::Key,
+        Notice::Error(_) => NoticeKind::Error,
+        _ => NoticeKind::Other,
     }
 }
 

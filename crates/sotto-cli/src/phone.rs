@@ -114,6 +114,25 @@ pub fn printable(s: &str) -> String {
     out
 }
 
+/// A notice as a line of the event log (the call screen's and the browser page's); names,
+/// reasons and errors may come from the peer or the network and go through [`printable`].
+pub fn notice_line(n: &Notice) -> String {
+    match n {
+        Notice::Incoming(from) => format!("incoming call from {}", printable(from)),
+        Notice::IdentityChanged(who) => format!("{}'s identity key changed", printable(who)),
+        Notice::Member(m) => format!("group: {}", printable(&m.to_string())),
+        Notice::State(s) => format!("state: {s}"),
+        Notice::Dropped(w) => format!("dropped: {}", printable(&w.to_string())),
+        Notice::KeyRotated(g) => format!("our media key is now generation {g}"),
+        Notice::PeerKey { from, generation } => format!(
+            "{}'s media key generation {generation} installed",
+            printable(from)
+        ),
+        Notice::Error(e) => format!("error: {}", printable(&e.to_string())),
+        other => printable(&format!("{other:?}")),
+    }
+}
+
 fn fail(s: impl Into<String>) -> CliError {
     CliError::Usage(s.into())
 }
@@ -260,23 +279,7 @@ async fn phone(peer: Option<String>, a: PhoneArgs, st: Settings) -> Result<(), C
                         println!("warning: {w}");
                     }
                 }
-                // names, reasons and errors here may come from the peer or the network
-                let line = match &n {
-                    Notice::Incoming(from) => format!("incoming call from {}", printable(from)),
-                    Notice::IdentityChanged(who) => {
-                        format!("{}'s identity key changed", printable(who))
-                    }
-                    Notice::Member(m) => format!("group: {}", printable(&m.to_string())),
-                    Notice::State(s) => format!("state: {s}"),
-                    Notice::Dropped(w) => format!("dropped: {}", printable(&w.to_string())),
-                    Notice::KeyRotated(g) => format!("our media key is now generation {g}"),
-                    Notice::PeerKey { from, generation } => format!(
-                        "{}'s media key generation {generation} installed",
-                        printable(from)
-                    ),
-                    Notice::Error(e) => format!("error: {}", printable(&e.to_string())),
-                    other => printable(&format!("{other:?}")),
-                };
+                let line = notice_line(&n);
                 if !interactive {
                     println!("{line}");
                 }

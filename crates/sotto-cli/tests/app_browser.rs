@@ -291,6 +291,20 @@ async fn wait_decrypting(page: &mut Cdp, who: &str) {
     .await;
 }
 
+/// Whether the page WebSocket (from our own Origin) refuses `token` with code 1008.
+async fn hello_refused(host: &str, origin: &str, token: &str) -> bool {
+    let mut req = format!("ws://{host}/ws").into_client_request_with_origin(origin);
+    let (mut ws, _) = tokio_tungstenite::connect_async(req.take().unwrap())
+        .await
+        .unwrap();
+    let hello = json!({"type": "hello", "token": token}).to_string();
+    ws.send(Message::text(hello)).await.unwrap();
+    let closed = tokio::time::timeout(Duration::from_secs(10), ws.next())
+        .await
+        .unwrap();
+    matches!(closed, Some(Ok(Message::Close(Some(ref f)))) if u16::from(f.code) == 1008)
+}
+
 /// Waits until the page shows the call in `state` (`connected`, `ended`...).
 async fn wait_call_state(page: &mut Cdp, state: &str, limit: Duration) {
     let expr = format!("document.body.dataset.callState === '{state}'");
@@ -444,29 +458,14 @@ async fn browser_calls_a_rust_device_and_both_decrypt_each_others_media() {
         refused.is_err(),
         "a WebSocket from another Origin is refused"
     );
-    let mut req = format!("ws://{host}/ws").into_client_request_with_origin(base);
-    let (mut ws, _) = tokio_tungstenite::connect_async(req.take().unwrap())
-        .await
-        .unwrap();
-    ws.send(Message::text(
-        json!({"type": "hello", "token": "00".repeat(32)}).to_string(),
-    ))
-    .await
-    .unwrap();
-    let closed = tokio::time::timeout(Duration::from_secs(10), ws.next())
-        .await
-        .unwrap();
     assert!(
-        matches!(closed, Some(Ok(Message::Close(Some(ref f)))) if u16::from(f.code) == 1008),
-        "a wrong token is refused: {closed:?}"
+        hello_refused(host, base, &"00".repeat(32)).await,
+        "a wrong token is refused"
     );
 
-    eprintln!("defences checked; starting Chromium");
     // the page, as a user would use it
-    let profile = tempfile::tempdir().unwrap();
     let (camera, mic) = fake_media(dir.path());
-    let _browser = chromium(profile.path(), &link, &camera, &mic);
-    let mut page = attach(profile.path(), base).await;
+    let (_browser, mut page, _profile) = open_page(dir.path(), "alice", &link, &camera, &mic).await;
     page.wait(
         "document.getElementById('me').textContent === 'alice'",
         Duration::from_secs(30),
@@ -474,21 +473,9 @@ async fn browser_calls_a_rust_device_and_both_decrypt_each_others_media() {
     )
     .await;
     // the link's token worked once: shown again (another local user who read it), refused
-    let mut req = format!("ws://{host}/ws").into_client_request_with_origin(base);
-    let (mut ws, _) = tokio_tungstenite::connect_async(req.take().unwrap())
-        .await
-        .unwrap();
-    ws.send(Message::text(
-        json!({"type": "hello", "token": link_token}).to_string(),
-    ))
-    .await
-    .unwrap();
-    let closed = tokio::time::timeout(Duration::from_secs(10), ws.next())
-        .await
-        .unwrap();
     assert!(
-        matches!(closed, Some(Ok(Message::Close(Some(ref f)))) if u16::from(f.code) == 1008),
-        "the link's token is refused once used: {closed:?}"
+        hello_refused(host, base, link_token).await,
+        "the link's token is refused once used"
     );
     // and the fragment is gone from the address bar
     assert_eq!(page.eval("location.hash").await, json!(""));
@@ -499,20 +486,7 @@ async fn browser_calls_a_rust_device_and_both_decrypt_each_others_media() {
     .await;
     wait_call_state(&mut page, "connected", Duration::from_secs(60)).await;
     // Rust → browser: the worker decrypted bob's audio and video, and Chromium decoded the picture
-    page.wait(
-        "(() => { const c = document.querySelector('[data-stat=\"frames decrypted\"]'); \
-         if (!c) return false; const [a, v] = c.textContent.split(' / ').map(Number); \
-         return a > 20 && v > 20; })()",
-        Duration::from_secs(60),
-        "frames decrypted from bob",
-    )
-    .await;
-    page.wait(
-        "document.getElementById('remote').videoWidth > 0",
-        Duration::from_secs(30),
-        "bob's picture",
-    )
-    .await;
+    wait_decrypting(&mut page, "bob").await;
     // the picture keeps coming (frames rendered in one second) and the sound has energy
     let rendered = page
         .eval(

@@ -62,6 +62,18 @@ pub async fn register(
     .await
 }
 
+/// Loads the persistent device in `dir` (store key in `key`) and signs in with it, as after a
+/// restart.
+pub async fn load(dir: &Path, key: &Path) -> Result<(Device, Events), SealedError> {
+    Device::load(
+        dir,
+        StoreKeySource::KeyFile(key),
+        None,
+        &ClientTls::default(),
+    )
+    .await
+}
+
 /// A call message with `body` in a fresh call.
 pub fn msg(body: Body) -> CallMessage {
     CallMessage::new(CallId::random(), 0, body)
