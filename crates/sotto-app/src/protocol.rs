@@ -166,7 +166,7 @@ pub enum ToPage {
         /// Our account.
         me: String,
         /// Hex; the page keeps it in `sessionStorage` (this tab only).
-        session: String,
+        session: SessionToken,
     },
     /// The call's state, sent whenever it changes.
     Status(PageStatus),
@@ -187,6 +187,23 @@ pub enum ToPage {
     },
     /// A key for the frame worker (fire and forget, in order).
     Key(KeyOp),
+}
+
+/// The token for a page's next `hello`; `Debug` never prints it, zeroized when dropped.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SessionToken(pub String);
+
+impl Drop for SessionToken {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
+}
+
+impl std::fmt::Debug for SessionToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SessionToken(<redacted>)")
+    }
 }
 
 /// A notice's kind (the page styles and tests match on it, never on the text).

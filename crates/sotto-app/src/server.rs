@@ -21,7 +21,7 @@ use crate::consts::{
     CSP, HELLO_TIMEOUT, MAX_PAGE_BACKLOG, MAX_PAGE_MESSAGE, PAGE_SEND_TIMEOUT, TOKEN_BYTES,
 };
 use crate::page_media::{Outgoing, PageLink};
-use crate::protocol::{FromPage, NoticeKind, PageCommand, PageStatus, ToPage};
+use crate::protocol::{FromPage, NoticeKind, PageCommand, PageStatus, SessionToken, ToPage};
 
 /// Why the call screen could not start.
 #[derive(Debug, thiserror::Error)]
@@ -254,7 +254,7 @@ async fn page_session(s: AppState, mut socket: WebSocket) {
     let mut status = s.status.clone();
     let welcome = ToPage::Welcome {
         me: s.me.to_string(),
-        session: session_token.to_string(),
+        session: SessionToken(session_token.to_string()),
     };
     let first = ToPage::Status(status.borrow_and_update().clone());
     let mut end = None;
