@@ -29,9 +29,11 @@
 //! assert_eq!(verify(&secret, Some(token.as_str()), &mallory), Err(TokenError::WrongParticipant));
 //! ```
 
+mod address;
 pub mod consts;
 mod secret;
 mod token;
 
+pub use address::{address_key, IPV6_PREFIX_BITS};
 pub use secret::{RelaySecret, SecretError};
 pub use token::{mint, verify, Claims, Expected, MintError, RelayToken, TokenError};

@@ -6,6 +6,13 @@ use std::time::Duration;
 pub const MAX_ROOM_SIZE: usize = 5;
 /// Rooms per relay.
 pub const MAX_ROOMS: usize = 64;
+/// Rooms opened from one address (the address of the connection whose join created the room,
+/// counted as `sotto_admission::address_key` says: IPv6 per /56) that may be live at once. A
+/// join that would open one more is refused with `too_many_rooms_from_address` before any peer
+/// connection exists. Tokens already say who may join which room, but an account can be had
+/// for each `REGISTRATIONS_PER_ADDRESS_PER_HOUR` at the signaling server; this is what keeps
+/// one address (or one NAT's worth of users) from holding more than an eighth of `MAX_ROOMS`.
+pub const MAX_ROOMS_PER_ADDR: usize = 8;
 /// Largest control message (JSON over WebSocket), bytes.
 pub const MAX_CONTROL_MESSAGE: usize = 64 * 1024;
 /// Longest room or participant name.

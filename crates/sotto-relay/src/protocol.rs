@@ -74,6 +74,9 @@ pub enum ErrorCode {
     RoomFull,
     /// `too_many_rooms`: a new room would exceed `MAX_ROOMS`.
     TooManyRooms,
+    /// `too_many_rooms_from_address`: a new room would make more than `MAX_ROOMS_PER_ADDR`
+    /// rooms opened from the joining connection's address.
+    TooManyRoomsFromAddress,
     /// `name_taken`: the participant name is in use in the room.
     NameTaken,
     /// `timeout`: no `join` within `JOIN_TIMEOUT`.
@@ -111,6 +114,7 @@ impl ErrorCode {
             ErrorCode::BadMessage => "bad_message",
             ErrorCode::RoomFull => "room_full",
             ErrorCode::TooManyRooms => "too_many_rooms",
+            ErrorCode::TooManyRoomsFromAddress => "too_many_rooms_from_address",
             ErrorCode::NameTaken => "name_taken",
             ErrorCode::Timeout => "timeout",
             ErrorCode::Webrtc => "webrtc",
@@ -236,6 +240,10 @@ mod tests {
             (ErrorCode::BadMessage, "bad_message"),
             (ErrorCode::RoomFull, "room_full"),
             (ErrorCode::TooManyRooms, "too_many_rooms"),
+            (
+                ErrorCode::TooManyRoomsFromAddress,
+                "too_many_rooms_from_address",
+            ),
             (ErrorCode::NameTaken, "name_taken"),
             (ErrorCode::Timeout, "timeout"),
             (ErrorCode::Webrtc, "webrtc"),

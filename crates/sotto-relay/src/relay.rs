@@ -398,7 +398,7 @@ pub async fn serve(cfg: RelayConfig) -> Result<Relay, RelayError> {
                     };
                     let s = s2.clone();
                     tokio::spawn(async move {
-                        if let Err(e) = session::session(s, tcp, slot).await {
+                        if let Err(e) = session::session(s, tcp, peer.ip(), slot).await {
                             tracing::debug!("relay session: {e}");
                         }
                     });

@@ -2,14 +2,15 @@
 //! slots carries whom, and whether one more may join.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
 use webrtc::peer_connection::PeerConnection;
 
-use sotto_admission::{RelaySecret, TokenError};
+use sotto_admission::{address_key, RelaySecret, TokenError};
 
-use crate::consts::{MAX_ROOMS, MAX_ROOM_SIZE};
+use crate::consts::{MAX_ROOMS, MAX_ROOMS_PER_ADDR, MAX_ROOM_SIZE};
 use crate::forward::Inbound;
 use crate::leaves::Leaves;
 use crate::protocol::{ErrorCode, ServerMsg};
@@ -27,9 +28,10 @@ pub(crate) struct Member {
     pub(crate) feedback: Vec<tokio::task::JoinHandle<()>>,
 }
 
-#[derive(Default)]
 pub(crate) struct Room {
     pub(crate) members: HashMap<String, Member>,
+    /// The address key of the connection whose join created the room.
+    opened_from: IpAddr,
 }
 
 /// Why a participant may not join (the `message` of the relay's error is its `Display`).
@@ -44,6 +46,10 @@ pub(crate) enum Refusal {
     /// The room is new and there are [`MAX_ROOMS`] already.
     #[error("MAX_ROOMS ({MAX_ROOMS})")]
     TooManyRooms,
+    /// The room is new and [`MAX_ROOMS_PER_ADDR`] rooms opened from the joiner's address are
+    /// live.
+    #[error("MAX_ROOMS_PER_ADDR ({MAX_ROOMS_PER_ADDR})")]
+    TooManyRoomsFromAddress,
     /// The join's token does not admit it.
     #[error(transparent)]
     Token(TokenError),
@@ -56,6 +62,7 @@ impl Refusal {
             Refusal::NameTaken => ErrorCode::NameTaken,
             Refusal::RoomFull => ErrorCode::RoomFull,
             Refusal::TooManyRooms => ErrorCode::TooManyRooms,
+            Refusal::TooManyRoomsFromAddress => ErrorCode::TooManyRoomsFromAddress,
             Refusal::Token(e) => ErrorCode::from(e),
         }
     }
@@ -70,9 +77,10 @@ impl Refusal {
 }
 
 /// A join's credentials: its token, checked against the relay's secret and public URL at the
-/// relay's clock.
+/// relay's clock, and the address it comes from.
 #[derive(Clone, Copy)]
 pub(crate) struct Ticket<'a> {
+    pub(crate) from: IpAddr,
     pub(crate) secret: &'a RelaySecret,
     pub(crate) relay: &'a str,
     pub(crate) token: Option<&'a str>,
@@ -87,6 +95,12 @@ pub(crate) struct Rooms {
 }
 
 impl Rooms {
+    /// Live rooms opened from `ip`'s address key.
+    fn opened_from(&self, ip: IpAddr) -> usize {
+        let key = address_key(ip);
+        self.rooms.values().filter(|r| r.opened_from == key).count()
+    }
+
     /// The admission rule: may `me` join `room` now with `ticket`? The token first
     /// ([`sotto_admission::verify`], with the time `me` last left `room`), then room and
     /// name.
@@ -103,6 +117,9 @@ impl Rooms {
             Some(r) if r.members.contains_key(me) => Err(Refusal::NameTaken),
             Some(r) if r.members.len() >= MAX_ROOM_SIZE => Err(Refusal::RoomFull),
             None if self.rooms.len() >= MAX_ROOMS => Err(Refusal::TooManyRooms),
+            None if self.opened_from(ticket.from) >= MAX_ROOMS_PER_ADDR => {
+                Err(Refusal::TooManyRoomsFromAddress)
+            }
             _ => Ok(()),
         }
     }
@@ -119,7 +136,10 @@ impl Rooms {
         member: impl FnOnce(Vec<Slot>) -> Member,
     ) -> Result<Vec<String>, Refusal> {
         self.check(room, me, ticket)?;
-        let r = self.rooms.entry(room.to_string()).or_default();
+        let r = self.rooms.entry(room.to_string()).or_insert_with(|| Room {
+            members: HashMap::new(),
+            opened_from: address_key(ticket.from),
+        });
         let others: Vec<String> = r.members.keys().cloned().collect();
         for (i, o) in others.iter().enumerate() {
             if let Some(s) = slots.get_mut(i) {

@@ -96,10 +96,11 @@ async fn fail(ws: &mut Ws, code: ErrorCode, e: SessionError) -> SessionError {
     e
 }
 
-/// Serves one control connection from handshake to leave.
+/// Serves one control connection (from address `from`) from handshake to leave.
 pub(crate) async fn session(
     shared: Arc<Shared>,
     tcp: TcpStream,
+    from: std::net::IpAddr,
     pending: PendingSlot,
 ) -> Result<(), SessionError> {
     // until `join` arrives this connection may be evicted for a newer one (the relay is full
@@ -119,6 +120,7 @@ pub(crate) async fn session(
     pending.joined();
     let token = token.as_ref().map(|t| t.as_str());
     let ticket = |now_ms| Ticket {
+        from,
         secret: &shared.token_secret,
         relay: &shared.public_url,
         token,

@@ -10,10 +10,10 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use sotto_relay::admission::{mint, Claims, RelaySecret, RelayToken};
 use sotto_relay::client::{join, ClientTls, JoinError, RoomHandle};
-use sotto_relay::consts::MAX_ROOM_SIZE;
+use sotto_relay::consts::{MAX_ROOMS_PER_ADDR, MAX_ROOM_SIZE};
 use sotto_relay::protocol::{decode_server, ErrorCode, ServerMsg};
 use sotto_testkit::plain::PlainPeer;
-use sotto_testkit::relay::{mint_token, now_ms, relay_secret, TestRelay};
+use sotto_testkit::relay::{connect_from, mint_token, now_ms, relay_secret, TestRelay};
 use tokio::sync::Barrier;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -457,4 +457,65 @@ async fn relay_refuses_a_join_without_a_valid_token() {
     }
     relay.shutdown().await;
     server.shutdown().await;
+}
+
+/// Sends a valid `join` for `room` as `name` over a connection from loopback address `ip` and
+/// returns the relay's first message: an `offer` when admitted so far.
+async fn first_answer_from(relay: &TestRelay, ip: [u8; 4], room: &str, name: &str) -> ServerMsg {
+    let tcp = connect_from(ip, relay.local_addr()).await;
+    let (mut ws, _) = tokio_tungstenite::client_async(relay.url(), tcp)
+        .await
+        .unwrap();
+    let token = relay.token(room, name);
+    ws.send(Message::text(join_json(room, name, Some(&token))))
+        .await
+        .unwrap();
+    let text = tokio::time::timeout(Duration::from_secs(20), ws.next())
+        .await
+        .expect("the relay said nothing");
+    match text {
+        Some(Ok(Message::Text(t))) => decode_server(&t).unwrap(),
+        other => panic!("not a text frame: {other:?}"),
+    }
+}
+
+/// Issue 14 (sybil accounts): tokens say who may join which room, but accounts can be had for
+/// each registration an address is allowed, and each opened relay rooms until `MAX_ROOMS` was
+/// full. Rooms opened from one address are now capped at `MAX_ROOMS_PER_ADDR`: the next new
+/// room from it is refused before any offer (valid token and all), while joining a room that
+/// is already open is not counted, another address still opens rooms, and a room that closes
+/// gives its place back. Fails without the cap (the ninth room is admitted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_opens_at_most_max_rooms_per_addr_rooms() {
+    let relay = TestRelay::start().await;
+    let mut held = Vec::new();
+    for i in 0..MAX_ROOMS_PER_ADDR {
+        let peer = Answerer::new().await;
+        let h = join_with(&relay, &format!("r{i}"), "m", &peer)
+            .await
+            .unwrap();
+        held.push((h, peer));
+    }
+    let code = refused_code(&relay, "one-more", "m", Some(&relay.token("one-more", "m"))).await;
+    assert_eq!(code, ErrorCode::TooManyRoomsFromAddress);
+    // joining an open room from the same address is not opening one
+    let peer = Answerer::new().await;
+    let joined = join_with(&relay, "r0", "friend", &peer).await.unwrap();
+    assert_eq!(relay.members("r0").len(), 2);
+    // another address opens a room (the relay's offer is the sign it was admitted)
+    let first = first_answer_from(&relay, [127, 0, 0, 2], "elsewhere", "bob").await;
+    assert!(matches!(first, ServerMsg::Offer { .. }), "{first:?}");
+    // a room that closes gives its place back
+    drop(joined);
+    let (mut h, p) = held.remove(1);
+    h.leave();
+    drop(p);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !relay.members("r1").is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "r1 never closed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let peer = Answerer::new().await;
+    join_with(&relay, "one-more", "m", &peer).await.unwrap();
+    relay.shutdown().await;
 }

@@ -8,16 +8,10 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use sotto_relay::consts::MAX_PENDING_PER_ADDRESS;
-use sotto_testkit::relay::TestRelay;
+use sotto_testkit::relay::{connect_from as from, TestRelay};
 use tokio::io::AsyncReadExt;
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
-
-async fn from(ip: [u8; 4], to: std::net::SocketAddr) -> TcpStream {
-    let s = TcpSocket::new_v4().unwrap();
-    s.bind((std::net::Ipv4Addr::from(ip), 0).into()).unwrap();
-    s.connect(to).await.unwrap()
-}
 
 /// Whether the relay closed `s` (EOF) within `limit`.
 async fn closed_within(s: &mut TcpStream, limit: Duration) -> bool {

@@ -30,6 +30,7 @@
 //! | `--one-time-prekey-repeat-window-secs` | `SOTTO_ONE_TIME_PREKEY_REPEAT_WINDOW_SECS` | `limits.one_time_prekey_repeat_window_secs` |
 //! | `--max-devices-per-account` | `SOTTO_MAX_DEVICES_PER_ACCOUNT` | `limits.max_devices_per_account` |
 //! | `--max-queued-per-sender` | `SOTTO_MAX_QUEUED_PER_SENDER` | `limits.max_queued_per_sender` |
+//! | `--registrations-per-address-per-hour` | `SOTTO_REGISTRATIONS_PER_ADDRESS_PER_HOUR` | `limits.registrations_per_address_per_hour` |
 //!
 //! [`run`] prints `listening on ADDR` (and, with a metrics address, `metrics on
 //! http://ADDR/metrics` before it) on stdout, so scripts can listen on port 0 and learn the port.
@@ -123,6 +124,9 @@ pub struct ServerArgs {
     /// Envelopes one sender may have waiting for one device.
     #[arg(long, env = "SOTTO_MAX_QUEUED_PER_SENDER")]
     pub max_queued_per_sender: Option<usize>,
+    /// New accounts one address may register per hour.
+    #[arg(long, env = "SOTTO_REGISTRATIONS_PER_ADDRESS_PER_HOUR")]
+    pub registrations_per_address_per_hour: Option<u32>,
 }
 
 /// Everything [`ServerArgs`] and the file resolve to.
@@ -210,6 +214,9 @@ impl ServerArgs {
         }
         if let Some(v) = self.max_queued_per_sender {
             l.max_queued_per_sender = v;
+        }
+        if let Some(v) = self.registrations_per_address_per_hour {
+            l.registrations_per_address_per_hour = v;
         }
         // the pair comes from one place: flags (or environment) or the file, never half of each
         config.tls = match tls_files(self.tls_cert.clone(), self.tls_key.clone())? {

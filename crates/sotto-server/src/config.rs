@@ -27,6 +27,7 @@
 //! one_time_prekey_repeat_window_secs = 3600
 //! max_devices_per_account = 8
 //! max_queued_per_sender = 64
+//! registrations_per_address_per_hour = 20
 //!
 //! [turn]
 //! secret = "the coturn static-auth-secret"
@@ -155,6 +156,7 @@ pub struct LimitsFile {
     pub one_time_prekey_repeat_window_secs: Option<u64>,
     pub max_devices_per_account: Option<usize>,
     pub max_queued_per_sender: Option<usize>,
+    pub registrations_per_address_per_hour: Option<u32>,
 }
 
 /// `[tls]`.
@@ -241,6 +243,9 @@ impl FileConfig {
         if let Some(v) = f.max_queued_per_sender {
             l.max_queued_per_sender = v;
         }
+        if let Some(v) = f.registrations_per_address_per_hour {
+            l.registrations_per_address_per_hour = v;
+        }
         l
     }
 
@@ -294,6 +299,7 @@ bundle_fetches_per_minute = 7
 one_time_prekey_repeat_window_secs = 60
 max_devices_per_account = 2
 max_queued_per_sender = 4
+registrations_per_address_per_hour = 3
 [tls]
 cert = "/etc/c.pem"
 key = "/etc/k.pem"
@@ -310,6 +316,7 @@ uris = ["turn:a:3478"]
         assert_eq!(l.one_time_prekey_repeat_window, Duration::from_secs(60));
         assert_eq!(l.max_devices_per_account, 2);
         assert_eq!(l.max_queued_per_sender, 4);
+        assert_eq!(l.registrations_per_address_per_hour, 3);
         assert_eq!(
             l.one_time_prekeys_per_target_per_minute,
             crate::consts::ONE_TIME_PREKEYS_PER_TARGET_PER_MINUTE

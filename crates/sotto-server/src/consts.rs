@@ -56,6 +56,17 @@ pub const ONE_TIME_PREKEY_REPEAT_WINDOW: Duration = Duration::from_secs(60 * 60)
 /// one-time prekey.
 pub const MAX_TRACKED_FETCH_KEYS: usize = 100_000;
 
+/// New accounts one address may register per hour (token bucket: this many at once, refilled
+/// evenly over the hour; IPv6 counts per /56, see `address_limits`). The next registration
+/// is refused with `registration_rate_limited` and creates nothing; logging in and adding a
+/// device to an account are not counted. A household, an office or a class registering
+/// together fits; an attacker minting sybil accounts to multiply the per-account limits gets
+/// this many an hour per address it holds.
+pub const REGISTRATIONS_PER_ADDRESS_PER_HOUR: u32 = 20;
+
+/// Addresses the registration limit remembers at most (see `address_limits`).
+pub const MAX_TRACKED_ADDRESSES: usize = 100_000;
+
 /// Devices one account may have. `add_device` of one more is refused with `too_many_devices`.
 pub const MAX_DEVICES_PER_ACCOUNT: usize = 8;
 
@@ -144,10 +155,12 @@ pub const RELAY_TOKEN_TTL_SECS: u64 = 180;
 /// at a time, a caller asks for itself and its callee).
 pub const MAX_RELAY_TOKENS_PER_REQUEST: usize = 8;
 
-/// Relay rooms one account may have claimed and live at once.
+/// Relay rooms one account may have claimed and live at once; a further claim forgets the
+/// account's least recently used room.
 pub const MAX_RELAY_ROOMS_PER_ACCOUNT: usize = 16;
 
-/// Relay rooms the server keeps at once (all accounts); a claim beyond is refused.
+/// Relay rooms the server keeps at once (all accounts); a further claim forgets the least
+/// recently used room.
 pub const MAX_RELAY_ROOMS: usize = 10_000;
 
 /// Members a relay room may have (everyone ever given a token for it, leavers included).

@@ -44,6 +44,9 @@ pub enum ErrorCode {
     RecipientQueueFull,
     /// Over `BUNDLE_FETCHES_PER_MINUTE` for this account; no one-time prekey was used.
     FetchRateLimited,
+    /// Over `REGISTRATIONS_PER_ADDRESS_PER_HOUR` new accounts from this address; nothing was
+    /// created.
+    RegistrationRateLimited,
     /// The account already has `MAX_DEVICES_PER_ACCOUNT` devices.
     TooManyDevices,
     /// This sender already has `MAX_QUEUED_PER_SENDER` envelopes waiting for the recipient.
@@ -69,10 +72,6 @@ pub enum ErrorCode {
     TooManyParticipants,
     /// The relay room would have more than `MAX_RELAY_ROOM_MEMBERS` members.
     RoomMembersFull,
-    /// The account already claimed `MAX_RELAY_ROOMS_PER_ACCOUNT` live relay rooms.
-    TooManyRelayRooms,
-    /// The server holds `MAX_RELAY_ROOMS` relay rooms.
-    RelayRoomsFull,
     // ---- ours ----
     /// The server failed (storage); retry later.
     Internal,
@@ -101,6 +100,7 @@ impl ErrorCode {
             Self::RateLimited => "rate_limited",
             Self::RecipientQueueFull => "recipient_queue_full",
             Self::FetchRateLimited => "fetch_rate_limited",
+            Self::RegistrationRateLimited => "registration_rate_limited",
             Self::TooManyDevices => "too_many_devices",
             Self::SenderShareFull => "sender_share_full",
             Self::TooManyConnections => "too_many_connections",
@@ -113,8 +113,6 @@ impl ErrorCode {
             Self::RejoinNeedsInvite => "rejoin_needs_invite",
             Self::TooManyParticipants => "too_many_participants",
             Self::RoomMembersFull => "room_members_full",
-            Self::TooManyRelayRooms => "too_many_relay_rooms",
-            Self::RelayRoomsFull => "relay_rooms_full",
             Self::Internal => "internal",
             Self::ShuttingDown => "shutting_down",
         }

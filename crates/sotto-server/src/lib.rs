@@ -25,6 +25,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod address_limits;
 mod answer;
 pub mod auth;
 pub mod cli;

@@ -35,6 +35,16 @@ impl TokenBucket {
         }
     }
 
+    /// A full bucket of `per_hour` tokens refilled at `per_hour` an hour.
+    pub fn per_hour(per_hour: u32, now: Instant) -> Self {
+        Self {
+            rate: f64::from(per_hour) / 3600.0,
+            burst: f64::from(per_hour.max(1)),
+            tokens: f64::from(per_hour),
+            last: now,
+        }
+    }
+
     /// Returns a token taken for something that did not happen (at most up to the burst).
     pub fn give_back(&mut self) {
         self.tokens = (self.tokens + 1.0).min(self.burst);

@@ -7,6 +7,12 @@
 //! back in; a re-invitation mints a fresh one. Rooms are random 128-bit call ids known only to
 //! members.
 //!
+//! Bounded without refusing anyone: past [`MAX_RELAY_ROOMS_PER_ACCOUNT`] rooms claimed by one
+//! account, its least recently used room is forgotten; past [`MAX_RELAY_ROOMS`] in all, the
+//! server's least recently used one. (Refusing instead let anyone with a few accounts keep
+//! every claim refused for `RELAY_ROOM_IDLE_SECS`, and a heavy user lost group calls after 16
+//! in six hours.) Forgetting a room costs what a restart costs, below, for that room only.
+//!
 //! Kept in memory only: a restart forgets every room. Calls already running are unaffected
 //! (their tokens are with the members, and the relay does not ask the server), but an
 //! invitation into such a call after the restart claims the room anew for the inviter (no
@@ -40,12 +46,6 @@ pub enum RoomRefusal {
     /// The room would have more than [`MAX_RELAY_ROOM_MEMBERS`] members.
     #[error("MAX_RELAY_ROOM_MEMBERS ({MAX_RELAY_ROOM_MEMBERS})")]
     RoomMembersFull,
-    /// The asker already claimed [`MAX_RELAY_ROOMS_PER_ACCOUNT`] live rooms.
-    #[error("MAX_RELAY_ROOMS_PER_ACCOUNT ({MAX_RELAY_ROOMS_PER_ACCOUNT})")]
-    TooManyRooms,
-    /// The server holds [`MAX_RELAY_ROOMS`] rooms.
-    #[error("MAX_RELAY_ROOMS ({MAX_RELAY_ROOMS})")]
-    ServerRoomsFull,
     /// A room or participant name the relay would refuse.
     #[error("invalid room or participant name")]
     InvalidName,
@@ -60,8 +60,6 @@ impl RoomRefusal {
             RoomRefusal::RejoinNeedsInvite => ErrorCode::RejoinNeedsInvite,
             RoomRefusal::TooManyParticipants => ErrorCode::TooManyParticipants,
             RoomRefusal::RoomMembersFull => ErrorCode::RoomMembersFull,
-            RoomRefusal::TooManyRooms => ErrorCode::TooManyRelayRooms,
-            RoomRefusal::ServerRoomsFull => ErrorCode::RelayRoomsFull,
             RoomRefusal::InvalidName => ErrorCode::InvalidField,
         }
     }
@@ -138,17 +136,21 @@ impl RelayRooms {
                 r.last_used_ms = now_ms;
             }
             None => {
-                let mine = self.rooms.values().filter(|r| r.owner == me).count();
-                if mine >= MAX_RELAY_ROOMS_PER_ACCOUNT {
-                    return Err(RoomRefusal::TooManyRooms);
-                }
-                if self.rooms.len() >= MAX_RELAY_ROOMS {
-                    return Err(RoomRefusal::ServerRoomsFull);
-                }
                 let mut members: HashSet<String> = participants.iter().cloned().collect();
                 members.insert(me.to_owned());
                 if members.len() > MAX_RELAY_ROOM_MEMBERS {
                     return Err(RoomRefusal::RoomMembersFull);
+                }
+                // bounded without refusing anyone: a claim past an account's share forgets
+                // that account's least recently used room, a claim past the total the
+                // server's (see the module docs for what forgetting costs)
+                if self.rooms.values().filter(|r| r.owner == me).count()
+                    >= MAX_RELAY_ROOMS_PER_ACCOUNT
+                {
+                    self.forget_least_recent(|r| r.owner == me);
+                }
+                if self.rooms.len() >= MAX_RELAY_ROOMS {
+                    self.forget_least_recent(|_| true);
                 }
                 self.rooms.insert(
                     key,
@@ -161,6 +163,26 @@ impl RelayRooms {
             }
         }
         Ok(())
+    }
+
+    /// Forgets the least recently used room among those `which` selects.
+    fn forget_least_recent(&mut self, which: impl Fn(&Room) -> bool) {
+        let oldest = self
+            .rooms
+            .iter()
+            .filter(|(_, r)| which(r))
+            .min_by_key(|(_, r)| r.last_used_ms)
+            .map(|(k, _)| k.clone());
+        if let Some(k) = oldest {
+            self.rooms.remove(&k);
+        }
+    }
+
+    /// Whether account `who` is a member of `room` at `relay` (for tests).
+    pub fn is_member(&self, relay: &str, room: &str, who: &str) -> bool {
+        self.rooms
+            .get(&(relay.to_owned(), room.to_owned()))
+            .is_some_and(|r| r.members.contains(who))
     }
 
     /// Forgets rooms idle for [`RELAY_ROOM_IDLE_SECS`].
@@ -250,6 +272,33 @@ mod tests {
     }
 
     #[test]
+    fn the_servers_total_forgets_its_least_recent_room() {
+        let mut rooms = RelayRooms::default();
+        let t = 1_000;
+        for i in 0..MAX_RELAY_ROOMS {
+            let owner = format!("u{}", i / MAX_RELAY_ROOMS_PER_ACCOUNT);
+            rooms
+                .grant(
+                    &owner,
+                    R,
+                    true,
+                    &format!("r{i}"),
+                    &names(&["x"]),
+                    t + i as u64,
+                )
+                .unwrap();
+        }
+        assert_eq!(rooms.len(), MAX_RELAY_ROOMS);
+        rooms
+            .grant("late", R, true, "late", &names(&["x"]), t + 1_000_000)
+            .unwrap();
+        assert_eq!(rooms.len(), MAX_RELAY_ROOMS);
+        assert!(!rooms.is_member(R, "r0", "u0"));
+        assert!(rooms.is_member(R, "r1", "u0"));
+        assert!(rooms.is_member(R, "late", "late"));
+    }
+
+    #[test]
     fn limits_at_and_over() {
         let mut rooms = RelayRooms::default();
         let t = 1_000;
@@ -264,26 +313,35 @@ mod tests {
             rooms.grant("alice", R, true, "big2", &over, t),
             Err(RoomRefusal::TooManyParticipants)
         );
-        // the per-account cap: `big` is one of alice's rooms already
+        // the per-account share: `big` is one of alice's rooms already, the oldest
         for i in 1..MAX_RELAY_ROOMS_PER_ACCOUNT {
+            let t = t + i as u64;
             rooms
                 .grant("alice", R, true, &format!("r{i}"), &names(&["bob"]), t)
                 .unwrap();
         }
-        let before = rooms.len();
-        assert_eq!(
-            rooms.grant("alice", R, true, "one-more", &names(&["bob"]), t),
-            Err(RoomRefusal::TooManyRooms)
-        );
-        assert_eq!(rooms.len(), before);
-        // others are not held back by alice's rooms
+        // bob's room is older than all of alice's but not hers to give up
         rooms
-            .grant("bob", R, true, "bobs", &names(&["carol"]), t)
+            .grant("bob", R, true, "bobs", &names(&["carol"]), t - 1)
             .unwrap();
-        // rooms expire, and with them the cap
-        let later = t + RELAY_ROOM_IDLE_SECS * 1000 + 1;
+        let before = rooms.len();
         rooms
-            .grant("alice", R, true, "one-more", &names(&["bob"]), later)
+            .grant("alice", R, true, "one-more", &names(&["bob"]), t + 100)
+            .unwrap();
+        assert_eq!(rooms.len(), before, "one of alice's rooms was forgotten");
+        assert!(!rooms.is_member(R, "big", "alice"), "her least recent");
+        assert!(rooms.is_member(R, "r1", "alice"));
+        assert!(rooms.is_member(R, "one-more", "alice"));
+        assert!(rooms.is_member(R, "bobs", "bob"), "others keep theirs");
+        // a forgotten room is claimed anew by whoever asks first (here a member of it)
+        rooms
+            .grant("bob", R, true, "big", &names(&["p1"]), t + 101)
+            .unwrap();
+        assert!(!rooms.is_member(R, "big", "p2"));
+        // rooms expire
+        let later = t + 101 + RELAY_ROOM_IDLE_SECS * 1000 + 1;
+        rooms
+            .grant("alice", R, true, "fresh", &names(&["bob"]), later)
             .unwrap();
         assert_eq!(rooms.len(), 1);
         // members per room

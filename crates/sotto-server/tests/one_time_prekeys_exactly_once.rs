@@ -21,6 +21,8 @@ async fn fifty_concurrent_fetches_get_distinct_one_time_prekeys() {
     cfg.limits.max_connections_per_addr = FETCHERS + 4;
     // fifty strangers at once: more than the per-target default allows one-time prekeys for
     cfg.limits.one_time_prekeys_per_target_per_minute = FETCHERS as u32;
+    // ... and fifty accounts registered from one address
+    cfg.limits.registrations_per_address_per_hour = FETCHERS as u32 + 1;
     let server = start(cfg, Arc::new(store)).await;
 
     let (bob, mut bob_events, bob_key) = register(&server, "bob").await;

@@ -6,7 +6,9 @@
 mod common;
 use common::*;
 use sotto_server::client::IdentityStatus;
-use sotto_server::{Client, Error, ErrorCode};
+use sotto_server::protocol::ServerMessage;
+use sotto_server::{Client, Error, ErrorCode, MemoryStore, ServerConfig};
+use std::sync::Arc;
 
 #[tokio::test]
 async fn register_then_login_and_devices() {
@@ -178,4 +180,53 @@ async fn turn_credentials_follow_coturn_rest_scheme() {
             code: ErrorCode::TurnUnavailable
         }
     ));
+}
+
+/// Issue 14 (sybil accounts): account registration was unlimited, so every per-account limit
+/// (bundle fetches, relay rooms, a sender's queue share) could be multiplied at will. New
+/// accounts per address are now limited (`registrations_per_address_per_hour`; 3 here): the
+/// next registration from that address is refused with `registration_rate_limited` and
+/// creates nothing, while logging in, re-registering an existing device and registering from
+/// another address still work, and users there still exchange messages. Fails without the
+/// limit (the fourth account is created).
+#[tokio::test]
+async fn new_accounts_per_address_are_limited() {
+    let mut cfg = ServerConfig::new(SERVER_ID);
+    cfg.limits.registrations_per_address_per_hour = 3;
+    let server = start(cfg, Arc::new(MemoryStore::new())).await;
+    let sybil = [127, 0, 0, 2];
+    let mut keys = Vec::new();
+    for i in 0..3 {
+        let key = identity();
+        let (mut ws, nonce) = raw_connect_from(sybil, &server).await;
+        let m = raw_register_on(&mut ws, &nonce, &format!("s{i}"), &key).await;
+        assert!(
+            matches!(m, Some(ServerMessage::Authenticated { created: true, .. })),
+            "{m:?}"
+        );
+        keys.push(key);
+    }
+    let (mut ws, nonce) = raw_connect_from(sybil, &server).await;
+    let m = raw_register_on(&mut ws, &nonce, "s3", &identity()).await;
+    assert_eq!(error_code(&m), Some(ErrorCode::RegistrationRateLimited));
+    assert_closed(&mut ws).await;
+    // re-registering an existing device is a login, not a new account
+    let (mut ws, nonce) = raw_connect_from(sybil, &server).await;
+    let m = raw_register_on(&mut ws, &nonce, "s0", &keys[0]).await;
+    assert!(
+        matches!(m, Some(ServerMessage::Authenticated { created: false, .. })),
+        "{m:?}"
+    );
+    // another address registers; nothing of s3 exists; messages flow
+    let (alice, _ea, _) = register(&server, "alice").await;
+    let (_bob, mut eb, _) = register(&server, "bob").await;
+    assert!(alice.list_devices("s3").await.unwrap().is_empty());
+    assert_eq!(alice.list_devices("s2").await.unwrap(), vec![1]);
+    alice.send("bob", 1, 60, b"ring".to_vec()).await.unwrap();
+    let env = tokio::time::timeout(std::time::Duration::from_secs(5), eb.next_envelope())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(env.ciphertext.0, b"ring");
+    server.shutdown().await;
 }

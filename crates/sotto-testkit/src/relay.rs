@@ -97,6 +97,18 @@ impl RelayAccess for TestRelay {
     }
 }
 
+/// A TCP connection to `to` from the loopback address `ip` (Linux routes all of 127/8 to lo):
+/// how a test is another client address.
+///
+/// # Panics
+/// If the socket cannot be bound or connected.
+#[allow(clippy::unwrap_used)]
+pub async fn connect_from(ip: [u8; 4], to: std::net::SocketAddr) -> tokio::net::TcpStream {
+    let s = tokio::net::TcpSocket::new_v4().unwrap();
+    s.bind((std::net::Ipv4Addr::from(ip), 0).into()).unwrap();
+    s.connect(to).await.unwrap()
+}
+
 /// A running relay and the secret its tokens are minted with. Derefs to the [`Relay`].
 pub struct TestRelay {
     pub relay: Relay,

@@ -541,7 +541,7 @@ pub enum CallError {
     #[error("relay refused: {0}")]
     RelayRefused(sotto_relay::protocol::ErrorCode),
     /// The signaling server refused relay tokens with this code (`not_a_room_member`,
-    /// `unknown_relay`, `too_many_relay_rooms`, ...).
+    /// `unknown_relay`, `room_members_full`, ...).
     #[error("relay tokens refused: {0}")]
     RelayTokensRefused(sotto_server::ErrorCode),
     /// The server's answer to a token request held no token for `0`.

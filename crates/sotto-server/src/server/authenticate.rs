@@ -18,10 +18,12 @@ use crate::store::{DeviceAddr, RegisterOutcome};
 pub(crate) type AuthErr = (Option<u64>, ErrorCode, &'static str);
 
 /// Sends the challenge and answers frames until one authenticates the connection (its device) or
-/// fails (why, to be sent before closing).
+/// fails (why, to be sent before closing). `ip` is the peer's address, which a registration that
+/// creates an account is counted against.
 pub(crate) async fn authenticate(
     shared: &Shared,
     ws: &mut Ws,
+    ip: std::net::IpAddr,
 ) -> std::result::Result<DeviceAddr, AuthErr> {
     let limits = &shared.cfg.limits;
     let mut nonce = [0u8; consts::CHALLENGE_NONCE_BYTES];
@@ -134,10 +136,23 @@ pub(crate) async fn authenticate(
             return Err((Some(id), ErrorCode::AuthFailed, "authentication failed"));
         }
         let created = if register {
+            // counted before the store call so that concurrent registrations cannot pass the
+            // limit together; given back below if no account was created
+            if !shared.take_registration(ip) {
+                return Err((
+                    Some(id),
+                    ErrorCode::RegistrationRateLimited,
+                    "too many new accounts from this address",
+                ));
+            }
             let a = addr.clone();
             let k = key.clone();
             let now = shared.cfg.clock.now_ms();
-            match shared.store(move |s| s.register(&a, &k, now)).await {
+            let outcome = shared.store(move |s| s.register(&a, &k, now)).await;
+            if !matches!(outcome, Ok(RegisterOutcome::Created)) {
+                shared.registration_not_created(ip);
+            }
+            match outcome {
                 Ok(RegisterOutcome::Created) => true,
                 Ok(RegisterOutcome::AlreadyRegistered) => false,
                 Ok(RegisterOutcome::UsernameTaken) => {

@@ -53,6 +53,10 @@ pub struct Limits {
     pub max_devices_per_account: usize,
     /// [`consts::MAX_QUEUED_PER_SENDER`].
     pub max_queued_per_sender: usize,
+    /// [`consts::REGISTRATIONS_PER_ADDRESS_PER_HOUR`].
+    pub registrations_per_address_per_hour: u32,
+    /// [`consts::MAX_TRACKED_ADDRESSES`].
+    pub max_tracked_addresses: usize,
 }
 
 impl Default for Limits {
@@ -78,6 +82,8 @@ impl Default for Limits {
             max_tracked_fetch_keys: consts::MAX_TRACKED_FETCH_KEYS,
             max_devices_per_account: consts::MAX_DEVICES_PER_ACCOUNT,
             max_queued_per_sender: consts::MAX_QUEUED_PER_SENDER,
+            registrations_per_address_per_hour: consts::REGISTRATIONS_PER_ADDRESS_PER_HOUR,
+            max_tracked_addresses: consts::MAX_TRACKED_ADDRESSES,
         }
     }
 }

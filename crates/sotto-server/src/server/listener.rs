@@ -137,7 +137,7 @@ async fn open<'a>(
     Metrics::inc(&shared.metrics.connections_total);
     Metrics::inc(&shared.metrics.connections_active);
     let guard = ConnGuard(&shared.metrics);
-    let authed = tokio::time::timeout_at(deadline, authenticate(shared, &mut ws))
+    let authed = tokio::time::timeout_at(deadline, authenticate(shared, &mut ws, ip))
         .await
         .unwrap_or(Err((
             None,

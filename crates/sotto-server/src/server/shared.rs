@@ -8,6 +8,7 @@ use std::sync::Arc;
 use sotto_tls::ServerTls;
 use tokio::sync::watch;
 
+use crate::address_limits::AddressRates;
 use crate::error::{ErrorCode, Result};
 use crate::fetch_limits::FetchLimits;
 use crate::limits::ConnectionLimiter;
@@ -28,6 +29,8 @@ pub(crate) struct Shared {
     pub authed_limiter: ConnectionLimiter,
     /// Bundle fetches per account, one-time prekeys per target and per (account, target).
     pub fetch_limits: std::sync::Mutex<FetchLimits>,
+    /// New accounts per address.
+    pub registrations: std::sync::Mutex<AddressRates>,
     pub metrics: Arc<Metrics>,
     pub next_conn: AtomicU64,
     pub shutdown: watch::Receiver<bool>,
@@ -51,6 +54,10 @@ impl Shared {
             limiter: ConnectionLimiter::new(cfg.limits.max_connections_per_addr),
             authed_limiter: ConnectionLimiter::new(cfg.limits.max_authenticated_per_addr),
             fetch_limits: std::sync::Mutex::new(FetchLimits::new(&cfg.limits)),
+            registrations: std::sync::Mutex::new(AddressRates::new(
+                cfg.limits.registrations_per_address_per_hour,
+                cfg.limits.max_tracked_addresses,
+            )),
             cfg,
             tls,
             worker,
@@ -80,6 +87,23 @@ impl Shared {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .none_handed_out(requester, target);
+    }
+
+    /// Counts a new account registered from `ip`, or refuses it (see [`AddressRates`]).
+    pub fn take_registration(&self, ip: std::net::IpAddr) -> bool {
+        self.registrations
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .try_take(ip, std::time::Instant::now())
+            .is_ok()
+    }
+
+    /// A registration counted by [`Self::take_registration`] created no account.
+    pub fn registration_not_created(&self, ip: std::net::IpAddr) {
+        self.registrations
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .give_back(ip);
     }
 
     pub fn online(&self) -> std::sync::MutexGuard<'_, HashMap<DeviceAddr, Arc<Conn>>> {

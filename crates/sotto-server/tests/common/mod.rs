@@ -59,9 +59,37 @@ pub async fn raw_connect(url: &str) -> (RawWs, Vec<u8>) {
 /// A raw connection authenticated (registering) as `user`/1.
 pub async fn raw_register(url: &str, user: &str, key: &IdentityKeyPair) -> RawWs {
     let (mut ws, nonce) = raw_connect(url).await;
-    let sig = sotto_server::auth::sign(key, SERVER_ID, &nonce, user, 1);
+    match raw_register_on(&mut ws, &nonce, user, key).await {
+        Some(ServerMessage::Authenticated { .. }) => ws,
+        other => panic!("expected authenticated, got {other:?}"),
+    }
+}
+
+/// A raw WebSocket connection to `server` from loopback address `ip` (Linux routes all of
+/// 127/8 to lo), past the challenge (returned).
+pub async fn raw_connect_from(ip: [u8; 4], server: &Server) -> (RawWs, Vec<u8>) {
+    let tcp = tokio::net::TcpSocket::new_v4().unwrap();
+    tcp.bind((std::net::Ipv4Addr::from(ip), 0).into()).unwrap();
+    let tcp = tcp.connect(server.local_addr()).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async(server.url(), MaybeTlsStream::Plain(tcp))
+        .await
+        .unwrap();
+    match raw_recv(&mut ws).await {
+        Some(ServerMessage::Challenge { nonce, .. }) => (ws, nonce.0),
+        other => panic!("expected challenge, got {other:?}"),
+    }
+}
+
+/// Sends `register` as `user`/1 with `key` on a connection that got `nonce`; the answer.
+pub async fn raw_register_on(
+    ws: &mut RawWs,
+    nonce: &[u8],
+    user: &str,
+    key: &IdentityKeyPair,
+) -> Option<ServerMessage> {
+    let sig = sotto_server::auth::sign(key, SERVER_ID, nonce, user, 1);
     raw_send(
-        &mut ws,
+        ws,
         0,
         &ClientMessage::Register {
             username: user.into(),
@@ -71,10 +99,7 @@ pub async fn raw_register(url: &str, user: &str, key: &IdentityKeyPair) -> RawWs
         },
     )
     .await;
-    match raw_recv(&mut ws).await {
-        Some(ServerMessage::Authenticated { .. }) => ws,
-        other => panic!("expected authenticated, got {other:?}"),
-    }
+    raw_recv(ws).await
 }
 
 pub async fn raw_send(ws: &mut RawWs, id: u64, msg: &ClientMessage) {

@@ -909,14 +909,14 @@ fn a_rejoin_after_leaving_needs_a_new_invitation() {
 #[test]
 fn refused_relay_tokens_end_the_call_being_set_up() {
     let mut n = Net::new(&["alice", "bob"], true);
-    n.refuse_tokens = Some(sotto_server::ErrorCode::TooManyRelayRooms);
+    n.refuse_tokens = Some(sotto_server::ErrorCode::RoomMembersFull);
     n.cmd("alice", UserCommand::Dial("bob".into()));
     assert_eq!(n.state("alice"), CallState::Ended);
     assert_eq!(n.state("bob"), CallState::Idle, "no offer without tokens");
     assert!(n
         .notices("alice")
         .contains(&Notice::Error(CallError::RelayTokensRefused(
-            sotto_server::ErrorCode::TooManyRelayRooms
+            sotto_server::ErrorCode::RoomMembersFull
         ))));
     assert!(!n.devs["alice"].plane.exists, "media closed");
     assert!(n.rooms.values().all(|r| r.is_empty()), "no relay join");
