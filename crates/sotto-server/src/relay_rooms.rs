@@ -69,12 +69,16 @@ struct Room {
     owner: String,
     members: HashSet<String>,
     last_used_ms: u64,
+    /// When it was last used in grant order (ties of `last_used_ms` within a millisecond).
+    last_used_seq: u64,
 }
 
 /// Relay rooms by `(relay URL, room)`.
 #[derive(Default)]
 pub struct RelayRooms {
     rooms: HashMap<(String, String), Room>,
+    /// Grants so far.
+    seq: u64,
 }
 
 /// A room name as the relay accepts it (1..=64 of `[A-Za-z0-9._-]`).
@@ -115,6 +119,8 @@ impl RelayRooms {
             return Err(RoomRefusal::InvalidName);
         }
         self.expire(now_ms);
+        self.seq += 1;
+        let seq = self.seq;
         let key = (relay.to_owned(), room.to_owned());
         match self.rooms.get_mut(&key) {
             Some(r) => {
@@ -134,6 +140,7 @@ impl RelayRooms {
                 }
                 r.members.extend(participants.iter().cloned());
                 r.last_used_ms = now_ms;
+                r.last_used_seq = seq;
             }
             None => {
                 let mut members: HashSet<String> = participants.iter().cloned().collect();
@@ -158,6 +165,7 @@ impl RelayRooms {
                         owner: me.to_owned(),
                         members,
                         last_used_ms: now_ms,
+                        last_used_seq: seq,
                     },
                 );
             }
@@ -171,7 +179,7 @@ impl RelayRooms {
             .rooms
             .iter()
             .filter(|(_, r)| which(r))
-            .min_by_key(|(_, r)| r.last_used_ms)
+            .min_by_key(|(_, r)| (r.last_used_ms, r.last_used_seq))
             .map(|(k, _)| k.clone());
         if let Some(k) = oldest {
             self.rooms.remove(&k);

@@ -136,9 +136,17 @@ pub(crate) async fn authenticate(
             return Err((Some(id), ErrorCode::AuthFailed, "authentication failed"));
         }
         let created = if register {
-            // counted before the store call so that concurrent registrations cannot pass the
-            // limit together; given back below if no account was created
-            if !shared.take_registration(ip) {
+            // a device that exists already is logging in; otherwise counted before the store
+            // call so that concurrent registrations cannot pass the limit together, and given
+            // back below if no account was created
+            let a = addr.clone();
+            let exists = shared
+                .store(move |s| s.identity(&a))
+                .await
+                .map_err(|code| (Some(id), code, "storage failure"))?
+                .is_some();
+            let counted = !exists;
+            if counted && !shared.take_registration(ip) {
                 return Err((
                     Some(id),
                     ErrorCode::RegistrationRateLimited,
@@ -149,7 +157,7 @@ pub(crate) async fn authenticate(
             let k = key.clone();
             let now = shared.cfg.clock.now_ms();
             let outcome = shared.store(move |s| s.register(&a, &k, now)).await;
-            if !matches!(outcome, Ok(RegisterOutcome::Created)) {
+            if counted && !matches!(outcome, Ok(RegisterOutcome::Created)) {
                 shared.registration_not_created(ip);
             }
             match outcome {
