@@ -105,6 +105,7 @@ async fn relay_only_media_through_coturn_carries_no_plaintext() {
         ip: "127.0.0.1".parse().unwrap(),
         port,
         secret,
+        streams: None,
     });
 
     // credentials come from the signaling server (coturn REST scheme), not from the test

@@ -169,6 +169,7 @@ async fn phone(peer: Option<String>, a: PhoneArgs, st: Settings) -> Result<(), C
     };
     let record = st.record.join(format!("{user}-received"));
     let relay_only = st.relay_only;
+    let turn_tls = st.client_tls()?;
     let media = PhoneMedia {
         client: dev.client().clone(),
         ice: st.ice.clone(),
@@ -177,6 +178,7 @@ async fn phone(peer: Option<String>, a: PhoneArgs, st: Settings) -> Result<(), C
             c.video = Some(video.clone());
             c.audio = Some(audio.clone());
             c.relay_only = relay_only;
+            c.turn_tls = turn_tls.clone();
             c.record_prefix = Some(record.clone());
             Ok(c)
         }),

@@ -34,6 +34,7 @@ fn call(alice_flags: &[&str]) -> (Summary, Summary) {
         ip: "127.0.0.1".parse().unwrap(),
         port,
         secret: SECRET,
+        streams: None,
     });
     let config = dir.path().join("server.toml");
     std::fs::write(

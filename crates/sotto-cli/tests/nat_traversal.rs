@@ -63,6 +63,7 @@ fn world(test: &str, nat: Nat) -> Option<World> {
         ip: NatLab::public_ip(),
         port: 3478,
         secret: TURN_SECRET,
+        streams: None,
     });
     // the one place ICE servers are configured: the signaling server advertises STUN and TURN
     let config = dir.path().join("server.toml");

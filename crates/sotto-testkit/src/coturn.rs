@@ -1,6 +1,6 @@
 //! A real coturn (Debian's `turnserver`) with the REST-credential scheme the signaling server
-//! issues (`use-auth-secret`), UDP only, on loopback or inside a network namespace; stopped when
-//! the guard drops.
+//! issues (`use-auth-secret`), UDP only or with TCP and TLS listeners ([`StreamListeners`]), on
+//! loopback or inside a network namespace; stopped when the guard drops.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -22,6 +22,16 @@ pub struct CoturnOptions<'a> {
     pub port: u16,
     /// The `static-auth-secret` shared with the signaling server.
     pub secret: &'a str,
+    /// TCP (on `port`) and TLS listeners; `None`: UDP only.
+    pub streams: Option<StreamListeners<'a>>,
+}
+
+/// coturn's stream listeners: TCP on the options' port, TLS on its own.
+pub struct StreamListeners<'a> {
+    /// Whether UDP is served too (`false`: `--no-udp`, a server only TCP reaches).
+    pub udp: bool,
+    /// TLS: PEM certificate chain, PEM key and port.
+    pub tls: Option<(&'a Path, &'a Path, u16)>,
 }
 
 /// A running coturn, killed (SIGINT, then SIGKILL) when dropped.
@@ -58,11 +68,7 @@ impl Coturn {
             .args([
                 "--use-auth-secret",
                 "--realm=sotto",
-                "--no-tls",
                 "--no-dtls",
-                // UDP only: the TCP listener on the same port number failed to bind whenever a
-                // TIME_WAIT socket (plentiful on a busy machine) held it, and coturn then exits
-                "--no-tcp",
                 "--no-tcp-relay",
                 "--no-cli",
                 "--no-stdout-log",
@@ -75,6 +81,29 @@ impl Coturn {
             .arg(format!("--pidfile={}", o.dir.join("turn.pid").display()))
             .stdout(Stdio::null())
             .stderr(Stdio::null());
+        match &o.streams {
+            // UDP only by default: the TCP listener on the same port number failed to bind
+            // whenever a TIME_WAIT socket (plentiful on a busy machine) held it, and coturn then
+            // exits; tests that want TCP pick a port free for TCP
+            None => {
+                cmd.args(["--no-tcp", "--no-tls"]);
+            }
+            Some(st) => {
+                if !st.udp {
+                    cmd.arg("--no-udp");
+                }
+                match st.tls {
+                    Some((cert, key, port)) => {
+                        cmd.arg(format!("--cert={}", cert.display()))
+                            .arg(format!("--pkey={}", key.display()))
+                            .arg(format!("--tls-listening-port={port}"));
+                    }
+                    None => {
+                        cmd.arg("--no-tls");
+                    }
+                }
+            }
+        }
         if o.ip.is_loopback() {
             cmd.arg("--allow-loopback-peers");
         }
@@ -84,7 +113,16 @@ impl Coturn {
         let mut turn = Coturn { child, log };
         let t0 = Instant::now();
         loop {
-            if udp_listening(o.netns, o.ip, o.port) {
+            let up = match &o.streams {
+                None => listening(o.netns, "-Huln", o.ip, o.port),
+                Some(st) => {
+                    listening(o.netns, "-Htln", o.ip, o.port)
+                        && st
+                            .tls
+                            .is_none_or(|(_, _, p)| listening(o.netns, "-Htln", o.ip, p))
+                }
+            };
+            if up {
                 return turn;
             }
             let exited = turn.child.try_wait().ok().flatten();
@@ -106,8 +144,9 @@ impl Coturn {
     }
 }
 
-/// Whether a UDP socket is bound to `ip:port` (in namespace `netns`).
-fn udp_listening(netns: Option<&str>, ip: IpAddr, port: u16) -> bool {
+/// Whether `ss FLAGS` (`-Huln` UDP, `-Htln` TCP) sees a socket bound to `ip:port` (in namespace
+/// `netns`).
+fn listening(netns: Option<&str>, flags: &str, ip: IpAddr, port: u16) -> bool {
     let mut cmd = match netns {
         Some(ns) => {
             let mut c = Command::new("ip");
@@ -116,7 +155,7 @@ fn udp_listening(netns: Option<&str>, ip: IpAddr, port: u16) -> bool {
         }
         None => Command::new("ss"),
     };
-    cmd.args(["-Huln", "src", &format!("{ip}:{port}")])
+    cmd.args([flags, "src", &format!("{ip}:{port}")])
         .output()
         .map(|o| o.status.success() && !o.stdout.is_empty())
         .unwrap_or(false)

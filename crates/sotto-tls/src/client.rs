@@ -238,12 +238,22 @@ pub async fn connect(url: &str, tls: &ClientTls) -> Result<Stream> {
         let _ = tcp.set_nodelay(true);
         return Ok(Stream::Plain(tcp));
     }
-    let name = ServerName::try_from(t.host.clone())
+    connect_tls(&t.host, t.port, tls).await
+}
+
+/// TCP to `host:port`, then TLS 1.3 or 1.2 with the server verified against `tls` for `host`
+/// (a DNS name or an IP address in its certificate): for protocols other than WebSocket that
+/// run over TLS (TURN over TLS). Time limits are the caller's.
+///
+/// # Errors
+/// [`Error::InvalidUrl`] when `host` cannot be a server name; [`Error::Certificate`] when the
+/// server's certificate is refused; [`Error::Handshake`] for another TLS failure;
+/// [`Error::Io`] for name resolution and TCP.
+pub async fn connect_tls(host: &str, port: u16, tls: &ClientTls) -> Result<Stream> {
+    let name = ServerName::try_from(host.to_owned())
         .map_err(|_| Error::InvalidUrl("the host is not a valid server name"))?;
     let config = tls.config()?;
-    let tcp = TcpStream::connect((t.host.as_str(), t.port))
-        .await
-        .map_err(Error::Io)?;
+    let tcp = TcpStream::connect((host, port)).await.map_err(Error::Io)?;
     let _ = tcp.set_nodelay(true);
     let s = TlsConnector::from(config)
         .connect(name, tcp)

@@ -39,7 +39,9 @@ mod pem;
 mod server;
 mod stream;
 
-pub use client::{check_url, connect, is_loopback_host, is_plain_loopback, is_tls_url, ClientTls};
+pub use client::{
+    check_url, connect, connect_tls, is_loopback_host, is_plain_loopback, is_tls_url, ClientTls,
+};
 pub use error::{Error, Result};
 /// Why a server's certificate was refused ([`Error::Certificate`]).
 pub use rustls::CertificateError;

@@ -14,7 +14,9 @@ use super::{IvfSource, MediaError, OggOpusSource, TapFrame};
 /// A STUN or TURN server for ICE.
 #[derive(Clone, Default)]
 pub struct IceServer {
-    /// `stun:host:port` or `turn:host:port?transport=udp`.
+    /// `stun:host:port`, `turn:host:port?transport=udp`, `turn:host:port?transport=tcp` or
+    /// `turns:host:port` (TCP and TLS go through a loopback bridge: webrtc-rs speaks UDP TURN
+    /// only).
     pub urls: Vec<String>,
     /// TURN username (coturn REST form: `expiry:user`).
     pub username: String,
@@ -66,6 +68,8 @@ pub struct MediaConfig {
     pub ice_servers: Vec<IceServer>,
     /// Use relay candidates only (all media through TURN).
     pub relay_only: bool,
+    /// Trust for `turns:` servers (the system's roots, plus the user's `--ca`).
+    pub turn_tls: sotto_tls::ClientTls,
     /// Local address to bind ICE sockets on.
     pub bind: IpAddr,
     /// SFrame cipher suite.
@@ -88,6 +92,7 @@ impl MediaConfig {
         Ok(MediaConfig {
             ice_servers: Vec::new(),
             relay_only: false,
+            turn_tls: sotto_tls::ClientTls::default(),
             bind: IpAddr::from([127, 0, 0, 1]),
             suite: CipherSuite::Aes128GcmSha256_128,
             sender_id,

@@ -40,3 +40,11 @@ pub const KEY_WAIT: Duration = Duration::from_secs(1);
 pub const MAX_HELD_FRAMES: usize = 128;
 /// Bytes of frames waiting for their key, per remote track.
 pub const MAX_HELD_BYTES: usize = 2 << 20;
+/// Streams one TCP/TLS TURN bridge opens at most (one per ICE socket of its peer; webrtc-rs
+/// opens one per local interface address).
+pub const MAX_BRIDGE_CONNECTIONS: usize = 8;
+/// How long a TCP/TLS TURN bridge's connection (TCP and TLS handshakes) may take.
+pub const BRIDGE_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// TURN messages waiting to go out on one bridge stream; past it a message is dropped, as a
+/// congested UDP path would drop it.
+pub const BRIDGE_QUEUE: usize = 256;

@@ -92,15 +92,6 @@ pub const PRFLX_ACCEPTANCE_WAIT: Duration = Duration::from_millis(500);
 /// (a few check intervals), short enough that a call that needs TURN is not kept waiting.
 pub const RELAY_ACCEPTANCE_WAIT: Duration = Duration::from_millis(1000);
 
-/// Whether webrtc-rs 0.21.1 gathers a candidate from this ICE server URL: STUN, and TURN over
-/// UDP; `turn:…?transport=tcp` and `turns:` are skipped by its TURN client.
-pub fn gathers_from(url: &str) -> bool {
-    if url.starts_with("turns:") {
-        return false;
-    }
-    !(url.starts_with("turn:") && url.contains("transport=tcp"))
-}
-
 /// The webrtc-rs settings with our acceptance waits.
 pub(super) fn setting_engine() -> SettingEngine {
     SettingEngineBuilder::new()
@@ -213,15 +204,6 @@ mod tests {
             assert_eq!(t.as_str().parse::<CandidateType>(), Ok(t));
         }
         assert_eq!("turn".parse::<CandidateType>(), Err(UnknownCandidateType));
-    }
-
-    #[test]
-    fn tcp_and_tls_turn_are_known_not_to_gather() {
-        assert!(gathers_from("stun:a:3478"));
-        assert!(gathers_from("turn:a:3478?transport=udp"));
-        assert!(gathers_from("turn:a:3478"));
-        assert!(!gathers_from("turn:a:3478?transport=tcp"));
-        assert!(!gathers_from("turns:a:5349?transport=tcp"));
     }
 
     #[test]

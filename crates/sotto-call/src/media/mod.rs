@@ -66,14 +66,15 @@ mod shared;
 pub mod sink;
 pub mod source;
 mod stats;
+mod turn_bridge;
 mod types;
 
 pub use backend::{make_webrtc, MediaBackend, MediaFactory, MediaMaker, MediaMaking, WebrtcMedia};
 pub use config::{IceServer, MediaConfig};
 pub use error::MediaError;
 pub use ice::{
-    gathers_from, hide_related_address, hide_related_addresses_in_sdp, CandidateType,
-    UnknownCandidateType, PRFLX_ACCEPTANCE_WAIT, RELAY_ACCEPTANCE_WAIT, SRFLX_ACCEPTANCE_WAIT,
+    hide_related_address, hide_related_addresses_in_sdp, CandidateType, UnknownCandidateType,
+    PRFLX_ACCEPTANCE_WAIT, RELAY_ACCEPTANCE_WAIT, SRFLX_ACCEPTANCE_WAIT,
 };
 pub use peer::MediaPeer;
 pub use sink::{IvfSink, OggSink};

@@ -42,6 +42,8 @@ pub struct MediaPeer {
     pub(super) video_sender: Arc<dyn RtpSender>,
     pub(super) audio_sender: Arc<dyn RtpSender>,
     pub(super) relay_only: bool,
+    /// Loopback bridges to TCP/TLS TURN servers (stopped when the peer is dropped).
+    pub(super) _turn_bridges: super::turn_bridge::TurnBridges,
     pub(super) tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// Remote candidates that arrived before the remote description (applied with it).
     pub(super) early_candidates: tokio::sync::Mutex<Option<Vec<RTCIceCandidateInit>>>,
@@ -141,15 +143,10 @@ impl MediaPeer {
                 rtc::interceptor::Slot::from(KEYFRAME_REQUEST_SLOT),
                 sotto_relay::feedback::KeyframeRequests::passing_other_rtcp(),
             );
-        for url in cfg.ice_servers.iter().flat_map(|s| &s.urls) {
-            if !super::ice::gathers_from(url) {
-                tracing::warn!(
-                    "{url}: webrtc-rs 0.21.1 gathers no relay candidate from TCP/TLS TURN; skipped"
-                );
-            }
-        }
-        let servers = cfg
-            .ice_servers
+        // TCP and TLS TURN through loopback bridges, which live as long as the peer
+        let (ice_servers, turn_bridges) =
+            super::turn_bridge::bridge_ice_servers(&cfg.ice_servers, &cfg.turn_tls).await?;
+        let servers = ice_servers
             .iter()
             .map(|s| RTCIceServer {
                 urls: s.urls.clone(),
@@ -197,6 +194,7 @@ impl MediaPeer {
                 video_sender,
                 audio_sender,
                 relay_only: cfg.relay_only,
+                _turn_bridges: turn_bridges,
                 tasks: Mutex::new(Vec::new()),
                 early_candidates: tokio::sync::Mutex::new(Some(Vec::new())),
             },
