@@ -43,6 +43,9 @@ pub enum Nat {
     Cone,
     /// Endpoint-dependent mapping (`masquerade fully-random`).
     Symmetric,
+    /// Endpoint-independent mapping, and no UDP leaves the home at all (a network that lets
+    /// only TCP out; what it drops is counted in `udp_blocked`).
+    UdpBlocked,
 }
 
 /// Why the lab cannot be built here.
@@ -145,8 +148,14 @@ fn run(args: &[&str], stdin: Option<&str>) -> Output {
 /// what it forwards into its home from the other router's WAN address (`from_peer_nat`).
 fn router_rules(nat: Nat, peer_wan: Ipv4Addr) -> String {
     let random = match nat {
-        Nat::Cone => "",
+        Nat::Cone | Nat::UdpBlocked => "",
         Nat::Symmetric => " fully-random",
+    };
+    let udp = match nat {
+        Nat::UdpBlocked => {
+            "\n    oifname \"wan\" meta l4proto udp counter name \"udp_blocked\" drop"
+        }
+        Nat::Cone | Nat::Symmetric => "",
     };
     format!(
         r#"table ip nat {{
@@ -157,13 +166,14 @@ fn router_rules(nat: Nat, peer_wan: Ipv4Addr) -> String {
 }}
 table inet filter {{
   counter from_peer_nat {{ }}
+  counter udp_blocked {{ }}
   chain input {{
     type filter hook input priority filter; policy accept;
     iifname "wan" ct state new drop
   }}
   chain forward {{
     type filter hook forward priority filter; policy accept;
-    iifname "wan" ct state new drop
+    iifname "wan" ct state new drop{udp}
     iifname "wan" ip saddr {peer_wan} counter name "from_peer_nat"
   }}
 }}
@@ -360,33 +370,34 @@ impl NatLab {
     /// Bytes router `router` forwarded into its home from the other router's WAN address: media
     /// that went straight from NAT to NAT.
     pub fn bytes_from_peer_nat(&self, router: &str) -> u64 {
-        let o = run(
-            &[
-                "ip",
-                "netns",
-                "exec",
-                router,
-                "nft",
-                "list",
-                "counter",
-                "inet",
-                "filter",
-                "from_peer_nat",
-            ],
-            None,
-        );
-        let text = String::from_utf8_lossy(&o.stdout);
-        text.split_whitespace()
-            .skip_while(|w| *w != "bytes")
-            .nth(1)
-            .and_then(|b| b.parse().ok())
-            .unwrap_or_else(|| panic!("no byte count in {text}"))
+        counter_bytes(router, "from_peer_nat")
+    }
+
+    /// Bytes of UDP router `router` dropped on their way out ([`Nat::UdpBlocked`]; 0 otherwise).
+    pub fn udp_blocked_bytes(&self, router: &str) -> u64 {
+        counter_bytes(router, "udp_blocked")
     }
 
     /// The public address as an [`IpAddr`].
     pub fn public_ip() -> IpAddr {
         IpAddr::V4(PUBLIC_IP)
     }
+}
+
+/// The byte count of nftables counter `name` in router `router`'s `inet filter` table.
+fn counter_bytes(router: &str, name: &str) -> u64 {
+    let o = run(
+        &[
+            "ip", "netns", "exec", router, "nft", "list", "counter", "inet", "filter", name,
+        ],
+        None,
+    );
+    let text = String::from_utf8_lossy(&o.stdout);
+    text.split_whitespace()
+        .skip_while(|w| *w != "bytes")
+        .nth(1)
+        .and_then(|b| b.parse().ok())
+        .unwrap_or_else(|| panic!("no byte count in {text}"))
 }
 
 impl Drop for NatLab {
