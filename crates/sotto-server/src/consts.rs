@@ -16,8 +16,10 @@ pub const MAX_FRAME_BYTES: usize = 64 * 1024;
 /// `frame_too_large` and closes too.
 pub const WS_HARD_MAX_FACTOR: usize = 4;
 
-/// Envelopes that may wait for one recipient device. The next one is refused with
-/// `recipient_queue_full` (the sender learns it; nothing is stored).
+/// Envelopes that may wait for one recipient device. The next one drops the oldest envelope of
+/// the sender account with the largest share of the queue, if that share is larger than the new
+/// envelope's sender's; otherwise it is refused with `recipient_queue_full` (the sender learns
+/// it; nothing is stored). So sybil accounts together cannot fill a queue against a caller.
 pub const MAX_QUEUED_ENVELOPES_PER_DEVICE: usize = 1000;
 
 /// Sustained envelopes per second one connection may send (token-bucket refill rate).

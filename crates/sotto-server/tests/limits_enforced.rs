@@ -310,3 +310,58 @@ async fn sender_share_limit_and_limit_plus_one() {
     }
     assert!(from_alice);
 }
+
+/// Issue 14 (sybil accounts): the per-sender share stops one stranger, but
+/// `MAX_QUEUED_ENVELOPES_PER_DEVICE / MAX_QUEUED_PER_SENDER` accounts (16, fewer than one
+/// address may register in an hour) filled an offline user's queue, and every call to her then
+/// failed with `recipient_queue_full` for a day. With default limits, 16 strangers fill bob's
+/// queue; a call message from alice still gets in (the oldest envelope of the largest share
+/// makes room), and bob receives it when he comes online. Fails before the fair queue (alice
+/// gets `recipient_queue_full`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strangers_together_cannot_fill_a_queue_against_a_caller() {
+    use sotto_server::consts::MAX_QUEUED_PER_SENDER;
+    let server = start_default().await;
+    let (bob, eb, bob_key) = register(&server, "bob").await;
+    drop((bob, eb));
+    let sybils = MAX_QUEUED_ENVELOPES_PER_DEVICE.div_ceil(MAX_QUEUED_PER_SENDER);
+    let junk = ClientMessage::Send {
+        to_user: "bob".into(),
+        to_device: 1,
+        ttl_secs: 86_400,
+        ciphertext: B64(vec![0; 64]),
+    };
+    let mut stored = 0;
+    for s in 0..sybils {
+        let mut ws = raw_register(&server.url(), &format!("sybil{s}"), &identity()).await;
+        for i in 0..MAX_QUEUED_PER_SENDER as u64 {
+            raw_send(&mut ws, i, &junk).await;
+        }
+        for _ in 0..MAX_QUEUED_PER_SENDER {
+            if let Some(ServerMessage::Stored { .. }) = raw_recv(&mut ws).await {
+                stored += 1;
+            }
+        }
+    }
+    assert!(
+        stored >= MAX_QUEUED_ENVELOPES_PER_DEVICE,
+        "the queue is full: {stored}"
+    );
+    let (alice, _ea, _) = register(&server, "alice").await;
+    alice.send("bob", 1, 60, b"call".to_vec()).await.unwrap();
+    let (_bob, mut ev) = sotto_server::Client::connect(client_cfg(&server, "bob", 1, bob_key))
+        .await
+        .unwrap();
+    let mut from_alice = false;
+    for _ in 0..MAX_QUEUED_ENVELOPES_PER_DEVICE {
+        let e = tokio::time::timeout(std::time::Duration::from_secs(10), ev.next_envelope())
+            .await
+            .unwrap()
+            .unwrap();
+        if e.from_user == "alice" {
+            from_alice = true;
+            break;
+        }
+    }
+    assert!(from_alice, "alice's call message was not delivered");
+}

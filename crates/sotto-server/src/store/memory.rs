@@ -165,11 +165,37 @@ impl Store for MemoryStore {
         let id = g.next_id + 1;
         let q = g.queues.entry(env.to.clone()).or_default();
         q.retain(|_, e| e.expires_at_ms > now);
-        if q.len() >= limits.per_device {
-            return Ok(EnqueueOutcome::QueueFull);
-        }
         let from_sender = q.values().filter(|e| e.from.user == env.from.user).count();
-        if from_sender >= limits.per_sender {
+        let share_full = from_sender >= limits.per_sender;
+        if q.len() >= limits.per_device {
+            if share_full {
+                return Ok(EnqueueOutcome::QueueFull);
+            }
+            // full: room is made from the largest share if it is larger than this sender's
+            let mut shares: std::collections::HashMap<&str, (usize, u64)> =
+                std::collections::HashMap::new();
+            for (id, e) in q.iter() {
+                let s = shares.entry(e.from.user.as_str()).or_insert((0, *id));
+                s.0 += 1;
+            }
+            let largest = shares
+                .iter()
+                .max_by(|a, b| a.1 .0.cmp(&b.1 .0).then(b.1 .1.cmp(&a.1 .1)))
+                .map(|(u, (n, _))| ((*u).to_owned(), *n));
+            match largest {
+                Some((hog, n)) if n > from_sender => {
+                    let oldest = q
+                        .iter()
+                        .find(|(_, e)| e.from.user == hog)
+                        .map(|(id, _)| *id);
+                    if let Some(id) = oldest {
+                        q.remove(&id);
+                    }
+                }
+                _ => return Ok(EnqueueOutcome::QueueFull),
+            }
+        }
+        if share_full {
             return Ok(EnqueueOutcome::SenderShareFull);
         }
         q.insert(id, env.clone());
@@ -246,5 +272,10 @@ mod tests {
     #[test]
     fn sender_share() {
         super::super::contract::sender_share_limit_and_limit_plus_one(&MemoryStore::new());
+    }
+
+    #[test]
+    fn full_queue_fairness() {
+        super::super::contract::full_queue_makes_room_from_the_largest_share(&MemoryStore::new());
     }
 }

@@ -50,7 +50,8 @@ pub enum RegisterOutcome {
 pub enum EnqueueOutcome {
     /// Committed with this id.
     Stored(u64),
-    /// The recipient already has [`QueueLimits::per_device`] envelopes waiting.
+    /// The recipient already has [`QueueLimits::per_device`] envelopes waiting, and no other
+    /// sender has more of them than this one (else the oldest of the largest share makes room).
     QueueFull,
     /// The sender's account already has [`QueueLimits::per_sender`] envelopes waiting for the
     /// recipient.
@@ -492,6 +493,66 @@ pub(crate) mod contract {
             s.enqueue(&late, limits).unwrap(),
             EnqueueOutcome::Stored(_)
         ));
+    }
+
+    /// A full queue makes room for a sender from the largest share, oldest first, as long as
+    /// that share is larger than the sender's own: strangers together cannot fill a queue
+    /// against someone who sent less than each of them.
+    pub fn full_queue_makes_room_from_the_largest_share(s: &dyn Store) {
+        let b = DeviceAddr::new("bob", 1);
+        s.register(&b, &[3; 33], 0).unwrap();
+        let limits = QueueLimits {
+            per_device: 6,
+            per_sender: 3,
+        };
+        let from = |user: &str| NewEnvelope {
+            from: DeviceAddr::new(user, 1),
+            ..env(&b, 1000)
+        };
+        let stored = |o: EnqueueOutcome| match o {
+            EnqueueOutcome::Stored(id) => id,
+            other => panic!("not stored: {other:?}"),
+        };
+        let mut sybil_ids = Vec::new();
+        for m in ["m1", "m2"] {
+            for _ in 0..3 {
+                sybil_ids.push(stored(s.enqueue(&from(m), limits).unwrap()));
+            }
+        }
+        // full; a third stranger at zero gets in at the oldest of the largest (m1's first)
+        let alice = stored(s.enqueue(&from("alice"), limits).unwrap());
+        assert_eq!(s.queued(&b).unwrap(), 6);
+        let ids: Vec<u64> = s
+            .pending(&b, 0, 0, 10)
+            .unwrap()
+            .iter()
+            .map(|e| e.id)
+            .collect();
+        assert!(!ids.contains(&sybil_ids[0]), "m1's oldest made room");
+        assert!(ids.contains(&alice));
+        // m2 (3) is now the largest: the next room comes from it
+        let carol = stored(s.enqueue(&from("carol"), limits).unwrap());
+        let ids: Vec<u64> = s
+            .pending(&b, 0, 0, 10)
+            .unwrap()
+            .iter()
+            .map(|e| e.id)
+            .collect();
+        assert!(!ids.contains(&sybil_ids[3]), "m2's oldest made room");
+        assert!(ids.contains(&carol) && ids.contains(&alice));
+        // shares are now m1 2, m2 2, alice 1, carol 1: alice gets one more (from m1), then
+        // no share is larger than hers
+        stored(s.enqueue(&from("alice"), limits).unwrap());
+        assert_eq!(
+            s.enqueue(&from("alice"), limits).unwrap(),
+            EnqueueOutcome::QueueFull
+        );
+        assert_eq!(s.queued(&b).unwrap(), 6);
+        // a sender's own share never makes room for itself
+        assert_eq!(
+            s.enqueue(&from("m2"), limits).unwrap(),
+            EnqueueOutcome::QueueFull
+        );
     }
 
     pub fn queue_limit_and_limit_plus_one(s: &dyn Store) {

@@ -153,10 +153,40 @@ fn enqueue_in(
             ],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
+    let share_full = usize::try_from(from_sender).unwrap_or(usize::MAX) >= limits.per_sender;
     if usize::try_from(queued).unwrap_or(usize::MAX) >= limits.per_device {
-        return Ok(EnqueueOutcome::QueueFull);
+        if share_full {
+            return Ok(EnqueueOutcome::QueueFull);
+        }
+        // full: room is made from the largest share if it is larger than this sender's
+        let largest: Option<(String, i64)> = tx
+            .prepare_cached(
+                "SELECT from_user, COUNT(*) AS n FROM envelopes
+                 WHERE to_user=?1 AND to_device=?2 AND expires_ms>?3
+                 GROUP BY from_user ORDER BY n DESC, MIN(id) ASC LIMIT 1",
+            )?
+            .query_row(
+                params![env.to.user, env.to.device, to_i64(env.stored_at_ms)],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        match largest {
+            Some((hog, n)) if n > from_sender => {
+                tx.prepare_cached(
+                    "DELETE FROM envelopes WHERE id=(SELECT MIN(id) FROM envelopes
+                     WHERE to_user=?1 AND to_device=?2 AND from_user=?3 AND expires_ms>?4)",
+                )?
+                .execute(params![
+                    env.to.user,
+                    env.to.device,
+                    hog,
+                    to_i64(env.stored_at_ms)
+                ])?;
+            }
+            _ => return Ok(EnqueueOutcome::QueueFull),
+        }
     }
-    if usize::try_from(from_sender).unwrap_or(usize::MAX) >= limits.per_sender {
+    if share_full {
         return Ok(EnqueueOutcome::SenderShareFull);
     }
     tx.prepare_cached(
@@ -471,6 +501,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = SqliteStore::open(&dir.path().join("s.db"), Durability::Normal).unwrap();
         super::super::contract::sender_share_limit_and_limit_plus_one(&s);
+    }
+
+    #[test]
+    fn full_queue_fairness() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("s.db"), Durability::Normal).unwrap();
+        super::super::contract::full_queue_makes_room_from_the_largest_share(&s);
     }
 
     #[test]
