@@ -248,14 +248,27 @@ pub struct PageStatus {
     pub peer_audio_muted: bool,
     /// The peer's announced mute flags.
     pub peer_video_muted: bool,
-    /// Other members of a group call.
-    pub members: Vec<String>,
+    /// Everyone else in the call (1:1: the peer; a group: every other member, the invited
+    /// included), in the order they came, each with the SFrame sender id its frames carry: the
+    /// page shows one tile per member and finds its picture by the sender of the frames it
+    /// decrypts (a relay's slots are not labelled, `relay.md` §3).
+    pub members: Vec<PageMember>,
     /// Dial to first decrypted video frame, milliseconds.
     pub setup_ms: Option<u64>,
     /// Our SFrame key generation.
     pub local_generation: Option<u64>,
     /// The peer's newest SFrame key generation we hold.
     pub remote_generation: Option<u64>,
+}
+
+/// A member of the call, as the page shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PageMember {
+    /// Account name.
+    pub name: String,
+    /// Its SFrame sender id (`sotto_call::core::sender_id_for`), decimal.
+    pub sender: String,
 }
 
 /// A request to the page's media engine.

@@ -36,6 +36,17 @@ let gatheringDone = null;
 let statsWaiters = new Map();
 let statsSeq = 0;
 let prevBytes = null;
+let sendGeneration = null; // the generation of the key the worker seals under (stats only)
+// the call's members as the device last said ({name, sender}), and what each receive pipe (a
+// transceiver's receiver) carries: its track and the sender of the frames the worker last
+// opened on it. A relay's slots are not labelled (relay.md §3): a member's tile shows the
+// pipes whose frames carry its sender id.
+let members = [];
+let inCall = false;
+const pipes = new Map(); // pipe id -> { kind, track, sender, seen }
+let pipeSeq = 0;
+let seenSeq = 0;
+const pipeOf = (t) => (t.sottoPipe ??= ++pipeSeq);
 
 const send = (m) => ws.readyState === WebSocket.OPEN && ws.send(JSON.stringify(m));
 const command = (c) => send({ type: "command", command: c });
@@ -112,9 +123,9 @@ function status(s) {
   $("state").textContent = s.end_reason ? `${s.state}: ${s.end_reason}` : s.state;
   $("state").dataset.state = s.state;
   $("peer").textContent = s.peer ? `↔ ${s.peer}` : "";
-  $("remote-label").textContent = s.peer || "peer";
   $("safety").textContent = s.safety_number || "–";
-  const inCall = ["ringing", "connecting", "connected"].includes(s.state);
+  inCall = ["ringing", "connecting", "connected"].includes(s.state);
+  members = s.members;
   $("ringing").hidden = s.state !== "incoming";
   $("caller").textContent = s.peer || "";
   $("incall").hidden = !inCall;
@@ -123,6 +134,48 @@ function status(s) {
   $("mute-video").setAttribute("aria-pressed", String(s.video_muted));
   document.body.dataset.callState = s.state;
   if (s.state === "ended" || s.state === "idle") stopStats();
+  renderTiles();
+}
+
+// One tile per member (added when the device names it, removed when it leaves), showing the
+// tracks of the pipes whose frames carry its sender id (the newest, should a slot have been
+// reused). Tiles only show what the device and the worker say; they decide nothing.
+function renderTiles() {
+  const box = $("remotes");
+  const want = inCall ? members : [];
+  for (const tile of [...box.children]) {
+    if (!want.some((m) => m.name === tile.dataset.member && m.sender === tile.dataset.sender)) tile.remove();
+  }
+  for (const m of want) {
+    let tile = [...box.children].find((t) => t.dataset.member === m.name);
+    if (!tile) {
+      tile = document.createElement("div");
+      tile.className = "tile remote";
+      tile.dataset.member = m.name;
+      tile.dataset.sender = m.sender;
+      const video = document.createElement("video");
+      video.autoplay = true;
+      video.playsInline = true;
+      const label = document.createElement("div");
+      label.className = "label";
+      label.textContent = m.name; // a peer-chosen name: text, never HTML
+      tile.append(video, label);
+      box.append(tile);
+    }
+    const tracks = [];
+    for (const kind of ["video", "audio"]) {
+      let best = null;
+      for (const p of pipes.values()) {
+        if (p.kind === kind && p.sender === m.sender && (!best || p.seen > best.seen)) best = p;
+      }
+      if (best) tracks.push(best.track);
+    }
+    const video = tile.querySelector("video");
+    const cur = video.srcObject?.getTracks() ?? [];
+    if (tracks.length !== cur.length || tracks.some((t, i) => t !== cur[i])) {
+      video.srcObject = tracks.length ? new MediaStream(tracks) : null;
+    }
+  }
 }
 
 // --- user actions --------------------------------------------------------------------------
@@ -180,8 +233,8 @@ async function switchCamera() {
   const s = await navigator.mediaDevices.getUserMedia({ video: { deviceId: next ? { exact: next } : undefined } });
   const track = s.getVideoTracks()[0];
   const old = local.getVideoTracks()[0];
-  for (const t of pc?.getTransceivers() ?? []) {
-    if (t.sender.track?.kind === "video" || t.receiver.track?.kind === "video") await t.sender.replaceTrack(track);
+  for (const t of pc ? sendingTransceivers() : []) {
+    if (t.receiver.track.kind === "video") await t.sender.replaceTrack(track);
   }
   local.removeTrack(old);
   old.stop();
@@ -193,13 +246,15 @@ async function switchCamera() {
 
 function attachTransforms(t) {
   const kind = t.receiver.track.kind;
+  const pipe = pipeOf(t);
+  if (!pipes.has(pipe)) pipes.set(pipe, { kind, track: t.receiver.track, sender: null, seen: 0 });
   if (hasScriptTransform) {
     t.sender.transform = new RTCRtpScriptTransform(worker, { kind, direction: "send" });
-    t.receiver.transform = new RTCRtpScriptTransform(worker, { kind, direction: "recv" });
+    t.receiver.transform = new RTCRtpScriptTransform(worker, { kind, direction: "recv", pipe });
   } else {
     for (const [end, direction] of [[t.sender, "send"], [t.receiver, "recv"]]) {
       const { readable, writable } = end.createEncodedStreams();
-      worker.postMessage({ op: "streams", readable, writable, kind, direction }, [readable, writable]);
+      worker.postMessage({ op: "streams", readable, writable, kind, direction, pipe }, [readable, writable]);
     }
   }
 }
@@ -214,14 +269,30 @@ function preferCodecs(t) {
   if (keep.length) t.setCodecPreferences(keep);
 }
 
+// The first transceiver of each kind sends (peer to peer the only one; through a relay the
+// relay's receiving m-lines come first, then the slots, which only receive: relay.md §3).
+function sendingTransceivers() {
+  const sends = new Set();
+  for (const kind of ["audio", "video"]) {
+    const first = pc.getTransceivers().find((t) => t.receiver.track.kind === kind);
+    if (first) sends.add(first);
+  }
+  return sends;
+}
+
 async function wireLocalTracks() {
   const s = await ensureLocal();
+  const sends = sendingTransceivers();
   for (const t of pc.getTransceivers()) {
     const kind = t.receiver.track.kind;
     const track = s.getTracks().find((x) => x.kind === kind);
-    t.direction = "sendrecv";
-    // the track itself is given at `start`, as webrtc-rs sends nothing before start_sending
-    if (sending && track && t.sender.track !== track) await t.sender.replaceTrack(track);
+    if (sends.has(t)) {
+      t.direction = "sendrecv";
+      // the track itself is given at `start`, as webrtc-rs sends nothing before start_sending
+      if (sending && track && t.sender.track !== track) await t.sender.replaceTrack(track);
+    } else if (t.direction !== "recvonly") {
+      t.direction = "recvonly";
+    }
     if (!t.sotto) {
       preferCodecs(t);
       attachTransforms(t);
@@ -247,13 +318,6 @@ function newPeerConnection(req) {
     };
   });
   p.onconnectionstatechange = () => mediaEvent({ kind: "state", state: p.connectionState });
-  p.ontrack = ({ track, streams }) => {
-    if (track.kind === "video" || !$("remote").srcObject) {
-      $("remote").srcObject = streams[0] || new MediaStream([track]);
-    } else if ($("remote").srcObject && !$("remote").srcObject.getTracks().includes(track)) {
-      $("remote").srcObject.addTrack(track);
-    }
-  };
   return p;
 }
 
@@ -266,6 +330,7 @@ async function media(id, req) {
         return { failed: "frame_worker_unavailable" };
       }
       if (pc) pc.close();
+      pipes.clear();
       sending = false;
       call = req.call;
       worker.postMessage({ op: "create", suite: req.suite, sender_id: req.sender_id });
@@ -310,7 +375,8 @@ async function media(id, req) {
       worker.postMessage({ op: "close" });
       pc?.close();
       pc = null;
-      $("remote").srcObject = null;
+      pipes.clear();
+      renderTiles();
       return "done";
     default:
       return { failed: "unknown_op" };
@@ -329,6 +395,13 @@ worker.onmessage = ({ data }) => {
     mediaEvent({ kind: "first_frame", media: data.media });
   } else if (data.event === "decrypt_failing") {
     mediaEvent({ kind: "decrypt_failing", media: data.media, code: data.code });
+  } else if (data.event === "pipe_sender") {
+    const p = pipes.get(data.pipe);
+    if (p) {
+      p.sender = data.sender;
+      p.seen = ++seenSeq;
+      renderTiles();
+    }
   } else if (data.event === "key_refused") {
     log("error", `frame worker refused a key: ${data.reason}`);
   }
@@ -347,6 +420,17 @@ function workerCounts() {
 
 async function stats() {
   const w = await workerCounts();
+  sendGeneration = w?.generation ?? null;
+  // each tile: what the worker opened of that member's frames, and under which key
+  for (const tile of $("remotes").children) {
+    const c = w?.senders?.[tile.dataset.sender];
+    tile.dataset.audioDecrypted = c?.audio ?? 0;
+    tile.dataset.videoDecrypted = c?.video ?? 0;
+    tile.dataset.generation = c?.generation ?? "";
+    tile.dataset.step = c?.step ?? "";
+    const label = tile.querySelector(".label");
+    label.textContent = c ? `${tile.dataset.member} · key ${c.generation}.${c.step}` : tile.dataset.member;
+  }
   const out = {
     state: pc?.connectionState ?? "closed",
     send_bitrate: 0,
@@ -420,6 +504,7 @@ function startStats() {
       ["frames sent (audio/video)", `${s.audio_frames_sent} / ${s.video_frames_sent}`],
       ["frames decrypted", `${s.audio_frames_decrypted} / ${s.video_frames_decrypted}`],
       ["frames failed", `${s.audio_frames_failed} / ${s.video_frames_failed}`],
+      ["our key generation", sendGeneration ?? "-"],
     ];
     $("stats-body").replaceChildren(
       ...rows.map(([k, v]) => {

@@ -11,6 +11,11 @@ let sender = null; // SenderKey
 let ring = null; // KeyRing
 const zero = () => ({ sent: 0, decrypted: 0, failed: 0, dropped_no_key: 0, before_key: 0, empty: 0 });
 let counts = { audio: zero(), video: zero() };
+// per sender id (decimal): frames opened by kind and the key (generation, step) of the last one;
+// and per receive pipe, the sender of the frames last opened on it (the page finds a member's
+// tile by it)
+let senders = {};
+const pipeSender = new Map();
 const first = { audio: false, video: false };
 const failing = { audio: false, video: false };
 const codecOf = (kind) => (kind === "audio" ? "opus" : "vp8");
@@ -65,6 +70,8 @@ async function handle(data) {
       lastSendKey = null;
       ring = new KeyRing(suite);
       counts = { audio: zero(), video: zero() };
+      senders = {};
+      pipeSender.clear();
       first.audio = first.video = false;
       failing.audio = failing.video = false;
       break;
@@ -92,23 +99,26 @@ async function handle(data) {
       ring = null;
       break;
     case "stats":
+      // generations and steps past their grace period are wiped (frame.md §4.2, `expire`)
+      await ring?.expire(now());
       self.postMessage({
         event: "stats",
         id: data.id,
         counts,
+        senders,
         generation: sender ? Number(sender.generation) : null,
       });
       break;
     case "streams": // encoded streams: the page hands us the streams
-      pipe(data.readable, data.writable, data.kind, data.direction);
+      pipe(data.readable, data.writable, data.kind, data.direction, data.pipe);
       break;
   }
 }
 
 // RTCRtpScriptTransform
 self.addEventListener("rtctransform", ({ transformer }) => {
-  const { kind, direction } = transformer.options;
-  pipe(transformer.readable, transformer.writable, kind, direction);
+  const { kind, direction, pipe: id } = transformer.options;
+  pipe(transformer.readable, transformer.writable, kind, direction, id);
 });
 
 // whether the ring holds no key at all for the frame's sender (its KID read from the header)
@@ -123,7 +133,7 @@ function noKeyYet(data, codec) {
   }
 }
 
-function pipe(readable, writable, kind, direction) {
+function pipe(readable, writable, kind, direction, id) {
   const codec = codecOf(kind);
   const c = () => counts[kind];
   const transform =
@@ -156,6 +166,15 @@ function pipe(readable, writable, kind, direction) {
             const got = await ring.decrypt(codec, new Uint8Array(frame.data), now());
             frame.data = got.frame.buffer;
             c().decrypted++;
+            const who = String(got.sender);
+            const s = (senders[who] ??= { audio: 0, video: 0, generation: 0, step: 0 });
+            s[kind]++;
+            s.generation = Number(got.generation);
+            s.step = Number(got.step);
+            if (id !== undefined && pipeSender.get(id) !== who) {
+              pipeSender.set(id, who);
+              self.postMessage({ event: "pipe_sender", pipe: id, sender: who });
+            }
             if (!first[kind]) {
               first[kind] = true;
               self.postMessage({ event: "first_frame", media: kind });

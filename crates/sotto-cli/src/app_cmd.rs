@@ -5,10 +5,12 @@
 use std::sync::Arc;
 
 use sotto_app::page_media::IceProvider;
-use sotto_app::protocol::{NoticeKind, PageCommand, PageIceServer, PageStatus, ToPage};
+use sotto_app::protocol::{NoticeKind, PageCommand, PageIceServer, PageMember, PageStatus, ToPage};
 use sotto_app::{AppWiring, PageLink, PageMedia};
 use sotto_call::core::CallState;
-use sotto_call::engine::{default_machine, Command as EngineCmd, Engine, Notice, Status};
+use sotto_call::engine::{
+    default_machine, sender_id_for, Command as EngineCmd, Engine, Notice, Status,
+};
 use sotto_call::messages::valid_member_name;
 use sotto_frame::CipherSuite;
 use tokio::sync::{mpsc, watch};
@@ -155,7 +157,14 @@ fn page_status(s: &Status) -> PageStatus {
         video_muted: s.video_muted,
         peer_audio_muted: s.peer_audio_muted,
         peer_video_muted: s.peer_video_muted,
-        members: s.members.clone(),
+        members: s
+            .members
+            .iter()
+            .map(|m| PageMember {
+                name: m.clone(),
+                sender: sender_id_for(m).to_string(),
+            })
+            .collect(),
         setup_ms: s
             .setup_time
             .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),

@@ -5,7 +5,10 @@
 //! the page's frame worker decrypts the Rust device's Opus and VP8 (and Chromium decodes the
 //! picture), the Rust device decrypts and records the browser's. Then the page hangs up.
 //! The signaling server is `wss://` with a certificate of a CA made by the test.
-//! Also: the page is refused without the token, from another Origin, and under another Host.
+//! Also: the page is refused without the token, from another Origin, and under another Host;
+//! two browsers call each other; two browsers and a Rust device call as a group through
+//! sotto-relay (invite from the page, a join and a leave, the relay's capture checked); and a
+//! browser calls a Rust device relay-only through coturn.
 
 mod common;
 
@@ -117,45 +120,44 @@ impl Cdp {
 }
 
 /// The fake camera and microphone: SMPTE colour bars (a still picture, so any received frame
-/// can be compared with it) and a 440 Hz tone, made by ffmpeg.
+/// can be compared with it) and [`fake_mic`] around 300 Hz, made by ffmpeg.
 fn fake_media(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
-    let (y4m, wav) = (dir.join("camera.y4m"), dir.join("mic.wav"));
-    let runs: [(&[&str], &Path); 2] = [
-        (
-            &[
-                "-f",
-                "lavfi",
-                "-i",
-                "smptebars=size=640x480:rate=30",
-                "-t",
-                "2",
-                "-pix_fmt",
-                "yuv420p",
-            ],
-            &y4m,
-        ),
-        (
-            &[
-                "-f",
-                "lavfi",
-                "-i",
-                "sine=frequency=440:sample_rate=48000",
-                "-t",
-                "3",
-            ],
-            &wav,
-        ),
-    ];
-    for (args, out) in runs {
-        let o = Command::new("ffmpeg")
-            .args(["-y", "-loglevel", "error"])
-            .args(args)
-            .arg(out)
-            .output()
-            .expect("ffmpeg is required (.ci/run installs it)");
-        assert!(o.status.success(), "{}", text(&o));
-    }
-    (y4m, wav)
+    let y4m = dir.join("camera.y4m");
+    ffmpeg(
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "smptebars=size=640x480:rate=30",
+            "-t",
+            "2",
+            "-pix_fmt",
+            "yuv420p",
+        ],
+        &y4m,
+    );
+    (y4m, fake_mic(dir, "mic", 300))
+}
+
+/// A fake microphone `dir/<name>.wav`: 60 s of a tone sweeping around `hz` (±200 Hz, once in
+/// 2 s: frequency modulation). Not a steady tone: the browser's noise suppression takes one for noise and sends
+/// silence. Browsers in one call get different ones, or each one's echo canceller removes
+/// its own microphone as the echo of the others' identical sound.
+fn fake_mic(dir: &Path, name: &str, hz: u32) -> std::path::PathBuf {
+    let wav = dir.join(format!("{name}.wav"));
+    let src = format!("aevalsrc=0.5*sin(2*PI*{hz}*t+400*sin(PI*t)):s=48000");
+    ffmpeg(&["-f", "lavfi", "-i", &src, "-t", "60"], &wav);
+    wav
+}
+
+fn ffmpeg(args: &[&str], out: &Path) {
+    let o = Command::new("ffmpeg")
+        .args(["-y", "-loglevel", "error"])
+        .args(args)
+        .arg(out)
+        .output()
+        .expect("ffmpeg is required (.ci/run installs it)");
+    assert!(o.status.success(), "{}", text(&o));
 }
 
 fn chromium(profile: &Path, url: &str, camera: &Path, mic: &Path) -> ChildGuard {
@@ -221,17 +223,22 @@ static BROWSERS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// `sotto app` for `user` (registered under `home`, trusting `ca`); returns it and the link it
 /// printed.
 fn start_app(home: &Path, ca: &Path, url: &str, user: &str) -> (ChildGuard, String) {
-    let mut app = sotto(home)
-        .env("SOTTO_CA", ca)
-        .args([
-            "app",
-            "--server",
-            url,
-            "--server-id",
-            "app.test",
-            "--user",
-            user,
-        ])
+    let mut c = sotto(home);
+    c.env("SOTTO_CA", ca).args([
+        "app",
+        "--server",
+        url,
+        "--server-id",
+        "app.test",
+        "--user",
+        user,
+    ]);
+    start_app_with(c)
+}
+
+/// `sotto app` as `c` says (`sotto ... app ...`); returns it and the link it printed.
+fn start_app_with(mut c: Command) -> (ChildGuard, String) {
+    let mut app = c
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn_guarded();
@@ -272,23 +279,90 @@ fn register_all(home: &Path, ca: &Path, url: &str, users: &[&str]) {
     }
 }
 
-/// Waits until the page's worker decrypted more than 20 audio and 20 video frames and the
-/// page shows the remote picture.
-async fn wait_decrypting(page: &mut Cdp, who: &str) {
+/// The JavaScript expression for `who`'s tile on the call screen (null when there is none).
+fn tile(who: &str) -> String {
+    format!("document.querySelector('#remotes .tile[data-member=\"{who}\"]')")
+}
+
+/// Waits until the page's worker decrypted more than `n` audio and `n` video frames of `who`
+/// (counted by the sender id in their KIDs) and `who`'s tile shows the picture.
+async fn wait_decrypting_n(page: &mut Cdp, who: &str, n: u64) {
+    let t = tile(who);
     page.wait(
-        "(() => { const c = document.querySelector('[data-stat=\"frames decrypted\"]'); \
-         if (!c) return false; const [a, v] = c.textContent.split(' / ').map(Number); \
-         return a > 20 && v > 20; })()",
-        Duration::from_secs(60),
-        &format!("frames decrypted from {who}"),
+        &format!(
+            "(t => !!t && +t.dataset.audioDecrypted > {n} && +t.dataset.videoDecrypted > {n})({t})"
+        ),
+        Duration::from_secs(90),
+        &format!("{n} frames decrypted from {who}"),
     )
     .await;
     page.wait(
-        "document.getElementById('remote').videoWidth > 0",
-        Duration::from_secs(30),
+        &format!("{t}.querySelector('video').videoWidth > 0"),
+        Duration::from_secs(60),
         &format!("{who}'s picture"),
     )
     .await;
+}
+
+/// [`wait_decrypting_n`] with 20 frames.
+async fn wait_decrypting(page: &mut Cdp, who: &str) {
+    wait_decrypting_n(page, who, 20).await;
+}
+
+/// How many frames `who`'s tile rendered in `ms` milliseconds (`requestVideoFrameCallback`).
+async fn frames_rendered(page: &mut Cdp, who: &str, ms: u64) -> u64 {
+    let n = page
+        .eval(&format!(
+            "new Promise((done) => {{ const v = {}.querySelector('video'); let n = 0; \
+             const f = () => {{ n++; v.requestVideoFrameCallback(f); }}; \
+             v.requestVideoFrameCallback(f); setTimeout(() => done(n), {ms}); }})",
+            tile(who)
+        ))
+        .await;
+    n.as_u64().unwrap_or(0)
+}
+
+/// The loudest RMS of the sound `who`'s tile plays, over 20 analyser windows (43 ms each) in
+/// 2 s, and the strongest frequency (Hz) in that window.
+async fn audio_rms(page: &mut Cdp, who: &str) -> (f64, f64) {
+    let r = page
+        .eval(&format!(
+            "new Promise((done) => {{ const ctx = new AudioContext(); \
+             const src = ctx.createMediaStreamSource({}.querySelector('video').srcObject); \
+             const an = ctx.createAnalyser(); src.connect(an); \
+             const b = new Float32Array(an.fftSize), f = new Float32Array(an.frequencyBinCount); \
+             let best = 0, hz = 0, n = 0; const t = setInterval(() => {{ \
+               an.getFloatTimeDomainData(b); let e = 0; for (const x of b) e += x * x; \
+               const rms = Math.sqrt(e / b.length); \
+               if (rms > best) {{ best = rms; an.getFloatFrequencyData(f); let k = 0; \
+                 for (let i = 1; i < f.length; i++) if (f[i] > f[k]) k = i; \
+                 hz = k * ctx.sampleRate / an.fftSize; }} \
+               if (++n === 20) {{ clearInterval(t); ctx.close(); done([best, hz]); }} }}, 100); }})",
+            tile(who)
+        ))
+        .await;
+    (r[0].as_f64().unwrap_or(0.0), r[1].as_f64().unwrap_or(0.0))
+}
+
+/// `who`'s tile dataset value `key` (`generation`, `step`, `videoDecrypted`...) as a number.
+async fn tile_number(page: &mut Cdp, who: &str, key: &str) -> Option<u64> {
+    let v = page
+        .eval(&format!("(t => t && t.dataset.{key})({})", tile(who)))
+        .await;
+    v.as_str().and_then(|s| s.parse().ok())
+}
+
+/// Asserts that the page's worker failed no frame.
+async fn assert_none_failed(page: &mut Cdp, who: &str) {
+    let failed = page
+        .eval("document.querySelector('[data-stat=\"frames failed\"]').textContent")
+        .await;
+    if failed != json!("0 / 0") {
+        panic!(
+            "{who}'s page: frames failed {failed}: {}",
+            page.eval("document.body.innerText").await
+        );
+    }
 }
 
 /// Whether the page WebSocket (from our own Origin) refuses `token` with code 1008.
@@ -340,7 +414,9 @@ async fn two_browsers_call_each_other_and_both_decrypt() {
     let (_a, link_a) = start_app(&home, &ca, &url, "alice");
     let (_b, link_b) = start_app(&home, &ca, &url, "bob");
     let (_ba, mut alice, _pa) = open_page(dir.path(), "alice", &link_a, &camera, &mic).await;
-    let (_bb, mut bob, _pb) = open_page(dir.path(), "bob", &link_b, &camera, &mic).await;
+    // bob's microphone sounds in a band of its own (900 ± 200 Hz; alice's: 300 ± 200 Hz)
+    let bob_mic = fake_mic(dir.path(), "bob-mic", 900);
+    let (_bb, mut bob, _pb) = open_page(dir.path(), "bob", &link_b, &camera, &bob_mic).await;
     for (page, me) in [(&mut alice, "alice"), (&mut bob, "bob")] {
         page.wait(
             &format!("document.getElementById('me').textContent === '{me}'"),
@@ -363,16 +439,20 @@ async fn two_browsers_call_each_other_and_both_decrypt() {
     }
     wait_decrypting(&mut alice, "bob").await;
     wait_decrypting(&mut bob, "alice").await;
-    for page in [&mut alice, &mut bob] {
-        let failed = page
-            .eval("document.querySelector('[data-stat=\"frames failed\"]').textContent")
-            .await;
-        if failed != json!("0 / 0") {
-            panic!(
-                "frames failed {failed}: {}",
-                page.eval("document.body.innerText").await
-            );
-        }
+    // each hears the other: sound with energy, in the other's band
+    for (page, other, band) in [
+        (&mut alice, "bob", 650.0..1150.0),
+        (&mut bob, "alice", 80.0..550.0),
+    ] {
+        let (rms, hz) = audio_rms(page, other).await;
+        println!("{other}'s sound at RMS {rms:.3}, strongest at {hz:.0} Hz");
+        assert!(
+            rms > 0.01 && band.contains(&hz),
+            "{other}'s sound: RMS {rms}, {hz} Hz"
+        );
+    }
+    for (page, who) in [(&mut alice, "alice"), (&mut bob, "bob")] {
+        assert_none_failed(page, who).await;
         let safety = page
             .eval("document.getElementById('safety').textContent")
             .await;
@@ -488,31 +568,10 @@ async fn browser_calls_a_rust_device_and_both_decrypt_each_others_media() {
     // Rust → browser: the worker decrypted bob's audio and video, and Chromium decoded the picture
     wait_decrypting(&mut page, "bob").await;
     // the picture keeps coming (frames rendered in one second) and the sound has energy
-    let rendered = page
-        .eval(
-            "new Promise((done) => { const v = document.getElementById('remote'); let n = 0; \
-             const f = () => { n++; v.requestVideoFrameCallback(f); }; \
-             v.requestVideoFrameCallback(f); setTimeout(() => done(n), 1000); })",
-        )
-        .await;
-    assert!(
-        rendered.as_u64().is_some_and(|n| n >= 5),
-        "frames rendered in 1 s: {rendered}"
-    );
-    let rms = page
-        .eval(
-            "new Promise((done) => { const ctx = new AudioContext(); \
-             const src = ctx.createMediaStreamSource(document.getElementById('remote').srcObject); \
-             const an = ctx.createAnalyser(); src.connect(an); \
-             setTimeout(() => { const b = new Float32Array(an.fftSize); \
-               an.getFloatTimeDomainData(b); let e = 0; for (const x of b) e += x * x; \
-               done(Math.sqrt(e / b.length)); }, 700); })",
-        )
-        .await;
-    assert!(
-        rms.as_f64().is_some_and(|r| r > 0.01),
-        "received audio RMS: {rms}"
-    );
+    let rendered = frames_rendered(&mut page, "bob", 1000).await;
+    assert!(rendered >= 5, "frames rendered in 1 s: {rendered}");
+    let (rms, _) = audio_rms(&mut page, "bob").await;
+    assert!(rms > 0.01, "received audio RMS: {rms}");
     // what the person sees: a screenshot of the call screen, not blank
     let shot = page
         .call("Page.captureScreenshot", json!({"format": "png"}))
@@ -613,6 +672,24 @@ async fn browser_calls_a_rust_device_and_both_decrypt_each_others_media() {
         .unwrap_or_else(|| panic!("no SSIM in:\n{log}"));
     println!("SSIM of the browser's camera as bob recorded it: {ssim}");
     assert!(ssim > 0.8, "SSIM {ssim}");
+    // and the browser's microphone, decrypted by bob, is the fake microphone's sound at its
+    // level (ffmpeg's volumedetect: the sweep, amplitude 0.5, is -9 dB and measured -9.2; a
+    // steady tone, which the browser's noise suppression fades out, measured -25.5)
+    let o = Command::new("ffmpeg")
+        .args(["-loglevel", "info", "-i"])
+        .arg(dir.path().join("bob-received.ogg"))
+        .args(["-af", "volumedetect", "-f", "null", "-"])
+        .output()
+        .unwrap();
+    let log = text(&o);
+    let mean: f64 = log
+        .split("mean_volume:")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no mean_volume in:\n{log}"));
+    println!("mean volume of the browser's microphone as bob recorded it: {mean} dB");
+    assert!(mean > -18.0, "mean volume {mean} dB");
     let _ = app.kill();
 }
 
@@ -640,4 +717,463 @@ fn base64_decode(s: &str) -> Vec<u8> {
     base64::engine::general_purpose::STANDARD
         .decode(s)
         .unwrap_or_default()
+}
+
+/// The frames of an IVF file (32-byte header, then 12-byte frame headers with a little-endian
+/// size).
+fn ivf_frames(data: &[u8]) -> Vec<&[u8]> {
+    let mut out = Vec::new();
+    let mut at = 32;
+    while at + 12 <= data.len() {
+        let len = u32::from_le_bytes(data[at..at + 4].try_into().unwrap()) as usize;
+        let end = (at + 12 + len).min(data.len());
+        out.push(&data[at + 12..end]);
+        at = end;
+    }
+    out
+}
+
+/// Sends SIGTERM (a relay flushes its capture on it) and waits for the process to end.
+fn terminate(child: &mut ChildGuard) {
+    let pid = child.id().to_string();
+    let _ = Command::new("kill").args(["-TERM", &pid]).status();
+    let t0 = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        assert!(t0.elapsed() < Duration::from_secs(30), "{pid} did not stop");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A group call through sotto-relay of two browsers (alice, carol: `sotto app` pages) and a
+/// Rust device (bob: `sotto answer`, webrtc-rs). Alice calls bob, invites carol from her page;
+/// carol answers on hers (a join: everyone ratchets); then carol hangs up on her page (a
+/// leave: alice and bob rotate to generation 1) and alice ends the call. Every page decrypts
+/// every member in that member's tile, bob decrypts both browsers, nobody fails a frame, and
+/// the relay's capture holds only SFrame frames, none with a window of what the browsers
+/// encoded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_browsers_and_a_rust_device_call_as_a_group_through_the_relay() {
+    const SERVER_ID: &str = "group.test";
+    let _one = BROWSERS.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let secret = common::relay_secret_file(dir.path());
+    let capture = dir.path().join("capture");
+    let (mut relay, relay_url) =
+        common::start_relay(&secret, &["--capture", capture.to_str().unwrap()]);
+    let (_server, url) = common::start_server_for_relay(dir.path(), SERVER_ID, &relay_url, &secret);
+    for user in ["alice", "bob", "carol"] {
+        let o = sotto(&home)
+            .args(["register", "--user", user, "--server", &url])
+            .args(["--server-id", SERVER_ID])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    // bob: in the call until it ends around him (alice, the last other member, hangs up)
+    let rec = dir.path().join("rec");
+    std::fs::create_dir_all(&rec).unwrap();
+    let script = dir.path().join("bob.txt");
+    std::fs::write(
+        &script,
+        "wait-state incoming\nanswer\nwait-state connected\nwait-state ended\n",
+    )
+    .unwrap();
+    let mut bob = sotto(&home)
+        .args(["answer", "--user", "bob", "--relay", &relay_url, "--script"])
+        .arg(&script)
+        .arg("--record")
+        .arg(&rec)
+        .env("RUST_LOG", "info")
+        .stdout(std::fs::File::create(dir.path().join("bob.log")).unwrap())
+        .stderr(std::fs::File::create(dir.path().join("bob.err")).unwrap())
+        .spawn_guarded();
+    let _ = BOB_LOG.set(dir.path().join("bob.log"));
+    let app = |user: &str| {
+        let mut c = sotto(&home);
+        c.args(["app", "--user", user, "--relay", &relay_url]);
+        start_app_with(c)
+    };
+    let (_app_a, link_a) = app("alice");
+    let (_app_c, link_c) = app("carol");
+    let (camera, _) = fake_media(dir.path());
+    let alice_mic = fake_mic(dir.path(), "alice-mic", 1600);
+    let (_ba, mut alice, _pa) = open_page(dir.path(), "alice", &link_a, &camera, &alice_mic).await;
+    let carol_mic = fake_mic(dir.path(), "carol-mic", 900);
+    let (_bc, mut carol, _pc) = open_page(dir.path(), "carol", &link_c, &camera, &carol_mic).await;
+    for (page, me) in [(&mut alice, "alice"), (&mut carol, "carol")] {
+        page.wait(
+            &format!("document.getElementById('me').textContent === '{me}'"),
+            Duration::from_secs(30),
+            "the welcome",
+        )
+        .await;
+    }
+
+    // alice calls bob through the relay
+    alice
+        .eval(
+            "document.getElementById('callee').value = 'bob'; \
+             document.getElementById('call').click(); true",
+        )
+        .await;
+    wait_call_state(&mut alice, "connected", Duration::from_secs(60)).await;
+    wait_decrypting(&mut alice, "bob").await;
+
+    // and invites carol from her page; carol answers on hers (a join: everyone ratchets)
+    alice
+        .eval(
+            "document.getElementById('invitee').value = 'carol'; \
+             document.getElementById('invite-button').click(); true",
+        )
+        .await;
+    wait_call_state(&mut carol, "incoming", Duration::from_secs(60)).await;
+    carol
+        .eval("document.getElementById('answer').click(); true")
+        .await;
+    wait_call_state(&mut carol, "connected", Duration::from_secs(60)).await;
+    for (page, me, others) in [
+        (&mut alice, "alice", ["bob", "carol"]),
+        (&mut carol, "carol", ["alice", "bob"]),
+    ] {
+        for who in others {
+            wait_decrypting(page, who).await;
+            let n = frames_rendered(page, who, 2000).await;
+            assert!(n >= 5, "{me}'s page rendered {n} frames of {who} in 2 s");
+            let (rms, hz) = audio_rms(page, who).await;
+            println!("{me}'s page: {who}'s sound at RMS {rms:.3}, strongest at {hz:.0} Hz");
+            assert!(rms > 0.01, "{me}'s page plays {who}'s sound at RMS {rms}");
+            // each member's own sound (alice 1400-1800 Hz, carol 700-1100 Hz, bob's bundled
+            // 440 Hz tone): the tile plays that member's, not another's
+            let band = match who {
+                "alice" => 1350.0..1850.0,
+                "carol" => 650.0..1150.0,
+                _ => 380.0..500.0,
+            };
+            assert!(
+                band.contains(&hz),
+                "{me}'s page: {who}'s tile sounds at {hz} Hz"
+            );
+        }
+        // one tile per member, labelled with its name
+        let tiles = page
+            .eval("[...document.querySelectorAll('#remotes .tile')].map(t => t.dataset.member).join(',')")
+            .await;
+        assert_eq!(tiles, json!(others.join(",")), "{me}'s tiles");
+        assert_none_failed(page, me).await;
+    }
+    // what alice sees: a tile for bob and one for carol (SOTTO_GROUP_SCREENSHOT_OUT keeps it)
+    let shot = alice
+        .call("Page.captureScreenshot", json!({"format": "png"}))
+        .await;
+    let png = base64_decode(shot["data"].as_str().unwrap_or_default());
+    assert!(
+        png.len() > 30_000,
+        "screenshot of {} bytes: blank?",
+        png.len()
+    );
+    if let Some(out) = std::env::var_os("SOTTO_GROUP_SCREENSHOT_OUT") {
+        std::fs::write(out, &png).unwrap();
+    }
+    // the join ratcheted bob's key: alice's worker follows him to a later step of generation 0
+    alice
+        .wait(
+            &format!("(t => !!t && +t.dataset.step >= 1)({})", tile("bob")),
+            Duration::from_secs(30),
+            "bob's ratcheted key",
+        )
+        .await;
+    // carol's worker opened alice's frames under a step past the one alice began with
+    assert!(tile_number(&mut carol, "alice", "step").await >= Some(1));
+
+    // carol leaves from her page (a leave: alice and bob rotate to generation 1)
+    carol
+        .eval("document.getElementById('hangup').click(); true")
+        .await;
+    wait_call_state(&mut carol, "ended", Duration::from_secs(30)).await;
+    carol
+        .wait(
+            "document.querySelectorAll('#remotes .tile').length === 0",
+            Duration::from_secs(10),
+            "no tile once the call ended",
+        )
+        .await;
+    alice
+        .wait(
+            &format!("{} === null", tile("carol")),
+            Duration::from_secs(30),
+            "carol's tile removed",
+        )
+        .await;
+    alice
+        .wait(
+            &format!("(t => !!t && +t.dataset.generation === 1)({})", tile("bob")),
+            Duration::from_secs(60),
+            "bob's rotated key in use",
+        )
+        .await;
+    // and keeps decrypting bob under it, with nothing failed
+    let before = tile_number(&mut alice, "bob", "videoDecrypted")
+        .await
+        .unwrap();
+    alice
+        .wait(
+            &format!(
+                "(t => !!t && +t.dataset.videoDecrypted > {} && t.dataset.generation === '1')({})",
+                before + 20,
+                tile("bob")
+            ),
+            Duration::from_secs(60),
+            "bob's frames under generation 1",
+        )
+        .await;
+    assert_none_failed(&mut alice, "alice").await;
+    let n = frames_rendered(&mut alice, "bob", 2000).await;
+    assert!(
+        n >= 5,
+        "alice's page rendered {n} frames of bob in 2 s after the rotation"
+    );
+    // alice seals under generation 1 too: let 60 more video frames go to bob under it
+    alice
+        .wait(
+            "document.querySelector('[data-stat=\"our key generation\"]')?.textContent === '1'",
+            Duration::from_secs(30),
+            "our key generation 1",
+        )
+        .await;
+    let sent = "+document.querySelector('[data-stat=\"frames sent (audio/video)\"]').textContent.split(' / ')[1]";
+    let before = alice.eval(sent).await.as_f64().unwrap();
+    alice
+        .wait(
+            &format!("{sent} > {}", before + 60.0),
+            Duration::from_secs(60),
+            "60 more video frames sent",
+        )
+        .await;
+    alice
+        .eval("document.getElementById('hangup').click(); true")
+        .await;
+    wait_call_state(&mut alice, "ended", Duration::from_secs(30)).await;
+
+    // bob: decrypted both browsers, failed nothing, rotated on carol's leave
+    let t0 = Instant::now();
+    while bob.try_wait().unwrap().is_none() {
+        assert!(t0.elapsed() < Duration::from_secs(60), "bob did not end");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let out = std::fs::read_to_string(dir.path().join("bob.log")).unwrap();
+    assert!(
+        out.contains("group: carol joined") && out.contains("group: carol left"),
+        "bob saw:\n{out}"
+    );
+    assert!(out.contains("key generation own 1 peer 1"), "bob:\n{out}");
+    let (decrypted, failed) = common::decrypted_failed(&out);
+    assert!(decrypted > 100 && failed == 0, "bob:\n{out}");
+    // one recording per browser (bob-received.ivf of the first sender, bob-received-from-<id>
+    // of the other), each with VP8 frames: what the browsers encoded, in clear
+    let recordings: Vec<std::path::PathBuf> = std::fs::read_dir(&rec)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let n = p.file_name().unwrap().to_string_lossy().into_owned();
+            n.starts_with("bob-received") && n.ends_with(".ivf")
+        })
+        .collect();
+    assert_eq!(recordings.len(), 2, "{recordings:?}");
+    let mut plain = Vec::new();
+    for f in &recordings {
+        let data = std::fs::read(f).unwrap();
+        let frames: Vec<Vec<u8>> = ivf_frames(&data).into_iter().map(<[u8]>::to_vec).collect();
+        assert!(frames.len() > 10, "{} frames in {f:?}", frames.len());
+        plain.extend(frames);
+    }
+
+    // the relay's capture: every frame a whole SFrame frame (Codec::split) whose KID names
+    // its sender, and no 16-byte window of a browser's encoded picture past the clear bytes
+    terminate(&mut relay);
+    let records =
+        sotto_relay::capture::parse(&std::fs::read(capture.join("capture.bin")).unwrap()).unwrap();
+    let re = sotto_relay::capture::reassemble(&records);
+    assert_eq!(re.undepacketizable, 0, "{re:?}");
+    let mut kids: std::collections::BTreeMap<String, std::collections::BTreeSet<(u64, u64)>> =
+        Default::default();
+    let suite = sotto_frame::CipherSuite::default();
+    let mut windows = std::collections::HashSet::new();
+    for f in &plain {
+        let clear = if f[0] & 1 == 0 { 10 } else { 3 };
+        for w in f[clear.min(f.len())..].windows(16) {
+            windows.insert(w);
+        }
+    }
+    assert!(windows.len() > 1000, "{} windows", windows.len());
+    for (index, f) in &re.frames {
+        let codec = match f.kind {
+            sotto_relay::capture::Kind::Video => sotto_frame::Codec::Vp8,
+            sotto_relay::capture::Kind::Audio => sotto_frame::Codec::Opus,
+        };
+        let parts = codec.split(suite, &f.frame).unwrap_or_else(|e| {
+            panic!(
+                "captured {:?} frame of {} at {index}: {e}",
+                f.kind, f.sender
+            )
+        });
+        let (sid, generation, step) = sotto_frame::KeyId::split_kid(parts.header.kid);
+        assert_eq!(
+            sid,
+            sotto_call::engine::sender_id_for(&f.sender),
+            "KID of {}",
+            f.sender
+        );
+        kids.entry(f.sender.clone())
+            .or_default()
+            .insert((generation, step));
+        assert!(
+            !f.frame.windows(16).any(|w| windows.contains(w)),
+            "captured frame of {} at {index} holds a window of a plaintext frame",
+            f.sender
+        );
+    }
+    let frames = re.frames.len();
+    println!(
+        "relay capture: {} records, {frames} frames ({} broken records), keys per sender: {kids:?}",
+        records.len(),
+        re.broken
+    );
+    assert!(frames > 300, "{frames} frames captured");
+    // alice and bob ratcheted on carol's join (a step past 0 in generation 0) and rotated on
+    // her leave (generation 1); carol sent under generation 0
+    for who in ["alice", "bob"] {
+        let k = &kids[who];
+        assert!(k.iter().any(|&(g, s)| g == 0 && s >= 1), "{who}: {k:?}");
+        assert!(k.iter().any(|&(g, _)| g == 1), "{who}: {k:?}");
+    }
+    assert!(kids["carol"].iter().all(|&(g, _)| g == 0), "{kids:?}");
+}
+
+/// A Rust device calls the browser (the other direction than the calls above), both in
+/// relay-only (privacy) mode, through a real coturn the signaling server advertises (its
+/// `[turn]` section, REST credentials): media flows only through TURN relay candidates on both
+/// sides, both decrypt, none fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_device_calls_the_browser_relay_only_through_coturn() {
+    use sotto_testkit::coturn::{Coturn, CoturnOptions};
+    const SERVER_ID: &str = "turn.test";
+    const SECRET: &str = "app-test-turn-secret";
+    let _one = BROWSERS.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let turn = Coturn::start(&CoturnOptions {
+        dir: dir.path(),
+        netns: None,
+        ip: "127.0.0.1".parse().unwrap(),
+        port,
+        secret: SECRET,
+    });
+    let config = dir.path().join("server.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"listen = "127.0.0.1:0"
+db = "{db}"
+server_id = "{SERVER_ID}"
+[turn]
+secret = "{SECRET}"
+uris = ["stun:127.0.0.1:{port}", "turn:127.0.0.1:{port}?transport=udp"]
+"#,
+            db = dir.path().join("s.db").display(),
+        ),
+    )
+    .unwrap();
+    let mut cmd = Command::new(common::SOTTO);
+    cmd.arg("server").arg("--config").arg(&config);
+    let (_server, addr) = common::start_command(cmd, "listening on");
+    let url = format!("ws://{addr}");
+    let home = dir.path().join("home");
+    for user in ["alice", "bob"] {
+        let o = sotto(&home)
+            .args(["register", "--user", user, "--server", &url])
+            .args(["--server-id", SERVER_ID])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "register {user}: {}", text(&o));
+    }
+    let mut c = sotto(&home);
+    c.args(["app", "--user", "alice", "--relay-only"]);
+    let (_app, link) = start_app_with(c);
+    let (camera, mic) = fake_media(dir.path());
+    let (_browser, mut page, _profile) = open_page(dir.path(), "alice", &link, &camera, &mic).await;
+    page.wait(
+        "document.getElementById('me').textContent === 'alice'",
+        Duration::from_secs(30),
+        "the welcome",
+    )
+    .await;
+    // bob calls; the page rings and the user answers
+    let script = dir.path().join("bob.txt");
+    std::fs::write(&script, "wait-state connected\nwait-state ended\n").unwrap();
+    let mut bob = sotto(&home)
+        .args(["call", "alice", "--user", "bob", "--relay-only", "--script"])
+        .arg(&script)
+        // what bob receives is written in the test's directory, never the working directory
+        .arg("--record")
+        .arg(dir.path())
+        .env("RUST_LOG", "info")
+        .stdout(std::fs::File::create(dir.path().join("bob.log")).unwrap())
+        .stderr(std::fs::File::create(dir.path().join("bob.err")).unwrap())
+        .spawn_guarded();
+    let _ = BOB_LOG.set(dir.path().join("bob.log"));
+    wait_call_state(&mut page, "incoming", Duration::from_secs(60)).await;
+    page.eval("document.getElementById('answer').click(); true")
+        .await;
+    wait_call_state(&mut page, "connected", Duration::from_secs(60)).await;
+    wait_decrypting(&mut page, "bob").await;
+    // the page's selected pair: a relay candidate on both ends (Chromium's getStats)
+    page.wait(
+        "document.querySelector('[data-stat=\"candidate pair\"]')?.textContent === 'relay → relay'",
+        Duration::from_secs(30),
+        "a relay → relay pair",
+    )
+    .await;
+    let rendered = frames_rendered(&mut page, "bob", 2000).await;
+    assert!(rendered >= 5, "frames rendered in 2 s: {rendered}");
+    assert_none_failed(&mut page, "alice").await;
+    // let bob receive 60 video frames of the browser's, then hang up from the page
+    let sent = "+document.querySelector('[data-stat=\"frames sent (audio/video)\"]').textContent.split(' / ')[1]";
+    let before = page.eval(sent).await.as_f64().unwrap();
+    page.wait(
+        &format!("{sent} > {}", before + 60.0),
+        Duration::from_secs(60),
+        "60 more video frames sent",
+    )
+    .await;
+    page.eval("document.getElementById('hangup').click(); true")
+        .await;
+    wait_call_state(&mut page, "ended", Duration::from_secs(30)).await;
+    let t0 = Instant::now();
+    while bob.try_wait().unwrap().is_none() {
+        assert!(t0.elapsed() < Duration::from_secs(60), "bob did not end");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let s = common::summary(
+        "bob",
+        std::fs::read_to_string(dir.path().join("bob.log")).unwrap(),
+    );
+    println!("bob: pair {:?}/{:?}", s.local, s.remote);
+    assert!(s.decrypted > 50 && s.failed == 0, "bob:\n{}", s.out);
+    assert_eq!(
+        s.local,
+        Some(sotto_call::media::CandidateType::Relay),
+        "bob's side of the pair:\n{}\ncoturn:\n{}",
+        s.out,
+        turn.log_text()
+    );
+    // what bob was told about the browser: relay candidates only
+    assert!(!s.remote_candidates.is_empty(), "{}", s.out);
+    for (typ, _, _) in &s.remote_candidates {
+        assert_eq!(*typ, sotto_call::media::CandidateType::Relay, "{}", s.out);
+    }
 }
