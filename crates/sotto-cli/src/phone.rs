@@ -167,7 +167,10 @@ async fn phone(peer: Option<String>, a: PhoneArgs, st: Settings) -> Result<(), C
         Some(p) => OggOpusSource::open(p).map_err(|e| fail(e.to_string()))?,
         None => OggOpusSource::tone().map_err(|e| fail(e.to_string()))?,
     };
-    let record = st.record.join(format!("{user}-received"));
+    let record = st
+        .record
+        .as_ref()
+        .map(|dir| dir.join(format!("{user}-received")));
     let relay_only = st.relay_only;
     let turn_tls = st.client_tls()?;
     let media = PhoneMedia {
@@ -179,7 +182,7 @@ async fn phone(peer: Option<String>, a: PhoneArgs, st: Settings) -> Result<(), C
             c.audio = Some(audio.clone());
             c.relay_only = relay_only;
             c.turn_tls = turn_tls.clone();
-            c.record_prefix = Some(record.clone());
+            c.record_prefix = record.clone();
             Ok(c)
         }),
     };

@@ -15,7 +15,7 @@
 //! | `--relay` | `SOTTO_RELAY` | `relay` | none: peer to peer |
 //! | `--ice` (repeatable) | `SOTTO_ICE` (comma-separated) | `ice` (string or list) | the signaling server's STUN/TURN servers |
 //! | `--relay-only` | `SOTTO_RELAY_ONLY` | `relay_only` | false |
-//! | `--record` | `SOTTO_RECORD` | `record` | `.` |
+//! | `--record` | `SOTTO_RECORD` | `record` | none: nothing received is written to disk |
 //!
 //! Servers (signaling and relay) are `wss://`, verified against the system's CA roots plus the
 //! certificates in the `ca` PEM file (a private CA); there is no way to skip verification.
@@ -68,7 +68,8 @@ pub struct ClientArgs {
     /// Use relay (TURN) candidates only.
     #[arg(long, env = "SOTTO_RELAY_ONLY", num_args = 0..=1, default_missing_value = "true")]
     pub relay_only: Option<bool>,
-    /// Where to write what we receive (`<user>-received-*.ivf/.ogg`) [default: .].
+    /// Record what we receive and decrypt into this directory (`<user>-received*.ivf/.ogg`,
+    /// files readable by the owner only); by default nothing is written.
     #[arg(long, env = "SOTTO_RECORD")]
     pub record: Option<PathBuf>,
 }
@@ -138,7 +139,8 @@ pub struct Settings {
     /// STUN/TURN URLs given by the user; empty: the ones the signaling server advertises.
     pub ice: Vec<String>,
     pub relay_only: bool,
-    pub record: PathBuf,
+    /// Where to record what is received; `None`: nothing is written.
+    pub record: Option<PathBuf>,
     /// Whether `server` / `server_id` were given (flag, environment or file) rather than
     /// defaulted: a registered device otherwise uses the server it registered with.
     pub server_given: bool,
@@ -276,10 +278,16 @@ impl ClientArgs {
             &file.record.as_ref().map(|p| p.display().to_string()),
         );
         let (record, s) = match record_pick {
-            Some((r, s)) => (PathBuf::from(r), s),
-            None => (PathBuf::from("."), Source::Default),
+            Some((r, s)) => (Some(PathBuf::from(r)), s),
+            None => (None, Source::Default),
         };
-        show("record", record.display().to_string(), s);
+        show(
+            "record",
+            record
+                .as_ref()
+                .map_or_else(|| "(off)".into(), |r| r.display().to_string()),
+            s,
+        );
         Ok(Settings {
             server,
             server_id,

@@ -1072,6 +1072,7 @@ async fn rust_device_calls_the_browser_relay_only_through_coturn() {
         ip: "127.0.0.1".parse().unwrap(),
         port,
         secret: SECRET,
+        streams: None,
     });
     let config = dir.path().join("server.toml");
     std::fs::write(

@@ -8,11 +8,9 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::time::Duration;
+use std::path::PathBuf;
 
-use common::{sotto_in, start_command, summary, text, ChildGuard, SpawnGuarded, Summary};
+use common::{lab_call, sotto_in, start_command, summary, text, ChildGuard, Summary};
 use sotto_call::media::CandidateType;
 use sotto_testkit::coturn::{Coturn, CoturnOptions, StreamListeners};
 use sotto_testkit::netns::{self, Nat, NatLab, HOME_A_LAN, PUBLIC_IP};
@@ -114,49 +112,16 @@ uris = ["stun:{public}:3478", "turn:{public}:3478?transport=udp", "turn:{public}
     })
 }
 
-fn script(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    p
-}
-
 /// alice (home A) calls bob (home B), media for 3 s, alice hangs up; both summaries.
 fn call(w: &World, alice_flags: &[&str]) -> (Summary, Summary) {
-    let rec = w.dir.path();
-    let bscript = script(
-        rec,
-        "bob.txt",
-        "wait-state incoming\nanswer\nwait-state connected\nwait-state ended\n",
+    let (a, b) = lab_call(
+        (&w.lab.home_a, &w.lab.home_b),
+        &w.home,
+        &w.ca_file,
+        w.dir.path(),
+        alice_flags,
     );
-    let ascript = script(
-        rec,
-        "alice.txt",
-        "wait-state connected\nwait 3000\nhangup\nwait 300\n",
-    );
-    let bob = sotto_in(&w.lab.home_b, &w.home)
-        .args(["answer", "--user", "bob", "--ca"])
-        .arg(&w.ca_file)
-        .arg("--script")
-        .arg(&bscript)
-        .arg("--record")
-        .arg(rec)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn_guarded();
-    // bob logs in (a call to an offline device waits in its queue anyway)
-    std::thread::sleep(Duration::from_millis(1000));
-    let a = sotto_in(&w.lab.home_a, &w.home)
-        .args(["call", "bob", "--user", "alice", "--ca"])
-        .arg(&w.ca_file)
-        .args(alice_flags)
-        .arg("--script")
-        .arg(&ascript)
-        .arg("--record")
-        .arg(rec)
-        .output()
-        .unwrap();
-    let b = bob.wait_with_output().unwrap();
-    let (a, b) = (summary("alice", text(&a)), summary("bob", text(&b)));
+    let (a, b) = (summary("alice", a), summary("bob", b));
     for (who, s) in [("alice", &a), ("bob", &b)] {
         println!(
             "{who}: pair {:?}/{:?}, setup {:?} ms, decrypted {}",

@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -170,14 +171,16 @@ fn a_call_goes_through_wss_signaling_and_relay_of_a_private_ca() {
         .stderr(Stdio::piped())
         .spawn_guarded();
     std::thread::sleep(Duration::from_millis(500));
+    // alice records nothing (no --record): nothing received lands in her working directory
+    let cwd = dir.path().join("alice-cwd");
+    std::fs::create_dir_all(&cwd).unwrap();
     let a = sotto(&home)
         .args(["call", "bob", "--user", "alice", "--relay", &relay_url])
         .arg("--ca")
         .arg(&ca_file)
         .arg("--script")
         .arg(&ascript)
-        .arg("--record")
-        .arg(&rec)
+        .current_dir(&cwd)
         .output()
         .unwrap();
     let a = text(&a);
@@ -188,6 +191,18 @@ fn a_call_goes_through_wss_signaling_and_relay_of_a_private_ca() {
     );
     let (decrypted, failed) = decrypted_failed(&a);
     assert!(decrypted > 0 && failed == 0, "--- alice\n{a}");
+    // recording is opt-in, and what bob asked to record only he can read (issue 13: call and
+    // answer wrote world-readable recordings into the working directory by default)
+    let written: Vec<_> = std::fs::read_dir(&cwd).unwrap().collect();
+    assert!(
+        written.is_empty(),
+        "alice recorded without --record: {written:?}"
+    );
+    for ext in ["ivf", "ogg"] {
+        let f = rec.join(format!("bob-received.{ext}"));
+        let mode = std::fs::metadata(&f).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", f.display());
+    }
 }
 
 #[test]

@@ -146,7 +146,7 @@ impl Coturn {
 
 /// Whether `ss FLAGS` (`-Huln` UDP, `-Htln` TCP) sees a socket bound to `ip:port` (in namespace
 /// `netns`).
-fn listening(netns: Option<&str>, flags: &str, ip: IpAddr, port: u16) -> bool {
+pub fn listening(netns: Option<&str>, flags: &str, ip: IpAddr, port: u16) -> bool {
     let mut cmd = match netns {
         Some(ns) => {
             let mut c = Command::new("ip");

@@ -378,6 +378,21 @@ impl NatLab {
         counter_bytes(router, "udp_blocked")
     }
 
+    /// Makes `names` resolve to the public address in every namespace of the lab (DNS as a
+    /// deployment has it): `ip netns exec` mounts `/etc/netns/NS/hosts` over `/etc/hosts`.
+    /// Removed with the lab.
+    pub fn name_public_host(&self, names: &[&str]) {
+        let hosts = format!(
+            "127.0.0.1 localhost\n::1 localhost\n{PUBLIC_IP} {}\n",
+            names.join(" ")
+        );
+        for ns in self.all() {
+            let dir = std::path::Path::new("/etc/netns").join(ns);
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("hosts"), &hosts).unwrap();
+        }
+    }
+
     /// The public address as an [`IpAddr`].
     pub fn public_ip() -> IpAddr {
         IpAddr::V4(PUBLIC_IP)
@@ -403,6 +418,7 @@ fn counter_bytes(router: &str, name: &str) -> u64 {
 impl Drop for NatLab {
     fn drop(&mut self) {
         for ns in self.all() {
+            let _ = std::fs::remove_dir_all(std::path::Path::new("/etc/netns").join(ns));
             let _ = Command::new("ip")
                 .args(["netns", "del", ns])
                 .stdout(Stdio::null())

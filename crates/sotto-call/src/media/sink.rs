@@ -7,6 +7,23 @@ use std::path::Path;
 
 use super::MediaError;
 
+/// Creates (or truncates) `path` readable and writable by its owner only: a recording holds a
+/// call in the clear. An existing file's mode is set to 0600 as well.
+fn private_file(path: &Path) -> Result<File, MediaError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let err = |e: std::io::Error| MediaError::Sink(format!("{}: {e}", path.display()));
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(err)?;
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))
+        .map_err(err)?;
+    Ok(f)
+}
+
 /// Writes VP8 frames to an IVF file. The header's size comes from the first key frame
 /// (RFC 6386 §9.1); the frame count is patched in by [`IvfSink::finish`].
 pub struct IvfSink {
@@ -19,8 +36,7 @@ pub struct IvfSink {
 impl IvfSink {
     /// Creates `path`; `fps` becomes the IVF timebase (1/fps).
     pub fn create(path: &Path, fps: u32) -> Result<Self, MediaError> {
-        let f =
-            File::create(path).map_err(|e| MediaError::Sink(format!("{}: {e}", path.display())))?;
+        let f = private_file(path)?;
         Ok(IvfSink {
             out: BufWriter::new(f),
             frames: 0,
@@ -120,8 +136,7 @@ pub const MAX_OGG_PACKET: usize = 255 * 255 - 1;
 impl OggSink {
     /// Creates `path` and writes the OpusHead and OpusTags pages.
     pub fn create(path: &Path) -> Result<Self, MediaError> {
-        let f =
-            File::create(path).map_err(|e| MediaError::Sink(format!("{}: {e}", path.display())))?;
+        let f = private_file(path)?;
         let mut s = OggSink {
             out: BufWriter::new(f),
             serial: rand::random(),
@@ -261,5 +276,27 @@ mod tests {
         sink.write_packet(&vec![0x11; MAX_OGG_PACKET + 1], 0)
             .unwrap();
         assert!(matches!(sink.finish(), Err(MediaError::Sink(_))));
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod private_tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn recordings_are_readable_by_their_owner_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let ivf = dir.path().join("r.ivf");
+        // an existing world-readable file is narrowed too
+        std::fs::write(&ivf, b"old").unwrap();
+        std::fs::set_permissions(&ivf, std::fs::Permissions::from_mode(0o644)).unwrap();
+        drop(super::IvfSink::create(&ivf, 30).unwrap());
+        let ogg = dir.path().join("r.ogg");
+        drop(super::OggSink::create(&ogg).unwrap());
+        for p in [ivf, ogg] {
+            let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{}", p.display());
+        }
     }
 }

@@ -299,3 +299,52 @@ pub fn start_tls_server(dir: &Path, server_id: &str) -> (ChildGuard, String, std
     let (child, addr) = start_server_with(dir, server_id, &tls_args(&files));
     (child, format!("wss://{addr}"), ca_file)
 }
+
+/// In network namespaces: bob (in `ns_b`) answers by script, alice (in `ns_a`) calls him with
+/// `alice_flags`, media for 3 s, alice hangs up. Both use the account directory `home` and the
+/// CA file `ca` and record into `dir`. Returns alice's and bob's output.
+#[allow(dead_code)]
+pub fn lab_call(
+    (ns_a, ns_b): (&str, &str),
+    home: &Path,
+    ca: &Path,
+    dir: &Path,
+    alice_flags: &[&str],
+) -> (String, String) {
+    let bscript = dir.join("bob.txt");
+    std::fs::write(
+        &bscript,
+        "wait-state incoming\nanswer\nwait-state connected\nwait-state ended\n",
+    )
+    .unwrap();
+    let ascript = dir.join("alice.txt");
+    std::fs::write(
+        &ascript,
+        "wait-state connected\nwait 3000\nhangup\nwait 300\n",
+    )
+    .unwrap();
+    let bob = sotto_in(ns_b, home)
+        .args(["answer", "--user", "bob", "--ca"])
+        .arg(ca)
+        .arg("--script")
+        .arg(&bscript)
+        .arg("--record")
+        .arg(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn_guarded();
+    // bob logs in (a call to an offline device waits in its queue anyway)
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    let a = sotto_in(ns_a, home)
+        .args(["call", "bob", "--user", "alice", "--ca"])
+        .arg(ca)
+        .args(alice_flags)
+        .arg("--script")
+        .arg(&ascript)
+        .arg("--record")
+        .arg(dir)
+        .output()
+        .unwrap();
+    let b = bob.wait_with_output().unwrap();
+    (text(&a), text(&b))
+}
