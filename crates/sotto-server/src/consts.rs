@@ -156,3 +156,12 @@ pub const MAX_RELAY_ROOM_MEMBERS: usize = 32;
 /// A relay room is forgotten this long after its last token was minted (a call longer than
 /// that keeps working; only new invitations to it would start over as a new claim).
 pub const RELAY_ROOM_IDLE_SECS: u64 = 6 * 3600;
+
+/// How long [`crate::store::PgStore`] waits for a PostgreSQL connection to open (unless the
+/// connection string sets `connect_timeout`); a call that cannot connect in time fails with
+/// `storage_unavailable` and the next one tries again.
+pub const PG_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Key of the advisory lock under which [`crate::store::PgStore`] applies migrations, so
+/// servers starting together apply each one once.
+pub const PG_MIGRATION_LOCK: i64 = 0x536f_7474_6f00_0001;

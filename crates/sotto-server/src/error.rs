@@ -76,6 +76,9 @@ pub enum ErrorCode {
     // ---- ours ----
     /// The server failed (storage); retry later.
     Internal,
+    /// The server cannot reach its database (PostgreSQL down or restarting): nothing was stored
+    /// or changed; retry later.
+    StorageUnavailable,
     /// The server is shutting down.
     ShuttingDown,
 }
@@ -116,6 +119,7 @@ impl ErrorCode {
             Self::TooManyRelayRooms => "too_many_relay_rooms",
             Self::RelayRoomsFull => "relay_rooms_full",
             Self::Internal => "internal",
+            Self::StorageUnavailable => "storage_unavailable",
             Self::ShuttingDown => "shutting_down",
         }
     }

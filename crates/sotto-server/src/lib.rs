@@ -49,7 +49,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, ErrorCode, Result};
 pub use protocol::{decode_client_frame, Bundle, Envelope};
 pub use server::{serve, Limits, Server, ServerConfig};
-pub use store::{Durability, MemoryStore, SqliteStore, Store};
+pub use store::{Durability, MemoryStore, PgStore, PgUrl, SqliteStore, Store};
 pub use turn::TurnConfig;
 
 pub use server::RelayEntry;

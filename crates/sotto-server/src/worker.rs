@@ -331,14 +331,15 @@ fn run(store: &dyn Store, online: &OnlineMap, metrics: &Metrics, rx: &std_mpsc::
             Ok(outcomes) => {
                 deliver(online, ops.drain(..), &outcomes);
                 for (a, o) in replies.drain(..).zip(outcomes) {
-                    hand_over(metrics, a, Some(o));
+                    hand_over(metrics, a, Ok(o));
                 }
             }
             Err(e) => {
                 tracing::error!(error = %e, batch = ops.len(), "group commit failed");
                 ops.clear();
+                let code = answer::failure_code(&e);
                 for a in replies.drain(..) {
-                    hand_over(metrics, a, None);
+                    hand_over(metrics, a, Err(code));
                 }
             }
         }

@@ -110,7 +110,7 @@ fn store_answer<T>(
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => {
             tracing::error!(error = %e, "store failure");
-            Err(ErrorCode::Internal)
+            Err(crate::answer::failure_code(&e))
         }
         Err(_) => Err(ErrorCode::Internal),
     }
