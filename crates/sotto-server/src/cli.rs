@@ -419,6 +419,37 @@ mod tests {
     }
 
     #[test]
+    fn the_store_comes_from_flags_or_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("s.toml");
+        std::fs::write(
+            &cfg,
+            "[store]\nbackend = \"postgres\"\nurl = \"host=file\"\n",
+        )
+        .unwrap();
+        let file = Cli::try_parse_from(["x", "--config", cfg.to_str().unwrap()]).unwrap();
+        assert!(matches!(
+            file.server.resolve().unwrap().store,
+            StoreChoice::Postgres { .. }
+        ));
+        // the flag names the backend over the file's
+        let flag =
+            Cli::try_parse_from(["x", "--config", cfg.to_str().unwrap(), "--store", "sqlite"])
+                .unwrap();
+        assert!(matches!(
+            flag.server.resolve().unwrap().store,
+            StoreChoice::Sqlite { .. }
+        ));
+        let url = Cli::try_parse_from(["x", "--postgres-url", "host=flag"]).unwrap();
+        assert!(matches!(
+            url.server.resolve().unwrap().store,
+            StoreChoice::Postgres { .. }
+        ));
+        let none = Cli::try_parse_from(["x", "--store", "postgres"]).unwrap();
+        assert!(matches!(none.server.resolve(), Err(Error::Config(_))));
+    }
+
+    #[test]
     fn abuse_limits_from_flags_and_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let cfg = dir.path().join("s.toml");
