@@ -101,7 +101,7 @@ fn spawn_sotto(
     std::fs::write(
         &cfg,
         format!(
-            "server_id = \"bench\"\ndurability = \"{}\"\n[limits]\nenvelopes_per_second = 1000000\nenvelope_burst = 1000000\nmax_connections_per_addr = 100000\nmax_queued_per_device = 100000\nmax_queued_per_sender = 100000\n",
+            "server_id = \"bench\"\ndurability = \"{}\"\n[limits]\nenvelopes_per_second = 1000000\nenvelope_burst = 1000000\nmax_connections_per_addr = 100000\nmax_authenticated_per_addr = 100000\nmax_queued_per_device = 100000\nmax_queued_per_sender = 100000\n",
             if durability == "memory" { "normal" } else { durability }
         ),
     )?;
