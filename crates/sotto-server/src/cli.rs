@@ -13,6 +13,7 @@
 //! | `--durability` | `SOTTO_DURABILITY` | `durability` |
 //! | `--store` (`sqlite` or `postgres`) | `SOTTO_STORE` | `store.backend` |
 //! | `--postgres-url` (alone selects `postgres`) | `SOTTO_POSTGRES_URL` | `store.url` |
+//! | `--nats-url` (the doorbell between servers sharing PostgreSQL) | `SOTTO_NATS_URL` | `cluster.nats_url` |
 //! | `--server-id` | `SOTTO_SERVER_ID` | `server_id` |
 //! | `--metrics-listen` | `SOTTO_METRICS_LISTEN` | `metrics_listen` |
 //! | `--tls-cert` | `SOTTO_TLS_CERT` | `tls.cert` |
@@ -73,6 +74,9 @@ pub struct ServerArgs {
     /// Prefer the environment to the command line when it holds a password.
     #[arg(long, env = "SOTTO_POSTGRES_URL", hide_env_values = true)]
     pub postgres_url: Option<String>,
+    /// NATS URL of the doorbell between servers sharing one PostgreSQL (`nats://host:4222`).
+    #[arg(long, env = "SOTTO_NATS_URL", hide_env_values = true)]
+    pub nats_url: Option<String>,
     /// Server identity bound into authentication signatures (default: the listen address).
     #[arg(long, env = "SOTTO_SERVER_ID")]
     pub server_id: Option<String>,
@@ -232,6 +236,11 @@ impl ServerArgs {
             None => file.tls()?,
         };
         config.turn = file.turn(self.turn_secret.clone());
+        config.nats_url = self
+            .nats_url
+            .clone()
+            .or(file.cluster.nats_url.clone())
+            .map(crate::server::NatsUrl::new);
         let relays = if self.relays.is_empty() {
             file.relays.clone()
         } else {
@@ -283,6 +292,9 @@ pub async fn serve(args: ServerArgs) -> Result<()> {
         .map_err(|e| Error::Storage(e.to_string()))??;
     let listener = tokio::net::TcpListener::bind(&r.listen).await?;
     let mut server = Server::spawn(r.config, store, listener)?;
+    if !server.doorbell_ready().await {
+        tracing::warn!("doorbell: NATS not reachable yet; retrying in the background");
+    }
     if let Some(m) = r.metrics_listen {
         let l = tokio::net::TcpListener::bind(&m).await?;
         println!("metrics on http://{}/metrics", l.local_addr()?);

@@ -13,6 +13,9 @@
 //! backend = "postgres"            # "sqlite" (default) or "postgres" (see PgStore)
 //! url = "postgres://sotto@db.example.org/sotto"   # libpq-style URL or "host=… user=…"
 //!
+//! [cluster]                       # several servers on one PostgreSQL
+//! nats_url = "nats://127.0.0.1:4222"   # the doorbell between them (see doorbell.rs)
+//!
 //! [tls]                           # both or neither; without them plain ws:// (loopback only)
 //! cert = "/etc/sotto/fullchain.pem"   # PEM certificate chain, leaf first
 //! key = "/etc/sotto/privkey.pem"      # PEM private key (re-read with the chain on SIGHUP)
@@ -71,6 +74,9 @@ pub struct FileConfig {
     /// Storage backend.
     #[serde(default)]
     pub store: StoreFile,
+    /// Servers sharing one PostgreSQL.
+    #[serde(default)]
+    pub cluster: ClusterFile,
     /// Limit overrides.
     #[serde(default)]
     pub limits: LimitsFile,
@@ -158,6 +164,22 @@ impl std::fmt::Debug for StoreFile {
         f.debug_struct("StoreFile")
             .field("backend", &self.backend)
             .field("url", &self.url.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// `[cluster]`.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterFile {
+    /// NATS URL of the doorbell (may hold credentials: never printed).
+    pub nats_url: Option<String>,
+}
+
+impl std::fmt::Debug for ClusterFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterFile")
+            .field("nats_url", &self.nats_url.as_ref().map(|_| "<redacted>"))
             .finish()
     }
 }

@@ -165,3 +165,17 @@ pub const PG_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_se
 /// Key of the advisory lock under which [`crate::store::PgStore`] applies migrations, so
 /// servers starting together apply each one once.
 pub const PG_MIGRATION_LOCK: i64 = 0x536f_7474_6f00_0001;
+
+/// How long a server waits for NATS (the doorbell between servers) to connect or to confirm a
+/// subscription; it retries every [`NATS_RETRY`] until it succeeds.
+pub const NATS_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Pause between attempts to reach NATS.
+pub const NATS_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// How long one doorbell ring may wait to be queued in the NATS client (then it is dropped:
+/// delivery waits for the next ring or reconnection).
+pub const NATS_PUBLISH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Rings waiting for the doorbell task; more are dropped (a delay, never a loss).
+pub const DOORBELL_QUEUE: usize = 4096;

@@ -18,6 +18,7 @@
 //!   named) and the PEM files servers and clients read.
 //! - [`browser`]: headless Chromium, run the same way by every browser test.
 //! - [`postgres`]: a throwaway PostgreSQL cluster on loopback (root and Debian's `postgresql`).
+//! - [`nats`]: a throwaway `nats-server` on loopback (the servers' doorbell).
 //! - [`store`]: the signaling server's store on SQLite or on PostgreSQL, for tests that run on
 //!   both backends.
 //! - [`coturn`]: a real coturn with REST credentials, on loopback or in a network namespace.
@@ -29,6 +30,7 @@ pub mod browser;
 pub mod coturn;
 pub mod device;
 pub mod media;
+pub mod nats;
 pub mod netns;
 pub mod plain;
 pub mod postgres;
