@@ -179,3 +179,9 @@ pub const NATS_PUBLISH_TIMEOUT: std::time::Duration = std::time::Duration::from_
 
 /// Rings waiting for the doorbell task; more are dropped (a delay, never a loss).
 pub const DOORBELL_QUEUE: usize = 4096;
+
+/// Longest a PostgreSQL statement, an unanswered send or an idle-in-transaction session may
+/// last ([`crate::store::PgStore`] sets `statement_timeout`, `idle_in_transaction_session_timeout`,
+/// TCP user timeout and keepalive to it; a URL with its own `options` keeps them): past it the call
+/// fails (`storage_unavailable` for a dead connection) instead of holding the store thread.
+pub const PG_IO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);

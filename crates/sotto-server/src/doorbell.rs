@@ -11,6 +11,8 @@
 //! connection's cursor past it. Reads in id order cannot skip one, because a recipient's ids
 //! increase in commit order (see [`crate::store::PgStore`]).
 
+use std::fmt::Write as _;
+
 use futures_util::StreamExt;
 use tokio::sync::{mpsc, watch};
 
@@ -27,7 +29,7 @@ pub(crate) fn subject(addr: &DeviceAddr) -> String {
     s.push_str(SUBJECT_PREFIX);
     s.push('.');
     for b in addr.user.bytes() {
-        s.push_str(&format!("{b:02x}"));
+        let _ = write!(s, "{b:02x}");
     }
     s.push('.');
     s.push_str(&addr.device.to_string());

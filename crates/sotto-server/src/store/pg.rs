@@ -41,7 +41,7 @@ use postgres::{Client, NoTls, Statement, Transaction};
 use zeroize::Zeroizing;
 
 use super::*;
-use crate::consts::{PG_CONNECT_TIMEOUT, PG_MIGRATION_LOCK};
+use crate::consts::{PG_CONNECT_TIMEOUT, PG_IO_TIMEOUT, PG_MIGRATION_LOCK};
 use crate::protocol::B64;
 
 /// The versioned schema, in order: (version, SQL). A released file is never edited; a change is
@@ -102,7 +102,8 @@ fn is_unreachable(e: &postgres::Error) -> bool {
                 || *code == SqlState::CRASH_SHUTDOWN
                 || *code == SqlState::CANNOT_CONNECT_NOW
         }
-        // no SQL state: a socket error, a timeout, or the connection ending
+        // no SQL state: a socket error is an outage; the rest (a value that does not convert,
+        // an unexpected message) is a failure. Connect timeouts are mapped in `connected`.
         None => {
             let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
             while let Some(s) = src {
@@ -111,7 +112,7 @@ fn is_unreachable(e: &postgres::Error) -> bool {
                 }
                 src = s.source();
             }
-            e.to_string().contains("timeout") || e.to_string().contains("closed")
+            false
         }
     }
 }
@@ -319,6 +320,18 @@ impl PgStore {
         }
         if config.get_application_name().is_none() {
             config.application_name("sotto-server");
+        }
+        // a database that stops answering (network partition, hung host) fails the call instead
+        // of holding the store thread; a server that dies inside a transaction does not keep its
+        // row locks from the others
+        config.tcp_user_timeout(PG_IO_TIMEOUT);
+        config.keepalives_idle(PG_IO_TIMEOUT);
+        if config.get_options().is_none() {
+            config.options(&format!(
+                "-c statement_timeout={} -c idle_in_transaction_session_timeout={}",
+                PG_IO_TIMEOUT.as_millis(),
+                PG_IO_TIMEOUT.as_millis()
+            ));
         }
         let store = Self {
             config,
@@ -845,6 +858,23 @@ mod tests {
         pg.stop();
         pg.restart();
         assert_eq!(s.devices("bob").unwrap(), vec![1]);
+    }
+
+    /// A hung database or a server dead inside a transaction cannot hold the store thread or
+    /// the others' locks for longer than PG_IO_TIMEOUT.
+    #[test]
+    fn session_timeouts_are_set() {
+        let Some((_pg, s)) = store() else { return };
+        let want = format!("{}s", PG_IO_TIMEOUT.as_secs());
+        for setting in [
+            "SHOW statement_timeout",
+            "SHOW idle_in_transaction_session_timeout",
+        ] {
+            let got: String = s
+                .run(|t| Ok(End::Commit(t.tx.query_one(setting, &[])?.get(0))))
+                .unwrap();
+            assert_eq!(got, want, "{setting}");
+        }
     }
 
     #[test]
