@@ -11,6 +11,7 @@ pub const NATS_START_LIMIT: Duration = Duration::from_secs(15);
 
 /// A running nats-server.
 pub struct NatsServer {
+    bin: &'static str,
     child: Child,
     port: u16,
 }
@@ -38,30 +39,46 @@ impl NatsServer {
             .local_addr()
             .unwrap()
             .port();
-        let child = Command::new(bin)
-            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut n = NatsServer { child, port };
-        let t0 = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            let exited = n.child.try_wait().ok().flatten();
-            assert!(
-                exited.is_none() && t0.elapsed() < NATS_START_LIMIT,
-                "nats-server did not come up on 127.0.0.1:{port} (exit {exited:?})"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Some(n)
+        Some(NatsServer {
+            bin,
+            child: spawn(bin, port),
+            port,
+        })
+    }
+
+    /// Kills it (SIGKILL), then starts it again on the same port (a NATS outage and recovery).
+    pub fn kill_then_restart(&mut self, down_for: Duration) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::thread::sleep(down_for);
+        self.child = spawn(self.bin, self.port);
     }
 
     /// `nats://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
     }
+}
+
+/// Starts nats-server on 127.0.0.1:`port` and waits until it accepts connections.
+fn spawn(bin: &str, port: u16) -> Child {
+    let mut child = Command::new(bin)
+        .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        let exited = child.try_wait().ok().flatten();
+        assert!(
+            exited.is_none() && t0.elapsed() < NATS_START_LIMIT,
+            "nats-server did not come up on 127.0.0.1:{port} (exit {exited:?})"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child
 }
 
 impl Drop for NatsServer {
