@@ -210,62 +210,47 @@ impl Tx<'_> {
         Ok(())
     }
 
-    /// An enqueue whose recipient row is already locked (see [`Tx::lock_recipients`]).
+    /// An enqueue whose recipient row is already locked (see [`Tx::lock_recipients`]): the
+    /// device check, both counts and the insert in one statement (one round trip).
     fn enqueue(
         &mut self,
         env: &NewEnvelope,
         limits: QueueLimits,
     ) -> Result<EnqueueOutcome, postgres::Error> {
-        let to_device = i64::from(env.to.device);
-        let st = self.st("SELECT 1 FROM devices WHERE user_name=$1 AND device=$2")?;
-        if self
-            .tx
-            .query_opt(&st, &[&env.to.user, &to_device])?
-            .is_none()
-        {
-            return Ok(EnqueueOutcome::UnknownRecipient);
-        }
         let st = self.st(
-            "SELECT COUNT(*), COUNT(*) FILTER (WHERE from_user=$3) FROM envelopes
-             WHERE to_user=$1 AND to_device=$2 AND expires_ms>$4",
+            "WITH d AS (SELECT 1 FROM devices WHERE user_name=$1 AND device=$2),
+                  q AS (SELECT COUNT(*) AS queued, COUNT(*) FILTER (WHERE from_user=$3) AS mine
+                          FROM envelopes WHERE to_user=$1 AND to_device=$2 AND expires_ms>$5),
+                  ins AS (INSERT INTO envelopes(to_user, to_device, from_user, from_device,
+                                                stored_ms, expires_ms, ciphertext)
+                          SELECT $1,$2,$3,$4,$5,$6,$7 FROM d, q
+                           WHERE q.queued < $8 AND q.mine < $9
+                          RETURNING id)
+             SELECT EXISTS(SELECT 1 FROM d), (SELECT queued FROM q), (SELECT id FROM ins)",
         )?;
         let row = self.tx.query_one(
             &st,
             &[
                 &env.to.user,
-                &to_device,
+                &i64::from(env.to.device),
                 &env.from.user,
+                &i64::from(env.from.device),
                 &to_i64(env.stored_at_ms),
+                &to_i64(env.expires_at_ms),
+                &env.ciphertext,
+                &i64::try_from(limits.per_device).unwrap_or(i64::MAX),
+                &i64::try_from(limits.per_sender).unwrap_or(i64::MAX),
             ],
         )?;
-        let (queued, from_sender): (i64, i64) = (row.get(0), row.get(1));
-        if usize::try_from(queued).unwrap_or(usize::MAX) >= limits.per_device {
-            return Ok(EnqueueOutcome::QueueFull);
-        }
-        if usize::try_from(from_sender).unwrap_or(usize::MAX) >= limits.per_sender {
-            return Ok(EnqueueOutcome::SenderShareFull);
-        }
-        let st = self.st(
-            "INSERT INTO envelopes(to_user, to_device, from_user, from_device, stored_ms,
-                                   expires_ms, ciphertext)
-             VALUES($1,$2,$3,$4,$5,$6,$7) RETURNING id",
-        )?;
-        let id: i64 = self
-            .tx
-            .query_one(
-                &st,
-                &[
-                    &env.to.user,
-                    &to_device,
-                    &env.from.user,
-                    &i64::from(env.from.device),
-                    &to_i64(env.stored_at_ms),
-                    &to_i64(env.expires_at_ms),
-                    &env.ciphertext,
-                ],
-            )?
-            .get(0);
-        Ok(EnqueueOutcome::Stored(to_u64(id)))
+        let (known, queued, id): (bool, i64, Option<i64>) = (row.get(0), row.get(1), row.get(2));
+        Ok(match id {
+            Some(id) => EnqueueOutcome::Stored(to_u64(id)),
+            None if !known => EnqueueOutcome::UnknownRecipient,
+            None if usize::try_from(queued).unwrap_or(usize::MAX) >= limits.per_device => {
+                EnqueueOutcome::QueueFull
+            }
+            None => EnqueueOutcome::SenderShareFull,
+        })
     }
 
     fn ack(&mut self, to: &DeviceAddr, id: u64) -> Result<bool, postgres::Error> {
