@@ -50,7 +50,7 @@ enum Cmd {
     Trust(account::TrustArgs),
     /// Show the client settings in effect and where each comes from (flag, environment, file).
     Config(account::ConfigArgs),
-    /// Run the signaling server (accounts, prekeys, sealed envelopes; SQLite).
+    /// Run the signaling server (accounts, prekeys, sealed envelopes; SQLite, or PostgreSQL).
     Server(sotto_server::cli::ServerArgs),
     /// Run the untrusted media relay (SFU): forwards SFrame ciphertext, holds no key.
     Relay(relay_cmd::RelayArgs),

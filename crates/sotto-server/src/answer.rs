@@ -8,38 +8,47 @@
 use crate::error::ErrorCode;
 use crate::metrics::Metrics;
 use crate::protocol::ServerMessage;
-use crate::store::{EnqueueOutcome, WriteOutcome};
+use crate::store::{EnqueueOutcome, StoreError, WriteOutcome};
 
-/// A write's committed outcome; `None` when its group commit failed.
-pub(crate) type Written = Option<WriteOutcome>;
+/// A write's committed outcome, or the code of its group commit's failure.
+pub(crate) type Written = Result<WriteOutcome, ErrorCode>;
+
+/// The code a peer is told for a store failure (the details go to the log only).
+pub(crate) fn failure_code(e: &StoreError) -> ErrorCode {
+    match e {
+        StoreError::Unavailable(_) => ErrorCode::StorageUnavailable,
+        _ => ErrorCode::Internal,
+    }
+}
 
 /// Why the write is refused, if it is.
 fn refusal(outcome: &Written) -> Option<(ErrorCode, &'static str)> {
     match outcome {
-        Some(WriteOutcome::Enqueued(EnqueueOutcome::Stored(_))) | Some(WriteOutcome::Acked(_)) => {
-            None
-        }
-        Some(WriteOutcome::Enqueued(EnqueueOutcome::QueueFull)) => {
+        Ok(WriteOutcome::Enqueued(EnqueueOutcome::Stored(_))) | Ok(WriteOutcome::Acked(_)) => None,
+        Ok(WriteOutcome::Enqueued(EnqueueOutcome::QueueFull)) => {
             Some((ErrorCode::RecipientQueueFull, "recipient queue full"))
         }
-        Some(WriteOutcome::Enqueued(EnqueueOutcome::SenderShareFull)) => Some((
+        Ok(WriteOutcome::Enqueued(EnqueueOutcome::SenderShareFull)) => Some((
             ErrorCode::SenderShareFull,
             "too many envelopes from this sender waiting for the recipient",
         )),
-        Some(WriteOutcome::Enqueued(EnqueueOutcome::UnknownRecipient)) => {
+        Ok(WriteOutcome::Enqueued(EnqueueOutcome::UnknownRecipient)) => {
             Some((ErrorCode::UnknownRecipient, "unknown recipient"))
         }
-        None => Some((ErrorCode::Internal, "storage failure")),
+        Err(ErrorCode::StorageUnavailable) => {
+            Some((ErrorCode::StorageUnavailable, "storage unavailable"))
+        }
+        Err(code) => Some((*code, "storage failure")),
     }
 }
 
 /// Counts a committed write: the envelope stored or deleted, or the error frame its answer is.
 pub(crate) fn count(metrics: &Metrics, outcome: &Written) {
     match outcome {
-        Some(WriteOutcome::Enqueued(EnqueueOutcome::Stored(_))) => {
+        Ok(WriteOutcome::Enqueued(EnqueueOutcome::Stored(_))) => {
             Metrics::inc(&metrics.envelopes_stored_total);
         }
-        Some(WriteOutcome::Acked(true)) => Metrics::inc(&metrics.envelopes_acked_total),
+        Ok(WriteOutcome::Acked(true)) => Metrics::inc(&metrics.envelopes_acked_total),
         _ => {}
     }
     if let Some((code, _)) = refusal(outcome) {
@@ -53,12 +62,10 @@ pub(crate) fn message(id: u64, outcome: &Written) -> ServerMessage {
         return ServerMessage::error(Some(id), code, why);
     }
     match outcome {
-        Some(WriteOutcome::Enqueued(EnqueueOutcome::Stored(envelope_id))) => {
-            ServerMessage::Stored {
-                id,
-                envelope_id: *envelope_id,
-            }
-        }
+        Ok(WriteOutcome::Enqueued(EnqueueOutcome::Stored(envelope_id))) => ServerMessage::Stored {
+            id,
+            envelope_id: *envelope_id,
+        },
         _ => ServerMessage::Acked { id },
     }
 }
@@ -78,10 +85,10 @@ mod tests {
     #[test]
     fn stored_and_acked_are_counted_and_answered() {
         let m = Metrics::default();
-        let stored = Some(WriteOutcome::Enqueued(EnqueueOutcome::Stored(7)));
+        let stored = Ok(WriteOutcome::Enqueued(EnqueueOutcome::Stored(7)));
         count(&m, &stored);
-        count(&m, &Some(WriteOutcome::Acked(true)));
-        count(&m, &Some(WriteOutcome::Acked(false)));
+        count(&m, &Ok(WriteOutcome::Acked(true)));
+        count(&m, &Ok(WriteOutcome::Acked(false)));
         assert_eq!(
             m.envelopes_stored_total
                 .load(std::sync::atomic::Ordering::Relaxed),
@@ -101,9 +108,21 @@ mod tests {
             }
         ));
         assert!(matches!(
-            message(4, &Some(WriteOutcome::Acked(false))),
+            message(4, &Ok(WriteOutcome::Acked(false))),
             ServerMessage::Acked { id: 4 }
         ));
+    }
+
+    #[test]
+    fn an_unreachable_database_is_told_apart_from_a_failure() {
+        assert_eq!(
+            failure_code(&StoreError::Unavailable("down".into())),
+            ErrorCode::StorageUnavailable
+        );
+        assert_eq!(
+            failure_code(&StoreError::Failed("constraint".into())),
+            ErrorCode::Internal
+        );
     }
 
     #[test]
@@ -111,18 +130,22 @@ mod tests {
         let m = Metrics::default();
         let cases = [
             (
-                Some(WriteOutcome::Enqueued(EnqueueOutcome::QueueFull)),
+                Ok(WriteOutcome::Enqueued(EnqueueOutcome::QueueFull)),
                 ErrorCode::RecipientQueueFull,
             ),
             (
-                Some(WriteOutcome::Enqueued(EnqueueOutcome::UnknownRecipient)),
+                Ok(WriteOutcome::Enqueued(EnqueueOutcome::UnknownRecipient)),
                 ErrorCode::UnknownRecipient,
             ),
             (
-                Some(WriteOutcome::Enqueued(EnqueueOutcome::SenderShareFull)),
+                Ok(WriteOutcome::Enqueued(EnqueueOutcome::SenderShareFull)),
                 ErrorCode::SenderShareFull,
             ),
-            (None, ErrorCode::Internal),
+            (Err(ErrorCode::Internal), ErrorCode::Internal),
+            (
+                Err(ErrorCode::StorageUnavailable),
+                ErrorCode::StorageUnavailable,
+            ),
         ];
         for (outcome, want) in &cases {
             count(&m, outcome);
@@ -139,6 +162,6 @@ mod tests {
                 .load(std::sync::atomic::Ordering::Relaxed),
             0
         );
-        assert_eq!(errors(&m).lines().count(), 4);
+        assert_eq!(errors(&m).lines().count(), 5);
     }
 }

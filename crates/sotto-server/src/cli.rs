@@ -11,6 +11,9 @@
 //! | `--listen` | `SOTTO_LISTEN` | `listen` |
 //! | `--db` | `SOTTO_DB` | `db` |
 //! | `--durability` | `SOTTO_DURABILITY` | `durability` |
+//! | `--store` (`sqlite` or `postgres`) | `SOTTO_STORE` | `store.backend` |
+//! | `--postgres-url` (alone selects `postgres`) | `SOTTO_POSTGRES_URL` | `store.url` |
+//! | `--nats-url` (the doorbell between servers sharing PostgreSQL) | `SOTTO_NATS_URL` | `cluster.nats_url` |
 //! | `--server-id` | `SOTTO_SERVER_ID` | `server_id` |
 //! | `--metrics-listen` | `SOTTO_METRICS_LISTEN` | `metrics_listen` |
 //! | `--tls-cert` | `SOTTO_TLS_CERT` | `tls.cert` |
@@ -45,10 +48,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{tls_files, FileConfig};
+use crate::config::{store_choice, tls_files, FileConfig, StoreChoice};
 use crate::error::{Error, Result};
 use crate::server::{Server, ServerConfig};
-use crate::store::{Durability, MemoryStore, SqliteStore, Store};
+use crate::store::{MemoryStore, PgStore, SqliteStore, Store};
 
 /// Flags of `sotto-server` (and `sotto server`).
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -65,6 +68,16 @@ pub struct ServerArgs {
     /// SQLite durability: `full` (fsync per commit, survives power loss; default) or `normal`.
     #[arg(long, env = "SOTTO_DURABILITY")]
     pub durability: Option<String>,
+    /// Storage backend: `sqlite` (default; --db) or `postgres` (--postgres-url).
+    #[arg(long = "store", env = "SOTTO_STORE")]
+    pub store_backend: Option<String>,
+    /// PostgreSQL connection string (`postgres://user@host/db`); selects the postgres backend.
+    /// Prefer the environment to the command line when it holds a password.
+    #[arg(long, env = "SOTTO_POSTGRES_URL", hide_env_values = true)]
+    pub postgres_url: Option<String>,
+    /// NATS URL of the doorbell between servers sharing one PostgreSQL (`nats://host:4222`).
+    #[arg(long, env = "SOTTO_NATS_URL", hide_env_values = true)]
+    pub nats_url: Option<String>,
     /// Server identity bound into authentication signatures (default: the listen address).
     #[arg(long, env = "SOTTO_SERVER_ID")]
     pub server_id: Option<String>,
@@ -134,10 +147,8 @@ pub struct ServerArgs {
 pub struct Resolved {
     /// Listen address.
     pub listen: String,
-    /// Database path (`:memory:` for RAM).
-    pub db: PathBuf,
-    /// SQLite durability.
-    pub durability: Durability,
+    /// The store: SQLite file (`:memory:` for RAM) or PostgreSQL.
+    pub store: StoreChoice,
     /// Metrics address.
     pub metrics_listen: Option<String>,
     /// Server configuration.
@@ -176,6 +187,14 @@ impl ServerArgs {
             .durability()?,
             None => file.durability()?,
         };
+        let store = store_choice(
+            self.store_backend
+                .as_deref()
+                .or(file.store.backend.as_deref()),
+            self.postgres_url.clone().or(file.store.url.clone()),
+            db,
+            durability,
+        )?;
         let mut config = ServerConfig::new(server_id);
         let l = &mut config.limits;
         *l = file.limits();
@@ -224,6 +243,11 @@ impl ServerArgs {
             None => file.tls()?,
         };
         config.turn = file.turn(self.turn_secret.clone());
+        config.nats_url = self
+            .nats_url
+            .clone()
+            .or(file.cluster.nats_url.clone())
+            .map(crate::server::NatsUrl::new);
         let relays = if self.relays.is_empty() {
             file.relays.clone()
         } else {
@@ -238,34 +262,46 @@ impl ServerArgs {
         }
         Ok(Resolved {
             listen,
-            db,
-            durability,
+            store,
             metrics_listen: self.metrics_listen.clone().or(file.metrics_listen.clone()),
             config,
         })
     }
 }
 
-/// Opens the store `db` names: SQLite, or RAM for `:memory:`.
-pub fn open_store(db: &std::path::Path, durability: Durability) -> Result<Arc<dyn Store>> {
-    // `:memory:` keeps everything in RAM (nothing survives a restart): for benchmarks and
-    // throwaway test servers only.
-    if db.as_os_str() == ":memory:" {
-        tracing::warn!("in-memory store: nothing survives a restart");
-        return Ok(Arc::new(MemoryStore::new()));
-    }
-    Ok(Arc::new(
-        SqliteStore::open(db, durability).map_err(|e| Error::Storage(e.to_string()))?,
-    ))
+/// Opens the store `choice` names: SQLite, RAM for `:memory:`, or PostgreSQL (connecting and
+/// migrating). Blocks: from async code, call it in `spawn_blocking`.
+pub fn open_store(choice: &StoreChoice) -> Result<Arc<dyn Store>> {
+    let store: Arc<dyn Store> = match choice {
+        // `:memory:` keeps everything in RAM (nothing survives a restart): for benchmarks and
+        // throwaway test servers only.
+        StoreChoice::Sqlite { db, .. } if db.as_os_str() == ":memory:" => {
+            tracing::warn!("in-memory store: nothing survives a restart");
+            Arc::new(MemoryStore::new())
+        }
+        StoreChoice::Sqlite { db, durability } => {
+            Arc::new(SqliteStore::open(db, *durability).map_err(|e| Error::Storage(e.to_string()))?)
+        }
+        StoreChoice::Postgres { url } => {
+            Arc::new(PgStore::open(url).map_err(|e| Error::Storage(e.to_string()))?)
+        }
+    };
+    Ok(store)
 }
 
 /// Runs the server on the current tokio runtime until SIGTERM or ctrl-c, then shuts down
 /// gracefully.
 pub async fn serve(args: ServerArgs) -> Result<()> {
     let r = args.resolve()?;
-    let store = open_store(&r.db, r.durability)?;
+    let choice = r.store.clone();
+    let store = tokio::task::spawn_blocking(move || open_store(&choice))
+        .await
+        .map_err(|e| Error::Storage(e.to_string()))??;
     let listener = tokio::net::TcpListener::bind(&r.listen).await?;
     let mut server = Server::spawn(r.config, store, listener)?;
+    if !server.doorbell_ready().await {
+        tracing::warn!("doorbell: NATS not reachable yet; retrying in the background");
+    }
     if let Some(m) = r.metrics_listen {
         let l = tokio::net::TcpListener::bind(&m).await?;
         println!("metrics on http://{}/metrics", l.local_addr()?);
@@ -354,6 +390,7 @@ async fn shutdown_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Durability;
     use clap::Parser;
 
     #[derive(Parser)]
@@ -382,7 +419,13 @@ mod tests {
         ])
         .unwrap();
         let r = cli.server.resolve().unwrap();
-        assert_eq!(r.durability, Durability::Normal);
+        assert!(matches!(
+            r.store,
+            StoreChoice::Sqlite {
+                durability: Durability::Normal,
+                ..
+            }
+        ));
         assert_eq!(r.config.limits.max_queued_per_device, 3);
         assert_eq!(r.config.limits.envelope_burst, 7);
         assert_eq!(r.config.limits.auth_timeout, Duration::from_secs(4));
@@ -392,6 +435,37 @@ mod tests {
         );
         let bad = Cli::try_parse_from(["x", "--durability", "fast"]).unwrap();
         assert!(bad.server.resolve().is_err());
+    }
+
+    #[test]
+    fn the_store_comes_from_flags_or_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("s.toml");
+        std::fs::write(
+            &cfg,
+            "[store]\nbackend = \"postgres\"\nurl = \"host=file\"\n",
+        )
+        .unwrap();
+        let file = Cli::try_parse_from(["x", "--config", cfg.to_str().unwrap()]).unwrap();
+        assert!(matches!(
+            file.server.resolve().unwrap().store,
+            StoreChoice::Postgres { .. }
+        ));
+        // the flag names the backend over the file's
+        let flag =
+            Cli::try_parse_from(["x", "--config", cfg.to_str().unwrap(), "--store", "sqlite"])
+                .unwrap();
+        assert!(matches!(
+            flag.server.resolve().unwrap().store,
+            StoreChoice::Sqlite { .. }
+        ));
+        let url = Cli::try_parse_from(["x", "--postgres-url", "host=flag"]).unwrap();
+        assert!(matches!(
+            url.server.resolve().unwrap().store,
+            StoreChoice::Postgres { .. }
+        ));
+        let none = Cli::try_parse_from(["x", "--store", "postgres"]).unwrap();
+        assert!(matches!(none.server.resolve(), Err(Error::Config(_))));
     }
 
     #[test]

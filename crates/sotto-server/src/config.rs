@@ -9,6 +9,13 @@
 //! metrics_listen = "127.0.0.1:9100"
 //! relay_token_ttl_secs = 180      # lifetime of relay tokens (at most 3600)
 //!
+//! [store]                         # optional; default: SQLite in `db`
+//! backend = "postgres"            # "sqlite" (default) or "postgres" (see PgStore)
+//! url = "postgres://sotto@db.example.org/sotto"   # libpq-style URL or "host=… user=…"
+//!
+//! [cluster]                       # several servers on one PostgreSQL
+//! nats_url = "nats://127.0.0.1:4222"   # the doorbell between them (see doorbell.rs)
+//!
 //! [tls]                           # both or neither; without them plain ws:// (loopback only)
 //! cert = "/etc/sotto/fullchain.pem"   # PEM certificate chain, leaf first
 //! key = "/etc/sotto/privkey.pem"      # PEM private key (re-read with the chain on SIGHUP)
@@ -48,7 +55,7 @@ use sotto_tls::TlsFiles;
 
 use crate::error::{Error, Result};
 use crate::server::{Limits, RelayEntry};
-use crate::store::Durability;
+use crate::store::{Durability, PgUrl};
 use crate::turn::TurnConfig;
 
 /// The file's contents.
@@ -65,6 +72,12 @@ pub struct FileConfig {
     pub durability: Option<String>,
     /// Prometheus endpoint address.
     pub metrics_listen: Option<String>,
+    /// Storage backend.
+    #[serde(default)]
+    pub store: StoreFile,
+    /// Servers sharing one PostgreSQL.
+    #[serde(default)]
+    pub cluster: ClusterFile,
     /// Limit overrides.
     #[serde(default)]
     pub limits: LimitsFile,
@@ -135,6 +148,85 @@ pub fn relay_token_ttl(secs: u64) -> Result<u64> {
         )));
     }
     Ok(secs)
+}
+
+/// `[store]`.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreFile {
+    /// `sqlite` (default) or `postgres`.
+    pub backend: Option<String>,
+    /// PostgreSQL connection string (may hold a password: never printed).
+    pub url: Option<String>,
+}
+
+impl std::fmt::Debug for StoreFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreFile")
+            .field("backend", &self.backend)
+            .field("url", &self.url.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// `[cluster]`.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterFile {
+    /// NATS URL of the doorbell (may hold credentials: never printed).
+    pub nats_url: Option<String>,
+}
+
+impl std::fmt::Debug for ClusterFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterFile")
+            .field("nats_url", &self.nats_url.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// Which store a server runs on.
+#[derive(Debug, Clone)]
+pub enum StoreChoice {
+    /// SQLite in this file (`:memory:`: a throwaway RAM store), with this durability.
+    Sqlite {
+        /// Database file.
+        db: PathBuf,
+        /// Commit durability.
+        durability: Durability,
+    },
+    /// PostgreSQL at this connection string.
+    Postgres {
+        /// Connection string.
+        url: PgUrl,
+    },
+}
+
+/// The backend named by `backend` (flag, environment or file; default `sqlite`) with its
+/// settings; a PostgreSQL URL alone selects PostgreSQL.
+///
+/// # Errors
+/// [`Error::Config`]: an unknown backend, or `postgres` without a URL.
+pub fn store_choice(
+    backend: Option<&str>,
+    url: Option<String>,
+    db: PathBuf,
+    durability: Durability,
+) -> Result<StoreChoice> {
+    match (backend, url) {
+        (None | Some("sqlite"), None) | (Some("sqlite"), Some(_)) => {
+            Ok(StoreChoice::Sqlite { db, durability })
+        }
+        (None | Some("postgres"), Some(url)) => Ok(StoreChoice::Postgres {
+            url: PgUrl::new(url),
+        }),
+        (Some("postgres"), None) => Err(Error::Config(
+            "store backend postgres needs a url ([store] url or --postgres-url)".into(),
+        )),
+        (Some(_), _) => Err(Error::Config(
+            "store backend must be sqlite or postgres".into(),
+        )),
+    }
 }
 
 /// `[limits]`.
@@ -371,6 +463,37 @@ uris = ["turn:a:3478"]
         assert!(relay_token_ttl(0).is_err());
         assert!(relay_token_ttl(sotto_admission::consts::MAX_TTL_SECS + 1).is_err());
         assert_eq!(relay_token_ttl(180).unwrap(), 180);
+    }
+
+    #[test]
+    fn the_store_section_selects_postgres() {
+        let c = FileConfig::parse(
+            "[store]\nbackend = \"postgres\"\nurl = \"postgres://u:secret@h/db\"\n",
+        )
+        .unwrap();
+        assert!(!format!("{c:?}").contains("secret"));
+        let pick = |b: Option<&str>, u: Option<&str>| {
+            store_choice(b, u.map(str::to_owned), "x.db".into(), Durability::Full)
+        };
+        let url = c.store.url.as_deref();
+        match pick(c.store.backend.as_deref(), url).unwrap() {
+            StoreChoice::Postgres { url } => assert!(!format!("{url:?}").contains("secret")),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            pick(None, None).unwrap(),
+            StoreChoice::Sqlite { .. }
+        ));
+        assert!(matches!(
+            pick(None, Some("host=h")).unwrap(),
+            StoreChoice::Postgres { .. }
+        ));
+        assert!(matches!(
+            pick(Some("postgres"), None),
+            Err(Error::Config(_))
+        ));
+        assert!(matches!(pick(Some("mysql"), None), Err(Error::Config(_))));
+        assert!(FileConfig::parse("[store]\nbackend = \"postgres\"\nuri = \"x\"\n").is_err());
     }
 
     #[test]

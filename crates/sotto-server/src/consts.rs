@@ -171,3 +171,32 @@ pub const MAX_RELAY_ROOM_MEMBERS: usize = 32;
 /// A relay room is forgotten this long after its last token was minted (a call longer than
 /// that keeps working; only new invitations to it would start over as a new claim).
 pub const RELAY_ROOM_IDLE_SECS: u64 = 6 * 3600;
+
+/// How long [`crate::store::PgStore`] waits for a PostgreSQL connection to open (unless the
+/// connection string sets `connect_timeout`); a call that cannot connect in time fails with
+/// `storage_unavailable` and the next one tries again.
+pub const PG_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Key of the advisory lock under which [`crate::store::PgStore`] applies migrations, so
+/// servers starting together apply each one once.
+pub const PG_MIGRATION_LOCK: i64 = 0x536f_7474_6f00_0001;
+
+/// How long a server waits for NATS (the doorbell between servers) to connect or to confirm a
+/// subscription; it retries every [`NATS_RETRY`] until it succeeds.
+pub const NATS_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Pause between attempts to reach NATS.
+pub const NATS_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// How long one doorbell ring may wait to be queued in the NATS client (then it is dropped:
+/// delivery waits for the next ring or reconnection).
+pub const NATS_PUBLISH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Rings waiting for the doorbell task; more are dropped (a delay, never a loss).
+pub const DOORBELL_QUEUE: usize = 4096;
+
+/// Longest a PostgreSQL statement, an unanswered send or an idle-in-transaction session may
+/// last ([`crate::store::PgStore`] sets `statement_timeout`, `idle_in_transaction_session_timeout`,
+/// TCP user timeout and keepalive to it; a URL with its own `options` keeps them): past it the call
+/// fails (`storage_unavailable` for a dead connection) instead of holding the store thread.
+pub const PG_IO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);

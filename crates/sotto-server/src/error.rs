@@ -75,6 +75,9 @@ pub enum ErrorCode {
     // ---- ours ----
     /// The server failed (storage); retry later.
     Internal,
+    /// The server cannot reach its database (PostgreSQL down or restarting): nothing was stored
+    /// or changed; retry later.
+    StorageUnavailable,
     /// The server is shutting down.
     ShuttingDown,
 }
@@ -114,6 +117,7 @@ impl ErrorCode {
             Self::TooManyParticipants => "too_many_participants",
             Self::RoomMembersFull => "room_members_full",
             Self::Internal => "internal",
+            Self::StorageUnavailable => "storage_unavailable",
             Self::ShuttingDown => "shutting_down",
         }
     }

@@ -33,6 +33,7 @@ pub mod client;
 pub mod clock;
 pub mod config;
 pub mod consts;
+mod doorbell;
 mod error;
 pub mod fetch_limits;
 pub mod limits;
@@ -49,8 +50,8 @@ pub use client::{Client, ClientConfig, Event, Events};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, ErrorCode, Result};
 pub use protocol::{decode_client_frame, Bundle, Envelope};
-pub use server::{serve, Limits, Server, ServerConfig};
-pub use store::{Durability, MemoryStore, SqliteStore, Store};
+pub use server::{serve, Limits, NatsUrl, Server, ServerConfig};
+pub use store::{Durability, MemoryStore, PgStore, PgUrl, SqliteStore, Store};
 pub use turn::TurnConfig;
 
 pub use server::RelayEntry;

@@ -35,6 +35,7 @@ use tokio::sync::oneshot;
 
 use crate::answer::{self, Written};
 use crate::consts;
+use crate::doorbell::Ringer;
 use crate::error::ErrorCode;
 use crate::metrics::Metrics;
 use crate::store::{
@@ -251,15 +252,19 @@ pub(crate) struct StoreWorker {
 }
 
 impl StoreWorker {
+    /// Starts the store thread; with `ringer` (servers sharing one database), stored envelopes
+    /// for devices not connected here ring their doorbell, and those connected here read them
+    /// from the store rather than being handed them (see [`crate::doorbell`]).
     pub fn start(
         store: Arc<dyn Store>,
         online: OnlineMap,
         metrics: Arc<Metrics>,
+        ringer: Option<Ringer>,
     ) -> std::io::Result<Self> {
         let (tx, rx) = std_mpsc::channel();
         std::thread::Builder::new()
             .name("sotto-store".into())
-            .spawn(move || run(&*store, &online, &metrics, &rx))?;
+            .spawn(move || run(&*store, &online, &metrics, ringer.as_ref(), &rx))?;
         Ok(Self { tx })
     }
 
@@ -293,7 +298,13 @@ impl StoreWorker {
     }
 }
 
-fn run(store: &dyn Store, online: &OnlineMap, metrics: &Metrics, rx: &std_mpsc::Receiver<Job>) {
+fn run(
+    store: &dyn Store,
+    online: &OnlineMap,
+    metrics: &Metrics,
+    ringer: Option<&Ringer>,
+    rx: &std_mpsc::Receiver<Job>,
+) {
     let mut next: Option<Job> = None;
     let mut ops = Vec::new();
     let mut replies = Vec::new();
@@ -329,16 +340,17 @@ fn run(store: &dyn Store, online: &OnlineMap, metrics: &Metrics, rx: &std_mpsc::
         }
         match store.write_batch(&ops) {
             Ok(outcomes) => {
-                deliver(online, ops.drain(..), &outcomes);
+                deliver(online, ringer, ops.drain(..), &outcomes);
                 for (a, o) in replies.drain(..).zip(outcomes) {
-                    hand_over(metrics, a, Some(o));
+                    hand_over(metrics, a, Ok(o));
                 }
             }
             Err(e) => {
                 tracing::error!(error = %e, batch = ops.len(), "group commit failed");
                 ops.clear();
+                let code = answer::failure_code(&e);
                 for a in replies.drain(..) {
-                    hand_over(metrics, a, None);
+                    hand_over(metrics, a, Err(code));
                 }
             }
         }
@@ -351,8 +363,14 @@ fn hand_over(metrics: &Metrics, a: Reply, outcome: Written) {
     a.slot.send(Out::Written { id: a.id, outcome });
 }
 
-/// Hands committed envelopes to online, caught-up recipients (see the module docs).
-fn deliver(online: &OnlineMap, ops: impl Iterator<Item = WriteOp>, outcomes: &[WriteOutcome]) {
+/// Hands committed envelopes to online, caught-up recipients (see the module docs); with a
+/// doorbell, wakes online recipients to read them and rings the others' doorbells.
+fn deliver(
+    online: &OnlineMap,
+    ringer: Option<&Ringer>,
+    ops: impl Iterator<Item = WriteOp>,
+    outcomes: &[WriteOutcome],
+) {
     let mut map: Option<MutexGuard<'_, _>> = None;
     for (op, outcome) in ops.zip(outcomes) {
         let (WriteOp::Enqueue { env, .. }, WriteOutcome::Enqueued(EnqueueOutcome::Stored(id))) =
@@ -362,9 +380,12 @@ fn deliver(online: &OnlineMap, ops: impl Iterator<Item = WriteOp>, outcomes: &[W
         };
         let map = map.get_or_insert_with(|| online.lock());
         let Some(c) = map.get(&env.to) else {
+            if let Some(r) = ringer {
+                r.ring(&env.to);
+            }
             continue;
         };
-        if c.lagging.load(Ordering::Acquire) {
+        if ringer.is_some() || c.lagging.load(Ordering::Acquire) {
             c.request_backlog();
             continue;
         }

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use sotto_server::cli::{Resolved, ServerArgs};
+use sotto_server::config::StoreChoice;
 use sotto_server::store::Durability;
 use sotto_server::tls::TlsFiles;
 
@@ -66,8 +67,13 @@ fn the_deployment_example_loads_with_the_servers_loader() {
     // everything but [[relays]] must load on any branch
     let r = resolve(dir.path(), "no-relays.toml", &without_relays(&text)).unwrap();
     assert_eq!(r.listen, "0.0.0.0:443");
-    assert_eq!(r.db, PathBuf::from("/var/lib/sotto/signaling.db"));
-    assert_eq!(r.durability, Durability::Full);
+    match &r.store {
+        StoreChoice::Sqlite { db, durability } => {
+            assert_eq!(*db, PathBuf::from("/var/lib/sotto/signaling.db"));
+            assert_eq!(*durability, Durability::Full);
+        }
+        other => panic!("{other:?}"),
+    }
     assert_eq!(r.metrics_listen.as_deref(), Some("127.0.0.1:9100"));
     assert_eq!(r.config.server_id, "sotto.example.org");
     assert_eq!(

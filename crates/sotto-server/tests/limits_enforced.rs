@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[macro_use]
 mod common;
 use std::sync::Arc;
 use std::time::Duration;
@@ -91,13 +92,18 @@ async fn a_nats_worth_of_logged_in_devices_is_not_limited_by_the_pre_login_limit
     register(&server, "user6").await;
 }
 
-#[tokio::test]
-async fn queued_envelopes_limit_and_limit_plus_one() {
+on_both_backends!(
+    queued_envelopes_limit_and_limit_plus_one,
+    queued_envelopes_limit
+);
+async fn queued_envelopes_limit(backend: Backend) {
     let mut cfg = ServerConfig::new(SERVER_ID);
     cfg.limits.envelope_burst = MAX_QUEUED_ENVELOPES_PER_DEVICE as u32 + 10;
     // one sender fills the whole queue here (the per-sender share has its own test)
     cfg.limits.max_queued_per_sender = MAX_QUEUED_ENVELOPES_PER_DEVICE;
-    let server = start(cfg, Arc::new(MemoryStore::new())).await;
+    let Some((server, _db)) = start_on(backend, cfg).await else {
+        return;
+    };
     let (_bob, _eb, bob_key) = register(&server, "bob").await;
     drop((_bob, _eb));
     let mut ws = raw_register(&server.url(), "alice", &identity()).await;
@@ -203,11 +209,16 @@ fn refused(e: &Error) -> Option<ErrorCode> {
     }
 }
 
-#[tokio::test]
-async fn devices_per_account_limit_and_limit_plus_one() {
+on_both_backends!(
+    devices_per_account_limit_and_limit_plus_one,
+    devices_per_account
+);
+async fn devices_per_account(backend: Backend) {
     let mut cfg = ServerConfig::new(SERVER_ID);
     cfg.limits.max_devices_per_account = 3;
-    let server = start(cfg, Arc::new(MemoryStore::new())).await;
+    let Some((server, _db)) = start_on(backend, cfg).await else {
+        return;
+    };
     let (mallory, _em, _) = register(&server, "mallory").await;
     for d in 2..=3 {
         assert!(!mallory.add_device(d, &identity().public()).await.unwrap());
@@ -270,12 +281,14 @@ async fn device_ids_out_of_range_are_refused() {
     assert_closed(&mut ws).await;
 }
 
+on_both_backends!(sender_share_limit_and_limit_plus_one, sender_share);
 /// A stranger fills only their share of an offline user's queue (the next is refused by name),
 /// and a call from someone else still gets through.
-#[tokio::test]
-async fn sender_share_limit_and_limit_plus_one() {
+async fn sender_share(backend: Backend) {
     use sotto_server::consts::MAX_QUEUED_PER_SENDER;
-    let server = start_default().await;
+    let Some((server, _db)) = start_on(backend, ServerConfig::new(SERVER_ID)).await else {
+        return;
+    };
     let (bob, eb, bob_key) = register(&server, "bob").await;
     drop((bob, eb));
     let mut ws = raw_register(&server.url(), "mallory", &identity()).await;
@@ -311,6 +324,11 @@ async fn sender_share_limit_and_limit_plus_one() {
     assert!(from_alice);
 }
 
+on_both_backends!(
+    strangers_together_cannot_fill_a_queue_against_a_caller,
+    strangers_together,
+    (flavor = "multi_thread", worker_threads = 2)
+);
 /// Issue 14 (sybil accounts): the per-sender share stops one stranger, but
 /// `MAX_QUEUED_ENVELOPES_PER_DEVICE / MAX_QUEUED_PER_SENDER` accounts (16, fewer than one
 /// address may register in an hour) filled an offline user's queue, and every call to her then
@@ -318,10 +336,11 @@ async fn sender_share_limit_and_limit_plus_one() {
 /// queue; a call message from alice still gets in (the oldest envelope of the largest share
 /// makes room), and bob receives it when he comes online. Fails before the fair queue (alice
 /// gets `recipient_queue_full`).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn strangers_together_cannot_fill_a_queue_against_a_caller() {
+async fn strangers_together(backend: Backend) {
     use sotto_server::consts::MAX_QUEUED_PER_SENDER;
-    let server = start_default().await;
+    let Some((server, _db)) = start_on(backend, ServerConfig::new(SERVER_ID)).await else {
+        return;
+    };
     let (bob, eb, bob_key) = register(&server, "bob").await;
     drop((bob, eb));
     let sybils = MAX_QUEUED_ENVELOPES_PER_DEVICE.div_ceil(MAX_QUEUED_PER_SENDER);

@@ -4,15 +4,22 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[macro_use]
 mod common;
 use std::time::Duration;
 
 use common::*;
 use sotto_server::{Client, Event};
 
-#[tokio::test]
-async fn offline_envelopes_arrive_after_connect_and_unacked_are_redelivered() {
-    let server = start_default().await;
+on_both_backends!(
+    offline_envelopes_arrive_after_connect_and_unacked_are_redelivered,
+    offline_then_redelivered
+);
+async fn offline_then_redelivered(backend: Backend) {
+    let Some((server, _db)) = start_on(backend, sotto_server::ServerConfig::new(SERVER_ID)).await
+    else {
+        return;
+    };
     let (alice, _ea, _) = register(&server, "alice").await;
     let (bob, bob_events, bob_key) = register(&server, "bob").await;
     drop((bob, bob_events));
@@ -71,10 +78,13 @@ async fn online_device_receives_at_once() {
     bob.ack(id).await.unwrap();
 }
 
-#[tokio::test]
-async fn client_reconnects_by_itself_after_the_server_restarts() {
-    use std::sync::Arc;
-    let store: Arc<dyn sotto_server::Store> = Arc::new(sotto_server::MemoryStore::new());
+on_both_backends!(
+    client_reconnects_by_itself_after_the_server_restarts,
+    reconnects_after_restart
+);
+async fn reconnects_after_restart(backend: Backend) {
+    let Some(db) = Db::new(backend) else { return };
+    let store = db.store();
     let server = start(sotto_server::ServerConfig::new(SERVER_ID), store.clone()).await;
     let addr = server.local_addr();
     let (alice, _ea, _) = register(&server, "alice").await;

@@ -1,31 +1,59 @@
 //! Each one-time prekey is handed out to exactly one fetcher, even when 50 clients fetch the same
-//! device's bundle at once (SQLite store, real connections); the owner is told when stock is low.
+//! device's bundle at once (on SQLite and on PostgreSQL, real connections), and when those 50
+//! fetch through three servers sharing one PostgreSQL; the owner is told when stock is low.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[macro_use]
 mod common;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use common::*;
-use sotto_server::{Client, Durability, Event, ServerConfig, SqliteStore};
+use sotto_server::{Client, Event, Server, ServerConfig};
 
 const FETCHERS: usize = 50;
 const STOCK: u32 = 40;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fifty_concurrent_fetches_get_distinct_one_time_prekeys() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("s.db"), Durability::Full).unwrap();
+fn fetch_config() -> ServerConfig {
     let mut cfg = ServerConfig::new(SERVER_ID);
     cfg.limits.max_connections_per_addr = FETCHERS + 4;
     // fifty strangers at once: more than the per-target default allows one-time prekeys for
     cfg.limits.one_time_prekeys_per_target_per_minute = FETCHERS as u32;
     // ... and fifty accounts registered from one address
     cfg.limits.registrations_per_address_per_hour = FETCHERS as u32 + 1;
-    let server = start(cfg, Arc::new(store)).await;
+    cfg
+}
 
-    let (bob, mut bob_events, bob_key) = register(&server, "bob").await;
+on_both_backends!(
+    fifty_concurrent_fetches_get_distinct_one_time_prekeys,
+    fifty_fetches_one_server,
+    (flavor = "multi_thread", worker_threads = 2)
+);
+async fn fifty_fetches_one_server(backend: Backend) {
+    let Some(db) = Db::new(backend) else { return };
+    let server = start(fetch_config(), db.store()).await;
+    fifty_fetches(&[server]).await;
+}
+
+/// Three servers, each with its own connection to one PostgreSQL (as three nodes would have):
+/// the fetchers are spread over them, the owner is on the first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_time_prekeys_exactly_once_across_connections_postgres() {
+    let Some(db) = Db::new(Backend::Postgres) else {
+        return;
+    };
+    let mut servers = Vec::new();
+    for _ in 0..3 {
+        servers.push(start(fetch_config(), db.store()).await);
+    }
+    fifty_fetches(&servers).await;
+}
+
+/// Bob publishes `STOCK` one-time prekeys on `servers[0]`; `FETCHERS` clients, spread over
+/// `servers`, fetch his bundle at once: every key is handed out once, the rest get none.
+async fn fifty_fetches(servers: &[Server]) {
+    let (bob, mut bob_events, bob_key) = register(&servers[0], "bob").await;
     let otks = one_time_prekeys(1..=STOCK);
     let published: HashMap<u32, Vec<u8>> =
         otks.iter().map(|k| (k.id, k.public.0.clone())).collect();
@@ -39,8 +67,9 @@ async fn fifty_concurrent_fetches_get_distinct_one_time_prekeys() {
 
     let mut clients = Vec::new();
     for i in 0..FETCHERS {
+        let server = &servers[i % servers.len()];
         let (c, _e) =
-            Client::connect(client_cfg(&server, &format!("f{i}"), 1, identity()).register())
+            Client::connect(client_cfg(server, &format!("f{i}"), 1, identity()).register())
                 .await
                 .unwrap();
         clients.push(c);
@@ -75,6 +104,11 @@ async fn fifty_concurrent_fetches_get_distinct_one_time_prekeys() {
     );
     for k in got.iter().flatten() {
         assert_eq!(k.public.0, published[&k.id], "key matches its id");
+    }
+    if servers.len() > 1 {
+        // the low-stock notice goes to bob's connection on the server that served the fetch;
+        // across servers that needs the doorbell between them (issue 15, not built yet)
+        return;
     }
     // Bob was told the stock ran low.
     let mut low = None;

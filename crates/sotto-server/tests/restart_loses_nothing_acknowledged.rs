@@ -1,13 +1,13 @@
 //! The `sotto-server` binary is killed with SIGKILL while a client is sending; after a restart on
-//! the same SQLite file, every envelope the server had acknowledged as stored is delivered.
-//! Also: SIGTERM shuts down gracefully (exit 0) and loses nothing.
+//! the same database (SQLite file, or PostgreSQL), every envelope the server had acknowledged as
+//! stored is delivered. Also: SIGTERM shuts down gracefully (exit 0) and loses nothing.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[macro_use]
 mod common;
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader};
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -31,12 +31,12 @@ struct Proc {
     url: String,
 }
 
-fn spawn_server(dir: &Path) -> Proc {
-    let cfg = dir.join("server.toml");
+fn spawn_server(db: &Db) -> Proc {
+    let cfg = db.dir.path().join("server.toml");
     std::fs::write(&cfg, CONFIG).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_sotto-server"))
-        .args(["--listen", "127.0.0.1:0", "--db"])
-        .arg(dir.join("signaling.db"))
+        .args(["--listen", "127.0.0.1:0"])
+        .args(db.fixture.server_args())
         .arg("--config")
         .arg(&cfg)
         .env("RUST_LOG", "warn")
@@ -78,10 +78,14 @@ async fn drain(url: &str, bob: IdentityKeyPair) -> HashMap<u64, Vec<u8>> {
     got
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigkill_mid_queue_loses_nothing_acknowledged() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut p = spawn_server(dir.path());
+on_both_backends!(
+    sigkill_mid_queue_loses_nothing_acknowledged,
+    sigkill_mid_queue,
+    (flavor = "multi_thread", worker_threads = 2)
+);
+async fn sigkill_mid_queue(backend: Backend) {
+    let Some(db) = Db::new(backend) else { return };
+    let mut p = spawn_server(&db);
     let (alice_key, bob_key) = (identity(), identity());
     let (alice, _ea) = Client::connect(cfg(&p.url, "alice", alice_key.clone()).register())
         .await
@@ -118,7 +122,7 @@ async fn sigkill_mid_queue_loses_nothing_acknowledged() {
     let acked = acked.lock().unwrap().clone();
     assert!(acked.len() >= 300);
 
-    let p2 = spawn_server(dir.path());
+    let p2 = spawn_server(&db);
     let got = drain(&p2.url, bob_key).await;
     let missing: Vec<_> = acked
         .iter()
@@ -142,10 +146,14 @@ async fn sigkill_mid_queue_loses_nothing_acknowledged() {
     p2.child.wait().unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_is_graceful_and_loses_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut p = spawn_server(dir.path());
+on_both_backends!(
+    sigterm_is_graceful_and_loses_nothing,
+    sigterm_graceful,
+    (flavor = "multi_thread", worker_threads = 2)
+);
+async fn sigterm_graceful(backend: Backend) {
+    let Some(db) = Db::new(backend) else { return };
+    let mut p = spawn_server(&db);
     let (alice_key, bob_key) = (identity(), identity());
     let (alice, _ea) = Client::connect(cfg(&p.url, "alice", alice_key).register())
         .await
@@ -172,7 +180,7 @@ async fn sigterm_is_graceful_and_loses_nothing() {
         .await
         .unwrap();
     assert!(exit.success(), "{exit:?}");
-    let p2 = spawn_server(dir.path());
+    let p2 = spawn_server(&db);
     let got = drain(&p2.url, bob_key).await;
     let mut got_ids: Vec<u64> = got.keys().copied().collect();
     got_ids.sort();

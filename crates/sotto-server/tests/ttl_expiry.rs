@@ -3,21 +3,24 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[macro_use]
 mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
 use sotto_server::consts::MAX_ENVELOPE_TTL_SECS;
-use sotto_server::{Client, Error, ErrorCode, ManualClock, MemoryStore, ServerConfig};
+use sotto_server::{Client, Error, ErrorCode, ManualClock, ServerConfig};
 
-#[tokio::test]
-async fn expired_envelopes_are_not_delivered() {
+on_both_backends!(expired_envelopes_are_not_delivered, expired_not_delivered);
+async fn expired_not_delivered(backend: Backend) {
     let clock = ManualClock::new(1_000_000);
     let mut cfg = ServerConfig::new(SERVER_ID);
     cfg.clock = Arc::new(clock.clone());
     cfg.limits.expiry_sweep_interval = Duration::from_millis(20);
-    let server = start(cfg, Arc::new(MemoryStore::new())).await;
+    let Some((server, _db)) = start_on(backend, cfg).await else {
+        return;
+    };
     let (alice, _ea, _) = register(&server, "alice").await;
     let (bob, ev, bob_key) = register(&server, "bob").await;
     drop((bob, ev));

@@ -17,6 +17,10 @@
 //! - [`tls`]: a certificate authority made at test time, server certificates (loopback or
 //!   named) and the PEM files servers and clients read.
 //! - [`browser`]: headless Chromium, run the same way by every browser test.
+//! - [`postgres`]: a throwaway PostgreSQL cluster on loopback (root and Debian's `postgresql`).
+//! - [`nats`]: a throwaway `nats-server` on loopback (the servers' doorbell).
+//! - [`store`]: the signaling server's store on SQLite or on PostgreSQL, for tests that run on
+//!   both backends.
 //! - [`coturn`]: a real coturn with REST credentials, on loopback or in a network namespace.
 //! - [`netns`]: two homes behind NAT routers and a public network, in network namespaces
 //!   (root only), for NAT traversal tests.
@@ -26,8 +30,11 @@ pub mod browser;
 pub mod coturn;
 pub mod device;
 pub mod media;
+pub mod nats;
 pub mod netns;
 pub mod plain;
+pub mod postgres;
 pub mod relay;
 pub mod server;
+pub mod store;
 pub mod tls;

@@ -53,6 +53,10 @@ struct Args {
     /// `sotto` storage: full, normal (SQLite synchronous=FULL/NORMAL) or memory.
     #[arg(long, default_value = "normal")]
     durability: String,
+    /// Run `sotto` on PostgreSQL at this connection string instead of SQLite (--durability is
+    /// then ignored; each idle count needs an empty database: run one count per fresh database).
+    #[arg(long)]
+    postgres_url: Option<String>,
     /// Which servers: sotto, node, or both.
     #[arg(long, default_value = "both")]
     target: String,
@@ -88,12 +92,16 @@ fn read_listen_line(child: &mut Child) -> Result<String, BoxErr> {
     }
 }
 
-fn spawn_sotto(dir: &std::path::Path, durability: &str) -> Result<Proc, BoxErr> {
+fn spawn_sotto(
+    dir: &std::path::Path,
+    durability: &str,
+    postgres_url: Option<&str>,
+) -> Result<Proc, BoxErr> {
     let cfg = dir.join("bench.toml");
     std::fs::write(
         &cfg,
         format!(
-            "server_id = \"bench\"\ndurability = \"{}\"\n[limits]\nenvelopes_per_second = 1000000\nenvelope_burst = 1000000\nmax_connections_per_addr = 100000\nmax_queued_per_device = 100000\nmax_queued_per_sender = 100000\nregistrations_per_address_per_hour = 100000\n",
+            "server_id = \"bench\"\ndurability = \"{}\"\n[limits]\nenvelopes_per_second = 1000000\nenvelope_burst = 1000000\nmax_connections_per_addr = 100000\nmax_authenticated_per_addr = 100000\nmax_queued_per_device = 100000\nmax_queued_per_sender = 100000\nregistrations_per_address_per_hour = 100000\n",
             if durability == "memory" { "normal" } else { durability }
         ),
     )?;
@@ -101,18 +109,17 @@ fn spawn_sotto(dir: &std::path::Path, durability: &str) -> Result<Proc, BoxErr> 
         .parent()
         .ok_or("no exe dir")?
         .join("sotto-server");
-    let mut child = Command::new(exe)
-        .args(["--listen", "127.0.0.1:0", "--config"])
-        .arg(&cfg)
-        .arg("--db")
-        .arg(if durability == "memory" {
+    let mut cmd = Command::new(exe);
+    cmd.args(["--listen", "127.0.0.1:0", "--config"]).arg(&cfg);
+    match postgres_url {
+        Some(url) => cmd.env("SOTTO_POSTGRES_URL", url),
+        None => cmd.arg("--db").arg(if durability == "memory" {
             PathBuf::from(":memory:")
         } else {
             dir.join("bench.db")
-        })
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()?;
+        }),
+    };
+    let mut child = cmd.env("RUST_LOG", "warn").stdout(Stdio::piped()).spawn()?;
     let url = read_listen_line(&mut child)?;
     Ok(Proc { child, url })
 }
@@ -359,7 +366,7 @@ fn main() -> Result<(), BoxErr> {
         for &idle in &args.idle {
             if args.target != "node" {
                 let dir = tempfile_dir()?;
-                let p = spawn_sotto(&dir, &args.durability)?;
+                let p = spawn_sotto(&dir, &args.durability, args.postgres_url.as_deref())?;
                 run_one("sotto", p, idle, &args).await?;
                 let _ = std::fs::remove_dir_all(&dir);
             }

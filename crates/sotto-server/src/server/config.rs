@@ -116,8 +116,28 @@ pub struct ServerConfig {
     /// Lifetime of minted relay tokens, seconds ([`consts::RELAY_TOKEN_TTL_SECS`]; at most
     /// `sotto_admission::consts::MAX_TTL_SECS`).
     pub relay_token_ttl_secs: u64,
+    /// NATS server for the doorbell between servers sharing one PostgreSQL (`None`: a single
+    /// server; see `crate::doorbell`).
+    pub nats_url: Option<NatsUrl>,
     /// Wall clock for TTLs and TURN expiry.
     pub clock: Arc<dyn Clock>,
+}
+
+/// A NATS URL (`nats://host:4222`; may hold credentials: zeroized on drop, never printed).
+#[derive(Clone)]
+pub struct NatsUrl(pub zeroize::Zeroizing<String>);
+
+impl NatsUrl {
+    /// Wraps a URL.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self(zeroize::Zeroizing::new(url.into()))
+    }
+}
+
+impl std::fmt::Debug for NatsUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NatsUrl(<redacted>)")
+    }
 }
 
 impl std::fmt::Debug for ServerConfig {
@@ -129,6 +149,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("turn", &self.turn)
             .field("relays", &self.relays)
             .field("relay_token_ttl_secs", &self.relay_token_ttl_secs)
+            .field("nats_url", &self.nats_url)
             .finish_non_exhaustive()
     }
 }
@@ -143,6 +164,7 @@ impl ServerConfig {
             turn: None,
             relays: Vec::new(),
             relay_token_ttl_secs: consts::RELAY_TOKEN_TTL_SECS,
+            nats_url: None,
             clock: Arc::new(SystemClock),
         }
     }

@@ -42,7 +42,7 @@ use crate::error::{Error, Result};
 use crate::store::Store;
 use crate::worker::Ended;
 
-pub use config::{Limits, RelayEntry, ServerConfig};
+pub use config::{Limits, NatsUrl, RelayEntry, ServerConfig};
 use shared::Shared;
 
 /// A running server. Dropping it does not stop it; call [`Server::shutdown`] or [`Server::abort`].
@@ -82,10 +82,25 @@ impl Server {
         })
     }
 
-    /// Binds `addr` and starts serving.
+    /// Binds `addr` and starts serving; with a doorbell, waits (at most
+    /// [`crate::consts::NATS_CONNECT_TIMEOUT`]) until it is subscribed.
     pub async fn bind(cfg: ServerConfig, store: Arc<dyn Store>, addr: &str) -> Result<Self> {
         let listener = TcpListener::bind(addr).await?;
-        Self::spawn(cfg, store, listener)
+        let server = Self::spawn(cfg, store, listener)?;
+        server.doorbell_ready().await;
+        Ok(server)
+    }
+
+    /// Waits at most [`crate::consts::NATS_CONNECT_TIMEOUT`] for the doorbell to be subscribed;
+    /// true when it is (or there is none). Until then rings from other servers are missed:
+    /// devices connected here read those envelopes on their next ring or reconnection.
+    pub async fn doorbell_ready(&self) -> bool {
+        let Some(mut ready) = self.shared.doorbell_ready.clone() else {
+            return true;
+        };
+        let waited =
+            tokio::time::timeout(crate::consts::NATS_CONNECT_TIMEOUT, ready.wait_for(|r| *r)).await;
+        matches!(waited, Ok(Ok(_)))
     }
 
     /// The bound address.
@@ -148,6 +163,15 @@ impl Server {
         for t in self.aux {
             t.abort();
         }
+        if let Some(t) = self
+            .shared
+            .doorbell_task
+            .lock()
+            .ok()
+            .and_then(|mut t| t.take())
+        {
+            t.abort();
+        }
         let _ = self.shared.store(|s| s.flush()).await;
         tracing::info!("signaling server stopped");
     }
@@ -156,6 +180,15 @@ impl Server {
     pub fn abort(self) {
         self.task.abort();
         for t in self.aux {
+            t.abort();
+        }
+        if let Some(t) = self
+            .shared
+            .doorbell_task
+            .lock()
+            .ok()
+            .and_then(|mut t| t.take())
+        {
             t.abort();
         }
     }

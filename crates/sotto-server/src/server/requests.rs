@@ -14,19 +14,15 @@ use crate::protocol::{
     valid_username, Bundle, ClientMessage, ParticipantToken, ServerMessage, B64,
 };
 use crate::server::shared::Shared;
-use crate::store::{BundleOutcome, DeviceAddr, NewEnvelope, QueueLimits, WriteOp};
+use crate::store::{
+    BundleOutcome, DeviceAddr, NewEnvelope, QueueLimits, SetDeviceOutcome, WriteOp,
+};
 use crate::turn;
 use crate::worker::Ended;
 
 /// Device numbers accepted at `register` and `add_device`: `1..=MAX_DEVICE_ID`.
 pub(crate) fn valid_device_id(device_id: u32) -> bool {
     (1..=consts::MAX_DEVICE_ID).contains(&device_id)
-}
-
-/// What `add_device` found.
-enum AddDevice {
-    Done { replaced: bool },
-    TooMany,
 }
 
 /// Validates a `send` or an `ack` into a store write, or answers it at once.
@@ -270,23 +266,18 @@ pub(crate) async fn handle_request(
             let a2 = a.clone();
             let now = shared.cfg.clock.now_ms();
             let max = limits.max_devices_per_account;
-            // count and add in one store step: two concurrent adds cannot both pass the count
+            // count and add in one store step (one transaction): concurrent adds, on this
+            // server or another sharing the store, cannot both pass the count
             match shared
-                .store(move |s| {
-                    let ids = s.devices(&a2.user)?;
-                    if !ids.contains(&a2.device) && ids.len() >= max {
-                        return Ok(AddDevice::TooMany);
-                    }
-                    let replaced = s.set_device(&a2, &identity_key.0, now)?;
-                    Ok(AddDevice::Done { replaced })
-                })
+                .store(move |s| s.set_device(&a2, &identity_key.0, now, max))
                 .await
             {
-                Ok(AddDevice::TooMany) => err(
+                Ok(SetDeviceOutcome::TooManyDevices) => err(
                     ErrorCode::TooManyDevices,
                     "the account has the most devices allowed",
                 ),
-                Ok(AddDevice::Done { replaced }) => {
+                Ok(done) => {
+                    let replaced = done == SetDeviceOutcome::Replaced;
                     if replaced {
                         if let Some(c) = shared.online().get(&a) {
                             c.end(Ended::Replaced);

@@ -190,12 +190,15 @@ impl Session {
                     self.more_backlog = envs.len() == consts::DELIVERY_BATCH;
                     self.backlog = Some(envs.into_iter());
                 }
-                Poll::Ready(_) => {
-                    return Poll::Ready(Event::End(End::Error(
-                        None,
-                        ErrorCode::Internal,
-                        "storage failure",
-                    )))
+                Poll::Ready(r) => {
+                    let code = match r {
+                        Ok(Err(e)) => {
+                            tracing::error!(error = %e, "backlog read failed");
+                            crate::answer::failure_code(&e)
+                        }
+                        _ => ErrorCode::Internal,
+                    };
+                    return Poll::Ready(Event::End(End::Error(None, code, "storage failure")));
                 }
                 Poll::Pending => {}
             }

@@ -34,6 +34,10 @@ pub(crate) struct Shared {
     pub metrics: Arc<Metrics>,
     pub next_conn: AtomicU64,
     pub shutdown: watch::Receiver<bool>,
+    /// Whether the doorbell (if configured) is subscribed.
+    pub doorbell_ready: Option<watch::Receiver<bool>>,
+    /// The doorbell task (aborted on shutdown).
+    pub doorbell_task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Who may have relay tokens for which room (in memory: a restart forgets it).
     pub relay_rooms: std::sync::Mutex<crate::relay_rooms::RelayRooms>,
 }
@@ -49,7 +53,20 @@ impl Shared {
         let tls = cfg.tls.clone().map(ServerTls::load).transpose()?;
         let online = OnlineMap::default();
         let metrics = Arc::new(Metrics::default());
-        let worker = StoreWorker::start(store, online.clone(), metrics.clone())?;
+        let doorbell = cfg
+            .nats_url
+            .as_ref()
+            .map(|u| crate::doorbell::start(u.0.to_string(), online.clone()));
+        let worker = StoreWorker::start(
+            store,
+            online.clone(),
+            metrics.clone(),
+            doorbell.as_ref().map(|d| d.ringer.clone()),
+        )?;
+        let (doorbell_ready, doorbell_task) = match doorbell {
+            Some(d) => (Some(d.ready), Some(d.task)),
+            None => (None, None),
+        };
         Ok(Self {
             limiter: ConnectionLimiter::new(cfg.limits.max_connections_per_addr),
             authed_limiter: ConnectionLimiter::new(cfg.limits.max_authenticated_per_addr),
@@ -65,6 +82,8 @@ impl Shared {
             metrics,
             next_conn: AtomicU64::new(1),
             shutdown,
+            doorbell_ready,
+            doorbell_task: std::sync::Mutex::new(doorbell_task),
             relay_rooms: std::sync::Mutex::default(),
         })
     }
@@ -134,7 +153,7 @@ fn store_answer<T>(
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => {
             tracing::error!(error = %e, "store failure");
-            Err(ErrorCode::Internal)
+            Err(crate::answer::failure_code(&e))
         }
         Err(_) => Err(ErrorCode::Internal),
     }

@@ -35,6 +35,7 @@ pub(crate) fn close_frame(code: Option<ErrorCode>) -> Message {
             CloseCode::Again
         }
         ErrorCode::Internal => CloseCode::Error,
+        ErrorCode::StorageUnavailable => CloseCode::Again,
         _ => CloseCode::Policy,
     };
     Message::Close(Some(CloseFrame {

@@ -60,12 +60,25 @@ impl Store for MemoryStore {
         Ok(RegisterOutcome::Created)
     }
 
-    fn set_device(&self, addr: &DeviceAddr, key: &[u8], _now: u64) -> StoreResult<bool> {
+    fn set_device(
+        &self,
+        addr: &DeviceAddr,
+        key: &[u8],
+        _now: u64,
+        max_devices: usize,
+    ) -> StoreResult<SetDeviceOutcome> {
         let mut g = self.lock();
-        let replaced = match g.devices.get(addr) {
-            Some(d) if d.identity == key => return Ok(false),
-            Some(_) => true,
-            None => false,
+        let outcome = match g.devices.get(addr) {
+            Some(d) if d.identity == key => return Ok(SetDeviceOutcome::Unchanged),
+            Some(_) => SetDeviceOutcome::Replaced,
+            None => {
+                let first = DeviceAddr::new(addr.user.clone(), 0);
+                let last = DeviceAddr::new(addr.user.clone(), u32::MAX);
+                if g.devices.range(first..=last).count() >= max_devices {
+                    return Ok(SetDeviceOutcome::TooManyDevices);
+                }
+                SetDeviceOutcome::Added
+            }
         };
         g.devices.insert(
             addr.clone(),
@@ -75,7 +88,7 @@ impl Store for MemoryStore {
             },
         );
         g.queues.remove(addr);
-        Ok(replaced)
+        Ok(outcome)
     }
 
     fn identity(&self, addr: &DeviceAddr) -> StoreResult<Option<Vec<u8>>> {

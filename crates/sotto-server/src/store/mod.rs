@@ -1,14 +1,18 @@
-//! Persistence behind a small trait: [`MemoryStore`] for unit tests, [`SqliteStore`] for users.
+//! Persistence behind a small trait: [`MemoryStore`] for unit tests, [`SqliteStore`] for one
+//! server, [`PgStore`] for several servers sharing one PostgreSQL.
 //!
 //! Every method is synchronous and atomic; the server calls them from its one store thread. A
 //! method that returns `Ok` has committed (for SQLite: the transaction is in the WAL with the
-//! configured durability) — the server acknowledges a stored envelope only after the `enqueue` or
-//! `write_batch` that stored it has returned.
+//! configured durability; for PostgreSQL: the server answered the `COMMIT`) — the server
+//! acknowledges a stored envelope only after the `enqueue` or `write_batch` that stored it has
+//! returned. A method that returns `Err` changed nothing.
 
 mod memory;
+mod pg;
 mod sqlite;
 
 pub use memory::MemoryStore;
+pub use pg::{PgStore, PgUrl};
 pub use sqlite::{Durability, SqliteStore};
 
 use crate::protocol::{OneTimePreKey, SignedPreKey};
@@ -43,6 +47,19 @@ pub enum RegisterOutcome {
     UsernameTaken,
     /// The device exists with a different identity key.
     IdentityMismatch,
+}
+
+/// Result of [`Store::set_device`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetDeviceOutcome {
+    /// A new device of the account.
+    Added,
+    /// The device's identity key was replaced (its prekeys and queue dropped).
+    Replaced,
+    /// The device already has exactly this identity key; nothing changed.
+    Unchanged,
+    /// The account already has the most devices allowed; nothing changed.
+    TooManyDevices,
 }
 
 /// Result of [`Store::enqueue`].
@@ -148,14 +165,22 @@ pub enum WriteOutcome {
     Acked(bool),
 }
 
-/// Storage failure (opaque; details go to logs, not to peers).
+/// Storage failure (details go to logs, not to peers). Either way nothing was changed.
 #[derive(Debug, thiserror::Error)]
-#[error("storage failure: {0}")]
-pub struct StoreError(pub String);
+#[non_exhaustive]
+pub enum StoreError {
+    /// The database cannot be reached (PostgreSQL down, restarting or unreachable). The next
+    /// call tries to connect again; peers are told `storage_unavailable` and retry.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    /// The database refused or failed the operation.
+    #[error("storage failure: {0}")]
+    Failed(String),
+}
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
-        Self(e.to_string())
+        Self::Failed(e.to_string())
     }
 }
 
@@ -172,9 +197,17 @@ pub trait Store: Send + Sync + 'static {
         now_ms: u64,
     ) -> StoreResult<RegisterOutcome>;
 
-    /// Adds a device to an existing account, or replaces a device's identity key (dropping its
-    /// prekeys and queued envelopes, which were for the old key). Returns true if it replaced.
-    fn set_device(&self, addr: &DeviceAddr, identity_key: &[u8], now_ms: u64) -> StoreResult<bool>;
+    /// Adds a device to an account unless it already has `max_devices` devices, or replaces a
+    /// device's identity key (dropping its prekeys and queued envelopes, which were for the old
+    /// key). The count and the write are one atomic step, so concurrent adds (on any number of
+    /// servers sharing the store) never pass the limit together.
+    fn set_device(
+        &self,
+        addr: &DeviceAddr,
+        identity_key: &[u8],
+        now_ms: u64,
+        max_devices: usize,
+    ) -> StoreResult<SetDeviceOutcome>;
 
     /// The identity key bound to a device.
     fn identity(&self, addr: &DeviceAddr) -> StoreResult<Option<Vec<u8>>>;
@@ -294,9 +327,22 @@ pub(crate) mod contract {
                 .unwrap(),
             RegisterOutcome::UsernameTaken
         );
-        assert!(!s
-            .set_device(&DeviceAddr::new("alice", 2), &[2; 33], 0)
-            .unwrap());
+        assert_eq!(
+            s.set_device(&DeviceAddr::new("alice", 2), &[2; 33], 0, 2)
+                .unwrap(),
+            SetDeviceOutcome::Added
+        );
+        assert_eq!(
+            s.set_device(&DeviceAddr::new("alice", 2), &[2; 33], 0, 2)
+                .unwrap(),
+            SetDeviceOutcome::Unchanged
+        );
+        // limit 2 reached: a third device is refused, re-keying one of the two is not
+        assert_eq!(
+            s.set_device(&DeviceAddr::new("alice", 3), &[3; 33], 0, 2)
+                .unwrap(),
+            SetDeviceOutcome::TooManyDevices
+        );
         assert_eq!(s.devices("alice").unwrap(), vec![1, 2]);
         assert_eq!(
             s.register(&b, &[3; 33], 0).unwrap(),
@@ -391,7 +437,10 @@ pub(crate) mod contract {
 
         // Replacing a device's key drops its queue and prekeys.
         s.enqueue(&env(&b, 1000), q(10)).unwrap();
-        assert!(s.set_device(&b, &[4; 33], 0).unwrap());
+        assert_eq!(
+            s.set_device(&b, &[4; 33], 0, 1).unwrap(),
+            SetDeviceOutcome::Replaced
+        );
         assert_eq!(s.queued(&b).unwrap(), 0);
         assert_eq!(s.take_bundle(&b, true).unwrap(), BundleOutcome::NoPrekeys);
         assert_eq!(s.identity(&b).unwrap(), Some(vec![4; 33]));

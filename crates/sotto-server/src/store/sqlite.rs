@@ -69,7 +69,9 @@ impl SqliteStore {
         let conn = Connection::open(path)?;
         let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
-            return Err(StoreError(format!("journal_mode is {mode}, wanted wal")));
+            return Err(StoreError::Failed(format!(
+                "journal_mode is {mode}, wanted wal"
+            )));
         }
         conn.pragma_update(
             None,
@@ -247,7 +249,13 @@ impl Store for SqliteStore {
         Ok(outcome)
     }
 
-    fn set_device(&self, addr: &DeviceAddr, key: &[u8], now: u64) -> StoreResult<bool> {
+    fn set_device(
+        &self,
+        addr: &DeviceAddr,
+        key: &[u8],
+        now: u64,
+        max_devices: usize,
+    ) -> StoreResult<SetDeviceOutcome> {
         let mut c = self.lock();
         let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let existing: Option<Vec<u8>> = tx
@@ -257,10 +265,21 @@ impl Store for SqliteStore {
                 |r| r.get(0),
             )
             .optional()?;
-        if existing.as_deref() == Some(key) {
-            return Ok(false);
-        }
-        let replaced = existing.is_some();
+        let outcome = match existing.as_deref() {
+            Some(k) if k == key => return Ok(SetDeviceOutcome::Unchanged),
+            Some(_) => SetDeviceOutcome::Replaced,
+            None => {
+                let n: i64 = tx.query_row(
+                    "SELECT COUNT(*) FROM devices WHERE user=?1",
+                    params![addr.user],
+                    |r| r.get(0),
+                )?;
+                if usize::try_from(n).unwrap_or(usize::MAX) >= max_devices {
+                    return Ok(SetDeviceOutcome::TooManyDevices);
+                }
+                SetDeviceOutcome::Added
+            }
+        };
         tx.execute(
             "INSERT INTO devices(user, device, identity, updated_ms) VALUES(?1,?2,?3,?4)
              ON CONFLICT(user, device) DO UPDATE SET identity=excluded.identity, updated_ms=excluded.updated_ms",
@@ -277,7 +296,7 @@ impl Store for SqliteStore {
             params![addr.user, addr.device],
         )?;
         tx.commit()?;
-        Ok(replaced)
+        Ok(outcome)
     }
 
     fn identity(&self, addr: &DeviceAddr) -> StoreResult<Option<Vec<u8>>> {

@@ -175,3 +175,51 @@ pub fn one_time_prekeys(
         })
         .collect()
 }
+
+pub use sotto_testkit::store::{Backend, StoreFixture};
+
+/// A test's database on one backend and the directory it lives in (keep it alive with the
+/// server).
+pub struct Db {
+    pub fixture: StoreFixture,
+    pub dir: tempfile::TempDir,
+}
+
+impl Db {
+    /// The database on `backend`, or `None` where PostgreSQL cannot run (reason on stderr).
+    pub fn new(backend: Backend) -> Option<Db> {
+        let dir = tempfile::tempdir().unwrap();
+        let fixture = StoreFixture::new(backend, dir.path())?;
+        Some(Db { fixture, dir })
+    }
+
+    /// A new store handle on it (a new connection for PostgreSQL).
+    pub fn store(&self) -> Arc<dyn Store> {
+        self.fixture.open()
+    }
+}
+
+/// A server with `cfg` on a fresh database on `backend`, or `None` where PostgreSQL cannot run.
+pub async fn start_on(backend: Backend, cfg: ServerConfig) -> Option<(Server, Db)> {
+    let db = Db::new(backend)?;
+    let server = start(cfg, db.store()).await;
+    Some((server, db))
+}
+
+/// `mod NAME { sqlite(), postgres() }`: two tests running the async `BODY(Backend)` on each
+/// backend, with the `#[tokio::test]` arguments given (if any).
+#[macro_export]
+macro_rules! on_both_backends {
+    ($name:ident, $body:ident $(, ($($arg:tt)*))?) => {
+        mod $name {
+            #[tokio::test $(($($arg)*))?]
+            async fn sqlite() {
+                super::$body($crate::common::Backend::Sqlite).await
+            }
+            #[tokio::test $(($($arg)*))?]
+            async fn postgres() {
+                super::$body($crate::common::Backend::Postgres).await
+            }
+        }
+    };
+}
