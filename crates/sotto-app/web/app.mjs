@@ -197,51 +197,82 @@ $("invite").onsubmit = (e) => {
   command({ action: "invite", user: $("invitee").value.trim() });
   $("invitee").value = "";
 };
-$("switch-camera").onclick = () => switchCamera();
+$("switch-camera").onclick = () => switchCamera().catch((e) => showError(`camera: ${e.name}`));
+$("camera").onchange = () => switchSource("video", $("camera").value).catch((e) => showError(`camera: ${e.name}`));
+navigator.mediaDevices.ondevicechange = () => local && listDevices().catch(() => {});
+$("microphone").onchange = () =>
+  switchSource("audio", $("microphone").value).catch((e) => showError(`microphone: ${e.name}`));
 
 // --- media -----------------------------------------------------------------------------
 
 async function ensureLocal() {
   if (local) return local;
-  local = await navigator.mediaDevices.getUserMedia({ audio: true, video: { width: 640, height: 480 } });
+  local = await navigator.mediaDevices.getUserMedia({ audio: true, video: VIDEO });
   $("local").srcObject = local;
-  await listCameras();
+  await listDevices();
   return local;
 }
 
-async function listCameras() {
-  const sel = $("camera");
-  const cams = (await navigator.mediaDevices.enumerateDevices()).filter((d) => d.kind === "videoinput");
-  sel.replaceChildren(
-    ...cams.map((d, i) => {
-      const o = document.createElement("option");
-      o.value = d.deviceId;
-      o.textContent = d.label || `camera ${i + 1}`;
-      return o;
-    }),
-  );
-  const cur = local?.getVideoTracks()[0]?.getSettings().deviceId;
-  if (cur) sel.value = cur;
+const VIDEO = { width: 640, height: 480 };
+// the picker of each kind of source, and the kind of track it picks
+const PICKERS = [
+  ["camera", "videoinput", "video"],
+  ["microphone", "audioinput", "audio"],
+];
+
+async function listDevices() {
+  const devices = await navigator.mediaDevices.enumerateDevices();
+  for (const [id, kind, track] of PICKERS) {
+    const sel = $(id);
+    const found = devices.filter((d) => d.kind === kind);
+    sel.replaceChildren(
+      ...found.map((d, i) => {
+        const o = document.createElement("option");
+        o.value = d.deviceId;
+        o.textContent = d.label || `${id} ${i + 1}`; // a device's name: text, never HTML
+        return o;
+      }),
+    );
+    const cur = currentDevice(track);
+    if (cur) sel.value = cur;
+  }
 }
 
-// the next camera (or the one picked), swapped in without renegotiation
+const currentDevice = (kind) => local?.getTracks().find((t) => t.kind === kind)?.getSettings().deviceId;
+
+// the next camera (or the one picked)
 async function switchCamera() {
   const sel = $("camera");
   const ids = [...sel.options].map((o) => o.value);
-  const cur = local?.getVideoTracks()[0]?.getSettings().deviceId;
-  let next = sel.value !== cur ? sel.value : ids[(ids.indexOf(cur) + 1) % Math.max(ids.length, 1)];
-  const s = await navigator.mediaDevices.getUserMedia({ video: { deviceId: next ? { exact: next } : undefined } });
-  const track = s.getVideoTracks()[0];
-  const old = local.getVideoTracks()[0];
-  for (const t of pc ? sendingTransceivers() : []) {
-    if (t.receiver.track.kind === "video") await t.sender.replaceTrack(track);
+  const cur = currentDevice("video");
+  const next = sel.value !== cur ? sel.value : ids[(ids.indexOf(cur) + 1) % Math.max(ids.length, 1)];
+  await switchSource("video", next);
+}
+
+// `kind`'s source becomes device `id`, swapped into the sender without renegotiation
+// (replaceTrack) and only once the call sends (webrtc-rs sends nothing before `start`); a
+// muted source stays muted.
+async function switchSource(kind, id) {
+  if (!local || !id || id === currentDevice(kind)) return;
+  const want = { deviceId: { exact: id } };
+  const s = await navigator.mediaDevices.getUserMedia(kind === "video" ? { video: { ...VIDEO, ...want } } : { audio: want });
+  const track = s.getTracks()[0];
+  const old = local.getTracks().find((t) => t.kind === kind);
+  if (old) track.enabled = old.enabled;
+  if (pc && sending) {
+    for (const t of sendingTransceivers()) {
+      if (t.receiver.track.kind === kind) await t.sender.replaceTrack(track);
+    }
   }
-  local.removeTrack(old);
-  old.stop();
+  if (old) {
+    local.removeTrack(old);
+    old.stop();
+  }
   local.addTrack(track);
   $("local").srcObject = local;
-  sel.value = track.getSettings().deviceId || next;
-  log("state", `camera: ${track.label || "switched"}`);
+  const picker = PICKERS.find((p) => p[2] === kind)[0];
+  $(picker).value = track.getSettings().deviceId || id;
+  log("state", `${picker}: ${track.label || "switched"}`);
 }
 
 function attachTransforms(t) {
