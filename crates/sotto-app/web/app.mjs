@@ -43,6 +43,7 @@ let sendGeneration = null; // the generation of the key the worker seals under (
 // pipes whose frames carry its sender id.
 let members = [];
 let inCall = false;
+let identityPeer = null; // whose changed identity the page shows (the device's `identity`)
 const pipes = new Map(); // pipe id -> { kind, track, sender, seen }
 let pipeSeq = 0;
 let seenSeq = 0;
@@ -100,10 +101,24 @@ ws.onmessage = async ({ data }) => {
       log(m.kind, m.text);
       if (m.kind === "identity_changed") {
         const w = $("identity-warning");
-        w.textContent = `${m.text} — compare the new safety number in person before you trust it (sotto trust).`;
+        w.textContent = `${m.text}: nothing goes to or comes from the new key. Compare the new safety number with them in person; if it matches, type it below and press Trust.`;
         w.hidden = false;
       }
+      if (m.kind === "identity_trusted") {
+        $("identity-warning").hidden = true;
+        $("identity-compare").hidden = true;
+        $("trust-number").value = "";
+        identityPeer = null;
+      }
       if (m.kind === "error") showError(m.text);
+      break;
+    case "identity":
+      // both numbers, to compare; the device decides whether the typed one is the new key's
+      identityPeer = m.peer;
+      $("identity-peer").textContent = m.peer;
+      $("identity-old").textContent = m.trusted ?? "none";
+      $("identity-new").textContent = m.offered;
+      $("identity-compare").hidden = false;
       break;
     case "key":
       // straight to the frame worker; nothing kept here
@@ -196,6 +211,10 @@ $("invite").onsubmit = (e) => {
   e.preventDefault();
   command({ action: "invite", user: $("invitee").value.trim() });
   $("invitee").value = "";
+};
+$("trust").onsubmit = (e) => {
+  e.preventDefault();
+  if (identityPeer) command({ action: "trust_identity", peer: identityPeer, safety_number: $("trust-number").value });
 };
 $("switch-camera").onclick = () => switchCamera().catch((e) => showError(`camera: ${e.name}`));
 $("camera").onchange = () => switchSource("video", $("camera").value).catch((e) => showError(`camera: ${e.name}`));

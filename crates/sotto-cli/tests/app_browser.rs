@@ -1617,3 +1617,177 @@ async fn switching_camera_and_microphone_reaches_the_other_browser_without_reneg
         wait_call_state(page, "ended", Duration::from_secs(30)).await;
     }
 }
+
+/// Bob's device 1 gets a new identity key (his second device re-keys it, as a reinstall or a
+/// server substituting keys would), and the new key registers. The same steps as the account
+/// test's identity change.
+async fn rekey_bob(home: &Path, url: &str, server_id: &str) {
+    use sotto_call::sealed::Device;
+    use sotto_ratchet::{IdentityKeyPair, StoreKeySource};
+    use sotto_server::tls::ClientTls;
+    let new_kp = IdentityKeyPair::generate(&mut rand::rngs::OsRng);
+    let key = home.join("bob/store.key");
+    let (bob, _ev) = Device::load(
+        &home.join("bob"),
+        StoreKeySource::KeyFile(&key),
+        Some((url, server_id)),
+        &ClientTls::default(),
+    )
+    .await
+    .unwrap();
+    let second = IdentityKeyPair::generate(&mut rand::rngs::OsRng);
+    bob.client().add_device(2, &second.public()).await.unwrap();
+    let (bob2, _ev2) = sotto_server::Client::connect(sotto_server::ClientConfig::new(
+        url, server_id, "bob", 2, second,
+    ))
+    .await
+    .unwrap();
+    assert!(bob2.add_device(1, &new_kp.public()).await.unwrap());
+    Device::register_with_identity(url, &ClientTls::default(), server_id, "bob", new_kp)
+        .await
+        .unwrap();
+}
+
+/// Bob's identity key changes after alice's device first sealed a call to him. Alice dials him
+/// from her page: the device refuses the call and the page shows the warning with both safety
+/// numbers (the trusted one and the one the server now offers). A wrong number typed into the
+/// page is refused by the device (nothing changes); the right one, typed and confirmed with
+/// Trust, goes through the device's trust path (`sotto trust`'s): afterwards `sotto trust bob`
+/// says the new key is the one trusted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changed_identity_is_compared_and_trusted_from_the_page() {
+    const SERVER_ID: &str = "trust.test";
+    let _one = BROWSERS.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, url) = common::start_server(dir.path(), SERVER_ID);
+    let home = dir.path().join("home");
+    for user in ["alice", "bob"] {
+        let o = sotto(&home)
+            .args(["register", "--user", user, "--server", &url])
+            .args(["--server-id", SERVER_ID])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "register {user}: {}", text(&o));
+    }
+    let app = || {
+        let mut c = sotto(&home);
+        c.args(["app", "--user", "alice"]);
+        start_app_with(c)
+    };
+    let (camera, mic) = fake_media(dir.path());
+    async fn dial(page: &mut Cdp) {
+        page.eval("document.getElementById('callee').value = 'bob'; true")
+            .await;
+        page.click("call").await;
+    }
+    // alice's device seals a call to bob's first key (bob is away: it only rings), then hangs up
+    let (mut first_app, link) = app();
+    let (first_browser, mut page, _p1) =
+        open_page(dir.path(), "alice1", &link, &camera, &mic).await;
+    page.wait(
+        "document.getElementById('me').textContent === 'alice'",
+        Duration::from_secs(30),
+        "the welcome",
+    )
+    .await;
+    dial(&mut page).await;
+    wait_call_state(&mut page, "ringing", Duration::from_secs(60)).await;
+    page.click("hangup").await;
+    wait_call_state(&mut page, "ended", Duration::from_secs(30)).await;
+    drop(first_browser);
+    let _ = first_app.kill();
+    let _ = first_app.wait();
+
+    // the number alice's device now trusts for bob, as `sotto trust` shows it
+    let trust = || {
+        sotto(&home)
+            .args(["trust", "bob", "--user", "alice", "--server", &url])
+            .args(["--server-id", SERVER_ID])
+            .output()
+            .unwrap()
+    };
+    let o = trust();
+    assert!(o.status.success(), "{}", text(&o));
+    let trusted = text(&o)
+        .lines()
+        .find_map(|l| l.strip_prefix("safety number: "))
+        .unwrap_or_else(|| panic!("{}", text(&o)))
+        .trim()
+        .to_owned();
+
+    rekey_bob(&home, &url, SERVER_ID).await;
+
+    // alice's device again, a new page: dialing bob meets his new key
+    let (mut app2, link) = app();
+    let (_browser, mut page, _p2) = open_page(dir.path(), "alice2", &link, &camera, &mic).await;
+    page.wait(
+        "document.getElementById('me').textContent === 'alice'",
+        Duration::from_secs(30),
+        "the welcome",
+    )
+    .await;
+    dial(&mut page).await;
+    page.wait(
+        "!document.getElementById('identity-warning').hidden && \
+         !document.getElementById('identity-compare').hidden",
+        Duration::from_secs(60),
+        "the identity warning with both numbers",
+    )
+    .await;
+    let (old, new) = (
+        page.eval("document.getElementById('identity-old').textContent")
+            .await,
+        page.eval("document.getElementById('identity-new').textContent")
+            .await,
+    );
+    println!("bob's safety number: trusted {old}, offered {new}");
+    assert_eq!(old, json!(trusted), "the number trusted until now");
+    let new = new.as_str().unwrap().to_owned();
+    assert_eq!(new.split(' ').count(), 12, "{new}");
+    assert_ne!(json!(new), old);
+
+    // a wrong number: the device refuses, the numbers stay shown
+    let mut wrong = new.clone().into_bytes();
+    wrong[0] = if wrong[0] == b'1' { b'2' } else { b'1' };
+    let errors = "document.querySelectorAll('#event-list li[data-kind=\"error\"]').length";
+    let before = page.eval(errors).await.as_u64().unwrap();
+    /// Types `number` into the page's safety-number field (as keyboard input) and presses Trust.
+    async fn type_number(page: &mut Cdp, number: String) {
+        page.eval("(e => { e.value = ''; e.focus(); return true; })(document.getElementById('trust-number'))")
+            .await;
+        page.call("Input.insertText", json!({"text": number})).await;
+        page.click("trust-button").await;
+    }
+    type_number(&mut page, String::from_utf8(wrong).unwrap()).await;
+    page.wait(
+        &format!("{errors} > {before}"),
+        Duration::from_secs(30),
+        "the wrong number refused",
+    )
+    .await;
+    assert_eq!(
+        page.eval("document.getElementById('identity-compare').hidden")
+            .await,
+        json!(false)
+    );
+    // the right one, without spaces as a person may type it
+    type_number(&mut page, new.replace(' ', "")).await;
+    page.wait(
+        "document.querySelector('#event-list li[data-kind=\"identity_trusted\"]') !== null && \
+         document.getElementById('identity-compare').hidden && \
+         document.getElementById('identity-warning').hidden",
+        Duration::from_secs(30),
+        "the new key trusted",
+    )
+    .await;
+    let _ = app2.kill();
+    let _ = app2.wait();
+    // the device keeps it: `sotto trust` finds the offered key already trusted
+    let o = trust();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("already trusted") && text(&o).contains(&new),
+        "{}",
+        text(&o)
+    );
+}
