@@ -224,6 +224,13 @@ $("microphone").onchange = () =>
 
 // --- media -----------------------------------------------------------------------------
 
+const VIDEO = { width: 640, height: 480 };
+// the picker of each kind of source, and the kind of track it picks
+const PICKERS = [
+  ["camera", "videoinput", "video"],
+  ["microphone", "audioinput", "audio"],
+];
+
 async function ensureLocal() {
   if (local) return local;
   local = await navigator.mediaDevices.getUserMedia({ audio: true, video: VIDEO });
@@ -231,13 +238,6 @@ async function ensureLocal() {
   await listDevices();
   return local;
 }
-
-const VIDEO = { width: 640, height: 480 };
-// the picker of each kind of source, and the kind of track it picks
-const PICKERS = [
-  ["camera", "videoinput", "video"],
-  ["microphone", "audioinput", "audio"],
-];
 
 async function listDevices() {
   const devices = await navigator.mediaDevices.enumerateDevices();
