@@ -79,6 +79,14 @@ pub enum PageCommand {
         /// Account name.
         user: String,
     },
+    /// The user compared `peer`'s new safety number with `peer` and says it is this one: the
+    /// device trusts the key the server offers if its number is this (as `sotto trust`).
+    TrustIdentity {
+        /// Account name.
+        peer: String,
+        /// The number the user compared (digits; spaces ignored).
+        safety_number: String,
+    },
 }
 
 /// The result of a media request.
@@ -187,6 +195,16 @@ pub enum ToPage {
     },
     /// A key for the frame worker (fire and forget, in order).
     Key(KeyOp),
+    /// `peer`'s identity key changed: the number trusted until now and the one the server
+    /// offers now, for the user to compare with `peer` before trusting it.
+    Identity {
+        /// Account name.
+        peer: String,
+        /// The safety number trusted until now (none when no key was trusted yet).
+        trusted: Option<String>,
+        /// The safety number of the key the server offers now.
+        offered: String,
+    },
 }
 
 /// The token for a page's next `hello`; `Debug` never prints it, zeroized when dropped.
@@ -214,6 +232,8 @@ pub enum NoticeKind {
     Incoming,
     /// A peer's identity key changed.
     IdentityChanged,
+    /// The user's `trust_identity` was carried out: the peer's new key is trusted.
+    IdentityTrusted,
     /// Someone joined, left or was invited.
     Member,
     /// A call state change.

@@ -43,6 +43,7 @@ let sendGeneration = null; // the generation of the key the worker seals under (
 // pipes whose frames carry its sender id.
 let members = [];
 let inCall = false;
+let identityPeer = null; // whose changed identity the page shows (the device's `identity`)
 const pipes = new Map(); // pipe id -> { kind, track, sender, seen }
 let pipeSeq = 0;
 let seenSeq = 0;
@@ -100,10 +101,24 @@ ws.onmessage = async ({ data }) => {
       log(m.kind, m.text);
       if (m.kind === "identity_changed") {
         const w = $("identity-warning");
-        w.textContent = `${m.text} — compare the new safety number in person before you trust it (sotto trust).`;
+        w.textContent = `${m.text}: nothing goes to or comes from the new key. Compare the new safety number with them in person; if it matches, type it below and press Trust.`;
         w.hidden = false;
       }
+      if (m.kind === "identity_trusted") {
+        $("identity-warning").hidden = true;
+        $("identity-compare").hidden = true;
+        $("trust-number").value = "";
+        identityPeer = null;
+      }
       if (m.kind === "error") showError(m.text);
+      break;
+    case "identity":
+      // both numbers, to compare; the device decides whether the typed one is the new key's
+      identityPeer = m.peer;
+      $("identity-peer").textContent = m.peer;
+      $("identity-old").textContent = m.trusted ?? "none";
+      $("identity-new").textContent = m.offered;
+      $("identity-compare").hidden = false;
       break;
     case "key":
       // straight to the frame worker; nothing kept here
@@ -197,51 +212,86 @@ $("invite").onsubmit = (e) => {
   command({ action: "invite", user: $("invitee").value.trim() });
   $("invitee").value = "";
 };
-$("switch-camera").onclick = () => switchCamera();
+$("trust").onsubmit = (e) => {
+  e.preventDefault();
+  if (identityPeer) command({ action: "trust_identity", peer: identityPeer, safety_number: $("trust-number").value });
+};
+$("switch-camera").onclick = () => switchCamera().catch((e) => showError(`camera: ${e.name}`));
+$("camera").onchange = () => switchSource("video", $("camera").value).catch((e) => showError(`camera: ${e.name}`));
+navigator.mediaDevices.ondevicechange = () => local && listDevices().catch(() => {});
+$("microphone").onchange = () =>
+  switchSource("audio", $("microphone").value).catch((e) => showError(`microphone: ${e.name}`));
 
 // --- media -----------------------------------------------------------------------------
 
+const VIDEO = { width: 640, height: 480 };
+// the picker of each kind of source, and the kind of track it picks
+const PICKERS = [
+  ["camera", "videoinput", "video"],
+  ["microphone", "audioinput", "audio"],
+];
+
 async function ensureLocal() {
   if (local) return local;
-  local = await navigator.mediaDevices.getUserMedia({ audio: true, video: { width: 640, height: 480 } });
+  local = await navigator.mediaDevices.getUserMedia({ audio: true, video: VIDEO });
   $("local").srcObject = local;
-  await listCameras();
+  await listDevices();
   return local;
 }
 
-async function listCameras() {
-  const sel = $("camera");
-  const cams = (await navigator.mediaDevices.enumerateDevices()).filter((d) => d.kind === "videoinput");
-  sel.replaceChildren(
-    ...cams.map((d, i) => {
-      const o = document.createElement("option");
-      o.value = d.deviceId;
-      o.textContent = d.label || `camera ${i + 1}`;
-      return o;
-    }),
-  );
-  const cur = local?.getVideoTracks()[0]?.getSettings().deviceId;
-  if (cur) sel.value = cur;
+async function listDevices() {
+  const devices = await navigator.mediaDevices.enumerateDevices();
+  for (const [id, kind, track] of PICKERS) {
+    const sel = $(id);
+    const found = devices.filter((d) => d.kind === kind);
+    sel.replaceChildren(
+      ...found.map((d, i) => {
+        const o = document.createElement("option");
+        o.value = d.deviceId;
+        o.textContent = d.label || `${id} ${i + 1}`; // a device's name: text, never HTML
+        return o;
+      }),
+    );
+    const cur = currentDevice(track);
+    if (cur) sel.value = cur;
+  }
 }
 
-// the next camera (or the one picked), swapped in without renegotiation
+const currentDevice = (kind) => local?.getTracks().find((t) => t.kind === kind)?.getSettings().deviceId;
+
+// the next camera (or the one picked)
 async function switchCamera() {
   const sel = $("camera");
   const ids = [...sel.options].map((o) => o.value);
-  const cur = local?.getVideoTracks()[0]?.getSettings().deviceId;
-  let next = sel.value !== cur ? sel.value : ids[(ids.indexOf(cur) + 1) % Math.max(ids.length, 1)];
-  const s = await navigator.mediaDevices.getUserMedia({ video: { deviceId: next ? { exact: next } : undefined } });
-  const track = s.getVideoTracks()[0];
-  const old = local.getVideoTracks()[0];
-  for (const t of pc ? sendingTransceivers() : []) {
-    if (t.receiver.track.kind === "video") await t.sender.replaceTrack(track);
+  const cur = currentDevice("video");
+  const next = sel.value !== cur ? sel.value : ids[(ids.indexOf(cur) + 1) % Math.max(ids.length, 1)];
+  await switchSource("video", next);
+}
+
+// `kind`'s source becomes device `id`, swapped into the sender without renegotiation
+// (replaceTrack) and only once the call sends (webrtc-rs sends nothing before `start`); a
+// muted source stays muted.
+async function switchSource(kind, id) {
+  if (!local || !id || id === currentDevice(kind)) return;
+  const want = { deviceId: { exact: id } };
+  const s = await navigator.mediaDevices.getUserMedia(kind === "video" ? { video: { ...VIDEO, ...want } } : { audio: want });
+  const track = s.getTracks()[0];
+  const old = local.getTracks().find((t) => t.kind === kind);
+  if (old) track.enabled = old.enabled;
+  if (pc && sending) {
+    for (const t of sendingTransceivers()) {
+      if (t.receiver.track.kind === kind) await t.sender.replaceTrack(track);
+    }
   }
-  local.removeTrack(old);
-  old.stop();
+  if (old) {
+    local.removeTrack(old);
+    old.stop();
+  }
   local.addTrack(track);
   $("local").srcObject = local;
-  sel.value = track.getSettings().deviceId || next;
-  log("state", `camera: ${track.label || "switched"}`);
+  const picker = PICKERS.find((p) => p[2] === kind)[0];
+  $(picker).value = track.getSettings().deviceId || id;
+  log("state", `${picker}: ${track.label || "switched"}`);
 }
 
 function attachTransforms(t) {

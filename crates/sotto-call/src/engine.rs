@@ -110,6 +110,7 @@ pub struct Engine {
     commands: mpsc::Sender<Command>,
     status: watch::Receiver<Status>,
     notices: mpsc::UnboundedReceiver<Notice>,
+    device: Arc<Device>,
 }
 
 impl Engine {
@@ -162,7 +163,7 @@ impl Engine {
         cfg.allow_plain_loopback_relays = sotto_tls::is_plain_loopback(device.client().url());
         let driver = Driver {
             core: CallCore::new(cfg, StdRng::from_entropy()),
-            device,
+            device: device.clone(),
             events,
             commands: crx,
             status: stx,
@@ -186,7 +187,14 @@ impl Engine {
             commands: ctx,
             status: srx,
             notices: nrx,
+            device,
         }
+    }
+
+    /// The device the engine calls from (its identity store: `sotto app` shows and trusts
+    /// a peer's changed identity through it, as `sotto trust` does).
+    pub fn device(&self) -> Arc<Device> {
+        self.device.clone()
     }
 
     /// Sends a command.

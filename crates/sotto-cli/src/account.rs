@@ -236,30 +236,69 @@ fn digits(s: &str) -> String {
     s.chars().filter(char::is_ascii_digit).collect()
 }
 
+/// What a user compares before trusting `peer`'s identity: the number trusted until now (if
+/// any) and the one the server's device listing offers now (reading it uses up no prekey).
+pub struct IdentityNumbers {
+    pub trusted: Option<String>,
+    pub offered: String,
+}
+
+/// The safety numbers to compare for `peer` (device 1).
+pub async fn identity_numbers(dev: &Device, peer: &str) -> Result<IdentityNumbers, CliError> {
+    let trusted = dev.safety_number(peer, 1);
+    let listed = dev
+        .listed_safety_number(peer, 1)
+        .await
+        .map_err(|e| fail(format!("{peer}: {e}")))?;
+    let Some(offered) = listed else {
+        return Err(fail(format!("{peer}: the server lists no device 1")));
+    };
+    Ok(IdentityNumbers { trusted, offered })
+}
+
+/// Trusts `peer`'s offered identity key if `given` (what the user compared with the peer) is
+/// its safety number and the key did not change again meanwhile; returns the number trusted.
+/// The one trust path: `sotto trust` and the call screen both use it.
+pub async fn trust_compared(dev: &Device, peer: &str, given: &str) -> Result<String, CliError> {
+    let listed = identity_numbers(dev, peer).await?.offered;
+    if digits(given) != digits(&listed) {
+        return Err(fail(format!(
+            "the safety number you gave does not match the key the server offers for {peer}: nothing changed"
+        )));
+    }
+    // trusting needs the bundle the new session starts from; its key must be the one whose
+    // number the user compared
+    let offer = dev
+        .offered_identity(peer, 1)
+        .await
+        .map_err(|e| fail(format!("{peer}: {e}")))?;
+    let offered = offer.safety_number.clone();
+    if offered != listed {
+        return Err(fail(format!(
+            "the server's key for {peer} changed again meanwhile: nothing changed; compare again"
+        )));
+    }
+    dev.trust_identity(offer)
+        .map_err(|e| fail(format!("{peer}: {e}")))?;
+    Ok(offered)
+}
+
 pub fn trust(a: TrustArgs) -> Result<(), CliError> {
     let st = a.client.resolve()?;
     runtime()?.block_on(async {
         let (dev, _events) = load_device(&st).await?;
-        let current = dev.safety_number(&a.peer, 1);
-        // showing the number reads the server's device listing: no one-time prekey is used up
-        let listed = dev
-            .listed_safety_number(&a.peer, 1)
-            .await
-            .map_err(|e| fail(format!("{}: {e}", a.peer)))?;
-        let Some(listed) = listed else {
-            return Err(fail(format!("{}: the server lists no device 1", a.peer)));
-        };
-        if current.as_deref() == Some(listed.as_str()) {
+        let IdentityNumbers { trusted, offered } = identity_numbers(&dev, &a.peer).await?;
+        if trusted.as_deref() == Some(offered.as_str()) {
             println!("{}'s identity key is the one already trusted", a.peer);
-            println!("safety number: {listed}");
+            println!("safety number: {offered}");
             return Ok(());
         }
         let Some(given) = &a.safety_number else {
-            match &current {
+            match &trusted {
                 Some(c) => println!("trusted until now: {c}"),
                 None => println!("no identity trusted for {} yet", a.peer),
             }
-            println!("the server now offers:  {listed}");
+            println!("the server now offers:  {offered}");
             // no ready-to-paste command: the number must come from comparing with the peer
             println!(
                 "compare it with the number {} sees, in person or over a channel you trust; if they match, run\n  sotto trust {} --safety-number \"<the number you both see>\"",
@@ -267,27 +306,7 @@ pub fn trust(a: TrustArgs) -> Result<(), CliError> {
             );
             return Err(fail("nothing changed: no --safety-number given"));
         };
-        if digits(given) != digits(&listed) {
-            return Err(fail(format!(
-                "the safety number you gave does not match the key the server offers for {}: nothing changed",
-                a.peer
-            )));
-        }
-        // trusting needs the bundle the new session starts from; its key must be the one whose
-        // number the user compared
-        let offer = dev
-            .offered_identity(&a.peer, 1)
-            .await
-            .map_err(|e| fail(format!("{}: {e}", a.peer)))?;
-        let offered = offer.safety_number.clone();
-        if offered != listed {
-            return Err(fail(format!(
-                "the server's key for {} changed again meanwhile: nothing changed; compare again",
-                a.peer
-            )));
-        }
-        dev.trust_identity(offer)
-            .map_err(|e| fail(format!("{}: {e}", a.peer)))?;
+        let offered = trust_compared(&dev, &a.peer, given).await?;
         println!("trusted {}'s new identity key; safety number {offered}", a.peer);
         Ok(())
     })

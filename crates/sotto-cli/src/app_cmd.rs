@@ -12,6 +12,7 @@ use sotto_call::engine::{
     default_machine, sender_id_for, Command as EngineCmd, Engine, Notice, Status,
 };
 use sotto_call::messages::valid_member_name;
+use sotto_call::sealed::Device;
 use sotto_frame::CipherSuite;
 use tokio::sync::{mpsc, watch};
 
@@ -27,6 +28,10 @@ pub struct AppArgs {
     #[arg(long)]
     open: bool,
 }
+
+/// How long showing or trusting a changed identity may take (server round trips: the device
+/// listing, then the prekey bundle of the key to trust).
+pub const TRUST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 
 fn fail(s: impl Into<String>) -> CliError {
     CliError::Usage(s.into())
@@ -123,6 +128,15 @@ async fn serve(
                     PageCommand::Hangup => engine.command(EngineCmd::Hangup).await,
                     PageCommand::MuteAudio { muted } => engine.command(EngineCmd::MuteAudio(muted)).await,
                     PageCommand::MuteVideo { muted } => engine.command(EngineCmd::MuteVideo(muted)).await,
+                    PageCommand::TrustIdentity { peer, .. } if !valid_member_name(&peer) => {
+                        link.send(&ToPage::Notice {
+                            kind: NoticeKind::Error,
+                            text: format!("{:?} is not an account name", printable(&peer)),
+                        });
+                    }
+                    PageCommand::TrustIdentity { peer, safety_number } => {
+                        tokio::spawn(trust(engine.device(), link.clone(), peer, safety_number));
+                    }
                 }
             }
             changed = status.changed() => {
@@ -133,6 +147,9 @@ async fn serve(
             n = engine.notice() => {
                 let Some(n) = n else { break };
                 link.send(&ToPage::Notice { kind: notice_kind(&n), text: notice_line(&n) });
+                if let Notice::IdentityChanged(peer) = n {
+                    tokio::spawn(show_identity(engine.device(), link.clone(), peer));
+                }
             }
             _ = tokio::signal::ctrl_c() => {
                 if !matches!(engine.status().borrow().state, CallState::Idle | CallState::Ended) {
@@ -171,6 +188,59 @@ fn page_status(s: &Status) -> PageStatus {
         local_generation: s.media.as_ref().map(|m| m.local_generation),
         remote_generation: s.media.as_ref().and_then(|m| m.remote_generation),
     }
+}
+
+/// Shows the page both safety numbers of `peer`, whose identity key changed, to compare.
+async fn show_identity(dev: Arc<Device>, link: PageLink, peer: String) {
+    let numbers =
+        tokio::time::timeout(TRUST_TIMEOUT, crate::account::identity_numbers(&dev, &peer)).await;
+    let msg = match numbers {
+        Ok(Ok(n)) => ToPage::Identity {
+            peer,
+            trusted: n.trusted,
+            offered: n.offered,
+        },
+        Ok(Err(e)) => ToPage::Notice {
+            kind: NoticeKind::Error,
+            text: e.to_string(),
+        },
+        Err(_) => ToPage::Notice {
+            kind: NoticeKind::Error,
+            text: format!(
+                "{}'s safety number: the server did not answer",
+                printable(&peer)
+            ),
+        },
+    };
+    link.send(&msg);
+}
+
+/// The user says `peer`'s new key has `safety_number`: the one trust path `sotto trust`
+/// takes decides ([`crate::account::trust_compared`]); the page is told what came of it.
+async fn trust(dev: Arc<Device>, link: PageLink, peer: String, safety_number: String) {
+    let done = tokio::time::timeout(
+        TRUST_TIMEOUT,
+        crate::account::trust_compared(&dev, &peer, &safety_number),
+    )
+    .await;
+    let (kind, text) = match done {
+        Ok(Ok(number)) => (
+            NoticeKind::IdentityTrusted,
+            format!(
+                "trusted {}'s new identity key; safety number {number}",
+                printable(&peer)
+            ),
+        ),
+        Ok(Err(e)) => (NoticeKind::Error, e.to_string()),
+        Err(_) => (
+            NoticeKind::Error,
+            format!(
+                "trusting {}: the server did not answer; nothing changed",
+                printable(&peer)
+            ),
+        ),
+    };
+    link.send(&ToPage::Notice { kind, text });
 }
 
 /// How the page shows a notice (the text is the event log's, [`notice_line`]).

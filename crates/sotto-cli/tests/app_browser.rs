@@ -160,25 +160,41 @@ fn ffmpeg(args: &[&str], out: &Path) {
     assert!(o.status.success(), "{}", text(&o));
 }
 
-fn chromium(profile: &Path, url: &str, camera: &Path, mic: &Path) -> ChildGuard {
-    sotto_testkit::browser::chromium(profile)
-        .args([
-            "--use-fake-device-for-media-stream",
-            "--use-fake-ui-for-media-stream",
-            "--autoplay-policy=no-user-gesture-required",
-            "--remote-debugging-port=0",
-            "--window-size=1100,900",
-        ])
-        .arg(format!(
+/// What a browser's fake camera shows.
+#[derive(Clone, Copy)]
+enum Camera<'a> {
+    /// One camera playing this y4m file (Chromium then offers no other).
+    File(&'a Path),
+    /// Chromium's generated cameras, `n` of them (`fake_device_0`...). Each draws the same
+    /// moving picture on green (mean RGB measured 2-10, 127-153, 0-3), except `fake_device_1`,
+    /// a 16-bit depth camera (grey) whose frames WebRTC cannot send (Chromium 156 logs "We
+    /// cannot send frame with storage type: PIXEL_FORMAT_Y16" and sends nothing).
+    Generated(u32),
+}
+
+fn chromium(profile: &Path, url: &str, camera: Camera, mic: &Path) -> ChildGuard {
+    let mut c = sotto_testkit::browser::chromium(profile);
+    c.args([
+        "--use-fake-ui-for-media-stream",
+        "--autoplay-policy=no-user-gesture-required",
+        "--remote-debugging-port=0",
+        "--window-size=1100,900",
+    ]);
+    match camera {
+        Camera::File(y4m) => c.arg("--use-fake-device-for-media-stream").arg(format!(
             "--use-file-for-fake-video-capture={}",
-            camera.display()
-        ))
-        .arg(format!(
-            "--use-file-for-fake-audio-capture={}",
-            mic.display()
-        ))
-        .arg(url)
-        .spawn_guarded()
+            y4m.display()
+        )),
+        Camera::Generated(n) => c.arg(format!(
+            "--use-fake-device-for-media-stream=device-count={n}"
+        )),
+    };
+    c.arg(format!(
+        "--use-file-for-fake-audio-capture={}",
+        mic.display()
+    ))
+    .arg(url)
+    .spawn_guarded()
 }
 
 /// The DevTools page target showing `url_prefix`.
@@ -391,6 +407,17 @@ async fn open_page(
     name: &str,
     link: &str,
     camera: &Path,
+    mic: &Path,
+) -> (ChildGuard, Cdp, tempfile::TempDir) {
+    open_page_with(dir, name, link, Camera::File(camera), mic).await
+}
+
+/// [`open_page`] with the cameras `camera` says.
+async fn open_page_with(
+    dir: &Path,
+    name: &str,
+    link: &str,
+    camera: Camera<'_>,
     mic: &Path,
 ) -> (ChildGuard, Cdp, tempfile::TempDir) {
     let profile = tempfile::Builder::new()
@@ -1177,4 +1204,590 @@ uris = ["stun:127.0.0.1:{port}", "turn:127.0.0.1:{port}?transport=udp"]
     for (typ, _, _) in &s.remote_candidates {
         assert_eq!(*typ, sotto_call::media::CandidateType::Relay, "{}", s.out);
     }
+}
+
+impl Cdp {
+    /// Clicks the element `#id` as a user does: the mouse pressed and released at its centre
+    /// (DevTools' `Input.dispatchMouseEvent`, not a script's `click()`).
+    async fn click(&mut self, id: &str) {
+        let at = self
+            .eval(&format!(
+                "(e => {{ e.scrollIntoView({{block: 'center'}}); const r = e.getBoundingClientRect(); \
+                 return [r.x + r.width / 2, r.y + r.height / 2]; }})(document.getElementById('{id}'))"
+            ))
+            .await;
+        let (x, y) = (at[0].as_f64().unwrap(), at[1].as_f64().unwrap());
+        for kind in ["mouseMoved", "mousePressed", "mouseReleased"] {
+            self.call(
+                "Input.dispatchMouseEvent",
+                json!({"type": kind, "x": x, "y": y, "button": "left", "clickCount": 1}),
+            )
+            .await;
+        }
+    }
+
+    /// Presses End on the element `#id` (a closed `<select>` then picks its last option and
+    /// says `change`, as a user's keyboard does).
+    async fn press_end(&mut self, id: &str) {
+        self.eval(&format!("document.getElementById('{id}').focus(); true"))
+            .await;
+        for kind in ["rawKeyDown", "keyUp"] {
+            self.call(
+                "Input.dispatchKeyEvent",
+                json!({"type": kind, "key": "End", "code": "End",
+                       "windowsVirtualKeyCode": 35, "nativeVirtualKeyCode": 35}),
+            )
+            .await;
+        }
+    }
+
+    /// Counts, from now on, the page's SDP steps (`window.sdpSteps`: every set local or remote
+    /// description) and the tracks it hands to senders (`window.replaced`: "kind:label").
+    async fn watch_negotiation(&mut self) {
+        self.eval(
+            "window.sdpSteps = 0; window.replaced = []; \
+             for (const m of ['setLocalDescription', 'setRemoteDescription']) { \
+               const f = RTCPeerConnection.prototype[m]; \
+               RTCPeerConnection.prototype[m] = function (...a) { window.sdpSteps++; return f.apply(this, a); }; } \
+             const r = RTCRtpSender.prototype.replaceTrack; \
+             RTCRtpSender.prototype.replaceTrack = function (t) { \
+               window.replaced.push(t ? `${t.kind}:${t.label}` : 'none'); return r.call(this, t); }; true",
+        )
+        .await;
+    }
+}
+
+/// The mean colour (RGB, 0-255) of the picture `who`'s tile shows now.
+async fn tile_colour(page: &mut Cdp, who: &str) -> [f64; 3] {
+    let v = page
+        .eval(&format!(
+            "(v => {{ const c = document.createElement('canvas'); c.width = 64; c.height = 48; \
+             const x = c.getContext('2d'); x.drawImage(v, 0, 0, 64, 48); \
+             const p = x.getImageData(0, 0, 64, 48).data; const m = [0, 0, 0]; \
+             for (let i = 0; i < p.length; i += 4) for (let k = 0; k < 3; k++) m[k] += p[i + k]; \
+             return m.map((s) => s / (p.length / 4)); }})({}.querySelector('video'))",
+            tile(who)
+        ))
+        .await;
+    let c = |k: usize| v[k].as_f64().unwrap_or(-1.0);
+    [c(0), c(1), c(2)]
+}
+
+/// Polls `who`'s tile on `page` until its picture's mean colour satisfies `ok` (or 60 s pass).
+async fn wait_colour(
+    page: &mut Cdp,
+    who: &str,
+    what: &str,
+    ok: impl Fn([f64; 3]) -> bool,
+) -> [f64; 3] {
+    let t0 = Instant::now();
+    loop {
+        let c = tile_colour(page, who).await;
+        if ok(c) {
+            println!(
+                "{who}'s tile: {what}, mean colour {c:.0?} after {:?}",
+                t0.elapsed()
+            );
+            return c;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "{who}'s tile never showed {what}: mean colour {c:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// Polls the loudest RMS of `who`'s sound on `page` until `ok` holds (or 60 s pass).
+async fn wait_sound(page: &mut Cdp, who: &str, what: &str, ok: impl Fn(f64) -> bool) -> (f64, f64) {
+    let t0 = Instant::now();
+    loop {
+        let (rms, hz) = audio_rms(page, who).await;
+        if ok(rms) {
+            println!(
+                "{who}'s sound: {what}, RMS {rms:.4} at {hz:.0} Hz after {:?}",
+                t0.elapsed()
+            );
+            return (rms, hz);
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "{who}'s sound never was {what}: RMS {rms}"
+        );
+    }
+}
+
+/// Asserts that `page` is still in the call and showed no error (the unsealed-frame check
+/// ends the call with one) and that its worker failed no frame.
+async fn assert_still_sealed(page: &mut Cdp, me: &str) {
+    let (state, error) = (
+        page.eval("document.body.dataset.callState").await,
+        page.eval("document.getElementById('error').hidden ? '' : document.getElementById('error').textContent")
+            .await,
+    );
+    assert_eq!(state, json!("connected"), "{me}: {error}");
+    assert_eq!(error, json!(""), "{me}'s page shows an error");
+    assert_none_failed(page, me).await;
+}
+
+/// Below this loudest RMS a tile is silent (a muted microphone's Opus decodes to about 0;
+/// the fake microphones, amplitude 0.5, arrive around 0.3).
+const SILENCE: f64 = 0.003;
+/// Above this loudest RMS a tile plays sound.
+const SOUND: f64 = 0.01;
+
+/// Two browsers in a call; alice presses "Mute mic" on her page (a real mouse click through
+/// DevTools): bob's tile for alice falls silent while her picture keeps coming; "Mute mic"
+/// again: her sound is back. "Camera off": bob's tile for her turns black (Chromium sends
+/// black frames for a disabled track, at the camera's rate, sealed like any other); "Camera
+/// off" again: her colour
+/// bars are back. Neither page ever sends a frame the worker did not seal (the page's
+/// unsealed-frame check would end the call) and no frame fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mute_and_camera_off_from_the_page_reach_the_other_browser() {
+    let _one = BROWSERS.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, url, ca) = start_tls_server(dir.path(), "app.test");
+    let home = dir.path().join("home");
+    register_all(&home, &ca, &url, &["alice", "bob"]);
+    let (camera, mic) = fake_media(dir.path());
+    let (_a, link_a) = start_app(&home, &ca, &url, "alice");
+    let (_b, link_b) = start_app(&home, &ca, &url, "bob");
+    let (_ba, mut alice, _pa) = open_page(dir.path(), "alice", &link_a, &camera, &mic).await;
+    let bob_mic = fake_mic(dir.path(), "bob-mic", 900);
+    let (_bb, mut bob, _pb) = open_page(dir.path(), "bob", &link_b, &camera, &bob_mic).await;
+    for (page, me) in [(&mut alice, "alice"), (&mut bob, "bob")] {
+        page.wait(
+            &format!("document.getElementById('me').textContent === '{me}'"),
+            Duration::from_secs(30),
+            "the welcome",
+        )
+        .await;
+    }
+    alice
+        .eval("document.getElementById('callee').value = 'bob'; true")
+        .await;
+    alice.click("call").await;
+    wait_call_state(&mut bob, "incoming", Duration::from_secs(30)).await;
+    bob.click("answer").await;
+    for page in [&mut alice, &mut bob] {
+        wait_call_state(page, "connected", Duration::from_secs(60)).await;
+    }
+    wait_decrypting(&mut bob, "alice").await;
+    wait_sound(&mut bob, "alice", "heard", |r| r > SOUND).await;
+    // colour bars: bright on average (black is 0)
+    let bars = |c: [f64; 3]| c.iter().sum::<f64>() > 200.0;
+    wait_colour(&mut bob, "alice", "her colour bars", bars).await;
+
+    let pressed = |id: &str, on: bool| {
+        format!("document.getElementById('{id}').getAttribute('aria-pressed') === '{on}'")
+    };
+    alice.click("mute-audio").await;
+    alice
+        .wait(
+            &pressed("mute-audio", true),
+            Duration::from_secs(30),
+            "mic muted",
+        )
+        .await;
+    wait_sound(&mut bob, "alice", "silent", |r| r < SILENCE).await;
+    let n = frames_rendered(&mut bob, "alice", 2000).await;
+    assert!(
+        n >= 5,
+        "bob's page rendered {n} frames of muted alice in 2 s"
+    );
+    wait_colour(&mut bob, "alice", "her colour bars while muted", bars).await;
+    alice.click("mute-audio").await;
+    alice
+        .wait(
+            &pressed("mute-audio", false),
+            Duration::from_secs(30),
+            "mic on",
+        )
+        .await;
+    wait_sound(&mut bob, "alice", "heard again", |r| r > SOUND).await;
+
+    alice.click("mute-video").await;
+    alice
+        .wait(
+            &pressed("mute-video", true),
+            Duration::from_secs(30),
+            "camera off",
+        )
+        .await;
+    let black = |c: [f64; 3]| c.iter().all(|&v| (0.0..8.0).contains(&v));
+    wait_colour(&mut bob, "alice", "black", black).await;
+    // Chromium keeps sending (black) frames for a disabled track, at the camera's rate:
+    // the picture, not the frame count, says the camera is off
+    let off = frames_rendered(&mut bob, "alice", 2000).await;
+    println!("bob's page rendered {off} (black) frames of alice in 2 s with her camera off");
+    // and her sound still comes
+    wait_sound(&mut bob, "alice", "heard with the camera off", |r| {
+        r > SOUND
+    })
+    .await;
+    alice.click("mute-video").await;
+    alice
+        .wait(
+            &pressed("mute-video", false),
+            Duration::from_secs(30),
+            "camera on",
+        )
+        .await;
+    wait_colour(&mut bob, "alice", "her colour bars again", bars).await;
+    let on = frames_rendered(&mut bob, "alice", 2000).await;
+    println!("bob's page rendered {on} frames of alice in 2 s with her camera on again");
+    assert!(on >= 5, "{on} frames in 2 s with the camera on again");
+    for (page, me) in [(&mut alice, "alice"), (&mut bob, "bob")] {
+        assert_still_sealed(page, me).await;
+    }
+    alice.click("hangup").await;
+    for page in [&mut alice, &mut bob] {
+        wait_call_state(page, "ended", Duration::from_secs(30)).await;
+    }
+}
+
+/// Alice's browser has three cameras (Chromium's generated ones; as Chromium offers one camera
+/// only when it plays a file, they all draw the same picture, and the second is a depth camera
+/// WebRTC cannot send) and three microphones (all playing her file). In a call with bob she
+/// picks her last camera with the keyboard: its track goes into the video sender with no SDP
+/// step on either page, and as the page stops the old camera, bob's tile keeps getting her
+/// frames (decrypted, none failing, rendered) only through the new one. With her camera off a
+/// switch ("Switch camera": the next one, her first) keeps it off (black on bob's side), and
+/// "Camera off" again shows her first camera. Then she picks her last microphone: the audio
+/// sender gets that device's track, still without renegotiation, and bob hears her.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switching_camera_and_microphone_reaches_the_other_browser_without_renegotiation() {
+    let _one = BROWSERS.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, url, ca) = start_tls_server(dir.path(), "app.test");
+    let home = dir.path().join("home");
+    register_all(&home, &ca, &url, &["alice", "bob"]);
+    let (camera, mic) = fake_media(dir.path());
+    let (_a, link_a) = start_app(&home, &ca, &url, "alice");
+    let (_b, link_b) = start_app(&home, &ca, &url, "bob");
+    let (_ba, mut alice, _pa) =
+        open_page_with(dir.path(), "alice", &link_a, Camera::Generated(3), &mic).await;
+    let bob_mic = fake_mic(dir.path(), "bob-mic", 900);
+    let (_bb, mut bob, _pb) = open_page(dir.path(), "bob", &link_b, &camera, &bob_mic).await;
+    for (page, me) in [(&mut alice, "alice"), (&mut bob, "bob")] {
+        page.wait(
+            &format!("document.getElementById('me').textContent === '{me}'"),
+            Duration::from_secs(30),
+            "the welcome",
+        )
+        .await;
+    }
+    // her page lists her cameras and microphones
+    alice
+        .wait(
+            "document.getElementById('camera').options.length === 3 && \
+             document.getElementById('microphone').options.length === 3",
+            Duration::from_secs(30),
+            "three cameras and three microphones in the pickers",
+        )
+        .await;
+    alice
+        .eval("document.getElementById('callee').value = 'bob'; true")
+        .await;
+    alice.click("call").await;
+    wait_call_state(&mut bob, "incoming", Duration::from_secs(30)).await;
+    bob.click("answer").await;
+    for page in [&mut alice, &mut bob] {
+        wait_call_state(page, "connected", Duration::from_secs(60)).await;
+    }
+    wait_decrypting(&mut bob, "alice").await;
+    let green = |c: [f64; 3]| c[1] > 90.0 && c[1] > c[0] + 60.0 && c[1] > c[2] + 60.0;
+    let black = |c: [f64; 3]| c.iter().all(|&v| (0.0..8.0).contains(&v));
+    wait_colour(&mut bob, "alice", "her first camera", green).await;
+    for page in [&mut alice, &mut bob] {
+        page.watch_negotiation().await;
+    }
+    let camera_is = |label: &str| {
+        format!("document.getElementById('camera').selectedOptions[0].textContent === '{label}'")
+    };
+    // alice's frames keep reaching bob's tile: 30 more decrypted, and rendered
+    async fn keeps_coming(bob: &mut Cdp, what: &str) {
+        let n = tile_number(bob, "alice", "videoDecrypted").await.unwrap();
+        bob.wait(
+            &format!("+{}.dataset.videoDecrypted > {}", tile("alice"), n + 30),
+            Duration::from_secs(60),
+            &format!("30 more frames of alice decrypted {what}"),
+        )
+        .await;
+        let r = frames_rendered(bob, "alice", 2000).await;
+        assert!(
+            r >= 5,
+            "bob's page rendered {r} frames of alice in 2 s {what}"
+        );
+    }
+
+    alice.press_end("camera").await;
+    alice
+        .wait(
+            &camera_is("fake_device_2"),
+            Duration::from_secs(30),
+            "her last camera picked",
+        )
+        .await;
+    alice
+        .wait(
+            "window.replaced.includes('video:fake_device_2')",
+            Duration::from_secs(30),
+            "her last camera's track in the video sender",
+        )
+        .await;
+    // the first camera is stopped: what bob gets now comes from the last one
+    alice
+        .wait(
+            "document.getElementById('local').srcObject.getVideoTracks().length === 1",
+            Duration::from_secs(10),
+            "one camera in the preview",
+        )
+        .await;
+    keeps_coming(&mut bob, "after the switch").await;
+    wait_colour(&mut bob, "alice", "her last camera", green).await;
+
+    // camera off, then "Switch camera" (the next one: her first): still off
+    alice.click("mute-video").await;
+    wait_colour(&mut bob, "alice", "black (camera off)", black).await;
+    alice.click("switch-camera").await;
+    alice
+        .wait(
+            &camera_is("fake_device_0"),
+            Duration::from_secs(30),
+            "her first camera again",
+        )
+        .await;
+    keeps_coming(&mut bob, "with the camera off").await;
+    for _ in 0..10 {
+        let c = tile_colour(&mut bob, "alice").await;
+        assert!(black(c), "a switch turned alice's camera back on: {c:?}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    alice.click("mute-video").await;
+    wait_colour(&mut bob, "alice", "her first camera, on again", green).await;
+    keeps_coming(&mut bob, "with the camera on again").await;
+
+    // her last microphone, picked with the keyboard
+    let before = alice
+        .eval("document.getElementById('microphone').value")
+        .await;
+    alice.press_end("microphone").await;
+    alice
+        .wait(
+            "window.replaced.some((r) => r.startsWith('audio:'))",
+            Duration::from_secs(30),
+            "a microphone track handed to the audio sender",
+        )
+        .await;
+    let (now, picked) = (
+        alice
+            .eval("document.getElementById('microphone').value")
+            .await,
+        alice
+            .eval("document.getElementById('microphone').selectedOptions[0].textContent")
+            .await,
+    );
+    assert_ne!(now, before, "the microphone picker did not move");
+    let replaced = alice.eval("window.replaced").await;
+    assert!(
+        replaced
+            .as_array()
+            .unwrap()
+            .contains(&json!(format!("audio:{}", picked.as_str().unwrap()))),
+        "{replaced} (picked {picked})"
+    );
+    wait_sound(&mut bob, "alice", "heard from her last microphone", |r| {
+        r > SOUND
+    })
+    .await;
+
+    for (page, me) in [(&mut alice, "alice"), (&mut bob, "bob")] {
+        assert_eq!(
+            page.eval("window.sdpSteps").await,
+            json!(0),
+            "{me} renegotiated"
+        );
+        assert_still_sealed(page, me).await;
+    }
+    println!("alice's page handed these tracks to its senders: {replaced}");
+    alice.click("hangup").await;
+    for page in [&mut alice, &mut bob] {
+        wait_call_state(page, "ended", Duration::from_secs(30)).await;
+    }
+}
+
+/// Bob's device 1 gets a new identity key (his second device re-keys it, as a reinstall or a
+/// server substituting keys would), and the new key registers. The same steps as the account
+/// test's identity change.
+async fn rekey_bob(home: &Path, url: &str, server_id: &str) {
+    use sotto_call::sealed::Device;
+    use sotto_ratchet::{IdentityKeyPair, StoreKeySource};
+    use sotto_server::tls::ClientTls;
+    let new_kp = IdentityKeyPair::generate(&mut rand::rngs::OsRng);
+    let key = home.join("bob/store.key");
+    let (bob, _ev) = Device::load(
+        &home.join("bob"),
+        StoreKeySource::KeyFile(&key),
+        Some((url, server_id)),
+        &ClientTls::default(),
+    )
+    .await
+    .unwrap();
+    let second = IdentityKeyPair::generate(&mut rand::rngs::OsRng);
+    bob.client().add_device(2, &second.public()).await.unwrap();
+    let (bob2, _ev2) = sotto_server::Client::connect(sotto_server::ClientConfig::new(
+        url, server_id, "bob", 2, second,
+    ))
+    .await
+    .unwrap();
+    assert!(bob2.add_device(1, &new_kp.public()).await.unwrap());
+    Device::register_with_identity(url, &ClientTls::default(), server_id, "bob", new_kp)
+        .await
+        .unwrap();
+}
+
+/// Bob's identity key changes after alice's device first sealed a call to him. Alice dials him
+/// from her page: the device refuses the call and the page shows the warning with both safety
+/// numbers (the trusted one and the one the server now offers). A wrong number typed into the
+/// page is refused by the device (nothing changes); the right one, typed and confirmed with
+/// Trust, goes through the device's trust path (`sotto trust`'s): afterwards `sotto trust bob`
+/// says the new key is the one trusted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changed_identity_is_compared_and_trusted_from_the_page() {
+    const SERVER_ID: &str = "trust.test";
+    let _one = BROWSERS.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, url) = common::start_server(dir.path(), SERVER_ID);
+    let home = dir.path().join("home");
+    for user in ["alice", "bob"] {
+        let o = sotto(&home)
+            .args(["register", "--user", user, "--server", &url])
+            .args(["--server-id", SERVER_ID])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "register {user}: {}", text(&o));
+    }
+    let app = || {
+        let mut c = sotto(&home);
+        c.args(["app", "--user", "alice"]);
+        start_app_with(c)
+    };
+    let (camera, mic) = fake_media(dir.path());
+    async fn dial(page: &mut Cdp) {
+        page.eval("document.getElementById('callee').value = 'bob'; true")
+            .await;
+        page.click("call").await;
+    }
+    // alice's device seals a call to bob's first key (bob is away: it only rings), then hangs up
+    let (mut first_app, link) = app();
+    let (first_browser, mut page, _p1) =
+        open_page(dir.path(), "alice1", &link, &camera, &mic).await;
+    page.wait(
+        "document.getElementById('me').textContent === 'alice'",
+        Duration::from_secs(30),
+        "the welcome",
+    )
+    .await;
+    dial(&mut page).await;
+    wait_call_state(&mut page, "ringing", Duration::from_secs(60)).await;
+    page.click("hangup").await;
+    wait_call_state(&mut page, "ended", Duration::from_secs(30)).await;
+    drop(first_browser);
+    let _ = first_app.kill();
+    let _ = first_app.wait();
+
+    // the number alice's device now trusts for bob, as `sotto trust` shows it
+    let trust = || {
+        sotto(&home)
+            .args(["trust", "bob", "--user", "alice", "--server", &url])
+            .args(["--server-id", SERVER_ID])
+            .output()
+            .unwrap()
+    };
+    let o = trust();
+    assert!(o.status.success(), "{}", text(&o));
+    let trusted = text(&o)
+        .lines()
+        .find_map(|l| l.strip_prefix("safety number: "))
+        .unwrap_or_else(|| panic!("{}", text(&o)))
+        .trim()
+        .to_owned();
+
+    rekey_bob(&home, &url, SERVER_ID).await;
+
+    // alice's device again, a new page: dialing bob meets his new key
+    let (mut app2, link) = app();
+    let (_browser, mut page, _p2) = open_page(dir.path(), "alice2", &link, &camera, &mic).await;
+    page.wait(
+        "document.getElementById('me').textContent === 'alice'",
+        Duration::from_secs(30),
+        "the welcome",
+    )
+    .await;
+    dial(&mut page).await;
+    page.wait(
+        "!document.getElementById('identity-warning').hidden && \
+         !document.getElementById('identity-compare').hidden",
+        Duration::from_secs(60),
+        "the identity warning with both numbers",
+    )
+    .await;
+    let (old, new) = (
+        page.eval("document.getElementById('identity-old').textContent")
+            .await,
+        page.eval("document.getElementById('identity-new').textContent")
+            .await,
+    );
+    println!("bob's safety number: trusted {old}, offered {new}");
+    assert_eq!(old, json!(trusted), "the number trusted until now");
+    let new = new.as_str().unwrap().to_owned();
+    assert_eq!(new.split(' ').count(), 12, "{new}");
+    assert_ne!(json!(new), old);
+
+    // a wrong number: the device refuses, the numbers stay shown
+    let mut wrong = new.clone().into_bytes();
+    wrong[0] = if wrong[0] == b'1' { b'2' } else { b'1' };
+    let errors = "document.querySelectorAll('#event-list li[data-kind=\"error\"]').length";
+    let before = page.eval(errors).await.as_u64().unwrap();
+    /// Types `number` into the page's safety-number field (as keyboard input) and presses Trust.
+    async fn type_number(page: &mut Cdp, number: String) {
+        page.eval("(e => { e.value = ''; e.focus(); return true; })(document.getElementById('trust-number'))")
+            .await;
+        page.call("Input.insertText", json!({"text": number})).await;
+        page.click("trust-button").await;
+    }
+    type_number(&mut page, String::from_utf8(wrong).unwrap()).await;
+    page.wait(
+        &format!("{errors} > {before}"),
+        Duration::from_secs(30),
+        "the wrong number refused",
+    )
+    .await;
+    assert_eq!(
+        page.eval("document.getElementById('identity-compare').hidden")
+            .await,
+        json!(false)
+    );
+    // the right one, without spaces as a person may type it
+    type_number(&mut page, new.replace(' ', "")).await;
+    page.wait(
+        "document.querySelector('#event-list li[data-kind=\"identity_trusted\"]') !== null && \
+         document.getElementById('identity-compare').hidden && \
+         document.getElementById('identity-warning').hidden",
+        Duration::from_secs(30),
+        "the new key trusted",
+    )
+    .await;
+    let _ = app2.kill();
+    let _ = app2.wait();
+    // the device keeps it: `sotto trust` finds the offered key already trusted
+    let o = trust();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("already trusted") && text(&o).contains(&new),
+        "{}",
+        text(&o)
+    );
 }
