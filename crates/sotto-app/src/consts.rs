@@ -28,3 +28,15 @@ pub const PAGE_SEND_TIMEOUT: Duration = Duration::from_secs(5);
 pub const CSP: &str = "default-src 'none'; script-src 'self'; worker-src 'self'; \
     connect-src 'self'; style-src 'self'; img-src 'self' data:; media-src 'self' blob: mediastream:; \
     base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+/// Most contacts sent to the page in one contacts list (the rest are left out, and the list
+/// says so).
+pub const MAX_CONTACTS_SENT: usize = 200;
+
+/// How long the device waits for the signaling server to list one contact's devices; past
+/// it the contact is shown without a device count.
+pub const CONTACT_LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long one refresh of the whole contacts list may take; contacts not looked up by then are
+/// shown without a device count.
+pub const CONTACTS_REFRESH_TIMEOUT: Duration = Duration::from_secs(30);

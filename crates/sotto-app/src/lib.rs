@@ -6,9 +6,11 @@
 //! - [`server`]: the loopback web server (embedded assets, CSP, token, `Origin`/`Host` checks).
 //! - [`PageMedia`]: the call driver's [`sotto_call::media::MediaMaker`] backed by the page.
 //! - [`protocol`]: what device and page say to each other.
+//! - [`contacts`]: the page's contacts list (bounded in size and time).
 
 pub mod assets;
 pub mod consts;
+pub mod contacts;
 pub mod page_media;
 pub mod protocol;
 pub mod server;

@@ -205,6 +205,33 @@ pub enum ToPage {
         /// The safety number of the key the server offers now.
         offered: String,
     },
+    /// The people this device knows, for the contacts list (sent when the page connects and
+    /// after every call).
+    Contacts(PageContacts),
+}
+
+/// The contacts list: the accounts whose identity keys the device keeps (from calls made or
+/// received, or trusted), at most [`MAX_CONTACTS_SENT`](crate::consts::MAX_CONTACTS_SENT),
+/// sorted by name. The page shows each with a Call button that dials it as the name field does;
+/// names come from the network: the page inserts them as text, never as HTML.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PageContacts {
+    /// The contacts.
+    pub contacts: Vec<PageContact>,
+    /// More are known than were sent.
+    pub truncated: bool,
+}
+
+/// One contact.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PageContact {
+    /// Account name.
+    pub name: String,
+    /// How many devices the signaling server lists for it now (`None`: the server did not
+    /// answer in time, or the lookup failed).
+    pub devices: Option<u32>,
 }
 
 /// The token for a page's next `hello`; `Debug` never prints it, zeroized when dropped.

@@ -21,7 +21,9 @@ use crate::consts::{
     CSP, HELLO_TIMEOUT, MAX_PAGE_BACKLOG, MAX_PAGE_MESSAGE, PAGE_SEND_TIMEOUT, TOKEN_BYTES,
 };
 use crate::page_media::{Outgoing, PageLink};
-use crate::protocol::{FromPage, NoticeKind, PageCommand, PageStatus, SessionToken, ToPage};
+use crate::protocol::{
+    FromPage, NoticeKind, PageCommand, PageContacts, PageStatus, SessionToken, ToPage,
+};
 
 /// Why the call screen could not start.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +44,8 @@ pub struct AppWiring {
     pub commands: mpsc::Sender<PageCommand>,
     /// The call's state, as the page shows it (sent on connect and on every change).
     pub status: watch::Receiver<PageStatus>,
+    /// The contacts list (sent on connect and on every change).
+    pub contacts: watch::Receiver<PageContacts>,
 }
 
 /// A running call screen server.
@@ -75,6 +79,7 @@ struct AppState {
     link: PageLink,
     commands: mpsc::Sender<PageCommand>,
     status: watch::Receiver<PageStatus>,
+    contacts: watch::Receiver<PageContacts>,
 }
 
 /// Starts the server on 127.0.0.1 with a fresh token.
@@ -95,6 +100,7 @@ pub async fn start(w: AppWiring) -> Result<AppServer, AppError> {
         link: w.link,
         commands: w.commands,
         status: w.status,
+        contacts: w.contacts,
     };
     let router = router(state);
     let task = tokio::spawn(async move {
@@ -252,13 +258,15 @@ async fn page_session(s: AppState, mut socket: WebSocket) {
     let (tx, mut rx) = mpsc::channel::<Outgoing>(MAX_PAGE_BACKLOG);
     let session = s.link.attach(tx);
     let mut status = s.status.clone();
+    let mut contacts = s.contacts.clone();
     let welcome = ToPage::Welcome {
         me: s.me.to_string(),
         session: SessionToken(session_token.to_string()),
     };
     let first = ToPage::Status(status.borrow_and_update().clone());
+    let known = ToPage::Contacts(contacts.borrow_and_update().clone());
     let mut end = None;
-    for m in [welcome, first] {
+    for m in [welcome, first, known] {
         if let Ok(t) = serde_json::to_string(&m) {
             if let Err(e) = send_page(&mut socket, &Zeroizing::new(t)).await {
                 end = Some(e);
@@ -278,6 +286,15 @@ async fn page_session(s: AppState, mut socket: WebSocket) {
                 changed = status.changed() => {
                     if changed.is_err() { break PageEnd::Closed }
                     let m = ToPage::Status(status.borrow_and_update().clone());
+                    if let Ok(t) = serde_json::to_string(&m) {
+                        if let Err(e) = send_page(&mut socket, &t).await {
+                            break e;
+                        }
+                    }
+                }
+                changed = contacts.changed() => {
+                    if changed.is_err() { break PageEnd::Closed }
+                    let m = ToPage::Contacts(contacts.borrow_and_update().clone());
                     if let Ok(t) = serde_json::to_string(&m) {
                         if let Err(e) = send_page(&mut socket, &t).await {
                             break e;

@@ -120,6 +120,9 @@ ws.onmessage = async ({ data }) => {
       $("identity-new").textContent = m.offered;
       $("identity-compare").hidden = false;
       break;
+    case "contacts":
+      renderContacts(m);
+      break;
     case "key":
       // straight to the frame worker; nothing kept here
       worker.postMessage(m);
@@ -145,6 +148,7 @@ function status(s) {
   $("caller").textContent = s.peer || "";
   $("incall").hidden = !inCall;
   $("dial").hidden = inCall || s.state === "incoming";
+  $("contacts").hidden = inCall || s.state === "incoming";
   $("mute-audio").setAttribute("aria-pressed", String(s.audio_muted));
   $("mute-video").setAttribute("aria-pressed", String(s.video_muted));
   document.body.dataset.callState = s.state;
@@ -193,12 +197,42 @@ function renderTiles() {
   }
 }
 
+// The contacts the device sent (it decides who they are and counts their devices): one row
+// each with a Call button that dials exactly as the name field does.
+function renderContacts(list) {
+  const ul = $("contact-list");
+  ul.replaceChildren();
+  for (const c of list.contacts) {
+    const li = document.createElement("li");
+    li.dataset.contact = c.name;
+    li.dataset.devices = c.devices ?? "";
+    const name = document.createElement("span");
+    name.className = "contact-name";
+    name.textContent = c.name; // a name from the network: text, never HTML
+    const count = document.createElement("span");
+    count.className = "contact-devices";
+    count.textContent = c.devices == null ? "devices: ?" : `${c.devices} device${c.devices === 1 ? "" : "s"}`;
+    const call = document.createElement("button");
+    call.type = "button";
+    call.className = "contact-call";
+    call.textContent = "Call";
+    call.onclick = () => dial(c.name);
+    li.append(name, " ", count, " ", call);
+    ul.append(li);
+  }
+  $("contacts-more").hidden = !list.truncated;
+  $("contacts-none").hidden = list.contacts.length > 0;
+}
+
 // --- user actions --------------------------------------------------------------------------
 
+function dial(user) {
+  showError("");
+  command({ action: "dial", user });
+}
 $("dial").onsubmit = (e) => {
   e.preventDefault();
-  showError("");
-  command({ action: "dial", user: $("callee").value.trim() });
+  dial($("callee").value.trim());
 };
 $("answer").onclick = () => command({ action: "answer" });
 $("reject").onclick = () => command({ action: "reject" });

@@ -5,7 +5,10 @@
 use std::sync::Arc;
 
 use sotto_app::page_media::IceProvider;
-use sotto_app::protocol::{NoticeKind, PageCommand, PageIceServer, PageMember, PageStatus, ToPage};
+use sotto_app::consts::{CONTACTS_REFRESH_TIMEOUT, CONTACT_LOOKUP_TIMEOUT};
+use sotto_app::protocol::{
+    NoticeKind, PageCommand, PageContacts, PageIceServer, PageMember, PageStatus, ToPage,
+};
 use sotto_app::{AppWiring, PageLink, PageMedia};
 use sotto_call::core::CallState;
 use sotto_call::engine::{
@@ -88,11 +91,17 @@ async fn serve(
     let (cmd_tx, mut cmd_rx) = mpsc::channel::<PageCommand>(32);
     let mut status = engine.status();
     let (page_tx, page_rx) = watch::channel(page_status(&status.borrow()));
+    let (contacts_tx, contacts_rx) = watch::channel(PageContacts::default());
+    let contacts_tx = Arc::new(contacts_tx);
+    // the contacts list: now, and again after every call (a call may add a peer)
+    let mut refreshing = tokio::spawn(refresh_contacts(engine.device(), contacts_tx.clone()));
+    let mut last_state = status.borrow().state;
     let server = sotto_app::start(AppWiring {
         me: user,
         link: link.clone(),
         commands: cmd_tx,
         status: page_rx,
+        contacts: contacts_rx,
     })
     .await
     .map_err(|e| fail(e.to_string()))?;
@@ -141,6 +150,12 @@ async fn serve(
             }
             changed = status.changed() => {
                 if changed.is_err() { break }
+                let state = status.borrow().state;
+                if state == CallState::Ended && last_state != CallState::Ended {
+                    refreshing.abort();
+                    refreshing = tokio::spawn(refresh_contacts(engine.device(), contacts_tx.clone()));
+                }
+                last_state = state;
                 let s = page_status(&status.borrow_and_update());
                 page_tx.send_if_modified(|cur| if *cur == s { false } else { *cur = s; true });
             }
@@ -160,8 +175,29 @@ async fn serve(
             }
         }
     }
+    refreshing.abort();
     server.stop();
     Ok(())
+}
+
+/// Lists the peers the device knows, each with its device count from the signaling server
+/// (every lookup bounded, [`sotto_app::contacts::contacts_list`]), for the page.
+async fn refresh_contacts(dev: Arc<Device>, out: Arc<watch::Sender<PageContacts>>) {
+    let known = dev.known_peers();
+    let list = sotto_app::contacts::contacts_list(
+        known,
+        |name| {
+            let dev = dev.clone();
+            async move {
+                let ids = dev.client().list_devices(&name).await.ok()?;
+                u32::try_from(ids.len()).ok()
+            }
+        },
+        CONTACT_LOOKUP_TIMEOUT,
+        CONTACTS_REFRESH_TIMEOUT,
+    )
+    .await;
+    out.send_replace(list);
 }
 
 fn page_status(s: &Status) -> PageStatus {

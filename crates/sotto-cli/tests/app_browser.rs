@@ -1210,10 +1210,17 @@ impl Cdp {
     /// Clicks the element `#id` as a user does: the mouse pressed and released at its centre
     /// (DevTools' `Input.dispatchMouseEvent`, not a script's `click()`).
     async fn click(&mut self, id: &str) {
+        self.click_on(&format!("document.getElementById('{id}')"))
+            .await;
+    }
+
+    /// Clicks the element the JavaScript expression `element` gives, with the mouse (as
+    /// [`Cdp::click`]).
+    async fn click_on(&mut self, element: &str) {
         let at = self
             .eval(&format!(
                 "(e => {{ e.scrollIntoView({{block: 'center'}}); const r = e.getBoundingClientRect(); \
-                 return [r.x + r.width / 2, r.y + r.height / 2]; }})(document.getElementById('{id}'))"
+                 return [r.x + r.width / 2, r.y + r.height / 2]; }})({element})"
             ))
             .await;
         let (x, y) = (at[0].as_f64().unwrap(), at[1].as_f64().unwrap());
@@ -1790,4 +1797,137 @@ async fn changed_identity_is_compared_and_trusted_from_the_page() {
         "{}",
         text(&o)
     );
+}
+
+/// The contact row of `who` on the call screen (null when there is none).
+fn contact(who: &str) -> String {
+    format!("document.querySelector('#contact-list li[data-contact=\"{who}\"]')")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contacts_list_shows_known_peers_with_their_devices_and_calls_one() {
+    const SERVER_ID: &str = "contacts.test";
+    let _one = BROWSERS.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, url) = common::start_server(dir.path(), SERVER_ID);
+    let home = dir.path().join("home");
+    let client = |c: &mut Command, user: &str| {
+        c.args(["--user", user, "--server", &url, "--server-id", SERVER_ID]);
+    };
+    for user in ["alice", "bob", "carol"] {
+        let mut c = sotto(&home);
+        c.arg("register");
+        client(&mut c, user);
+        let o = c.output().unwrap();
+        assert!(o.status.success(), "register {user}: {}", text(&o));
+    }
+    // alice's device knows bob before the app starts: she trusted his key as `sotto trust`
+    // does after comparing numbers
+    let trust = |number: Option<&str>| {
+        let mut c = sotto(&home);
+        c.args(["trust", "bob"]);
+        if let Some(n) = number {
+            c.args(["--safety-number", n]);
+        }
+        client(&mut c, "alice");
+        c.output().unwrap()
+    };
+    let o = trust(None);
+    let offered = text(&o)
+        .lines()
+        .find_map(|l| l.strip_prefix("the server now offers:"))
+        .unwrap_or_else(|| panic!("{}", text(&o)))
+        .trim()
+        .to_owned();
+    let o = trust(Some(&offered));
+    assert!(o.status.success(), "{}", text(&o));
+
+    let mut c = sotto(&home);
+    c.arg("app");
+    client(&mut c, "alice");
+    let (_app, link) = start_app_with(c);
+    let (camera, mic) = fake_media(dir.path());
+    let (_browser, mut page, _profile) = open_page(dir.path(), "alice", &link, &camera, &mic).await;
+    // on connect: bob, with the one device the server lists for him
+    page.wait(
+        &format!("(c => !!c && c.dataset.devices === '1')({})", contact("bob")),
+        Duration::from_secs(60),
+        "bob in the contacts list with 1 device",
+    )
+    .await;
+    assert_eq!(
+        page.eval(&format!(
+            "{}.querySelector('.contact-name').textContent",
+            contact("bob")
+        ))
+        .await,
+        json!("bob")
+    );
+    assert_eq!(
+        page.eval(&format!("{} === null", contact("carol"))).await,
+        json!(true),
+        "carol is not known yet"
+    );
+    // after a call ends the list comes again: carol, called by name (she is away: it only
+    // rings), is in it now
+    page.eval("document.getElementById('callee').value = 'carol'; true")
+        .await;
+    page.click("call").await;
+    wait_call_state(&mut page, "ringing", Duration::from_secs(60)).await;
+    page.click("hangup").await;
+    wait_call_state(&mut page, "ended", Duration::from_secs(30)).await;
+    page.wait(
+        &format!(
+            "(c => !!c && c.dataset.devices === '1')({})",
+            contact("carol")
+        ),
+        Duration::from_secs(60),
+        "carol in the contacts list after the call",
+    )
+    .await;
+    let names = page
+        .eval(
+            "[...document.querySelectorAll('#contact-list .contact-name')].map(e => e.textContent)",
+        )
+        .await;
+    assert_eq!(names, json!(["bob", "carol"]));
+
+    // bob's Call button dials him as the name field does: his Rust device rings and answers,
+    // and the page decrypts him
+    let script = dir.path().join("bob.txt");
+    std::fs::write(
+        &script,
+        "wait-state incoming\nanswer\nwait-state connected\nwait-state ended\n",
+    )
+    .unwrap();
+    let mut c = sotto(&home);
+    c.arg("answer");
+    client(&mut c, "bob");
+    let mut bob = c
+        .arg("--script")
+        .arg(&script)
+        .stdout(std::fs::File::create(dir.path().join("bob.log")).unwrap())
+        .stderr(std::fs::File::create(dir.path().join("bob.err")).unwrap())
+        .spawn_guarded();
+    page.eval("document.getElementById('callee').value = ''; true")
+        .await;
+    page.click_on(&format!(
+        "{}.querySelector('button.contact-call')",
+        contact("bob")
+    ))
+    .await;
+    wait_call_state(&mut page, "connected", Duration::from_secs(90)).await;
+    assert_eq!(
+        page.eval("document.getElementById('peer').textContent")
+            .await,
+        json!("↔ bob")
+    );
+    wait_decrypting(&mut page, "bob").await;
+    page.click("hangup").await;
+    wait_call_state(&mut page, "ended", Duration::from_secs(30)).await;
+    let t0 = Instant::now();
+    while bob.try_wait().unwrap().is_none() {
+        assert!(t0.elapsed() < Duration::from_secs(60), "bob did not end");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

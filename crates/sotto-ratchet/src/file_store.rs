@@ -496,6 +496,9 @@ impl<R: RngCore + CryptoRng> IdentityKeyStore for FileStore<R> {
     fn get_identity(&self, address: &ProtocolAddress) -> Result<Option<IdentityKey>> {
         self.inner.get_identity(address)
     }
+    fn identity_addresses(&self) -> Result<Vec<ProtocolAddress>> {
+        self.inner.identity_addresses()
+    }
 }
 
 impl<R: RngCore + CryptoRng> PreKeyStore for FileStore<R> {

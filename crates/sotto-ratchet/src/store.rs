@@ -81,6 +81,9 @@ pub trait IdentityKeyStore {
     ) -> Result<IdentityChange>;
     /// The identity stored for `address`.
     fn get_identity(&self, address: &ProtocolAddress) -> Result<Option<IdentityKey>>;
+    /// Every address an identity is stored for (the contacts this store knows), sorted by
+    /// name, then device.
+    fn identity_addresses(&self) -> Result<Vec<ProtocolAddress>>;
 }
 
 /// One-time Curve25519 prekeys.
@@ -199,6 +202,11 @@ impl IdentityKeyStore for InMemoryStore {
     }
     fn get_identity(&self, address: &ProtocolAddress) -> Result<Option<IdentityKey>> {
         Ok(self.identities.get(address).copied())
+    }
+    fn identity_addresses(&self) -> Result<Vec<ProtocolAddress>> {
+        let mut all: Vec<_> = self.identities.keys().cloned().collect();
+        all.sort();
+        Ok(all)
     }
 }
 

@@ -42,6 +42,19 @@ impl Device {
         Some(self.safety_number_with(peer, &theirs))
     }
 
+    /// The accounts whose identity keys this device keeps (every peer it called or was called
+    /// by, or trusted), sorted, without ourselves; empty if the store cannot be read.
+    pub fn known_peers(&self) -> Vec<String> {
+        let addresses = lock(&self.store).identity_addresses().unwrap_or_default();
+        let mut names: Vec<String> = addresses
+            .into_iter()
+            .map(|a| a.name)
+            .filter(|n| *n != self.username)
+            .collect();
+        names.dedup();
+        names
+    }
+
     /// The safety number the server's *current* key for `peer`'s device would give, read from
     /// the device listing (uses up no one-time prekey: for showing the number to compare).
     /// `None` if the server lists no key for that device.

@@ -93,6 +93,9 @@ impl IdentityKeyStore for DeviceStore {
     ) -> sotto_ratchet::Result<Option<IdentityKey>> {
         delegate!(self, s => s.get_identity(address))
     }
+    fn identity_addresses(&self) -> sotto_ratchet::Result<Vec<ProtocolAddress>> {
+        delegate!(self, s => s.identity_addresses())
+    }
 }
 
 impl PreKeyStore for DeviceStore {
