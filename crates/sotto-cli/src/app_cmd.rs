@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 
-use sotto_app::page_media::IceProvider;
 use sotto_app::consts::{CONTACTS_REFRESH_TIMEOUT, CONTACT_LOOKUP_TIMEOUT};
+use sotto_app::page_media::IceProvider;
 use sotto_app::protocol::{
     NoticeKind, PageCommand, PageContacts, PageIceServer, PageMember, PageStatus, ToPage,
 };

@@ -1850,7 +1850,10 @@ async fn contacts_list_shows_known_peers_with_their_devices_and_calls_one() {
     let (_browser, mut page, _profile) = open_page(dir.path(), "alice", &link, &camera, &mic).await;
     // on connect: bob, with the one device the server lists for him
     page.wait(
-        &format!("(c => !!c && c.dataset.devices === '1')({})", contact("bob")),
+        &format!(
+            "(c => !!c && c.dataset.devices === '1')({})",
+            contact("bob")
+        ),
         Duration::from_secs(60),
         "bob in the contacts list with 1 device",
     )
