@@ -218,3 +218,32 @@ fn a_transaction_is_all_or_nothing_in_memory_and_on_disk() {
         assert_eq!(mode, 0o600, "store file readable by its owner only");
     }
 }
+
+#[test]
+fn stored_identities_are_listed_sorted_and_survive_restart() {
+    let path = tmp("identities");
+    let mut r = rng(20);
+    let me = IdentityKeyPair::generate(&mut r);
+    let addrs = [
+        ProtocolAddress::new("carol", 1),
+        ProtocolAddress::new("bob", 2),
+        ProtocolAddress::new("bob", 1),
+    ];
+    {
+        let mut s = FileStore::create(&path, PASS, me, 3, rng(21)).unwrap();
+        assert!(s.identity_addresses().unwrap().is_empty());
+        for a in &addrs {
+            let key = IdentityKeyPair::generate(&mut r).public();
+            s.save_identity(a, &key).unwrap();
+        }
+    }
+    let s = FileStore::open(&path, PASS, rng(22)).unwrap();
+    assert_eq!(
+        s.identity_addresses().unwrap(),
+        [
+            ProtocolAddress::new("bob", 1),
+            ProtocolAddress::new("bob", 2),
+            ProtocolAddress::new("carol", 1),
+        ]
+    );
+}
