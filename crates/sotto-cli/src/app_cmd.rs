@@ -150,13 +150,15 @@ async fn serve(
             }
             changed = status.changed() => {
                 if changed.is_err() { break }
-                let state = status.borrow().state;
+                let (state, s) = {
+                    let cur = status.borrow_and_update();
+                    (cur.state, page_status(&cur))
+                };
                 if state == CallState::Ended && last_state != CallState::Ended {
                     refreshing.abort();
                     refreshing = tokio::spawn(refresh_contacts(engine.device(), contacts_tx.clone()));
                 }
                 last_state = state;
-                let s = page_status(&status.borrow_and_update());
                 page_tx.send_if_modified(|cur| if *cur == s { false } else { *cur = s; true });
             }
             n = engine.notice() => {

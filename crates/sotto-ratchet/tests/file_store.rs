@@ -234,7 +234,7 @@ fn stored_identities_are_listed_sorted_and_survive_restart() {
         assert!(s.identity_addresses().unwrap().is_empty());
         for a in &addrs {
             let key = IdentityKeyPair::generate(&mut r).public();
-            s.save_identity(a, &key).unwrap();
+            let _ = s.save_identity(a, &key).unwrap();
         }
     }
     let s = FileStore::open(&path, PASS, rng(22)).unwrap();
