@@ -396,6 +396,63 @@ async fn hello_refused(host: &str, origin: &str, token: &str) -> bool {
 }
 
 /// Waits until the page shows the call in `state` (`connected`, `ended`...).
+/// Alice's and bob's `sotto app` pages on one wss:// server, both welcomed: alice's camera is
+/// `alice_camera` (else the colour bars), bob's the colour bars; alice's microphone sounds at
+/// 300 ± 200 Hz, bob's in a band of its own (900 ± 200 Hz). `_guards` holds the browsers,
+/// their profiles, the two apps and the server (in that drop order).
+struct TwoPages {
+    alice: Cdp,
+    bob: Cdp,
+    _guards: (
+        [ChildGuard; 2],
+        [tempfile::TempDir; 2],
+        [ChildGuard; 2],
+        ChildGuard,
+    ),
+}
+
+impl TwoPages {
+    async fn open(dir: &Path, alice_camera: Option<Camera<'_>>) -> TwoPages {
+        let (server, url, ca) = start_tls_server(dir, "app.test");
+        let home = dir.join("home");
+        register_all(&home, &ca, &url, &["alice", "bob"]);
+        let (camera, mic) = fake_media(dir);
+        let (app_a, link_a) = start_app(&home, &ca, &url, "alice");
+        let (app_b, link_b) = start_app(&home, &ca, &url, "bob");
+        let alice_camera = alice_camera.unwrap_or(Camera::File(&camera));
+        let (ba, mut alice, pa) = open_page_with(dir, "alice", &link_a, alice_camera, &mic).await;
+        let bob_mic = fake_mic(dir, "bob-mic", 900);
+        let (bb, mut bob, pb) = open_page(dir, "bob", &link_b, &camera, &bob_mic).await;
+        wait_welcome(&mut alice, "alice").await;
+        wait_welcome(&mut bob, "bob").await;
+        TwoPages {
+            alice,
+            bob,
+            _guards: ([ba, bb], [pa, pb], [app_a, app_b], server),
+        }
+    }
+}
+
+/// Alice's page dials bob by name and bob's page answers (real clicks): both connected.
+async fn alice_calls_bob(alice: &mut Cdp, bob: &mut Cdp) {
+    alice
+        .eval("document.getElementById('callee').value = 'bob'; true")
+        .await;
+    alice.click("call").await;
+    wait_call_state(bob, "incoming", Duration::from_secs(30)).await;
+    bob.click("answer").await;
+    for page in [alice, bob] {
+        wait_call_state(page, "connected", Duration::from_secs(60)).await;
+    }
+}
+
+/// Waits until the page greets `me` (its device is connected).
+async fn wait_welcome(page: &mut Cdp, me: &str) {
+    let expr = format!("document.getElementById('me').textContent === '{me}'");
+    page.wait(&expr, Duration::from_secs(30), "the welcome")
+        .await;
+}
+
 async fn wait_call_state(page: &mut Cdp, state: &str, limit: Duration) {
     let expr = format!("document.body.dataset.callState === '{state}'");
     page.wait(&expr, limit, state).await;
@@ -434,36 +491,12 @@ async fn open_page_with(
 async fn two_browsers_call_each_other_and_both_decrypt() {
     let _one = BROWSERS.lock().await;
     let dir = tempfile::tempdir().unwrap();
-    let (_server, url, ca) = start_tls_server(dir.path(), "app.test");
-    let home = dir.path().join("home");
-    register_all(&home, &ca, &url, &["alice", "bob"]);
-    let (camera, mic) = fake_media(dir.path());
-    let (_a, link_a) = start_app(&home, &ca, &url, "alice");
-    let (_b, link_b) = start_app(&home, &ca, &url, "bob");
-    let (_ba, mut alice, _pa) = open_page(dir.path(), "alice", &link_a, &camera, &mic).await;
-    // bob's microphone sounds in a band of its own (900 ± 200 Hz; alice's: 300 ± 200 Hz)
-    let bob_mic = fake_mic(dir.path(), "bob-mic", 900);
-    let (_bb, mut bob, _pb) = open_page(dir.path(), "bob", &link_b, &camera, &bob_mic).await;
-    for (page, me) in [(&mut alice, "alice"), (&mut bob, "bob")] {
-        page.wait(
-            &format!("document.getElementById('me').textContent === '{me}'"),
-            Duration::from_secs(30),
-            "the welcome",
-        )
-        .await;
-    }
-    alice
-        .eval(
-            "document.getElementById('callee').value = 'bob'; \
-             document.getElementById('call').click(); true",
-        )
-        .await;
-    wait_call_state(&mut bob, "incoming", Duration::from_secs(30)).await;
-    bob.eval("document.getElementById('answer').click(); true")
-        .await;
-    for page in [&mut alice, &mut bob] {
-        wait_call_state(page, "connected", Duration::from_secs(60)).await;
-    }
+    let TwoPages {
+        mut alice,
+        mut bob,
+        _guards,
+    } = TwoPages::open(dir.path(), None).await;
+    alice_calls_bob(&mut alice, &mut bob).await;
     wait_decrypting(&mut alice, "bob").await;
     wait_decrypting(&mut bob, "alice").await;
     // each hears the other: sound with energy, in the other's band
@@ -573,12 +606,7 @@ async fn browser_calls_a_rust_device_and_both_decrypt_each_others_media() {
     // the page, as a user would use it
     let (camera, mic) = fake_media(dir.path());
     let (_browser, mut page, _profile) = open_page(dir.path(), "alice", &link, &camera, &mic).await;
-    page.wait(
-        "document.getElementById('me').textContent === 'alice'",
-        Duration::from_secs(30),
-        "the welcome",
-    )
-    .await;
+    wait_welcome(&mut page, "alice").await;
     // the link's token worked once: shown again (another local user who read it), refused
     assert!(
         hello_refused(host, base, link_token).await,
@@ -829,12 +857,7 @@ async fn two_browsers_and_a_rust_device_call_as_a_group_through_the_relay() {
     let carol_mic = fake_mic(dir.path(), "carol-mic", 900);
     let (_bc, mut carol, _pc) = open_page(dir.path(), "carol", &link_c, &camera, &carol_mic).await;
     for (page, me) in [(&mut alice, "alice"), (&mut carol, "carol")] {
-        page.wait(
-            &format!("document.getElementById('me').textContent === '{me}'"),
-            Duration::from_secs(30),
-            "the welcome",
-        )
-        .await;
+        wait_welcome(page, me).await;
     }
 
     // alice calls bob through the relay
@@ -1134,12 +1157,7 @@ uris = ["stun:127.0.0.1:{port}", "turn:127.0.0.1:{port}?transport=udp"]
     let (_app, link) = start_app_with(c);
     let (camera, mic) = fake_media(dir.path());
     let (_browser, mut page, _profile) = open_page(dir.path(), "alice", &link, &camera, &mic).await;
-    page.wait(
-        "document.getElementById('me').textContent === 'alice'",
-        Duration::from_secs(30),
-        "the welcome",
-    )
-    .await;
+    wait_welcome(&mut page, "alice").await;
     // bob calls; the page rings and the user answers
     let script = dir.path().join("bob.txt");
     std::fs::write(&script, "wait-state connected\nwait-state ended\n").unwrap();
@@ -1354,32 +1372,12 @@ const SOUND: f64 = 0.01;
 async fn mute_and_camera_off_from_the_page_reach_the_other_browser() {
     let _one = BROWSERS.lock().await;
     let dir = tempfile::tempdir().unwrap();
-    let (_server, url, ca) = start_tls_server(dir.path(), "app.test");
-    let home = dir.path().join("home");
-    register_all(&home, &ca, &url, &["alice", "bob"]);
-    let (camera, mic) = fake_media(dir.path());
-    let (_a, link_a) = start_app(&home, &ca, &url, "alice");
-    let (_b, link_b) = start_app(&home, &ca, &url, "bob");
-    let (_ba, mut alice, _pa) = open_page(dir.path(), "alice", &link_a, &camera, &mic).await;
-    let bob_mic = fake_mic(dir.path(), "bob-mic", 900);
-    let (_bb, mut bob, _pb) = open_page(dir.path(), "bob", &link_b, &camera, &bob_mic).await;
-    for (page, me) in [(&mut alice, "alice"), (&mut bob, "bob")] {
-        page.wait(
-            &format!("document.getElementById('me').textContent === '{me}'"),
-            Duration::from_secs(30),
-            "the welcome",
-        )
-        .await;
-    }
-    alice
-        .eval("document.getElementById('callee').value = 'bob'; true")
-        .await;
-    alice.click("call").await;
-    wait_call_state(&mut bob, "incoming", Duration::from_secs(30)).await;
-    bob.click("answer").await;
-    for page in [&mut alice, &mut bob] {
-        wait_call_state(page, "connected", Duration::from_secs(60)).await;
-    }
+    let TwoPages {
+        mut alice,
+        mut bob,
+        _guards,
+    } = TwoPages::open(dir.path(), None).await;
+    alice_calls_bob(&mut alice, &mut bob).await;
     wait_decrypting(&mut bob, "alice").await;
     wait_sound(&mut bob, "alice", "heard", |r| r > SOUND).await;
     // colour bars: bright on average (black is 0)
@@ -1467,24 +1465,11 @@ async fn mute_and_camera_off_from_the_page_reach_the_other_browser() {
 async fn switching_camera_and_microphone_reaches_the_other_browser_without_renegotiation() {
     let _one = BROWSERS.lock().await;
     let dir = tempfile::tempdir().unwrap();
-    let (_server, url, ca) = start_tls_server(dir.path(), "app.test");
-    let home = dir.path().join("home");
-    register_all(&home, &ca, &url, &["alice", "bob"]);
-    let (camera, mic) = fake_media(dir.path());
-    let (_a, link_a) = start_app(&home, &ca, &url, "alice");
-    let (_b, link_b) = start_app(&home, &ca, &url, "bob");
-    let (_ba, mut alice, _pa) =
-        open_page_with(dir.path(), "alice", &link_a, Camera::Generated(3), &mic).await;
-    let bob_mic = fake_mic(dir.path(), "bob-mic", 900);
-    let (_bb, mut bob, _pb) = open_page(dir.path(), "bob", &link_b, &camera, &bob_mic).await;
-    for (page, me) in [(&mut alice, "alice"), (&mut bob, "bob")] {
-        page.wait(
-            &format!("document.getElementById('me').textContent === '{me}'"),
-            Duration::from_secs(30),
-            "the welcome",
-        )
-        .await;
-    }
+    let TwoPages {
+        mut alice,
+        mut bob,
+        _guards,
+    } = TwoPages::open(dir.path(), Some(Camera::Generated(3))).await;
     // her page lists her cameras and microphones
     alice
         .wait(
@@ -1494,15 +1479,7 @@ async fn switching_camera_and_microphone_reaches_the_other_browser_without_reneg
             "three cameras and three microphones in the pickers",
         )
         .await;
-    alice
-        .eval("document.getElementById('callee').value = 'bob'; true")
-        .await;
-    alice.click("call").await;
-    wait_call_state(&mut bob, "incoming", Duration::from_secs(30)).await;
-    bob.click("answer").await;
-    for page in [&mut alice, &mut bob] {
-        wait_call_state(page, "connected", Duration::from_secs(60)).await;
-    }
+    alice_calls_bob(&mut alice, &mut bob).await;
     wait_decrypting(&mut bob, "alice").await;
     let green = |c: [f64; 3]| c[1] > 90.0 && c[1] > c[0] + 60.0 && c[1] > c[2] + 60.0;
     let black = |c: [f64; 3]| c.iter().all(|&v| (0.0..8.0).contains(&v));
@@ -1691,12 +1668,7 @@ async fn changed_identity_is_compared_and_trusted_from_the_page() {
     let (mut first_app, link) = app();
     let (first_browser, mut page, _p1) =
         open_page(dir.path(), "alice1", &link, &camera, &mic).await;
-    page.wait(
-        "document.getElementById('me').textContent === 'alice'",
-        Duration::from_secs(30),
-        "the welcome",
-    )
-    .await;
+    wait_welcome(&mut page, "alice").await;
     dial(&mut page).await;
     wait_call_state(&mut page, "ringing", Duration::from_secs(60)).await;
     page.click("hangup").await;
@@ -1727,12 +1699,7 @@ async fn changed_identity_is_compared_and_trusted_from_the_page() {
     // alice's device again, a new page: dialing bob meets his new key
     let (mut app2, link) = app();
     let (_browser, mut page, _p2) = open_page(dir.path(), "alice2", &link, &camera, &mic).await;
-    page.wait(
-        "document.getElementById('me').textContent === 'alice'",
-        Duration::from_secs(30),
-        "the welcome",
-    )
-    .await;
+    wait_welcome(&mut page, "alice").await;
     dial(&mut page).await;
     page.wait(
         "!document.getElementById('identity-warning').hidden && \

@@ -169,22 +169,33 @@ async fn run(udp: Arc<UdpSocket>, up: Upstream, tls: ClientTls) {
     let mut conns: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>> = HashMap::new();
     let mut buf = vec![0u8; MAX_MESSAGE];
     loop {
-        let Ok((n, from)) = udp.recv_from(&mut buf).await else {
-            continue;
+        let (n, from) = match udp.recv_from(&mut buf).await {
+            Ok(got) => got,
+            Err(e) => {
+                // a loopback socket does not fail for a peer's sake: stop rather than spin
+                tracing::warn!("TURN bridge: {e}");
+                return;
+            }
         };
         let Some(framed) = to_stream(&buf[..n]) else {
             continue;
         };
-        conns.retain(|_, tx| !tx.is_closed());
-        if !conns.contains_key(&from) && conns.len() >= MAX_BRIDGE_CONNECTIONS {
-            tracing::warn!("TURN bridge: MAX_BRIDGE_CONNECTIONS ({MAX_BRIDGE_CONNECTIONS}) open");
-            continue;
-        }
-        let tx = conns.entry(from).or_insert_with(|| {
+        if conns.get(&from).is_none_or(mpsc::Sender::is_closed) {
+            // a new stream (or a new one after the last ended): ended ones are forgotten first
+            conns.retain(|_, tx| !tx.is_closed());
+            if conns.len() >= MAX_BRIDGE_CONNECTIONS {
+                tracing::warn!(
+                    "TURN bridge: MAX_BRIDGE_CONNECTIONS ({MAX_BRIDGE_CONNECTIONS}) open"
+                );
+                continue;
+            }
             let (tx, rx) = mpsc::channel(BRIDGE_QUEUE);
             tokio::spawn(connection(udp.clone(), from, up.clone(), tls.clone(), rx));
-            tx
-        });
+            conns.insert(from, tx);
+        }
+        let Some(tx) = conns.get(&from) else {
+            continue;
+        };
         // a full queue drops the datagram, as a congested UDP path would
         let _ = tx.try_send(framed);
     }
@@ -239,19 +250,22 @@ async fn connection(
                     Ok(n) => n,
                 };
                 inbound.extend_from_slice(&chunk[..n]);
+                let mut at = 0;
                 loop {
-                    match next_message(&inbound) {
+                    match next_message(&inbound[at..]) {
                         Framed::Partial => break,
                         Framed::Garbage => {
                             tracing::warn!("TURN bridge: the server sent neither STUN nor ChannelData");
                             return;
                         }
                         Framed::Message { len, consumed } => {
-                            let _ = udp.send_to(&inbound[..len], client).await;
-                            inbound.drain(..consumed);
+                            let _ = udp.send_to(&inbound[at..at + len], client).await;
+                            at += consumed;
                         }
                     }
                 }
+                // what was sent is dropped once per read, not once per message
+                inbound.drain(..at);
             }
         }
     }

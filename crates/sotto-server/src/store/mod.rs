@@ -568,25 +568,22 @@ pub(crate) mod contract {
                 sybil_ids.push(stored(s.enqueue(&from(m), limits).unwrap()));
             }
         }
+        let queued_ids = || -> Vec<u64> {
+            s.pending(&b, 0, 0, 10)
+                .unwrap()
+                .iter()
+                .map(|e| e.id)
+                .collect()
+        };
         // full; a third stranger at zero gets in at the oldest of the largest (m1's first)
         let alice = stored(s.enqueue(&from("alice"), limits).unwrap());
         assert_eq!(s.queued(&b).unwrap(), 6);
-        let ids: Vec<u64> = s
-            .pending(&b, 0, 0, 10)
-            .unwrap()
-            .iter()
-            .map(|e| e.id)
-            .collect();
+        let ids = queued_ids();
         assert!(!ids.contains(&sybil_ids[0]), "m1's oldest made room");
         assert!(ids.contains(&alice));
         // m2 (3) is now the largest: the next room comes from it
         let carol = stored(s.enqueue(&from("carol"), limits).unwrap());
-        let ids: Vec<u64> = s
-            .pending(&b, 0, 0, 10)
-            .unwrap()
-            .iter()
-            .map(|e| e.id)
-            .collect();
+        let ids = queued_ids();
         assert!(!ids.contains(&sybil_ids[3]), "m2's oldest made room");
         assert!(ids.contains(&carol) && ids.contains(&alice));
         // shares are now m1 2, m2 2, alice 1, carol 1: alice gets one more (from m1), then
