@@ -52,6 +52,7 @@ pub mod proto;
 pub mod ratchet;
 mod record;
 mod session;
+pub mod spqr;
 mod store;
 
 pub use curve::{KeyPair, PrivateKey, PublicKey};
