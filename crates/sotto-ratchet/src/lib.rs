@@ -69,8 +69,11 @@ pub use prekeys::{
 };
 pub use record::SessionRecord;
 pub use session::{
-    decrypt, decrypt_prekey_message, decrypt_signal_message, encrypt, process_prekey_bundle,
+    decrypt, decrypt_prekey_message, decrypt_prekey_message_with_policy, decrypt_signal_message,
+    decrypt_with_policy, encrypt, encrypt_with_rng, process_prekey_bundle,
+    process_prekey_bundle_with_policy,
 };
+pub use spqr::SpqrPolicy;
 pub use store::{
     Direction, IdentityChange, IdentityKeyStore, InMemoryStore, KyberPreKeyStore, PreKeyStore,
     ProtocolAddress, ProtocolStore, SessionStore, SignedPreKeyStore,
@@ -82,6 +85,14 @@ pub mod testing {
     use crate::curve::PublicKey;
     use crate::identity::IdentityKey;
     use crate::ratchet::{derive_initial_keys_with_label, ChainKey};
+
+    /// Drops the SPQR state of the record's current session (as after a downgrade by a peer
+    /// without SPQR), so tests can reach the Double Ratchet's own limits.
+    pub fn strip_spqr(record: &mut crate::SessionRecord) {
+        if let Some(s) = record.current.as_mut() {
+            s.pq = crate::spqr::SpqrState::default();
+        }
+    }
 
     /// `(root_key, chain_key)` from a key-agreement secret and HKDF label.
     pub fn initial_keys(label: &[u8], secret: &[u8]) -> ([u8; 32], [u8; 32]) {
@@ -120,6 +131,7 @@ pub mod testing {
             ciphertext,
             sender,
             receiver,
+            &[],
         )
         .serialized()
         .to_vec()

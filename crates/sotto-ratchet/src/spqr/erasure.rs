@@ -29,7 +29,7 @@ fn points_of(words: usize, poly: usize) -> usize {
 }
 
 fn check_len(len: usize) -> Result<()> {
-    if len == 0 || len % 2 != 0 || len > SPQR_MAX_CODED_MESSAGE_SIZE {
+    if len == 0 || !len.is_multiple_of(2) || len > SPQR_MAX_CODED_MESSAGE_SIZE {
         return Err(Error::InvalidArgument("erasure-coded length"));
     }
     Ok(())
@@ -133,8 +133,8 @@ impl Decoder {
         })
     }
 
-    /// Message length in bytes.
-    pub fn len(&self) -> usize {
+    /// Message length in bytes (never 0).
+    pub fn message_len(&self) -> usize {
         self.words * 2
     }
 
