@@ -71,5 +71,6 @@ pub const SPQR_MAX_JUMP: u32 = MAX_FORWARD_JUMPS as u32;
 pub const SPQR_MAX_OOO_KEYS: u32 = MAX_MESSAGE_KEYS as u32;
 /// SPQR chain epochs kept before the current sending epoch (SPQR v1: 1).
 pub const SPQR_EPOCHS_KEPT_BEFORE_SEND: usize = 1;
-/// Largest `pq_ratchet` field (version, two 10-byte varints, type, chunk index varint, chunk).
-pub const SPQR_MAX_WIRE_SIZE: usize = 1 + 10 + 10 + 1 + 3 + SPQR_CHUNK_SIZE;
+/// Largest `pq_ratchet` field: version, epoch (u64 varint, ≤ 10 B), index (u32 varint, ≤ 5 B),
+/// type, chunk index (u16 varint, ≤ 3 B), chunk.
+pub const SPQR_MAX_WIRE_SIZE: usize = 1 + 10 + 5 + 1 + 3 + SPQR_CHUNK_SIZE;

@@ -37,6 +37,7 @@
 //! # Ok::<(), sotto_ratchet::Error>(())
 //! ```
 
+pub mod addresses;
 pub mod consts;
 mod crypto;
 pub mod curve;
@@ -69,9 +70,8 @@ pub use prekeys::{
 };
 pub use record::SessionRecord;
 pub use session::{
-    decrypt, decrypt_prekey_message, decrypt_prekey_message_with_policy, decrypt_signal_message,
-    decrypt_with_policy, encrypt, encrypt_with_rng, process_prekey_bundle,
-    process_prekey_bundle_with_policy,
+    decrypt, decrypt_prekey_message, decrypt_signal_message, decrypt_with, encrypt,
+    encrypt_with_rng, process_prekey_bundle, process_prekey_bundle_with_policy, DecryptOptions,
 };
 pub use spqr::SpqrPolicy;
 pub use store::{

@@ -4,6 +4,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use rand_core::{CryptoRng, OsRng, RngCore};
 
+use crate::addresses;
 use crate::consts::{CIPHERTEXT_MESSAGE_PRE_KYBER_VERSION, MAX_UNACKNOWLEDGED_SESSION_AGE_SECS};
 use crate::curve::KeyPair;
 use crate::error::{Error, Result};
@@ -137,6 +138,16 @@ pub fn encrypt_with_rng<S: ProtocolStore>(
     Ok(message)
 }
 
+/// Options of [`decrypt_with`].
+#[derive(Clone, Debug, Default)]
+pub struct DecryptOptions {
+    /// SPQR policy of a session a PreKeySignalMessage creates.
+    pub spqr: SpqrPolicy,
+    /// Our own address, to check a message's field 6 (`addresses`) against. A message that
+    /// carries field 6 is refused when this is `None` (it cannot be checked).
+    pub local_address: Option<ProtocolAddress>,
+}
+
 /// Decrypts either message type. State (session, prekeys, identity) changes only if the
 /// message authenticates; a failed message leaves the store untouched.
 pub fn decrypt<S: ProtocolStore>(
@@ -145,22 +156,20 @@ pub fn decrypt<S: ProtocolStore>(
     message: &CiphertextMessage,
     rng: &mut (impl RngCore + CryptoRng),
 ) -> Result<Vec<u8>> {
-    decrypt_with_policy(address, store, message, rng, SpqrPolicy::default())
+    decrypt_with(address, store, message, rng, &DecryptOptions::default())
 }
 
-/// As [`decrypt`]; a session created by a PreKeySignalMessage gets the SPQR policy `spqr`.
-pub fn decrypt_with_policy<S: ProtocolStore>(
+/// [`decrypt`] with [`DecryptOptions`].
+pub fn decrypt_with<S: ProtocolStore>(
     address: &ProtocolAddress,
     store: &mut S,
     message: &CiphertextMessage,
     rng: &mut (impl RngCore + CryptoRng),
-    spqr: SpqrPolicy,
+    options: &DecryptOptions,
 ) -> Result<Vec<u8>> {
     match message {
-        CiphertextMessage::Signal(m) => decrypt_signal_message(address, store, m, rng),
-        CiphertextMessage::PreKey(m) => {
-            decrypt_prekey_message_with_policy(address, store, m, rng, spqr)
-        }
+        CiphertextMessage::Signal(m) => decrypt_signal(address, store, m, rng, options),
+        CiphertextMessage::PreKey(m) => decrypt_prekey(address, store, m, rng, options),
     }
 }
 
@@ -171,10 +180,22 @@ pub fn decrypt_signal_message<S: ProtocolStore>(
     message: &SignalMessage,
     rng: &mut (impl RngCore + CryptoRng),
 ) -> Result<Vec<u8>> {
+    decrypt_signal(address, store, message, rng, &DecryptOptions::default())
+}
+
+fn decrypt_signal<S: ProtocolStore>(
+    address: &ProtocolAddress,
+    store: &mut S,
+    message: &SignalMessage,
+    rng: &mut (impl RngCore + CryptoRng),
+    options: &DecryptOptions,
+) -> Result<Vec<u8>> {
     let mut record = store
         .load_session(address)?
         .ok_or_else(|| Error::NoSession(address.to_string()))?;
     let plaintext = record.decrypt(message, false, rng)?;
+    // Checked after the MAC (which covers field 6) and before anything is stored.
+    addresses::check(message.addresses(), address, options.local_address.as_ref())?;
     let remote = record
         .remote_identity()
         .ok_or_else(|| Error::NoSession(address.to_string()))?;
@@ -194,23 +215,27 @@ pub fn decrypt_prekey_message<S: ProtocolStore>(
     message: &PreKeySignalMessage,
     rng: &mut (impl RngCore + CryptoRng),
 ) -> Result<Vec<u8>> {
-    decrypt_prekey_message_with_policy(address, store, message, rng, SpqrPolicy::default())
+    decrypt_prekey(address, store, message, rng, &DecryptOptions::default())
 }
 
-/// As [`decrypt_prekey_message`], choosing the SPQR policy of a session it creates.
-pub fn decrypt_prekey_message_with_policy<S: ProtocolStore>(
+fn decrypt_prekey<S: ProtocolStore>(
     address: &ProtocolAddress,
     store: &mut S,
     message: &PreKeySignalMessage,
     rng: &mut (impl RngCore + CryptoRng),
-    spqr: SpqrPolicy,
+    options: &DecryptOptions,
 ) -> Result<Vec<u8>> {
     if !store.is_trusted_identity(address, message.identity_key(), Direction::Receiving)? {
         return Err(Error::UntrustedIdentity(address.to_string()));
     }
     let mut record = store.load_session(address)?.unwrap_or_default();
-    let used = process_prekey(message, &mut record, store, spqr)?;
+    let used = process_prekey(message, &mut record, store, options.spqr)?;
     let plaintext = record.decrypt(message.message(), true, rng)?;
+    addresses::check(
+        message.message().addresses(),
+        address,
+        options.local_address.as_ref(),
+    )?;
     // The MAC authenticates the identity bound into the session state, not the message's outer
     // identity_key field: when an existing session was reused, the two must agree, and only the
     // session's identity is ever saved.

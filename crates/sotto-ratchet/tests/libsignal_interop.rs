@@ -220,7 +220,16 @@ impl Sotto {
 
     fn decrypt(&mut self, ty: u8, body: &[u8]) -> Result<Vec<u8>> {
         let m = CiphertextMessage::deserialize(ty, body)?;
-        decrypt_with_policy(&self.peer, &mut self.store, &m, &mut self.rng, self.policy)
+        decrypt_with(
+            &self.peer,
+            &mut self.store,
+            &m,
+            &mut self.rng,
+            &DecryptOptions {
+                spqr: self.policy,
+                local_address: None,
+            },
+        )
     }
 }
 
@@ -618,4 +627,71 @@ fn spqr_required_refuses_libsignal_0_72_which_has_no_spqr() {
     // Nothing was consumed or stored by the refused message.
     assert!(s.store.get_pre_key(11).unwrap().is_some());
     assert!(s.store.load_session(&s.peer).unwrap().is_none());
+}
+
+/// libsignal ≥ 0.91 binds sender and recipient (field 6) when both names are service ids:
+/// sotto accepts such messages only when its own address matches.
+#[test]
+fn addresses_bound_by_libsignal_0_103_are_checked() {
+    const PEER_ACI: &str = "9d0652a3-dcc3-4d11-975f-74d61598733f";
+    const SOTTO_ACI: &str = "0b7e1e4a-1c6f-4f8e-9d2a-3c5b7a9e1f20";
+    const OTHER_ACI: &str = "5a1c3e2b-8f7d-4c6a-b9e0-1d2f3a4b5c6d";
+    let mut p = Peer::spawn("0.103.0");
+    p.call(json!({"op": "init", "name": PEER_ACI, "registration_id": 1111, "device_id": 1}));
+    let mut s = Sotto::new(14);
+    s.peer = ProtocolAddress::new(PEER_ACI, 1);
+    let me = json!({"name": SOTTO_ACI, "device_id": 1});
+    let bundle = s.bundle_json();
+    p.call(json!({"op": "process_bundle", "peer": me, "bundle": bundle}));
+    let r = p.call(json!({"op": "encrypt", "peer": me, "plaintext": b64(b"addressed")}));
+    let (t, m) = (r["type"].as_u64().unwrap() as u8, unb64(&r["body"]));
+    let parsed = CiphertextMessage::deserialize(t, &m).unwrap();
+    let CiphertextMessage::PreKey(pk) = &parsed else {
+        panic!("expected a PreKeySignalMessage")
+    };
+    let ours = ProtocolAddress::new(SOTTO_ACI, 1);
+    assert_eq!(
+        pk.message().addresses(),
+        addresses::encode(&s.peer, &ours).as_deref(),
+        "libsignal binds (sender, recipient)"
+    );
+    let opts = |local: Option<&str>| DecryptOptions {
+        spqr: SpqrPolicy::default(),
+        local_address: local.map(|n| ProtocolAddress::new(n, 1)),
+    };
+    let peer = s.peer.clone();
+    for wrong in [None, Some(OTHER_ACI)] {
+        assert!(decrypt_with(&peer, &mut s.store, &parsed, &mut s.rng, &opts(wrong)).is_err());
+        assert!(
+            s.store.load_session(&peer).unwrap().is_none(),
+            "nothing stored"
+        );
+        assert!(
+            s.store.get_pre_key(11).unwrap().is_some(),
+            "nothing consumed"
+        );
+    }
+    let pt = decrypt_with(
+        &peer,
+        &mut s.store,
+        &parsed,
+        &mut s.rng,
+        &opts(Some(SOTTO_ACI)),
+    );
+    assert_eq!(pt.unwrap(), b"addressed");
+    // Reply; libsignal binds addresses only in PreKeySignalMessages, so its SignalMessages
+    // carry no field 6 and decrypt without a local address.
+    let (t, m) = s.encrypt(b"reply");
+    let r = p.try_call(json!({"op": "decrypt", "peer": me, "type": t, "body": b64(&m)}));
+    assert_eq!(unb64(&r["plaintext"]), b"reply", "{r}");
+    let r = p.call(json!({"op": "encrypt", "peer": me, "plaintext": b64(b"second")}));
+    let (t, m) = (r["type"].as_u64().unwrap() as u8, unb64(&r["body"]));
+    assert_eq!(t, 2);
+    let parsed = CiphertextMessage::deserialize(t, &m).unwrap();
+    let CiphertextMessage::Signal(sm) = &parsed else {
+        panic!("expected a SignalMessage")
+    };
+    assert_eq!(sm.addresses(), None);
+    let pt = decrypt_with(&peer, &mut s.store, &parsed, &mut s.rng, &opts(None));
+    assert_eq!(pt.unwrap(), b"second");
 }

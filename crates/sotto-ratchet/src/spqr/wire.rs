@@ -194,6 +194,13 @@ mod tests {
             assert!(bytes.len() <= SPQR_MAX_WIRE_SIZE);
             assert_eq!(Message::decode(&bytes).unwrap(), m);
         }
+        // The largest message is exactly the limit.
+        let largest = Message {
+            epoch: u64::MAX,
+            index: u32::MAX,
+            payload: Payload::Ct2(chunk(u16::MAX)),
+        };
+        assert_eq!(largest.encode().len(), SPQR_MAX_WIRE_SIZE);
     }
 
     #[test]
