@@ -1,7 +1,10 @@
 //! # sotto-ratchet
 //!
 //! The Signal protocol — XEdDSA identity signatures, PQXDH (X25519 + Kyber1024) session setup
-//! and the Double Ratchet — byte-compatible with libsignal 0.90.0 (sessions without SPQR).
+//! and the Double Ratchet with SPQR v1, the sparse post-quantum ratchet (ML-KEM-768 braid,
+//! "triple ratchet", [`spqr`]) — byte-compatible with libsignal 0.92.2 and 0.103.0 (which
+//! require SPQR), 0.90.0, and 0.72.1 (which has no SPQR: sessions under the default
+//! [`SpqrPolicy::Preferred`] downgrade for it; [`SpqrPolicy::Required`] refuses it).
 //!
 //! The protocol core does no network I/O and reads no clock: randomness
 //! (`&mut (impl RngCore + CryptoRng)`) and time (`SystemTime`) are parameters. The only I/O
@@ -29,11 +32,13 @@
 //! let mut alice = InMemoryStore::new(IdentityKeyPair::generate(&mut rng), 1);
 //! let (to_bob, to_alice) = (ProtocolAddress::new("bob", 1), ProtocolAddress::new("alice", 1));
 //! process_prekey_bundle(&to_bob, &mut alice, &bundle, now, &mut rng)?;
-//! let m = encrypt(&to_bob, &mut alice, b"hi", now)?;
+//! let m = encrypt_with_rng(&to_bob, &mut alice, b"hi", now, &mut rng)?;
 //! assert_eq!(m.message_type(), 3); // PreKeySignalMessage until Bob replies
 //! assert_eq!(decrypt(&to_alice, &mut bob, &m, &mut rng)?, b"hi");
-//! let r = encrypt(&to_alice, &mut bob, b"hello", now)?;
+//! let r = encrypt_with_rng(&to_alice, &mut bob, b"hello", now, &mut rng)?;
 //! assert_eq!(decrypt(&to_bob, &mut alice, &r, &mut rng)?, b"hello");
+//! // Both sides run SPQR: the braid starts at epoch 1.
+//! assert_eq!(alice.load_session(&to_bob)?.and_then(|r| r.spqr_epoch()), Some(1));
 //! # Ok::<(), sotto_ratchet::Error>(())
 //! ```
 

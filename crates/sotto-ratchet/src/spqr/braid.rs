@@ -41,7 +41,7 @@ fn concat(a: &[u8], b: &[u8]) -> Vec<u8> {
 }
 
 /// Every state of the braid, key-sending states first.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub(crate) enum Braid {
     // ---- this side sends the key this epoch ----
     /// No key generated yet.
@@ -153,7 +153,31 @@ fn finish_ciphertext(
     })
 }
 
+impl core::fmt::Debug for Braid {
+    /// State name and epoch only: the states hold decapsulation keys and encapsulation state.
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{}(epoch {})", self.name(), self.epoch())
+    }
+}
+
 impl Braid {
+    /// The state's name, for logs.
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Braid::KeysUnsampled { .. } => "KeysUnsampled",
+            Braid::KeysSampled { .. } => "KeysSampled",
+            Braid::HeaderSent { .. } => "HeaderSent",
+            Braid::Ct1Received { .. } => "Ct1Received",
+            Braid::EkSentCt1Received { .. } => "EkSentCt1Received",
+            Braid::NoHeaderReceived { .. } => "NoHeaderReceived",
+            Braid::HeaderReceived { .. } => "HeaderReceived",
+            Braid::Ct1Sampled { .. } => "Ct1Sampled",
+            Braid::EkReceivedCt1Sampled { .. } => "EkReceivedCt1Sampled",
+            Braid::Ct1Acknowledged { .. } => "Ct1Acknowledged",
+            Braid::Ct2Sampled { .. } => "Ct2Sampled",
+        }
+    }
+
     /// The initiator's (A2B) start: it sends the first key.
     pub(crate) fn init_a(auth_key: &[u8]) -> Self {
         Braid::KeysUnsampled {

@@ -76,7 +76,7 @@ impl core::fmt::Debug for SpqrState {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("SpqrState")
             .field("version", &self.version())
-            .field("epoch", &self.braid.as_ref().map(Braid::epoch))
+            .field("braid", &self.braid)
             .field("negotiating", &self.negotiation.is_some())
             .finish_non_exhaustive()
     }

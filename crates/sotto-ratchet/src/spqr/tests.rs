@@ -4,6 +4,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::*;
+use braid::Braid;
 
 fn pair(policy: SpqrPolicy) -> (SpqrState, SpqrState) {
     let ak = [41u8; 32];
@@ -204,4 +205,19 @@ fn storage_round_trip_through_every_state_keeps_the_session_working() {
     assert!(seen.len() >= 8, "visited {} states", seen.len());
     assert!(SpqrState::from_storage(&[]).unwrap().version() == 0);
     assert!(SpqrState::from_storage(&[0xFF, 0xFF]).is_err());
+}
+
+#[test]
+fn debug_names_the_state_and_redacts_keys() {
+    let mut rng = StdRng::seed_from_u64(10);
+    let (mut a, _) = pair(SpqrPolicy::Required);
+    let _ = send(&mut a, &mut rng); // KeysSampled: holds a decapsulation key
+    let dk = match a.braid.as_ref().unwrap() {
+        Braid::KeysSampled { dk, .. } => dk.clone(),
+        other => panic!("unexpected state {other:?}"),
+    };
+    let shown = format!("{a:?}");
+    assert!(shown.contains("KeysSampled(epoch 1)"), "{shown}");
+    assert!(!shown.contains(&format!("{:?}", &dk[..4])), "{shown}");
+    assert!(!shown.contains("41, 41"), "auth key bytes leaked: {shown}");
 }
