@@ -35,24 +35,59 @@ fn check_len(len: usize) -> Result<()> {
     Ok(())
 }
 
-/// Lagrange evaluation at `x` of the polynomial through `pts` (distinct `x`s).
-fn evaluate(pts: &[(u16, u16)], x: u16) -> u16 {
-    if let Some(&(_, y)) = pts.iter().find(|(px, _)| *px == x) {
-        return y;
+/// The Lagrange basis over distinct points `xs`, prepared once so that evaluating any number of
+/// polynomials through those points at any `x` costs `O(n)` per value.
+struct Basis {
+    xs: Vec<u16>,
+    /// `1 / Π_{j≠k} (x_k − x_j)`.
+    den_inv: Vec<u16>,
+}
+
+impl Basis {
+    fn new(xs: Vec<u16>) -> Self {
+        let den_inv = xs
+            .iter()
+            .enumerate()
+            .map(|(k, &xk)| {
+                let den = xs
+                    .iter()
+                    .enumerate()
+                    .filter(|(j, _)| *j != k)
+                    .fold(1u16, |acc, (_, &xj)| gf16::mul(acc, xk ^ xj));
+                gf16::inv(den)
+            })
+            .collect();
+        Self { xs, den_inv }
     }
-    let mut out = 0u16;
-    for (k, &(xk, yk)) in pts.iter().enumerate() {
-        let mut num = 1u16;
-        let mut den = 1u16;
-        for (j, &(xj, _)) in pts.iter().enumerate() {
-            if j != k {
-                num = gf16::mul(num, x ^ xj);
-                den = gf16::mul(den, xk ^ xj);
-            }
+
+    /// `L_k(x)` for every `k`, or the index of `x` when it is one of the points.
+    fn weights(&self, x: u16) -> core::result::Result<Vec<u16>, usize> {
+        if let Some(k) = self.xs.iter().position(|&xk| xk == x) {
+            return Err(k);
         }
-        out ^= gf16::mul(yk, gf16::mul(num, gf16::inv(den)));
+        let n = self.xs.len();
+        // prefix[k] = Π_{j<k} (x − x_j), suffix[k] = Π_{j≥k} (x − x_j).
+        let mut prefix = vec![1u16; n + 1];
+        let mut suffix = vec![1u16; n + 1];
+        for k in 0..n {
+            prefix[k + 1] = gf16::mul(prefix[k], x ^ self.xs[k]);
+            suffix[n - 1 - k] = gf16::mul(suffix[n - k], x ^ self.xs[n - 1 - k]);
+        }
+        Ok((0..n)
+            .map(|k| gf16::mul(gf16::mul(prefix[k], suffix[k + 1]), self.den_inv[k]))
+            .collect())
     }
-    out
+}
+
+/// `Σ y_k · w_k`, or the point's own value.
+fn combine(ys: &[u16], w: &core::result::Result<Vec<u16>, usize>) -> u16 {
+    match w {
+        Ok(w) => ys
+            .iter()
+            .zip(w)
+            .fold(0u16, |acc, (&y, &wk)| acc ^ gf16::mul(y, wk)),
+        Err(k) => ys.get(*k).copied().unwrap_or(0),
+    }
 }
 
 /// Produces the chunks of one message, in index order.
@@ -94,12 +129,22 @@ impl Encoder {
     /// Chunk at `index`.
     pub fn chunk_at(&self, index: u16) -> Chunk {
         let mut data = [0u8; SPQR_CHUNK_SIZE];
+        // Polynomials carry n or n + 1 points at x = 0, 1, …: at most two bases.
+        let mut bases: Vec<(usize, core::result::Result<Vec<u16>, usize>)> = Vec::new();
         for (p, pts) in self.points.iter().enumerate() {
             let y = match pts.get(usize::from(index)) {
                 Some(&y) => y,
                 None => {
-                    let with_x: Vec<(u16, u16)> = (0u16..).zip(pts.iter().copied()).collect();
-                    evaluate(&with_x, index)
+                    let n = pts.len();
+                    let i = match bases.iter().position(|(len, _)| *len == n) {
+                        Some(i) => i,
+                        None => {
+                            let xs = (0..n as u16).collect();
+                            bases.push((n, Basis::new(xs).weights(index)));
+                            bases.len() - 1
+                        }
+                    };
+                    combine(pts, &bases[i].1)
                 }
             };
             data[2 * p..2 * p + 2].copy_from_slice(&y.to_be_bytes());
@@ -185,11 +230,27 @@ impl Decoder {
         if !self.is_complete() {
             return None;
         }
+        // Polynomials that received the same chunk indices share one basis (the usual case).
+        let mut bases: Vec<(Vec<u16>, Basis)> = Vec::new();
+        let mut values: Vec<Vec<u16>> = Vec::with_capacity(POLYS);
+        for (p, pts) in self.points.iter().enumerate() {
+            let xs: Vec<u16> = pts.iter().map(|(x, _)| *x).collect();
+            let ys: Vec<u16> = pts.iter().map(|(_, y)| *y).collect();
+            let i = match bases.iter().position(|(b, _)| *b == xs) {
+                Some(i) => i,
+                None => {
+                    bases.push((xs.clone(), Basis::new(xs)));
+                    bases.len() - 1
+                }
+            };
+            let basis = &bases[i].1;
+            let n = points_of(self.words, p) as u16;
+            values.push((0..n).map(|x| combine(&ys, &basis.weights(x))).collect());
+        }
         let mut out = Vec::with_capacity(self.words * 2);
         for i in 0..self.words {
-            let p = i % POLYS;
-            let x = (i / POLYS) as u16;
-            out.extend_from_slice(&evaluate(&self.points[p], x).to_be_bytes());
+            let w = values[i % POLYS][i / POLYS];
+            out.extend_from_slice(&w.to_be_bytes());
         }
         Some(out)
     }
