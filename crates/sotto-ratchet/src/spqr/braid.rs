@@ -488,7 +488,9 @@ impl Braid {
                         None,
                     ));
                 };
-                let (ct2, mac) = ct2_mac.split_at(CT2_SIZE);
+                let (ct2, mac) = ct2_mac
+                    .split_at_checked(CT2_SIZE)
+                    .ok_or(Error::InvalidArgument("SPQR ct2 decoder length"))?;
                 let ss = kem::decaps(&dk, &ct1, ct2)?;
                 let secret = epoch_secret(epoch, ss.as_slice());
                 auth.update(epoch, secret.secret.as_slice());
@@ -516,7 +518,9 @@ impl Braid {
                 hdr.add_chunk(chunk);
                 match hdr.decoded() {
                     Some(hdr_mac) => {
-                        let (hdr, mac) = hdr_mac.split_at(HEADER_SIZE);
+                        let (hdr, mac) = hdr_mac
+                            .split_at_checked(HEADER_SIZE)
+                            .ok_or(Error::InvalidArgument("SPQR header decoder length"))?;
                         auth.verify_header(epoch, hdr, mac)?;
                         (
                             Braid::HeaderReceived {

@@ -6,10 +6,11 @@ use std::collections::VecDeque;
 use prost::Message as _;
 use zeroize::{Zeroize, Zeroizing};
 
-use super::auth::Authenticator;
+use super::auth::{Authenticator, MAC_SIZE};
 use super::braid::Braid;
 use super::chain::{Chain, ChainEpoch, EpochDirection};
 use super::erasure::{Decoder, Encoder};
+use super::kem::{CT1_SIZE, CT2_SIZE, DK_SIZE, EK_SIZE, ENCAPS_STATE_SIZE, HEADER_SIZE};
 use super::{Direction, Negotiation, SpqrState};
 use crate::error::{Error, Result};
 
@@ -142,9 +143,21 @@ fn enc_pb(e: &Encoder) -> pb::Encoder {
     pb::Encoder { message, next }
 }
 
-fn enc_from(e: &Option<pb::Encoder>) -> Result<Encoder> {
+fn enc_from(e: &Option<pb::Encoder>, len: usize) -> Result<Encoder> {
     let e = e.as_ref().ok_or(bad("SPQR encoder missing"))?;
+    if e.message.len() != len {
+        return Err(bad("SPQR encoder length"));
+    }
     Encoder::from_parts(&e.message, e.next)
+}
+
+/// `v`, if it has the fixed length `len` its state requires.
+fn sized(v: &[u8], len: usize, what: &'static str) -> Result<Vec<u8>> {
+    if v.len() == len {
+        Ok(v.to_vec())
+    } else {
+        Err(bad(what))
+    }
 }
 
 fn dec_pb(d: &Decoder) -> pb::Decoder {
@@ -160,9 +173,12 @@ fn dec_pb(d: &Decoder) -> pb::Decoder {
     }
 }
 
-fn dec_from(d: &Option<pb::Decoder>) -> Result<Decoder> {
+fn dec_from(d: &Option<pb::Decoder>, len: usize) -> Result<Decoder> {
     let d = d.as_ref().ok_or(bad("SPQR decoder missing"))?;
-    let mut out = Decoder::new(d.len as usize)?;
+    if d.len as usize != len {
+        return Err(bad("SPQR decoder length"));
+    }
+    let mut out = Decoder::new(len)?;
     if !d.points.len().is_multiple_of(5) {
         return Err(bad("SPQR decoder points"));
     }
@@ -292,76 +308,79 @@ fn braid_from(o: &pb::Braid) -> Result<Braid> {
         root_key: key32(&o.auth_root, "SPQR auth root key")?,
         mac_key: key32(&o.auth_mac, "SPQR auth MAC key")?,
     };
-    let dk = || Zeroizing::new(o.dk.clone());
-    let es = || Zeroizing::new(o.es.clone());
+    let dk = || sized(&o.dk, DK_SIZE, "SPQR decapsulation key").map(Zeroizing::new);
+    let es = || sized(&o.es, ENCAPS_STATE_SIZE, "SPQR encapsulation state").map(Zeroizing::new);
+    let ek = || sized(&o.ek, EK_SIZE, "SPQR encapsulation key");
+    let hdr = || sized(&o.hdr, HEADER_SIZE, "SPQR header");
+    let ct1 = || sized(&o.ct1, CT1_SIZE, "SPQR ct1");
     Ok(match o.state {
         0 => Braid::KeysUnsampled { epoch, auth },
         1 => Braid::KeysSampled {
             epoch,
             auth,
-            ek: o.ek.clone(),
-            dk: dk(),
-            hdr: enc_from(&o.encoder)?,
+            ek: ek()?,
+            dk: dk()?,
+            hdr: enc_from(&o.encoder, HEADER_SIZE + MAC_SIZE)?,
         },
         2 => Braid::HeaderSent {
             epoch,
             auth,
-            dk: dk(),
-            ek: enc_from(&o.encoder)?,
-            ct1: dec_from(&o.decoder)?,
+            dk: dk()?,
+            ek: enc_from(&o.encoder, EK_SIZE)?,
+            ct1: dec_from(&o.decoder, CT1_SIZE)?,
         },
         3 => Braid::Ct1Received {
             epoch,
             auth,
-            dk: dk(),
-            ct1: o.ct1.clone(),
-            ek: enc_from(&o.encoder)?,
+            dk: dk()?,
+            ct1: ct1()?,
+            ek: enc_from(&o.encoder, EK_SIZE)?,
         },
         4 => Braid::EkSentCt1Received {
             epoch,
             auth,
-            dk: dk(),
-            ct1: o.ct1.clone(),
-            ct2: dec_from(&o.decoder)?,
+            dk: dk()?,
+            ct1: ct1()?,
+            ct2: dec_from(&o.decoder, CT2_SIZE + MAC_SIZE)?,
         },
         5 => Braid::NoHeaderReceived {
             epoch,
             auth,
-            hdr: dec_from(&o.decoder)?,
+            hdr: dec_from(&o.decoder, HEADER_SIZE + MAC_SIZE)?,
         },
         6 => Braid::HeaderReceived {
             epoch,
             auth,
-            hdr: o.hdr.clone(),
-            ek: dec_from(&o.decoder)?,
+            hdr: hdr()?,
+            ek: dec_from(&o.decoder, EK_SIZE)?,
         },
         7 => Braid::Ct1Sampled {
             epoch,
             auth,
-            hdr: o.hdr.clone(),
-            es: es(),
-            ct1: enc_from(&o.encoder)?,
-            ek: dec_from(&o.decoder)?,
+            hdr: hdr()?,
+            es: es()?,
+            ct1: enc_from(&o.encoder, CT1_SIZE)?,
+            ek: dec_from(&o.decoder, EK_SIZE)?,
         },
         8 => Braid::EkReceivedCt1Sampled {
             epoch,
             auth,
-            es: es(),
-            ek: o.ek.clone(),
-            ct1: enc_from(&o.encoder)?,
+            es: es()?,
+            ek: ek()?,
+            ct1: enc_from(&o.encoder, CT1_SIZE)?,
         },
         9 => Braid::Ct1Acknowledged {
             epoch,
             auth,
-            hdr: o.hdr.clone(),
-            es: es(),
-            ct1: o.ct1.clone(),
-            ek: dec_from(&o.decoder)?,
+            hdr: hdr()?,
+            es: es()?,
+            ct1: ct1()?,
+            ek: dec_from(&o.decoder, EK_SIZE)?,
         },
         10 => Braid::Ct2Sampled {
             epoch,
             auth,
-            ct2: enc_from(&o.encoder)?,
+            ct2: enc_from(&o.encoder, CT2_SIZE + MAC_SIZE)?,
         },
         _ => return Err(bad("SPQR braid state")),
     })
