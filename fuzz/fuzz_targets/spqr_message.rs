@@ -42,7 +42,11 @@ fuzz_target!(|data: &[u8]| {
     };
     let states = live_states();
     let (a, b) = &states[usize::from(selector >> 1) % states.len()];
-    let mut me = if selector & 1 == 0 { a.clone() } else { b.clone() };
+    let mut me = if selector & 1 == 0 {
+        a.clone()
+    } else {
+        b.clone()
+    };
     let mut r = StdRng::seed_from_u64(u64::from(selector));
     // Length-prefixed messages: len byte, then up to len bytes.
     let mut step = 0u32;
