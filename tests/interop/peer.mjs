@@ -15,6 +15,7 @@ import { createRequire } from 'node:module';
 const PACKAGES = {
   '0.90.0': 'libsignal-090',
   '0.72.1': 'libsignal-072',
+  '0.92.2': 'libsignal-0922',
   '0.103.0': 'libsignal-0103',
 };
 
@@ -48,8 +49,15 @@ const LOADED_VERSION = JSON.parse(readFileSync(require.resolve(`${PKG}/package.j
 const mod = await import(PKG);
 // 0.72.1 is CommonJS (named exports via module.exports), 0.90+ is ESM.
 const S = mod.PrivateKey ? mod : mod.default;
-// 0.103.0 added a `localAddress` parameter to the session functions.
-const NEEDS_LOCAL_ADDRESS = S.processPreKeyBundle.length >= 6 || LOADED_VERSION === '0.103.0';
+// Which session functions take a `localAddress` parameter (read from each package's index.d.ts):
+// none up to 0.90; 0.92.2 signalEncrypt and signalDecryptPreKey; 0.103.0 all four.
+const LOCAL_ADDRESS = {
+  '0.72.1': { bundle: false, encrypt: false, decrypt: false, decryptPreKey: false },
+  '0.90.0': { bundle: false, encrypt: false, decrypt: false, decryptPreKey: false },
+  '0.92.2': { bundle: false, encrypt: true, decrypt: false, decryptPreKey: true },
+  '0.103.0': { bundle: true, encrypt: true, decrypt: true, decryptPreKey: true },
+}[LOADED_VERSION];
+if (!LOCAL_ADDRESS) throw new Error(`no localAddress table for libsignal ${LOADED_VERSION}`);
 // 0.72.1's markKyberPreKeyUsed gets only the id.
 if (process.env.SOTTO_PEER_LOG) {
   const lvl = { error: 1, warn: 2, info: 3, debug: 4, trace: 5 }[process.env.SOTTO_PEER_LOG] ?? 2;
@@ -402,7 +410,7 @@ const OPS = {
     requireInit();
     const a = address(r.peer);
     const bundle = bundleFromJson(r.bundle);
-    if (NEEDS_LOCAL_ADDRESS) await S.processPreKeyBundle(bundle, a, localAddress(), stores.sessions, stores.identities);
+    if (LOCAL_ADDRESS.bundle) await S.processPreKeyBundle(bundle, a, localAddress(), stores.sessions, stores.identities);
     else await S.processPreKeyBundle(bundle, a, stores.sessions, stores.identities);
     return {};
   },
@@ -411,7 +419,7 @@ const OPS = {
     requireInit();
     const a = address(r.peer);
     const pt = unb64(r.plaintext, 'plaintext');
-    const ct = NEEDS_LOCAL_ADDRESS
+    const ct = LOCAL_ADDRESS.encrypt
       ? await S.signalEncrypt(pt, a, localAddress(), stores.sessions, stores.identities)
       : await S.signalEncrypt(pt, a, stores.sessions, stores.identities);
     return { type: ct.type(), body: b64(ct.serialize()) };
@@ -425,12 +433,12 @@ const OPS = {
     let pt;
     if (type === 3) {
       const m = S.PreKeySignalMessage.deserialize(body);
-      pt = NEEDS_LOCAL_ADDRESS
+      pt = LOCAL_ADDRESS.decryptPreKey
         ? await S.signalDecryptPreKey(m, a, localAddress(), stores.sessions, stores.identities, stores.preKeys, stores.signedPreKeys, stores.kyberPreKeys)
         : await S.signalDecryptPreKey(m, a, stores.sessions, stores.identities, stores.preKeys, stores.signedPreKeys, stores.kyberPreKeys);
     } else if (type === 2) {
       const m = S.SignalMessage.deserialize(body);
-      pt = NEEDS_LOCAL_ADDRESS
+      pt = LOCAL_ADDRESS.decrypt
         ? await S.signalDecrypt(m, a, localAddress(), stores.sessions, stores.identities)
         : await S.signalDecrypt(m, a, stores.sessions, stores.identities);
     } else throw new BadRequest('type must be 2 (SignalMessage) or 3 (PreKeySignalMessage)');

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // Delete the native prebuilds this machine cannot use, after `npm ci`.
 //
-// Layout (checked for 0.72.1, 0.90.0, 0.103.0): each package ships
+// Layout (checked for 0.72.1, 0.90.0, 0.92.2, 0.103.0): each package ships
 //   node_modules/<alias>/prebuilds/<platform>-<arch>/@signalapp+libsignal-client.node
 // for darwin-arm64, darwin-x64, linux-arm64, linux-x64, win32-arm64, win32-x64
 // (~15-31 MB each). node-gyp-build picks prebuilds/<process.platform>-<process.arch>,

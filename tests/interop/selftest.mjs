@@ -211,6 +211,8 @@ const CASES = [
   ['0.103.0 -> 0.103.0 (SPQR)', async () => mustSucceed(await conversation('0.103.0', '0.103.0'))],
   ['0.90.0 -> 0.103.0 (both speak SPQR)', async () => mustSucceed(await conversation('0.90.0', '0.103.0'))],
   ['0.103.0 -> 0.90.0 (both speak SPQR)', async () => mustSucceed(await conversation('0.103.0', '0.90.0'))],
+  ['0.92.2 -> 0.103.0 (SPQR required by both)', async () => mustSucceed(await conversation('0.92.2', '0.103.0'))],
+  ['0.103.0 -> 0.92.2 (SPQR required by both)', async () => mustSucceed(await conversation('0.103.0', '0.92.2'))],
   ['0.72.1 -> 0.103.0 (no SPQR on the initiator: expected failure today)', async () => expectedFailure(await conversation('0.72.1', '0.103.0'))],
   ['0.103.0 -> 0.72.1 (no SPQR on the responder: expected failure today)', async () => expectedFailure(await conversation('0.103.0', '0.72.1'))],
 ];

@@ -55,3 +55,22 @@ pub const STORE_ARGON2_M_COST_KIB: u32 = 19 * 1024;
 pub const STORE_ARGON2_T_COST: u32 = 2;
 /// Argon2id parallelism for the file store's passphrase KDF.
 pub const STORE_ARGON2_P_COST: u32 = 1;
+
+// ---- SPQR v1 (`protocol-spec/ratchet.md` §12) ----
+
+/// Bytes per erasure-code chunk of the SPQR braid (SPQR v1: 32).
+pub const SPQR_CHUNK_SIZE: usize = 32;
+/// Largest message the SPQR erasure code carries: the ML-KEM-768 encapsulation-key vector
+/// (1152 bytes), the biggest of header+MAC (96), ek (1152), ct1 (960), ct2+MAC (160).
+pub const SPQR_MAX_CODED_MESSAGE_SIZE: usize = 1152;
+/// How far ahead of the receiving SPQR chain's counter one message may jump (libsignal passes
+/// its `MAX_FORWARD_JUMPS`).
+pub const SPQR_MAX_JUMP: u32 = MAX_FORWARD_JUMPS as u32;
+/// Skipped SPQR message keys kept per epoch for out-of-order delivery (libsignal passes its
+/// `MAX_MESSAGE_KEYS`); keys older than `counter − SPQR_MAX_OOO_KEYS` are dropped.
+pub const SPQR_MAX_OOO_KEYS: u32 = MAX_MESSAGE_KEYS as u32;
+/// SPQR chain epochs kept before the current sending epoch (SPQR v1: 1).
+pub const SPQR_EPOCHS_KEPT_BEFORE_SEND: usize = 1;
+/// Largest `pq_ratchet` field: version, epoch (u64 varint, ≤ 10 B), index (u32 varint, ≤ 5 B),
+/// type, chunk index (u16 varint, ≤ 3 B), chunk.
+pub const SPQR_MAX_WIRE_SIZE: usize = 1 + 10 + 5 + 1 + 3 + SPQR_CHUNK_SIZE;

@@ -1,7 +1,10 @@
 //! # sotto-ratchet
 //!
 //! The Signal protocol — XEdDSA identity signatures, PQXDH (X25519 + Kyber1024) session setup
-//! and the Double Ratchet — byte-compatible with libsignal 0.90.0 (sessions without SPQR).
+//! and the Double Ratchet with SPQR v1, the sparse post-quantum ratchet (ML-KEM-768 braid,
+//! "triple ratchet", [`spqr`]) — byte-compatible with libsignal 0.92.2 and 0.103.0 (which
+//! require SPQR), 0.90.0, and 0.72.1 (which has no SPQR: sessions under the default
+//! [`SpqrPolicy::Preferred`] downgrade for it; [`SpqrPolicy::Required`] refuses it).
 //!
 //! The protocol core does no network I/O and reads no clock: randomness
 //! (`&mut (impl RngCore + CryptoRng)`) and time (`SystemTime`) are parameters. The only I/O
@@ -29,14 +32,17 @@
 //! let mut alice = InMemoryStore::new(IdentityKeyPair::generate(&mut rng), 1);
 //! let (to_bob, to_alice) = (ProtocolAddress::new("bob", 1), ProtocolAddress::new("alice", 1));
 //! process_prekey_bundle(&to_bob, &mut alice, &bundle, now, &mut rng)?;
-//! let m = encrypt(&to_bob, &mut alice, b"hi", now)?;
+//! let m = encrypt_with_rng(&to_bob, &mut alice, b"hi", now, &mut rng)?;
 //! assert_eq!(m.message_type(), 3); // PreKeySignalMessage until Bob replies
 //! assert_eq!(decrypt(&to_alice, &mut bob, &m, &mut rng)?, b"hi");
-//! let r = encrypt(&to_alice, &mut bob, b"hello", now)?;
+//! let r = encrypt_with_rng(&to_alice, &mut bob, b"hello", now, &mut rng)?;
 //! assert_eq!(decrypt(&to_bob, &mut alice, &r, &mut rng)?, b"hello");
+//! // Both sides run SPQR: the braid starts at epoch 1.
+//! assert_eq!(alice.load_session(&to_bob)?.and_then(|r| r.spqr_epoch()), Some(1));
 //! # Ok::<(), sotto_ratchet::Error>(())
 //! ```
 
+pub mod addresses;
 pub mod consts;
 mod crypto;
 pub mod curve;
@@ -52,6 +58,7 @@ pub mod proto;
 pub mod ratchet;
 mod record;
 mod session;
+pub mod spqr;
 mod store;
 
 pub use curve::{KeyPair, PrivateKey, PublicKey};
@@ -68,8 +75,10 @@ pub use prekeys::{
 };
 pub use record::SessionRecord;
 pub use session::{
-    decrypt, decrypt_prekey_message, decrypt_signal_message, encrypt, process_prekey_bundle,
+    decrypt, decrypt_prekey_message, decrypt_signal_message, decrypt_with, encrypt,
+    encrypt_with_rng, process_prekey_bundle, process_prekey_bundle_with_policy, DecryptOptions,
 };
+pub use spqr::SpqrPolicy;
 pub use store::{
     Direction, IdentityChange, IdentityKeyStore, InMemoryStore, KyberPreKeyStore, PreKeyStore,
     ProtocolAddress, ProtocolStore, SessionStore, SignedPreKeyStore,
@@ -81,6 +90,14 @@ pub mod testing {
     use crate::curve::PublicKey;
     use crate::identity::IdentityKey;
     use crate::ratchet::{derive_initial_keys_with_label, ChainKey};
+
+    /// Drops the SPQR state of the record's current session (as after a downgrade by a peer
+    /// without SPQR), so tests can reach the Double Ratchet's own limits.
+    pub fn strip_spqr(record: &mut crate::SessionRecord) {
+        if let Some(s) = record.current.as_mut() {
+            s.pq = crate::spqr::SpqrState::default();
+        }
+    }
 
     /// `(root_key, chain_key)` from a key-agreement secret and HKDF label.
     pub fn initial_keys(label: &[u8], secret: &[u8]) -> ([u8; 32], [u8; 32]) {
@@ -119,6 +136,7 @@ pub mod testing {
             ciphertext,
             sender,
             receiver,
+            &[],
         )
         .serialized()
         .to_vec()

@@ -46,7 +46,8 @@ pub struct SignalMessage {
     counter: u32,
     previous_counter: u32,
     ciphertext: Vec<u8>,
-    has_pq_ratchet: bool,
+    pq_ratchet: Vec<u8>,
+    addresses: Option<Vec<u8>>,
     serialized: Vec<u8>,
 }
 
@@ -61,13 +62,15 @@ impl SignalMessage {
         ciphertext: Vec<u8>,
         sender_identity: &IdentityKey,
         receiver_identity: &IdentityKey,
+        pq_ratchet: &[u8],
     ) -> Self {
         let body = proto::wire::SignalMessage {
             ratchet_key: Some(ratchet_key.serialize().to_vec()),
             counter: Some(counter),
             previous_counter: Some(previous_counter),
             ciphertext: Some(ciphertext.clone()),
-            pq_ratchet: None,
+            pq_ratchet: (!pq_ratchet.is_empty()).then(|| pq_ratchet.to_vec()),
+            addresses: None,
         };
         let mut serialized = Vec::with_capacity(1 + body.encoded_len() + MAC_LENGTH);
         serialized.push(version_byte(version));
@@ -80,7 +83,8 @@ impl SignalMessage {
             counter,
             previous_counter,
             ciphertext,
-            has_pq_ratchet: false,
+            pq_ratchet: pq_ratchet.to_vec(),
+            addresses: None,
             serialized,
         }
     }
@@ -118,7 +122,8 @@ impl SignalMessage {
             counter,
             previous_counter: pb.previous_counter.unwrap_or(0),
             ciphertext,
-            has_pq_ratchet: pb.pq_ratchet.is_some_and(|p| !p.is_empty()),
+            pq_ratchet: pb.pq_ratchet.unwrap_or_default(),
+            addresses: pb.addresses,
             serialized: bytes.to_vec(),
         })
     }
@@ -143,9 +148,17 @@ impl SignalMessage {
     pub fn ciphertext(&self) -> &[u8] {
         &self.ciphertext
     }
-    /// Whether the sender attached SPQR (field 5) data, which this crate ignores.
+    /// Whether the sender attached SPQR (field 5) data.
     pub fn has_pq_ratchet(&self) -> bool {
-        self.has_pq_ratchet
+        !self.pq_ratchet.is_empty()
+    }
+    /// The SPQR (field 5) bytes; empty when the sender runs no SPQR.
+    pub fn pq_ratchet(&self) -> &[u8] {
+        &self.pq_ratchet
+    }
+    /// The sender/recipient addresses (field 6) if the sender bound them.
+    pub fn addresses(&self) -> Option<&[u8]> {
+        self.addresses.as_deref()
     }
     /// Wire bytes.
     pub fn serialized(&self) -> &[u8] {

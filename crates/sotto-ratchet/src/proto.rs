@@ -3,8 +3,8 @@
 
 /// Messages on the wire.
 pub mod wire {
-    /// `signal.proto.wire.SignalMessage` (proto2). Field 5 (`pq_ratchet`, SPQR) is decoded so
-    /// we can tell a peer that needs it; field 6 and any unknown fields are skipped by prost.
+    /// `signal.proto.wire.SignalMessage` (proto2): field 5 `pq_ratchet` (SPQR), field 6
+    /// `addresses` (libsignal ≥ 0.91); unknown fields are skipped by prost.
     #[derive(Clone, PartialEq, prost::Message)]
     pub struct SignalMessage {
         #[prost(bytes = "vec", optional, tag = "1")]
@@ -17,6 +17,8 @@ pub mod wire {
         pub ciphertext: Option<Vec<u8>>,
         #[prost(bytes = "vec", optional, tag = "5")]
         pub pq_ratchet: Option<Vec<u8>>,
+        #[prost(bytes = "vec", optional, tag = "6")]
+        pub addresses: Option<Vec<u8>>,
     }
 
     /// `signal.proto.wire.PreKeySignalMessage` (proto2).
@@ -134,6 +136,9 @@ pub mod storage {
         pub local_registration_id: u32,
         #[prost(bytes = "vec", tag = "13")]
         pub alice_base_key: Vec<u8>,
+        /// sotto's own SPQR state encoding (`spqr::storage`); empty = no SPQR.
+        #[prost(bytes = "vec", tag = "15")]
+        pub pq_ratchet_state: Vec<u8>,
     }
 
     /// `signal.proto.storage.RecordStructure`.

@@ -18,6 +18,7 @@ use crate::error::{Error, Result};
 use crate::identity::{IdentityKey, IdentityKeyPair};
 use crate::kem::{KyberPublicKey, KyberSecretKey};
 use crate::message::SignalMessage;
+use crate::spqr::{Direction as SpqrDirection, SpqrPolicy, SpqrState};
 
 /// HKDF info for the PQXDH master secret.
 pub const PQXDH_INFO: &[u8] = b"WhisperText_X25519_SHA-256_CRYSTALS-KYBER-1024";
@@ -131,7 +132,13 @@ impl MessageKeySeed {
     }
     /// `HKDF(salt = none, ikm = seed, "WhisperMessageKeys")` → 80 bytes = AES key ‖ HMAC key ‖ IV.
     pub(crate) fn keys(&self) -> MessageKeys {
-        let okm = hkdf::<80>(None, &self.seed, MESSAGE_KEYS_INFO);
+        self.keys_with_salt(None)
+    }
+
+    /// As [`Self::keys`], with the SPQR message key as HKDF salt when there is one
+    /// (`protocol-spec/ratchet.md` SPQR-6).
+    pub(crate) fn keys_with_salt(&self, salt: Option<&[u8; 32]>) -> MessageKeys {
+        let okm = hkdf::<80>(salt.map(|s| s.as_slice()), &self.seed, MESSAGE_KEYS_INFO);
         let mut k = MessageKeys {
             cipher_key: [0; 32],
             mac_key: [0; 32],
@@ -195,11 +202,17 @@ pub(crate) struct SessionState {
     pub(crate) local_registration_id: u32,
     pub(crate) remote_registration_id: u32,
     pub(crate) alice_base_key: PublicKey,
+    /// The SPQR state (version 0 = none).
+    pub(crate) pq: SpqrState,
 }
 
-/// `HKDF(salt = none, ikm = secrets, PQXDH_INFO)` → root key ‖ chain key ‖ (unused SPQR key).
-fn derive_initial_keys(secrets: &[u8]) -> (RootKey, ChainKey) {
-    derive_initial_keys_with_label(PQXDH_INFO, secrets)
+/// `HKDF(salt = none, ikm = secrets, PQXDH_INFO)` → root key ‖ chain key ‖ SPQR auth key.
+fn derive_initial_keys(secrets: &[u8]) -> (RootKey, ChainKey, Zeroizing<[u8; 32]>) {
+    let okm = hkdf::<96>(None, secrets, PQXDH_INFO);
+    let mut ak = Zeroizing::new([0u8; 32]);
+    ak.copy_from_slice(&okm[64..96]);
+    let (rk, ck) = derive_initial_keys_with_label(PQXDH_INFO, secrets);
+    (rk, ck, ak)
 }
 
 pub(crate) fn derive_initial_keys_with_label(label: &[u8], secrets: &[u8]) -> (RootKey, ChainKey) {
@@ -208,7 +221,6 @@ pub(crate) fn derive_initial_keys_with_label(label: &[u8], secrets: &[u8]) -> (R
     let mut ck = [0u8; 32];
     rk.copy_from_slice(&okm[..32]);
     ck.copy_from_slice(&okm[32..64]);
-    // okm[64..96] is the initial SPQR authentication key; unused without SPQR.
     (RootKey(rk), ChainKey::new(ck, 0))
 }
 
@@ -220,13 +232,14 @@ pub(crate) struct AliceParams<'a> {
     pub(crate) their_signed_pre_key: &'a PublicKey,
     pub(crate) their_one_time_pre_key: Option<&'a PublicKey>,
     pub(crate) their_kyber_pre_key: &'a KyberPublicKey,
+    pub(crate) spqr: SpqrPolicy,
 }
 
 /// PQXDH as initiator. Returns the state and the serialized Kyber ciphertext.
 pub(crate) fn initialize_alice(
     p: &AliceParams<'_>,
     rng: &mut (impl RngCore + CryptoRng),
-) -> (SessionState, Vec<u8>) {
+) -> Result<(SessionState, Vec<u8>)> {
     let mut secrets = Zeroizing::new(Vec::with_capacity(32 * 6));
     secrets.extend_from_slice(&DISCONTINUITY_BYTES);
     let base = &p.our_base_key.private_key;
@@ -243,7 +256,8 @@ pub(crate) fn initialize_alice(
     }
     let (kem_ss, kyber_ciphertext) = p.their_kyber_pre_key.encapsulate(rng);
     secrets.extend_from_slice(kem_ss.as_ref());
-    let (root_key, chain_key) = derive_initial_keys(&secrets);
+    let (root_key, chain_key, auth_key) = derive_initial_keys(&secrets);
+    let pq = SpqrState::new(&auth_key, SpqrDirection::A2B, p.spqr)?;
 
     let sending = KeyPair::generate(rng);
     let (root_key, sending_chain) =
@@ -267,8 +281,9 @@ pub(crate) fn initialize_alice(
         local_registration_id: 0,
         remote_registration_id: 0,
         alice_base_key: p.our_base_key.public_key,
+        pq,
     };
-    (state, kyber_ciphertext)
+    Ok((state, kyber_ciphertext))
 }
 
 /// Responder ("Bob") parameters.
@@ -280,6 +295,7 @@ pub(crate) struct BobParams<'a> {
     pub(crate) their_identity: &'a IdentityKey,
     pub(crate) their_base_key: &'a PublicKey,
     pub(crate) kyber_ciphertext: &'a [u8],
+    pub(crate) spqr: SpqrPolicy,
 }
 
 /// PQXDH as responder.
@@ -302,7 +318,8 @@ pub(crate) fn initialize_bob(p: &BobParams<'_>) -> Result<SessionState> {
         secrets.extend_from_slice(otpk.private_key.agree(p.their_base_key).as_ref());
     }
     secrets.extend_from_slice(p.our_kyber_secret.decapsulate(p.kyber_ciphertext)?.as_ref());
-    let (root_key, chain_key) = derive_initial_keys(&secrets);
+    let (root_key, chain_key, auth_key) = derive_initial_keys(&secrets);
+    let pq = SpqrState::new(&auth_key, SpqrDirection::B2A, p.spqr)?;
     Ok(SessionState {
         version: CIPHERTEXT_MESSAGE_CURRENT_VERSION,
         local_identity: p.our_identity.public(),
@@ -318,18 +335,26 @@ pub(crate) fn initialize_bob(p: &BobParams<'_>) -> Result<SessionState> {
         local_registration_id: 0,
         remote_registration_id: 0,
         alice_base_key: *p.their_base_key,
+        pq,
     })
 }
 
 impl SessionState {
-    /// Encrypts with the current sending chain and advances it.
-    pub(crate) fn encrypt(&mut self, plaintext: &[u8]) -> Result<SignalMessage> {
+    /// Encrypts with the current sending chain and advances it (and the SPQR state).
+    pub(crate) fn encrypt(
+        &mut self,
+        plaintext: &[u8],
+        rng: &mut (impl RngCore + CryptoRng),
+    ) -> Result<SignalMessage> {
         if plaintext.len() > MAX_PLAINTEXT_SIZE {
             return Err(Error::TooLarge(plaintext.len()));
         }
         let chain_key = self.sender_chain.chain_key.clone();
         let next = chain_key.next()?;
-        let keys = chain_key.message_key_seed().keys();
+        let pq = self.pq.send(rng)?;
+        let keys = chain_key
+            .message_key_seed()
+            .keys_with_salt(pq.key.as_deref());
         let ciphertext = aes256_cbc_encrypt(&keys.cipher_key, &keys.iv, plaintext);
         let message = SignalMessage::new(
             self.version,
@@ -340,8 +365,10 @@ impl SessionState {
             ciphertext,
             &self.local_identity,
             &self.remote_identity,
+            &pq.wire,
         );
         self.sender_chain.chain_key = next;
+        self.pq = pq.state;
         Ok(message)
     }
 
@@ -359,12 +386,15 @@ impl SessionState {
         let their = *message.ratchet_key();
         let chain_index = self.receiver_chain_or_ratchet(&their, rng)?;
         let seed = self.message_key_seed(chain_index, message.counter())?;
-        let keys = seed.keys();
+        // SPQR runs on a copy too; `self` is itself a copy committed only on success.
+        let pq = self.pq.recv(message.pq_ratchet())?;
+        let keys = seed.keys_with_salt(pq.key.as_deref());
         if !message.verify_mac(&self.remote_identity, &self.local_identity, &keys.mac_key) {
             return Err(Error::DecryptionFailed);
         }
         let plaintext = aes256_cbc_decrypt(&keys.cipher_key, &keys.iv, message.ciphertext())?;
         self.pending_pre_key = None;
+        self.pq = pq.state;
         Ok(plaintext)
     }
 

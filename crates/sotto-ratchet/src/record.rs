@@ -41,6 +41,11 @@ impl SessionRecord {
         self.current.as_ref().map(|s| s.remote_identity)
     }
 
+    /// SPQR braid epoch of the current state (`None` when it runs without SPQR).
+    pub fn spqr_epoch(&self) -> Option<u64> {
+        self.current.as_ref().and_then(|s| s.pq.epoch())
+    }
+
     /// Remote registration id of the current state.
     pub fn remote_registration_id(&self) -> Option<u32> {
         self.current.as_ref().map(|s| s.remote_registration_id)
@@ -226,6 +231,7 @@ fn state_to_pb(s: &SessionState) -> pb::SessionStructure {
         remote_registration_id: s.remote_registration_id,
         local_registration_id: s.local_registration_id,
         alice_base_key: s.alice_base_key.serialize().to_vec(),
+        pq_ratchet_state: s.pq.to_storage().to_vec(),
     }
 }
 
@@ -288,5 +294,6 @@ fn state_from_pb(s: &pb::SessionStructure) -> Result<SessionState> {
         local_registration_id: s.local_registration_id,
         remote_registration_id: s.remote_registration_id,
         alice_base_key: PublicKey::deserialize(&s.alice_base_key)?,
+        pq: crate::spqr::SpqrState::from_storage(&s.pq_ratchet_state)?,
     })
 }

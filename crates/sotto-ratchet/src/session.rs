@@ -2,8 +2,9 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use rand_core::{CryptoRng, RngCore};
+use rand_core::{CryptoRng, OsRng, RngCore};
 
+use crate::addresses;
 use crate::consts::{CIPHERTEXT_MESSAGE_PRE_KYBER_VERSION, MAX_UNACKNOWLEDGED_SESSION_AGE_SECS};
 use crate::curve::KeyPair;
 use crate::error::{Error, Result};
@@ -11,6 +12,7 @@ use crate::message::{CiphertextMessage, PreKeySignalMessage, SignalMessage};
 use crate::prekeys::PreKeyBundle;
 use crate::ratchet::{initialize_alice, initialize_bob, AliceParams, BobParams, PendingPreKey};
 use crate::record::SessionRecord;
+use crate::spqr::SpqrPolicy;
 use crate::store::{Direction, ProtocolAddress, ProtocolStore};
 
 fn unix_secs(t: SystemTime) -> u64 {
@@ -21,12 +23,25 @@ fn unix_secs(t: SystemTime) -> u64 {
 
 /// Initiator: verifies the bundle's signatures and identity, runs PQXDH and stores a new
 /// session whose messages go out as PreKeySignalMessages until the responder replies.
+/// The session runs SPQR v1 under [`SpqrPolicy::default`].
 pub fn process_prekey_bundle<S: ProtocolStore>(
     address: &ProtocolAddress,
     store: &mut S,
     bundle: &PreKeyBundle,
     now: SystemTime,
     rng: &mut (impl RngCore + CryptoRng),
+) -> Result<()> {
+    process_prekey_bundle_with_policy(address, store, bundle, now, rng, SpqrPolicy::default())
+}
+
+/// As [`process_prekey_bundle`], choosing whether the session may fall back to no SPQR.
+pub fn process_prekey_bundle_with_policy<S: ProtocolStore>(
+    address: &ProtocolAddress,
+    store: &mut S,
+    bundle: &PreKeyBundle,
+    now: SystemTime,
+    rng: &mut (impl RngCore + CryptoRng),
+    spqr: SpqrPolicy,
 ) -> Result<()> {
     if !store.is_trusted_identity(address, &bundle.identity_key, Direction::Sending)? {
         return Err(Error::UntrustedIdentity(address.to_string()));
@@ -44,9 +59,10 @@ pub fn process_prekey_bundle<S: ProtocolStore>(
             their_signed_pre_key: &bundle.signed_pre_key_public,
             their_one_time_pre_key: their_otpk.as_ref(),
             their_kyber_pre_key: &bundle.kyber_pre_key_public,
+            spqr,
         },
         rng,
-    );
+    )?;
     state.pending_pre_key = Some(PendingPreKey {
         pre_key_id: bundle.pre_key.map(|(id, _)| id),
         signed_pre_key_id: bundle.signed_pre_key_id,
@@ -64,11 +80,25 @@ pub fn process_prekey_bundle<S: ProtocolStore>(
 
 /// Encrypts `plaintext` for `address`. While the responder has not replied the result is a
 /// [`CiphertextMessage::PreKey`], afterwards a [`CiphertextMessage::Signal`].
+///
+/// SPQR needs randomness to send (new ML-KEM keys and encapsulations); this takes it from the
+/// operating system. [`encrypt_with_rng`] takes it as a parameter.
 pub fn encrypt<S: ProtocolStore>(
     address: &ProtocolAddress,
     store: &mut S,
     plaintext: &[u8],
     now: SystemTime,
+) -> Result<CiphertextMessage> {
+    encrypt_with_rng(address, store, plaintext, now, &mut OsRng)
+}
+
+/// [`encrypt`] with the caller's randomness.
+pub fn encrypt_with_rng<S: ProtocolStore>(
+    address: &ProtocolAddress,
+    store: &mut S,
+    plaintext: &[u8],
+    now: SystemTime,
+    rng: &mut (impl RngCore + CryptoRng),
 ) -> Result<CiphertextMessage> {
     let mut record = store
         .load_session(address)?
@@ -89,7 +119,7 @@ pub fn encrypt<S: ProtocolStore>(
     if !store.is_trusted_identity(address, &remote_identity, Direction::Sending)? {
         return Err(Error::UntrustedIdentity(address.to_string()));
     }
-    let inner = state.encrypt(plaintext)?;
+    let inner = state.encrypt(plaintext, rng)?;
     let message = match &state.pending_pre_key {
         Some(p) => CiphertextMessage::PreKey(PreKeySignalMessage::new(
             state.version,
@@ -108,6 +138,16 @@ pub fn encrypt<S: ProtocolStore>(
     Ok(message)
 }
 
+/// Options of [`decrypt_with`].
+#[derive(Clone, Debug, Default)]
+pub struct DecryptOptions {
+    /// SPQR policy of a session a PreKeySignalMessage creates.
+    pub spqr: SpqrPolicy,
+    /// Our own address, to check a message's field 6 (`addresses`) against. A message that
+    /// carries field 6 is refused when this is `None` (it cannot be checked).
+    pub local_address: Option<ProtocolAddress>,
+}
+
 /// Decrypts either message type. State (session, prekeys, identity) changes only if the
 /// message authenticates; a failed message leaves the store untouched.
 pub fn decrypt<S: ProtocolStore>(
@@ -116,9 +156,20 @@ pub fn decrypt<S: ProtocolStore>(
     message: &CiphertextMessage,
     rng: &mut (impl RngCore + CryptoRng),
 ) -> Result<Vec<u8>> {
+    decrypt_with(address, store, message, rng, &DecryptOptions::default())
+}
+
+/// [`decrypt`] with [`DecryptOptions`].
+pub fn decrypt_with<S: ProtocolStore>(
+    address: &ProtocolAddress,
+    store: &mut S,
+    message: &CiphertextMessage,
+    rng: &mut (impl RngCore + CryptoRng),
+    options: &DecryptOptions,
+) -> Result<Vec<u8>> {
     match message {
-        CiphertextMessage::Signal(m) => decrypt_signal_message(address, store, m, rng),
-        CiphertextMessage::PreKey(m) => decrypt_prekey_message(address, store, m, rng),
+        CiphertextMessage::Signal(m) => decrypt_signal(address, store, m, rng, options),
+        CiphertextMessage::PreKey(m) => decrypt_prekey(address, store, m, rng, options),
     }
 }
 
@@ -129,10 +180,22 @@ pub fn decrypt_signal_message<S: ProtocolStore>(
     message: &SignalMessage,
     rng: &mut (impl RngCore + CryptoRng),
 ) -> Result<Vec<u8>> {
+    decrypt_signal(address, store, message, rng, &DecryptOptions::default())
+}
+
+fn decrypt_signal<S: ProtocolStore>(
+    address: &ProtocolAddress,
+    store: &mut S,
+    message: &SignalMessage,
+    rng: &mut (impl RngCore + CryptoRng),
+    options: &DecryptOptions,
+) -> Result<Vec<u8>> {
     let mut record = store
         .load_session(address)?
         .ok_or_else(|| Error::NoSession(address.to_string()))?;
     let plaintext = record.decrypt(message, false, rng)?;
+    // Checked after the MAC (which covers field 6) and before anything is stored.
+    addresses::check(message.addresses(), address, options.local_address.as_ref())?;
     let remote = record
         .remote_identity()
         .ok_or_else(|| Error::NoSession(address.to_string()))?;
@@ -152,12 +215,27 @@ pub fn decrypt_prekey_message<S: ProtocolStore>(
     message: &PreKeySignalMessage,
     rng: &mut (impl RngCore + CryptoRng),
 ) -> Result<Vec<u8>> {
+    decrypt_prekey(address, store, message, rng, &DecryptOptions::default())
+}
+
+fn decrypt_prekey<S: ProtocolStore>(
+    address: &ProtocolAddress,
+    store: &mut S,
+    message: &PreKeySignalMessage,
+    rng: &mut (impl RngCore + CryptoRng),
+    options: &DecryptOptions,
+) -> Result<Vec<u8>> {
     if !store.is_trusted_identity(address, message.identity_key(), Direction::Receiving)? {
         return Err(Error::UntrustedIdentity(address.to_string()));
     }
     let mut record = store.load_session(address)?.unwrap_or_default();
-    let used = process_prekey(message, &mut record, store)?;
+    let used = process_prekey(message, &mut record, store, options.spqr)?;
     let plaintext = record.decrypt(message.message(), true, rng)?;
+    addresses::check(
+        message.message().addresses(),
+        address,
+        options.local_address.as_ref(),
+    )?;
     // The MAC authenticates the identity bound into the session state, not the message's outer
     // identity_key field: when an existing session was reused, the two must agree, and only the
     // session's identity is ever saved.
@@ -193,6 +271,7 @@ fn process_prekey<S: ProtocolStore>(
     message: &PreKeySignalMessage,
     record: &mut SessionRecord,
     store: &S,
+    spqr: SpqrPolicy,
 ) -> Result<Option<PreKeysUsed>> {
     // A repeated PreKeySignalMessage from the same initiator session (it keeps sending them
     // until we reply) reuses the session it created.
@@ -227,6 +306,7 @@ fn process_prekey<S: ProtocolStore>(
         their_identity: message.identity_key(),
         their_base_key: message.base_key(),
         kyber_ciphertext,
+        spqr,
     })?;
     state.local_registration_id = store.local_registration_id()?;
     state.remote_registration_id = message.registration_id();

@@ -43,6 +43,7 @@ impl Peer {
         let alias = match lib {
             "0.90.0" => "libsignal-090",
             "0.72.1" => "libsignal-072",
+            "0.92.2" => "libsignal-0922",
             "0.103.0" => "libsignal-0103",
             other => panic!("unknown libsignal version {other}"),
         };
@@ -117,6 +118,7 @@ struct Sotto {
     identity: IdentityKeyPair,
     peer: ProtocolAddress,
     rng: rand::rngs::StdRng,
+    policy: SpqrPolicy,
 }
 
 impl Sotto {
@@ -128,7 +130,23 @@ impl Sotto {
             identity,
             peer: ProtocolAddress::new(PEER_NAME, 1),
             rng,
+            policy: SpqrPolicy::default(),
         }
+    }
+
+    fn with_policy(seed: u64, policy: SpqrPolicy) -> Sotto {
+        Sotto {
+            policy,
+            ..Sotto::new(seed)
+        }
+    }
+
+    /// Braid epoch of the current session's SPQR state (None: no SPQR).
+    fn spqr_epoch(&self) -> Option<u64> {
+        self.store
+            .load_session(&self.peer)
+            .unwrap()
+            .and_then(|r| r.spqr_epoch())
     }
 
     fn bundle_json(&mut self) -> Value {
@@ -178,23 +196,40 @@ impl Sotto {
             kyber_pre_key_public: KyberPublicKey::deserialize(&unb64(&b["kyber_pre_key_public"]))?,
             kyber_pre_key_signature: unb64(&b["kyber_pre_key_signature"]),
         };
-        process_prekey_bundle(
+        process_prekey_bundle_with_policy(
             &self.peer,
             &mut self.store,
             &bundle,
             common::now(),
             &mut self.rng,
+            self.policy,
         )
     }
 
     fn encrypt(&mut self, pt: &[u8]) -> (u8, Vec<u8>) {
-        let m = encrypt(&self.peer, &mut self.store, pt, common::now()).unwrap();
+        let m = encrypt_with_rng(
+            &self.peer,
+            &mut self.store,
+            pt,
+            common::now(),
+            &mut self.rng,
+        )
+        .unwrap();
         (m.message_type(), m.serialized().to_vec())
     }
 
     fn decrypt(&mut self, ty: u8, body: &[u8]) -> Result<Vec<u8>> {
         let m = CiphertextMessage::deserialize(ty, body)?;
-        decrypt(&self.peer, &mut self.store, &m, &mut self.rng)
+        decrypt_with(
+            &self.peer,
+            &mut self.store,
+            &m,
+            &mut self.rng,
+            &DecryptOptions {
+                spqr: self.policy,
+                local_address: None,
+            },
+        )
     }
 }
 
@@ -223,12 +258,15 @@ fn init_peer(p: &mut Peer) {
 
 /// libsignal publishes, sotto initiates; first exchange. Returns the connected pair.
 fn sotto_initiates(lib: &'static str, seed: u64) -> (Peer, Sotto) {
+    sotto_initiates_with(lib, Sotto::new(seed))
+}
+
+fn sotto_initiates_with(lib: &'static str, mut s: Sotto) -> (Peer, Sotto) {
     let mut p = Peer::spawn(lib);
     init_peer(&mut p);
     let bundle = p.call(
         json!({"op": "bundle", "pre_key_id": 11, "signed_pre_key_id": 22, "kyber_pre_key_id": 33}),
     );
-    let mut s = Sotto::new(seed);
     s.process_bundle_json(&bundle["bundle"]).unwrap();
     // The initiator keeps sending PreKeySignalMessages until it hears back.
     let (t1, m1) = s.encrypt(b"hello libsignal");
@@ -253,9 +291,12 @@ fn sotto_initiates(lib: &'static str, seed: u64) -> (Peer, Sotto) {
 
 /// sotto publishes, libsignal initiates; first exchange.
 fn libsignal_initiates(lib: &'static str, seed: u64) -> (Peer, Sotto) {
+    libsignal_initiates_with(lib, Sotto::new(seed))
+}
+
+fn libsignal_initiates_with(lib: &'static str, mut s: Sotto) -> (Peer, Sotto) {
     let mut p = Peer::spawn(lib);
     init_peer(&mut p);
-    let mut s = Sotto::new(seed);
     let bundle = s.bundle_json();
     p.call(json!({"op": "process_bundle", "peer": peer_addr(), "bundle": bundle}));
     let (t1, m1) = peer_encrypt(&mut p, b"hello sotto");
@@ -421,6 +462,8 @@ fn signatures_verify_both_ways(p: &mut Peer, s: &mut Sotto) {
 fn libsignal_0_90_publishes_bundle_and_sotto_initiates() {
     let (mut p, mut s) = sotto_initiates("0.90.0", 1);
     converse(&mut p, &mut s);
+    // 0.90 speaks SPQR v1 (falling back only for peers without it): the session keeps it.
+    assert!(s.spqr_epoch().is_some());
     safety_numbers_match(&mut p, &s);
 }
 
@@ -428,6 +471,7 @@ fn libsignal_0_90_publishes_bundle_and_sotto_initiates() {
 fn sotto_publishes_bundle_and_libsignal_0_90_initiates() {
     let (mut p, mut s) = libsignal_initiates("0.90.0", 2);
     converse(&mut p, &mut s);
+    assert!(s.spqr_epoch().is_some());
     safety_numbers_match(&mut p, &s);
 }
 
@@ -443,6 +487,8 @@ fn xeddsa_signatures_verify_both_ways_with_libsignal_0_90() {
 fn libsignal_0_72_publishes_bundle_and_sotto_initiates() {
     let (mut p, mut s) = sotto_initiates("0.72.1", 4);
     converse(&mut p, &mut s);
+    // 0.72.1 has no SPQR: its first reply downgraded the (SpqrPolicy::Preferred) session.
+    assert_eq!(s.spqr_epoch(), None);
     safety_numbers_match(&mut p, &s);
 }
 
@@ -450,44 +496,202 @@ fn libsignal_0_72_publishes_bundle_and_sotto_initiates() {
 fn sotto_publishes_bundle_and_libsignal_0_72_initiates() {
     let (mut p, mut s) = libsignal_initiates("0.72.1", 5);
     converse(&mut p, &mut s);
+    assert_eq!(s.spqr_epoch(), None);
     safety_numbers_match(&mut p, &s);
     signatures_verify_both_ways(&mut p, &mut s);
 }
 
-/// libsignal ≥ 0.92 requires the SPQR post-quantum ratchet, which sotto does not speak yet.
-/// This pins today's failure in both directions; when it starts passing, SPQR support (or a
-/// libsignal change) has landed and this test should become a success test.
-#[test]
-fn libsignal_0_103_requires_spqr_and_fails_today_in_both_directions() {
-    // sotto initiates: 0.103.0 cannot decrypt our first message.
-    let mut p = Peer::spawn("0.103.0");
-    init_peer(&mut p);
-    let bundle = p.call(
-        json!({"op": "bundle", "pre_key_id": 11, "signed_pre_key_id": 22, "kyber_pre_key_id": 33}),
+/// Long one-sided runs in both directions, with messages lost for good and late deliveries:
+/// the SPQR braid must keep advancing through several epochs and both sides keep agreeing.
+fn spqr_epochs_advance_through_runs_and_loss(p: &mut Peer, s: &mut Sotto) {
+    let start = s.spqr_epoch().expect("session runs SPQR");
+    let mut lost = 0;
+    for round in 0..12 {
+        // libsignal → sotto: 40 messages, every 7th lost for good, two delivered late.
+        let msgs: Vec<_> = (0..40)
+            .map(|i| peer_encrypt(p, format!("run {round}.{i}").as_bytes()))
+            .collect();
+        for (i, (t, m)) in msgs.iter().enumerate() {
+            if i % 7 == 6 {
+                lost += 1;
+                continue;
+            }
+            if i == 3 || i == 4 {
+                continue; // delivered after the run
+            }
+            assert_eq!(
+                s.decrypt(*t, m).unwrap(),
+                format!("run {round}.{i}").as_bytes()
+            );
+        }
+        for i in [4usize, 3] {
+            let (t, m) = &msgs[i];
+            assert_eq!(
+                s.decrypt(*t, m).unwrap(),
+                format!("run {round}.{i}").as_bytes()
+            );
+        }
+        // sotto → libsignal: 40 messages, every 9th lost for good.
+        for i in 0..40 {
+            let pt = format!("back {round}.{i}");
+            let (t, m) = s.encrypt(pt.as_bytes());
+            if i % 9 == 8 {
+                lost += 1;
+                continue;
+            }
+            assert_eq!(peer_decrypt(p, t, &m), pt.as_bytes());
+        }
+    }
+    let end = s.spqr_epoch().expect("session runs SPQR");
+    assert!(
+        end >= start + 3,
+        "SPQR epoch went only from {start} to {end} over 960 messages ({lost} lost)"
     );
-    let mut s = Sotto::new(6);
-    s.process_bundle_json(&bundle["bundle"]).unwrap();
-    let (t, m) = s.encrypt(b"hello 0.103");
-    let r = peer_try_decrypt(&mut p, t, &m);
-    assert_eq!(
-        r["ok"], false,
-        "0.103.0 accepted a session without SPQR: update this test! {r}"
-    );
+}
 
-    // 0.103.0 initiates: we cannot decrypt its first message (its keys depend on SPQR).
-    let mut p = Peer::spawn("0.103.0");
+/// A SignalMessage whose SPQR field was changed (MAC left as it was) is refused by both sides
+/// and does not disturb the session.
+fn tampered_spqr_field_is_refused(p: &mut Peer, s: &mut Sotto) {
+    use prost::Message as _;
+    fn tamper(body: &[u8]) -> Vec<u8> {
+        let (content, mac) = body.split_at(body.len() - 8);
+        let mut pb = proto::wire::SignalMessage::decode(&content[1..]).unwrap();
+        let pq = pb.pq_ratchet.as_mut().expect("message carries SPQR");
+        let last = pq.len() - 1;
+        pq[last] ^= 0x40;
+        let mut out = vec![content[0]];
+        out.extend_from_slice(&pb.encode_to_vec());
+        out.extend_from_slice(mac);
+        out
+    }
+    let (t, m) = peer_encrypt(p, b"pq tamper");
+    assert_eq!(t, 2);
+    assert!(s.decrypt(t, &tamper(&m)).is_err());
+    assert_eq!(s.decrypt(t, &m).unwrap(), b"pq tamper");
+    let (t, m) = s.encrypt(b"pq tamper back");
+    assert_eq!(peer_try_decrypt(p, t, &tamper(&m))["ok"], false);
+    assert_eq!(peer_decrypt(p, t, &m), b"pq tamper back");
+}
+
+fn full_spqr_interop(p: &mut Peer, s: &mut Sotto) {
+    converse(p, s);
+    tampered_spqr_field_is_refused(p, s);
+    spqr_epochs_advance_through_runs_and_loss(p, s);
+    safety_numbers_match(p, s);
+}
+
+#[test]
+fn libsignal_0_103_publishes_bundle_and_sotto_initiates() {
+    let (mut p, mut s) = sotto_initiates("0.103.0", 6);
+    full_spqr_interop(&mut p, &mut s);
+}
+
+#[test]
+fn sotto_publishes_bundle_and_libsignal_0_103_initiates() {
+    let (mut p, mut s) = libsignal_initiates("0.103.0", 7);
+    full_spqr_interop(&mut p, &mut s);
+}
+
+#[test]
+fn libsignal_0_92_publishes_bundle_and_sotto_initiates() {
+    let (mut p, mut s) = sotto_initiates("0.92.2", 8);
+    full_spqr_interop(&mut p, &mut s);
+}
+
+#[test]
+fn sotto_publishes_bundle_and_libsignal_0_92_initiates() {
+    let (mut p, mut s) = libsignal_initiates("0.92.2", 9);
+    full_spqr_interop(&mut p, &mut s);
+}
+
+#[test]
+fn spqr_required_sessions_interoperate_with_libsignal_0_103_both_ways() {
+    let (mut p, mut s) =
+        sotto_initiates_with("0.103.0", Sotto::with_policy(10, SpqrPolicy::Required));
+    converse(&mut p, &mut s);
+    spqr_epochs_advance_through_runs_and_loss(&mut p, &mut s);
+    let (mut p, mut s) =
+        libsignal_initiates_with("0.103.0", Sotto::with_policy(11, SpqrPolicy::Required));
+    converse(&mut p, &mut s);
+}
+
+#[test]
+fn spqr_required_refuses_libsignal_0_72_which_has_no_spqr() {
+    let mut p = Peer::spawn("0.72.1");
     init_peer(&mut p);
-    let mut s = Sotto::new(7);
+    let mut s = Sotto::with_policy(12, SpqrPolicy::Required);
     let bundle = s.bundle_json();
     p.call(json!({"op": "process_bundle", "peer": peer_addr(), "bundle": bundle}));
-    let (t, m) = peer_encrypt(&mut p, b"hello sotto");
-    assert_eq!(t, 3);
-    let got = s.decrypt(t, &m);
-    assert!(
-        got.is_err(),
-        "sotto decrypted a 0.103.0 first message without SPQR: update this test!"
-    );
-    // Nothing was consumed or stored by the failed attempt.
+    let (t, m) = peer_encrypt(&mut p, b"no spqr here");
+    assert!(s.decrypt(t, &m).is_err());
+    // Nothing was consumed or stored by the refused message.
     assert!(s.store.get_pre_key(11).unwrap().is_some());
     assert!(s.store.load_session(&s.peer).unwrap().is_none());
+}
+
+/// libsignal ≥ 0.91 binds sender and recipient (field 6) when both names are service ids:
+/// sotto accepts such messages only when its own address matches.
+#[test]
+fn addresses_bound_by_libsignal_0_103_are_checked() {
+    const PEER_ACI: &str = "9d0652a3-dcc3-4d11-975f-74d61598733f";
+    const SOTTO_ACI: &str = "0b7e1e4a-1c6f-4f8e-9d2a-3c5b7a9e1f20";
+    const OTHER_ACI: &str = "5a1c3e2b-8f7d-4c6a-b9e0-1d2f3a4b5c6d";
+    let mut p = Peer::spawn("0.103.0");
+    p.call(json!({"op": "init", "name": PEER_ACI, "registration_id": 1111, "device_id": 1}));
+    let mut s = Sotto::new(14);
+    s.peer = ProtocolAddress::new(PEER_ACI, 1);
+    let me = json!({"name": SOTTO_ACI, "device_id": 1});
+    let bundle = s.bundle_json();
+    p.call(json!({"op": "process_bundle", "peer": me, "bundle": bundle}));
+    let r = p.call(json!({"op": "encrypt", "peer": me, "plaintext": b64(b"addressed")}));
+    let (t, m) = (r["type"].as_u64().unwrap() as u8, unb64(&r["body"]));
+    let parsed = CiphertextMessage::deserialize(t, &m).unwrap();
+    let CiphertextMessage::PreKey(pk) = &parsed else {
+        panic!("expected a PreKeySignalMessage")
+    };
+    let ours = ProtocolAddress::new(SOTTO_ACI, 1);
+    assert_eq!(
+        pk.message().addresses(),
+        addresses::encode(&s.peer, &ours).as_deref(),
+        "libsignal binds (sender, recipient)"
+    );
+    let opts = |local: Option<&str>| DecryptOptions {
+        spqr: SpqrPolicy::default(),
+        local_address: local.map(|n| ProtocolAddress::new(n, 1)),
+    };
+    let peer = s.peer.clone();
+    for wrong in [None, Some(OTHER_ACI)] {
+        assert!(decrypt_with(&peer, &mut s.store, &parsed, &mut s.rng, &opts(wrong)).is_err());
+        assert!(
+            s.store.load_session(&peer).unwrap().is_none(),
+            "nothing stored"
+        );
+        assert!(
+            s.store.get_pre_key(11).unwrap().is_some(),
+            "nothing consumed"
+        );
+    }
+    let pt = decrypt_with(
+        &peer,
+        &mut s.store,
+        &parsed,
+        &mut s.rng,
+        &opts(Some(SOTTO_ACI)),
+    );
+    assert_eq!(pt.unwrap(), b"addressed");
+    // Reply; libsignal binds addresses only in PreKeySignalMessages, so its SignalMessages
+    // carry no field 6 and decrypt without a local address.
+    let (t, m) = s.encrypt(b"reply");
+    let r = p.try_call(json!({"op": "decrypt", "peer": me, "type": t, "body": b64(&m)}));
+    assert_eq!(unb64(&r["plaintext"]), b"reply", "{r}");
+    let r = p.call(json!({"op": "encrypt", "peer": me, "plaintext": b64(b"second")}));
+    let (t, m) = (r["type"].as_u64().unwrap() as u8, unb64(&r["body"]));
+    assert_eq!(t, 2);
+    let parsed = CiphertextMessage::deserialize(t, &m).unwrap();
+    let CiphertextMessage::Signal(sm) = &parsed else {
+        panic!("expected a SignalMessage")
+    };
+    assert_eq!(sm.addresses(), None);
+    let pt = decrypt_with(&peer, &mut s.store, &parsed, &mut s.rng, &opts(None));
+    assert_eq!(pt.unwrap(), b"second");
 }

@@ -148,9 +148,20 @@ fn burst(alice: &mut Party, to: &ProtocolAddress, n: usize) -> Vec<CiphertextMes
         .collect()
 }
 
+/// Removes SPQR from both parties' current session states (as a peer without SPQR would).
+fn without_spqr(alice: &mut Party, bob: &mut Party) {
+    let (a, b) = (alice.address.clone(), bob.address.clone());
+    for (p, other) in [(alice, b), (bob, a)] {
+        let mut rec = p.store.load_session(&other).unwrap().unwrap();
+        sotto_ratchet::testing::strip_spqr(&mut rec);
+        p.store.store_session(&other, &rec).unwrap();
+    }
+}
+
 #[test]
 fn forward_jump_of_max_forward_jumps_is_accepted() {
     let (mut alice, mut bob, mut r) = established(7);
+    without_spqr(&mut alice, &mut bob);
     let (a, b) = (alice.address.clone(), bob.address.clone());
     let msgs = burst(&mut alice, &b, MAX_FORWARD_JUMPS + 1);
     // Bob's receiving chain for Alice's current key is at index 0; counter = MAX_FORWARD_JUMPS.
@@ -161,6 +172,7 @@ fn forward_jump_of_max_forward_jumps_is_accepted() {
 #[test]
 fn forward_jump_of_max_forward_jumps_plus_one_is_rejected() {
     let (mut alice, mut bob, mut r) = established(8);
+    without_spqr(&mut alice, &mut bob);
     let (a, b) = (alice.address.clone(), bob.address.clone());
     let msgs = burst(&mut alice, &b, MAX_FORWARD_JUMPS + 2);
     let last = msgs.last().unwrap();
@@ -169,6 +181,28 @@ fn forward_jump_of_max_forward_jumps_plus_one_is_rejected() {
         Error::TooFarInFuture
     );
     // The session still works for the next in-range message.
+    assert!(bob.decrypt(&a, &msgs[0], &mut r).is_ok());
+}
+
+/// With SPQR the SPQR chain also bounds the jump: its counter starts at 1 and runs across the
+/// Double Ratchet chains of an epoch, so it reaches SPQR_MAX_JUMP one message before the Double
+/// Ratchet counter reaches MAX_FORWARD_JUMPS (libsignal ≥ 0.92 behaves the same).
+#[test]
+fn spqr_jump_of_spqr_max_jump_is_accepted_and_one_more_rejected() {
+    assert_eq!(SPQR_MAX_JUMP as usize, MAX_FORWARD_JUMPS);
+    let (mut alice, mut bob, mut r) = established(70);
+    let (a, b) = (alice.address.clone(), bob.address.clone());
+    // Bob's SPQR counter is 0 (the first message carried none); the n-th burst message has
+    // SPQR counter n.
+    let msgs = burst(&mut alice, &b, SPQR_MAX_JUMP as usize);
+    assert!(bob.decrypt(&a, msgs.last().unwrap(), &mut r).is_ok());
+
+    let (mut alice, mut bob, mut r) = established(71);
+    let msgs = burst(&mut alice, &b, SPQR_MAX_JUMP as usize + 1);
+    assert_eq!(
+        bob.decrypt(&a, msgs.last().unwrap(), &mut r).unwrap_err(),
+        Error::TooFarInFuture
+    );
     assert!(bob.decrypt(&a, &msgs[0], &mut r).is_ok());
 }
 

@@ -1,0 +1,223 @@
+//! Two-party braid tests through the public [`SpqrState`] API.
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use super::*;
+use braid::Braid;
+
+fn pair(policy: SpqrPolicy) -> (SpqrState, SpqrState) {
+    let ak = [41u8; 32];
+    (
+        SpqrState::new(&ak, Direction::A2B, policy).unwrap(),
+        SpqrState::new(&ak, Direction::B2A, policy).unwrap(),
+    )
+}
+
+fn send(s: &mut SpqrState, rng: &mut StdRng) -> (Vec<u8>, Option<[u8; 32]>) {
+    let out = s.send(rng).unwrap();
+    *s = out.state;
+    (out.wire, out.key.map(|k| *k))
+}
+
+fn recv(s: &mut SpqrState, wire: &[u8]) -> Result<Option<[u8; 32]>> {
+    let out = s.recv(wire)?;
+    *s = out.state;
+    Ok(out.key.map(|k| *k))
+}
+
+#[test]
+fn ping_pong_agrees_and_advances_epochs() {
+    let mut rng = StdRng::seed_from_u64(1);
+    let (mut a, mut b) = pair(SpqrPolicy::Required);
+    // One epoch takes about 45 round trips (3 header, 30 ct1, 36 ek, 5 ct2 chunks overlap).
+    for _ in 0..150 {
+        let (w, k) = send(&mut a, &mut rng);
+        assert!(k.is_some(), "Required: every message has an SPQR key");
+        assert_eq!(recv(&mut b, &w).unwrap(), k);
+        let (w, k) = send(&mut b, &mut rng);
+        assert_eq!(recv(&mut a, &w).unwrap(), k);
+    }
+    assert!(a.epoch().unwrap() >= 3, "epoch {:?}", a.epoch());
+    assert!(!a.still_negotiating() && !b.still_negotiating());
+}
+
+#[test]
+fn one_sided_runs_still_advance_with_replies() {
+    // One side sends many, the other rarely replies: the braid still completes epochs.
+    let mut rng = StdRng::seed_from_u64(2);
+    let (mut a, mut b) = pair(SpqrPolicy::Required);
+    for round in 0..12 {
+        for _ in 0..45 {
+            let (w, k) = send(&mut a, &mut rng);
+            assert_eq!(recv(&mut b, &w).unwrap(), k, "round {round}");
+        }
+        for _ in 0..8 {
+            let (w, k) = send(&mut b, &mut rng);
+            assert_eq!(recv(&mut a, &w).unwrap(), k, "round {round}");
+        }
+    }
+    assert!(b.epoch().unwrap() >= 3);
+}
+
+#[test]
+fn random_loss_and_reordering_keep_keys_equal() {
+    let mut rng = StdRng::seed_from_u64(3);
+    let (mut a, mut b) = pair(SpqrPolicy::Required);
+    let mut to_b: Vec<(Vec<u8>, Option<[u8; 32]>)> = Vec::new();
+    let mut to_a: Vec<(Vec<u8>, Option<[u8; 32]>)> = Vec::new();
+    for _ in 0..1500 {
+        if rng.gen_bool(0.5) {
+            to_b.push(send(&mut a, &mut rng));
+        }
+        if rng.gen_bool(0.5) {
+            to_a.push(send(&mut b, &mut rng));
+        }
+        for (queue, me) in [(&mut to_b, &mut b), (&mut to_a, &mut a)] {
+            if !queue.is_empty() && rng.gen_bool(0.6) {
+                let i = rng.gen_range(0..queue.len().min(3));
+                let (w, k) = queue.remove(i);
+                if rng.gen_bool(0.1) {
+                    continue; // lost for good
+                }
+                // Out-of-order messages of older epochs are fine; a message can only fail if
+                // its epoch's keys were dropped, which this window never reaches.
+                assert_eq!(recv(me, &w).unwrap(), k);
+            }
+        }
+    }
+    assert!(a.epoch().unwrap() >= 4, "epoch {:?}", a.epoch());
+}
+
+#[test]
+fn replayed_message_is_refused() {
+    let mut rng = StdRng::seed_from_u64(4);
+    let (mut a, mut b) = pair(SpqrPolicy::Required);
+    let (w, _) = send(&mut a, &mut rng);
+    recv(&mut b, &w).unwrap();
+    assert_eq!(recv(&mut b, &w).unwrap_err(), Error::DuplicateMessage);
+}
+
+#[test]
+fn tampered_header_chunk_is_refused_when_the_header_completes() {
+    let mut rng = StdRng::seed_from_u64(5);
+    let (mut a, mut b) = pair(SpqrPolicy::Required);
+    let mut results = Vec::new();
+    for i in 0..3 {
+        let (mut w, _) = send(&mut a, &mut rng);
+        if i == 1 {
+            let last = w.len() - 1;
+            w[last] ^= 1; // inside the chunk data
+        }
+        results.push(b.recv(&w).map(|r| b = r.state));
+    }
+    assert!(results[0].is_ok() && results[1].is_ok());
+    assert_eq!(
+        results[2],
+        Err(Error::DecryptionFailed),
+        "header MAC refuses"
+    );
+}
+
+#[test]
+fn downgrade_rules_follow_the_policy() {
+    let mut rng = StdRng::seed_from_u64(6);
+    // Preferred: a V0 message downgrades the session for good.
+    let (_, mut b) = pair(SpqrPolicy::Preferred);
+    assert_eq!(recv(&mut b, &[]).unwrap(), None);
+    assert_eq!(b.version(), 0);
+    let (w, k) = send(&mut b, &mut rng);
+    assert!(w.is_empty() && k.is_none());
+    // Required: refused.
+    let (_, b) = pair(SpqrPolicy::Required);
+    assert!(b.recv(&[]).is_err());
+    // After negotiation ended, a V0 message is a mismatch even under Preferred.
+    let (mut a, mut b) = pair(SpqrPolicy::Preferred);
+    let (w, k) = send(&mut a, &mut rng);
+    assert_eq!(
+        k, None,
+        "Preferred sends no key before hearing from the peer"
+    );
+    assert_eq!(recv(&mut b, &w).unwrap(), None);
+    assert!(b.recv(&[]).is_err());
+    // A version above 1 is ignored.
+    let before = b.epoch();
+    let out = b.recv(&[2, 1, 1, 0]).unwrap();
+    assert!(out.key.is_none() && out.state.epoch() == before);
+}
+
+#[test]
+fn preferred_and_required_sides_interoperate() {
+    // libsignal 0.90 (Preferred) with libsignal ≥ 0.92 (Required).
+    let mut rng = StdRng::seed_from_u64(7);
+    let ak = [9u8; 32];
+    let mut a = SpqrState::new(&ak, Direction::A2B, SpqrPolicy::Preferred).unwrap();
+    let mut b = SpqrState::new(&ak, Direction::B2A, SpqrPolicy::Required).unwrap();
+    for _ in 0..100 {
+        let (w, k) = send(&mut a, &mut rng);
+        assert_eq!(recv(&mut b, &w).unwrap(), k);
+        let (w, k) = send(&mut b, &mut rng);
+        assert_eq!(recv(&mut a, &w).unwrap(), k);
+    }
+    assert!(a.epoch().unwrap() >= 2);
+}
+
+#[test]
+fn a_message_from_a_future_epoch_is_refused() {
+    let mut rng = StdRng::seed_from_u64(8);
+    let (mut a, _) = pair(SpqrPolicy::Required);
+    let (_, b) = pair(SpqrPolicy::Required);
+    let _ = send(&mut a, &mut rng);
+    let forged = wire::Message {
+        epoch: 5,
+        index: 1,
+        payload: wire::Payload::None,
+    }
+    .encode();
+    assert!(b.recv(&forged).is_err());
+}
+
+#[test]
+fn storage_round_trip_through_every_state_keeps_the_session_working() {
+    let mut rng = StdRng::seed_from_u64(9);
+    let (mut a, mut b) = pair(SpqrPolicy::Preferred);
+    let mut seen = std::collections::HashSet::new();
+    for i in 0..200 {
+        // Reload both sides from storage every step.
+        a = SpqrState::from_storage(&a.to_storage()).unwrap();
+        b = SpqrState::from_storage(&b.to_storage()).unwrap();
+        seen.insert(format!(
+            "{:?}",
+            a.braid.as_ref().map(std::mem::discriminant)
+        ));
+        seen.insert(format!(
+            "{:?}",
+            b.braid.as_ref().map(std::mem::discriminant)
+        ));
+        let (sender, receiver) = if i % 3 == 0 {
+            (&mut b, &mut a)
+        } else {
+            (&mut a, &mut b)
+        };
+        let (w, k) = send(sender, &mut rng);
+        assert_eq!(recv(receiver, &w).unwrap(), k, "step {i}");
+    }
+    assert!(seen.len() >= 8, "visited {} states", seen.len());
+    assert!(SpqrState::from_storage(&[]).unwrap().version() == 0);
+    assert!(SpqrState::from_storage(&[0xFF, 0xFF]).is_err());
+}
+
+#[test]
+fn debug_names_the_state_and_redacts_keys() {
+    let mut rng = StdRng::seed_from_u64(10);
+    let (mut a, _) = pair(SpqrPolicy::Required);
+    let _ = send(&mut a, &mut rng); // KeysSampled: holds a decapsulation key
+    let dk = match a.braid.as_ref().unwrap() {
+        Braid::KeysSampled { dk, .. } => dk.clone(),
+        other => panic!("unexpected state {other:?}"),
+    };
+    let shown = format!("{a:?}");
+    assert!(shown.contains("KeysSampled(epoch 1)"), "{shown}");
+    assert!(!shown.contains(&format!("{:?}", &dk[..4])), "{shown}");
+    assert!(!shown.contains("41, 41"), "auth key bytes leaked: {shown}");
+}

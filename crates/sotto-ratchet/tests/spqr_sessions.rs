@@ -1,0 +1,134 @@
+//! SPQR at the session level, sotto ↔ sotto: the braid survives record serialization at every
+//! step, lossy and reordered delivery, and the policy refuses a downgrade
+//! (`protocol-spec/ratchet.md` §12).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::{established, now, pair, Party};
+use rand::Rng;
+use sotto_ratchet::*;
+
+fn epoch(p: &Party, peer: &ProtocolAddress) -> Option<u64> {
+    p.store
+        .load_session(peer)
+        .unwrap()
+        .and_then(|r| r.spqr_epoch())
+}
+
+/// Replaces the stored record by its serialized-and-parsed form (as a restart would).
+fn reload(p: &mut Party, peer: &ProtocolAddress) {
+    let rec = p.store.load_session(peer).unwrap().unwrap();
+    let back = SessionRecord::deserialize(&rec.serialize()).unwrap();
+    assert_eq!(back.spqr_epoch(), rec.spqr_epoch());
+    p.store.store_session(peer, &back).unwrap();
+}
+
+#[test]
+fn spqr_state_survives_record_serialization_at_every_step() {
+    let (mut alice, mut bob, mut r) = established(1);
+    let (a, b) = (alice.address.clone(), bob.address.clone());
+    for i in 0..120 {
+        reload(&mut alice, &b);
+        reload(&mut bob, &a);
+        let pt = format!("m{i}");
+        if i % 3 == 2 {
+            let m = bob.encrypt(&a, pt.as_bytes());
+            assert_eq!(alice.decrypt(&b, &m, &mut r).unwrap(), pt.as_bytes());
+        } else {
+            let m = alice.encrypt(&b, pt.as_bytes());
+            assert_eq!(bob.decrypt(&a, &m, &mut r).unwrap(), pt.as_bytes());
+        }
+    }
+    assert!(epoch(&alice, &b).unwrap() >= 2, "{:?}", epoch(&alice, &b));
+}
+
+#[test]
+fn lossy_reordered_traffic_keeps_decrypting_and_advances_epochs() {
+    let (mut alice, mut bob, mut r) = established(2);
+    let (a, b) = (alice.address.clone(), bob.address.clone());
+    let mut to_bob = Vec::new();
+    let mut to_alice = Vec::new();
+    let (mut delivered, mut lost) = (0, 0);
+    for i in 0..900u32 {
+        if r.gen_bool(0.5) {
+            to_bob.push((i, alice.encrypt(&b, &i.to_be_bytes())));
+        } else {
+            to_alice.push((i, bob.encrypt(&a, &i.to_be_bytes())));
+        }
+        for (queue, me, from) in [(&mut to_bob, &mut bob, &a), (&mut to_alice, &mut alice, &b)] {
+            if queue.is_empty() || !r.gen_bool(0.6) {
+                continue;
+            }
+            let k = r.gen_range(0..queue.len().min(4));
+            let (n, m) = queue.remove(k);
+            if r.gen_bool(0.1) {
+                lost += 1;
+                continue;
+            }
+            assert_eq!(me.decrypt(from, &m, &mut r).unwrap(), n.to_be_bytes());
+            delivered += 1;
+        }
+    }
+    assert!(
+        delivered > 400 && lost > 20,
+        "{delivered} delivered, {lost} lost"
+    );
+    assert!(epoch(&alice, &b).unwrap() >= 3, "{:?}", epoch(&alice, &b));
+}
+
+#[test]
+fn required_policy_refuses_a_peer_that_drops_spqr() {
+    // Alice starts under Required; Bob's session is stripped of SPQR (a peer without it).
+    let (mut alice, mut bob, mut r) = pair(3);
+    let (a, b) = (alice.address.clone(), bob.address.clone());
+    alice.store = InMemoryStore::new(alice.identity.clone(), alice.registration_id);
+    let bundle = bob.bundle(&mut r);
+    process_prekey_bundle_with_policy(
+        &b,
+        &mut alice.store,
+        &bundle,
+        now(),
+        &mut r,
+        SpqrPolicy::Required,
+    )
+    .unwrap();
+    let m = alice.encrypt(&b, b"hello");
+    bob.decrypt(&a, &m, &mut r).unwrap();
+    let mut rec = bob.store.load_session(&a).unwrap().unwrap();
+    sotto_ratchet::testing::strip_spqr(&mut rec);
+    bob.store.store_session(&a, &rec).unwrap();
+    let reply = bob.encrypt(&a, b"no spqr");
+    let before = alice.store.load_session(&b).unwrap().unwrap().serialize();
+    assert!(alice.decrypt(&b, &reply, &mut r).is_err());
+    let after = alice.store.load_session(&b).unwrap().unwrap().serialize();
+    assert_eq!(
+        *before, *after,
+        "refused message left the session untouched"
+    );
+
+    // Under the default policy the same reply downgrades the session.
+    let (mut alice, mut bob, mut r) = established(4);
+    let (a, b) = (alice.address.clone(), bob.address.clone());
+    let mut rec = bob.store.load_session(&a).unwrap().unwrap();
+    sotto_ratchet::testing::strip_spqr(&mut rec);
+    bob.store.store_session(&a, &rec).unwrap();
+    let reply = bob.encrypt(&a, b"no spqr");
+    // Alice already received an SPQR message from Bob: negotiation is over, a V0 message is
+    // a version mismatch even under Preferred.
+    assert!(alice.decrypt(&b, &reply, &mut r).is_err());
+
+    // Before it heard any SPQR message, a Preferred session accepts the downgrade for good.
+    let (mut alice, mut bob, mut r) = pair(5);
+    let (a, b) = (alice.address.clone(), bob.address.clone());
+    let m = alice.encrypt(&b, b"hello");
+    bob.decrypt(&a, &m, &mut r).unwrap();
+    let mut rec = bob.store.load_session(&a).unwrap().unwrap();
+    sotto_ratchet::testing::strip_spqr(&mut rec);
+    bob.store.store_session(&a, &rec).unwrap();
+    let reply = bob.encrypt(&a, b"no spqr");
+    assert_eq!(alice.decrypt(&b, &reply, &mut r).unwrap(), b"no spqr");
+    assert_eq!(epoch(&alice, &b), None);
+    let m = alice.encrypt(&b, b"plain now");
+    assert_eq!(bob.decrypt(&a, &m, &mut r).unwrap(), b"plain now");
+}
