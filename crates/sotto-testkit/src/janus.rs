@@ -146,16 +146,16 @@ impl JanusSession {
         let mut req = url.into_client_request().unwrap();
         req.headers_mut()
             .insert("Sec-WebSocket-Protocol", "janus-protocol".parse().unwrap());
-        let (ws, _) = tokio::time::timeout(
-            JANUS_REPLY_LIMIT,
-            tokio_tungstenite::connect_async(req),
-        )
-        .await
-        .expect("janus websocket: timed out")
-        .unwrap();
+        let (ws, _) =
+            tokio::time::timeout(JANUS_REPLY_LIMIT, tokio_tungstenite::connect_async(req))
+                .await
+                .expect("janus websocket: timed out")
+                .unwrap();
         let mut s = JanusSession { ws, id: 0, next: 0 };
         let r = s.call(json!({"janus": "create"})).await;
-        s.id = r["data"]["id"].as_u64().expect("janus create: no session id");
+        s.id = r["data"]["id"]
+            .as_u64()
+            .expect("janus create: no session id");
         s
     }
 
@@ -175,10 +175,7 @@ impl JanusSession {
         if self.id != 0 {
             msg["session_id"] = json!(self.id);
         }
-        self.ws
-            .send(Message::text(msg.to_string()))
-            .await
-            .unwrap();
+        self.ws.send(Message::text(msg.to_string())).await.unwrap();
         let reply = tokio::time::timeout(JANUS_REPLY_LIMIT, async {
             loop {
                 let m = self.ws.next().await.expect("janus closed").unwrap();
@@ -205,12 +202,19 @@ impl JanusSession {
         let r = self
             .call(json!({"janus": "attach", "plugin": "janus.plugin.videoroom"}))
             .await;
-        r["data"]["id"].as_u64().expect("janus attach: no handle id")
+        r["data"]["id"]
+            .as_u64()
+            .expect("janus attach: no handle id")
     }
 
     /// A VideoRoom request on `handle`, with an SDP (`jsep`) if given; returns the plugin's
     /// data and the SDP of the reply, if any.
-    pub async fn message(&mut self, handle: u64, body: Value, jsep: Option<Value>) -> (Value, Option<String>) {
+    pub async fn message(
+        &mut self,
+        handle: u64,
+        body: Value,
+        jsep: Option<Value>,
+    ) -> (Value, Option<String>) {
         let mut msg = json!({"janus": "message", "handle_id": handle, "body": body});
         if let Some(j) = jsep {
             msg["jsep"] = j;
@@ -222,7 +226,8 @@ impl JanusSession {
 
     /// Tells Janus the handle's ICE gathering is complete (every candidate is in its SDP).
     pub async fn candidates_complete(&mut self, handle: u64) {
-        let done = json!({"janus": "trickle", "handle_id": handle, "candidate": {"completed": true}});
+        let done =
+            json!({"janus": "trickle", "handle_id": handle, "candidate": {"completed": true}});
         self.call_until(done, true).await;
     }
 

@@ -12,7 +12,9 @@ use sotto_testkit::relay::vp8_track;
 use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 
-use crate::{clock_ticks, cpu_time, spawn_senders, Figures, DURATION, RECEIVED, SENDERS, SENT, WARM_UP};
+use crate::{
+    clock_ticks, cpu_time, spawn_senders, Figures, DURATION, RECEIVED, SENDERS, SENT, WARM_UP,
+};
 
 const ROOM: u64 = 4242;
 
@@ -90,7 +92,11 @@ pub(crate) async fn janus_run() -> Option<Figures> {
     for s in senders {
         let _ = s.await;
     }
-    let (rx, tx, cpu) = ((rx1 - rx0) as f64, (tx1 - tx0) as f64, (c1 - c0).as_secs_f64());
+    let (rx, tx, cpu) = (
+        (rx1 - rx0) as f64,
+        (tx1 - tx0) as f64,
+        (c1 - c0).as_secs_f64(),
+    );
     let f = Figures {
         rate: rx / t,
         cpu_us: cpu * 1e6 / rx.max(1.0),

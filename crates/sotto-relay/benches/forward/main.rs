@@ -451,16 +451,24 @@ fn main() {
             "CPU per forwarded packet, relay/udp",
             ratio(&|i| relays[i].cpu_us / udps[i].cpu_us.max(f64::MIN_POSITIVE)),
         );
-        row("relay us CPU per packet received", ratio(&|i| relays[i].cpu_us_delivered));
+        row(
+            "relay us CPU per packet received",
+            ratio(&|i| relays[i].cpu_us_delivered),
+        );
         if januses.len() == runs {
-            row("janus us CPU per packet received", ratio(&|i| januses[i].cpu_us_delivered));
+            row(
+                "janus us CPU per packet received",
+                ratio(&|i| januses[i].cpu_us_delivered),
+            );
             row(
                 "packets/s received, relay/janus",
                 ratio(&|i| relays[i].delivered / januses[i].delivered.max(1.0)),
             );
             row(
                 "CPU per packet received, relay/janus",
-                ratio(&|i| relays[i].cpu_us_delivered / januses[i].cpu_us_delivered.max(f64::MIN_POSITIVE)),
+                ratio(&|i| {
+                    relays[i].cpu_us_delivered / januses[i].cpu_us_delivered.max(f64::MIN_POSITIVE)
+                }),
             );
         }
     });
