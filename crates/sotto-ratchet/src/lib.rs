@@ -115,6 +115,32 @@ pub mod testing {
         (*seed.seed(), keys.cipher_key, keys.mac_key, keys.iv, next)
     }
 
+    /// The message an adversary holding `sender`'s Double Ratchet state but not its SPQR state
+    /// could make (one who broke the X25519 ratchet, the threat SPQR exists for): the next
+    /// message of the current sending chain, keyed without an SPQR salt, with `pq_ratchet` as
+    /// field 5. `None` when the record has no current state.
+    pub fn forge_with_double_ratchet_keys_only(
+        sender: &crate::SessionRecord,
+        plaintext: &[u8],
+        pq_ratchet: &[u8],
+    ) -> Option<crate::SignalMessage> {
+        let s = sender.current.as_ref()?;
+        let ck = &s.sender_chain.chain_key;
+        let keys = ck.message_key_seed().keys();
+        let ciphertext = crate::crypto::aes256_cbc_encrypt(&keys.cipher_key, &keys.iv, plaintext);
+        Some(crate::message::SignalMessage::new(
+            s.version,
+            &keys.mac_key,
+            s.sender_chain.ratchet_key.public_key,
+            ck.index(),
+            s.previous_counter,
+            ciphertext,
+            &s.local_identity,
+            &s.remote_identity,
+            pq_ratchet,
+        ))
+    }
+
     /// Serializes a SignalMessage with an explicit MAC key (as libsignal's `SignalMessage::new`).
     #[allow(clippy::too_many_arguments)]
     pub fn signal_message(

@@ -132,3 +132,57 @@ fn required_policy_refuses_a_peer_that_drops_spqr() {
     let m = alice.encrypt(&b, b"plain now");
     assert_eq!(bob.decrypt(&a, &m, &mut r).unwrap(), b"plain now");
 }
+
+/// Bob's stored record, serialized (byte-for-byte comparison of the whole session).
+fn record_bytes(p: &Party, peer: &ProtocolAddress) -> Vec<u8> {
+    p.store
+        .load_session(peer)
+        .unwrap()
+        .unwrap()
+        .serialize()
+        .to_vec()
+}
+
+#[test]
+fn double_ratchet_only_message_with_a_future_spqr_version_is_refused() {
+    // An adversary who holds the Double Ratchet keys but not the SPQR state (one that broke
+    // X25519) labels its message "SPQR version 2" so that no SPQR key is expected. Once SPQR
+    // ran, or under Required, that must be refused like a V0 message, and change nothing.
+    let (mut alice, mut bob, mut r) = established(20);
+    let (a, b) = (alice.address.clone(), bob.address.clone());
+    let alice_rec = alice.store.load_session(&b).unwrap().unwrap();
+    for field in [&[2u8][..], &[2, 1, 1, 0], &[0xFF], &[]] {
+        let forged =
+            testing::forge_with_double_ratchet_keys_only(&alice_rec, b"forged", field).unwrap();
+        let before = record_bytes(&bob, &a);
+        let got = bob.decrypt(&a, &CiphertextMessage::Signal(forged), &mut r);
+        assert!(got.is_err(), "field {field:?} accepted: {got:?}");
+        assert_eq!(record_bytes(&bob, &a), before, "field {field:?}");
+    }
+    // The real next message still decrypts.
+    let m = alice.encrypt(&b, b"real");
+    assert_eq!(bob.decrypt(&a, &m, &mut r).unwrap(), b"real");
+
+    // Required initiator before it heard anything from the responder.
+    let (mut alice, mut bob, mut r) = pair(21);
+    alice.store = InMemoryStore::new(alice.identity.clone(), alice.registration_id);
+    let bundle = bob.bundle(&mut r);
+    process_prekey_bundle_with_policy(
+        &b,
+        &mut alice.store,
+        &bundle,
+        now(),
+        &mut r,
+        SpqrPolicy::Required,
+    )
+    .unwrap();
+    let m = alice.encrypt(&b, b"hello");
+    bob.decrypt(&a, &m, &mut r).unwrap();
+    let bob_rec = bob.store.load_session(&a).unwrap().unwrap();
+    let forged = testing::forge_with_double_ratchet_keys_only(&bob_rec, b"forged", &[2]).unwrap();
+    let before = record_bytes(&alice, &b);
+    assert!(alice
+        .decrypt(&b, &CiphertextMessage::Signal(forged), &mut r)
+        .is_err());
+    assert_eq!(record_bytes(&alice, &b), before);
+}

@@ -190,13 +190,24 @@ impl SpqrState {
         let their_version = match field.first() {
             None | Some(0) => 0u8,
             Some(1) => 1,
-            // A newer version than we speak: ignore it, keep our state (the sender will
-            // negotiate down to us when it reads our messages).
+            // A newer version than we speak carries no key we can use, so the message is
+            // protected by the Double Ratchet alone: a V0 message in disguise. Accept it (state
+            // unchanged; the sender negotiates down when it reads our messages) only where V0
+            // itself would be accepted, so that it cannot bypass `Required` or a finished
+            // negotiation (`protocol-spec/ratchet.md` SPQR-8).
             Some(_) => {
+                let v0_allowed = self.version() == 0
+                    || self
+                        .negotiation
+                        .as_ref()
+                        .is_some_and(|n| n.min_version == 0);
+                if !v0_allowed {
+                    return Err(Error::InvalidMessage("SPQR version above ours"));
+                }
                 return Ok(Received {
                     state: self.clone(),
                     key: None,
-                })
+                });
             }
         };
         let state = if their_version < self.version() {

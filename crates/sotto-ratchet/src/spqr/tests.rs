@@ -140,10 +140,35 @@ fn downgrade_rules_follow_the_policy() {
     );
     assert_eq!(recv(&mut b, &w).unwrap(), None);
     assert!(b.recv(&[]).is_err());
-    // A version above 1 is ignored.
-    let before = b.epoch();
-    let out = b.recv(&[2, 1, 1, 0]).unwrap();
-    assert!(out.key.is_none() && out.state.epoch() == before);
+    // A version above 1 brings no key: after negotiation ended it is refused like V0.
+    assert!(b.recv(&[2, 1, 1, 0]).is_err());
+}
+
+#[test]
+fn a_version_above_ours_is_accepted_only_where_v0_would_be() {
+    // It carries no SPQR key, so accepting it is accepting a Double-Ratchet-only message.
+    let mut rng = StdRng::seed_from_u64(11);
+    let future = [2u8, 1, 1, 0];
+    // Preferred, still negotiating: ignored, state unchanged (libsignal's forward compatibility).
+    let (_, b) = pair(SpqrPolicy::Preferred);
+    let out = b.recv(&future).unwrap();
+    assert!(out.key.is_none() && out.state.epoch() == b.epoch());
+    assert!(out.state.still_negotiating());
+    // Required: refused, as V0 is.
+    let (_, b) = pair(SpqrPolicy::Required);
+    assert!(matches!(b.recv(&future), Err(Error::InvalidMessage(_))));
+    // Negotiation ended (an SPQR message was received): refused under either policy.
+    for policy in [SpqrPolicy::Preferred, SpqrPolicy::Required] {
+        let (mut a, mut b) = pair(policy);
+        let (w, _) = send(&mut a, &mut rng);
+        recv(&mut b, &w).unwrap();
+        assert!(!b.still_negotiating());
+        assert!(b.recv(&future).is_err(), "{policy:?}");
+    }
+    // A session already without SPQR loses nothing by ignoring it.
+    let (_, mut b) = pair(SpqrPolicy::Preferred);
+    recv(&mut b, &[]).unwrap();
+    assert_eq!(b.recv(&future).unwrap().key, None);
 }
 
 #[test]
