@@ -186,3 +186,86 @@ fn double_ratchet_only_message_with_a_future_spqr_version_is_refused() {
         .is_err());
     assert_eq!(record_bytes(&alice, &b), before);
 }
+
+fn signal(m: &CiphertextMessage) -> &SignalMessage {
+    match m {
+        CiphertextMessage::Signal(s) => s,
+        other => panic!(
+            "expected a SignalMessage, got type {}",
+            other.message_type()
+        ),
+    }
+}
+
+#[test]
+fn forged_tampered_and_replayed_messages_leave_the_session_byte_identical_in_every_braid_state() {
+    // At every step of a run through several epochs (every braid state on both sides, including
+    // the messages that complete a header, ct1, ek or ct2 and so would advance the braid), the
+    // receiver is first handed: each pq_ratchet byte flipped; the real pq_ratchet field under a
+    // Double-Ratchet-only key (an adversary without the SPQR state); and the previous message
+    // again. Each is refused and the stored record stays byte-identical; then the real message
+    // decrypts.
+    let (mut alice, mut bob, mut r) = established(22);
+    let (a, b) = (alice.address.clone(), bob.address.clone());
+    let mut previous: Option<(CiphertextMessage, bool)> = None;
+    let mut epochs = std::collections::HashSet::new();
+    for i in 0..110u32 {
+        let alice_sends = i % 3 != 2;
+        let (sender, receiver, to, from) = if alice_sends {
+            (&mut alice, &mut bob, &b, &a)
+        } else {
+            (&mut bob, &mut alice, &a, &b)
+        };
+        let sender_rec = sender.store.load_session(to).unwrap().unwrap();
+        let pt = i.to_be_bytes();
+        let m = sender.encrypt(to, &pt);
+        let sm = signal(&m);
+        let pq = sm.pq_ratchet().to_vec();
+        assert!(!pq.is_empty(), "step {i}: SPQR runs");
+        let at = sm
+            .serialized()
+            .windows(pq.len())
+            .position(|w| w == pq.as_slice())
+            .unwrap();
+        let before = record_bytes(receiver, from);
+        for k in 0..pq.len() {
+            let mut bytes = sm.serialized().to_vec();
+            bytes[at + k] ^= 0x01;
+            if let Ok(t) = CiphertextMessage::deserialize(2, &bytes) {
+                assert!(
+                    receiver.decrypt(from, &t, &mut r).is_err(),
+                    "step {i} byte {k}"
+                );
+            }
+        }
+        let forged = testing::forge_with_double_ratchet_keys_only(&sender_rec, &pt, &pq).unwrap();
+        assert_eq!(
+            receiver
+                .decrypt(from, &CiphertextMessage::Signal(forged), &mut r)
+                .unwrap_err(),
+            Error::DecryptionFailed,
+            "step {i}: real SPQR field under a Double-Ratchet-only key"
+        );
+        if let Some((old, from_alice)) = &previous {
+            if *from_alice == alice_sends {
+                assert_eq!(
+                    receiver.decrypt(from, old, &mut r).unwrap_err(),
+                    Error::DuplicateMessage,
+                    "step {i}: replay"
+                );
+            }
+        }
+        assert_eq!(record_bytes(receiver, from), before, "step {i}");
+        assert_eq!(receiver.decrypt(from, &m, &mut r).unwrap(), pt);
+        epochs.insert(
+            receiver
+                .store
+                .load_session(from)
+                .unwrap()
+                .unwrap()
+                .spqr_epoch(),
+        );
+        previous = Some((m, alice_sends));
+    }
+    assert!(epochs.len() >= 2, "epochs seen: {epochs:?}");
+}
