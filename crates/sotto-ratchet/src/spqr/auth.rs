@@ -16,7 +16,7 @@ const CIPHERTEXT_INFO: &[u8] = b"Signal_PQCKA_V1_MLKEM768:ciphertext";
 pub const MAC_SIZE: usize = 32;
 
 /// Root and MAC keys.
-#[derive(Clone, PartialEq, Eq, Zeroize, ZeroizeOnDrop)]
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
 pub(crate) struct Authenticator {
     pub(crate) root_key: [u8; 32],
     pub(crate) mac_key: [u8; 32],

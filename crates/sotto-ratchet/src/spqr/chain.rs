@@ -14,11 +14,32 @@ const START_INFO: &[u8] = b"Signal PQ Ratchet V1 Chain  Start";
 const NEXT_INFO: &[u8] = b"Signal PQ Ratchet V1 Chain Next";
 const ADD_EPOCH_INFO: &[u8] = b"Signal PQ Ratchet V1 Chain Add Epoch";
 
-/// A 32-byte SPQR message key (the HKDF salt of the Double Ratchet message keys).
-pub type MessageKey = Zeroizing<[u8; 32]>;
+/// A 32-byte SPQR message key (the HKDF salt of the Double Ratchet message keys): zeroized on
+/// drop, redacted in `Debug`.
+#[derive(Clone)]
+pub struct MessageKey(Zeroizing<[u8; 32]>);
+
+impl MessageKey {
+    fn new(key: [u8; 32]) -> Self {
+        Self(Zeroizing::new(key))
+    }
+}
+
+impl core::ops::Deref for MessageKey {
+    type Target = [u8; 32];
+    fn deref(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl core::fmt::Debug for MessageKey {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("MessageKey([redacted])")
+    }
+}
 
 /// One direction of one epoch: counter, next chain key (absent once retired) and skipped keys.
-#[derive(Clone, PartialEq, Eq, Zeroize, ZeroizeOnDrop)]
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
 pub(crate) struct EpochDirection {
     pub(crate) ctr: u32,
     pub(crate) next: Option<[u8; 32]>,
@@ -71,7 +92,7 @@ impl EpochDirection {
                 .position(|(i, _)| *i == at)
                 .ok_or(Error::DuplicateMessage)?;
             let (_, key) = self.skipped.swap_remove(pos);
-            return Ok(Zeroizing::new(key));
+            return Ok(MessageKey::new(key));
         }
         if at - self.ctr > SPQR_MAX_JUMP {
             return Err(Error::TooFarInFuture);
@@ -88,18 +109,18 @@ impl EpochDirection {
         let horizon = self.ctr.saturating_sub(SPQR_MAX_OOO_KEYS);
         self.skipped.retain(|(i, _)| *i >= horizon);
         let (_, key) = self.step()?;
-        Ok(Zeroizing::new(key))
+        Ok(MessageKey::new(key))
     }
 }
 
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub(crate) struct ChainEpoch {
     pub(crate) send: EpochDirection,
     pub(crate) recv: EpochDirection,
 }
 
 /// The whole SPQR chain of one session.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub(crate) struct Chain {
     pub(crate) dir: Direction,
     pub(crate) current_epoch: Epoch,
@@ -191,7 +212,7 @@ impl Chain {
             .get_mut(idx)
             .ok_or(Error::InvalidArgument("SPQR chain link"))?;
         let (i, key) = link.send.step()?;
-        Ok((i, Zeroizing::new(key)))
+        Ok((i, MessageKey::new(key)))
     }
 
     /// Receiving key at (`epoch`, `index`).
@@ -224,7 +245,10 @@ mod tests {
         for i in [4usize, 0, 2, 1, 3] {
             assert_eq!(*b.recv_key(0, keys[i].0).unwrap(), *keys[i].1);
         }
-        assert_eq!(b.recv_key(0, keys[2].0), Err(Error::DuplicateMessage));
+        assert_eq!(
+            b.recv_key(0, keys[2].0).err(),
+            Some(Error::DuplicateMessage)
+        );
         let (i, k) = b.send_key(0).unwrap();
         assert_eq!(*a.recv_key(0, i).unwrap(), *k);
         assert_ne!(*k, *keys[0].1, "directions use different chains");
@@ -243,10 +267,21 @@ mod tests {
     }
 
     #[test]
+    fn message_key_debug_is_redacted() {
+        let (mut a, _) = pair();
+        let (_, k) = a.send_key(0).unwrap();
+        let shown = format!("{k:?}");
+        assert_eq!(shown, "MessageKey([redacted])");
+    }
+
+    #[test]
     fn jump_limit_is_enforced_at_limit_and_limit_plus_one() {
         let (_, mut b) = pair();
         assert!(b.clone().recv_key(0, SPQR_MAX_JUMP).is_ok());
-        assert_eq!(b.recv_key(0, SPQR_MAX_JUMP + 1), Err(Error::TooFarInFuture));
+        assert_eq!(
+            b.recv_key(0, SPQR_MAX_JUMP + 1).err(),
+            Some(Error::TooFarInFuture)
+        );
     }
 
     #[test]
@@ -259,7 +294,7 @@ mod tests {
         }
         b.recv_key(0, last).unwrap();
         // counter 1 is SPQR_MAX_OOO_KEYS + 1 behind: trimmed.
-        assert_eq!(b.recv_key(0, first.0), Err(Error::DuplicateMessage));
+        assert_eq!(b.recv_key(0, first.0).err(), Some(Error::DuplicateMessage));
         assert!(
             b.recv_key(0, 2).is_ok(),
             "exactly SPQR_MAX_OOO_KEYS behind is kept"
