@@ -387,7 +387,13 @@ impl SessionState {
         let chain_index = self.receiver_chain_or_ratchet(&their, rng)?;
         let seed = self.message_key_seed(chain_index, message.counter())?;
         // SPQR runs on a copy too; `self` is itself a copy committed only on success.
-        let pq = self.pq.recv(message.pq_ratchet())?;
+        // A replay was already refused by the Double Ratchet above; an SPQR key this state
+        // already used or dropped means the message is not this state's (it may be an archived
+        // state's), so it must not stop the search the way `DuplicateMessage` does.
+        let pq = self.pq.recv(message.pq_ratchet()).map_err(|e| match e {
+            Error::DuplicateMessage => Error::InvalidMessage("SPQR key already used or dropped"),
+            e => e,
+        })?;
         let keys = seed.keys_with_salt(pq.key.as_deref());
         if !message.verify_mac(&self.remote_identity, &self.local_identity, &keys.mac_key) {
             return Err(Error::DecryptionFailed);

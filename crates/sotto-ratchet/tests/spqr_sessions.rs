@@ -269,3 +269,31 @@ fn forged_tampered_and_replayed_messages_leave_the_session_byte_identical_in_eve
     }
     assert!(epochs.len() >= 2, "epochs seen: {epochs:?}");
 }
+
+#[test]
+fn late_message_for_an_archived_session_is_not_refused_by_the_current_sessions_spqr_counter() {
+    // S1 is archived when Alice starts S2. A late S1 message whose SPQR (epoch, index) equals a
+    // position S2 already used must still reach S1: S2's SPQR chain calling it a duplicate
+    // is not a replay of anything S1 saw.
+    let (mut alice, mut bob, mut r) = established(23);
+    let (a, b) = (alice.address.clone(), bob.address.clone());
+    let late = alice.encrypt(&b, b"late");
+    let bundle = bob.bundle(&mut r);
+    process_prekey_bundle(&b, &mut alice.store, &bundle, now(), &mut r).unwrap();
+    // S2 round trip, then one more message: Bob's S2 SPQR chain has used index 1 of epoch 0,
+    // the position `late` carries in S1.
+    let m = alice.encrypt(&b, b"s2 one");
+    assert_eq!(bob.decrypt(&a, &m, &mut r).unwrap(), b"s2 one");
+    let m = bob.encrypt(&a, b"s2 reply");
+    assert_eq!(alice.decrypt(&b, &m, &mut r).unwrap(), b"s2 reply");
+    let m = alice.encrypt(&b, b"s2 two");
+    assert_eq!(bob.decrypt(&a, &m, &mut r).unwrap(), b"s2 two");
+    let rec = bob.store.load_session(&a).unwrap().unwrap();
+    assert_eq!(rec.archived_state_count(), 1);
+    assert_eq!(bob.decrypt(&a, &late, &mut r).unwrap(), b"late");
+    // And it is a real replay afterwards.
+    assert_eq!(
+        bob.decrypt(&a, &late, &mut r).unwrap_err(),
+        Error::DuplicateMessage
+    );
+}
