@@ -297,3 +297,21 @@ fn late_message_for_an_archived_session_is_not_refused_by_the_current_sessions_s
         Error::DuplicateMessage
     );
 }
+
+#[test]
+fn double_ratchet_only_message_labelled_keyless_is_refused_by_the_initiator() {
+    // pq_ratchet = V1, epoch 1, index 0, no payload: "no SPQR key yet". Only an initiator that
+    // has not heard from the responder sends that, so the initiator refuses it; an adversary
+    // holding only the Double Ratchet keys cannot use it to inject into the initiator's session.
+    let (mut alice, mut bob, mut r) = established(24);
+    let (a, b) = (alice.address.clone(), bob.address.clone());
+    let bob_rec = bob.store.load_session(&a).unwrap().unwrap();
+    let forged =
+        testing::forge_with_double_ratchet_keys_only(&bob_rec, b"forged", &[1, 1, 0, 0]).unwrap();
+    let before = record_bytes(&alice, &b);
+    let got = alice.decrypt(&b, &CiphertextMessage::Signal(forged), &mut r);
+    assert!(got.is_err(), "accepted: {got:?}");
+    assert_eq!(record_bytes(&alice, &b), before);
+    let m = bob.encrypt(&a, b"real");
+    assert_eq!(alice.decrypt(&b, &m, &mut r).unwrap(), b"real");
+}

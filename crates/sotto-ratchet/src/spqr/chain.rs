@@ -189,6 +189,11 @@ impl Chain {
         Ok(self.links.len() - 1 - back)
     }
 
+    /// Whether the chains of `epoch` are still kept.
+    pub(crate) fn has_epoch(&self, epoch: Epoch) -> bool {
+        self.index_of(epoch).is_ok()
+    }
+
     /// Next sending key in `epoch`: `(counter, key)`. Retires older epochs' sending chains.
     pub(crate) fn send_key(&mut self, epoch: Epoch) -> Result<(u32, MessageKey)> {
         if epoch < self.send_epoch {

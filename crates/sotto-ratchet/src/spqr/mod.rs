@@ -246,6 +246,13 @@ impl SpqrState {
         }
         let key_epoch = msg.epoch - 1;
         let key = if key_epoch == 0 && msg.index == 0 {
+            // Keyless: only an initiator that has not heard from us yet sends this (under
+            // min_version 0 it has no chain). A responder never does (it receives before it
+            // sends), and once our epoch-0 chain is gone an indexed epoch-0 message would be
+            // refused too. Anywhere else the message would stand on the Double Ratchet alone.
+            if chain.dir == Direction::A2B || !chain.has_epoch(0) {
+                return Err(Error::InvalidMessage("SPQR message without a key"));
+            }
             None
         } else {
             Some(chain.recv_key(key_epoch, msg.index)?)

@@ -219,7 +219,9 @@ fn storage_round_trip_through_every_state_keeps_the_session_working() {
             "{:?}",
             b.braid.as_ref().map(std::mem::discriminant)
         ));
-        let (sender, receiver) = if i % 3 == 0 {
+        // The initiator sends first, as in a session (the responder's state exists only once
+        // it received).
+        let (sender, receiver) = if i % 3 == 1 {
             (&mut b, &mut a)
         } else {
             (&mut a, &mut b)
@@ -245,4 +247,48 @@ fn debug_names_the_state_and_redacts_keys() {
     assert!(shown.contains("KeysSampled(epoch 1)"), "{shown}");
     assert!(!shown.contains(&format!("{:?}", &dk[..4])), "{shown}");
     assert!(!shown.contains("41, 41"), "auth key bytes leaked: {shown}");
+}
+
+#[test]
+fn a_keyless_message_is_accepted_only_from_an_initiator_still_on_epoch_0_keys() {
+    // Epoch 1 / index 0 carries no SPQR key. Only an initiator that has not heard from the
+    // responder sends it (Preferred, no chain yet); anywhere else it would be a message
+    // protected by the Double Ratchet alone.
+    let mut rng = StdRng::seed_from_u64(12);
+    let keyless = wire::Message {
+        epoch: 1,
+        index: 0,
+        payload: wire::Payload::None,
+    }
+    .encode();
+    for policy in [SpqrPolicy::Preferred, SpqrPolicy::Required] {
+        let (mut a, mut b) = pair(policy);
+        let (w, _) = send(&mut a, &mut rng);
+        recv(&mut b, &w).unwrap();
+        // Responder, epoch-0 chain still kept: accepted without a key (libsignal 0.90 peers).
+        assert!(b.recv(&keyless).unwrap().key.is_none(), "{policy:?}");
+        let (w, _) = send(&mut b, &mut rng);
+        recv(&mut a, &w).unwrap();
+        // The initiator never gets one from a responder.
+        assert!(
+            matches!(a.recv(&keyless), Err(Error::InvalidMessage(_))),
+            "{policy:?}"
+        );
+        assert!(
+            a.recv(&[]).is_err(),
+            "and V0 is refused after negotiation too"
+        );
+    }
+    // Responder whose epoch-0 chains are gone (it sends in epoch >= 2): refused.
+    let (mut a, mut b) = pair(SpqrPolicy::Required);
+    let mut rounds = 0;
+    while b.chain.as_ref().is_none_or(|c| c.has_epoch(0)) {
+        let (w, _) = send(&mut a, &mut rng);
+        recv(&mut b, &w).unwrap();
+        let (w, _) = send(&mut b, &mut rng);
+        recv(&mut a, &w).unwrap();
+        rounds += 1;
+        assert!(rounds < 400, "epoch 0 never retired");
+    }
+    assert!(matches!(b.recv(&keyless), Err(Error::InvalidMessage(_))));
 }
