@@ -69,6 +69,9 @@ pub const SPQR_MAX_JUMP: u32 = MAX_FORWARD_JUMPS as u32;
 /// Skipped SPQR message keys kept per epoch for out-of-order delivery (libsignal passes its
 /// `MAX_MESSAGE_KEYS`); keys older than `counter − SPQR_MAX_OOO_KEYS` are dropped.
 pub const SPQR_MAX_OOO_KEYS: u32 = MAX_MESSAGE_KEYS as u32;
+/// Skipped SPQR keys a restored session record may hold per epoch and direction: the receiving
+/// chain keeps keys down to `counter − SPQR_MAX_OOO_KEYS`, one more than `SPQR_MAX_OOO_KEYS`.
+pub const SPQR_MAX_STORED_SKIPPED_KEYS: usize = SPQR_MAX_OOO_KEYS as usize + 1;
 /// SPQR chain epochs kept before the current sending epoch (SPQR v1: 1).
 pub const SPQR_EPOCHS_KEPT_BEFORE_SEND: usize = 1;
 /// Largest `pq_ratchet` field: version, epoch (u64 varint, ≤ 10 B), index (u32 varint, ≤ 5 B),

@@ -280,6 +280,30 @@ mod tests {
     }
 
     #[test]
+    fn epochs_kept_before_send_at_limit_and_limit_plus_one() {
+        // The sender moves to send epoch 2: epoch 2 − SPQR_EPOCHS_KEPT_BEFORE_SEND still
+        // receives, one further back is gone.
+        let (mut a, mut b) = pair();
+        let late: Vec<_> = (0..3u64)
+            .map(|e| {
+                if e > 0 {
+                    a.add_epoch(e, &[e as u8; 32]).unwrap();
+                    b.add_epoch(e, &[e as u8; 32]).unwrap();
+                }
+                b.send_key(e).unwrap()
+            })
+            .collect();
+        a.send_key(2).unwrap();
+        let kept = 2 - SPQR_EPOCHS_KEPT_BEFORE_SEND as u64;
+        assert_eq!(
+            *a.recv_key(kept, late[kept as usize].0).unwrap(),
+            *late[kept as usize].1
+        );
+        assert!(a.recv_key(kept - 1, late[kept as usize - 1].0).is_err());
+        assert_eq!(*a.recv_key(2, late[2].0).unwrap(), *late[2].1);
+    }
+
+    #[test]
     fn jump_limit_is_enforced_at_limit_and_limit_plus_one() {
         let (_, mut b) = pair();
         assert!(b.clone().recv_key(0, SPQR_MAX_JUMP).is_ok());

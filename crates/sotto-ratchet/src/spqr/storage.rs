@@ -407,7 +407,7 @@ fn edir_from(d: &Option<pb::Dir>) -> Result<EpochDirection> {
         Some(key32(&d.next, "SPQR chain key")?)
     };
     if !d.skipped.len().is_multiple_of(36)
-        || d.skipped.len() / 36 > crate::consts::SPQR_MAX_OOO_KEYS as usize + 1
+        || d.skipped.len() / 36 > crate::consts::SPQR_MAX_STORED_SKIPPED_KEYS
     {
         return Err(bad("SPQR skipped keys"));
     }
@@ -502,5 +502,69 @@ impl SpqrState {
             negotiation,
             chain,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::consts::SPQR_MAX_STORED_SKIPPED_KEYS;
+    use crate::spqr::SpqrPolicy;
+
+    /// A stored state whose first receiving chain holds `n` skipped keys.
+    fn with_skipped(n: usize) -> Vec<u8> {
+        let s = SpqrState::new(&[3u8; 32], Direction::B2A, SpqrPolicy::Required).unwrap();
+        let mut st = SpqrState {
+            chain: Some(Chain::new(&[3u8; 32], Direction::B2A)),
+            ..s
+        };
+        st.negotiation = None;
+        let mut pb = pb::State::decode(st.to_storage().as_slice()).unwrap();
+        let dir = pb.chain.as_mut().unwrap().links[0].recv.as_mut().unwrap();
+        dir.ctr = u32::MAX;
+        dir.skipped = (0..n as u32)
+            .flat_map(|i| {
+                let mut e = i.to_be_bytes().to_vec();
+                e.extend_from_slice(&[7u8; 32]);
+                e
+            })
+            .collect();
+        pb.encode_to_vec()
+    }
+
+    #[test]
+    fn restored_skipped_keys_at_limit_and_limit_plus_one() {
+        assert!(SpqrState::from_storage(&with_skipped(SPQR_MAX_STORED_SKIPPED_KEYS)).is_ok());
+        assert!(SpqrState::from_storage(&with_skipped(SPQR_MAX_STORED_SKIPPED_KEYS + 1)).is_err());
+    }
+
+    #[test]
+    fn restored_fields_of_the_wrong_size_are_refused() {
+        let good = with_skipped(1);
+        assert!(SpqrState::from_storage(&good).is_ok());
+        let mut pb = pb::State::decode(good.as_slice()).unwrap();
+        pb.chain.as_mut().unwrap().next_root.pop();
+        assert!(SpqrState::from_storage(&pb.encode_to_vec()).is_err());
+        let mut pb = pb::State::decode(good.as_slice()).unwrap();
+        pb.chain.as_mut().unwrap().links[0]
+            .send
+            .as_mut()
+            .unwrap()
+            .next
+            .push(0);
+        assert!(SpqrState::from_storage(&pb.encode_to_vec()).is_err());
+        let mut pb = pb::State::decode(good.as_slice()).unwrap();
+        let dir = pb.chain.as_mut().unwrap().links[0].recv.as_mut().unwrap();
+        dir.skipped.pop();
+        assert!(SpqrState::from_storage(&pb.encode_to_vec()).is_err());
+        let mut pb = pb::State::decode(good.as_slice()).unwrap();
+        pb.braid.as_mut().unwrap().auth_mac.truncate(31);
+        assert!(SpqrState::from_storage(&pb.encode_to_vec()).is_err());
+        let mut pb = pb::State::decode(good.as_slice()).unwrap();
+        pb.braid.as_mut().unwrap().state = 11;
+        assert!(SpqrState::from_storage(&pb.encode_to_vec()).is_err());
+        let mut pb = pb::State::decode(good.as_slice()).unwrap();
+        pb.chain.as_mut().unwrap().links.clear();
+        assert!(SpqrState::from_storage(&pb.encode_to_vec()).is_err());
     }
 }
