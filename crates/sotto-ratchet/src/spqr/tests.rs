@@ -292,3 +292,52 @@ fn a_keyless_message_is_accepted_only_from_an_initiator_still_on_epoch_0_keys() 
     }
     assert!(matches!(b.recv(&keyless), Err(Error::InvalidMessage(_))));
 }
+
+/// Ping-pong where the first chunk of the kind `pick` selects is corrupted in transit; returns
+/// the first error and the payload of the message that raised it.
+fn first_error_after_corrupting(pick: fn(&wire::Payload) -> bool) -> (Error, wire::Payload) {
+    let mut rng = StdRng::seed_from_u64(13);
+    let (mut a, mut b) = pair(SpqrPolicy::Required);
+    let mut corrupted = false;
+    for step in 0..400 {
+        let (from, to) = if step % 2 == 0 {
+            (&mut a, &mut b)
+        } else {
+            (&mut b, &mut a)
+        };
+        let (w, _) = send(from, &mut rng);
+        let mut m = wire::Message::decode(&w).unwrap();
+        if !corrupted && pick(&m.payload) {
+            if let wire::Payload::Ek(c) | wire::Payload::EkCt1Ack(c) | wire::Payload::Ct2(c) =
+                &mut m.payload
+            {
+                c.data[0] ^= 1;
+                corrupted = true;
+            }
+        }
+        match to.recv(&m.encode()) {
+            Ok(r) => *to = r.state,
+            Err(e) => return (e, m.payload),
+        }
+    }
+    panic!("no error (corrupted: {corrupted})");
+}
+
+#[test]
+fn a_corrupted_ciphertext_is_refused_by_the_ciphertext_mac_when_ct2_completes() {
+    let (e, p) = first_error_after_corrupting(|p| matches!(p, wire::Payload::Ct2(_)));
+    assert_eq!(e, Error::DecryptionFailed);
+    assert!(matches!(p, wire::Payload::Ct2(_)), "{p:?}");
+}
+
+#[test]
+fn a_corrupted_key_is_refused_when_it_does_not_match_the_header() {
+    let (e, p) = first_error_after_corrupting(|p| {
+        matches!(p, wire::Payload::Ek(_) | wire::Payload::EkCt1Ack(_))
+    });
+    assert!(matches!(e, Error::InvalidMessage(_)), "{e:?}");
+    assert!(
+        matches!(p, wire::Payload::Ek(_) | wire::Payload::EkCt1Ack(_)),
+        "{p:?}"
+    );
+}
