@@ -22,8 +22,6 @@
 //! - [`store`]: the signaling server's store on SQLite or on PostgreSQL, for tests that run on
 //!   both backends.
 //! - [`coturn`]: a real coturn with REST credentials, on loopback or in a network namespace.
-//! - [`janus`]: a throwaway Janus (VideoRoom only) and a client of its API, the reference SFU
-//!   of the relay's forward bench.
 //! - [`netns`]: two homes behind NAT routers and a public network, in network namespaces
 //!   (root only), for NAT traversal tests.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -31,7 +29,6 @@
 pub mod browser;
 pub mod coturn;
 pub mod device;
-pub mod janus;
 pub mod media;
 pub mod nats;
 pub mod netns;

@@ -100,25 +100,6 @@ impl PlainPeer {
         self.pc.set_remote_description(offer).await?;
         let answer = self.pc.create_answer(None).await?;
         self.pc.set_local_description(answer).await?;
-        Ok(self.gathered_sdp().await)
-    }
-
-    /// An offer: the local description once ICE gathering is complete (or after
-    /// [`GATHER_LIMIT`]); complete it with [`PlainPeer::accept_answer`].
-    pub async fn offer(&self) -> Result<String, webrtc::error::Error> {
-        let offer = self.pc.create_offer(None).await?;
-        self.pc.set_local_description(offer).await?;
-        Ok(self.gathered_sdp().await)
-    }
-
-    /// Applies the remote side's answer to [`PlainPeer::offer`].
-    pub async fn accept_answer(&self, answer: String) -> Result<(), webrtc::error::Error> {
-        let answer = RTCSessionDescription::answer(answer)?;
-        self.pc.set_remote_description(answer).await
-    }
-
-    /// The local description once ICE gathering is complete or [`GATHER_LIMIT`] has passed.
-    async fn gathered_sdp(&self) -> String {
         let wait = async {
             loop {
                 let n = self.flags.gathered.notified();
@@ -129,11 +110,12 @@ impl PlainPeer {
             }
         };
         let _ = tokio::time::timeout(GATHER_LIMIT, wait).await;
-        self.pc
+        Ok(self
+            .pc
             .local_description()
             .await
             .map(|d| d.sdp)
-            .unwrap_or_default()
+            .unwrap_or_default())
     }
 
     /// Waits until the peer connection is connected; panics after [`CONNECT_LIMIT`].
