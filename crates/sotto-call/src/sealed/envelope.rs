@@ -4,8 +4,8 @@
 use std::time::SystemTime;
 
 use sotto_ratchet::{
-    decrypt, encrypt, CiphertextMessage, IdentityKey, IdentityKeyStore, PreKeySignalMessage,
-    ProtocolAddress, SignalMessage,
+    decrypt_with, encrypt_with_rng, DecryptOptions, CiphertextMessage, IdentityKey, IdentityKeyStore,
+    PreKeySignalMessage, ProtocolAddress, SignalMessage,
 };
 use sotto_server::{Envelope, Event, Events};
 
@@ -45,7 +45,13 @@ impl Device {
         }
         self.ensure_session(peer, device).await?;
         let addr = ProtocolAddress::new(peer, device);
-        let sealed = encrypt(&addr, &mut *lock(&self.store), &plain, SystemTime::now())?;
+        let sealed = encrypt_with_rng(
+            &addr,
+            &mut *lock(&self.store),
+            &plain,
+            SystemTime::now(),
+            &mut rand::rngs::OsRng,
+        )?;
         let mut wire = Vec::with_capacity(1 + sealed.serialized().len());
         wire.push(sealed.message_type());
         wire.extend_from_slice(sealed.serialized());
@@ -73,7 +79,18 @@ impl Device {
         let mut store = lock(&self.store);
         // identity, session and used prekeys change together, or not at all
         let plain =
-            zeroize::Zeroizing::new(store.transaction(|s| decrypt(&addr, s, &message, &mut rng))?);
+            zeroize::Zeroizing::new(store.transaction(|s| {
+                decrypt_with(
+                    &addr,
+                    s,
+                    &message,
+                    &mut rng,
+                    &DecryptOptions {
+                        spqr: super::SPQR_POLICY,
+                        local_address: None,
+                    },
+                )
+            })?);
         let identity = store.get_identity(&addr)?.ok_or(SealedError::Ratchet(
             sotto_ratchet::Error::NoSession(addr.to_string()),
         ))?;

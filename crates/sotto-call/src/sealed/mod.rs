@@ -39,6 +39,11 @@ pub use profile::{
 pub use replenish::{Replenish, ReplenishBackoff};
 pub use safety::OfferedIdentity;
 
+/// Every session of the calling stack runs SPQR (the sparse post-quantum ratchet): every sotto
+/// device speaks it, so a message without it (a downgrade) is refused rather than accepted
+/// (`protocol-spec/ratchet.md` §12).
+const SPQR_POLICY: sotto_ratchet::SpqrPolicy = sotto_ratchet::SpqrPolicy::Required;
+
 /// Locks `m`, poisoned or not.
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)

@@ -4,7 +4,7 @@
 use std::time::SystemTime;
 
 use sotto_ratchet::{
-    process_prekey_bundle, Fingerprint, IdentityKey, IdentityKeyStore, PreKeyBundle,
+    process_prekey_bundle_with_policy, Fingerprint, IdentityKey, IdentityKeyStore, PreKeyBundle,
     ProtocolAddress,
 };
 
@@ -120,12 +120,13 @@ impl Device {
         offered.bundle.verify_signatures()?;
         store.transaction(|s| {
             let _replaced = s.save_identity(&addr, &offered.identity)?;
-            process_prekey_bundle(
+            process_prekey_bundle_with_policy(
                 &addr,
                 s,
                 &offered.bundle,
                 SystemTime::now(),
                 &mut rand::rngs::OsRng,
+                super::SPQR_POLICY,
             )
         })?;
         Ok(())

@@ -4,13 +4,13 @@
 use std::time::SystemTime;
 
 use sotto_ratchet::{
-    process_prekey_bundle, IdentityKey, IdentityKeyStore, PreKeyBundle, ProtocolAddress, PublicKey,
+    process_prekey_bundle_with_policy, IdentityKey, IdentityKeyStore, PreKeyBundle, ProtocolAddress, PublicKey,
     SessionStore,
 };
 use sotto_server::client::{FetchedBundle, IdentityStatus};
 
 use super::device::Device;
-use super::{lock, SealedError};
+use super::{lock, SealedError, SPQR_POLICY};
 
 impl Device {
     pub(super) fn bundle_from(f: &FetchedBundle) -> Result<PreKeyBundle, SealedError> {
@@ -77,7 +77,14 @@ impl Device {
         }
         let mut rng = rand::rngs::OsRng;
         lock(&self.store).transaction(|s| {
-            process_prekey_bundle(&addr, s, &bundle, SystemTime::now(), &mut rng)
+            process_prekey_bundle_with_policy(
+                &addr,
+                s,
+                &bundle,
+                SystemTime::now(),
+                &mut rng,
+                SPQR_POLICY,
+            )
         })?;
         Ok(())
     }
