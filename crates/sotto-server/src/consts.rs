@@ -200,3 +200,11 @@ pub const DOORBELL_QUEUE: usize = 4096;
 /// TCP user timeout and keepalive to it; a URL with its own `options` keeps them): past it the call
 /// fails (`storage_unavailable` for a dead connection) instead of holding the store thread.
 pub const PG_IO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// In a cluster, how often each node re-reads the queue of every device connected to it, rings
+/// or not: the longest a lost doorbell ring (NATS down or restarting) delays an envelope, and
+/// the longest a connection superseded on another node stays open when the takeover notice was
+/// lost (its next read is fenced, see [`crate::store::Store::pending_fenced`]). Each node also
+/// re-reads every queue as soon as its NATS connection comes back. The cost is one queue read
+/// per connected device per interval.
+pub const CLUSTER_POLL_INTERVAL: Duration = Duration::from_secs(15);

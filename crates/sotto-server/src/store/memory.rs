@@ -18,6 +18,9 @@ struct Inner {
     devices: BTreeMap<DeviceAddr, Device>,
     queues: HashMap<DeviceAddr, BTreeMap<u64, NewEnvelope>>,
     next_id: u64,
+    /// Connection claims: node and epoch per device.
+    connections: HashMap<DeviceAddr, (String, u64)>,
+    next_epoch: u64,
 }
 
 /// Everything in a mutex; lost when dropped.
@@ -261,6 +264,18 @@ impl Store for MemoryStore {
     fn queued(&self, to: &DeviceAddr) -> StoreResult<usize> {
         Ok(self.lock().queues.get(to).map_or(0, |q| q.len()))
     }
+
+    fn claim_connection(&self, addr: &DeviceAddr, node: &str) -> StoreResult<u64> {
+        let mut g = self.lock();
+        g.next_epoch += 1;
+        let epoch = g.next_epoch;
+        g.connections.insert(addr.clone(), (node.to_owned(), epoch));
+        Ok(epoch)
+    }
+
+    fn connection(&self, addr: &DeviceAddr) -> StoreResult<Option<(String, u64)>> {
+        Ok(self.lock().connections.get(addr).cloned())
+    }
 }
 
 #[cfg(test)]
@@ -290,5 +305,10 @@ mod tests {
     #[test]
     fn full_queue_fairness() {
         super::super::contract::full_queue_makes_room_from_the_largest_share(&MemoryStore::new());
+    }
+
+    #[test]
+    fn connection_epochs() {
+        super::super::contract::connection_epochs_fence_older_connections(&MemoryStore::new());
     }
 }

@@ -49,6 +49,9 @@ CREATE TABLE IF NOT EXISTS envelopes(
   stored_ms INTEGER NOT NULL, expires_ms INTEGER NOT NULL, ciphertext BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS envelopes_to ON envelopes(to_user, to_device, id);
 CREATE INDEX IF NOT EXISTS envelopes_expiry ON envelopes(expires_ms);
+CREATE TABLE IF NOT EXISTS connections(
+  user TEXT NOT NULL, device INTEGER NOT NULL, node TEXT NOT NULL, epoch INTEGER NOT NULL,
+  PRIMARY KEY(user, device)) WITHOUT ROWID;
 PRAGMA user_version = 1;
 ";
 
@@ -495,6 +498,28 @@ impl Store for SqliteStore {
         )?;
         Ok(usize::try_from(n).unwrap_or(0))
     }
+
+    fn claim_connection(&self, addr: &DeviceAddr, node: &str) -> StoreResult<u64> {
+        let epoch: i64 = self.lock().query_row(
+            "INSERT INTO connections(user, device, node, epoch) VALUES(?1, ?2, ?3, 1)
+             ON CONFLICT(user, device) DO UPDATE SET node=excluded.node, epoch=epoch+1
+             RETURNING epoch",
+            params![addr.user, addr.device, node],
+            |r| r.get(0),
+        )?;
+        Ok(to_u64(epoch))
+    }
+
+    fn connection(&self, addr: &DeviceAddr) -> StoreResult<Option<(String, u64)>> {
+        Ok(self
+            .lock()
+            .query_row(
+                "SELECT node, epoch FROM connections WHERE user=?1 AND device=?2",
+                params![addr.user, addr.device],
+                |r| Ok((r.get(0)?, to_u64(r.get(1)?))),
+            )
+            .optional()?)
+    }
 }
 
 #[cfg(test)]
@@ -527,6 +552,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = SqliteStore::open(&dir.path().join("s.db"), Durability::Normal).unwrap();
         super::super::contract::full_queue_makes_room_from_the_largest_share(&s);
+    }
+
+    #[test]
+    fn connection_epochs() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("s.db"), Durability::Normal).unwrap();
+        super::super::contract::connection_epochs_fence_older_connections(&s);
     }
 
     #[test]
