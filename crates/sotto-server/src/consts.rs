@@ -45,7 +45,8 @@ pub const BUNDLE_FETCHES_PER_MINUTE: u32 = 30;
 /// One-time prekeys one target device hands out per minute, to everyone together (token
 /// bucket). Past it, fetches are *served* without a one-time prekey (PQXDH runs without one:
 /// the signed prekey and the last-resort Kyber prekey are enough), so draining is bounded
-/// while nobody is locked out of calling the target.
+/// while nobody is locked out of calling the target. On a cluster the allowance is the
+/// cluster's (a token bucket in the shared store, `Store::take_limit_token`), not each server's.
 pub const ONE_TIME_PREKEYS_PER_TARGET_PER_MINUTE: u32 = 10;
 
 /// One account gets at most one one-time prekey of a given target device per this window;

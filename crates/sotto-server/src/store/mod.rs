@@ -306,6 +306,14 @@ pub trait Store: Send + Sync + 'static {
         }
     }
 
+    /// Takes a token from the per-minute limit bucket `key` (`per_minute` a minute, as a burst
+    /// of `per_minute`; created full) shared by every server on this store: the read, the rule
+    /// ([`crate::limits::SharedBucket`]) and the write are one atomic step. Whether one was taken.
+    fn take_limit_token(&self, key: &str, per_minute: u32, now_ms: u64) -> StoreResult<bool>;
+
+    /// Returns a token [`Store::take_limit_token`] took for something that did not happen.
+    fn give_back_limit_token(&self, key: &str, per_minute: u32) -> StoreResult<()>;
+
     /// Called on graceful shutdown (SQLite: checkpoint the WAL).
     fn flush(&self) -> StoreResult<()> {
         Ok(())
@@ -481,6 +489,23 @@ pub(crate) mod contract {
         assert_eq!(s.queued(&b).unwrap(), 0);
         assert_eq!(s.take_bundle(&b, true).unwrap(), BundleOutcome::NoPrekeys);
         assert_eq!(s.identity(&b).unwrap(), Some(vec![4; 33]));
+    }
+
+    /// A shared limit bucket: `per_minute` tokens at once, the next refused, one more a
+    /// minute/`per_minute` later; a token given back is usable again; buckets are independent.
+    pub fn limit_buckets_at_limit_and_limit_plus_one(s: &dyn Store) {
+        for _ in 0..4 {
+            assert!(s.take_limit_token("k", 4, 1_000).unwrap());
+        }
+        assert!(!s.take_limit_token("k", 4, 1_000).unwrap());
+        assert!(s.take_limit_token("other", 4, 1_000).unwrap());
+        s.give_back_limit_token("k", 4).unwrap();
+        assert!(s.take_limit_token("k", 4, 1_000).unwrap());
+        assert!(!s.take_limit_token("k", 4, 1_000).unwrap());
+        // 4 a minute: one more 15 s later, not 9 s later
+        assert!(!s.take_limit_token("k", 4, 10_000).unwrap());
+        assert!(s.take_limit_token("k", 4, 17_000).unwrap());
+        assert!(!s.take_limit_token("k", 4, 17_000).unwrap());
     }
 
     /// Each claim gets a higher epoch; an older epoch is fenced off the queue, the current one

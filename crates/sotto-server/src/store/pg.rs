@@ -45,12 +45,17 @@ use crate::consts::{PG_CONNECT_TIMEOUT, PG_IO_TIMEOUT, PG_MIGRATION_LOCK};
 use crate::protocol::B64;
 
 mod connections;
+mod limits;
 
 /// The versioned schema, in order: (version, SQL). A released file is never edited; a change is
 /// a new file appended here.
 const MIGRATIONS: &[(i32, &str)] = &[
     (1, include_str!("../../migrations/pg/0001_init.sql")),
     (2, include_str!("../../migrations/pg/0002_connections.sql")),
+    (
+        3,
+        include_str!("../../migrations/pg/0003_limit_buckets.sql"),
+    ),
 ];
 
 const KIND_SIGNED: i16 = 0;
@@ -767,6 +772,14 @@ impl Store for PgStore {
         self.claimed(addr)
     }
 
+    fn take_limit_token(&self, key: &str, per_minute: u32, now_ms: u64) -> StoreResult<bool> {
+        self.take_token(key, per_minute, now_ms)
+    }
+
+    fn give_back_limit_token(&self, key: &str, per_minute: u32) -> StoreResult<()> {
+        self.give_back_token(key, per_minute)
+    }
+
     fn ack(&self, to: &DeviceAddr, id: u64) -> StoreResult<bool> {
         self.run(|t| Ok(End::Commit(t.ack(to, id)?)))
     }
@@ -874,6 +887,12 @@ mod tests {
     fn full_queue_fairness() {
         let Some((_pg, s)) = store() else { return };
         super::super::contract::full_queue_makes_room_from_the_largest_share(&s);
+    }
+
+    #[test]
+    fn limit_buckets() {
+        let Some((_pg, s)) = store() else { return };
+        super::super::contract::limit_buckets_at_limit_and_limit_plus_one(&s);
     }
 
     #[test]

@@ -52,6 +52,8 @@ CREATE INDEX IF NOT EXISTS envelopes_expiry ON envelopes(expires_ms);
 CREATE TABLE IF NOT EXISTS connections(
   user TEXT NOT NULL, device INTEGER NOT NULL, node TEXT NOT NULL, epoch INTEGER NOT NULL,
   PRIMARY KEY(user, device)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS limit_buckets(
+  key TEXT PRIMARY KEY, tokens REAL NOT NULL, last_ms INTEGER NOT NULL) WITHOUT ROWID;
 PRAGMA user_version = 1;
 ";
 
@@ -510,6 +512,61 @@ impl Store for SqliteStore {
         Ok(to_u64(epoch))
     }
 
+    fn take_limit_token(&self, key: &str, per_minute: u32, now_ms: u64) -> StoreResult<bool> {
+        let mut c = self.lock();
+        let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute(
+            "DELETE FROM limit_buckets WHERE last_ms <= ?1",
+            params![to_i64(now_ms.saturating_sub(60_000))],
+        )?;
+        let mut b = tx
+            .query_row(
+                "SELECT tokens, last_ms FROM limit_buckets WHERE key=?1",
+                params![key],
+                |r| {
+                    Ok(crate::limits::SharedBucket {
+                        tokens: r.get(0)?,
+                        last_ms: to_u64(r.get(1)?),
+                    })
+                },
+            )
+            .optional()?
+            .unwrap_or_else(|| crate::limits::SharedBucket::full(per_minute, now_ms));
+        let taken = b.try_take(per_minute, now_ms);
+        tx.execute(
+            "INSERT OR REPLACE INTO limit_buckets(key, tokens, last_ms) VALUES(?1, ?2, ?3)",
+            params![key, b.tokens, to_i64(b.last_ms)],
+        )?;
+        tx.commit()?;
+        Ok(taken)
+    }
+
+    fn give_back_limit_token(&self, key: &str, per_minute: u32) -> StoreResult<()> {
+        let mut c = self.lock();
+        let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let found = tx
+            .query_row(
+                "SELECT tokens, last_ms FROM limit_buckets WHERE key=?1",
+                params![key],
+                |r| {
+                    Ok(crate::limits::SharedBucket {
+                        tokens: r.get(0)?,
+                        last_ms: to_u64(r.get(1)?),
+                    })
+                },
+            )
+            .optional()?;
+        if let Some(mut b) = found {
+            b.give_back(per_minute);
+            tx.execute(
+                "UPDATE limit_buckets SET tokens=?2 WHERE key=?1",
+                params![key, b.tokens],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     fn connection(&self, addr: &DeviceAddr) -> StoreResult<Option<(String, u64)>> {
         Ok(self
             .lock()
@@ -552,6 +609,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = SqliteStore::open(&dir.path().join("s.db"), Durability::Normal).unwrap();
         super::super::contract::full_queue_makes_room_from_the_largest_share(&s);
+    }
+
+    #[test]
+    fn limit_buckets() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("s.db"), Durability::Normal).unwrap();
+        super::super::contract::limit_buckets_at_limit_and_limit_plus_one(&s);
     }
 
     #[test]
