@@ -75,6 +75,10 @@ struct Args {
     /// With --postgres-url: also run SQLite (at --durability) first, in the same run.
     #[arg(long)]
     with_sqlite: bool,
+    /// Also report the CPU per envelope of every process with one of these names (e.g.
+    /// `postgres,nats-server`: the database's backends and NATS), comma separated.
+    #[arg(long, value_delimiter = ',')]
+    also_cpu: Vec<String>,
     /// Which servers: sotto, node, or both.
     #[arg(long, default_value = "both")]
     target: String,
@@ -211,6 +215,25 @@ fn cpu_time(pid: &str) -> Duration {
         .unwrap_or(0);
     // USER_HZ is 100 on Linux.
     Duration::from_millis(ticks * 10)
+}
+
+/// CPU time of every running process whose name (`/proc/PID/comm`) is one of `names`.
+fn cpu_of_named(names: &[String]) -> Duration {
+    if names.is_empty() {
+        return Duration::ZERO;
+    }
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Duration::ZERO;
+    };
+    dir.filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|pid| pid.bytes().all(|b| b.is_ascii_digit()))
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| names.iter().any(|n| n == c.trim()))
+        })
+        .map(|pid| cpu_time(&pid))
+        .sum()
 }
 
 async fn recv(ws: &mut Ws) -> Result<ServerMessage, BoxErr> {
@@ -383,14 +406,14 @@ async fn run_one(name: &str, procs: Procs, idle: usize, args: &Args) -> Result<(
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss1 = procs.rss_kib();
     let per_conn = (rss1.saturating_sub(rss0) as f64 * 1024.0) / idle.max(1) as f64;
-    let (server0, gen0) = (procs.cpu(), cpu_time("self"));
+    let (server0, gen0, other0) = (procs.cpu(), cpu_time("self"), cpu_of_named(&args.also_cpu));
     let r = tokio::time::timeout(Duration::from_secs(300), route(&urls, &run, args)).await??;
-    let (server1, gen1) = (procs.cpu(), cpu_time("self"));
+    let (server1, gen1, other1) = (procs.cpu(), cpu_time("self"), cpu_of_named(&args.also_cpu));
     let rate = r.envelopes as f64 / r.elapsed.as_secs_f64();
     // CPU per routed envelope (connecting the pairs included), server and load generator.
     let per_env = |d: Duration| d.as_secs_f64() * 1e6 / r.envelopes as f64;
     println!(
-        "{name:>10} | idle {idle:>6} | connect+auth {:>6.2}s | RSS {:>7} KiB -> {:>7} KiB | {:>7.0} B/idle conn | {:>8.0} env/s | p50 {:>8.2?} | p99 {:>8.2?} | CPU/env server {:>5.1} us, generator {:>5.1} us",
+        "{name:>10} | idle {idle:>6} | connect+auth {:>6.2}s | RSS {:>7} KiB -> {:>7} KiB | {:>7.0} B/idle conn | {:>8.0} env/s | p50 {:>8.2?} | p99 {:>8.2?} | CPU/env server {:>5.1} us, generator {:>5.1} us, {} {:>5.1} us",
         connect_time.as_secs_f64(),
         rss0,
         rss1,
@@ -400,6 +423,12 @@ async fn run_one(name: &str, procs: Procs, idle: usize, args: &Args) -> Result<(
         pct(&r.latencies, 0.99),
         per_env(server1.saturating_sub(server0)),
         per_env(gen1.saturating_sub(gen0)),
+        if args.also_cpu.is_empty() {
+            "others".to_owned()
+        } else {
+            args.also_cpu.join("+")
+        },
+        per_env(other1.saturating_sub(other0)),
     );
     drop(idle_conns);
     drop(procs);
