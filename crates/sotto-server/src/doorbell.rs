@@ -17,6 +17,9 @@
 //! cannot leave two connections delivering one queue: the older one's next queue read is fenced
 //! by the store (see [`crate::store::Store::pending_fenced`]) and closes it the same way.
 //!
+//! Low-prekey notices for a device connected elsewhere travel the same way (best effort, as on
+//! one server).
+//!
 //! Rings can be lost (NATS down or restarting, a full queue); envelopes then wait in the store
 //! and are delivered by the next read of the recipient's queue: every server re-reads the queue
 //! of each device connected to it when its NATS connection comes back and every
@@ -30,8 +33,13 @@ use futures_util::StreamExt;
 use tokio::sync::{mpsc, watch};
 
 use crate::consts::{DOORBELL_QUEUE, NATS_CONNECT_TIMEOUT, NATS_PUBLISH_TIMEOUT, NATS_RETRY};
+use crate::protocol::{encode_server_frame, ServerMessage};
 use crate::store::DeviceAddr;
-use crate::worker::{Ended, OnlineMap};
+use crate::worker::{Ended, OnlineMap, Out};
+
+/// Low-prekey notices travel on `sotto.prekeys_low.<hex of the username>.<device>`, the
+/// payload the stock left in decimal: the node the device is connected to pushes `prekeys_low`.
+const PREKEYS_LOW_PREFIX: &str = "sotto.prekeys_low";
 
 /// Ring subjects are `sotto.doorbell.<hex of the username>.<device>`.
 const SUBJECT_PREFIX: &str = "sotto.doorbell";
@@ -84,6 +92,8 @@ enum Bell {
     Ring(DeviceAddr),
     /// The device has a new connection with this epoch: older ones close.
     Takeover(DeviceAddr, u64),
+    /// The device's one-time prekey stock is this low: tell it.
+    PrekeysLow(DeviceAddr, u32),
 }
 
 /// Rings doorbells from the store thread and announces takeovers (never blocks: a message that
@@ -96,6 +106,17 @@ impl Ringer {
     pub fn ring(&self, to: &DeviceAddr) {
         if self.0.try_send(Bell::Ring(to.clone())).is_err() {
             tracing::warn!("doorbell queue full: a ring dropped (delivery waits for the next)");
+        }
+    }
+
+    /// Tells the server `addr` is connected to that its one-time prekey stock is `remaining`.
+    pub fn prekeys_low(&self, addr: &DeviceAddr, remaining: u32) {
+        if self
+            .0
+            .try_send(Bell::PrekeysLow(addr.clone(), remaining))
+            .is_err()
+        {
+            tracing::warn!("doorbell queue full: a low-prekey notice dropped");
         }
     }
 
@@ -189,18 +210,19 @@ async fn run(
     poll: Duration,
 ) {
     let (reconnected_tx, mut reconnected) = mpsc::channel(1);
-    let (client, mut rings, mut takeovers) = loop {
+    let (client, mut rings, mut takeovers, mut low) = loop {
         let client = connect(&url, &reconnected_tx).await;
         let subscribed = tokio::time::timeout(NATS_CONNECT_TIMEOUT, async {
             let rings = client.subscribe(format!("{SUBJECT_PREFIX}.>")).await?;
             let takeovers = client.subscribe(format!("{TAKEOVER_PREFIX}.>")).await?;
-            Ok::<_, async_nats::SubscribeError>((rings, takeovers))
+            let low = client.subscribe(format!("{PREKEYS_LOW_PREFIX}.>")).await?;
+            Ok::<_, async_nats::SubscribeError>((rings, takeovers, low))
         })
         .await;
-        if let Ok(Ok((rings, takeovers))) = subscribed {
+        if let Ok(Ok((rings, takeovers, low))) = subscribed {
             // the subscriptions are registered at the NATS server once the flush returns
             if let Ok(Ok(())) = tokio::time::timeout(NATS_CONNECT_TIMEOUT, client.flush()).await {
-                break (client, rings, takeovers);
+                break (client, rings, takeovers, low);
             }
         }
         tracing::warn!("doorbell: NATS subscribe failed; retrying");
@@ -221,6 +243,10 @@ async fn run(
                     Some(Bell::Takeover(addr, epoch)) => (
                         subject_under(TAKEOVER_PREFIX, &addr),
                         epoch.to_string().into_bytes().into(),
+                    ),
+                    Some(Bell::PrekeysLow(addr, remaining)) => (
+                        subject_under(PREKEYS_LOW_PREFIX, &addr),
+                        remaining.to_string().into_bytes().into(),
                     ),
                 };
                 // publish only queues the message in the client (it reconnects by itself)
@@ -251,6 +277,21 @@ async fn run(
                         if on_takeover(c.epoch, epoch) == OnTakeover::CloseLocal {
                             c.end(Ended::Replaced);
                         }
+                    }
+                }
+            }
+            msg = low.next() => {
+                let Some(msg) = msg else { return };
+                let remaining = std::str::from_utf8(&msg.payload)
+                    .ok()
+                    .and_then(|e| e.parse::<u32>().ok());
+                if let (Some(addr), Some(remaining)) =
+                    (parse_under(PREKEYS_LOW_PREFIX, &msg.subject), remaining)
+                {
+                    let frame = encode_server_frame(&ServerMessage::PrekeysLow { remaining });
+                    if let (Some(c), Ok(text)) = (online.lock().get(&addr), frame) {
+                        // best effort, as on one server
+                        let _ = c.try_push(Out::Text(text));
                     }
                 }
             }

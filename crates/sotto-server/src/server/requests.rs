@@ -166,12 +166,9 @@ pub(crate) async fn handle_request(
                     if b.one_time_prekey.is_some()
                         && b.one_time_remaining < limits.low_prekey_threshold
                     {
-                        shared.push(
-                            &a,
-                            &ServerMessage::PrekeysLow {
-                                remaining: b.one_time_remaining,
-                            },
-                        );
+                        // on a cluster the target may be connected to another node: it is told
+                        // through NATS
+                        shared.prekeys_low(&a, b.one_time_remaining);
                     }
                     let bundle = Bundle {
                         username: a.user,

@@ -153,6 +153,16 @@ impl Shared {
         store_answer(self.worker.call(f).await)
     }
 
+    /// Tells `addr` its one-time prekey stock is low (`remaining` left): here if it is
+    /// connected here, else (on a cluster) through the node it is connected to.
+    pub fn prekeys_low(&self, addr: &DeviceAddr, remaining: u32) {
+        let here = self.online().contains_key(addr);
+        match (&self.ringer, here) {
+            (Some(r), false) => r.prekeys_low(addr, remaining),
+            _ => self.push(addr, &ServerMessage::PrekeysLow { remaining }),
+        }
+    }
+
     /// Pushes `msg` to `addr` if it is online.
     pub fn push(&self, addr: &DeviceAddr, msg: &ServerMessage) {
         if let (Some(c), Ok(text)) = (self.online().get(addr), encode_server_frame(msg)) {
