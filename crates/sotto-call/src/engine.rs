@@ -160,7 +160,10 @@ impl Engine {
         cfg.relay = relay;
         cfg.machine = machine;
         // a peer may name a plain loopback relay only in a local setup (our server is one)
-        cfg.allow_plain_loopback_relays = sotto_tls::is_plain_loopback(device.client().url());
+        cfg.allow_plain_loopback_relays = device
+            .client()
+            .node_urls()
+            .all(sotto_tls::is_plain_loopback);
         let driver = Driver {
             core: CallCore::new(cfg, StdRng::from_entropy()),
             device: device.clone(),

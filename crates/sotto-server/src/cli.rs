@@ -14,6 +14,7 @@
 //! | `--store` (`sqlite` or `postgres`) | `SOTTO_STORE` | `store.backend` |
 //! | `--postgres-url` (alone selects `postgres`) | `SOTTO_POSTGRES_URL` | `store.url` |
 //! | `--nats-url` (the doorbell between servers sharing PostgreSQL) | `SOTTO_NATS_URL` | `cluster.nats_url` |
+//! | `--node-id` (this node's name in a cluster; default random) | `SOTTO_NODE_ID` | `cluster.node_id` |
 //! | `--server-id` | `SOTTO_SERVER_ID` | `server_id` |
 //! | `--metrics-listen` | `SOTTO_METRICS_LISTEN` | `metrics_listen` |
 //! | `--tls-cert` | `SOTTO_TLS_CERT` | `tls.cert` |
@@ -78,6 +79,10 @@ pub struct ServerArgs {
     /// NATS URL of the doorbell between servers sharing one PostgreSQL (`nats://host:4222`).
     #[arg(long, env = "SOTTO_NATS_URL", hide_env_values = true)]
     pub nats_url: Option<String>,
+    /// This node's name in a cluster, recorded with each device's connection claim (default:
+    /// random per start).
+    #[arg(long, env = "SOTTO_NODE_ID")]
+    pub node_id: Option<String>,
     /// Server identity bound into authentication signatures (default: the listen address).
     #[arg(long, env = "SOTTO_SERVER_ID")]
     pub server_id: Option<String>,
@@ -248,6 +253,7 @@ impl ServerArgs {
             .clone()
             .or(file.cluster.nats_url.clone())
             .map(crate::server::NatsUrl::new);
+        config.node_id = self.node_id.clone().or(file.cluster.node_id.clone());
         let relays = if self.relays.is_empty() {
             file.relays.clone()
         } else {

@@ -10,6 +10,11 @@
 //! The URL is `wss://` (the server verified against the system's roots plus
 //! [`ClientConfig::tls`]), or `ws://` to a loopback host only: anything else is refused with
 //! [`Error::Tls`] before a connection is made.
+//!
+//! The URL may name several nodes of one cluster, separated by commas
+//! (`wss://a.example:443,wss://b.example:443`): [`Client::connect`] signs in at the first that
+//! answers, and a lost connection is re-established at the next in turn, so a device whose node
+//! dies moves to another one. (The nodes share one store, so its queue is there too.)
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -37,7 +42,8 @@ type Ws = WebSocketStream<sotto_tls::Stream>;
 /// How to reach and authenticate to a server.
 #[derive(Clone)]
 pub struct ClientConfig {
-    /// `wss://host:port`, or `ws://host:port` to a loopback host.
+    /// `wss://host:port`, or `ws://host:port` to a loopback host; or several such URLs of one
+    /// cluster's nodes, separated by commas (tried in turn, see the module docs).
     pub url: String,
     /// The CAs a `wss://` server is verified against (default: the system's roots).
     pub tls: ClientTls,
@@ -210,12 +216,21 @@ impl Client {
     /// Connects and authenticates. An error here (refused, unreachable) is returned as is; after
     /// success the connection is kept up in the background.
     pub async fn connect(cfg: ClientConfig) -> Result<(Client, Events)> {
-        let ws = establish(&cfg).await?;
+        let mut nodes = Nodes::new(&cfg.url);
+        let mut ws = establish(&cfg, nodes.current()).await;
+        for _ in 1..nodes.len() {
+            if ws.is_ok() {
+                break;
+            }
+            nodes.advance();
+            ws = establish(&cfg, nodes.current()).await;
+        }
+        let ws = ws?;
         let (cmd, cmd_rx) = mpsc::channel(256);
         let (ev_tx, ev_rx) = mpsc::channel(cfg.events_capacity.max(1));
         let request_timeout = cfg.request_timeout;
         let url = cfg.url.clone();
-        tokio::spawn(run(cfg, ws, cmd_rx, ev_tx));
+        tokio::spawn(run(cfg, nodes, ws, cmd_rx, ev_tx));
         Ok((
             Client {
                 cmd,
@@ -227,9 +242,15 @@ impl Client {
         ))
     }
 
-    /// The signaling server's URL this client connected to.
+    /// The signaling server's URL this client was configured with (with several nodes, the
+    /// comma-separated list: see [`Client::node_urls`]).
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// Each node URL in [`Client::url`].
+    pub fn node_urls(&self) -> impl Iterator<Item = &str> {
+        self.url.split(',').map(str::trim).filter(|u| !u.is_empty())
     }
 
     async fn request(&self, msg: ClientMessage) -> Result<ServerMessage> {
@@ -464,15 +485,48 @@ async fn next_server_message(ws: &mut Ws) -> Result<ServerMessage> {
 
 /// Connects (TLS unless the server is loopback, see [`sotto_tls::connect`]) and runs the
 /// challenge-response handshake.
-async fn establish(cfg: &ClientConfig) -> Result<Ws> {
+/// The server URLs a client may use (one, or a cluster's nodes) and the one it uses now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Nodes {
+    urls: Vec<String>,
+    at: usize,
+}
+
+impl Nodes {
+    /// The comma-separated URLs in `list` (blanks ignored), starting at the first.
+    fn new(list: &str) -> Self {
+        let mut urls: Vec<String> = list
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if urls.is_empty() {
+            // an empty URL fails in `establish` as before
+            urls.push(list.to_owned());
+        }
+        Self { urls, at: 0 }
+    }
+
+    fn len(&self) -> usize {
+        self.urls.len()
+    }
+
+    fn current(&self) -> &str {
+        self.urls.get(self.at).map_or("", String::as_str)
+    }
+
+    /// Moves to the next node (after the last: the first).
+    fn advance(&mut self) {
+        self.at = (self.at + 1) % self.urls.len().max(1);
+    }
+}
+
+async fn establish(cfg: &ClientConfig, url: &str) -> Result<Ws> {
     let fut = async {
-        let stream = sotto_tls::connect(&cfg.url, &cfg.tls).await?;
-        let (mut ws, _) = tokio_tungstenite::client_async_with_config(
-            cfg.url.as_str(),
-            stream,
-            Some(ws_config()),
-        )
-        .await?;
+        let stream = sotto_tls::connect(url, &cfg.tls).await?;
+        let (mut ws, _) =
+            tokio_tungstenite::client_async_with_config(url, stream, Some(ws_config())).await?;
         let nonce = match next_server_message(&mut ws).await? {
             ServerMessage::Challenge { server, nonce } => {
                 if server != cfg.server_id {
@@ -531,6 +585,7 @@ enum Lost {
 
 async fn run(
     cfg: ClientConfig,
+    mut nodes: Nodes,
     ws: Ws,
     mut cmd_rx: mpsc::Receiver<Cmd>,
     ev_tx: mpsc::Sender<Event>,
@@ -542,6 +597,8 @@ async fn run(
             return;
         }
         let _ = ev_tx.try_send(Event::Disconnected);
+        // the node just lost may be down: the next attempt goes to the next one (if any)
+        nodes.advance();
         let mut delay = cfg.backoff_min;
         ws = loop {
             let jittered = delay.mul_f64(rand::thread_rng().gen_range(0.5..1.0));
@@ -557,10 +614,11 @@ async fn run(
                     },
                 }
             }
-            match establish(&cfg).await {
+            match establish(&cfg, nodes.current()).await {
                 Ok(ws) => break ws,
                 Err(e) => {
                     tracing::debug!(error = %e, "reconnect failed");
+                    nodes.advance();
                     delay = (delay * 2).min(cfg.backoff_max);
                 }
             }
@@ -622,5 +680,38 @@ async fn drive(ws: &mut Ws, cmd_rx: &mut mpsc::Receiver<Cmd>, ev_tx: &mpsc::Send
                 Err(_) => return Lost::Connection,
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Nodes;
+
+    #[test]
+    fn nodes_are_tried_in_turn_and_wrap() {
+        let mut n = Nodes::new("ws://127.0.0.1:1, ws://127.0.0.1:2,,ws://127.0.0.1:3");
+        assert_eq!(n.len(), 3);
+        let mut seen = Vec::new();
+        for _ in 0..4 {
+            seen.push(n.current().to_owned());
+            n.advance();
+        }
+        assert_eq!(
+            seen,
+            [
+                "ws://127.0.0.1:1",
+                "ws://127.0.0.1:2",
+                "ws://127.0.0.1:3",
+                "ws://127.0.0.1:1"
+            ]
+        );
+    }
+
+    #[test]
+    fn one_url_stays_put() {
+        let mut n = Nodes::new("wss://sotto.example:443");
+        n.advance();
+        assert_eq!(n.current(), "wss://sotto.example:443");
+        assert_eq!(n.len(), 1);
     }
 }

@@ -15,6 +15,7 @@
 //!
 //! [cluster]                       # several servers on one PostgreSQL
 //! nats_url = "nats://127.0.0.1:4222"   # the doorbell between them (see doorbell.rs)
+//! node_id = "node-1"              # optional; this node's name in connection claims (default: random)
 //!
 //! [tls]                           # both or neither; without them plain ws:// (loopback only)
 //! cert = "/etc/sotto/fullchain.pem"   # PEM certificate chain, leaf first
@@ -175,12 +176,15 @@ impl std::fmt::Debug for StoreFile {
 pub struct ClusterFile {
     /// NATS URL of the doorbell (may hold credentials: never printed).
     pub nats_url: Option<String>,
+    /// This node's name, recorded with each device's connection claim.
+    pub node_id: Option<String>,
 }
 
 impl std::fmt::Debug for ClusterFile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ClusterFile")
             .field("nats_url", &self.nats_url.as_ref().map(|_| "<redacted>"))
+            .field("node_id", &self.node_id)
             .finish()
     }
 }

@@ -45,7 +45,8 @@ pub const BUNDLE_FETCHES_PER_MINUTE: u32 = 30;
 /// One-time prekeys one target device hands out per minute, to everyone together (token
 /// bucket). Past it, fetches are *served* without a one-time prekey (PQXDH runs without one:
 /// the signed prekey and the last-resort Kyber prekey are enough), so draining is bounded
-/// while nobody is locked out of calling the target.
+/// while nobody is locked out of calling the target. On a cluster the allowance is the
+/// cluster's (a token bucket in the shared store, `Store::take_limit_token`), not each server's.
 pub const ONE_TIME_PREKEYS_PER_TARGET_PER_MINUTE: u32 = 10;
 
 /// One account gets at most one one-time prekey of a given target device per this window;
@@ -200,3 +201,11 @@ pub const DOORBELL_QUEUE: usize = 4096;
 /// TCP user timeout and keepalive to it; a URL with its own `options` keeps them): past it the call
 /// fails (`storage_unavailable` for a dead connection) instead of holding the store thread.
 pub const PG_IO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// In a cluster, how often each node re-reads the queue of every device connected to it, rings
+/// or not: the longest a lost doorbell ring (NATS down or restarting) delays an envelope, and
+/// the longest a connection superseded on another node stays open when the takeover notice was
+/// lost (its next read is fenced, see [`crate::store::Store::pending_fenced`]). Each node also
+/// re-reads every queue as soon as its NATS connection comes back. The cost is one queue read
+/// per connected device per interval.
+pub const CLUSTER_POLL_INTERVAL: Duration = Duration::from_secs(15);

@@ -73,6 +73,53 @@ impl TokenBucket {
     }
 }
 
+/// A per-minute token bucket as a store keeps it for a limit shared by every server on that
+/// store: the same rule as [`TokenBucket::per_minute`], on wall-clock milliseconds (the servers
+/// share no `Instant`). Sans-IO: the store reads it, applies [`SharedBucket::try_take`] and
+/// writes it back in one transaction.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SharedBucket {
+    /// Tokens left at `last_ms`.
+    pub tokens: f64,
+    /// When it was last taken from, ms.
+    pub last_ms: u64,
+}
+
+impl SharedBucket {
+    /// A full bucket of `per_minute` tokens.
+    pub fn full(per_minute: u32, now_ms: u64) -> Self {
+        Self {
+            tokens: f64::from(per_minute),
+            last_ms: now_ms,
+        }
+    }
+
+    /// Refills for the time since it was last used, then takes one token if there is one.
+    pub fn try_take(&mut self, per_minute: u32, now_ms: u64) -> bool {
+        let rate = f64::from(per_minute) / 60_000.0;
+        let burst = f64::from(per_minute.max(1));
+        let elapsed = now_ms.saturating_sub(self.last_ms) as f64;
+        self.last_ms = self.last_ms.max(now_ms);
+        self.tokens = (self.tokens + elapsed * rate).min(burst);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Returns a token taken for something that did not happen (at most up to the burst).
+    pub fn give_back(&mut self, per_minute: u32) {
+        self.tokens = (self.tokens + 1.0).min(f64::from(per_minute.max(1)));
+    }
+
+    /// Whether it is certainly full by `now_ms` (a stored one can then be forgotten).
+    pub fn idle_for_a_minute(&self, now_ms: u64) -> bool {
+        now_ms.saturating_sub(self.last_ms) >= 60_000
+    }
+}
+
 /// Counts live connections per IP address.
 #[derive(Debug, Clone)]
 pub struct ConnectionLimiter {

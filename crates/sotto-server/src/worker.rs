@@ -75,6 +75,9 @@ struct Queue {
 /// is the only consumer.
 pub(crate) struct Conn {
     pub conn_id: u64,
+    /// The connection epoch its device claimed in the store (0 on a single server, which
+    /// claims none; see [`Store::claim_connection`]).
+    pub epoch: u64,
     cap: usize,
     queue: Mutex<Queue>,
     waker: AtomicWaker,
@@ -115,9 +118,10 @@ impl Drop for Slot {
 impl Conn {
     /// A connection whose queue holds at most `cap` items (answers, pushes and reserved slots).
     /// It starts lagging, with a backlog read requested.
-    pub fn new(conn_id: u64, cap: usize) -> Self {
+    pub fn new(conn_id: u64, epoch: u64, cap: usize) -> Self {
         Self {
             conn_id,
+            epoch,
             cap: cap.max(1),
             queue: Mutex::new(Queue {
                 items: VecDeque::new(),

@@ -21,12 +21,15 @@
 //! - [`nats`]: a throwaway `nats-server` on loopback (the servers' doorbell).
 //! - [`store`]: the signaling server's store on SQLite or on PostgreSQL, for tests that run on
 //!   both backends.
+//! - [`cluster`]: signaling nodes sharing one PostgreSQL and one NATS, in this process or as
+//!   `sotto-server` child processes.
 //! - [`coturn`]: a real coturn with REST credentials, on loopback or in a network namespace.
 //! - [`netns`]: two homes behind NAT routers and a public network, in network namespaces
 //!   (root only), for NAT traversal tests.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod browser;
+pub mod cluster;
 pub mod coturn;
 pub mod device;
 pub mod media;

@@ -13,6 +13,14 @@
 //! route M envelopes (window of W unanswered sends per sender; receivers ack every envelope) →
 //! envelopes/s and send→delivery latency p50/p99. 10 000 connections need `ulimit -n` ≥ ~10 100
 //! for the generator and for each server process.
+//!
+//! A cluster: `--postgres-url URL --nats-url URL --nodes 1,3` starts that many `sotto-server`
+//! processes on the one PostgreSQL and NATS for each count; pair i's sender signs in at node
+//! i mod N and its receiver at node (i + 1) mod N, so with N > 1 every envelope crosses nodes
+//! (stored by one, rung over NATS, read by the other), and the idle connections are spread over
+//! the nodes. Server CPU is the sum over the nodes. `--with-sqlite` runs SQLite (at
+//! `--durability`) first in the same run, for comparison. Usernames carry a random per-run
+//! prefix, so one database serves every run.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -57,6 +65,20 @@ struct Args {
     /// then ignored; each idle count needs an empty database: run one count per fresh database).
     #[arg(long)]
     postgres_url: Option<String>,
+    /// NATS URL for the doorbell between nodes (with --postgres-url).
+    #[arg(long)]
+    nats_url: Option<String>,
+    /// Node counts to run on PostgreSQL, comma separated (with --postgres-url; more than one
+    /// needs --nats-url).
+    #[arg(long, default_value = "1", value_delimiter = ',')]
+    nodes: Vec<usize>,
+    /// With --postgres-url: also run SQLite (at --durability) first, in the same run.
+    #[arg(long)]
+    with_sqlite: bool,
+    /// Also report the CPU per envelope of every process with one of these names (e.g.
+    /// `postgres,nats-server`: the database's backends and NATS), comma separated.
+    #[arg(long, value_delimiter = ',')]
+    also_cpu: Vec<String>,
     /// Which servers: sotto, node, or both.
     #[arg(long, default_value = "both")]
     target: String,
@@ -68,6 +90,27 @@ struct Args {
 struct Proc {
     child: Child,
     url: String,
+}
+
+/// The server processes of one run (one, or a cluster's nodes).
+struct Procs(Vec<Proc>);
+
+impl Procs {
+    fn urls(&self) -> Vec<String> {
+        self.0.iter().map(|p| p.url.clone()).collect()
+    }
+
+    /// CPU time of every process together.
+    fn cpu(&self) -> Duration {
+        self.0
+            .iter()
+            .map(|p| cpu_time(&p.child.id().to_string()))
+            .sum()
+    }
+
+    fn rss_kib(&self) -> u64 {
+        self.0.iter().map(|p| rss_kib(p.child.id())).sum()
+    }
 }
 
 impl Drop for Proc {
@@ -92,11 +135,13 @@ fn read_listen_line(child: &mut Child) -> Result<String, BoxErr> {
     }
 }
 
-fn spawn_sotto(
-    dir: &std::path::Path,
-    durability: &str,
-    postgres_url: Option<&str>,
-) -> Result<Proc, BoxErr> {
+/// Where a `sotto` run stores: SQLite (or memory) per --durability, or PostgreSQL with nodes.
+enum Store<'a> {
+    Sqlite,
+    Postgres { url: &'a str, nats: Option<&'a str> },
+}
+
+fn spawn_sotto(dir: &std::path::Path, durability: &str, store: &Store<'_>) -> Result<Proc, BoxErr> {
     let cfg = dir.join("bench.toml");
     std::fs::write(
         &cfg,
@@ -111,13 +156,20 @@ fn spawn_sotto(
         .join("sotto-server");
     let mut cmd = Command::new(exe);
     cmd.args(["--listen", "127.0.0.1:0", "--config"]).arg(&cfg);
-    match postgres_url {
-        Some(url) => cmd.env("SOTTO_POSTGRES_URL", url),
-        None => cmd.arg("--db").arg(if durability == "memory" {
-            PathBuf::from(":memory:")
-        } else {
-            dir.join("bench.db")
-        }),
+    match store {
+        Store::Postgres { url, nats } => {
+            cmd.env("SOTTO_POSTGRES_URL", url);
+            if let Some(n) = nats {
+                cmd.env("SOTTO_NATS_URL", n);
+            }
+        }
+        Store::Sqlite => {
+            cmd.arg("--db").arg(if durability == "memory" {
+                PathBuf::from(":memory:")
+            } else {
+                dir.join("bench.db")
+            });
+        }
     };
     let mut child = cmd.env("RUST_LOG", "warn").stdout(Stdio::piped()).spawn()?;
     let url = read_listen_line(&mut child)?;
@@ -165,6 +217,25 @@ fn cpu_time(pid: &str) -> Duration {
     Duration::from_millis(ticks * 10)
 }
 
+/// CPU time of every running process whose name (`/proc/PID/comm`) is one of `names`.
+fn cpu_of_named(names: &[String]) -> Duration {
+    if names.is_empty() {
+        return Duration::ZERO;
+    }
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Duration::ZERO;
+    };
+    dir.filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|pid| pid.bytes().all(|b| b.is_ascii_digit()))
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| names.iter().any(|n| n == c.trim()))
+        })
+        .map(|pid| cpu_time(&pid))
+        .sum()
+}
+
 async fn recv(ws: &mut Ws) -> Result<ServerMessage, BoxErr> {
     loop {
         match tokio::time::timeout(Duration::from_secs(30), ws.next()).await? {
@@ -202,12 +273,18 @@ async fn connect(url: &str, user: &str) -> Result<Ws, BoxErr> {
     }
 }
 
-async fn connect_many(url: &str, prefix: &str, n: usize) -> Result<Vec<Ws>, BoxErr> {
-    let url = url.to_owned();
+/// `n` connections as `{prefix}{i}`, connection i at `urls[(i + shift) % urls.len()]`.
+async fn connect_many(
+    urls: &[String],
+    shift: usize,
+    prefix: &str,
+    n: usize,
+) -> Result<Vec<Ws>, BoxErr> {
     let prefix = prefix.to_owned();
     let results: Vec<Result<Ws, BoxErr>> = futures_util::stream::iter(0..n)
         .map(|i| {
-            let (url, user) = (url.clone(), format!("{prefix}{i}"));
+            let url = urls[(i + shift) % urls.len()].clone();
+            let user = format!("{prefix}{i}");
             async move { connect(&url, &user).await }
         })
         .buffer_unordered(64)
@@ -222,13 +299,15 @@ struct RouteResult {
     latencies: Vec<Duration>,
 }
 
-async fn route(url: &str, args: &Args) -> Result<RouteResult, BoxErr> {
-    let senders = connect_many(url, "s", args.pairs).await?;
-    let receivers = connect_many(url, "r", args.pairs).await?;
+async fn route(urls: &[String], run: &str, args: &Args) -> Result<RouteResult, BoxErr> {
+    let senders = connect_many(urls, 0, &format!("{run}s"), args.pairs).await?;
+    // with several nodes, each receiver is on the node after its sender's
+    let receivers = connect_many(urls, 1, &format!("{run}r"), args.pairs).await?;
     let base = Instant::now();
     let mut tasks = Vec::new();
     for (i, (s, r)) in senders.into_iter().zip(receivers).enumerate() {
         let (m, window, size) = (args.envelopes, args.window, args.size);
+        let to_user = format!("{run}r{i}");
         // Receiver: collect latencies, ack everything.
         let recv_task = tokio::spawn(async move {
             let (mut tx, mut rx) = r.split();
@@ -281,7 +360,7 @@ async fn route(url: &str, args: &Args) -> Result<RouteResult, BoxErr> {
                 let mut body = vec![0u8; size.max(8)];
                 body[..8].copy_from_slice(&(base.elapsed().as_nanos() as u64).to_be_bytes());
                 let msg = ClientMessage::Send {
-                    to_user: format!("r{i}"),
+                    to_user: to_user.clone(),
                     to_device: 1,
                     ttl_secs: 60,
                     ciphertext: B64(body),
@@ -315,24 +394,26 @@ fn pct(v: &[Duration], q: f64) -> Duration {
     v[((v.len() as f64 * q) as usize).min(v.len() - 1)]
 }
 
-async fn run_one(name: &str, proc_: Proc, idle: usize, args: &Args) -> Result<(), BoxErr> {
-    let pid = proc_.child.id();
+async fn run_one(name: &str, procs: Procs, idle: usize, args: &Args) -> Result<(), BoxErr> {
+    // a fresh name space per run: one PostgreSQL database serves every run
+    let run = format!("b{:08x}", rand::random::<u32>());
+    let urls = procs.urls();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let rss0 = rss_kib(pid);
+    let rss0 = procs.rss_kib();
     let t = Instant::now();
-    let idle_conns = connect_many(&proc_.url, "idle", idle).await?;
+    let idle_conns = connect_many(&urls, 0, &format!("{run}idle"), idle).await?;
     let connect_time = t.elapsed();
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let rss1 = rss_kib(pid);
+    let rss1 = procs.rss_kib();
     let per_conn = (rss1.saturating_sub(rss0) as f64 * 1024.0) / idle.max(1) as f64;
-    let (server0, gen0) = (cpu_time(&pid.to_string()), cpu_time("self"));
-    let r = tokio::time::timeout(Duration::from_secs(120), route(&proc_.url, args)).await??;
-    let (server1, gen1) = (cpu_time(&pid.to_string()), cpu_time("self"));
+    let (server0, gen0, other0) = (procs.cpu(), cpu_time("self"), cpu_of_named(&args.also_cpu));
+    let r = tokio::time::timeout(Duration::from_secs(300), route(&urls, &run, args)).await??;
+    let (server1, gen1, other1) = (procs.cpu(), cpu_time("self"), cpu_of_named(&args.also_cpu));
     let rate = r.envelopes as f64 / r.elapsed.as_secs_f64();
     // CPU per routed envelope (connecting the pairs included), server and load generator.
     let per_env = |d: Duration| d.as_secs_f64() * 1e6 / r.envelopes as f64;
     println!(
-        "{name:>6} | idle {idle:>6} | connect+auth {:>6.2}s | RSS {:>7} KiB -> {:>7} KiB | {:>7.0} B/idle conn | {:>8.0} env/s | p50 {:>8.2?} | p99 {:>8.2?} | CPU/env server {:>5.1} us, generator {:>5.1} us",
+        "{name:>10} | idle {idle:>6} | connect+auth {:>6.2}s | RSS {:>7} KiB -> {:>7} KiB | {:>7.0} B/idle conn | {:>8.0} env/s | p50 {:>8.2?} | p99 {:>8.2?} | CPU/env server {:>5.1} us, generator {:>5.1} us, {} {:>5.1} us",
         connect_time.as_secs_f64(),
         rss0,
         rss1,
@@ -342,9 +423,15 @@ async fn run_one(name: &str, proc_: Proc, idle: usize, args: &Args) -> Result<()
         pct(&r.latencies, 0.99),
         per_env(server1.saturating_sub(server0)),
         per_env(gen1.saturating_sub(gen0)),
+        if args.also_cpu.is_empty() {
+            "others".to_owned()
+        } else {
+            args.also_cpu.join("+")
+        },
+        per_env(other1.saturating_sub(other0)),
     );
     drop(idle_conns);
-    drop(proc_);
+    drop(procs);
     Ok(())
 }
 
@@ -365,14 +452,40 @@ fn main() -> Result<(), BoxErr> {
         );
         for &idle in &args.idle {
             if args.target != "node" {
-                let dir = tempfile_dir()?;
-                let p = spawn_sotto(&dir, &args.durability, args.postgres_url.as_deref())?;
-                run_one("sotto", p, idle, &args).await?;
-                let _ = std::fs::remove_dir_all(&dir);
+                let sqlite = args.postgres_url.is_none() || args.with_sqlite;
+                if sqlite {
+                    let dir = tempfile_dir()?;
+                    let p = spawn_sotto(&dir, &args.durability, &Store::Sqlite)?;
+                    run_one(
+                        &format!("sqlite {}", args.durability),
+                        Procs(vec![p]),
+                        idle,
+                        &args,
+                    )
+                    .await?;
+                    let _ = std::fs::remove_dir_all(&dir);
+                }
+                if let Some(url) = &args.postgres_url {
+                    for &n in &args.nodes {
+                        if n > 1 && args.nats_url.is_none() {
+                            return Err("--nodes above 1 needs --nats-url".into());
+                        }
+                        let dir = tempfile_dir()?;
+                        let store = Store::Postgres {
+                            url,
+                            nats: args.nats_url.as_deref(),
+                        };
+                        let procs = (0..n.max(1))
+                            .map(|_| spawn_sotto(&dir, &args.durability, &store))
+                            .collect::<Result<Vec<_>, _>>()?;
+                        run_one(&format!("pg x{n}"), Procs(procs), idle, &args).await?;
+                        let _ = std::fs::remove_dir_all(&dir);
+                    }
+                }
             }
             if args.target != "sotto" {
                 let p = spawn_node(&relay)?;
-                run_one("node", p, idle, &args).await?;
+                run_one("node", Procs(vec![p]), idle, &args).await?;
             }
         }
         Ok(())

@@ -17,14 +17,15 @@ use crate::store::{DeviceAddr, RegisterOutcome};
 /// connection is closed.
 pub(crate) type AuthErr = (Option<u64>, ErrorCode, &'static str);
 
-/// Sends the challenge and answers frames until one authenticates the connection (its device) or
-/// fails (why, to be sent before closing). `ip` is the peer's address, which a registration that
+/// Sends the challenge and answers frames until one authenticates the connection (its device
+/// and, on a clustered server, the connection epoch it claimed; else 0) or fails (why, to be
+/// sent before closing). `ip` is the peer's address, which a registration that
 /// creates an account is counted against.
 pub(crate) async fn authenticate(
     shared: &Shared,
     ws: &mut Ws,
     ip: std::net::IpAddr,
-) -> std::result::Result<DeviceAddr, AuthErr> {
+) -> std::result::Result<(DeviceAddr, u64), AuthErr> {
     let limits = &shared.cfg.limits;
     let mut nonce = [0u8; consts::CHALLENGE_NONCE_BYTES];
     rand::rngs::OsRng.fill_bytes(&mut nonce);
@@ -183,6 +184,17 @@ pub(crate) async fn authenticate(
             .store(move |s| s.one_time_count(&a))
             .await
             .map_err(|code| (Some(id), code, "storage failure"))?;
+        // claimed before `authenticated`: a client told it is logged in holds the current
+        // connection, and any older one (on any server) is fenced off its queue
+        let epoch = if shared.clustered() {
+            let (a, node) = (addr.clone(), shared.node_id.clone());
+            shared
+                .store(move |s| s.claim_connection(&a, &node))
+                .await
+                .map_err(|code| (Some(id), code, "storage failure"))?
+        } else {
+            0
+        };
         ws.send(frame(&ServerMessage::Authenticated {
             id,
             created,
@@ -190,6 +202,6 @@ pub(crate) async fn authenticate(
         }))
         .await
         .map_err(|_| (None, ErrorCode::Internal, "send failed"))?;
-        return Ok(addr);
+        return Ok((addr, epoch));
     }
 }

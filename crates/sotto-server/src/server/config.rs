@@ -57,6 +57,8 @@ pub struct Limits {
     pub registrations_per_address_per_hour: u32,
     /// [`consts::MAX_TRACKED_ADDRESSES`].
     pub max_tracked_addresses: usize,
+    /// [`consts::CLUSTER_POLL_INTERVAL`] (only with a doorbell).
+    pub cluster_poll_interval: Duration,
 }
 
 impl Default for Limits {
@@ -84,6 +86,7 @@ impl Default for Limits {
             max_queued_per_sender: consts::MAX_QUEUED_PER_SENDER,
             registrations_per_address_per_hour: consts::REGISTRATIONS_PER_ADDRESS_PER_HOUR,
             max_tracked_addresses: consts::MAX_TRACKED_ADDRESSES,
+            cluster_poll_interval: consts::CLUSTER_POLL_INTERVAL,
         }
     }
 }
@@ -119,6 +122,9 @@ pub struct ServerConfig {
     /// NATS server for the doorbell between servers sharing one PostgreSQL (`None`: a single
     /// server; see `crate::doorbell`).
     pub nats_url: Option<NatsUrl>,
+    /// This node's name in a cluster, recorded with each device's connection claim (see
+    /// [`crate::store::Store::claim_connection`]); `None`: a random name per start.
+    pub node_id: Option<String>,
     /// Wall clock for TTLs and TURN expiry.
     pub clock: Arc<dyn Clock>,
 }
@@ -150,6 +156,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("relays", &self.relays)
             .field("relay_token_ttl_secs", &self.relay_token_ttl_secs)
             .field("nats_url", &self.nats_url)
+            .field("node_id", &self.node_id)
             .finish_non_exhaustive()
     }
 }
@@ -165,6 +172,7 @@ impl ServerConfig {
             relays: Vec::new(),
             relay_token_ttl_secs: consts::RELAY_TOKEN_TTL_SECS,
             nats_url: None,
+            node_id: None,
             clock: Arc::new(SystemClock),
         }
     }

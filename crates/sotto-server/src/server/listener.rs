@@ -145,7 +145,7 @@ async fn open<'a>(
             "authentication timed out",
         )));
     match authed {
-        Ok(addr) => {
+        Ok((addr, epoch)) => {
             let Some(authed) = shared.authed_limiter.acquire(ip) else {
                 send_error_and_close(
                     &mut ws,
@@ -157,7 +157,10 @@ async fn open<'a>(
                 .await;
                 return Some((guard, None));
             };
-            Some((guard, Some((Session::start(shared, ws, addr), authed))))
+            Some((
+                guard,
+                Some((Session::start(shared, ws, addr, epoch), authed)),
+            ))
         }
         Err((id, code, why)) => {
             if code == ErrorCode::AuthFailed {

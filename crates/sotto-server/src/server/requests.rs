@@ -123,7 +123,38 @@ pub(crate) async fn handle_request(
                 }
             };
             let a2 = a.clone();
-            let taken = shared.store(move |s| s.take_bundle(&a2, one_time)).await;
+            // on a cluster the target's one-time allowance is also the cluster's (a store
+            // bucket), else every server would hand out its own
+            let shared_bucket = (one_time && shared.clustered()).then(|| {
+                (
+                    one_time_bucket_key(&a),
+                    limits.one_time_prekeys_per_target_per_minute,
+                )
+            });
+            let now = shared.cfg.clock.now_ms();
+            let taken = shared
+                .store(move |s| {
+                    let mut one_time = one_time;
+                    if let Some((key, per_minute)) = &shared_bucket {
+                        one_time = s.take_limit_token(key, *per_minute, now)?;
+                    }
+                    let b = s.take_bundle(&a2, one_time)?;
+                    let handed =
+                        matches!(&b, BundleOutcome::Bundle(b) if b.one_time_prekey.is_some());
+                    if let (true, false, Some((key, per_minute))) =
+                        (one_time, handed, &shared_bucket)
+                    {
+                        s.give_back_limit_token(key, *per_minute)?;
+                    }
+                    Ok((b, one_time))
+                })
+                .await
+                .map(|(b, cluster_allowed)| {
+                    if one_time && !cluster_allowed {
+                        Metrics::inc(&shared.metrics.one_time_prekeys_withheld_total);
+                    }
+                    b
+                });
             let handed =
                 matches!(&taken, Ok(BundleOutcome::Bundle(b)) if b.one_time_prekey.is_some());
             if one_time && !handed {
@@ -135,12 +166,9 @@ pub(crate) async fn handle_request(
                     if b.one_time_prekey.is_some()
                         && b.one_time_remaining < limits.low_prekey_threshold
                     {
-                        shared.push(
-                            &a,
-                            &ServerMessage::PrekeysLow {
-                                remaining: b.one_time_remaining,
-                            },
-                        );
+                        // on a cluster the target may be connected to another node: it is told
+                        // through NATS
+                        shared.prekeys_low(&a, b.one_time_remaining);
                     }
                     let bundle = Bundle {
                         username: a.user,
@@ -362,4 +390,10 @@ fn relay_tokens(
         }
     }
     (ServerMessage::RelayTokens { id, tokens }, None)
+}
+
+/// The store's limit bucket of the one-time prekeys `target` hands out (usernames are
+/// `[a-z0-9._-]`, so `/` separates unambiguously).
+fn one_time_bucket_key(target: &DeviceAddr) -> String {
+    format!("one_time/{}/{}", target.user, target.device)
 }

@@ -21,7 +21,7 @@ use crate::protocol::{decode_client_frame, ClientMessage, ServerMessage};
 use crate::server::requests::{handle_request, prepare_write};
 use crate::server::shared::Shared;
 use crate::server::wire::{close_frame, envelope_frame, frame, frame_text, Ws};
-use crate::store::{DeviceAddr, StoreResult, StoredEnvelope, WriteOp};
+use crate::store::{DeviceAddr, Fenced, StoreResult, StoredEnvelope, WriteOp};
 use crate::worker::{Conn, Ended, Out};
 
 /// Why a session ends.
@@ -64,7 +64,7 @@ pub(crate) struct Session {
     /// Frames read since the last flush.
     reads: u32,
     /// A backlog read in flight on the store thread.
-    backlog_rx: Option<oneshot::Receiver<StoreResult<Vec<StoredEnvelope>>>>,
+    backlog_rx: Option<oneshot::Receiver<StoreResult<Fenced<Vec<StoredEnvelope>>>>>,
     /// Backlog envelopes read and not yet written.
     backlog: Option<std::vec::IntoIter<StoredEnvelope>>,
     /// The backlog read was a full batch: read again once it is written.
@@ -185,7 +185,19 @@ impl Session {
         }
         if let Some(rx) = &mut self.backlog_rx {
             match Pin::new(rx).poll(cx) {
-                Poll::Ready(Ok(Ok(envs))) => {
+                Poll::Ready(Ok(Ok(Fenced::Superseded))) => {
+                    // whatever woke this stale connection may be for the current one, on
+                    // another node: pass the ring on
+                    if let Some(r) = &shared.ringer {
+                        r.ring(&self.addr);
+                    }
+                    return Poll::Ready(Event::End(End::Error(
+                        None,
+                        ErrorCode::Replaced,
+                        "another connection authenticated as this device",
+                    )));
+                }
+                Poll::Ready(Ok(Ok(Fenced::Current(envs)))) => {
                     self.backlog_rx = None;
                     self.more_backlog = envs.len() == consts::DELIVERY_BATCH;
                     self.backlog = Some(envs.into_iter());
@@ -256,8 +268,11 @@ impl Session {
     fn start_backlog_read(
         &self,
         shared: &Shared,
-    ) -> std::result::Result<oneshot::Receiver<StoreResult<Vec<StoredEnvelope>>>, End> {
+    ) -> std::result::Result<oneshot::Receiver<StoreResult<Fenced<Vec<StoredEnvelope>>>>, End> {
         let a = self.addr.clone();
+        // on a cluster, only the device's current connection reads its queue (see
+        // `Store::pending_fenced`); a single server's online map already holds one per device
+        let fence = shared.clustered().then_some(self.conn.epoch);
         let now = shared.cfg.clock.now_ms();
         let after = self.cursor;
         let conn = self.conn.clone();
@@ -265,12 +280,18 @@ impl Session {
         shared
             .worker
             .queue(move |s| {
-                let envs = s.pending(&a, after, now, batch)?;
+                let envs = match fence {
+                    Some(epoch) => match s.pending_fenced(&a, epoch, after, now, batch)? {
+                        Fenced::Current(envs) => envs,
+                        Fenced::Superseded => return Ok(Fenced::Superseded),
+                    },
+                    None => s.pending(&a, after, now, batch)?,
+                };
                 if envs.len() < batch {
                     // Seen every envelope committed so far: later ones are handed over.
                     conn.lagging.store(false, Ordering::Release);
                 }
-                Ok(envs)
+                Ok(Fenced::Current(envs))
             })
             .map_err(|_| End::Error(None, ErrorCode::Internal, "storage failure"))
     }
@@ -309,13 +330,14 @@ impl Session {
 
 impl Session {
     /// Enters the authenticated state: the connection goes online (replacing an earlier one of the
-    /// same device).
-    pub fn start(shared: &Shared, ws: Ws, addr: DeviceAddr) -> Box<Self> {
+    /// same device) and, on a cluster, tells the other servers to close any older connection of
+    /// the device (`epoch` is the one its login claimed).
+    pub fn start(shared: &Shared, ws: Ws, addr: DeviceAddr, epoch: u64) -> Box<Self> {
         let limits = &shared.cfg.limits;
         let conn_id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
         // Lagging, with a backlog read requested, until the first backlog read has caught up (see
         // worker.rs).
-        let conn = Arc::new(Conn::new(conn_id, limits.outbound_queue_frames));
+        let conn = Arc::new(Conn::new(conn_id, epoch, limits.outbound_queue_frames));
         let shutting_down = {
             let mut online = shared.online();
             // Checked under the map's lock, which `Server::shutdown` takes after setting the flag: a
@@ -323,12 +345,24 @@ impl Session {
             if *shared.shutdown.borrow() {
                 true
             } else {
-                if let Some(p) = online.insert(addr.clone(), conn.clone()) {
-                    p.end(Ended::Replaced);
+                match online.get(&addr) {
+                    // two logins here whose claims committed in the other order: the later
+                    // claim stays
+                    Some(p) if shared.clustered() && p.epoch > epoch => {
+                        conn.end(Ended::Replaced);
+                    }
+                    _ => {
+                        if let Some(p) = online.insert(addr.clone(), conn.clone()) {
+                            p.end(Ended::Replaced);
+                        }
+                    }
                 }
                 false
             }
         };
+        if let Some(r) = &shared.ringer {
+            r.takeover(&addr, epoch);
+        }
         Metrics::inc(&shared.metrics.authenticated_active);
         Box::new(Session {
             ws,

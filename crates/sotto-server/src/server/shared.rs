@@ -38,6 +38,10 @@ pub(crate) struct Shared {
     pub doorbell_ready: Option<watch::Receiver<bool>>,
     /// The doorbell task (aborted on shutdown).
     pub doorbell_task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Rings and takeover notices to the other servers (`None`: a single server).
+    pub ringer: Option<crate::doorbell::Ringer>,
+    /// This server's name in the cluster (recorded with each connection claim).
+    pub node_id: String,
     /// Who may have relay tokens for which room (in memory: a restart forgets it).
     pub relay_rooms: std::sync::Mutex<crate::relay_rooms::RelayRooms>,
 }
@@ -53,21 +57,27 @@ impl Shared {
         let tls = cfg.tls.clone().map(ServerTls::load).transpose()?;
         let online = OnlineMap::default();
         let metrics = Arc::new(Metrics::default());
-        let doorbell = cfg
-            .nats_url
-            .as_ref()
-            .map(|u| crate::doorbell::start(u.0.to_string(), online.clone()));
-        let worker = StoreWorker::start(
-            store,
-            online.clone(),
-            metrics.clone(),
-            doorbell.as_ref().map(|d| d.ringer.clone()),
-        )?;
+        let doorbell = cfg.nats_url.as_ref().map(|u| {
+            crate::doorbell::start(
+                u.0.to_string(),
+                online.clone(),
+                cfg.limits.cluster_poll_interval,
+            )
+        });
+        let ringer = doorbell.as_ref().map(|d| d.ringer.clone());
+        let worker = StoreWorker::start(store, online.clone(), metrics.clone(), ringer.clone())?;
         let (doorbell_ready, doorbell_task) = match doorbell {
             Some(d) => (Some(d.ready), Some(d.task)),
             None => (None, None),
         };
+        let node_id = cfg.node_id.clone().unwrap_or_else(|| {
+            let mut b = [0u8; 8];
+            rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut b);
+            b.iter().map(|x| format!("{x:02x}")).collect()
+        });
         Ok(Self {
+            ringer,
+            node_id,
             limiter: ConnectionLimiter::new(cfg.limits.max_connections_per_addr),
             authed_limiter: ConnectionLimiter::new(cfg.limits.max_authenticated_per_addr),
             fetch_limits: std::sync::Mutex::new(FetchLimits::new(&cfg.limits)),
@@ -86,6 +96,12 @@ impl Shared {
             doorbell_task: std::sync::Mutex::new(doorbell_task),
             relay_rooms: std::sync::Mutex::default(),
         })
+    }
+
+    /// Whether this server shares its store with others (it has a doorbell): logins claim a
+    /// connection epoch and queue reads are fenced by it.
+    pub fn clustered(&self) -> bool {
+        self.ringer.is_some()
     }
 
     /// Decides a bundle fetch (see [`FetchLimits::decide`]).
@@ -135,6 +151,16 @@ impl Shared {
         f: impl FnOnce(&dyn Store) -> StoreResult<T> + Send + 'static,
     ) -> std::result::Result<T, ErrorCode> {
         store_answer(self.worker.call(f).await)
+    }
+
+    /// Tells `addr` its one-time prekey stock is low (`remaining` left): here if it is
+    /// connected here, else (on a cluster) through the node it is connected to.
+    pub fn prekeys_low(&self, addr: &DeviceAddr, remaining: u32) {
+        let here = self.online().contains_key(addr);
+        match (&self.ringer, here) {
+            (Some(r), false) => r.prekeys_low(addr, remaining),
+            _ => self.push(addr, &ServerMessage::PrekeysLow { remaining }),
+        }
     }
 
     /// Pushes `msg` to `addr` if it is online.

@@ -18,6 +18,11 @@ struct Inner {
     devices: BTreeMap<DeviceAddr, Device>,
     queues: HashMap<DeviceAddr, BTreeMap<u64, NewEnvelope>>,
     next_id: u64,
+    /// Connection claims: node and epoch per device.
+    connections: HashMap<DeviceAddr, (String, u64)>,
+    next_epoch: u64,
+    /// Shared limit buckets.
+    buckets: HashMap<String, crate::limits::SharedBucket>,
 }
 
 /// Everything in a mutex; lost when dropped.
@@ -261,6 +266,34 @@ impl Store for MemoryStore {
     fn queued(&self, to: &DeviceAddr) -> StoreResult<usize> {
         Ok(self.lock().queues.get(to).map_or(0, |q| q.len()))
     }
+
+    fn claim_connection(&self, addr: &DeviceAddr, node: &str) -> StoreResult<u64> {
+        let mut g = self.lock();
+        g.next_epoch += 1;
+        let epoch = g.next_epoch;
+        g.connections.insert(addr.clone(), (node.to_owned(), epoch));
+        Ok(epoch)
+    }
+
+    fn connection(&self, addr: &DeviceAddr) -> StoreResult<Option<(String, u64)>> {
+        Ok(self.lock().connections.get(addr).cloned())
+    }
+
+    fn take_limit_token(&self, key: &str, per_minute: u32, now_ms: u64) -> StoreResult<bool> {
+        let mut g = self.lock();
+        g.buckets.retain(|_, b| !b.idle_for_a_minute(now_ms));
+        Ok(g.buckets
+            .entry(key.to_owned())
+            .or_insert_with(|| crate::limits::SharedBucket::full(per_minute, now_ms))
+            .try_take(per_minute, now_ms))
+    }
+
+    fn give_back_limit_token(&self, key: &str, per_minute: u32) -> StoreResult<()> {
+        if let Some(b) = self.lock().buckets.get_mut(key) {
+            b.give_back(per_minute);
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -290,5 +323,15 @@ mod tests {
     #[test]
     fn full_queue_fairness() {
         super::super::contract::full_queue_makes_room_from_the_largest_share(&MemoryStore::new());
+    }
+
+    #[test]
+    fn limit_buckets() {
+        super::super::contract::limit_buckets_at_limit_and_limit_plus_one(&MemoryStore::new());
+    }
+
+    #[test]
+    fn connection_epochs() {
+        super::super::contract::connection_epochs_fence_older_connections(&MemoryStore::new());
     }
 }

@@ -165,6 +165,16 @@ pub enum WriteOutcome {
     Acked(bool),
 }
 
+/// Result of [`Store::pending_fenced`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fenced<T> {
+    /// The connection's epoch is the device's current one: here is the answer.
+    Current(T),
+    /// A later connection of the device claimed it (on this node or another): the caller's
+    /// connection is stale and must stop delivering.
+    Superseded,
+}
+
 /// Storage failure (details go to logs, not to peers). Either way nothing was changed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -268,6 +278,41 @@ pub trait Store: Send + Sync + 'static {
             })
             .collect()
     }
+
+    /// Records that `addr` has a new live connection on `node` and returns its epoch, greater
+    /// than every epoch claimed for `addr` before (on any node sharing the store). A connection
+    /// delivers only while its epoch is current (see [`Store::pending_fenced`]), so a takeover
+    /// whose notice to the old node is lost still cannot leave two connections delivering one
+    /// queue.
+    fn claim_connection(&self, addr: &DeviceAddr, node: &str) -> StoreResult<u64>;
+
+    /// The current connection epoch of `addr` and the node that claimed it, if any.
+    fn connection(&self, addr: &DeviceAddr) -> StoreResult<Option<(String, u64)>>;
+
+    /// [`Store::pending`] for the connection with `epoch`, or [`Fenced::Superseded`] if a later
+    /// connection claimed `to`. The check and the read are one step: a claim lands before or
+    /// after both (PostgreSQL: the read holds the claim row's share lock to its commit).
+    fn pending_fenced(
+        &self,
+        to: &DeviceAddr,
+        epoch: u64,
+        after: u64,
+        now_ms: u64,
+        limit: usize,
+    ) -> StoreResult<Fenced<Vec<StoredEnvelope>>> {
+        match self.connection(to)? {
+            Some((_, e)) if e > epoch => Ok(Fenced::Superseded),
+            _ => Ok(Fenced::Current(self.pending(to, after, now_ms, limit)?)),
+        }
+    }
+
+    /// Takes a token from the per-minute limit bucket `key` (`per_minute` a minute, as a burst
+    /// of `per_minute`; created full) shared by every server on this store: the read, the rule
+    /// ([`crate::limits::SharedBucket`]) and the write are one atomic step. Whether one was taken.
+    fn take_limit_token(&self, key: &str, per_minute: u32, now_ms: u64) -> StoreResult<bool>;
+
+    /// Returns a token [`Store::take_limit_token`] took for something that did not happen.
+    fn give_back_limit_token(&self, key: &str, per_minute: u32) -> StoreResult<()>;
 
     /// Called on graceful shutdown (SQLite: checkpoint the WAL).
     fn flush(&self) -> StoreResult<()> {
@@ -444,6 +489,57 @@ pub(crate) mod contract {
         assert_eq!(s.queued(&b).unwrap(), 0);
         assert_eq!(s.take_bundle(&b, true).unwrap(), BundleOutcome::NoPrekeys);
         assert_eq!(s.identity(&b).unwrap(), Some(vec![4; 33]));
+    }
+
+    /// A shared limit bucket: `per_minute` tokens at once, the next refused, one more a
+    /// minute/`per_minute` later; a token given back is usable again; buckets are independent.
+    pub fn limit_buckets_at_limit_and_limit_plus_one(s: &dyn Store) {
+        for _ in 0..4 {
+            assert!(s.take_limit_token("k", 4, 1_000).unwrap());
+        }
+        assert!(!s.take_limit_token("k", 4, 1_000).unwrap());
+        assert!(s.take_limit_token("other", 4, 1_000).unwrap());
+        s.give_back_limit_token("k", 4).unwrap();
+        assert!(s.take_limit_token("k", 4, 1_000).unwrap());
+        assert!(!s.take_limit_token("k", 4, 1_000).unwrap());
+        // 4 a minute: one more 15 s later, not 9 s later
+        assert!(!s.take_limit_token("k", 4, 10_000).unwrap());
+        assert!(s.take_limit_token("k", 4, 17_000).unwrap());
+        assert!(!s.take_limit_token("k", 4, 17_000).unwrap());
+    }
+
+    /// Each claim gets a higher epoch; an older epoch is fenced off the queue, the current one
+    /// reads it.
+    pub fn connection_epochs_fence_older_connections(s: &dyn Store) {
+        let b = DeviceAddr::new("bob", 1);
+        s.register(&b, &[3; 33], 0).unwrap();
+        s.enqueue(&env(&b, 1000), q(10)).unwrap();
+        assert_eq!(s.connection(&b).unwrap(), None);
+        let e1 = s.claim_connection(&b, "node-a").unwrap();
+        assert_eq!(s.connection(&b).unwrap(), Some(("node-a".into(), e1)));
+        let Fenced::Current(p) = s.pending_fenced(&b, e1, 0, 0, 10).unwrap() else {
+            panic!("the only connection is current")
+        };
+        assert_eq!(p.len(), 1);
+        let e2 = s.claim_connection(&b, "node-b").unwrap();
+        assert!(e2 > e1);
+        assert_eq!(s.connection(&b).unwrap(), Some(("node-b".into(), e2)));
+        assert_eq!(
+            s.pending_fenced(&b, e1, 0, 0, 10).unwrap(),
+            Fenced::Superseded
+        );
+        assert!(matches!(
+            s.pending_fenced(&b, e2, 0, 0, 10).unwrap(),
+            Fenced::Current(p) if p.len() == 1
+        ));
+        // epochs are per device
+        let a = DeviceAddr::new("alice", 1);
+        let ea = s.claim_connection(&a, "node-a").unwrap();
+        assert!(matches!(
+            s.pending_fenced(&a, ea, 0, 0, 10).unwrap(),
+            Fenced::Current(p) if p.is_empty()
+        ));
+        assert_eq!(s.connection(&b).unwrap(), Some(("node-b".into(), e2)));
     }
 
     pub fn write_batch_in_order(s: &dyn Store) {

@@ -44,9 +44,19 @@ use super::*;
 use crate::consts::{PG_CONNECT_TIMEOUT, PG_IO_TIMEOUT, PG_MIGRATION_LOCK};
 use crate::protocol::B64;
 
+mod connections;
+mod limits;
+
 /// The versioned schema, in order: (version, SQL). A released file is never edited; a change is
 /// a new file appended here.
-const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("../../migrations/pg/0001_init.sql"))];
+const MIGRATIONS: &[(i32, &str)] = &[
+    (1, include_str!("../../migrations/pg/0001_init.sql")),
+    (2, include_str!("../../migrations/pg/0002_connections.sql")),
+    (
+        3,
+        include_str!("../../migrations/pg/0003_limit_buckets.sql"),
+    ),
+];
 
 const KIND_SIGNED: i16 = 0;
 const KIND_KEM: i16 = 1;
@@ -294,6 +304,32 @@ impl Tx<'_> {
             ],
         )?;
         Ok(!rows.is_empty())
+    }
+
+    /// Unexpired envelopes for `to` after `after`, ascending, at most `limit` (rows for
+    /// [`envelopes`]).
+    fn pending(
+        &mut self,
+        to: &DeviceAddr,
+        after: u64,
+        now_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<postgres::Row>, postgres::Error> {
+        let st = self.st(
+            "SELECT id, from_user, from_device, stored_ms, expires_ms, ciphertext FROM envelopes
+             WHERE to_user=$1 AND to_device=$2 AND id>$3 AND expires_ms>$4
+             ORDER BY id LIMIT $5",
+        )?;
+        self.tx.query(
+            &st,
+            &[
+                &to.user,
+                &i64::from(to.device),
+                &to_i64(after),
+                &to_i64(now_ms),
+                &i64::try_from(limit).unwrap_or(i64::MAX),
+            ],
+        )
     }
 
     fn ack(&mut self, to: &DeviceAddr, id: u64) -> Result<bool, postgres::Error> {
@@ -713,40 +749,35 @@ impl Store for PgStore {
         now_ms: u64,
         limit: usize,
     ) -> StoreResult<Vec<StoredEnvelope>> {
-        let rows = self.run(|t| {
-            let st = t.st(
-                "SELECT id, from_user, from_device, stored_ms, expires_ms, ciphertext FROM envelopes
-                 WHERE to_user=$1 AND to_device=$2 AND id>$3 AND expires_ms>$4
-                 ORDER BY id LIMIT $5",
-            )?;
-            Ok(End::Commit(t.tx.query(
-                &st,
-                &[
-                    &to.user,
-                    &i64::from(to.device),
-                    &to_i64(after),
-                    &to_i64(now_ms),
-                    &i64::try_from(limit).unwrap_or(i64::MAX),
-                ],
-            )?))
-        })?;
-        rows.iter()
-            .map(|r| {
-                Ok(StoredEnvelope {
-                    id: to_u64(r.get(0)),
-                    env: NewEnvelope {
-                        to: to.clone(),
-                        from: DeviceAddr {
-                            user: r.get(1),
-                            device: to_u32(r.get(2))?,
-                        },
-                        stored_at_ms: to_u64(r.get(3)),
-                        expires_at_ms: to_u64(r.get(4)),
-                        ciphertext: r.get(5),
-                    },
-                })
-            })
-            .collect()
+        let rows = self.run(|t| Ok(End::Commit(t.pending(to, after, now_ms, limit)?)))?;
+        envelopes(to, &rows)
+    }
+
+    fn pending_fenced(
+        &self,
+        to: &DeviceAddr,
+        epoch: u64,
+        after: u64,
+        now_ms: u64,
+        limit: usize,
+    ) -> StoreResult<Fenced<Vec<StoredEnvelope>>> {
+        self.pending_if_current(to, epoch, after, now_ms, limit)
+    }
+
+    fn claim_connection(&self, addr: &DeviceAddr, node: &str) -> StoreResult<u64> {
+        self.claim(addr, node)
+    }
+
+    fn connection(&self, addr: &DeviceAddr) -> StoreResult<Option<(String, u64)>> {
+        self.claimed(addr)
+    }
+
+    fn take_limit_token(&self, key: &str, per_minute: u32, now_ms: u64) -> StoreResult<bool> {
+        self.take_token(key, per_minute, now_ms)
+    }
+
+    fn give_back_limit_token(&self, key: &str, per_minute: u32) -> StoreResult<()> {
+        self.give_back_token(key, per_minute)
     }
 
     fn ack(&self, to: &DeviceAddr, id: u64) -> StoreResult<bool> {
@@ -770,6 +801,27 @@ impl Store for PgStore {
         })?;
         Ok(usize::try_from(n).unwrap_or(0))
     }
+}
+
+/// The envelopes [`Tx::pending`] read.
+fn envelopes(to: &DeviceAddr, rows: &[postgres::Row]) -> StoreResult<Vec<StoredEnvelope>> {
+    rows.iter()
+        .map(|r| {
+            Ok(StoredEnvelope {
+                id: to_u64(r.get(0)),
+                env: NewEnvelope {
+                    to: to.clone(),
+                    from: DeviceAddr {
+                        user: r.get(1),
+                        device: to_u32(r.get(2))?,
+                    },
+                    stored_at_ms: to_u64(r.get(3)),
+                    expires_at_ms: to_u64(r.get(4)),
+                    ciphertext: r.get(5),
+                },
+            })
+        })
+        .collect()
 }
 
 /// Applies the missing migrations in one transaction each, under an advisory lock.
@@ -835,6 +887,18 @@ mod tests {
     fn full_queue_fairness() {
         let Some((_pg, s)) = store() else { return };
         super::super::contract::full_queue_makes_room_from_the_largest_share(&s);
+    }
+
+    #[test]
+    fn limit_buckets() {
+        let Some((_pg, s)) = store() else { return };
+        super::super::contract::limit_buckets_at_limit_and_limit_plus_one(&s);
+    }
+
+    #[test]
+    fn connection_epochs() {
+        let Some((_pg, s)) = store() else { return };
+        super::super::contract::connection_epochs_fence_older_connections(&s);
     }
 
     #[test]

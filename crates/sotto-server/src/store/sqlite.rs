@@ -49,6 +49,11 @@ CREATE TABLE IF NOT EXISTS envelopes(
   stored_ms INTEGER NOT NULL, expires_ms INTEGER NOT NULL, ciphertext BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS envelopes_to ON envelopes(to_user, to_device, id);
 CREATE INDEX IF NOT EXISTS envelopes_expiry ON envelopes(expires_ms);
+CREATE TABLE IF NOT EXISTS connections(
+  user TEXT NOT NULL, device INTEGER NOT NULL, node TEXT NOT NULL, epoch INTEGER NOT NULL,
+  PRIMARY KEY(user, device)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS limit_buckets(
+  key TEXT PRIMARY KEY, tokens REAL NOT NULL, last_ms INTEGER NOT NULL) WITHOUT ROWID;
 PRAGMA user_version = 1;
 ";
 
@@ -495,6 +500,83 @@ impl Store for SqliteStore {
         )?;
         Ok(usize::try_from(n).unwrap_or(0))
     }
+
+    fn claim_connection(&self, addr: &DeviceAddr, node: &str) -> StoreResult<u64> {
+        let epoch: i64 = self.lock().query_row(
+            "INSERT INTO connections(user, device, node, epoch) VALUES(?1, ?2, ?3, 1)
+             ON CONFLICT(user, device) DO UPDATE SET node=excluded.node, epoch=epoch+1
+             RETURNING epoch",
+            params![addr.user, addr.device, node],
+            |r| r.get(0),
+        )?;
+        Ok(to_u64(epoch))
+    }
+
+    fn take_limit_token(&self, key: &str, per_minute: u32, now_ms: u64) -> StoreResult<bool> {
+        let mut c = self.lock();
+        let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute(
+            "DELETE FROM limit_buckets WHERE last_ms <= ?1",
+            params![to_i64(now_ms.saturating_sub(60_000))],
+        )?;
+        let mut b = tx
+            .query_row(
+                "SELECT tokens, last_ms FROM limit_buckets WHERE key=?1",
+                params![key],
+                |r| {
+                    Ok(crate::limits::SharedBucket {
+                        tokens: r.get(0)?,
+                        last_ms: to_u64(r.get(1)?),
+                    })
+                },
+            )
+            .optional()?
+            .unwrap_or_else(|| crate::limits::SharedBucket::full(per_minute, now_ms));
+        let taken = b.try_take(per_minute, now_ms);
+        tx.execute(
+            "INSERT OR REPLACE INTO limit_buckets(key, tokens, last_ms) VALUES(?1, ?2, ?3)",
+            params![key, b.tokens, to_i64(b.last_ms)],
+        )?;
+        tx.commit()?;
+        Ok(taken)
+    }
+
+    fn give_back_limit_token(&self, key: &str, per_minute: u32) -> StoreResult<()> {
+        let mut c = self.lock();
+        let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let found = tx
+            .query_row(
+                "SELECT tokens, last_ms FROM limit_buckets WHERE key=?1",
+                params![key],
+                |r| {
+                    Ok(crate::limits::SharedBucket {
+                        tokens: r.get(0)?,
+                        last_ms: to_u64(r.get(1)?),
+                    })
+                },
+            )
+            .optional()?;
+        if let Some(mut b) = found {
+            b.give_back(per_minute);
+            tx.execute(
+                "UPDATE limit_buckets SET tokens=?2 WHERE key=?1",
+                params![key, b.tokens],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn connection(&self, addr: &DeviceAddr) -> StoreResult<Option<(String, u64)>> {
+        Ok(self
+            .lock()
+            .query_row(
+                "SELECT node, epoch FROM connections WHERE user=?1 AND device=?2",
+                params![addr.user, addr.device],
+                |r| Ok((r.get(0)?, to_u64(r.get(1)?))),
+            )
+            .optional()?)
+    }
 }
 
 #[cfg(test)]
@@ -527,6 +609,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = SqliteStore::open(&dir.path().join("s.db"), Durability::Normal).unwrap();
         super::super::contract::full_queue_makes_room_from_the_largest_share(&s);
+    }
+
+    #[test]
+    fn limit_buckets() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("s.db"), Durability::Normal).unwrap();
+        super::super::contract::limit_buckets_at_limit_and_limit_plus_one(&s);
+    }
+
+    #[test]
+    fn connection_epochs() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("s.db"), Durability::Normal).unwrap();
+        super::super::contract::connection_epochs_fence_older_connections(&s);
     }
 
     #[test]
