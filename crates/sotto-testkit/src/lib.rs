@@ -24,6 +24,8 @@
 //! - [`cluster`]: signaling nodes sharing one PostgreSQL and one NATS, in this process or as
 //!   `sotto-server` child processes.
 //! - [`coturn`]: a real coturn with REST credentials, on loopback or in a network namespace.
+//! - [`janus`]: a throwaway Janus (VideoRoom only) and a client of its API, the reference SFU
+//!   of the relay's forward bench.
 //! - [`netns`]: two homes behind NAT routers and a public network, in network namespaces
 //!   (root only), for NAT traversal tests.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -32,6 +34,7 @@ pub mod browser;
 pub mod cluster;
 pub mod coturn;
 pub mod device;
+pub mod janus;
 pub mod media;
 pub mod nats;
 pub mod netns;

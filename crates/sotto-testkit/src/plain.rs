@@ -71,6 +71,15 @@ impl PlainPeer {
     /// A peer with the interceptors of `registry` (webrtc-rs's default if `None`) that hands
     /// each remote track to `on_track`.
     pub async fn build(registry: Option<Registry>, on_track: Option<OnTrack>) -> PlainPeer {
+        PlainPeer::build_on("127.0.0.1:0", registry, on_track).await
+    }
+
+    /// [`PlainPeer::build`] with its one media socket bound to `addr` (`IP:PORT`).
+    pub async fn build_on(
+        addr: &str,
+        registry: Option<Registry>,
+        on_track: Option<OnTrack>,
+    ) -> PlainPeer {
         let flags = Arc::new(Flags::default());
         let mut media = MediaEngine::default();
         media.register_default_codecs().unwrap();
@@ -83,7 +92,7 @@ impl PlainPeer {
                 flags: flags.clone(),
                 on_track,
             }))
-            .with_udp_addrs(vec!["127.0.0.1:0".to_owned()])
+            .with_udp_addrs(vec![addr.to_owned()])
             .build()
             .await
             .unwrap();
@@ -100,6 +109,25 @@ impl PlainPeer {
         self.pc.set_remote_description(offer).await?;
         let answer = self.pc.create_answer(None).await?;
         self.pc.set_local_description(answer).await?;
+        Ok(self.gathered_sdp().await)
+    }
+
+    /// An offer: the local description once ICE gathering is complete (or after
+    /// [`GATHER_LIMIT`]); complete it with [`PlainPeer::accept_answer`].
+    pub async fn offer(&self) -> Result<String, webrtc::error::Error> {
+        let offer = self.pc.create_offer(None).await?;
+        self.pc.set_local_description(offer).await?;
+        Ok(self.gathered_sdp().await)
+    }
+
+    /// Applies the remote side's answer to [`PlainPeer::offer`].
+    pub async fn accept_answer(&self, answer: String) -> Result<(), webrtc::error::Error> {
+        let answer = RTCSessionDescription::answer(answer)?;
+        self.pc.set_remote_description(answer).await
+    }
+
+    /// The local description once ICE gathering is complete or [`GATHER_LIMIT`] has passed.
+    async fn gathered_sdp(&self) -> String {
         let wait = async {
             loop {
                 let n = self.flags.gathered.notified();
@@ -110,12 +138,11 @@ impl PlainPeer {
             }
         };
         let _ = tokio::time::timeout(GATHER_LIMIT, wait).await;
-        Ok(self
-            .pc
+        self.pc
             .local_description()
             .await
             .map(|d| d.sdp)
-            .unwrap_or_default())
+            .unwrap_or_default()
     }
 
     /// Waits until the peer connection is connected; panics after [`CONNECT_LIMIT`].

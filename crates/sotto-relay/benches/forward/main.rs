@@ -10,7 +10,19 @@
 //! `SOTTO_FORWARD_BENCH_ROLE=relay|udp`, a 2-worker tokio runtime like `sotto relay`), so the CPU
 //! per forwarded packet is the forwarder's own (utime + stime from `/proc/PID/stat`), not the
 //! participants'. Prints packets/s forwarded, forwarder CPU per forwarded packet and the
-//! ratios. Run: `cargo bench -p sotto-relay --bench forward` (about 15 s).
+//! ratios.
+//!
+//! Then the same participants (four webrtc-rs publishers, each also subscribed to the three
+//! others, and a receive-only listener subscribed to all four) through a **Janus VideoRoom**
+//! (Debian's `janus`, [`sotto_testkit::janus`]): the CPU of the Janus process per packet the
+//! participants received, beside the relay's per packet they received from it. Janus and its
+//! participants run in network namespaces of their own (libnice gathers nothing on loopback), so
+//! that row needs root and Janus (`apt-get install janus`); without them it is skipped with a
+//! message.
+//! Run: `cargo bench -p sotto-relay --bench forward` (about 25 s; `-- --runs N` repeats the
+//! three rows N times, interleaved, and prints medians and ranges).
+
+mod janus;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -18,16 +30,17 @@ use std::time::{Duration, Instant};
 
 use sotto_relay::{serve, RelayConfig};
 use sotto_testkit::relay::{rtp_participant, RemoteRelay, RtpParticipant};
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 
-const DURATION: Duration = Duration::from_secs(5);
-const WARM_UP: Duration = Duration::from_secs(1);
+pub(crate) const DURATION: Duration = Duration::from_secs(5);
+pub(crate) const WARM_UP: Duration = Duration::from_secs(1);
 const PAYLOAD: usize = 1000;
-const SENDERS: usize = 4;
+pub(crate) const SENDERS: usize = 4;
 /// Receivers per sender: the other senders and one receive-only listener.
 const FAN_OUT: usize = SENDERS;
-const ROLE: &str = "SOTTO_FORWARD_BENCH_ROLE";
+pub(crate) const ROLE: &str = "SOTTO_FORWARD_BENCH_ROLE";
 const UDP_RECEIVERS: &str = "SOTTO_FORWARD_BENCH_RECEIVERS";
 /// The relay token secret the parent shares with the relay child.
 const SECRET: &str = "SOTTO_FORWARD_BENCH_SECRET";
@@ -47,7 +60,7 @@ async fn participant(relay: &RemoteRelay, room: &str, name: &str, sends: bool) -
     rtp_participant(relay, room, name, sends, on_track).await
 }
 
-static RECEIVED: AtomicU64 = AtomicU64::new(0);
+pub(crate) static RECEIVED: AtomicU64 = AtomicU64::new(0);
 
 /// A forwarder in a child process: this binary with `ROLE` set. It prints one line (its
 /// address), then answers each `stats` line on stdin with `<received> <forwarded>`; EOF stops
@@ -72,14 +85,14 @@ impl Child {
         let mut out = std::io::BufReader::new(proc.stdout.take().unwrap());
         let mut first = String::new();
         out.read_line(&mut first).unwrap();
-        let tick = std::process::Command::new("getconf")
-            .arg("CLK_TCK")
-            .output()
-            .ok()
-            .and_then(|o| String::from_utf8(o.stdout).ok())
-            .and_then(|s| s.trim().parse::<f64>().ok())
-            .unwrap_or(100.0);
-        (Child { proc, out, tick }, first.trim().to_owned())
+        (
+            Child {
+                proc,
+                out,
+                tick: clock_ticks(),
+            },
+            first.trim().to_owned(),
+        )
     }
 
     /// (packets received, packets forwarded, the child's CPU time (user + system)) so far.
@@ -92,17 +105,7 @@ impl Child {
         self.out.read_line(&mut line).unwrap();
         let mut n = line.split_whitespace().map(|x| x.parse::<u64>().unwrap());
         let (received, forwarded) = (n.next().unwrap(), n.next().unwrap());
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.proc.id())).unwrap();
-        // fields 14 and 15 (utime, stime) are the 12th and 13th after the command name
-        let f: Vec<u64> = stat
-            .rsplit(')')
-            .next()
-            .unwrap()
-            .split_whitespace()
-            .map(|x| x.parse().unwrap_or(0))
-            .collect();
-        let cpu = Duration::from_secs_f64((f[11] + f[12]) as f64 / self.tick);
-        (received, forwarded, cpu)
+        (received, forwarded, cpu_time(self.proc.id(), self.tick))
     }
 
     fn stop(mut self) {
@@ -119,12 +122,92 @@ impl Child {
     }
 }
 
+/// Clock ticks per second (`getconf CLK_TCK`), the unit of `/proc/PID/stat`'s CPU times.
+pub(crate) fn clock_ticks() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse::<f64>().ok())
+        .unwrap_or(100.0)
+}
+
+/// The CPU time (user + system, all threads) process `pid` has used so far.
+pub(crate) fn cpu_time(pid: u32, tick: f64) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // fields 14 and 15 (utime, stime) are the 12th and 13th after the command name
+    let f: Vec<u64> = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    Duration::from_secs_f64((f[11] + f[12]) as f64 / tick)
+}
+
+/// Sends VP8-shaped RTP (`PAYLOAD` bytes) on each `(track, ssrc)` as fast as webrtc-rs takes
+/// it, until `stop`; every packet written counts in `SENT`.
+pub(crate) fn spawn_senders(
+    tracks: Vec<(Arc<TrackLocalStaticRTP>, u32)>,
+    stop: &Arc<AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    tracks
+        .into_iter()
+        .map(|(v, ssrc)| {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let mut seq = 0u16;
+                while !stop.load(Ordering::Relaxed) {
+                    seq = seq.wrapping_add(1);
+                    let pkt = rtc::rtp::Packet {
+                        header: rtc::rtp::header::Header {
+                            version: 2,
+                            payload_type: 96,
+                            sequence_number: seq,
+                            timestamp: u32::from(seq / 4).wrapping_mul(3000),
+                            marker: seq.is_multiple_of(4),
+                            ssrc,
+                            ..Default::default()
+                        },
+                        payload: bytes::Bytes::from(vec![seq as u8; PAYLOAD]),
+                    };
+                    if v.write_rtp(pkt).await.is_err() {
+                        return;
+                    }
+                    SENT.fetch_add(1, Ordering::Relaxed);
+                    if seq.is_multiple_of(64) {
+                        tokio::task::yield_now().await;
+                    }
+                }
+            })
+        })
+        .collect()
+}
+
+pub(crate) static SENT: AtomicU64 = AtomicU64::new(0);
+
 /// One measurement: packets/s forwarded, forwarder CPU per forwarded packet (µs), packets
-/// forwarded per packet received.
-struct Figures {
+/// forwarded per packet received; packets/s the participants received and forwarder CPU per
+/// packet they received (µs).
+#[derive(Clone, Copy)]
+pub(crate) struct Figures {
     rate: f64,
     cpu_us: f64,
     fan_out: f64,
+    delivered: f64,
+    cpu_us_delivered: f64,
+}
+
+impl Figures {
+    /// Sets what the participants received: `delivered` packets/s, while the forwarder used
+    /// `cpu_per_s` seconds of CPU per second.
+    fn with_delivered(mut self, delivered: f64, cpu_per_s: f64) -> Self {
+        self.delivered = delivered;
+        self.cpu_us_delivered = cpu_per_s * 1e6 / delivered.max(1.0);
+        self
+    }
 }
 
 /// Samples `child` over `DURATION` after `warm_up`.
@@ -136,11 +219,15 @@ async fn measure(child: &mut Child, warm_up: Duration) -> Figures {
     let (i1, n1, c1) = child.sample();
     let t = t0.elapsed().as_secs_f64();
     let n = (n1 - n0).max(1) as f64;
+    let cpu = (c1 - c0).as_secs_f64();
     Figures {
         rate: n / t,
-        cpu_us: (c1 - c0).as_secs_f64() * 1e6 / n,
+        cpu_us: cpu * 1e6 / n,
         fan_out: n / (i1 - i0).max(1) as f64,
+        delivered: 0.0,
+        cpu_us_delivered: 0.0,
     }
+    .with_delivered(0.0, cpu / t)
 }
 
 /// Runs in the child: answers `stats` lines with `counts()` (received, forwarded) until stdin
@@ -158,7 +245,7 @@ fn serve_stats(counts: impl Fn() -> (u64, u64)) {
     }
 }
 
-fn runtime() -> tokio::runtime::Runtime {
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -231,48 +318,29 @@ async fn relay_run() -> Figures {
     }
     ps.push(participant(&access, "bench", "listener", false).await);
     let stop = Arc::new(AtomicBool::new(false));
-    let mut senders = Vec::new();
-    for p in &ps {
-        let Some(v) = p.video.clone() else { continue };
-        let (ssrc, stop) = (p.ssrc, stop.clone());
-        senders.push(tokio::spawn(async move {
-            let mut seq = 0u16;
-            while !stop.load(Ordering::Relaxed) {
-                seq = seq.wrapping_add(1);
-                let pkt = rtc::rtp::Packet {
-                    header: rtc::rtp::header::Header {
-                        version: 2,
-                        payload_type: 96,
-                        sequence_number: seq,
-                        timestamp: u32::from(seq / 4).wrapping_mul(3000),
-                        marker: seq.is_multiple_of(4),
-                        ssrc,
-                        ..Default::default()
-                    },
-                    payload: bytes::Bytes::from(vec![seq as u8; PAYLOAD]),
-                };
-                if v.write_rtp(pkt).await.is_err() {
-                    return;
-                }
-                if seq.is_multiple_of(64) {
-                    tokio::task::yield_now().await;
-                }
-            }
-        }));
-    }
+    let tracks = ps
+        .iter()
+        .filter_map(|p| p.video.clone().map(|v| (v, p.ssrc)))
+        .collect();
+    let senders = spawn_senders(tracks, &stop);
     tokio::time::sleep(WARM_UP).await;
     let rx0 = RECEIVED.load(Ordering::Relaxed);
+    let (_, _, c0) = relay.sample();
     let t0 = Instant::now();
     let f = measure(&mut relay, Duration::ZERO).await;
-    let recv = (RECEIVED.load(Ordering::Relaxed) - rx0) as f64 / t0.elapsed().as_secs_f64();
+    let (_, _, c1) = relay.sample();
+    let t = t0.elapsed().as_secs_f64();
+    let recv = (RECEIVED.load(Ordering::Relaxed) - rx0) as f64 / t;
+    let f = f.with_delivered(recv, (c1 - c0).as_secs_f64() / t);
     stop.store(true, Ordering::Relaxed);
     for s in senders {
         let _ = s.await;
     }
     println!(
         "relay: {:.0} packets/s forwarded ({:.2} per packet received), {:.1} us of \
-         relay-process CPU per forwarded packet; participants received {recv:.0} packets/s",
-        f.rate, f.fan_out, f.cpu_us
+         relay-process CPU per forwarded packet; participants received {recv:.0} packets/s, \
+         {:.1} us of relay CPU per packet received",
+        f.rate, f.fan_out, f.cpu_us, f.cpu_us_delivered
     );
     for p in &ps {
         let _ = p.pc.close().await;
@@ -336,21 +404,75 @@ async fn udp_run() -> Figures {
     f
 }
 
+/// Median, lowest and highest of `v`.
+fn spread(mut v: Vec<f64>) -> (f64, f64, f64) {
+    v.sort_by(f64::total_cmp);
+    (v[v.len() / 2], v[0], v[v.len() - 1])
+}
+
+/// `what`: median (lowest–highest) over the runs.
+fn row(what: &str, v: Vec<f64>) {
+    let (m, lo, hi) = spread(v);
+    println!("  {what}: {m:.3} ({lo:.3}–{hi:.3})");
+}
+
 fn main() {
     match std::env::var(ROLE).as_deref() {
         Ok("relay") => return relay_child(),
         Ok("udp") => return udp_child(),
+        Ok("janus") => return janus::janus_child(),
         _ => {}
     }
-    // `cargo bench` passes `--bench`; nothing else to parse
+    // `cargo bench` passes `--bench`; `--runs N` repeats every row N times, interleaved
+    let args: Vec<String> = std::env::args().collect();
+    let runs = args
+        .iter()
+        .position(|a| a == "--runs")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|n| n.parse::<usize>().ok())
+        .unwrap_or(1)
+        .max(1);
     runtime().block_on(async {
-        let relay = relay_run().await;
-        let udp = udp_run().await;
+        let (mut relays, mut udps, mut januses) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..runs {
+            relays.push(relay_run().await);
+            udps.push(udp_run().await);
+            if let Some(j) = tokio::task::spawn_blocking(janus::janus_row).await.unwrap() {
+                januses.push(j);
+            }
+        }
         println!(
-            "{SENDERS} senders x {FAN_OUT} receivers, {PAYLOAD}-byte payloads: packets/s ratio \
-             relay/udp {:.3}; CPU per packet relay/udp {:.2}",
-            relay.rate / udp.rate.max(1.0),
-            relay.cpu_us / udp.cpu_us.max(f64::MIN_POSITIVE)
+            "{SENDERS} senders x {FAN_OUT} receivers, {PAYLOAD}-byte payloads, {runs} run(s), \
+             median (range):"
         );
+        let ratio = |f: &dyn Fn(usize) -> f64| (0..runs).map(f).collect::<Vec<f64>>();
+        row(
+            "packets/s forwarded, relay/udp",
+            ratio(&|i| relays[i].rate / udps[i].rate.max(1.0)),
+        );
+        row(
+            "CPU per forwarded packet, relay/udp",
+            ratio(&|i| relays[i].cpu_us / udps[i].cpu_us.max(f64::MIN_POSITIVE)),
+        );
+        row(
+            "relay us CPU per packet received",
+            ratio(&|i| relays[i].cpu_us_delivered),
+        );
+        if januses.len() == runs {
+            row(
+                "janus us CPU per packet received",
+                ratio(&|i| januses[i].cpu_us_delivered),
+            );
+            row(
+                "packets/s received, relay/janus",
+                ratio(&|i| relays[i].delivered / januses[i].delivered.max(1.0)),
+            );
+            row(
+                "CPU per packet received, relay/janus",
+                ratio(&|i| {
+                    relays[i].cpu_us_delivered / januses[i].cpu_us_delivered.max(f64::MIN_POSITIVE)
+                }),
+            );
+        }
     });
 }
