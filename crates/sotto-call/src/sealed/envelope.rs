@@ -4,8 +4,8 @@
 use std::time::SystemTime;
 
 use sotto_ratchet::{
-    decrypt_with, encrypt_with_rng, DecryptOptions, CiphertextMessage, IdentityKey, IdentityKeyStore,
-    PreKeySignalMessage, ProtocolAddress, SignalMessage,
+    decrypt_with, encrypt_with_rng, CiphertextMessage, DecryptOptions, IdentityKey,
+    IdentityKeyStore, PreKeySignalMessage, ProtocolAddress, SignalMessage,
 };
 use sotto_server::{Envelope, Event, Events};
 
@@ -78,19 +78,18 @@ impl Device {
         let mut rng = rand::rngs::OsRng;
         let mut store = lock(&self.store);
         // identity, session and used prekeys change together, or not at all
-        let plain =
-            zeroize::Zeroizing::new(store.transaction(|s| {
-                decrypt_with(
-                    &addr,
-                    s,
-                    &message,
-                    &mut rng,
-                    &DecryptOptions {
-                        spqr: super::SPQR_POLICY,
-                        local_address: None,
-                    },
-                )
-            })?);
+        let plain = zeroize::Zeroizing::new(store.transaction(|s| {
+            decrypt_with(
+                &addr,
+                s,
+                &message,
+                &mut rng,
+                &DecryptOptions {
+                    spqr: super::SPQR_POLICY,
+                    local_address: None,
+                },
+            )
+        })?);
         let identity = store.get_identity(&addr)?.ok_or(SealedError::Ratchet(
             sotto_ratchet::Error::NoSession(addr.to_string()),
         ))?;

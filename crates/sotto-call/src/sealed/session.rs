@@ -4,8 +4,8 @@
 use std::time::SystemTime;
 
 use sotto_ratchet::{
-    process_prekey_bundle_with_policy, IdentityKey, IdentityKeyStore, PreKeyBundle, ProtocolAddress, PublicKey,
-    SessionStore,
+    process_prekey_bundle_with_policy, IdentityKey, IdentityKeyStore, PreKeyBundle,
+    ProtocolAddress, PublicKey, SessionStore,
 };
 use sotto_server::client::{FetchedBundle, IdentityStatus};
 
