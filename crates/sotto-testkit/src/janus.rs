@@ -42,7 +42,7 @@ pub const JANUS_IP: Ipv4Addr = Ipv4Addr::new(10, 223, 0, 1);
 /// Its peers' address in a [`JanusNet`].
 pub const PEER_IP: Ipv4Addr = Ipv4Addr::new(10, 223, 0, 2);
 /// The interface holding [`JANUS_IP`] (Janus gathers candidates on it only).
-const JANUS_IFACE: &str = "v0";
+pub const JANUS_IFACE: &str = "v0";
 
 /// Two network namespaces joined by a veth pair: Janus's (`v0`, [`JANUS_IP`]) and its peers'
 /// (`v1`, [`PEER_IP`]). Two, not one: libnice sends out of the interface it gathered on, and a

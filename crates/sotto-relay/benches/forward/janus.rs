@@ -1,6 +1,7 @@
 //! The Janus row: the relay's participants, publishing to and subscribing from a Janus
-//! VideoRoom. Janus counts nothing we can read cheaply, so its figures are the participants'
-//! own: packets they received, and the Janus process's CPU per packet received.
+//! VideoRoom. Janus's packets in and out are counted on its side of the veth pair (so they
+//! include its few RTCP and STUN packets), the participants count what they received, and
+//! Janus's CPU is its process's.
 //!
 //! Janus gathers no candidate on loopback, so this row runs in a child process (this binary,
 //! `ROLE=janus`) inside a network namespace of its own ([`JanusNet`], root only; skipped with
@@ -11,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sotto_testkit::janus::{
-    create_room, publish, subscribe, Janus, JanusNet, JanusSession, PEER_IP,
+    create_room, publish, subscribe, Janus, JanusNet, JanusSession, JANUS_IFACE, PEER_IP,
 };
 use sotto_testkit::plain::PlainPeer;
 use sotto_testkit::relay::vp8_track;
@@ -39,6 +40,25 @@ async fn counting_peer() -> PlainPeer {
         });
     });
     PlainPeer::build_on(&format!("{PEER_IP}:0"), None, Some(on_track)).await
+}
+
+/// Packets (received, sent) on Janus's side of the veth pair so far: everything Janus received
+/// from and sent to its participants (RTP, and the few RTCP and STUN packets beside it).
+fn wire(janus_ns: &str) -> (u64, u64) {
+    let read = |what: &str| {
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", janus_ns, "cat"])
+            .arg(format!(
+                "/sys/class/net/{JANUS_IFACE}/statistics/{what}_packets"
+            ))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse::<u64>()
+            .unwrap()
+    };
+    (read("rx"), read("tx"))
 }
 
 /// The parent's side: runs [`janus_child`] in a fresh [`JanusNet`] and reads its figures (one
@@ -135,40 +155,39 @@ async fn janus_run() -> Option<Figures> {
     let senders = spawn_senders(tracks, &stop);
     tokio::time::sleep(WARM_UP).await;
     let tick = clock_ticks();
-    let (rx0, tx0, c0) = (
+    let ns = std::env::var(JANUS_NS).unwrap();
+    let (rx0, c0, w0) = (
         RECEIVED.load(Ordering::Relaxed),
-        SENT.load(Ordering::Relaxed),
         cpu_time(janus.pid(), tick),
+        wire(&ns),
     );
     let t0 = Instant::now();
     tokio::time::sleep(DURATION).await;
-    let (rx1, tx1, c1) = (
+    let (rx1, c1, w1) = (
         RECEIVED.load(Ordering::Relaxed),
-        SENT.load(Ordering::Relaxed),
         cpu_time(janus.pid(), tick),
+        wire(&ns),
     );
     let t = t0.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
     for s in senders {
         let _ = s.await;
     }
-    let (rx, tx, cpu) = (
-        (rx1 - rx0) as f64,
-        (tx1 - tx0) as f64,
-        (c1 - c0).as_secs_f64(),
-    );
+    let (rx, cpu) = ((rx1 - rx0) as f64, (c1 - c0).as_secs_f64());
+    let (janus_in, janus_out) = ((w1.0 - w0.0) as f64, (w1.1 - w0.1) as f64);
     let f = Figures {
-        rate: rx / t,
-        cpu_us: cpu * 1e6 / rx.max(1.0),
-        fan_out: rx / tx.max(1.0),
+        rate: janus_out / t,
+        cpu_us: cpu * 1e6 / janus_out.max(1.0),
+        fan_out: janus_out / janus_in.max(1.0),
         delivered: 0.0,
         cpu_us_delivered: 0.0,
     }
     .with_delivered(rx / t, cpu / t);
     println!(
-        "janus videoroom: participants received {:.0} packets/s ({:.2} per packet sent), {:.1} us \
-         of janus-process CPU per packet received",
-        f.delivered, f.fan_out, f.cpu_us_delivered
+        "janus videoroom: {:.0} packets/s sent ({:.2} per packet received), {:.1} us of \
+         janus-process CPU per packet sent; participants received {:.0} packets/s, {:.1} us of \
+         janus CPU per packet received",
+        f.rate, f.fan_out, f.cpu_us, f.delivered, f.cpu_us_delivered
     );
     for p in &peers {
         let _ = tokio::time::timeout(Duration::from_secs(5), p.pc.close()).await;

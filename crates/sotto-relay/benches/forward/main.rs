@@ -455,13 +455,29 @@ fn main() {
             ratio(&|i| relays[i].cpu_us / udps[i].cpu_us.max(f64::MIN_POSITIVE)),
         );
         row(
+            "relay us CPU per forwarded packet",
+            ratio(&|i| relays[i].cpu_us),
+        );
+        row(
             "relay us CPU per packet received",
             ratio(&|i| relays[i].cpu_us_delivered),
         );
         if januses.len() == runs {
             row(
+                "janus us CPU per packet sent",
+                ratio(&|i| januses[i].cpu_us),
+            );
+            row(
                 "janus us CPU per packet received",
                 ratio(&|i| januses[i].cpu_us_delivered),
+            );
+            row(
+                "CPU per forwarded packet, relay/janus",
+                ratio(&|i| relays[i].cpu_us / januses[i].cpu_us.max(f64::MIN_POSITIVE)),
+            );
+            row(
+                "packets/s forwarded, relay/janus",
+                ratio(&|i| relays[i].rate / januses[i].rate.max(1.0)),
             );
             row(
                 "packets/s received, relay/janus",
