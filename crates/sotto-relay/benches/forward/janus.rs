@@ -21,7 +21,7 @@ use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 
 use crate::{
     clock_ticks, cpu_time, runtime, spawn_senders, Figures, DURATION, RECEIVED, ROLE, SENDERS,
-    SENT, WARM_UP,
+    WARM_UP,
 };
 
 const ROOM: u64 = 4242;

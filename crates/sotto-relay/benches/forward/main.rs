@@ -148,7 +148,7 @@ pub(crate) fn cpu_time(pid: u32, tick: f64) -> Duration {
 }
 
 /// Sends VP8-shaped RTP (`PAYLOAD` bytes) on each `(track, ssrc)` as fast as webrtc-rs takes
-/// it, until `stop`; every packet written counts in `SENT`.
+/// it, until `stop`.
 pub(crate) fn spawn_senders(
     tracks: Vec<(Arc<TrackLocalStaticRTP>, u32)>,
     stop: &Arc<AtomicBool>,
@@ -176,7 +176,6 @@ pub(crate) fn spawn_senders(
                     if v.write_rtp(pkt).await.is_err() {
                         return;
                     }
-                    SENT.fetch_add(1, Ordering::Relaxed);
                     if seq.is_multiple_of(64) {
                         tokio::task::yield_now().await;
                     }
@@ -185,8 +184,6 @@ pub(crate) fn spawn_senders(
         })
         .collect()
 }
-
-pub(crate) static SENT: AtomicU64 = AtomicU64::new(0);
 
 /// One measurement: packets/s forwarded, forwarder CPU per forwarded packet (µs), packets
 /// forwarded per packet received; packets/s the participants received and forwarder CPU per
