@@ -213,8 +213,8 @@ const CASES = [
   ['0.103.0 -> 0.90.0 (both speak SPQR)', async () => mustSucceed(await conversation('0.103.0', '0.90.0'))],
   ['0.92.2 -> 0.103.0 (SPQR required by both)', async () => mustSucceed(await conversation('0.92.2', '0.103.0'))],
   ['0.103.0 -> 0.92.2 (SPQR required by both)', async () => mustSucceed(await conversation('0.103.0', '0.92.2'))],
-  ['0.72.1 -> 0.103.0 (no SPQR on the initiator: expected failure today)', async () => expectedFailure(await conversation('0.72.1', '0.103.0'))],
-  ['0.103.0 -> 0.72.1 (no SPQR on the responder: expected failure today)', async () => expectedFailure(await conversation('0.103.0', '0.72.1'))],
+  ['0.72.1 -> 0.103.0 (no SPQR on the initiator: 0.103.0 requires SPQR, must fail)', async () => expectedFailure(await conversation('0.72.1', '0.103.0'))],
+  ['0.103.0 -> 0.72.1 (no SPQR on the responder: 0.103.0 requires SPQR, must fail)', async () => expectedFailure(await conversation('0.103.0', '0.72.1'))],
 ];
 function mustSucceed(o) {
   assert.ok(o.messages_ok, `conversation did not complete: ${JSON.stringify(o)}`);
