@@ -189,9 +189,17 @@ fn read_file(path: &Path) -> Result<FileSettings, CliError> {
     toml::from_str(&text).map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))
 }
 
-/// Server identity from a URL: its host:port.
+/// Server identity from a URL: its host:port. For a cluster's list of nodes (comma-separated,
+/// as the client takes it), the first node's: one service has one identity, whichever node
+/// answers (a cluster whose configured `server_id` differs needs `--server-id`).
 pub fn server_id_of(url: &str) -> String {
-    url.trim_start_matches("ws://")
+    let first = url
+        .split(',')
+        .map(str::trim)
+        .find(|u| !u.is_empty())
+        .unwrap_or_default();
+    first
+        .trim_start_matches("ws://")
         .trim_start_matches("wss://")
         .trim_end_matches('/')
         .to_string()
@@ -374,6 +382,21 @@ mod tests {
         }
         .resolve()
         .unwrap()
+    }
+
+    #[test]
+    fn the_server_id_of_a_list_of_nodes_is_the_first_nodes() {
+        assert_eq!(
+            server_id_of("wss://s.example.org:443/"),
+            "s.example.org:443"
+        );
+        assert_eq!(server_id_of("ws://127.0.0.1:9000"), "127.0.0.1:9000");
+        // before: "a.example.org,wss://b.example.org", an identity no node has
+        assert_eq!(
+            server_id_of("wss://a.example.org, wss://b.example.org"),
+            "a.example.org"
+        );
+        assert_eq!(server_id_of(" ,wss://b.example.org"), "b.example.org");
     }
 
     #[test]
