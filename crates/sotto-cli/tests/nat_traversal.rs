@@ -138,11 +138,24 @@ fn call_connects_peer_to_peer_through_cone_nats() {
     let Some(w) = world("call_connects_peer_to_peer_through_cone_nats", Nat::Cone) else {
         return;
     };
-    let (a, b) = call(&w, &[]);
+    let direct = |s: &Summary| {
+        s.local.is_some_and(|t| !t.is_relay()) && !s.remote.is_some_and(CandidateType::is_relay)
+    };
+    let (mut a, mut b) = call(&w, &[]);
+    if !(direct(&a) && direct(&b)) {
+        // rtc-ice accepts a relay pair 2 s into its checks; on a loaded 2-core machine the
+        // direct pair had now and then not succeeded by then (once in about ten CI runs,
+        // 2026-12-07: setup 2152 ms, bob on relay/srflx). A second call must then go direct:
+        // with NATs that block hole punching both would relay.
+        println!(
+            "first call relayed (setup {:?} ms): calling again\n{}",
+            b.setup_ms, b.out
+        );
+        (a, b) = call(&w, &[]);
+    }
     for (who, s) in [("alice", &a), ("bob", &b)] {
         assert!(
-            s.local.is_some_and(|t| !t.is_relay())
-                && !s.remote.is_some_and(CandidateType::is_relay),
+            direct(s),
             "{who}: a relay pair although the NATs let a direct one through:\n{}",
             s.out
         );
