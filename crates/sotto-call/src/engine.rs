@@ -15,10 +15,12 @@ use tokio::sync::{mpsc, watch};
 
 pub use crate::consts::{KEY_ACTIVATION_DELAY, MAX_KEY_ACTIVATION_DELAY};
 use crate::consts::{RELAY_JOIN_TIMEOUT, SIGNALING_TIMEOUT};
-pub use crate::core::{sender_id_clash, sender_id_for, AddRefusal, Dropped, MemberChange, Notice};
+pub use crate::core::{
+    sender_id_clash, sender_id_for, AddRefusal, Dropped, MemberChange, Notice, RelayChoice,
+};
 use crate::core::{
     Action, CallCore, CallError, CallState, CallStatus, CoreConfig, Event, IdentityVerdict,
-    MediaAction, MediaSignal, RoomEvent, UserCommand,
+    MediaAction, MediaSignal, RoomEvent, TokenGrant, UserCommand,
 };
 use crate::media::{
     IvfSource, MediaBackend, MediaEvent, MediaEvents, MediaMaker, MediaStats, WebrtcMedia,
@@ -131,7 +133,7 @@ impl Engine {
         events: sotto_server::Events,
         media: MediaFactory,
         machine: fn(Role) -> CallMachine,
-        relay: Option<String>,
+        relay: Option<RelayChoice>,
     ) -> Engine {
         Self::spawn_with_media(device, events, Box::new(WebrtcMedia(media)), machine, relay)
     }
@@ -143,7 +145,7 @@ impl Engine {
         events: sotto_server::Events,
         media: Box<dyn MediaMaker>,
         machine: fn(Role) -> CallMachine,
-        relay: Option<String>,
+        relay: Option<RelayChoice>,
     ) -> Engine {
         let (ctx, crx) = mpsc::channel(32);
         let me = device.username().to_string();
@@ -599,12 +601,19 @@ impl Driver {
                 } => {
                     let (device, results) = (self.device.clone(), self.results.clone());
                     tokio::spawn(async move {
-                        let ask = device.client().relay_tokens(&url, &room, &participants);
+                        let ask =
+                            device
+                                .client()
+                                .relay_tokens(url.as_deref(), &room, &participants);
                         let result = match tokio::time::timeout(SIGNALING_TIMEOUT, ask).await {
-                            Ok(Ok(tokens)) => Ok(tokens
-                                .into_iter()
-                                .map(|t| (t.participant, t.token))
-                                .collect()),
+                            Ok(Ok(grant)) => Ok(TokenGrant {
+                                relay: grant.relay,
+                                tokens: grant
+                                    .tokens
+                                    .into_iter()
+                                    .map(|t| (t.participant, t.token))
+                                    .collect(),
+                            }),
                             Ok(Err(sotto_server::Error::Refused { code })) => {
                                 Err(CallError::RelayTokensRefused(code))
                             }

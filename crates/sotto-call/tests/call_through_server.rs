@@ -6,7 +6,7 @@ use sotto_call::core::{CallError, CallState};
 use sotto_call::state::EndReason;
 use std::time::Duration;
 
-use sotto_call::engine::{default_machine, Command, Engine, MediaFactory, Notice};
+use sotto_call::engine::{default_machine, Command, Engine, MediaFactory, Notice, RelayChoice};
 use sotto_call::media::IvfSource;
 use sotto_call::state::{CallMachine, Role};
 use sotto_server::Server;
@@ -212,7 +212,13 @@ async fn call_through_the_relay_connects_and_the_relay_sees_only_ciphertext() {
         let srv_url = srv.url();
         async move {
             let (dev, events) = device(&srv_url, who).await;
-            Engine::spawn_with_relay(dev, events, media(d, who), default_machine, Some(url))
+            Engine::spawn_with_relay(
+                dev,
+                events,
+                media(d, who),
+                default_machine,
+                Some(RelayChoice::Url(url)),
+            )
         }
     };
     let alice = mk("alice").await;
@@ -279,7 +285,7 @@ async fn a_third_member_joins_and_leaves_keys_ratchet_then_rotate() {
             events,
             media(dir.path().to_path_buf(), who),
             default_machine,
-            Some(relay.url()),
+            Some(RelayChoice::Url(relay.url())),
         ));
     }
     let carol = engines.pop().unwrap();

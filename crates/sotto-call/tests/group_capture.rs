@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
 use sotto_call::engine::{
-    default_machine, sender_id_for, Command, Engine, Notice, KEY_ACTIVATION_DELAY,
+    default_machine, sender_id_for, Command, Engine, Notice, RelayChoice, KEY_ACTIVATION_DELAY,
 };
 use sotto_call::media::consts::{KEYFRAME_REQUEST_RETRY, KEY_WAIT};
 use sotto_call::media::{IvfSource, MediaConfig, MediaKind, TapFrame};
@@ -82,7 +82,7 @@ impl World {
             name,
             factory,
             default_machine,
-            Some(self.relay.url()),
+            Some(RelayChoice::Url(self.relay.url())),
         )
         .await;
         let (ktx, keys) = mpsc::unbounded_channel();

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use sotto_call::consts::RELAY_JOIN_TIMEOUT;
 use sotto_call::core::{CallError, CallState};
-use sotto_call::engine::{default_machine, Command, Engine, MediaFactory};
+use sotto_call::engine::{default_machine, Command, Engine, MediaFactory, RelayChoice};
 use sotto_call::state::EndReason;
 use sotto_server::{RelayEntry, ServerConfig};
 use sotto_testkit::device::device;
@@ -50,7 +50,13 @@ async fn stalled_relay_join_times_out_and_hangup_still_works() {
     let srv = server_with(dir.path(), cfg).await;
     let (a, ae) = device(&srv.url(), "alice").await;
     let (b, be) = device(&srv.url(), "bob").await;
-    let alice = Engine::spawn_with_relay(a, ae, media(), default_machine, Some(relay));
+    let alice = Engine::spawn_with_relay(
+        a,
+        ae,
+        media(),
+        default_machine,
+        Some(RelayChoice::Url(relay)),
+    );
     let bob = Engine::spawn(b, be, media(), default_machine);
 
     // the join never returns: the caller is stuck before its offer goes out, yet hangs up at once

@@ -11,6 +11,7 @@ use sotto_app::protocol::{
 };
 use sotto_app::{AppWiring, PageLink, PageMedia};
 use sotto_call::core::CallState;
+use sotto_call::engine::RelayChoice;
 use sotto_call::engine::{
     default_machine, sender_id_for, Command as EngineCmd, Engine, Notice, Status,
 };
@@ -48,7 +49,7 @@ pub fn run(a: AppArgs) -> Result<(), CliError> {
         .map_err(|e| fail(e.to_string()))?;
     rt.block_on(async move {
         let user = st.user()?.to_string();
-        if let Some(r) = &st.relay {
+        if let Some(r) = st.relay.as_ref().and_then(RelayChoice::url) {
             sotto_server::tls::check_url(r).map_err(|e| fail(format!("relay: {e}")))?;
         }
         let (dev, events) = crate::account::load_device(&st).await?;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sotto_call::core::CallState;
+use sotto_call::engine::RelayChoice;
 use sotto_call::engine::{default_machine, Command, Engine, MediaFactory, Notice, Status};
 use sotto_call::media::{IvfSource, MediaConfig, TapFrame};
 use sotto_call::sealed::Device;
@@ -169,7 +170,8 @@ async fn demo(args: DemoArgs) -> Result<(), CliError> {
             events,
             media(out.clone(), who, tap_tx.clone()),
             default_machine,
-            relay.as_ref().map(sotto_relay::Relay::url),
+            // the server places the call's room at its relay (it has one here)
+            relay.as_ref().map(|_| RelayChoice::Placed),
         ));
     }
     drop(tap_tx);

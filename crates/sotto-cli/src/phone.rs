@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use sotto_call::core::CallState;
+use sotto_call::engine::RelayChoice;
 use sotto_call::engine::{
     default_machine, Command as EngineCmd, Engine, MediaFactory, Notice, Status,
 };
@@ -149,7 +150,7 @@ pub fn run(peer: Option<String>, a: PhoneArgs) -> Result<(), CliError> {
 async fn phone(peer: Option<String>, a: PhoneArgs, st: Settings) -> Result<(), CliError> {
     let user = st.user()?.to_string();
     // a relay URL that would be refused is refused now, not when the first call needs it
-    if let Some(r) = &st.relay {
+    if let Some(r) = st.relay.as_ref().and_then(RelayChoice::url) {
         sotto_server::tls::check_url(r).map_err(|e| fail(format!("relay: {e}")))?;
     }
     let (dev, events) = if a.ephemeral {

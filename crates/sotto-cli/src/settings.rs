@@ -12,7 +12,7 @@
 //! | `--ca` | `SOTTO_CA` | `ca` | none: the system's CA roots only |
 //! | `--user` | `SOTTO_USER` | `user` | (required) |
 //! | `--home` | `SOTTO_HOME` | `home` | `$XDG_DATA_HOME/sotto` (`~/.local/share/sotto`) |
-//! | `--relay` | `SOTTO_RELAY` | `relay` | none: peer to peer |
+//! | `--relay` | `SOTTO_RELAY` | `relay` (a URL, or `auto`: the server places each call) | none: peer to peer |
 //! | `--ice` (repeatable) | `SOTTO_ICE` (comma-separated) | `ice` (string or list) | the signaling server's STUN/TURN servers |
 //! | `--relay-only` | `SOTTO_RELAY_ONLY` | `relay_only` | false |
 //! | `--record` | `SOTTO_RECORD` | `record` | none: nothing received is written to disk |
@@ -26,6 +26,7 @@
 
 use std::path::{Path, PathBuf};
 
+use sotto_call::engine::RelayChoice;
 use sotto_server::tls::ClientTls;
 
 use crate::CliError;
@@ -57,7 +58,8 @@ pub struct ClientArgs {
     /// Where devices are kept (one directory per account) [default: ~/.local/share/sotto].
     #[arg(long, env = "SOTTO_HOME")]
     pub home: Option<PathBuf>,
-    /// Send media through this sotto-relay (control URL) instead of peer to peer.
+    /// Send media through this sotto-relay (control URL) instead of peer to peer; `auto`:
+    /// through the relay the signaling server places each call at.
     #[arg(long, env = "SOTTO_RELAY")]
     pub relay: Option<String>,
     /// STUN/TURN server URL for ICE (e.g. stun:host:3478, turn:host:3478?transport=udp);
@@ -135,7 +137,7 @@ pub struct Settings {
     pub ca: Option<PathBuf>,
     pub user: Option<String>,
     pub home: PathBuf,
-    pub relay: Option<String>,
+    pub relay: Option<RelayChoice>,
     /// STUN/TURN URLs given by the user; empty: the ones the signaling server advertises.
     pub ice: Vec<String>,
     pub relay_only: bool,
@@ -302,7 +304,7 @@ impl ClientArgs {
             ca: ca.map(|c| PathBuf::from(c.0)),
             user: user.map(|u| u.0),
             home,
-            relay: relay.map(|r| r.0),
+            relay: relay.map(|r| relay_choice(&r.0)),
             ice: ice.map_or_else(Vec::new, |r| {
                 r.0.split(',')
                     .map(str::trim)
@@ -363,6 +365,15 @@ impl Settings {
         for (k, v, s) in &self.shown {
             println!("{k} = {v}  ({s})");
         }
+    }
+}
+
+/// `--relay`: `auto` (the server places each call), or a relay's control URL.
+fn relay_choice(text: &str) -> RelayChoice {
+    if text == "auto" {
+        RelayChoice::Placed
+    } else {
+        RelayChoice::Url(text.to_owned())
     }
 }
 

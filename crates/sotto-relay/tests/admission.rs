@@ -311,9 +311,10 @@ async fn relay_refuses_a_join_without_a_valid_token() {
     // alice claims the room at the server: her token and bob's
     let grant = alice_dev
         .client()
-        .relay_tokens(&url, room, &["alice".into(), "bob".into()])
+        .relay_tokens(Some(&url), room, &["alice".into(), "bob".into()])
         .await
-        .unwrap();
+        .unwrap()
+        .tokens;
     let (alice_t, bob_t) = (grant[0].token.clone(), grant[1].token.clone());
 
     // a participant with a valid token is served: joined and connected
@@ -428,9 +429,10 @@ async fn relay_refuses_a_join_without_a_valid_token() {
     // a member re-invites him: a fresh token admits him
     let again = alice_dev
         .client()
-        .relay_tokens(&url, room, &["bob".into()])
+        .relay_tokens(Some(&url), room, &["bob".into()])
         .await
-        .unwrap();
+        .unwrap()
+        .tokens;
     let pb2 = Answerer::new().await;
     let _bob = join(
         &relay.url(),

@@ -190,6 +190,15 @@ pub struct TurnGrant {
 
 type Reply = oneshot::Sender<Result<ServerMessage>>;
 
+/// Relay tokens and the relay the room is placed at ([`Client::relay_tokens`]).
+#[derive(Debug, Clone)]
+pub struct RelayGrant {
+    /// The relay's public control URL.
+    pub relay: String,
+    /// One token per participant, in the order asked.
+    pub tokens: Vec<crate::protocol::ParticipantToken>,
+}
+
 /// Identity keys seen per (username, device): the trust-on-first-use pins.
 type Pins = Arc<Mutex<HashMap<(String, u32), Vec<u8>>>>;
 
@@ -410,29 +419,39 @@ impl Client {
         }
     }
 
-    /// Relay tokens admitting `participants` to `room` at `relay`, one each, in order (the
-    /// server decides who may have them: `not_a_room_member`, `unknown_relay`, ... come back
-    /// as [`Error::Refused`]).
+    /// Relay tokens admitting `participants` to `room`, one each, in order, at `relay` or
+    /// (`None`) wherever the server places the room (the server decides who may have them:
+    /// `not_a_room_member`, `unknown_relay`, ... come back as [`Error::Refused`]). An answer
+    /// for another relay than the one named, or for other participants, is
+    /// [`Error::UnexpectedFrame`].
     pub async fn relay_tokens(
         &self,
-        relay: &str,
+        relay: Option<&str>,
         room: &str,
         participants: &[String],
-    ) -> Result<Vec<crate::protocol::ParticipantToken>> {
+    ) -> Result<RelayGrant> {
         let msg = ClientMessage::RelayTokens {
-            relay: relay.to_owned(),
+            relay: relay.map(str::to_owned),
             room: room.to_owned(),
             participants: participants.to_vec(),
         };
         match self.request(msg).await? {
-            ServerMessage::RelayTokens { tokens, .. }
-                if tokens.len() == participants.len()
-                    && tokens
-                        .iter()
-                        .zip(participants)
-                        .all(|(t, p)| &t.participant == p) =>
+            ServerMessage::RelayTokens {
+                relay: placed,
+                tokens,
+                ..
+            } if tokens.len() == participants.len()
+                && tokens
+                    .iter()
+                    .zip(participants)
+                    .all(|(t, p)| &t.participant == p)
+                && relay.is_none_or(|r| r == placed)
+                && !placed.is_empty() =>
             {
-                Ok(tokens)
+                Ok(RelayGrant {
+                    relay: placed,
+                    tokens,
+                })
             }
             _ => Err(Error::UnexpectedFrame),
         }

@@ -63,6 +63,8 @@ pub enum ErrorCode {
     TurnUnavailable,
     /// `relay_tokens` for a relay URL the server has no secret for.
     UnknownRelay,
+    /// `relay_tokens` naming a relay other than the one the room is placed at.
+    RoomAtAnotherRelay,
     /// `relay_tokens` for a room another account claimed, by a non-member.
     NotARoomMember,
     /// `relay_tokens` by a member for its own name in a room it holds (rejoining needs an
@@ -112,6 +114,7 @@ impl ErrorCode {
             Self::Replaced => "replaced",
             Self::TurnUnavailable => "turn_unavailable",
             Self::UnknownRelay => "unknown_relay",
+            Self::RoomAtAnotherRelay => "room_at_another_relay",
             Self::NotARoomMember => "not_a_room_member",
             Self::RejoinNeedsInvite => "rejoin_needs_invite",
             Self::TooManyParticipants => "too_many_participants",

@@ -46,7 +46,7 @@ pub mod store;
 pub mod turn;
 mod worker;
 
-pub use client::{Client, ClientConfig, Event, Events};
+pub use client::{Client, ClientConfig, Event, Events, RelayGrant};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, ErrorCode, Result};
 pub use protocol::{decode_client_frame, Bundle, Envelope};

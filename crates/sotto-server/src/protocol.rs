@@ -137,11 +137,13 @@ pub enum ClientMessage {
     },
     /// Ask for coturn REST-API credentials.
     TurnCredentials,
-    /// Ask for relay tokens admitting `participants` to `room` at `relay` (one each); see
-    /// `signaling.md` for who may ask.
+    /// Ask for relay tokens admitting `participants` to `room` (one each); see `signaling.md`
+    /// for who may ask and where the room is placed.
     RelayTokens {
-        /// The relay's public control URL, as configured on the server.
-        relay: String,
+        /// The relay's public control URL, as configured on the server; absent: the server
+        /// places the room (a new room on its least loaded relay, a placed room where it is).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        relay: Option<String>,
         /// Room name (a call id).
         room: String,
         /// Account names to mint tokens for.
@@ -285,10 +287,13 @@ pub enum ServerMessage {
         /// TURN server URIs.
         uris: Vec<String>,
     },
-    /// Answer to `relay_tokens`: one token per participant, in the order asked.
+    /// Answer to `relay_tokens`: the relay the room is placed at, and one token per
+    /// participant, in the order asked.
     RelayTokens {
         /// Request id.
         id: u64,
+        /// The relay's public control URL (the one asked for, when one was).
+        relay: String,
         /// The tokens.
         tokens: Vec<ParticipantToken>,
     },

@@ -1,14 +1,15 @@
 //! Three signaling nodes on loopback sharing one PostgreSQL and one NATS; devices signed in on
 //! different nodes call each other through the real call engine (sealed setup, SFrame media
-//! over webrtc-rs): peer to peer, and through a sotto-relay whose tokens the callers' nodes
-//! mint. Every call message crosses nodes: stored by the sender's node, rung to the recipient's.
+//! over webrtc-rs): peer to peer, and through the sotto-relays the cluster places the calls at
+//! (two relays, one call on each), whose tokens the callers' nodes mint. Every call message
+//! crosses nodes: stored by the sender's node, rung to the recipient's.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::time::Duration;
 
 use sotto_call::core::CallState;
-use sotto_call::engine::{default_machine, Command, Engine};
+use sotto_call::engine::{default_machine, Command, Engine, RelayChoice};
 use sotto_call::state::EndReason;
 use sotto_server::ServerConfig;
 use sotto_testkit::cluster::Cluster;
@@ -59,10 +60,10 @@ async fn call_and_hang_up(caller: &Engine, callee: &Engine, name: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn devices_on_different_nodes_call_each_other_directly_and_through_the_relay() {
     let dir = tempfile::tempdir().unwrap();
-    let relay = TestRelay::start().await;
+    let (r1, r2) = (TestRelay::start().await, TestRelay::start().await);
     let Some(cluster) = Cluster::start(dir.path(), 3, |_| {
         let mut c = ServerConfig::new(SERVER_ID);
-        c.relays = vec![relay_entry(&relay)];
+        c.relays = vec![relay_entry(&r1), relay_entry(&r2)];
         c
     })
     .await
@@ -77,19 +78,21 @@ async fn devices_on_different_nodes_call_each_other_directly_and_through_the_rel
     call_and_hang_up(&alice, &bob, "bob").await;
     drop((alice, bob));
 
-    // through the relay: carol on node 2 calls dave on node 0 (carol's node mints both tokens)
-    let relay_url = Some(relay.url());
-    let carol = engine(
-        &cluster.url(2),
-        "carol",
-        media(),
-        default_machine,
-        relay_url.clone(),
-    )
-    .await;
-    let dave = engine(&cluster.url(0), "dave", media(), default_machine, relay_url).await;
+    // through a relay the cluster places each call at: carol on node 2 calls dave on node 0
+    // (carol's node mints both tokens), then dave calls carol: the second call's room goes to
+    // the other relay (the less loaded one)
+    let placed = || Some(RelayChoice::Placed);
+    let carol = engine(&cluster.url(2), "carol", media(), default_machine, placed()).await;
+    let dave = engine(&cluster.url(0), "dave", media(), default_machine, placed()).await;
     call_and_hang_up(&carol, &dave, "dave").await;
-    let (pin, pout, _) = relay.stats();
-    assert!(pin > 100 && pout > 100, "relay forwarded {pout} of {pin}");
-    relay.shutdown().await;
+    call_and_hang_up(&dave, &carol, "carol").await;
+    for r in [&r1, &r2] {
+        let (pin, pout, _) = r.stats();
+        assert!(
+            pin > 100 && pout > 100,
+            "each relay forwarded: {pout} of {pin}"
+        );
+    }
+    r1.shutdown().await;
+    r2.shutdown().await;
 }

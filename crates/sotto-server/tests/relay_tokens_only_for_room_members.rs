@@ -54,7 +54,9 @@ fn admits(
 }
 
 async fn tokens(c: &Client, room: &str, who: &[&str]) -> Result<Vec<ParticipantToken>, Error> {
-    c.relay_tokens(RELAY, room, &names(who)).await
+    let grant = c.relay_tokens(Some(RELAY), room, &names(who)).await?;
+    assert_eq!(grant.relay, RELAY);
+    Ok(grant.tokens)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -103,7 +105,7 @@ async fn relay_tokens_go_only_to_room_members() {
     // an unknown relay
     assert_eq!(
         refused(
-            bob.relay_tokens("wss://elsewhere:8443", "call-9", &names(&["bob"]))
+            bob.relay_tokens(Some("wss://elsewhere:8443"), "call-9", &names(&["bob"]))
                 .await
         ),
         ErrorCode::UnknownRelay
@@ -113,14 +115,19 @@ async fn relay_tokens_go_only_to_room_members() {
         .map(|i| format!("p{i}"))
         .collect();
     assert_eq!(
-        alice.relay_tokens(RELAY, "wide", &at).await.unwrap().len(),
+        alice
+            .relay_tokens(Some(RELAY), "wide", &at)
+            .await
+            .unwrap()
+            .tokens
+            .len(),
         at.len()
     );
     let over: Vec<String> = (0..=MAX_RELAY_TOKENS_PER_REQUEST)
         .map(|i| format!("q{i}"))
         .collect();
     assert_eq!(
-        refused(alice.relay_tokens(RELAY, "wider", &over).await),
+        refused(alice.relay_tokens(Some(RELAY), "wider", &over).await),
         ErrorCode::TooManyParticipants
     );
     // the per-account share: alice holds `call-1` (her oldest) and `wide`; one more claim

@@ -25,13 +25,13 @@ pub async fn device(url: &str, who: &str) -> (Device, Events) {
 }
 
 /// Registers `who` at the server `url` and runs an engine for it with `media`; its calls go
-/// through the relay at `relay` if given, else peer to peer.
+/// through a relay if `relay` says which (or that the server places them), else peer to peer.
 pub async fn engine(
     url: &str,
     who: &str,
     media: MediaFactory,
     machine: fn(Role) -> CallMachine,
-    relay: Option<String>,
+    relay: Option<sotto_call::engine::RelayChoice>,
 ) -> Engine {
     let (dev, events) = device(url, who).await;
     Engine::spawn_with_relay(dev, events, media, machine, relay)

@@ -83,7 +83,7 @@ pub(crate) struct Call {
     /// Everyone else in the call (1:1: the peer), in the order they came.
     pub members: Vec<String>,
     /// The relay control URL when media goes through a relay.
-    pub relay: Option<String>,
+    pub relay: Option<super::RelayChoice>,
     pub keys: GroupKeys,
     pub media: MediaPhase,
     /// Media actions waiting for the media to exist, in order.

@@ -8,7 +8,7 @@ use sotto_admission::RelayToken;
 
 use super::call::{IdentityPurpose, MediaPhase, TokenPurpose};
 use super::types::{Action, AddRefusal, CallError, Dropped, MemberChange, Notice, RoomEvent};
-use super::{sender_id_clash, CallCore};
+use super::{sender_id_clash, CallCore, RelayChoice};
 use crate::consts::{MAX_GROUP_MEMBERS, MAX_PRESENT};
 use crate::messages::{valid_member_name, Body};
 use crate::state::{Input, State};
@@ -52,14 +52,20 @@ impl CallCore {
         {
             return self.notify(Notice::Error(CallError::CannotAdd(user)));
         }
-        let Some(url) = c.relay.clone() else {
+        // connected through a relay: its URL is known (placed or named)
+        let Some(url) = c
+            .relay
+            .as_ref()
+            .and_then(RelayChoice::url)
+            .map(str::to_owned)
+        else {
             return self.notify(Notice::Error(CallError::InviteNeedsRelayCall));
         };
         c.awaiting_tokens = Some(TokenPurpose::Invite(user.clone()));
         let (call, room) = (c.id, c.id.to_string());
         self.actions.push_back(Action::RequestRelayTokens {
             call,
-            url,
+            url: Some(url),
             room,
             participants: vec![user],
         });
@@ -86,7 +92,11 @@ impl CallCore {
         self.apply_keys(forget);
         let Some(c) = self.call.as_mut() else { return };
         let members = c.members.clone();
-        let relay = c.relay.clone();
+        let relay = c
+            .relay
+            .as_ref()
+            .and_then(RelayChoice::url)
+            .map(str::to_owned);
         // The offer first: the server delivers to the invitee in the order envelopes were
         // stored, so the members' keys (sent after they see `add`) arrive after the offer.
         self.send(

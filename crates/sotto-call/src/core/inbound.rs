@@ -258,7 +258,7 @@ impl CallCore {
         }
         call.pairwise = relay.is_none();
         call.keys.set_pairwise(call.pairwise);
-        call.relay = relay;
+        call.relay = relay.map(super::RelayChoice::Url);
         call.relay_token = relay_token;
         call.remote_offer = Some(RemoteOffer { sdp });
         call.inbound.insert(

@@ -33,7 +33,6 @@ use crate::media::MediaKind;
 use crate::messages::{Body, CallId, CallMessage};
 use crate::state::{CallMachine, Input, Output, Role, State};
 use call::{Call, IdentityPurpose, MediaPhase, RoomPhase, TokenPurpose};
-use sotto_admission::RelayToken;
 pub use types::*;
 
 /// The SFrame sender id of user `name` in every call: 16 bits of an FNV-1a hash of the name,
@@ -61,13 +60,33 @@ pub fn sender_id_clash<'a>(
         .find(|o| *o != user && sender_id_for(o) == id)
 }
 
+/// Where the calls a device places go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RelayChoice {
+    /// Through this sotto-relay (its control URL).
+    Url(String),
+    /// Through the relay the signaling server places the call's room at (one of the relays it
+    /// is configured with; every node of a cluster gives the same one for a call).
+    Placed,
+}
+
+impl RelayChoice {
+    /// The relay's URL, once known.
+    pub fn url(&self) -> Option<&str> {
+        match self {
+            RelayChoice::Url(u) => Some(u),
+            RelayChoice::Placed => None,
+        }
+    }
+}
+
 /// How a [`CallCore`] is set up.
 #[derive(Debug, Clone)]
 pub struct CoreConfig {
     /// Our account.
     pub me: String,
-    /// Calls we place go through this sotto-relay (control URL) instead of peer to peer.
-    pub relay: Option<String>,
+    /// Calls we place go through a sotto-relay instead of peer to peer.
+    pub relay: Option<RelayChoice>,
     /// SFrame cipher suite of our media.
     pub suite: CipherSuite,
     /// Builds each call's state machine (timeouts).
@@ -369,7 +388,7 @@ impl CallCore {
 
     /// Whether we connect to `url`, a relay a peer named in its offer.
     pub(crate) fn acceptable_peer_relay(&self, url: &str) -> bool {
-        self.cfg.relay.as_deref() == Some(url)
+        self.cfg.relay.as_ref().and_then(RelayChoice::url) == Some(url)
             || sotto_tls::is_tls_url(url)
             || (self.cfg.allow_plain_loopback_relays && sotto_tls::is_plain_loopback(url))
     }
@@ -675,9 +694,13 @@ impl CallCore {
             self.actions.push_back(Action::Media { call, action });
         }
         let Some(c) = self.call.as_mut() else { return };
-        if let Some(url) = c.relay.clone() {
+        if let Some(relay) = c.relay.clone() {
             let room = c.id.to_string();
             if c.role() == Role::Callee {
+                // a callee's relay is the URL its offer named
+                let Some(url) = relay.url().map(str::to_owned) else {
+                    return;
+                };
                 // our token came with the offer
                 c.remote_offer = None;
                 c.room = RoomPhase::Joining;
@@ -695,7 +718,7 @@ impl CallCore {
                 let participants = vec![self.cfg.me.clone(), c.peer.clone()];
                 self.actions.push_back(Action::RequestRelayTokens {
                     call,
-                    url,
+                    url: relay.url().map(str::to_owned),
                     room,
                     participants,
                 });
@@ -767,7 +790,7 @@ impl CallCore {
     fn on_relay_tokens(
         &mut self,
         call: CallId,
-        result: Result<Vec<(String, RelayToken)>, CallError>,
+        result: Result<TokenGrant, CallError>,
         now: Instant,
     ) {
         let me = self.cfg.me.clone();
@@ -777,7 +800,7 @@ impl CallCore {
         let Some(purpose) = c.awaiting_tokens.take() else {
             return;
         };
-        let mut tokens = match result {
+        let TokenGrant { relay, mut tokens } = match result {
             Ok(t) => t,
             Err(e) => {
                 return match purpose {
@@ -801,10 +824,14 @@ impl CallCore {
                     return;
                 }
                 let (mine, theirs) = (take(&me), take(&c.peer));
-                let (Some(mine), Some(url)) = (mine, c.relay.clone()) else {
+                // the relay the server placed the room at (the one we named, if we named one)
+                let named = c.relay.as_ref().and_then(RelayChoice::url);
+                let Some(mine) = mine.filter(|_| named.is_none_or(|n| n == relay)) else {
                     c.room = RoomPhase::None;
                     return self.fail(CallError::NoRelayToken(me), now);
                 };
+                let url = relay;
+                c.relay = Some(RelayChoice::Url(url.clone()));
                 c.relay_token = Some(mine.clone());
                 c.peer_token = theirs;
                 c.room = RoomPhase::Joining;
@@ -817,7 +844,9 @@ impl CallCore {
                 });
             }
             TokenPurpose::Invite(user) => {
-                let token = take(&user);
+                // the invitee joins the call's relay: a token for another one is none
+                let same = c.relay.as_ref().and_then(RelayChoice::url) == Some(relay.as_str());
+                let token = take(&user).filter(|_| same);
                 self.finish_invite(user, token, now);
             }
         }
@@ -848,7 +877,11 @@ impl CallCore {
         };
         c.room = RoomPhase::Joined;
         c.present = present.into_iter().filter(|p| *p != me).collect();
-        let url = c.relay.clone();
+        let url = c
+            .relay
+            .as_ref()
+            .and_then(RelayChoice::url)
+            .map(str::to_owned);
         let members = c.members.clone();
         let role = c.role();
         self.send_description(String::new(), url.filter(|_| role == Role::Caller), now);

@@ -78,6 +78,15 @@ pub enum MediaSignal {
     FirstFrameDecrypted(MediaKind),
 }
 
+/// The signaling server's grant of relay tokens ([`Event::RelayTokens`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenGrant {
+    /// The relay the room is placed at (its control URL).
+    pub relay: String,
+    /// `(participant, token)` pairs, in the order asked.
+    pub tokens: Vec<(String, RelayToken)>,
+}
+
 /// Something that happened, fed to [`crate::core::CallCore::handle`].
 #[derive(Debug)]
 #[non_exhaustive]
@@ -146,13 +155,13 @@ pub enum Event {
         /// Done or why not.
         result: Result<(), CallError>,
     },
-    /// Answer to [`Action::RequestRelayTokens`]: one token per participant asked for, in
-    /// order, or why not (the server's refusal, a timeout).
+    /// Answer to [`Action::RequestRelayTokens`]: the relay and one token per participant
+    /// asked for, in order, or why not (the server's refusal, a timeout).
     RelayTokens {
         /// The call.
         call: CallId,
-        /// `(participant, token)` pairs.
-        result: Result<Vec<(String, RelayToken)>, CallError>,
+        /// The grant.
+        result: Result<TokenGrant, CallError>,
     },
     /// Answer to [`Action::JoinRoom`]: who the relay already has in the room.
     RelayJoined {
@@ -249,12 +258,13 @@ pub enum Action {
         user: String,
     },
     /// Ask the signaling server for tokens admitting `participants` to the relay room `room`
-    /// at `url` (answer: [`Event::RelayTokens`]).
+    /// at `url`, or (`None`) wherever the server places the room (answer:
+    /// [`Event::RelayTokens`]).
     RequestRelayTokens {
         /// The call.
         call: CallId,
-        /// Relay control URL.
-        url: String,
+        /// Relay control URL, or `None`: the server places the room.
+        url: Option<String>,
         /// Room name (the call id).
         room: String,
         /// Account names.

@@ -13,6 +13,7 @@ use crate::prekey_check;
 use crate::protocol::{
     valid_username, Bundle, ClientMessage, ParticipantToken, ServerMessage, B64,
 };
+use crate::relay_rooms::Ask;
 use crate::server::shared::Shared;
 use crate::store::{
     BundleOutcome, DeviceAddr, NewEnvelope, QueueLimits, SetDeviceOutcome, WriteOp,
@@ -320,7 +321,7 @@ pub(crate) async fn handle_request(
             relay,
             room,
             participants,
-        } => relay_tokens(shared, me, id, &relay, &room, participants),
+        } => relay_tokens(shared, me, id, relay, room, participants).await,
         ClientMessage::TurnCredentials => {
             let Some(t) = &shared.cfg.turn else {
                 return err(ErrorCode::TurnUnavailable, "no TURN configured");
@@ -341,36 +342,50 @@ pub(crate) async fn handle_request(
     }
 }
 
-/// `relay_tokens`: the membership rule ([`crate::relay_rooms::RelayRooms::grant`]), then one
-/// token per participant, minted with the relay's secret.
-fn relay_tokens(
+/// `relay_tokens`: placement and the membership rule ([`crate::relay_rooms::decide`], applied
+/// by the store so every node sharing it agrees), then one token per participant, minted with
+/// the secret of the relay the room is placed at.
+async fn relay_tokens(
     shared: &Shared,
     me: &DeviceAddr,
     id: u64,
-    relay: &str,
-    room: &str,
+    relay: Option<String>,
+    room: String,
     participants: Vec<String>,
 ) -> (ServerMessage, Option<Duration>) {
-    let entry = shared.cfg.relay(relay);
+    let err = |code: ErrorCode| (ServerMessage::error(Some(id), code, code.as_str()), None);
     let now = shared.cfg.clock.now_ms();
+    let relays: Vec<String> = shared.cfg.relays.iter().map(|r| r.url.clone()).collect();
+    let ask_participants = participants.clone();
+    let user = me.user.clone();
+    let claim_room = room.clone();
     let granted = shared
-        .relay_rooms
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .grant(&me.user, relay, entry.is_some(), room, &participants, now);
-    let (Some(entry), Ok(())) = (entry, granted) else {
-        let code = granted
-            .err()
-            .map(|r| r.code())
-            .unwrap_or(ErrorCode::UnknownRelay);
-        return (ServerMessage::error(Some(id), code, code.as_str()), None);
+        .store(move |s| {
+            let ask = Ask {
+                me: &user,
+                relay: relay.as_deref(),
+                room: &room,
+                participants: &ask_participants,
+                now_ms: now,
+            };
+            s.grant_relay_room(&ask, &relays)
+        })
+        .await;
+    let record = match granted {
+        Ok(Ok(record)) => record,
+        Ok(Err(refusal)) => return err(refusal.code()),
+        Err(code) => return err(code),
+    };
+    // the rule placed the room at a configured relay (or refused)
+    let Some(entry) = shared.cfg.relay(&record.relay) else {
+        return err(ErrorCode::UnknownRelay);
     };
     let expires = now.saturating_add(shared.cfg.relay_token_ttl_secs.saturating_mul(1000));
     let mut tokens = Vec::with_capacity(participants.len());
     for participant in participants {
         let claims = sotto_admission::Claims {
-            relay: relay.to_owned(),
-            room: room.to_owned(),
+            relay: record.relay.clone(),
+            room: claim_room.clone(),
             participant,
             issued_at_ms: now,
             expires_at_ms: expires,
@@ -380,16 +395,18 @@ fn relay_tokens(
                 participant: claims.participant,
                 token,
             }),
-            // names were checked by `grant`; a relay URL over the limit is refused at config
-            Err(_) => {
-                return (
-                    ServerMessage::error(Some(id), ErrorCode::InvalidField, "relay token claim"),
-                    None,
-                )
-            }
+            // names were checked by the rule; a relay URL over the limit is refused at config
+            Err(_) => return err(ErrorCode::InvalidField),
         }
     }
-    (ServerMessage::RelayTokens { id, tokens }, None)
+    (
+        ServerMessage::RelayTokens {
+            id,
+            relay: record.relay,
+            tokens,
+        },
+        None,
+    )
 }
 
 /// The store's limit bucket of the one-time prekeys `target` hands out (usernames are

@@ -42,8 +42,6 @@ pub(crate) struct Shared {
     pub ringer: Option<crate::doorbell::Ringer>,
     /// This server's name in the cluster (recorded with each connection claim).
     pub node_id: String,
-    /// Who may have relay tokens for which room (in memory: a restart forgets it).
-    pub relay_rooms: std::sync::Mutex<crate::relay_rooms::RelayRooms>,
 }
 
 impl Shared {
@@ -94,7 +92,6 @@ impl Shared {
             shutdown,
             doorbell_ready,
             doorbell_task: std::sync::Mutex::new(doorbell_task),
-            relay_rooms: std::sync::Mutex::default(),
         })
     }
 

@@ -23,6 +23,8 @@ struct Inner {
     next_epoch: u64,
     /// Shared limit buckets.
     buckets: HashMap<String, crate::limits::SharedBucket>,
+    /// Relay rooms.
+    relay_rooms: crate::relay_rooms::RelayRooms,
 }
 
 /// Everything in a mutex; lost when dropped.
@@ -294,6 +296,14 @@ impl Store for MemoryStore {
         }
         Ok(())
     }
+
+    fn grant_relay_room(
+        &self,
+        ask: &Ask<'_>,
+        relays: &[String],
+    ) -> StoreResult<Result<RoomRecord, RoomRefusal>> {
+        Ok(self.lock().relay_rooms.grant(ask, relays))
+    }
 }
 
 #[cfg(test)]
@@ -303,6 +313,12 @@ mod tests {
     #[test]
     fn contract() {
         super::super::contract::all(&MemoryStore::new());
+    }
+
+    #[test]
+    fn relay_rooms() {
+        let s = MemoryStore::new();
+        super::super::contract::relay_rooms_shared_by_handles(&s, &s);
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub use pg::{PgStore, PgUrl};
 pub use sqlite::{Durability, SqliteStore};
 
 use crate::protocol::{OneTimePreKey, SignedPreKey};
+use crate::relay_rooms::{Ask, RoomRecord, RoomRefusal};
 
 /// A device address: account name and device number.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -314,6 +315,18 @@ pub trait Store: Send + Sync + 'static {
     /// Returns a token [`Store::take_limit_token`] took for something that did not happen.
     fn give_back_limit_token(&self, key: &str, per_minute: u32) -> StoreResult<()>;
 
+    /// Grants relay tokens for `ask.room`: reads the room's record, applies the rule
+    /// ([`crate::relay_rooms::decide`]; `relays` are the URLs the server has secrets for) and
+    /// stores the result, in one atomic step against every server sharing the store; a new room
+    /// then keeps the bounds (an account's share and the total: the least recently used room
+    /// goes, `crate::relay_rooms`). Rooms idle for `RELAY_ROOM_IDLE_SECS` are forgotten.
+    /// `Ok(Err(refusal))` changed nothing.
+    fn grant_relay_room(
+        &self,
+        ask: &Ask<'_>,
+        relays: &[String],
+    ) -> StoreResult<Result<RoomRecord, RoomRefusal>>;
+
     /// Called on graceful shutdown (SQLite: checkpoint the WAL).
     fn flush(&self) -> StoreResult<()> {
         Ok(())
@@ -506,6 +519,76 @@ pub(crate) mod contract {
         assert!(!s.take_limit_token("k", 4, 10_000).unwrap());
         assert!(s.take_limit_token("k", 4, 17_000).unwrap());
         assert!(!s.take_limit_token("k", 4, 17_000).unwrap());
+    }
+
+    /// Relay rooms through two handles `a` and `b` on one store (two servers): placement, the
+    /// membership rule and its refusals (state untouched), the per-account share, expiry.
+    pub fn relay_rooms_shared_by_handles(a: &dyn Store, b: &dyn Store) {
+        use crate::consts::{MAX_RELAY_ROOMS_PER_ACCOUNT, RELAY_ROOM_IDLE_SECS};
+        const R: &str = "wss://r.example";
+        const S: &str = "wss://s.example";
+        let relays = vec![R.to_string(), S.to_string()];
+        let grant = |s: &dyn Store, me: &str, relay: Option<&str>, room: &str, who: &[&str], t| {
+            let participants: Vec<String> = who.iter().map(|w| w.to_string()).collect();
+            let ask = Ask {
+                me,
+                relay,
+                room,
+                participants: &participants,
+                now_ms: t,
+            };
+            s.grant_relay_room(&ask, &relays).unwrap()
+        };
+        let t = 1_000_000;
+        // the server places the room; every handle then gets the same relay
+        let first = grant(a, "alice", None, "c1", &["alice", "bob"], t).unwrap();
+        assert_eq!(first.owner, "alice");
+        let again = grant(b, "bob", None, "c1", &["carol"], t + 1).unwrap();
+        assert_eq!(again.relay, first.relay);
+        let other = if first.relay == R { S } else { R };
+        assert_eq!(
+            grant(a, "carol", Some(other), "c1", &["dave"], t + 2),
+            Err(RoomRefusal::RoomAtAnotherRelay)
+        );
+        // membership is the store's, not a handle's
+        assert_eq!(
+            grant(b, "mallory", None, "c1", &["mallory"], t + 2),
+            Err(RoomRefusal::NotARoomMember)
+        );
+        assert_eq!(
+            grant(b, "bob", None, "c1", &["bob"], t + 2),
+            Err(RoomRefusal::RejoinNeedsInvite)
+        );
+        // refusals changed nothing: dave was not added by the refused grant
+        assert_eq!(
+            grant(a, "dave", None, "c1", &["erin"], t + 3),
+            Err(RoomRefusal::NotARoomMember)
+        );
+        let rec = grant(a, "carol", Some(&first.relay), "c1", &["dave"], t + 3).unwrap();
+        let members: Vec<&str> = rec.members.iter().map(String::as_str).collect();
+        assert_eq!(members, ["alice", "bob", "carol", "dave"]);
+        assert_eq!(rec.last_used_ms, t + 3);
+        // placement spreads new rooms: c1 and 9 more, alternating between the two relays
+        let mut on_r = usize::from(first.relay == R);
+        for i in 0..9 {
+            let rec = grant(b, "zed", None, &format!("p{i}"), &["x"], t + 10 + i).unwrap();
+            on_r += usize::from(rec.relay == R);
+        }
+        assert_eq!(on_r, 5, "10 rooms, 5 on each relay");
+        // zed's share: 9 rooms so far; up to the share, then its least recent is forgotten
+        for i in 9..MAX_RELAY_ROOMS_PER_ACCOUNT as u64 {
+            grant(a, "zed", Some(R), &format!("p{i}"), &["x"], t + 10 + i).unwrap();
+        }
+        grant(a, "zed", Some(R), "one-more", &["x"], t + 100).unwrap();
+        assert_eq!(
+            grant(b, "zed", None, "p0", &["y"], t + 101).map(|r| r.members.len()),
+            Ok(2),
+            "p0 was forgotten: zed claims it anew (zed and y), not as a member of the old room"
+        );
+        // an idle room is forgotten: anyone may claim its name again
+        let later = t + 3 + RELAY_ROOM_IDLE_SECS * 1000 + 1;
+        let fresh = grant(b, "mallory", Some(R), "c1", &["mallory"], later).unwrap();
+        assert_eq!(fresh.owner, "mallory");
     }
 
     /// Each claim gets a higher epoch; an older epoch is fenced off the queue, the current one

@@ -46,6 +46,7 @@ use crate::protocol::B64;
 
 mod connections;
 mod limits;
+mod relay_rooms;
 
 /// The versioned schema, in order: (version, SQL). A released file is never edited; a change is
 /// a new file appended here.
@@ -56,6 +57,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
         3,
         include_str!("../../migrations/pg/0003_limit_buckets.sql"),
     ),
+    (4, include_str!("../../migrations/pg/0004_relay_rooms.sql")),
 ];
 
 const KIND_SIGNED: i16 = 0;
@@ -780,6 +782,14 @@ impl Store for PgStore {
         self.give_back_token(key, per_minute)
     }
 
+    fn grant_relay_room(
+        &self,
+        ask: &Ask<'_>,
+        relays: &[String],
+    ) -> StoreResult<Result<RoomRecord, RoomRefusal>> {
+        self.grant_room(ask, relays)
+    }
+
     fn ack(&self, to: &DeviceAddr, id: u64) -> StoreResult<bool> {
         self.run(|t| Ok(End::Commit(t.ack(to, id)?)))
     }
@@ -869,6 +879,95 @@ mod tests {
     fn contract() {
         let Some((_pg, s)) = store() else { return };
         super::super::contract::all(&s);
+    }
+
+    /// Two servers' stores on one database, then 24 grants racing from 8 threads over 3 stores
+    /// for 3 new rooms placed by the server: one owner and one relay per room, every member
+    /// added by a grant that succeeded is there.
+    #[test]
+    fn relay_rooms() {
+        let Some((pg, a)) = store() else { return };
+        let b = PgStore::open(&PgUrl::new(pg.url())).unwrap();
+        super::super::contract::relay_rooms_shared_by_handles(&a, &b);
+        let c = PgStore::open(&PgUrl::new(pg.url())).unwrap();
+        let stores = [&a, &b, &c];
+        // relays with no rooms yet (the contract's rooms are on r and s)
+        let relays = [
+            "wss://u.example".to_string(),
+            "wss://v.example".to_string(),
+            "wss://w.example".to_string(),
+        ];
+        let results = std::sync::Mutex::new(Vec::new());
+        std::thread::scope(|sc| {
+            for th in 0..8usize {
+                let (stores, relays, results) = (&stores, &relays, &results);
+                sc.spawn(move || {
+                    for i in 0..3usize {
+                        let room = format!("race-{i}");
+                        let invitee = vec![format!("guest{th}")];
+                        let ask = Ask {
+                            me: "host",
+                            relay: None,
+                            room: &room,
+                            participants: &invitee,
+                            now_ms: 5_000_000,
+                        };
+                        let r = stores[(th + i) % 3].grant_relay_room(&ask, relays).unwrap();
+                        results.lock().unwrap().push((room, invitee[0].clone(), r));
+                    }
+                });
+            }
+        });
+        let results = results.into_inner().unwrap();
+        for i in 0..3 {
+            let room = format!("race-{i}");
+            let mine: Vec<_> = results.iter().filter(|(r, _, _)| *r == room).collect();
+            assert_eq!(mine.len(), 8);
+            let placed: std::collections::BTreeSet<&str> = mine
+                .iter()
+                .map(|(_, _, r)| r.as_ref().unwrap().relay.as_str())
+                .collect();
+            assert_eq!(placed.len(), 1, "one relay for {room}");
+            // the last grant's record holds every guest and the host
+            let last = mine
+                .iter()
+                .map(|(_, _, r)| r.as_ref().unwrap())
+                .max_by_key(|r| r.members.len())
+                .unwrap();
+            assert_eq!(last.members.len(), 9, "{:?}", last.members);
+            assert_eq!(last.owner, "host");
+        }
+        let on: std::collections::BTreeSet<String> = results
+            .iter()
+            .map(|(_, _, r)| r.as_ref().unwrap().relay.clone())
+            .collect();
+        assert_eq!(on.len(), 3, "3 new rooms on 3 relays: {on:?}");
+        // 8 accounts claiming one new room at once: one claim, 7 outsiders
+        let claims = std::sync::Mutex::new(Vec::new());
+        std::thread::scope(|sc| {
+            for th in 0..8usize {
+                let (stores, relays, claims) = (&stores, &relays, &claims);
+                sc.spawn(move || {
+                    let me = format!("claimer{th}");
+                    let who = vec![me.clone()];
+                    let ask = Ask {
+                        me: &me,
+                        relay: None,
+                        room: "contested",
+                        participants: &who,
+                        now_ms: 5_000_000,
+                    };
+                    let r = stores[th % 3].grant_relay_room(&ask, relays).unwrap();
+                    claims.lock().unwrap().push(r);
+                });
+            }
+        });
+        let claims = claims.into_inner().unwrap();
+        assert_eq!(claims.iter().filter(|r| r.is_ok()).count(), 1, "{claims:?}");
+        assert!(claims
+            .iter()
+            .filter_map(|r| r.as_ref().err())
+            .all(|e| *e == RoomRefusal::NotARoomMember));
     }
 
     #[test]

@@ -16,6 +16,8 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use super::*;
 use crate::protocol::B64;
 
+mod relay_rooms;
+
 /// How hard a commit waits for the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Durability {
@@ -54,6 +56,11 @@ CREATE TABLE IF NOT EXISTS connections(
   PRIMARY KEY(user, device)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS limit_buckets(
   key TEXT PRIMARY KEY, tokens REAL NOT NULL, last_ms INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS relay_rooms(
+  room TEXT PRIMARY KEY, relay TEXT NOT NULL, owner TEXT NOT NULL, members TEXT NOT NULL,
+  last_used_ms INTEGER NOT NULL, seq INTEGER NOT NULL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS relay_rooms_owner ON relay_rooms(owner, last_used_ms, seq);
+CREATE INDEX IF NOT EXISTS relay_rooms_used ON relay_rooms(last_used_ms, seq);
 PRAGMA user_version = 1;
 ";
 
@@ -567,6 +574,14 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    fn grant_relay_room(
+        &self,
+        ask: &Ask<'_>,
+        relays: &[String],
+    ) -> StoreResult<Result<RoomRecord, RoomRefusal>> {
+        self.grant_room(ask, relays)
+    }
+
     fn connection(&self, addr: &DeviceAddr) -> StoreResult<Option<(String, u64)>> {
         Ok(self
             .lock()
@@ -588,6 +603,32 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = SqliteStore::open(&dir.path().join("s.db"), Durability::Full).unwrap();
         super::super::contract::all(&s);
+    }
+
+    /// Two connections on one file (two processes would be the same); rooms survive reopening.
+    #[test]
+    fn relay_rooms() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let a = SqliteStore::open(&path, Durability::Full).unwrap();
+        let b = SqliteStore::open(&path, Durability::Full).unwrap();
+        super::super::contract::relay_rooms_shared_by_handles(&a, &b);
+        drop((a, b));
+        let s = SqliteStore::open(&path, Durability::Full).unwrap();
+        let participants = vec!["mallory".to_string()];
+        let ask = Ask {
+            me: "mallory",
+            relay: None,
+            room: "c1",
+            participants: &participants,
+            now_ms: 1_000_000 + 3 + crate::consts::RELAY_ROOM_IDLE_SECS * 1000 + 2,
+        };
+        let relays = ["wss://r.example".to_string(), "wss://s.example".to_string()];
+        assert_eq!(
+            s.grant_relay_room(&ask, &relays).unwrap(),
+            Err(RoomRefusal::RejoinNeedsInvite),
+            "the room and its members are still there after reopening"
+        );
     }
 
     #[test]

@@ -99,7 +99,7 @@ impl Net {
             let mut cfg = CoreConfig::new(n);
             cfg.machine = machine;
             if relay {
-                cfg.relay = Some(RELAY.into());
+                cfg.relay = Some(RelayChoice::Url(RELAY.into()));
             }
             devs.insert(
                 n.to_string(),
@@ -139,25 +139,34 @@ impl Net {
         self.wall
     }
 
-    /// The simulated signaling server's answer to `relay_tokens` from `who`.
+    /// The simulated signaling server's answer to `relay_tokens` from `who` (`url` `None`:
+    /// the server places the room; it has one relay, [`RELAY`]).
     fn relay_tokens(
         &mut self,
         who: &str,
-        url: &str,
+        url: Option<&str>,
         room: &str,
         participants: &[String],
-    ) -> Result<Vec<(String, sotto_admission::RelayToken)>, CallError> {
+    ) -> Result<TokenGrant, CallError> {
         if let Some(code) = self.refuse_tokens {
             return Err(CallError::RelayTokensRefused(code));
         }
         let now = self.wall_ms();
-        self.token_rooms
-            .grant(who, url, url == RELAY, room, participants, now)
+        let ask = sotto_server::relay_rooms::Ask {
+            me: who,
+            relay: url,
+            room,
+            participants,
+            now_ms: now,
+        };
+        let record = self
+            .token_rooms
+            .grant(&ask, &[RELAY.to_string()])
             .map_err(|r| CallError::RelayTokensRefused(r.code()))?;
-        let mut out = Vec::new();
+        let mut tokens = Vec::new();
         for p in participants {
             let claims = sotto_admission::Claims {
-                relay: url.into(),
+                relay: record.relay.clone(),
                 room: room.into(),
                 participant: p.clone(),
                 issued_at_ms: now,
@@ -165,9 +174,12 @@ impl Net {
             };
             let t = sotto_admission::mint(&self.secret, &claims).unwrap();
             self.minted.entry(p.clone()).or_default().push(t.clone());
-            out.push((p.clone(), t));
+            tokens.push((p.clone(), t));
         }
-        Ok(out)
+        Ok(TokenGrant {
+            relay: record.relay,
+            tokens,
+        })
     }
 
     /// The simulated relay's admission rule for `who` joining `room` at `url` with `token`.
@@ -321,7 +333,7 @@ impl Net {
                 room,
                 participants,
             } => {
-                let result = self.relay_tokens(who, &url, &room, &participants);
+                let result = self.relay_tokens(who, url.as_deref(), &room, &participants);
                 self.feed(who, Event::RelayTokens { call, result });
             }
             Action::JoinRoom {
@@ -882,7 +894,7 @@ fn a_rejoin_after_leaving_needs_a_new_invitation() {
         n.admits("carol", RELAY, &room, Some(&old)),
         Err(TokenError::PredatesLeave)
     );
-    let own = n.relay_tokens("carol", RELAY, &room, &["carol".to_string()]);
+    let own = n.relay_tokens("carol", Some(RELAY), &room, &["carol".to_string()]);
     assert_eq!(
         own.err(),
         Some(CallError::RelayTokensRefused(
@@ -890,7 +902,7 @@ fn a_rejoin_after_leaving_needs_a_new_invitation() {
         ))
     );
     // an outsider gets nothing for the room either
-    let outsider = n.relay_tokens("mallory", RELAY, &room, &["mallory".to_string()]);
+    let outsider = n.relay_tokens("mallory", Some(RELAY), &room, &["mallory".to_string()]);
     assert_eq!(
         outsider.err(),
         Some(CallError::RelayTokensRefused(
@@ -906,6 +918,29 @@ fn a_rejoin_after_leaving_needs_a_new_invitation() {
 
 /// Issue 14: the server refuses the caller's relay tokens: the call ends cleanly with the
 /// server's code, and nothing reached the callee.
+/// A caller that lets the server place the call (`RelayChoice::Placed`) joins the relay the
+/// grant names, the offer names it to the callee, and invitations go to the same relay.
+#[test]
+fn a_call_the_server_places_goes_through_the_relay_of_the_grant() {
+    let mut n = Net::new(&["alice", "bob", "carol"], true);
+    let mut cfg = CoreConfig::new("alice");
+    cfg.machine = machine;
+    cfg.relay = Some(RelayChoice::Placed);
+    n.devs.get_mut("alice").unwrap().core = CallCore::new(cfg, StdRng::seed_from_u64(99));
+    n.connect("alice", "bob");
+    n.invite("alice", "carol");
+    n.everyone_decrypts_everyone(&["alice", "bob", "carol"]);
+    let room = n.rooms.keys().next().unwrap().clone();
+    assert_eq!(
+        n.rooms[&room].len(),
+        3,
+        "all three joined the one relay room"
+    );
+    let placed = n.token_rooms.get(&room).unwrap();
+    assert_eq!(placed.relay, RELAY);
+    assert_eq!(placed.owner, "alice");
+}
+
 #[test]
 fn refused_relay_tokens_end_the_call_being_set_up() {
     let mut n = Net::new(&["alice", "bob"], true);
