@@ -33,8 +33,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rtc::interceptor::{
-    Attribute, Interceptor, NackGeneratorBuilder, NackResponderBuilder, Packet, Registry, Slot,
-    StreamInfo, TaggedPacket,
+    Attribute, Interceptor, NackResponderBuilder, Packet, Registry, Slot, StreamInfo, TaggedPacket,
 };
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8};
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::{
@@ -54,10 +53,18 @@ use crate::consts::{
 };
 use crate::feedback::KeyframeRequests;
 
-/// Where the counting interceptor sits: below the NACK responder, i.e. next to the wire, so it
-/// sees the responder's retransmissions and the generator's NACKs on their way out, and every
-/// inbound NACK first.
-const COUNT_SLOT: usize = 500;
+#[cfg(any(test, feature = "test-hooks"))]
+#[doc(hidden)]
+pub mod fixtures;
+mod generator;
+pub use generator::NackGenerator;
+
+/// Where the counting and limiting interceptor sits: just wire-side of the NACK responder
+/// (4 000), so it sees the responder's retransmissions and the generator's NACKs on their way
+/// out, and every inbound NACK before the responder. Whatever else a chain has near the wire (a
+/// pacer at 3 000, a participant's test loss knob at 500) is wire-side of it: a packet such an
+/// interceptor drops was still buffered and is resent when NACKed.
+const COUNT_SLOT: usize = 3_900;
 /// Where [`KeyframeRequests`] sits: above every webrtc-rs interceptor (application-most).
 const KEYFRAME_REQUEST_SLOT: usize = 14_000;
 
@@ -156,7 +163,20 @@ pub fn media_engine() -> Result<MediaEngine, Error> {
 /// The interceptor chain of one relay connection, wire to application: counters and NACK
 /// limits, NACK responder, NACK generator, keyframe-request surfacing.
 pub fn registry(counters: Arc<NackCounters>) -> Registry {
-    Registry::new()
+    with_nack(Registry::new(), counters)
+        // inbound PLI/FIR reach the slot tracks' events; NACKs have met the responder already
+        .with(
+            Slot::from(KEYFRAME_REQUEST_SLOT),
+            KeyframeRequests::passing_other_rtcp(),
+        )
+}
+
+/// Adds the NACK part of a chain to `registry`, wire to application: counters and the limits on
+/// inbound NACKs (module docs), the responder ([`NACK_SEND_BUFFER`] packets per stream), the
+/// generator (webrtc-rs's, with bounded costs: `generator.rs`). The relay's connections and sotto's participants (`sotto-call`'s `MediaPeer`) use
+/// it alike, so a sender answers NACKs within the same bounds as the relay.
+pub fn with_nack(registry: Registry, counters: Arc<NackCounters>) -> Registry {
+    registry
         .with(Slot::from(COUNT_SLOT), NackCount::new(counters))
         .with(
             Slot::NackResponder,
@@ -166,17 +186,23 @@ pub fn registry(counters: Arc<NackCounters>) -> Registry {
         )
         .with(
             Slot::NackGenerator,
-            NackGeneratorBuilder::new()
-                .with_size(NACK_RECEIVE_LOG)
-                .with_interval(NACK_INTERVAL)
-                .with_max_nacks_per_packet(MAX_NACKS_PER_PACKET)
-                .build(),
+            NackGenerator::new(NACK_RECEIVE_LOG, NACK_INTERVAL, MAX_NACKS_PER_PACKET),
         )
-        // inbound PLI/FIR reach the slot tracks' events; NACKs have met the responder already
-        .with(
-            Slot::from(KEYFRAME_REQUEST_SLOT),
-            KeyframeRequests::passing_other_rtcp(),
-        )
+}
+
+/// Registers the video RTCP feedback [`with_nack`]'s interceptors need (generic NACK, and PLI
+/// for keyframe requests) on a media engine with other codecs (the relay's own
+/// [`media_engine`] has them).
+pub fn register_nack_feedback(media: &mut MediaEngine) {
+    for parameter in ["", "pli"] {
+        media.register_feedback(
+            RTCPFeedback {
+                typ: "nack".to_owned(),
+                parameter: parameter.to_owned(),
+            },
+            RtpCodecKind::Video,
+        );
+    }
 }
 
 fn count_nacks(packets: &[Box<dyn rtc::rtcp::Packet>]) -> u64 {
@@ -484,96 +510,12 @@ impl Interceptor for NackCount {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use rtc::interceptor::{AttributedPacket, RTCPFeedback as Fb};
     use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
     use rtc::rtcp::transport_feedbacks::transport_layer_nack::NackPair;
     use rtc::sansio::Protocol;
-    use rtc::shared::TransportContext;
     use std::time::Duration;
 
-    const SSRC: u32 = 0x5107;
-
-    fn tagged(now: Instant, p: Packet) -> TaggedPacket {
-        TaggedPacket {
-            now,
-            transport: TransportContext::default(),
-            message: AttributedPacket::new(p),
-        }
-    }
-
-    fn rtp(seq: u16) -> Packet {
-        rtp_on(SSRC, seq)
-    }
-
-    fn rtp_on(ssrc: u32, seq: u16) -> Packet {
-        Packet::Rtp(rtc::rtp::Packet {
-            header: rtc::rtp::header::Header {
-                version: 2,
-                ssrc,
-                payload_type: VIDEO_PAYLOAD_TYPE,
-                sequence_number: seq,
-                timestamp: u32::from(seq) * 3000,
-                ..Default::default()
-            },
-            payload: bytes::Bytes::from(format!("ciphertext {seq}")),
-        })
-    }
-
-    fn nack(seq: u16) -> Packet {
-        nack_of(SSRC, &[seq])
-    }
-
-    /// One NACK naming `seqs` on `ssrc`.
-    fn nack_of(ssrc: u32, seqs: &[u16]) -> Packet {
-        nack_pairs(ssrc, nack_pairs_from_sequence_numbers(seqs))
-    }
-
-    fn nack_pairs(ssrc: u32, nacks: Vec<NackPair>) -> Packet {
-        Packet::Rtcp(vec![Box::new(TransportLayerNack {
-            sender_ssrc: 1,
-            media_ssrc: ssrc,
-            nacks,
-        })])
-    }
-
-    fn video_stream() -> StreamInfo {
-        video_stream_on(SSRC)
-    }
-
-    fn video_stream_on(ssrc: u32) -> StreamInfo {
-        StreamInfo {
-            ssrc,
-            payload_type: VIDEO_PAYLOAD_TYPE,
-            mime_type: MIME_TYPE_VP8.to_owned(),
-            clock_rate: 90_000,
-            rtcp_feedback: vec![Fb {
-                typ: "nack".to_owned(),
-                parameter: String::new(),
-            }],
-            ..Default::default()
-        }
-    }
-
-    /// Everything the chain sends after one inbound packet.
-    fn answer(chain: &mut impl Interceptor, now: Instant, p: Packet) -> Vec<TaggedPacket> {
-        chain.handle_read(tagged(now, p)).unwrap();
-        while chain.poll_read().is_some() {}
-        std::iter::from_fn(|| chain.poll_write()).collect()
-    }
-
-    /// The sequence numbers the chain resends for one inbound NACK.
-    fn resent(chain: &mut impl Interceptor, now: Instant, nack: Packet) -> Vec<u16> {
-        answer(chain, now, nack)
-            .iter()
-            .map(|m| {
-                assert!(m.message.has(&Attribute::Retransmission));
-                let Packet::Rtp(p) = &m.message.packet else {
-                    panic!("not RTP")
-                };
-                p.header.sequence_number
-            })
-            .collect()
-    }
+    use super::fixtures::*;
 
     /// A chain with one video stream on which packets `seqs` were sent.
     fn chain_having_sent(

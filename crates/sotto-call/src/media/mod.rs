@@ -55,6 +55,7 @@ pub mod consts;
 mod error;
 mod handler;
 mod ice;
+mod interceptors;
 mod keys;
 mod loss;
 mod negotiate;

@@ -5,9 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use rtc::interceptor::Registry;
 use rtc::media_stream::MediaStreamTrack;
-use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8};
 use rtc::peer_connection::configuration::{RTCConfigurationBuilder, RTCIceTransportPolicy};
 use rtc::peer_connection::transport::RTCIceServer;
@@ -24,7 +22,6 @@ use webrtc::peer_connection::{
 use webrtc::rtp_transceiver::RtpSender;
 use zeroize::Zeroizing;
 
-use super::consts::*;
 use super::error::wr;
 use super::handler::Handler;
 use super::loss;
@@ -132,17 +129,8 @@ impl MediaPeer {
 
         let mut media = MediaEngine::default();
         media.register_default_codecs().map_err(wr)?;
-        let registry = register_default_interceptors(Registry::new(), &mut media)
-            .map_err(wr)?
-            .with(
-                loss::LossInterceptor::slot(),
-                loss::LossInterceptor::new(shared.loss.clone()),
-            )
-            // inbound PLI/FIR (from the relay or the peer) reach the video send track's events
-            .with(
-                rtc::interceptor::Slot::from(KEYFRAME_REQUEST_SLOT),
-                sotto_relay::feedback::KeyframeRequests::passing_other_rtcp(),
-            );
+        let registry =
+            super::interceptors::registry(&mut media, shared.loss.clone(), Arc::default())?;
         // TCP and TLS TURN through loopback bridges, which live as long as the peer
         let (ice_servers, turn_bridges) =
             super::turn_bridge::bridge_ice_servers(&cfg.ice_servers, &cfg.turn_tls).await?;
