@@ -56,6 +56,7 @@ mod error;
 mod handler;
 mod ice;
 mod keys;
+pub mod level;
 mod loss;
 mod negotiate;
 mod peer;

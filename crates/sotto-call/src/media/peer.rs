@@ -12,7 +12,8 @@ use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYP
 use rtc::peer_connection::configuration::{RTCConfigurationBuilder, RTCIceTransportPolicy};
 use rtc::peer_connection::transport::RTCIceServer;
 use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RTCRtpHeaderExtensionCapability,
+    RtpCodecKind,
 };
 use sotto_frame::{KeyRing, SenderKey};
 use tokio::sync::{mpsc, Notify};
@@ -132,6 +133,16 @@ impl MediaPeer {
 
         let mut media = MediaEngine::default();
         media.register_default_codecs().map_err(wr)?;
+        // our audio carries its level (RFC 6464) for the relay's speaker ranking
+        media
+            .register_header_extension(
+                RTCRtpHeaderExtensionCapability {
+                    uri: super::level::AUDIO_LEVEL_URI.to_owned(),
+                },
+                RtpCodecKind::Audio,
+                None,
+            )
+            .map_err(wr)?;
         let registry = register_default_interceptors(Registry::new(), &mut media)
             .map_err(wr)?
             .with(
