@@ -150,7 +150,9 @@ impl Speakers {
         }
         self.fill(now);
         self.promote_loudest(now);
+        self.order_audio(now);
         self.promote_speakers(now);
+        self.order_video(now);
         std::mem::take(&mut self.changed).then(|| self.ranking())
     }
 
@@ -249,6 +251,68 @@ impl Speakers {
                 None => return,
             }
         }
+    }
+}
+
+impl Speakers {
+    /// Audio places in order of loudness, with the same hysteresis: a place moves ahead of the
+    /// one before it when it is [`SPEAKER_HYSTERESIS_DB`] louder and that one has held its
+    /// position [`MIN_SPEAKER_HOLD`]. (The order decides what a receiver without a place of its
+    /// own hears: the first `AUDIO_SLOTS`, so the loudest.)
+    fn order_audio(&mut self, now: Instant) {
+        let loud = |s: &Self, n: &str| s.entry(n).map_or(0.0, |e| e.loud);
+        self.bubble(now, |s, ahead, behind| {
+            loud(s, behind) > loud(s, ahead) + SPEAKER_HYSTERESIS_DB
+        });
+    }
+
+    /// Video places in order of speaking: a place whose member speaks moves ahead of one whose
+    /// member does not, once that one has held its position [`MIN_SPEAKER_HOLD`]. (A receiver
+    /// without a place sees the first `VIDEO_SLOTS`: the most recent speakers.)
+    fn order_video(&mut self, now: Instant) {
+        let speaking = |s: &Self, n: &str| s.entry(n).is_some_and(|e| e.speaking);
+        self.bubble_video(now, |s, ahead, behind| {
+            speaking(s, behind) && !speaking(s, ahead)
+        });
+    }
+
+    fn bubble(&mut self, now: Instant, passes: impl Fn(&Self, &str, &str) -> bool) {
+        let mut held = std::mem::take(&mut self.audio.held);
+        self.changed |= Self::bubble_places(self, &mut held, now, &passes);
+        self.audio.held = held;
+    }
+
+    fn bubble_video(&mut self, now: Instant, passes: impl Fn(&Self, &str, &str) -> bool) {
+        let mut held = std::mem::take(&mut self.video.held);
+        self.changed |= Self::bubble_places(self, &mut held, now, &passes);
+        self.video.held = held;
+    }
+
+    /// Swaps neighbours where the one behind `passes` the one ahead (held long enough), which
+    /// then holds its new position from `now`; true if anything moved.
+    fn bubble_places(
+        &self,
+        held: &mut [(String, Instant)],
+        now: Instant,
+        passes: &impl Fn(&Self, &str, &str) -> bool,
+    ) -> bool {
+        let mut moved = false;
+        for _ in 0..held.len() {
+            let mut swapped = false;
+            for i in 1..held.len() {
+                let (ahead, behind) = (&held[i - 1], &held[i]);
+                if Self::held_long_enough(ahead.1, now) && passes(self, &ahead.0, &behind.0) {
+                    held.swap(i - 1, i);
+                    held[i].1 = now;
+                    swapped = true;
+                }
+            }
+            moved |= swapped;
+            if !swapped {
+                break;
+            }
+        }
+        moved
     }
 }
 
@@ -375,7 +439,8 @@ mod tests {
             &[("c", 127), ("d", 20)],
             Duration::from_secs(2),
         );
-        assert_eq!(r.last().unwrap().video, v(&["c", "d"]));
+        // d replaced b in place, then moved ahead of c, which no longer speaks
+        assert_eq!(r.last().unwrap().video, v(&["d", "c"]));
         // a speaks: c spoke less recently than d, so c goes
         let r = run(
             &mut s,
@@ -395,6 +460,30 @@ mod tests {
         t += LEVEL_TIMEOUT;
         s.poll(t);
         assert_eq!(s.level("a"), Some(127.0));
+    }
+
+    #[test]
+    fn the_loudest_place_comes_first_so_receivers_without_a_place_hear_it() {
+        let mut s = Speakers::new(4, 5);
+        for n in ["a", "b", "c", "d", "e", "f"] {
+            s.join(n);
+        }
+        let mut t = Instant::now();
+        s.poll(t);
+        // f (no place) talks, then d (4th place): both come first, f by taking a place
+        run(&mut s, &mut t, &[("f", 20)], Duration::from_secs(2));
+        let r = run(
+            &mut s,
+            &mut t,
+            &[("f", 127), ("d", 10)],
+            Duration::from_secs(3),
+        );
+        let last = r.last().unwrap();
+        assert_eq!(last.audio[0], "d");
+        assert_eq!(last.video[0], "d");
+        // a receiver without a place hears d among its three
+        assert!(for_receiver(&last.audio, "e", 3).contains(&"d".to_string()));
+        assert!(for_receiver(&last.video, "e", 4).contains(&"d".to_string()));
     }
 
     #[test]

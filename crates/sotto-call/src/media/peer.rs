@@ -32,7 +32,7 @@ use super::loss;
 use super::record::Sinks;
 use super::shared::{lock, Shared};
 use super::stats::Counters;
-use super::{IvfSink, IvfSource, MediaConfig, MediaError, MediaEvents, OggSink};
+use super::{IvfSink, IvfSource, MediaConfig, MediaError, MediaEvents, OggOpusSource, OggSink};
 
 /// One call leg: a webrtc-rs peer connection with an Opus and a VP8 track, SFrame on both.
 pub struct MediaPeer {
@@ -221,6 +221,12 @@ impl MediaPeer {
     /// Replaces the video source mid-call (no renegotiation; frames stay encrypted).
     pub fn switch_video_source(&self, src: IvfSource) {
         *lock(&self.shared.video_src) = Some(src);
+    }
+
+    /// Replaces the audio source mid-call (another microphone, or the same one hearing
+    /// something else: its levels go out with its packets).
+    pub fn switch_audio_source(&self, src: OggOpusSource) {
+        *lock(&self.shared.audio_src) = Some(src);
     }
 
     /// Name of the current video source.
