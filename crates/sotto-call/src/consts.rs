@@ -20,8 +20,9 @@ pub const MAX_RELAY_URL: usize = 512;
 pub const MAX_CANDIDATE: usize = 1024;
 /// Most trickled candidates held for a call whose media does not exist yet (we still ring).
 pub const MAX_HELD_CANDIDATES: usize = 64;
-/// Most other members an offer may list (a sotto-relay room holds 5).
-pub const MAX_GROUP_MEMBERS: usize = 4;
+/// Most other members an offer may list (a sotto-relay room holds 32, `MAX_ROOM_SIZE`, as many
+/// as the signaling server's `MAX_RELAY_ROOM_MEMBERS`).
+pub const MAX_GROUP_MEMBERS: usize = 31;
 /// Longest member name in `members` / `add`, in bytes.
 pub const MAX_MEMBER_NAME: usize = 64;
 /// Longest hex media key (`KeyMaterial` wire encoding, hex), in characters.
@@ -81,7 +82,7 @@ pub const SIGNALING_TIMEOUT: Duration = Duration::from_secs(10);
 pub const REORDER_GAP_WAIT: Duration = Duration::from_secs(2);
 /// Most names the relay may announce as present in our room besides members (relay input is
 /// untrusted: beyond this, non-members it names are not tracked).
-pub const MAX_PRESENT: usize = 16;
+pub const MAX_PRESENT: usize = MAX_GROUP_MEMBERS;
 /// Most media actions held for a call whose media does not exist yet (keys and candidates that
 /// arrive while we ring); beyond it new ones are dropped with a notice.
 pub const MAX_HELD_MEDIA: usize = 128;

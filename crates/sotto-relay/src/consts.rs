@@ -2,8 +2,40 @@
 
 use std::time::Duration;
 
-/// Participants per room (each holds `MAX_ROOM_SIZE - 1` receive slots).
-pub const MAX_ROOM_SIZE: usize = 5;
+/// Participants per room. However many there are, each receives on a fixed set of slots
+/// ([`AUDIO_SLOTS`] audio, [`VIDEO_SLOTS`] video) that carry the active speakers
+/// (`crate::speakers`); the signaling server's `MAX_RELAY_ROOM_MEMBERS` is the same 32.
+pub const MAX_ROOM_SIZE: usize = 32;
+/// Audio receive slots per participant: the three loudest other members are heard.
+pub const AUDIO_SLOTS: usize = 3;
+/// Video receive slots per participant: the four most recent other speakers are seen. At least
+/// [`AUDIO_SLOTS`], so whoever is heard is seen too; four, so a room of five (the old
+/// `MAX_ROOM_SIZE`) still sees everyone. No more, because each slot is one more stream per
+/// receiver whatever the room's size: a 128 kbit/s, 15 fps video stream is ~16 packets/s
+/// against an audio slot's 50, so a room of 25 costs the relay 25 x (3 x 50 + 4 x 16) ~ 5,400
+/// forwarded packets/s at most, and each receiver four VP8 reassemblies and decryptions (the
+/// 25-participant loopback test on 2 cores).
+pub const VIDEO_SLOTS: usize = 4;
+/// Time constant of the smoothing of a member's audio level (an exponential moving average
+/// over its packets).
+pub const LEVEL_SMOOTHING: Duration = Duration::from_millis(200);
+/// A member whose audio carried no level for this long counts as silent.
+pub const LEVEL_TIMEOUT: Duration = Duration::from_millis(500);
+/// A member is speaking from this smoothed level (−dBov, RFC 6464) or louder ...
+pub const SPEECH_ON_LEVEL: u8 = 50;
+/// ... until its smoothed level falls below this one.
+pub const SPEECH_OFF_LEVEL: u8 = 60;
+/// A member without an audio place takes one only when its smoothed level is this many dB
+/// above the quietest holder's.
+pub const SPEAKER_HYSTERESIS_DB: f32 = 6.0;
+/// An audio or video place is held at least this long before it can change hands.
+pub const MIN_SPEAKER_HOLD: Duration = Duration::from_secs(1);
+/// A video slot's new holder takes it over at its first key frame (asked for with a PLI when
+/// the slot was given to it), or at any frame start once this much has passed since.
+pub const SWITCH_KEYFRAME_WAIT: Duration = Duration::from_millis(600);
+/// A video slot's old holder is cut at the end of its current frame; if it sends nothing for
+/// this long (left, muted) the slot is free for the new holder at once.
+pub const HOLDER_STALL: Duration = Duration::from_millis(200);
 /// Rooms per relay.
 pub const MAX_ROOMS: usize = 64;
 /// Rooms opened from one address (the address of the connection whose join created the room,
@@ -53,13 +85,13 @@ pub const MAX_RETRANSMISSIONS_PER_NACK: usize = 64;
 pub const RETRANSMISSION_HOLDOFF: Duration = NACK_INTERVAL;
 /// Retransmissions per second one receiver's connection earns (a token bucket refilled at this
 /// rate, holding at most [`RETRANSMISSION_BURST`]); a NACKed packet without a token is refused.
-/// Honest 10 % loss on four 1.5 Mbit/s video streams (`MAX_ROOM_SIZE - 1` slots, ~170 packets/s
+/// Honest 10 % loss on four 1.5 Mbit/s video streams (more than the `VIDEO_SLOTS`, ~170 packets/s
 /// each) needs ~68 resends/s, ~75/s with the resends lost again: this is more than three times
 /// that. (The `relay_retransmission` test, one 128 kbit/s stream of ~19 packets/s at 10 % loss,
 /// needs ~2/s.)
 pub const RETRANSMISSION_RATE: u32 = 250;
 /// Retransmissions one receiver's connection may get at once: one second's worth of
-/// [`RETRANSMISSION_RATE`], more than a 200 ms outage on all four slot video streams
+/// [`RETRANSMISSION_RATE`], more than a 200 ms outage on four 1.5 Mbit/s video streams
 /// (~140 packets) takes to repair.
 pub const RETRANSMISSION_BURST: u32 = 250;
 /// RTP payload type of VP8 on relay legs (the only video codec the relay offers).

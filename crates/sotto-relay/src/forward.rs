@@ -1,5 +1,7 @@
-//! The media plane: a participant's RTP forwarded to every other member's slot for it, and
-//! receivers' keyframe requests sent on to the slot's sender.
+//! The media plane: a participant's RTP forwarded to every other member's slot that carries it
+//! (the room's speaker places, fed by the audio levels its audio carries), and keyframe
+//! requests sent on to a slot's sender: receivers', and the relay's own when a video slot is
+//! given to a new holder.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -14,7 +16,8 @@ use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use crate::capture::{Kind, Record};
 use crate::consts::{FEEDBACK_POLL_RETRY, KEYFRAME_REQUEST_INTERVAL};
 use crate::relay::Shared;
-use crate::{feedback, lock};
+use crate::slot::PacketInfo;
+use crate::{feedback, level, lock};
 
 /// What the relay receives from one participant (for keyframe requests towards it).
 #[derive(Default)]
@@ -23,9 +26,17 @@ pub(crate) struct Inbound {
     last_keyframe_request: Mutex<Option<Instant>>,
     /// Highest sequence number received, audio and video (RFC 3550 wrap-around order).
     highest_seq: Mutex<[Option<u16>; 2]>,
+    /// The id the audio-level extension was negotiated with on this connection, if it was.
+    level_id: Mutex<Option<u8>>,
 }
 
 impl Inbound {
+    /// Notes the audio-level extension id negotiated with this participant
+    /// ([`level::extmap_id`] of the relay's offer).
+    pub(crate) fn set_level_id(&self, id: Option<u8>) {
+        *lock(&self.level_id) = id;
+    }
+
     /// Notes a received packet; true if it is late (a higher number arrived before it).
     fn late(&self, kind: Kind, seq: u16) -> bool {
         let mut h = lock(&self.highest_seq);
@@ -70,12 +81,20 @@ pub(crate) async fn receive(
                 .late_packets_in
                 .fetch_add(1, Ordering::Relaxed);
         }
-        forward(&shared, &room, &me, kind, packet).await;
+        forward(&shared, &room, &me, &inbound, kind, packet).await;
     }
 }
 
-/// Sends one participant's packet to every other member's slot for it.
-async fn forward(shared: &Shared, room: &str, from: &str, kind: Kind, packet: rtc::rtp::Packet) {
+/// Notes an audio packet's level in the speaker ranking, applies the ranking, and sends the
+/// packet to every other member's slot that carries its sender.
+async fn forward(
+    shared: &Shared,
+    room: &str,
+    from: &str,
+    inbound: &Inbound,
+    kind: Kind,
+    packet: rtc::rtp::Packet,
+) {
     shared.stats.packets_in.fetch_add(1, Ordering::Relaxed);
     shared
         .stats
@@ -91,28 +110,53 @@ async fn forward(shared: &Shared, room: &str, from: &str, kind: Kind, packet: rt
             payload: packet.payload.to_vec(),
         });
     }
-    let targets: Vec<(Arc<TrackLocalStaticRTP>, u32, u16)> = {
+    let now = Instant::now();
+    let info = PacketInfo::of(kind, &packet.header, &packet.payload);
+    let heard = match kind {
+        Kind::Audio => lock(&inbound.level_id).and_then(|id| level::level(&packet.header, id)),
+        Kind::Video => None,
+    };
+    let (targets, keyframes) = {
         let mut rooms = lock(&shared.rooms);
         let Some(r) = rooms.get_mut(room) else { return };
-        let seq = packet.header.sequence_number;
-        r.members
+        let mut keyframes = Vec::new();
+        if kind == Kind::Audio {
+            if let Some(l) = heard {
+                r.speakers.handle(from, l, now);
+                shared.stats.audio_levels_in.fetch_add(1, Ordering::Relaxed);
+            }
+            keyframes = r.reassign(now, false);
+        }
+        let targets: Vec<(Arc<TrackLocalStaticRTP>, u32, u16, u32)> = r
+            .members
             .iter_mut()
             .filter(|(name, _)| name.as_str() != from)
             .filter_map(|(_, m)| {
-                m.slots
+                let slots = match kind {
+                    Kind::Audio => &mut m.audio,
+                    Kind::Video => &mut m.video,
+                };
+                // one slot at most per receiver: a holder leaving one slot may be taking over
+                // another, and a receiver must not get the same frame twice
+                slots
                     .iter_mut()
-                    .find(|s| s.holder.as_deref() == Some(from))
+                    .filter(|s| s.feed.carries(from))
+                    .find_map(|s| {
+                        let (seq, ts) = s.feed.admit(from, &info, now)?;
+                        Some((s.track.clone(), s.ssrc, seq, ts))
+                    })
             })
-            .map(|s| match kind {
-                Kind::Audio => (s.audio.clone(), s.audio_ssrc, s.seq[0].map(from, seq)),
-                Kind::Video => (s.video.clone(), s.video_ssrc, s.seq[1].map(from, seq)),
-            })
-            .collect()
+            .collect();
+        (targets, keyframes)
     };
-    for (track, ssrc, seq) in targets {
+    for sender in keyframes {
+        ask_keyframe(shared, &sender, true).await;
+    }
+    for (track, ssrc, seq, ts) in targets {
         let mut p = packet.clone();
         p.header.ssrc = ssrc;
         p.header.sequence_number = seq;
+        p.header.timestamp = ts;
         // header extensions were negotiated per connection; drop them rather than mis-map ids
         p.header.extension = false;
         p.header.extensions.clear();
@@ -122,7 +166,7 @@ async fn forward(shared: &Shared, room: &str, from: &str, kind: Kind, packet: rt
     }
 }
 
-/// Reads receivers' RTCP on one slot's video track and asks the slot's sender for keyframes.
+/// Reads receivers' RTCP on one video slot's track and asks the slot's sender for keyframes.
 pub(crate) async fn slot_feedback(
     shared: Arc<Shared>,
     room: String,
@@ -151,8 +195,7 @@ pub(crate) async fn slot_feedback(
     }
 }
 
-/// Sends a PLI to whoever `receiver`'s slot `slot` carries, at most once per
-/// `KEYFRAME_REQUEST_INTERVAL` per sender.
+/// Sends a PLI to whoever `receiver`'s video slot `slot` carries.
 async fn request_keyframe(shared: &Shared, room: &str, receiver: &str, slot: usize) {
     let inbound = {
         let rooms = lock(&shared.rooms);
@@ -160,8 +203,8 @@ async fn request_keyframe(shared: &Shared, room: &str, receiver: &str, slot: usi
         let Some(holder) = r
             .members
             .get(receiver)
-            .and_then(|m| m.slots.get(slot))
-            .and_then(|s| s.holder.clone())
+            .and_then(|m| m.video.get(slot))
+            .and_then(|s| s.feed.assigned().map(str::to_string))
         else {
             return;
         };
@@ -170,10 +213,18 @@ async fn request_keyframe(shared: &Shared, room: &str, receiver: &str, slot: usi
         };
         sender.inbound.clone()
     };
+    ask_keyframe(shared, &inbound, false).await;
+}
+
+/// Sends a PLI to the sender of `inbound`, at most once per `KEYFRAME_REQUEST_INTERVAL` per
+/// sender for receivers' requests; the relay's own (`switch`: a video slot given to the sender,
+/// at most one per `MIN_SPEAKER_HOLD` and slot) always go out, since the slot waits for the key
+/// frame.
+pub(crate) async fn ask_keyframe(shared: &Shared, inbound: &Inbound, switch: bool) {
     {
         let mut last = lock(&inbound.last_keyframe_request);
         let now = Instant::now();
-        if last.is_some_and(|t| now.duration_since(t) < KEYFRAME_REQUEST_INTERVAL) {
+        if !switch && last.is_some_and(|t| now.duration_since(t) < KEYFRAME_REQUEST_INTERVAL) {
             return;
         }
         *last = Some(now);

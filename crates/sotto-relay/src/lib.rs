@@ -31,10 +31,12 @@ pub mod capture;
 pub mod client;
 pub mod consts;
 pub mod feedback;
+pub mod level;
 pub mod nack;
 pub mod nat;
 pub mod ports;
 pub mod protocol;
+pub mod speakers;
 
 mod forward;
 mod leaves;

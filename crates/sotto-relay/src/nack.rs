@@ -40,7 +40,7 @@ use rtc::rtcp::transport_feedbacks::transport_layer_nack::{
     nack_pairs_from_sequence_numbers, NackPair, TransportLayerNack,
 };
 use rtc::rtp_transceiver::rtp_sender::{
-    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind,
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
 };
 use rtc::sansio;
 use rtc::shared::error::Error;
@@ -124,9 +124,17 @@ impl NackCounters {
     }
 }
 
-/// The relay's codecs: VP8 (with NACK, PLI and FIR feedback) and Opus, nothing else, and no RTX.
+/// The relay's codecs: VP8 (with NACK, PLI and FIR feedback) and Opus, nothing else, and no RTX;
+/// one header extension, the RFC 6464 audio level on audio ([`crate::level`]).
 pub fn media_engine() -> Result<MediaEngine, Error> {
     let mut media = MediaEngine::default();
+    media.register_header_extension(
+        RTCRtpHeaderExtensionCapability {
+            uri: crate::level::AUDIO_LEVEL_URI.to_owned(),
+        },
+        RtpCodecKind::Audio,
+        None,
+    )?;
     let fb = |typ: &str, parameter: &str| RTCPFeedback {
         typ: typ.to_owned(),
         parameter: parameter.to_owned(),

@@ -1,6 +1,7 @@
 //! The relay's peer connection with one participant: built with the relay's codecs and
-//! interceptors, two receive m-lines and `MAX_ROOM_SIZE - 1` send slots; offered once ICE
-//! gathering is complete; completed with the participant's answer.
+//! interceptors, two receive m-lines (audio with the RFC 6464 audio level, [`crate::level`]) and
+//! `AUDIO_SLOTS` audio and `VIDEO_SLOTS` video send slots; offered once ICE gathering is
+//! complete; completed with the participant's answer.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,7 +21,8 @@ use webrtc::peer_connection::{
     PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCIceGatheringState,
 };
 
-use crate::consts::{MAX_MEDIA_PORT_ATTEMPTS, MAX_ROOM_SIZE};
+use crate::capture::Kind;
+use crate::consts::{AUDIO_SLOTS, MAX_MEDIA_PORT_ATTEMPTS, VIDEO_SLOTS};
 use crate::forward::{self, Inbound};
 use crate::nack;
 use crate::nat::advertise_public_ip;
@@ -31,8 +33,9 @@ use crate::slot::Slot;
 /// The relay's side of one participant's connection, before the participant is admitted.
 pub(crate) struct RelayPeer {
     pub(crate) pc: Arc<dyn PeerConnection>,
-    /// The slots the relay sends others' media on, held by no one yet.
-    pub(crate) slots: Vec<Slot>,
+    /// The slots the relay sends others' audio and video on, held by no one yet.
+    pub(crate) audio: Vec<Slot>,
+    pub(crate) video: Vec<Slot>,
     pub(crate) inbound: Arc<Inbound>,
     gathered: Arc<Notify>,
     gathering_done: Arc<AtomicBool>,
@@ -92,19 +95,23 @@ impl RelayPeer {
             )
             .await?;
         }
-        let mut slots = Vec::new();
-        for i in 0..MAX_ROOM_SIZE - 1 {
-            let slot = Slot::new(i);
-            pc.add_track(slot.audio.clone() as Arc<dyn TrackLocal>)
-                .await?;
-            pc.add_track(slot.video.clone() as Arc<dyn TrackLocal>)
-                .await?;
-            slots.push(slot);
+        let (mut audio, mut video) = (Vec::new(), Vec::new());
+        for (kind, n, slots) in [
+            (Kind::Audio, AUDIO_SLOTS, &mut audio),
+            (Kind::Video, VIDEO_SLOTS, &mut video),
+        ] {
+            for i in 0..n {
+                let slot = Slot::new(kind, i);
+                pc.add_track(slot.track.clone() as Arc<dyn TrackLocal>)
+                    .await?;
+                slots.push(slot);
+            }
         }
         Ok((
             RelayPeer {
                 pc,
-                slots,
+                audio,
+                video,
                 inbound,
                 gathered,
                 gathering_done,
@@ -148,10 +155,14 @@ impl RelayPeer {
         }
     }
 
-    /// Applies the participant's SDP answer.
+    /// Applies the participant's SDP answer, and notes the audio-level extension id if the
+    /// participant took it (the answer's audio section names it with the offer's id).
     pub(crate) async fn accept_answer(&self, sdp: String) -> Result<(), Error> {
+        let id = crate::level::extmap_id(&sdp);
         let desc = RTCSessionDescription::answer(sdp)?;
-        self.pc.set_remote_description(desc).await
+        self.pc.set_remote_description(desc).await?;
+        self.inbound.set_level_id(id);
+        Ok(())
     }
 }
 

@@ -34,7 +34,7 @@ pub enum ClientMsg {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerMsg {
     /// The relay's SDP offer: two receive m-lines for the participant's audio and video, then
-    /// `MAX_ROOM_SIZE - 1` slots of (audio, video) the relay sends on.
+    /// `AUDIO_SLOTS` audio and then `VIDEO_SLOTS` video slots the relay sends on.
     Offer {
         /// SDP.
         sdp: String,

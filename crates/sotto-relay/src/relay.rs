@@ -72,8 +72,11 @@ pub struct RelayStats {
     pub bytes_in: AtomicU64,
     /// Keyframe requests (PLI/FIR) received from receivers.
     pub keyframe_requests_in: AtomicU64,
-    /// Keyframe requests (PLI) sent on to the original sender.
+    /// Keyframe requests (PLI) sent on to the original sender (receivers' and the relay's own,
+    /// on video slot changes).
     pub keyframe_requests_out: AtomicU64,
+    /// Audio packets that carried an audio level (RFC 6464) the speaker ranking took.
+    pub audio_levels_in: AtomicU64,
     /// NACKs and retransmissions, both hops.
     pub nack: Arc<nack::NackCounters>,
     /// Control connections closed at once: their address (or everyone) already had
@@ -299,6 +302,17 @@ impl Relay {
     /// Members of `room` now.
     pub fn members(&self, room: &str) -> Vec<String> {
         lock(&self.shared.rooms).names(room)
+    }
+
+    /// Audio packets whose audio level the speaker ranking took (see
+    /// [`RelayStats::audio_levels_in`]).
+    pub fn audio_levels_in(&self) -> u64 {
+        self.shared.stats.audio_levels_in.load(Ordering::Relaxed)
+    }
+
+    /// `room`'s speaker places now ([`crate::speakers`]), if the room exists.
+    pub fn speakers(&self, room: &str) -> Option<crate::speakers::Ranking> {
+        lock(&self.shared.rooms).get(room).map(|r| r.ranking())
     }
 
     /// Stops accepting, closes every peer connection and flushes the capture.

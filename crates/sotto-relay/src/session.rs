@@ -12,7 +12,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
 
 use crate::consts::{GATHER_TIMEOUT, HANDSHAKE_TIMEOUT, JOIN_TIMEOUT, MAX_CONTROL_MESSAGE};
-use crate::forward::slot_feedback;
+use crate::forward::{ask_keyframe, slot_feedback};
 use crate::lock;
 use crate::peer::{PeerError, RelayPeer};
 use crate::ports::PortLease;
@@ -138,7 +138,7 @@ pub(crate) async fn session(
     let (peer, _port) = negotiate(&shared, &mut ws, &room, &me).await?;
     let pc = peer.pc.clone();
     let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
-    let others = match admit(&shared, &room, &me, ticket(now_ms()), peer, ctl_tx) {
+    let others = match admit(&shared, &room, &me, ticket(now_ms()), peer, ctl_tx).await {
         Ok(others) => others,
         Err(r) => {
             let _ = send(&mut ws, &r.to_msg()).await;
@@ -152,7 +152,7 @@ pub(crate) async fn session(
     let joined_at = Instant::now();
     let _ = send(&mut ws, &ServerMsg::Joined { members: others }).await;
     run(&mut ws, ctl_rx).await;
-    leave(&shared, &room, &me);
+    leave(&shared, &room, &me).await;
     tracing::info!(room = %room, participant = %me, secs = joined_at.elapsed().as_secs(), "left");
     let _ = pc.close().await;
     Ok(())
@@ -240,10 +240,10 @@ async fn negotiate(
 }
 
 /// Admits `me` to `room` with its negotiated `peer` and `ticket` (see
-/// [`crate::room::Rooms::admit`]) and
-/// starts reading keyframe requests on its slots; `control` carries membership events to its
+/// [`crate::room::Rooms::admit`]), starts reading keyframe requests on its video slots and asks
+/// for the key frames the new slot assignments need; `control` carries membership events to its
 /// session. Returns the members already there.
-fn admit(
+async fn admit(
     shared: &Arc<Shared>,
     room: &str,
     me: &str,
@@ -252,33 +252,42 @@ fn admit(
     control: mpsc::UnboundedSender<ServerMsg>,
 ) -> Result<Vec<String>, Refusal> {
     let RelayPeer {
-        pc, slots, inbound, ..
+        pc,
+        audio,
+        video,
+        inbound,
+        ..
     } = peer;
-    lock(&shared.rooms).admit(room, me, ticket, slots, |slots| {
-        let feedback = slots
-            .iter()
-            .enumerate()
-            .map(|(i, s)| {
-                tokio::spawn(slot_feedback(
-                    shared.clone(),
-                    room.to_string(),
-                    me.to_string(),
-                    i,
-                    s.video.clone(),
-                ))
-            })
-            .collect();
-        if let Some(c) = &shared.capture {
-            c.mark(true, me);
-        }
-        Member {
-            slots,
-            control,
-            pc,
-            inbound,
-            feedback,
-        }
-    })
+    let feedback = video
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            tokio::spawn(slot_feedback(
+                shared.clone(),
+                room.to_string(),
+                me.to_string(),
+                i,
+                s.track.clone(),
+            ))
+        })
+        .collect::<Vec<_>>();
+    let member = Member {
+        audio,
+        video,
+        control,
+        pc,
+        inbound,
+        feedback,
+    };
+    let admitted = lock(&shared.rooms).admit(room, me, ticket, Instant::now(), member);
+    let (others, keyframes) = admitted?;
+    if let Some(c) = &shared.capture {
+        c.mark(true, me);
+    }
+    for sender in keyframes {
+        ask_keyframe(shared, &sender, true).await;
+    }
+    Ok(others)
 }
 
 /// Passes membership events to the participant until it leaves or the channel fails.
@@ -305,13 +314,17 @@ async fn run(ws: &mut Ws, mut events: mpsc::UnboundedReceiver<ServerMsg>) {
     }
 }
 
-/// Removes `me` from `room`, stops its feedback tasks and marks the capture.
-fn leave(shared: &Shared, room: &str, me: &str) {
-    let mut rooms = lock(&shared.rooms);
-    if let Some(gone) = rooms.leave(room, me, now_ms()) {
+/// Removes `me` from `room`, stops its feedback tasks, marks the capture and asks for the key
+/// frames the new slot assignments need.
+async fn leave(shared: &Shared, room: &str, me: &str) {
+    let (gone, keyframes) = lock(&shared.rooms).leave(room, me, now_ms(), Instant::now());
+    if let Some(gone) = gone {
         gone.feedback.iter().for_each(|t| t.abort());
         if let Some(c) = &shared.capture {
             c.mark(false, me);
         }
+    }
+    for sender in keyframes {
+        ask_keyframe(shared, &sender, true).await;
     }
 }

@@ -13,7 +13,9 @@
 //!   connected, media factories, tap draining, key rotation.
 //! - [`plain`]: a plain webrtc-rs peer (no SFrame) that answers an offer once ICE gathering is
 //!   complete.
-//! - [`relay`]: participants joining a sotto-relay room (sotto media peers or plain VP8 RTP).
+//! - [`relay`]: participants joining a sotto-relay room (sotto media peers or plain VP8 RTP), a
+//!   relay on a runtime of its own whose CPU can be read.
+//! - [`group`]: members' group key schedules with key deliveries carried in process.
 //! - [`tls`]: a certificate authority made at test time, server certificates (loopback or
 //!   named) and the PEM files servers and clients read.
 //! - [`browser`]: headless Chromium, run the same way by every browser test.
@@ -34,6 +36,7 @@ pub mod browser;
 pub mod cluster;
 pub mod coturn;
 pub mod device;
+pub mod group;
 pub mod janus;
 pub mod media;
 pub mod nats;

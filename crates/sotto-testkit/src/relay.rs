@@ -113,6 +113,45 @@ pub async fn connect_from(ip: [u8; 4], to: std::net::SocketAddr) -> tokio::net::
 pub struct TestRelay {
     pub relay: Relay,
     pub secret: RelaySecret,
+    /// The relay's own runtime ([`TestRelay::start_isolated`]), if it has one.
+    isolated: Option<RelayRuntime>,
+}
+
+/// The name of the isolated relay runtime's threads ([`TestRelay::start_isolated`]).
+pub const RELAY_THREAD: &str = "sotto-relay-rt";
+
+/// A runtime of the relay's own, shut down in the background when dropped (a runtime may not be
+/// dropped in place inside another one's task).
+struct RelayRuntime(Option<tokio::runtime::Runtime>);
+
+impl Drop for RelayRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// CPU time (user + system) of this process's threads named `name`, from
+/// `/proc/self/task/*/stat` (clock ticks of 10 ms, Linux's `USER_HZ`).
+pub fn threads_cpu(name: &str) -> Duration {
+    let mut ticks = 0u64;
+    for t in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let Ok(stat) = std::fs::read_to_string(t.path().join("stat")) else {
+            continue;
+        };
+        // "tid (comm) state ppid ...": comm may hold spaces, so split at the last ')'
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        if &stat[open + 1..close] != name {
+            continue;
+        }
+        let f: Vec<&str> = stat[close + 2..].split(' ').collect();
+        // fields 14 and 15 (utime, stime) are the 12th and 13th after the comm
+        ticks += f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+    }
+    Duration::from_millis(ticks * 10)
 }
 
 impl TestRelay {
@@ -130,7 +169,36 @@ impl TestRelay {
         TestRelay {
             relay: serve(cfg).await.unwrap(),
             secret,
+            isolated: None,
         }
+    }
+
+    /// [`TestRelay::start_with`], on a runtime of the relay's own (two worker threads named
+    /// [`RELAY_THREAD`], like `sotto relay`), so [`TestRelay::cpu`] is the relay's CPU alone:
+    /// its peer connections' tasks run where the relay's sessions create them.
+    pub async fn start_isolated(f: impl FnOnce(&mut RelayConfig)) -> TestRelay {
+        let secret = relay_secret();
+        let mut cfg = RelayConfig::loopback(secret.clone());
+        f(&mut cfg);
+        let secret = cfg.token_secret.clone();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name(RELAY_THREAD)
+            .enable_all()
+            .build()
+            .unwrap();
+        let relay = rt.spawn(serve(cfg)).await.unwrap().unwrap();
+        TestRelay {
+            relay,
+            secret,
+            isolated: Some(RelayRuntime(Some(rt))),
+        }
+    }
+
+    /// CPU time the relay's own runtime used so far (`None` unless
+    /// [`TestRelay::start_isolated`]).
+    pub fn cpu(&self) -> Option<Duration> {
+        self.isolated.as_ref().map(|_| threads_cpu(RELAY_THREAD))
     }
 
     /// A valid token for `participant` in `room` at this relay (its public URL).
@@ -138,9 +206,10 @@ impl TestRelay {
         mint_token(&self.secret, self.relay.public_url(), room, participant)
     }
 
-    /// Stops the relay.
+    /// Stops the relay (and its own runtime, if it has one).
     pub async fn shutdown(self) {
-        self.relay.shutdown().await
+        self.relay.shutdown().await;
+        drop(self.isolated);
     }
 }
 

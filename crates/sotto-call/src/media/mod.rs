@@ -20,6 +20,10 @@
 //! description). Either way the SDP (with the DTLS fingerprint) and the candidates must travel
 //! authenticated, which the call engine does inside the ratchet.
 //!
+//! Audio packets carry the RFC 6464 audio level of the PCM they were encoded from (header
+//! extension `ssrc-audio-level`, negotiated on audio, in clear: [`level`]), which a sotto-relay
+//! ranks speakers by.
+//!
 //! Keys: this is only the data plane. Which key we encrypt under and when it changes is the
 //! call core's decision (the group key schedule, [`crate::group`]): it sets our key with
 //! [`MediaPeer::use_send_key`] (a key never goes back), installs members' keys with
@@ -57,6 +61,7 @@ mod handler;
 mod ice;
 mod interceptors;
 mod keys;
+pub mod level;
 mod loss;
 mod negotiate;
 mod peer;

@@ -10,7 +10,8 @@ use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYP
 use rtc::peer_connection::configuration::{RTCConfigurationBuilder, RTCIceTransportPolicy};
 use rtc::peer_connection::transport::RTCIceServer;
 use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RTCRtpHeaderExtensionCapability,
+    RtpCodecKind,
 };
 use sotto_frame::{KeyRing, SenderKey};
 use tokio::sync::{mpsc, Notify};
@@ -28,7 +29,7 @@ use super::loss;
 use super::record::Sinks;
 use super::shared::{lock, Shared};
 use super::stats::Counters;
-use super::{IvfSink, IvfSource, MediaConfig, MediaError, MediaEvents, OggSink};
+use super::{IvfSink, IvfSource, MediaConfig, MediaError, MediaEvents, OggOpusSource, OggSink};
 
 /// One call leg: a webrtc-rs peer connection with an Opus and a VP8 track, SFrame on both.
 pub struct MediaPeer {
@@ -129,6 +130,16 @@ impl MediaPeer {
 
         let mut media = MediaEngine::default();
         media.register_default_codecs().map_err(wr)?;
+        // our audio carries its level (RFC 6464) for the relay's speaker ranking
+        media
+            .register_header_extension(
+                RTCRtpHeaderExtensionCapability {
+                    uri: super::level::AUDIO_LEVEL_URI.to_owned(),
+                },
+                RtpCodecKind::Audio,
+                None,
+            )
+            .map_err(wr)?;
         let registry =
             super::interceptors::registry(&mut media, shared.loss.clone(), Arc::default())?;
         // TCP and TLS TURN through loopback bridges, which live as long as the peer
@@ -198,6 +209,12 @@ impl MediaPeer {
     /// Replaces the video source mid-call (no renegotiation; frames stay encrypted).
     pub fn switch_video_source(&self, src: IvfSource) {
         *lock(&self.shared.video_src) = Some(src);
+    }
+
+    /// Replaces the audio source mid-call (another microphone, or the same one hearing
+    /// something else: its levels go out with its packets).
+    pub fn switch_audio_source(&self, src: OggOpusSource) {
+        *lock(&self.shared.audio_src) = Some(src);
     }
 
     /// Name of the current video source.

@@ -49,7 +49,10 @@ impl Shared {
                         wire: wire.to_vec(),
                     });
                 }
-                Outcome::Decrypted { key_frame }
+                Outcome::Decrypted {
+                    key_frame,
+                    sender: d.id.sender,
+                }
             }
             // no key for this sender, generation or step yet: it may still arrive
             Err(
@@ -86,8 +89,8 @@ impl Shared {
 /// What became of one received frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Outcome {
-    /// Decrypted (and whether it is a VP8 key frame).
-    Decrypted { key_frame: bool },
+    /// Decrypted: whether it is a VP8 key frame, and whose (its KID's sender id).
+    Decrypted { key_frame: bool, sender: u64 },
     /// Its key has not arrived (yet).
     NoKeyYet,
     /// Sent under a key older than every key we hold for its sender (before we were given
@@ -112,24 +115,39 @@ struct HeldFrames {
     bytes: usize,
 }
 
-/// Receive side of keyframe requests, per remote video track (= per sender through a relay):
-/// after a frame that did not decrypt (key not there yet) or went missing, and at the start, the
+/// Receive side of keyframe requests, per remote video track (a relay slot, which carries one
+/// sender after another): after a frame that did not decrypt (key not there yet) or went
+/// missing, at the start, and when the track's frames start coming from another sender, the
 /// picture cannot be decoded until a key frame; each decrypted inter frame in that state sends a
 /// PLI on the track, at most one per [`KEYFRAME_REQUEST_RETRY`].
+#[derive(Default)]
 struct KeyFrameWait {
     waiting: bool,
     last_request: Option<Instant>,
+    /// The sender of the last frame decrypted on the track.
+    sender: Option<u64>,
 }
 
 impl KeyFrameWait {
     /// Whether to send a PLI now, given the outcome of the frame just handled.
     fn after_frame(&mut self, outcome: &Outcome, now: Instant) -> bool {
+        if let Outcome::Decrypted { sender, .. } = outcome {
+            // another sender on the track (a relay slot changed hands): its inter frames need
+            // its own key frame first
+            if self.sender.replace(*sender).is_some_and(|s| s != *sender) {
+                self.waiting = true;
+            }
+        }
         match outcome {
-            Outcome::Decrypted { key_frame: true } => {
+            Outcome::Decrypted {
+                key_frame: true, ..
+            } => {
                 self.waiting = false;
                 false
             }
-            Outcome::Decrypted { key_frame: false } if self.waiting => {
+            Outcome::Decrypted {
+                key_frame: false, ..
+            } if self.waiting => {
                 let due = self
                     .last_request
                     .is_none_or(|t| now.duration_since(t) >= KEYFRAME_REQUEST_RETRY);
@@ -174,7 +192,7 @@ pub(super) async fn receive_loop<D: Depacketizer>(
 ) {
     let mut wait = KeyFrameWait {
         waiting: true,
-        last_request: None,
+        ..KeyFrameWait::default()
     };
     let mut held = HeldFrames::default();
     let mut keys = shared.key_epoch.subscribe();
@@ -297,12 +315,11 @@ fn retry_held(
                 keep.push_back(h);
                 continue;
             }
-            Outcome::Decrypted { key_frame } => {
+            o @ Outcome::Decrypted { .. } => {
                 shared.counters[kind.idx()]
                     .frames_waited_for_key
                     .fetch_add(1, Ordering::Relaxed);
-                pli |= kind == MediaKind::Video
-                    && wait.after_frame(&Outcome::Decrypted { key_frame }, now);
+                pli |= kind == MediaKind::Video && wait.after_frame(&o, now);
             }
             o => {
                 shared.count_lost(kind, &o);
@@ -313,4 +330,37 @@ fn retry_held(
     }
     held.frames = keep;
     pli
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(key_frame: bool, sender: u64) -> Outcome {
+        Outcome::Decrypted { key_frame, sender }
+    }
+
+    #[test]
+    fn a_track_whose_frames_come_from_another_sender_waits_for_its_key_frame() {
+        let t = Instant::now();
+        let mut w = KeyFrameWait {
+            waiting: true,
+            ..KeyFrameWait::default()
+        };
+        // the start: an inter frame asks, the key frame ends the wait
+        assert!(w.after_frame(&frame(false, 1), t));
+        assert!(!w.after_frame(&frame(true, 1), t));
+        assert!(!w.after_frame(&frame(false, 1), t + KEYFRAME_REQUEST_RETRY));
+        // the slot now carries sender 2, starting with an inter frame: ask for its key frame
+        let later = t + KEYFRAME_REQUEST_RETRY * 2;
+        assert!(w.after_frame(&frame(false, 2), later));
+        assert!(
+            !w.after_frame(&frame(false, 2), later),
+            "one per retry interval"
+        );
+        assert!(!w.after_frame(&frame(true, 2), later));
+        // starting with its key frame: nothing to ask
+        assert!(!w.after_frame(&frame(true, 3), later));
+        assert!(!w.after_frame(&frame(false, 3), later + KEYFRAME_REQUEST_RETRY));
+    }
 }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rtc::media::Sample;
+use rtc::rtp::extension::audio_level_extension::AudioLevelExtension;
 use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
 use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::Track;
@@ -142,6 +143,7 @@ async fn send_loop(
         }
         // frame and encryption under one lock order (source, then key), so that a key change
         // between taking a frame and encrypting it cannot slip an inter frame in first
+        let mut level = None;
         let (frame, wire, frames_left) = match kind {
             MediaKind::Video => {
                 let mut src = lock(&shared.video_src);
@@ -157,12 +159,13 @@ async fn send_loop(
                 (frame, res, key.frames_left())
             }
             MediaKind::Audio => {
-                let Some(frame) = lock(&shared.audio_src)
+                let Some((frame, l)) = lock(&shared.audio_src)
                     .as_mut()
-                    .map(OggOpusSource::next_packet)
+                    .map(OggOpusSource::next_packet_with_level)
                 else {
                     continue;
                 };
+                level = l;
                 let mut key = lock(&shared.sender_key);
                 let res = key.encrypt(kind.codec(), b"", &frame);
                 (frame, res, key.frames_left())
@@ -199,7 +202,16 @@ async fn send_loop(
             duration: interval,
             ..Sample::new(Instant::now())
         };
-        if let Err(e) = track.sample_writer(ssrc, pt).write_sample(&sample).await {
+        let mut writer = track.sample_writer(ssrc, pt);
+        if let Some(level) = level {
+            // RFC 6464: the level of the PCM this packet was encoded from; the voice bit is any
+            // sound above silence (sotto runs no voice-activity detector)
+            writer = writer.with_audio_level(AudioLevelExtension {
+                level,
+                voice: level < super::level::SILENCE,
+            });
+        }
+        if let Err(e) = writer.write_sample(&sample).await {
             tracing::debug!("write_sample: {e}");
         }
     }

@@ -7,6 +7,8 @@ use super::MediaError;
 
 /// Largest frame a source hands out (an IVF frame header can claim up to 4 GiB).
 pub const MAX_SOURCE_FRAME: usize = 1 << 20;
+/// Most per-packet levels an audio source holds (an hour of 20 ms packets).
+pub const MAX_SOURCE_LEVELS: usize = 180_000;
 
 /// Bundled "camera 1": 320x240 VP8 test pattern, 15 fps, 4 s (`media/make-media.sh`).
 pub const CAMERA1_IVF: &[u8] = include_bytes!("../../media/camera1.ivf");
@@ -201,6 +203,10 @@ pub struct OggOpusSource {
     name: String,
     packets: Vec<Vec<u8>>,
     next: usize,
+    /// The RFC 6464 level of each packet's PCM ([`super::level`]), looped on its own; empty:
+    /// unknown (no level is sent).
+    levels: Vec<u8>,
+    next_level: usize,
 }
 
 impl std::fmt::Debug for OggOpusSource {
@@ -261,12 +267,37 @@ impl OggOpusSource {
             name: name.to_string(),
             packets: audio,
             next: 0,
+            levels: Vec::new(),
+            next_level: 0,
         })
     }
 
-    /// Bundled tone.
+    /// Bundled tone, with the level of each packet computed from the PCM it was encoded from
+    /// ([`super::level::tone_pcm`]).
     pub fn tone() -> Result<Self, MediaError> {
-        Self::parse("tone", TONE_OGG)
+        let t = Self::parse("tone", TONE_OGG)?;
+        let levels = (0..t.len())
+            .map(|n| super::level::level_of_pcm(&super::level::tone_pcm(n)))
+            .collect();
+        t.with_levels(levels)
+    }
+
+    /// The same packets with these per-packet levels (−dBov, RFC 6464; looped on their own, so
+    /// a schedule longer than the clip is a speaker's loudness over time), which go out in the
+    /// audio-level header extension.
+    ///
+    /// # Errors
+    /// [`MediaError::BadSource`] for a level above 127 or more than [`MAX_SOURCE_LEVELS`].
+    pub fn with_levels(mut self, levels: Vec<u8>) -> Result<Self, MediaError> {
+        if levels.len() > MAX_SOURCE_LEVELS || levels.iter().any(|&l| l > super::level::SILENCE) {
+            return Err(MediaError::BadSource(format!(
+                "{}: levels are 0..=127, at most MAX_SOURCE_LEVELS",
+                self.name
+            )));
+        }
+        self.levels = levels;
+        self.next_level = 0;
+        Ok(self)
     }
 
     /// Reads an Ogg Opus file from disk.
@@ -289,6 +320,20 @@ impl OggOpusSource {
     /// The source's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The next packet and its level (if the source knows it), looping.
+    pub fn next_packet_with_level(&mut self) -> (Vec<u8>, Option<u8>) {
+        let level = if self.levels.is_empty() {
+            None
+        } else {
+            if self.next_level >= self.levels.len() {
+                self.next_level = 0;
+            }
+            self.next_level += 1;
+            Some(self.levels[self.next_level - 1])
+        };
+        (self.next_packet(), level)
     }
 
     /// The next packet, looping.
@@ -315,8 +360,29 @@ mod tests {
         let mut c2 = IvfSource::camera2().unwrap();
         // the first frame of each clip is a VP8 key frame (frame tag bit 0 clear)
         assert_eq!(c2.next_frame()[0] & 1, 0);
-        let t = OggOpusSource::tone().unwrap();
+        let mut t = OggOpusSource::tone().unwrap();
         assert!((195..=205).contains(&t.len()), "{}", t.len());
+        // the tone's level, computed from its PCM, goes with every packet
+        assert_eq!(t.next_packet_with_level().1, Some(21));
+    }
+
+    #[test]
+    fn levels_loop_on_their_own_and_are_checked() {
+        let mut t = OggOpusSource::tone()
+            .unwrap()
+            .with_levels(vec![127, 30])
+            .unwrap();
+        let l: Vec<Option<u8>> = (0..5).map(|_| t.next_packet_with_level().1).collect();
+        assert_eq!(l, [Some(127), Some(30), Some(127), Some(30), Some(127)]);
+        let parsed = OggOpusSource::parse("x", TONE_OGG).unwrap();
+        assert_eq!(parsed.clone().next_packet_with_level().1, None, "unknown");
+        assert!(parsed.clone().with_levels(vec![128]).is_err());
+        assert!(parsed.clone().with_levels(vec![127]).is_ok());
+        assert!(parsed
+            .clone()
+            .with_levels(vec![0; MAX_SOURCE_LEVELS])
+            .is_ok());
+        assert!(parsed.with_levels(vec![0; MAX_SOURCE_LEVELS + 1]).is_err());
     }
 
     #[test]

@@ -171,7 +171,15 @@ pub(crate) fn spawn_senders(
                             ssrc,
                             ..Default::default()
                         },
-                        payload: bytes::Bytes::from(vec![seq as u8; PAYLOAD]),
+                        // a VP8 payload descriptor (S bit on each frame's first packet)
+                        // and a key-frame tag: the relay switches slots at key frames
+                        payload: bytes::Bytes::from(
+                            [
+                                &[if seq % 4 == 1 { 0x10 } else { 0x00 }, 0x00][..],
+                                &vec![seq as u8; PAYLOAD - 2],
+                            ]
+                            .concat(),
+                        ),
                     };
                     if v.write_rtp(pkt).await.is_err() {
                         return;
