@@ -13,7 +13,7 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use sotto_call::core::{
     sender_id_for, Action, CallCore, CallError, CoreConfig, Event, IdentityVerdict, MediaAction,
-    MediaSignal, RoomEvent, UserCommand,
+    MediaSignal, RelayChoice, RoomEvent, TokenGrant, UserCommand,
 };
 use sotto_call::media::MediaKind;
 use sotto_call::messages::{Body, CallId, CallMessage};
@@ -40,9 +40,11 @@ fuzz_target!(|data: &[u8]| {
     let mut input = Input(data);
     let Some(mode) = input.byte() else { return };
     let mut cfg = CoreConfig::new("alice");
-    if mode & 1 == 1 {
-        cfg.relay = Some("ws://relay.test".into());
-    }
+    cfg.relay = match mode & 3 {
+        1 => Some(RelayChoice::Url("ws://relay.test".into())),
+        3 => Some(RelayChoice::Placed),
+        _ => None,
+    };
     let mut core = CallCore::new(cfg, StdRng::seed_from_u64(u64::from(mode)));
     let t0 = Instant::now();
     let mut now = t0;
@@ -128,7 +130,11 @@ fuzz_target!(|data: &[u8]| {
             14 => Event::RelayTokens {
                 call,
                 result: if arg & 1 == 0 {
-                    Ok(NAMES[..usize::from(arg % 6)].iter().map(|s| (s.to_string(), token())).collect())
+                    Ok(TokenGrant {
+                        // the relay the server placed the room at: the one named, or another
+                        relay: if arg & 2 == 0 { "ws://relay.test" } else { "ws://other.test" }.into(),
+                        tokens: NAMES[..usize::from(arg % 6)].iter().map(|s| (s.to_string(), token())).collect(),
+                    })
                 } else {
                     Err(CallError::RelayTokensRefused(sotto_server::ErrorCode::NotARoomMember))
                 },

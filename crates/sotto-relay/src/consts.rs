@@ -36,6 +36,16 @@ pub const SWITCH_KEYFRAME_WAIT: Duration = Duration::from_millis(600);
 /// A video slot's old holder is cut at the end of its current frame; if it sends nothing for
 /// this long (left, muted) the slot is free for the new holder at once.
 pub const HOLDER_STALL: Duration = Duration::from_millis(200);
+/// The largest step, in sequence numbers, between a slot holder's packets that the slot passes
+/// on as is: a packet further ahead is renumbered to follow the slot's last one, a packet further
+/// behind is dropped (`slot.rs`, `SlotSeq`). Twice the NACK logs, so honest late and resent
+/// packets pass.
+pub const MAX_SEQ_STEP: i16 = 1_024;
+/// The largest step, in seconds of the media clock, between a slot holder's RTP timestamps that
+/// the slot passes on as is: a larger one is re-anchored like a new holder's.
+pub const MAX_TS_STEP_SECS: u32 = 10;
+/// How often a room's speaker ranking is applied to its slots (at most; on audio packets).
+pub const RANK_INTERVAL: Duration = Duration::from_millis(20);
 /// Rooms per relay.
 pub const MAX_ROOMS: usize = 64;
 /// Rooms opened from one address (the address of the connection whose join created the room,

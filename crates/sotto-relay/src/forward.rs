@@ -14,7 +14,7 @@ use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 
 use crate::capture::{Kind, Record};
-use crate::consts::{FEEDBACK_POLL_RETRY, KEYFRAME_REQUEST_INTERVAL};
+use crate::consts::{FEEDBACK_POLL_RETRY, KEYFRAME_REQUEST_INTERVAL, RANK_INTERVAL};
 use crate::relay::Shared;
 use crate::slot::PacketInfo;
 use crate::{feedback, level, lock};
@@ -125,7 +125,14 @@ async fn forward(
                 r.speakers.handle(from, l, now);
                 shared.stats.audio_levels_in.fetch_add(1, Ordering::Relaxed);
             }
-            keyframes = r.reassign(now, false);
+            // the ranking is applied at most every RANK_INTERVAL, not per packet: its cost
+            // grows with the room, and every room's forwarding waits for this lock
+            let due = r
+                .ranked_at
+                .is_none_or(|t| now.saturating_duration_since(t) >= RANK_INTERVAL);
+            if due {
+                keyframes = r.reassign(now, false);
+            }
         }
         let targets: Vec<(Arc<TrackLocalStaticRTP>, u32, u16, u32)> = r
             .members

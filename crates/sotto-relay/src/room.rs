@@ -47,6 +47,9 @@ pub(crate) struct Room {
     opened_from: IpAddr,
     /// Who is speaking: which members' media the slots carry.
     pub(crate) speakers: Speakers,
+    /// When the ranking was last applied (on audio packets at most every
+    /// [`crate::consts::RANK_INTERVAL`]).
+    pub(crate) ranked_at: Option<Instant>,
 }
 
 impl Room {
@@ -54,6 +57,7 @@ impl Room {
     /// anyway, with `always`: a newcomer's slots). Returns the members given a video slot they
     /// did not have: each is to be asked for a key frame.
     pub(crate) fn reassign(&mut self, now: Instant, always: bool) -> Vec<Arc<Inbound>> {
+        self.ranked_at = Some(now);
         let ranking = match self.speakers.poll(now) {
             Some(r) => r,
             None if always => self.speakers.ranking(),
@@ -215,6 +219,7 @@ impl Rooms {
             members: HashMap::new(),
             opened_from: address_key(ticket.from),
             speakers: Speakers::new(AUDIO_SLOTS + 1, VIDEO_SLOTS + 1),
+            ranked_at: None,
         });
         let others: Vec<String> = r.members.keys().cloned().collect();
         for m in r.members.values_mut() {
@@ -244,6 +249,12 @@ impl Rooms {
         };
         let gone = r.members.remove(me);
         r.speakers.leave(me);
+        // the leaver's state on every slot goes with it (a rejoin is a new holder)
+        for m in r.members.values_mut() {
+            for s in m.audio.iter_mut().chain(m.video.iter_mut()) {
+                s.feed.forget(me);
+            }
+        }
         for m in r.members.values_mut() {
             let _ = m.control.send(ServerMsg::MemberLeft {
                 participant: me.to_string(),

@@ -17,7 +17,7 @@ use rtc::rtp_transceiver::rtp_sender::{
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 
 use crate::capture::Kind;
-use crate::consts::{HOLDER_STALL, SWITCH_KEYFRAME_WAIT};
+use crate::consts::{HOLDER_STALL, MAX_SEQ_STEP, MAX_TS_STEP_SECS, SWITCH_KEYFRAME_WAIT};
 
 /// One slot on a participant's connection.
 pub(crate) struct Slot {
@@ -152,6 +152,26 @@ impl SlotFeed {
                 .is_some_and(|(w, _)| w.as_deref() == Some(from))
     }
 
+    /// Forgets `who` (it left the room): not the holder, not taking over, and a rejoin under
+    /// the same name is numbered as a new holder.
+    pub(crate) fn forget(&mut self, who: &str) {
+        if self.holder.as_deref() == Some(who) {
+            self.holder = None;
+            self.mid_frame = false;
+        }
+        if self
+            .want
+            .as_ref()
+            .is_some_and(|(w, _)| w.as_deref() == Some(who))
+        {
+            self.want = None;
+        }
+        self.seq.forget(who);
+        if self.ts.source.as_deref() == Some(who) {
+            self.ts.source = None;
+        }
+    }
+
     /// Gives the slot to `who` (`None`: nobody) at `now`. Audio changes hands at once; video
     /// after the holder's current frame, at the new holder's key frame. True if `who` is a new
     /// video holder, to be asked for a key frame.
@@ -185,7 +205,11 @@ impl SlotFeed {
                     return None;
                 }
             } else if target.as_deref() == Some(from) {
+                // the holder is between frames, silent, or has had HOLDER_STALL to end its frame
+                // (a holder that never marks a frame's end cannot keep the slot)
                 let free = self.holder.is_none()
+                    || !self.mid_frame
+                    || now.saturating_duration_since(since) >= HOLDER_STALL
                     || self
                         .last_at
                         .is_none_or(|t| now.saturating_duration_since(t) >= HOLDER_STALL);
@@ -210,7 +234,7 @@ impl SlotFeed {
             return None;
         }
         let out = (
-            self.seq.map(from, p.seq),
+            self.seq.map(from, p.seq)?,
             self.ts.map(self.kind, from, p, now),
         );
         if self.kind == Kind::Video {
@@ -228,24 +252,43 @@ impl SlotFeed {
 /// Sequence-number continuity on one slot m-line. A slot is reused by another holder: its
 /// packets get sequence numbers that continue from the previous holder's, or the receiver's SRTP
 /// replay window (same SSRC) and jitter buffer would drop them as old.
+///
+/// The holder does not steer the slot's numbers: a packet more than [`MAX_SEQ_STEP`] ahead of
+/// the holder's highest is renumbered to follow the slot's last one (as if a new holder), so the
+/// receiver's SRTP rollover guess never sees a jump (a holder alternating numbers half the space
+/// apart could otherwise make a receiver that lost one packet guess wrong and fail every later
+/// packet on the slot, whoever holds it); a packet from before the holder's first on the slot
+/// (a late or resent one from before it took over), or more than [`MAX_SEQ_STEP`] behind its
+/// highest, is dropped: it would land on numbers the slot gave someone else.
 #[derive(Default)]
 pub(crate) struct SlotSeq {
     /// Whose packets `offset` was computed for.
     source: Option<String>,
     offset: u16,
+    /// The source's first number on the slot (since its last renumbering) and its highest.
+    first_in: u16,
+    last_in: u16,
     /// Highest sequence number sent on the m-line (RFC 3550 wrap-around order).
     last_out: Option<u16>,
 }
 
 impl SlotSeq {
-    /// The outgoing sequence number for `from`'s packet numbered `seq`.
-    pub(crate) fn map(&mut self, from: &str, seq: u16) -> u16 {
-        if self.source.as_deref() != Some(from) {
+    /// The outgoing sequence number for `from`'s packet numbered `seq`, or `None`: dropped.
+    pub(crate) fn map(&mut self, from: &str, seq: u16) -> Option<u16> {
+        let ahead = seq.wrapping_sub(self.last_in) as i16;
+        let renumber = self.source.as_deref() != Some(from) || ahead > MAX_SEQ_STEP;
+        if renumber {
             self.offset = match self.last_out {
                 Some(l) => l.wrapping_add(1).wrapping_sub(seq),
                 None => 0,
             };
             self.source = Some(from.to_string());
+            self.first_in = seq;
+            self.last_in = seq;
+        } else if (seq.wrapping_sub(self.first_in) as i16) < 0 || ahead < -MAX_SEQ_STEP {
+            return None;
+        } else if ahead > 0 {
+            self.last_in = seq;
         }
         let out = seq.wrapping_add(self.offset);
         if self
@@ -254,7 +297,14 @@ impl SlotSeq {
         {
             self.last_out = Some(out);
         }
-        out
+        Some(out)
+    }
+
+    /// Forgets `who`'s numbering (it left): a rejoin under the same name is a new source.
+    fn forget(&mut self, who: &str) {
+        if self.source.as_deref() == Some(who) {
+            self.source = None;
+        }
     }
 
     /// The next holder's numbers start one later (a gap the receiver sees as a lost packet).
@@ -273,20 +323,26 @@ impl SlotSeq {
 pub(crate) struct SlotTs {
     source: Option<String>,
     offset: u32,
+    /// The source's last timestamp in.
+    last_in: u32,
     /// Highest timestamp sent (wrap-around order) and when.
     last: Option<(u32, Instant)>,
 }
 
 impl SlotTs {
-    /// The outgoing timestamp for `from`'s packet `p`, arriving at `now`.
+    /// The outgoing timestamp for `from`'s packet `p`, arriving at `now`. A step of more than
+    /// [`MAX_TS_STEP_SECS`] from the source's last timestamp is re-anchored as a new source's.
     pub(crate) fn map(&mut self, kind: Kind, from: &str, p: &PacketInfo, now: Instant) -> u32 {
-        if self.source.as_deref() != Some(from) {
+        let rate = match kind {
+            Kind::Audio => 48_000u64,
+            Kind::Video => 90_000,
+        };
+        let step = (p.timestamp.wrapping_sub(self.last_in) as i32).unsigned_abs();
+        let jump = u64::from(step) > rate * u64::from(MAX_TS_STEP_SECS);
+        self.last_in = p.timestamp;
+        if self.source.as_deref() != Some(from) || jump {
             self.offset = match self.last {
                 Some((l, at)) => {
-                    let rate = match kind {
-                        Kind::Audio => 48_000u64,
-                        Kind::Video => 90_000,
-                    };
                     let elapsed = now.saturating_duration_since(at).as_micros() as u64;
                     let ticks = (elapsed * rate / 1_000_000).clamp(1, u64::from(u32::MAX / 2));
                     l.wrapping_add(ticks as u32).wrapping_sub(p.timestamp)
@@ -358,16 +414,115 @@ mod tests {
     fn a_reused_slot_continues_the_sequence_numbers() {
         let mut s = SlotSeq::default();
         // the first holder's numbers pass unchanged, across the wrap
-        assert_eq!(s.map("dave", 65_534), 65_534);
-        assert_eq!(s.map("dave", 65_535), 65_535);
-        assert_eq!(s.map("dave", 0), 0);
+        assert_eq!(s.map("dave", 65_534), Some(65_534));
+        assert_eq!(s.map("dave", 65_535), Some(65_535));
+        assert_eq!(s.map("dave", 0), Some(0));
         // a retransmission of an older packet keeps its number and does not move the high mark
-        assert_eq!(s.map("dave", 65_535), 65_535);
+        assert_eq!(s.map("dave", 65_535), Some(65_535));
         // the next holder starts with its own random numbers: they continue from 1
-        assert_eq!(s.map("erin", 30_000), 1);
-        assert_eq!(s.map("erin", 30_001), 2);
-        assert_eq!(s.map("erin", 29_999), 0);
-        assert_eq!(s.map("erin", 30_002), 3);
+        assert_eq!(s.map("erin", 30_000), Some(1));
+        assert_eq!(s.map("erin", 30_001), Some(2));
+        // erin's packet from before she took the slot would land on dave's 0: dropped
+        assert_eq!(s.map("erin", 29_999), None);
+        assert_eq!(s.map("erin", 30_002), Some(3));
+        // but her own late packet after her first passes, in its place
+        assert_eq!(s.map("erin", 30_005), Some(6));
+        assert_eq!(s.map("erin", 30_004), Some(5));
+    }
+
+    /// Regression (review of the slot code): a holder alternating numbers half the space apart
+    /// steered the slot's numbers by ±32 767, so a receiver that lost one of them guessed its
+    /// SRTP rollover counter wrong and failed every later packet on the slot. Now every step
+    /// beyond `MAX_SEQ_STEP` is renumbered to follow on: the slot's numbers only count up.
+    #[test]
+    fn a_holder_cannot_make_the_slot_numbers_jump() {
+        let mut s = SlotSeq::default();
+        let mut seq = 40_000u16;
+        let mut outs = Vec::new();
+        for _ in 0..50 {
+            outs.push(s.map("mallory", seq).unwrap());
+            seq = seq.wrapping_add(32_767);
+        }
+        for w in outs.windows(2) {
+            assert_eq!(w[1], w[0].wrapping_add(1), "{outs:?}");
+        }
+        // far behind the holder's highest: dropped, nothing moves
+        let before = s.map("mallory", seq).unwrap();
+        assert_eq!(s.map("mallory", seq.wrapping_sub(5_000)), None);
+        assert_eq!(
+            s.map("mallory", seq.wrapping_add(1)),
+            Some(before.wrapping_add(1))
+        );
+        // a rejoin under the same name after a leave is numbered as a new holder
+        s.forget("mallory");
+        assert_eq!(s.map("mallory", 7), Some(before.wrapping_add(2)));
+    }
+
+    #[test]
+    fn a_holder_cannot_make_the_slot_timestamps_jump() {
+        let t = Instant::now();
+        let mut ts = SlotTs::default();
+        let p = |t| pkt(0, t, true, true, false);
+        let a = ts.map(Kind::Audio, "m", &p(1_000), t);
+        let b = ts.map(
+            Kind::Audio,
+            "m",
+            &p(1_000 + 2_000_000_000),
+            t + Duration::from_millis(20),
+        );
+        assert_eq!(
+            b.wrapping_sub(a),
+            960,
+            "re-anchored by the time between packets"
+        );
+    }
+
+    /// Regression (review): an old video holder that never marks a frame's end kept the slot
+    /// from the new holder for as long as it sent; now it has HOLDER_STALL after the switch.
+    #[test]
+    fn a_holder_that_never_ends_a_frame_loses_the_slot_after_the_stall() {
+        let t = Instant::now();
+        let ms = |n| t + Duration::from_millis(n);
+        let mut f = SlotFeed::new(Kind::Video);
+        f.assign(Some("a"), t);
+        assert!(f.admit("a", &pkt(1, 0, false, true, true), t).is_some());
+        f.assign(Some("b"), ms(10));
+        for i in 0..30u16 {
+            // a keeps sending, never a marker; b sends key frames
+            let now = ms(10 + u64::from(i) * 10);
+            let _ = f.admit("a", &pkt(2 + i, 0, false, false, false), now);
+            let b = f.admit("b", &pkt(100 + i, 9, true, true, true), now);
+            if now.saturating_duration_since(ms(10)) < HOLDER_STALL {
+                assert!(b.is_none(), "a's frame may still end");
+            } else {
+                assert!(b.is_some(), "b takes the slot at {i}");
+                break;
+            }
+        }
+        assert!(f
+            .admit("a", &pkt(99, 0, false, false, false), ms(400))
+            .is_none());
+    }
+
+    /// A leaver is forgotten on the slot: it no longer holds it or is taking it over.
+    #[test]
+    fn a_leaver_is_forgotten() {
+        let t = Instant::now();
+        let mut f = SlotFeed::new(Kind::Video);
+        f.assign(Some("c"), t);
+        assert!(f.admit("c", &pkt(5, 0, false, true, true), t).is_some());
+        f.forget("c");
+        assert_eq!(f.assigned(), None);
+        // back under the same name: a new holder, asked for a key frame again
+        assert!(f.assign(Some("c"), t), "a new video holder");
+        assert!(f
+            .admit("c", &pkt(60_000, 0, false, true, false), t)
+            .is_none());
+        let (seq, _) = f.admit("c", &pkt(60_001, 0, false, true, true), t).unwrap();
+        assert_eq!(
+            seq, 6,
+            "numbered after the slot's last, not with the old offset"
+        );
     }
 
     fn pkt(seq: u16, timestamp: u32, marker: bool, start: bool, key: bool) -> PacketInfo {

@@ -14,8 +14,11 @@
 //! - Places are filled in join order while free (small rooms: everyone has one).
 //! - An audio place changes hands only to someone [`SPEAKER_HYSTERESIS_DB`] louder than its
 //!   holder, and a video place only from someone not speaking to someone speaking; a place is
-//!   held at least [`MIN_SPEAKER_HOLD`] either way. A place is replaced in place: the other
-//!   places (and the receivers' slots carrying them) do not move.
+//!   held at least [`MIN_SPEAKER_HOLD`] either way. A place is replaced in place.
+//! - The places are kept in order (audio by loudness, with the same hysteresis; video speaking
+//!   before not speaking), neighbours swapping once the one ahead has held its position
+//!   [`MIN_SPEAKER_HOLD`]: the order is what a receiver *without* a place of its own gets (the
+//!   first `AUDIO_SLOTS` / `VIDEO_SLOTS`), so a swap across that boundary moves its slots.
 
 use std::time::{Duration, Instant};
 

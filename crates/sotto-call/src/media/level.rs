@@ -8,8 +8,8 @@
 //! computed by [`level_of_pcm`] from the PCM that was encoded (for the bundled tone: the
 //! 440 Hz sine `media/make-media.sh` encodes, see [`tone_pcm`]).
 
-/// The extension's URI.
-pub const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
+/// The extension's URI (the relay's, which reads it).
+pub use sotto_relay::level::AUDIO_LEVEL_URI;
 
 /// RFC 6464's silence (and the floor of every level): −127 dBov.
 pub const SILENCE: u8 = 127;
