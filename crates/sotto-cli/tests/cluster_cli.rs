@@ -11,20 +11,12 @@ mod common;
 
 use std::process::Stdio;
 
-use common::{decrypted_failed, sotto, start_relay, text, SpawnGuarded};
+use common::{decrypted_failed, relay_secret_file, sotto, start_relay, text, SpawnGuarded};
 use sotto_server::ServerConfig;
 use sotto_testkit::cluster::{Cluster, NodeProcess};
 use sotto_testkit::server::SERVER_ID;
 
 const SOTTO: &str = env!("CARGO_BIN_EXE_sotto");
-
-/// A relay token secret file named `name` in `dir`.
-fn secret_file(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
-    let p = dir.join(name);
-    let text = sotto_relay::admission::RelaySecret::generate_file_text(&mut rand::rngs::OsRng);
-    std::fs::write(&p, text.as_bytes()).unwrap();
-    p
-}
 
 #[test]
 fn sotto_moves_to_the_next_node_and_the_cluster_places_its_call() {
@@ -35,10 +27,13 @@ fn sotto_moves_to_the_next_node_and_the_cluster_places_its_call() {
     })) else {
         return;
     };
-    let (s1, s2) = (
-        secret_file(dir.path(), "r1.secret"),
-        secret_file(dir.path(), "r2.secret"),
-    );
+    // one secret per relay, each in a directory of its own
+    let secret_in = |name: &str| {
+        let d = dir.path().join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        relay_secret_file(&d)
+    };
+    let (s1, s2) = (secret_in("r1"), secret_in("r2"));
     let (_r1, url1) = start_relay(&s1, &[]);
     let (_r2, url2) = start_relay(&s2, &[]);
     let mut args = vec!["server".to_string()];

@@ -14,51 +14,13 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::*;
-use sotto_admission::{verify, Expected, RelaySecret, TokenError};
+use sotto_admission::RelaySecret;
 use sotto_server::protocol::ParticipantToken;
 use sotto_server::{Client, Error, ErrorCode, RelayEntry, ServerConfig};
 use sotto_testkit::cluster::Cluster;
 
 const R: &str = "wss://r.relay.test:8443";
 const S: &str = "wss://s.relay.test:8443";
-
-fn secret() -> RelaySecret {
-    let text = RelaySecret::generate_file_text(&mut rand::rngs::OsRng);
-    RelaySecret::from_bytes(text.as_bytes()).unwrap()
-}
-
-fn names(v: &[&str]) -> Vec<String> {
-    v.iter().map(|s| s.to_string()).collect()
-}
-
-fn refused<T: std::fmt::Debug>(r: Result<T, Error>) -> ErrorCode {
-    match r {
-        Err(Error::Refused { code }) => code,
-        other => panic!("not refused: {other:?}"),
-    }
-}
-
-/// The relay at `relay`'s verdict on `t` for `who` in `room`.
-fn admits(
-    relay: &str,
-    secret: &RelaySecret,
-    t: &ParticipantToken,
-    room: &str,
-    who: &str,
-) -> Result<(), TokenError> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64;
-    let e = Expected {
-        relay,
-        room,
-        participant: who,
-        now_ms: now,
-        left_at_ms: None,
-    };
-    verify(secret, Some(t.token.as_str()), &e).map(|_| ())
-}
 
 async fn placed(
     c: &Client,
@@ -72,7 +34,7 @@ async fn placed(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rooms_are_placed_once_for_the_cluster_and_membership_holds_across_nodes() {
     let dir = tempfile::tempdir().unwrap();
-    let secrets: BTreeMap<&str, RelaySecret> = [(R, secret()), (S, secret())].into();
+    let secrets: BTreeMap<&str, RelaySecret> = [(R, relay_secret()), (S, relay_secret())].into();
     let sec = secrets.clone();
     let Some(cluster) = Cluster::start(dir.path(), 3, move |i| {
         let mut c = ServerConfig::new(SERVER_ID);
@@ -124,7 +86,7 @@ async fn rooms_are_placed_once_for_the_cluster_and_membership_holds_across_nodes
         Ok(())
     );
     assert_eq!(
-        refused(
+        refusal(
             bob.relay_tokens(Some(other), "call-1", &names(&["dave"]))
                 .await
         ),
@@ -134,15 +96,15 @@ async fn rooms_are_placed_once_for_the_cluster_and_membership_holds_across_nodes
     // the membership rule is the cluster's: an outsider on node 2 gets nothing for a room
     // claimed on node 0, and a member cannot mint itself back in through another node
     assert_eq!(
-        refused(placed(&mallory, "call-1", &["mallory"]).await),
+        refusal(placed(&mallory, "call-1", &["mallory"]).await),
         ErrorCode::NotARoomMember
     );
     assert_eq!(
-        refused(placed(&bob, "call-1", &["bob"]).await),
+        refusal(placed(&bob, "call-1", &["bob"]).await),
         ErrorCode::RejoinNeedsInvite
     );
     assert_eq!(
-        refused(placed(&carol, "call-1", &["carol"]).await),
+        refusal(placed(&carol, "call-1", &["carol"]).await),
         ErrorCode::RejoinNeedsInvite
     );
 

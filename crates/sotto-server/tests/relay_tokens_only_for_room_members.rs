@@ -9,49 +9,12 @@ mod common;
 use std::sync::Arc;
 
 use common::*;
-use sotto_admission::{verify, Expected, RelaySecret, TokenError};
+use sotto_admission::TokenError;
 use sotto_server::consts::{MAX_RELAY_ROOMS_PER_ACCOUNT, MAX_RELAY_TOKENS_PER_REQUEST};
 use sotto_server::protocol::ParticipantToken;
 use sotto_server::{Client, Error, ErrorCode, MemoryStore, RelayEntry, ServerConfig};
 
 const RELAY: &str = "wss://relay.test:8443";
-
-fn secret() -> RelaySecret {
-    let text = RelaySecret::generate_file_text(&mut rand::rngs::OsRng);
-    RelaySecret::from_bytes(text.as_bytes()).unwrap()
-}
-
-fn names(v: &[&str]) -> Vec<String> {
-    v.iter().map(|s| s.to_string()).collect()
-}
-
-fn refused<T: std::fmt::Debug>(r: Result<T, Error>) -> ErrorCode {
-    match r {
-        Err(Error::Refused { code }) => code,
-        other => panic!("not refused: {other:?}"),
-    }
-}
-
-/// The relay's verdict on `t` for `who` in `room`.
-fn admits(
-    secret: &RelaySecret,
-    t: &ParticipantToken,
-    room: &str,
-    who: &str,
-) -> Result<(), TokenError> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64;
-    let e = Expected {
-        relay: RELAY,
-        room,
-        participant: who,
-        now_ms: now,
-        left_at_ms: None,
-    };
-    verify(secret, Some(t.token.as_str()), &e).map(|_| ())
-}
 
 async fn tokens(c: &Client, room: &str, who: &[&str]) -> Result<Vec<ParticipantToken>, Error> {
     let grant = c.relay_tokens(Some(RELAY), room, &names(who)).await?;
@@ -61,7 +24,7 @@ async fn tokens(c: &Client, room: &str, who: &[&str]) -> Result<Vec<ParticipantT
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_tokens_go_only_to_room_members() {
-    let s = secret();
+    let s = relay_secret();
     let mut cfg = ServerConfig::new(SERVER_ID);
     cfg.relays = vec![RelayEntry {
         url: RELAY.into(),
@@ -75,36 +38,36 @@ async fn relay_tokens_go_only_to_room_members() {
     // alice claims the room with tokens for herself and her callee, each for its own name
     let t = tokens(&alice, "call-1", &["alice", "bob"]).await.unwrap();
     assert_eq!(t.len(), 2);
-    assert_eq!(admits(&s, &t[0], "call-1", "alice"), Ok(()));
-    assert_eq!(admits(&s, &t[1], "call-1", "bob"), Ok(()));
+    assert_eq!(admits(RELAY, &s, &t[0], "call-1", "alice"), Ok(()));
+    assert_eq!(admits(RELAY, &s, &t[1], "call-1", "bob"), Ok(()));
     assert_eq!(
-        admits(&s, &t[1], "call-1", "alice"),
+        admits(RELAY, &s, &t[1], "call-1", "alice"),
         Err(TokenError::WrongParticipant)
     );
     assert_eq!(
-        admits(&s, &t[0], "call-2", "alice"),
+        admits(RELAY, &s, &t[0], "call-2", "alice"),
         Err(TokenError::WrongRoom)
     );
 
     // a non-member gets nothing for the claimed room: not its own name, not the members'
     for who in [&["mallory"][..], &["bob"][..], &["carol"][..]] {
         assert_eq!(
-            refused(tokens(&mallory, "call-1", who).await),
+            refusal(tokens(&mallory, "call-1", who).await),
             ErrorCode::NotARoomMember
         );
     }
     // a member (bob, invited by alice) mints for an invitee, who becomes a member
     let t = tokens(&bob, "call-1", &["mallory"]).await.unwrap();
-    assert_eq!(admits(&s, &t[0], "call-1", "mallory"), Ok(()));
+    assert_eq!(admits(RELAY, &s, &t[0], "call-1", "mallory"), Ok(()));
     tokens(&mallory, "call-1", &["carol"]).await.unwrap();
     // nobody mints their own way back in
     assert_eq!(
-        refused(tokens(&bob, "call-1", &["bob"]).await),
+        refusal(tokens(&bob, "call-1", &["bob"]).await),
         ErrorCode::RejoinNeedsInvite
     );
     // an unknown relay
     assert_eq!(
-        refused(
+        refusal(
             bob.relay_tokens(Some("wss://elsewhere:8443"), "call-9", &names(&["bob"]))
                 .await
         ),
@@ -127,7 +90,7 @@ async fn relay_tokens_go_only_to_room_members() {
         .map(|i| format!("q{i}"))
         .collect();
     assert_eq!(
-        refused(alice.relay_tokens(Some(RELAY), "wider", &over).await),
+        refusal(alice.relay_tokens(Some(RELAY), "wider", &over).await),
         ErrorCode::TooManyParticipants
     );
     // the per-account share: alice holds `call-1` (her oldest) and `wide`; one more claim
@@ -140,7 +103,7 @@ async fn relay_tokens_go_only_to_room_members() {
     // the relay does not ask the server), and others' rooms are untouched
     tokens(&mallory, "call-1", &["mallory"]).await.unwrap();
     assert_eq!(
-        refused(tokens(&mallory, "wide", &["mallory"]).await),
+        refusal(tokens(&mallory, "wide", &["mallory"]).await),
         ErrorCode::NotARoomMember
     );
     tokens(&bob, "bobs-call", &["bob", "alice"]).await.unwrap();

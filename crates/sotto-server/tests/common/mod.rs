@@ -223,3 +223,45 @@ macro_rules! on_both_backends {
         }
     };
 }
+
+/// A fresh relay token secret (what `sotto relay` and the server share).
+pub fn relay_secret() -> sotto_server::admission::RelaySecret {
+    use sotto_server::admission::RelaySecret;
+    let text = RelaySecret::generate_file_text(&mut rand::rngs::OsRng);
+    RelaySecret::from_bytes(text.as_bytes()).unwrap()
+}
+
+/// Owned names.
+pub fn names(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+/// The code a request was refused with (panics if it was not refused).
+pub fn refusal<T: std::fmt::Debug>(r: Result<T, sotto_server::Error>) -> sotto_server::ErrorCode {
+    match r {
+        Err(sotto_server::Error::Refused { code }) => code,
+        other => panic!("not refused: {other:?}"),
+    }
+}
+
+/// The relay at `relay`'s verdict on token `t` for `who` joining `room` now.
+pub fn admits(
+    relay: &str,
+    secret: &sotto_server::admission::RelaySecret,
+    t: &sotto_server::protocol::ParticipantToken,
+    room: &str,
+    who: &str,
+) -> Result<(), sotto_server::admission::TokenError> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let e = sotto_server::admission::Expected {
+        relay,
+        room,
+        participant: who,
+        now_ms: now,
+        left_at_ms: None,
+    };
+    sotto_server::admission::verify(secret, Some(t.token.as_str()), &e).map(|_| ())
+}
