@@ -426,7 +426,10 @@ async fn relay_refuses_a_join_without_a_valid_token() {
         refused_code(&relay, room, "bob", Some(&bob_t)).await,
         ErrorCode::TokenPredatesLeave
     );
-    // a member re-invites him: a fresh token admits him
+    // a member re-invites him: a fresh token admits him. A token minted in the leave's own
+    // millisecond predates it (`issued_at_ms <= left_at_ms`); a re-invitation comes later (CI
+    // once minted it within that millisecond, right after the refusal above)
+    tokio::time::sleep(Duration::from_millis(5)).await;
     let again = alice_dev
         .client()
         .relay_tokens(Some(&url), room, &["bob".into()])
