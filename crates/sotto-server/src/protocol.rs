@@ -397,7 +397,10 @@ struct HotFrame<'a> {
 /// error) is left to the generic decoder. Whatever this accepts, the generic decoder accepts with
 /// the same value (unit test below; the `signaling_message` fuzz target compares the two).
 fn decode_hot(bytes: &[u8]) -> Option<ClientFrame> {
-    let f: HotFrame<'_> = serde_json::from_slice(bytes).ok()?;
+    // serde skips an unknown field's string without checking its UTF-8, where the generic
+    // decoder (which buffers every field) refuses it: check the whole frame first
+    let text = std::str::from_utf8(bytes).ok()?;
+    let f: HotFrame<'_> = serde_json::from_str(text).ok()?;
     if f.v != PROTOCOL_VERSION {
         return None;
     }
@@ -630,6 +633,16 @@ mod tests {
                 "{c}"
             );
         }
+        // Invalid UTF-8 in a field the hot path skips (found by the fuzz target
+        // `signaling_message`; the hot path accepted it, the generic decoder refuses it)
+        let mut bad = br#"{"v":1,"id":7,"type":"send","to_user":"bob","tphertext":"AQ"#.to_vec();
+        bad.extend([0xd4; 8]);
+        bad.extend(br#"","to_device":1,"ttl_secs":60,"ciphertext":"AQID"}"#);
+        assert_eq!(
+            decode_client_frame(&bad, MAX_FRAME_BYTES),
+            decode_client_frame_generic(&bad, MAX_FRAME_BYTES)
+        );
+        assert!(decode_client_frame(&bad, MAX_FRAME_BYTES).is_err());
         // The hot path really decodes the first case (not only falls back).
         assert!(decode_hot(cases[0].as_bytes()).is_some());
         assert!(decode_hot(cases[16].as_bytes()).is_some());
